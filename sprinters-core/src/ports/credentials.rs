@@ -1,0 +1,62 @@
+//! [`CredentialProvider`]: short-lived AWS credentials for an account.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use secrecy::SecretString;
+
+use crate::Result;
+use crate::domain::{AccountId, Owner};
+use crate::time::Timestamp;
+
+/// Which account, on whose behalf (the owner names the STS session).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CredentialsRequest {
+    /// The customer's AWS account.
+    pub account: AccountId,
+    /// The GitHub owner the credentials are for.
+    pub owner: Owner,
+}
+
+impl CredentialsRequest {
+    /// Credentials for `account` on behalf of `owner`.
+    pub fn new(account: AccountId, owner: Owner) -> Self {
+        Self { account, owner }
+    }
+}
+
+/// AWS credentials. The secret parts are [`SecretString`]s: `Debug` shows
+/// only the access key id.
+#[derive(Clone)]
+pub struct Credentials {
+    /// The access key id (not a secret on its own).
+    pub access_key_id: String,
+    /// The secret access key.
+    pub secret_access_key: SecretString,
+    /// The session token of temporary credentials.
+    pub session_token: Option<SecretString>,
+    /// When they stop working, if they do.
+    pub expires_at: Option<Timestamp>,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"[REDACTED]")
+            .field("session_token", &self.session_token.as_ref().map(|_| "[REDACTED]"))
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// Gets credentials for a customer's account: an assumed role, a stored
+/// access key, or the ambient chain. Implementations cache and refresh;
+/// the engine asks on every launch.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait CredentialProvider: Send + Sync + fmt::Debug + 'static {
+    /// Credentials valid for at least the next few minutes.
+    async fn credentials(&self, request: CredentialsRequest) -> Result<Credentials>;
+}

@@ -1,0 +1,63 @@
+//! [`EventSource`]: a pull source of deliveries (a queue); push sources
+//! such as webhooks call [`Engine::handle`](crate::engine::Engine::handle)
+//! directly instead.
+
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::Result;
+use crate::domain::DeliveryId;
+use crate::events::Delivery;
+
+/// Asks for the next deliveries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Poll {
+    /// At most this many.
+    pub max: usize,
+}
+
+impl Poll {
+    /// Up to `max` deliveries.
+    pub fn new(max: usize) -> Self {
+        Self { max }
+    }
+}
+
+/// What a poll returned.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Polled {
+    /// The deliveries, oldest first.
+    pub deliveries: Vec<Delivery>,
+}
+
+/// Acknowledges deliveries once they are durably taken in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Ack {
+    /// The deliveries that are done.
+    pub ids: Vec<DeliveryId>,
+}
+
+impl Ack {
+    /// Acknowledges `ids`.
+    pub fn new(ids: Vec<DeliveryId>) -> Self {
+        Self { ids }
+    }
+}
+
+/// A source of deliveries. A delivery that is polled and not acknowledged
+/// comes back later (at-least-once), so nothing is lost to a crash.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait EventSource: Send + Sync + fmt::Debug + 'static {
+    /// Waits until at least one delivery is available and returns up to
+    /// `max`. The engine drops this future on shutdown, so it must be
+    /// cancel-safe: a dropped poll loses nothing.
+    async fn poll(&self, request: Poll) -> Result<Polled>;
+
+    /// Marks deliveries as durably taken in; they are not delivered again.
+    async fn ack(&self, request: Ack) -> Result<()>;
+}

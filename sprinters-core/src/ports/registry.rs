@@ -1,0 +1,278 @@
+//! [`RunnerRegistry`]: the GitHub side of runners and jobs.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use secrecy::SecretString;
+
+use crate::Result;
+use crate::domain::{InstallationId, JobId, JobKey, Repository, RunId, RunnerName};
+use crate::events::Conclusion;
+
+/// Registers a just-in-time runner that will take exactly one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CreateJitRunner {
+    /// The installation whose token is used.
+    pub installation_id: InstallationId,
+    /// The repository the runner serves.
+    pub repository: Repository,
+    /// Its name.
+    pub runner_name: RunnerName,
+    /// All of the job's labels, pinning labels included.
+    pub labels: Vec<String>,
+    /// The runner group (1 is the default group).
+    pub runner_group_id: u64,
+}
+
+impl CreateJitRunner {
+    /// A runner in the default group.
+    pub fn new(
+        installation_id: InstallationId,
+        repository: Repository,
+        runner_name: RunnerName,
+        labels: Vec<String>,
+    ) -> Self {
+        Self {
+            installation_id,
+            repository,
+            runner_name,
+            labels,
+            runner_group_id: 1,
+        }
+    }
+}
+
+/// A registered just-in-time runner.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct JitRunner {
+    /// GitHub's id of the runner.
+    pub runner_id: u64,
+    /// The encoded JIT configuration the runner starts with: a secret.
+    pub encoded_jit_config: SecretString,
+}
+
+impl JitRunner {
+    /// A runner and its config.
+    pub fn new(runner_id: u64, encoded_jit_config: SecretString) -> Self {
+        Self {
+            runner_id,
+            encoded_jit_config,
+        }
+    }
+}
+
+impl fmt::Debug for JitRunner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JitRunner")
+            .field("runner_id", &self.runner_id)
+            .field("encoded_jit_config", &"[REDACTED]")
+            .finish()
+    }
+}
+
+/// Removes a runner; one already gone is success.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RemoveRunner {
+    /// The installation.
+    pub installation_id: InstallationId,
+    /// The repository it is registered on.
+    pub repository: Repository,
+    /// The runner.
+    pub runner_id: u64,
+}
+
+impl RemoveRunner {
+    /// Removes `runner_id` from `repository`.
+    pub fn new(installation_id: InstallationId, repository: Repository, runner_id: u64) -> Self {
+        Self {
+            installation_id,
+            repository,
+            runner_id,
+        }
+    }
+}
+
+/// Looks a job up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GetJobStatus {
+    /// The installation.
+    pub installation_id: InstallationId,
+    /// The repository.
+    pub repository: Repository,
+    /// The job.
+    pub job_id: JobId,
+}
+
+impl GetJobStatus {
+    /// The status of `job_id`.
+    pub fn new(installation_id: InstallationId, repository: Repository, job_id: JobId) -> Self {
+        Self {
+            installation_id,
+            repository,
+            job_id,
+        }
+    }
+}
+
+/// A job's status on GitHub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RemoteJobStatus {
+    /// Waiting for a runner.
+    Queued,
+    /// Waiting for an approval.
+    Waiting,
+    /// Running.
+    InProgress,
+    /// Done.
+    Completed,
+}
+
+/// What GitHub says about a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JobStatus {
+    /// Its status.
+    pub status: RemoteJobStatus,
+    /// Its conclusion, once completed.
+    pub conclusion: Option<Conclusion>,
+    /// The runner that took it.
+    pub runner_name: Option<RunnerName>,
+}
+
+impl JobStatus {
+    /// A status.
+    pub fn new(
+        status: RemoteJobStatus,
+        conclusion: Option<Conclusion>,
+        runner_name: Option<RunnerName>,
+    ) -> Self {
+        Self {
+            status,
+            conclusion,
+            runner_name,
+        }
+    }
+}
+
+/// Re-runs one job (GitHub creates a new run attempt).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RerunJob {
+    /// The installation.
+    pub installation_id: InstallationId,
+    /// The repository.
+    pub repository: Repository,
+    /// The job.
+    pub job_id: JobId,
+}
+
+impl RerunJob {
+    /// Re-runs `job_id`.
+    pub fn new(installation_id: InstallationId, repository: Repository, job_id: JobId) -> Self {
+        Self {
+            installation_id,
+            repository,
+            job_id,
+        }
+    }
+}
+
+/// Cancels a workflow run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CancelRun {
+    /// The installation.
+    pub installation_id: InstallationId,
+    /// The repository.
+    pub repository: Repository,
+    /// The run.
+    pub run_id: RunId,
+}
+
+impl CancelRun {
+    /// Cancels `run_id`.
+    pub fn new(installation_id: InstallationId, repository: Repository, run_id: RunId) -> Self {
+        Self {
+            installation_id,
+            repository,
+            run_id,
+        }
+    }
+}
+
+/// Lists a repository's queued jobs, to recover from lost webhooks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListQueuedJobs {
+    /// The installation.
+    pub installation_id: InstallationId,
+    /// The repository.
+    pub repository: Repository,
+}
+
+impl ListQueuedJobs {
+    /// The queued jobs of `repository`.
+    pub fn new(installation_id: InstallationId, repository: Repository) -> Self {
+        Self {
+            installation_id,
+            repository,
+        }
+    }
+}
+
+/// A job GitHub reports as queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueuedJob {
+    /// The job and attempt.
+    pub job: JobKey,
+    /// Its run.
+    pub run_id: RunId,
+    /// Its labels.
+    pub labels: Vec<String>,
+    /// Its name.
+    pub name: Option<String>,
+}
+
+impl QueuedJob {
+    /// A queued job.
+    pub fn new(job: JobKey, run_id: RunId, labels: Vec<String>, name: Option<String>) -> Self {
+        Self {
+            job,
+            run_id,
+            labels,
+            name,
+        }
+    }
+}
+
+/// The queued jobs of a repository.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueuedJobs {
+    /// The jobs, in GitHub's order.
+    pub jobs: Vec<QueuedJob>,
+}
+
+/// Runners and jobs on GitHub.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait RunnerRegistry: Send + Sync + fmt::Debug + 'static {
+    /// Registers a just-in-time runner and returns its encoded config.
+    async fn create_jit_runner(&self, request: CreateJitRunner) -> Result<JitRunner>;
+    /// Removes a runner; one already gone is success.
+    async fn remove_runner(&self, request: RemoveRunner) -> Result<()>;
+    /// A job's status, conclusion and runner.
+    async fn job_status(&self, request: GetJobStatus) -> Result<JobStatus>;
+    /// Re-runs a job.
+    async fn rerun_job(&self, request: RerunJob) -> Result<()>;
+    /// Cancels a run.
+    async fn cancel_run(&self, request: CancelRun) -> Result<()>;
+    /// The queued jobs of a repository.
+    async fn list_queued_jobs(&self, request: ListQueuedJobs) -> Result<QueuedJobs>;
+}

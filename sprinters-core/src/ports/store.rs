@@ -1,0 +1,344 @@
+//! [`JobStore`]: durable job records, written with compare-and-swap so that
+//! several replicas can share one store.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+use crate::domain::{AccountId, DeliveryId, JobKey, Owner};
+use crate::job::{JobRecord, JobState};
+use crate::labels::LabelSetKey;
+use crate::time::Timestamp;
+
+/// A record's version: starts at 1, goes up by one on every write.
+pub type Version = u64;
+
+/// A value and the version it was read at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned<T> {
+    /// The value.
+    pub value: T,
+    /// Its version, for the next compare-and-swap.
+    pub version: Version,
+}
+
+/// Writes a job record if its version is still `expected`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PutJob {
+    /// The record.
+    pub record: JobRecord,
+    /// `None`: create, failing with `Conflict` if it exists. `Some(v)`:
+    /// replace, failing with `Conflict` unless the stored version is `v`.
+    pub expected: Option<Version>,
+}
+
+impl PutJob {
+    /// Creates `record`.
+    pub fn create(record: JobRecord) -> Self {
+        Self {
+            record,
+            expected: None,
+        }
+    }
+
+    /// Replaces the record read at `version`.
+    pub fn replace(record: JobRecord, version: Version) -> Self {
+        Self {
+            record,
+            expected: Some(version),
+        }
+    }
+}
+
+/// Claims a job for launching: granted when no other owner holds an
+/// unexpired claim. The claim is written into the record's `lease`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClaimJob {
+    /// The job.
+    pub key: JobKey,
+    /// The claiming replica.
+    pub owner: String,
+    /// The time the claim is judged at.
+    pub now: Timestamp,
+    /// How long the claim lasts.
+    pub ttl: Duration,
+}
+
+impl ClaimJob {
+    /// Claims `key` for `owner` from `now` for `ttl`.
+    pub fn new(key: JobKey, owner: impl Into<String>, now: Timestamp, ttl: Duration) -> Self {
+        Self {
+            key,
+            owner: owner.into(),
+            now,
+            ttl,
+        }
+    }
+}
+
+/// Where a page of history ends: the next page starts after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct JobCursor {
+    /// The last record's queue time.
+    pub queued_at: Timestamp,
+    /// The last record's key.
+    pub key: JobKey,
+}
+
+impl JobCursor {
+    /// The cursor just after `record`.
+    pub fn after(record: &JobRecord) -> Self {
+        Self {
+            queued_at: record.queued_at,
+            key: record.key,
+        }
+    }
+}
+
+/// A history query: newest first (by queue time, then key), filtered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListJobs {
+    /// Only this owner's jobs (compared without case).
+    pub owner: Option<Owner>,
+    /// Only jobs in this account.
+    pub account: Option<AccountId>,
+    /// Only jobs with this label set.
+    pub label_set: Option<LabelSetKey>,
+    /// Only jobs in these states.
+    pub states: Option<Vec<JobState>>,
+    /// Only active jobs ([`JobRecord::is_active`]).
+    pub active_only: bool,
+    /// Only jobs queued at or after this.
+    pub queued_from: Option<Timestamp>,
+    /// Only jobs queued before this.
+    pub queued_until: Option<Timestamp>,
+    /// Start after this record.
+    pub cursor: Option<JobCursor>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+impl ListJobs {
+    /// The newest `limit` jobs, unfiltered.
+    pub fn newest(limit: usize) -> Self {
+        Self {
+            owner: None,
+            account: None,
+            label_set: None,
+            states: None,
+            active_only: false,
+            queued_from: None,
+            queued_until: None,
+            cursor: None,
+            limit,
+        }
+    }
+
+    /// Every active job, up to `limit`.
+    pub fn active(limit: usize) -> Self {
+        Self {
+            active_only: true,
+            ..Self::newest(limit)
+        }
+    }
+
+    /// Whether `record` passes the filters (not the cursor or limit). Stores
+    /// may use it, or answer the same through their indexes.
+    pub fn matches(&self, record: &JobRecord) -> bool {
+        self.owner
+            .as_ref()
+            .is_none_or(|o| o.eq_ignore_case(record.owner()))
+            && self.account.as_ref().is_none_or(|a| record.account.as_ref() == Some(a))
+            && self.label_set.is_none_or(|l| l == record.label_set)
+            && self.states.as_ref().is_none_or(|s| s.contains(&record.state))
+            && (!self.active_only || record.is_active())
+            && self.queued_from.is_none_or(|t| record.queued_at >= t)
+            && self.queued_until.is_none_or(|t| record.queued_at < t)
+            && self
+                .cursor
+                .is_none_or(|c| (record.queued_at, record.key) < (c.queued_at, c.key))
+    }
+}
+
+/// A page of history.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct JobPage {
+    /// The records, newest first.
+    pub jobs: Vec<Versioned<JobRecord>>,
+    /// Where the next page starts, if there may be one.
+    pub next: Option<JobCursor>,
+}
+
+impl JobPage {
+    /// A page.
+    pub fn new(jobs: Vec<Versioned<JobRecord>>, next: Option<JobCursor>) -> Self {
+        Self { jobs, next }
+    }
+}
+
+/// Records that a delivery was processed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecordDelivery {
+    /// The delivery.
+    pub id: DeliveryId,
+    /// When it was received.
+    pub received_at: Timestamp,
+}
+
+impl RecordDelivery {
+    /// Records `id`.
+    pub fn new(id: DeliveryId, received_at: Timestamp) -> Self {
+        Self { id, received_at }
+    }
+}
+
+/// Whether a delivery was new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeliveryRecorded {
+    /// True the first time an id is recorded, false for a duplicate.
+    pub first: bool,
+}
+
+impl DeliveryRecorded {
+    /// The outcome.
+    pub fn new(first: bool) -> Self {
+        Self { first }
+    }
+}
+
+/// Takes or renews a named lease (leadership of the reconciler, say).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AcquireLease {
+    /// The lease's name.
+    pub name: String,
+    /// Who wants it.
+    pub owner: String,
+    /// The time it is judged at.
+    pub now: Timestamp,
+    /// How long it lasts.
+    pub ttl: Duration,
+}
+
+impl AcquireLease {
+    /// Acquires `name` for `owner`.
+    pub fn new(name: impl Into<String>, owner: impl Into<String>, now: Timestamp, ttl: Duration) -> Self {
+        Self {
+            name: name.into(),
+            owner: owner.into(),
+            now,
+            ttl,
+        }
+    }
+}
+
+/// The state of a lease after an acquire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LeaseGrant {
+    /// Whether the caller holds it now.
+    pub acquired: bool,
+    /// Who holds it.
+    pub holder: String,
+    /// Until when.
+    pub expires_at: Timestamp,
+}
+
+impl LeaseGrant {
+    /// A grant.
+    pub fn new(acquired: bool, holder: String, expires_at: Timestamp) -> Self {
+        Self {
+            acquired,
+            holder,
+            expires_at,
+        }
+    }
+}
+
+/// Gives up a lease, if the caller holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReleaseLease {
+    /// The lease's name.
+    pub name: String,
+    /// Who gives it up.
+    pub owner: String,
+}
+
+impl ReleaseLease {
+    /// Releases `name` held by `owner`.
+    pub fn new(name: impl Into<String>, owner: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            owner: owner.into(),
+        }
+    }
+}
+
+/// Retention: removes what is older than a cut-off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Purge {
+    /// Inactive jobs queued before this, and deliveries received before
+    /// this, are removed.
+    pub before: Timestamp,
+}
+
+impl Purge {
+    /// Purges everything finished before `before`.
+    pub fn before(before: Timestamp) -> Self {
+        Self { before }
+    }
+}
+
+/// What a purge removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Purged {
+    /// Job records removed.
+    pub jobs: usize,
+    /// Delivery ids removed.
+    pub deliveries: usize,
+}
+
+impl Purged {
+    /// The counts.
+    pub fn new(jobs: usize, deliveries: usize) -> Self {
+        Self { jobs, deliveries }
+    }
+}
+
+/// Durable job records. Every write is a compare-and-swap on the record's
+/// version, so concurrent writers (tasks or replicas) never lose an update.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait JobStore: Send + Sync + fmt::Debug + 'static {
+    /// A job record and its version.
+    async fn get_job(&self, key: JobKey) -> Result<Option<Versioned<JobRecord>>>;
+    /// Creates or replaces a record by compare-and-swap; returns the new version.
+    async fn put_job(&self, request: PutJob) -> Result<Version>;
+    /// Claims a job for launching; `None` when it does not exist or another
+    /// owner holds an unexpired claim. Re-claiming one's own claim renews it.
+    async fn claim_job(&self, request: ClaimJob) -> Result<Option<Versioned<JobRecord>>>;
+    /// A page of history, newest first.
+    async fn list_jobs(&self, request: ListJobs) -> Result<JobPage>;
+    /// Whether a delivery was already recorded.
+    async fn delivery_seen(&self, id: DeliveryId) -> Result<bool>;
+    /// Records a processed delivery; `first` is false for a duplicate.
+    async fn record_delivery(&self, request: RecordDelivery) -> Result<DeliveryRecorded>;
+    /// Takes or renews a named lease.
+    async fn acquire_lease(&self, request: AcquireLease) -> Result<LeaseGrant>;
+    /// Gives up a named lease held by the caller.
+    async fn release_lease(&self, request: ReleaseLease) -> Result<()>;
+    /// Removes inactive jobs and deliveries older than the cut-off.
+    async fn purge(&self, request: Purge) -> Result<Purged>;
+}
