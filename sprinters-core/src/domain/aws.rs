@@ -153,7 +153,7 @@ fn region_len(s: &str) -> Option<usize> {
         while j < b.len() && b[j].is_ascii_digit() {
             j += 1;
         }
-        return (j > start && words >= 1 && words <= 3).then_some(j);
+        return (j > start && (1..=3).contains(&words)).then_some(j);
     }
 }
 

@@ -1,1 +1,335 @@
-//! The engine.
+//! The engine: turns job events into one ephemeral instance per job, and
+//! cleans up whatever did not go to plan.
+//!
+//! Rules it keeps, whatever the order, number or loss of events:
+//!
+//! 1. **At most one launch per (job, run attempt)**: a durable claim in the
+//!    store first, a launch intent recorded before any API call, and an EC2
+//!    client token derived from the job, so a retried `RunInstances` returns
+//!    the same instance. A launch that may have reached EC2 before a crash
+//!    looks the instance up by its tags before launching again.
+//! 2. **Runners are matched by label set, not by job**: supply (idle
+//!    runners) and demand (waiting jobs) are counted per label set; a job
+//!    whose runner was taken by another gets the other's runner or a new
+//!    one; a spare runner is ended after a grace period unless a job takes it.
+//! 3. **No orphan lives long**: [`Engine::reconcile`] ends instances with no
+//!    live job, spares past the grace period and anything past the maximum
+//!    lifetime, and asks GitHub about jobs waiting too long.
+//! 4. **Secrets never leave their lane**: JIT configs and credentials stay in
+//!    `secrecy` types; they are in no log line, `Debug` output or record.
+//! 5. **Fail loudly, lose nothing**: label, permission and configuration
+//!    errors are recorded on the job with their message; transient errors
+//!    are retried here, once, with capped exponential backoff and jitter
+//!    (the AWS and GitHub clients retry their own calls underneath).
+//!
+//! Every state change is a compare-and-swap on the job's record, so the
+//! engine is safe to run on several replicas sharing one store.
+
+mod config;
+mod ending;
+mod launch;
+mod lifecycle;
+mod limits;
+mod reconcile;
+mod records;
+mod supply;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex, Weak};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+pub use config::{AccountDirectory, EngineConfig, Limits, PriceTable, RetryPolicy};
+pub use reconcile::ReconcileReport;
+
+use crate::domain::{JobKey, Repository};
+use crate::events::{Delivery, Event};
+use crate::labels::LabelParser;
+use crate::ports::{
+    Ack, DynCloudLauncher, DynCredentialProvider, DynEventSource, DynJobStore, DynRunnerRegistry,
+    Poll, RecordDelivery,
+};
+use crate::time::{Clock, SystemClock};
+use crate::{Error, Result};
+use limits::Limiter;
+
+/// What [`Engine::handle`] did with a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Handled {
+    /// A queued job of ours was recorded; its launch runs in the background.
+    Accepted(JobKey),
+    /// A job of ours moved on (started, completed).
+    Updated(JobKey),
+    /// A job of ours was rejected: its label is invalid or names an account
+    /// its owner has not connected.
+    Rejected {
+        /// The job.
+        job: JobKey,
+        /// What the user must fix.
+        message: String,
+    },
+    /// Not ours, or an event the engine does not act on.
+    Ignored,
+    /// This delivery was already processed.
+    Duplicate,
+}
+
+/// The engine. Cheap to clone: clones share everything.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    // The engine's own `Arc`, for the tasks it spawns.
+    me: Weak<Inner>,
+    source: Option<DynEventSource>,
+    registry: DynRunnerRegistry,
+    credentials: DynCredentialProvider,
+    launcher: DynCloudLauncher,
+    store: DynJobStore,
+    clock: Arc<dyn Clock>,
+    config: EngineConfig,
+    parser: LabelParser,
+    limiter: Limiter,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+    // Jobs with a launch task in this replica, so that one job never has
+    // two tasks here (the claim guards across replicas).
+    scheduled: Mutex<HashSet<JobKey>>,
+    rng: Mutex<fastrand::Rng>,
+}
+
+/// Builds an [`Engine`] from its ports and configuration.
+#[derive(Debug, Default)]
+pub struct EngineBuilder {
+    source: Option<DynEventSource>,
+    registry: Option<DynRunnerRegistry>,
+    credentials: Option<DynCredentialProvider>,
+    launcher: Option<DynCloudLauncher>,
+    store: Option<DynJobStore>,
+    clock: Option<Arc<dyn Clock>>,
+    config: Option<EngineConfig>,
+    parser: Option<LabelParser>,
+    seed: Option<u64>,
+}
+
+impl EngineBuilder {
+    /// The pull source that [`Engine::run`] polls (none for push-only use).
+    pub fn source(mut self, source: DynEventSource) -> Self {
+        self.source = Some(source);
+        self
+    }
+    /// GitHub runners and jobs.
+    pub fn registry(mut self, registry: DynRunnerRegistry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+    /// AWS credentials.
+    pub fn credentials(mut self, credentials: DynCredentialProvider) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+    /// EC2.
+    pub fn launcher(mut self, launcher: DynCloudLauncher) -> Self {
+        self.launcher = Some(launcher);
+        self
+    }
+    /// The job store.
+    pub fn store(mut self, store: DynJobStore) -> Self {
+        self.store = Some(store);
+        self
+    }
+    /// The clock (the system clock by default).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+    /// The configuration.
+    pub fn config(mut self, config: EngineConfig) -> Self {
+        self.config = Some(config);
+        self
+    }
+    /// The label parser (prefix `sprinters`, region `us-east-1` by default).
+    pub fn labels(mut self, parser: LabelParser) -> Self {
+        self.parser = Some(parser);
+        self
+    }
+    /// Seeds the backoff jitter, for reproducible tests and simulations.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// The engine, or a `Config` error naming what is missing or wrong.
+    pub fn build(self) -> Result<Engine> {
+        let missing = |port: &str| Error::config(format!("the engine needs a {port}"));
+        let config = self.config.ok_or_else(|| missing("configuration"))?;
+        config.validate()?;
+        let rng = self.seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed);
+        let registry = self.registry.ok_or_else(|| missing("runner registry"))?;
+        let credentials = self.credentials.ok_or_else(|| missing("credential provider"))?;
+        let launcher = self.launcher.ok_or_else(|| missing("cloud launcher"))?;
+        let store = self.store.ok_or_else(|| missing("job store"))?;
+        Ok(Engine {
+            inner: Arc::new_cyclic(|me| Inner {
+                me: me.clone(),
+                source: self.source,
+                registry,
+                credentials,
+                launcher,
+                store,
+                clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+                limiter: Limiter::new(config.limits),
+                parser: self.parser.unwrap_or_default(),
+                config,
+                tasks: TaskTracker::new(),
+                shutdown: CancellationToken::new(),
+                scheduled: Mutex::new(HashSet::new()),
+                rng: Mutex::new(rng),
+            }),
+        })
+    }
+}
+
+impl Engine {
+    /// A builder.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// Takes one delivery in. Returns once its effect is durable in the
+    /// store; launches run in the background, so a webhook handler can
+    /// answer GitHub at once. Safe to call again with the same delivery.
+    pub async fn handle(&self, delivery: Delivery) -> Result<Handled> {
+        let inner = &self.inner;
+        if inner.store.delivery_seen(delivery.id.clone()).await? {
+            tracing::debug!(delivery = %delivery.id, "duplicate delivery");
+            return Ok(Handled::Duplicate);
+        }
+        let handled = match delivery.event {
+            Event::WorkflowJob(event) => {
+                let span = job_span(event.job, &event.repository);
+                inner
+                    .on_workflow_job(event)
+                    .instrument(span)
+                    .await?
+            }
+            _ => Handled::Ignored,
+        };
+        // Recorded only once processed: a crash before this line means the
+        // delivery is processed again, which every transition tolerates.
+        inner
+            .store
+            .record_delivery(RecordDelivery::new(delivery.id, delivery.received_at))
+            .await?;
+        Ok(handled)
+    }
+
+    /// Runs until `shutdown` completes: polls the event source (if any),
+    /// starts due launches every tick and reconciles every interval. On
+    /// shutdown it stops taking work and finishes in-flight launches.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let inner = &self.inner;
+        inner.recover().await?;
+        tokio::pin!(shutdown);
+        let mut next_reconcile = inner.clock.now();
+        loop {
+            let tick = inner.clock.sleep(inner.config.tick_interval);
+            let poll = async {
+                match &inner.source {
+                    Some(source) => source.poll(Poll::new(64)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = &mut shutdown => break,
+                polled = poll => match polled {
+                    Ok(polled) => self.take_in(polled.deliveries).await,
+                    Err(e) => tracing::warn!(error = %e, "polling the event source failed"),
+                },
+                _ = tick => {
+                    if let Err(e) = inner.process_due().await {
+                        tracing::warn!(error = %e, "starting due launches failed");
+                    }
+                    if inner.clock.now() >= next_reconcile {
+                        if let Err(e) = inner.reconcile().await {
+                            tracing::warn!(error = %e, "reconciling failed");
+                        }
+                        next_reconcile = inner.clock.now().saturating_add(inner.config.reconcile_interval);
+                    }
+                }
+            }
+        }
+        self.shutdown().await;
+        Ok(())
+    }
+
+    async fn take_in(&self, deliveries: Vec<crate::events::Delivery>) {
+        let Some(source) = &self.inner.source else { return };
+        let mut done = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            let id = delivery.id.clone();
+            match self.handle(delivery).await {
+                Ok(_) => done.push(id),
+                // Not acknowledged: the source delivers it again.
+                Err(e) => tracing::warn!(delivery = %id, error = %e, "delivery not taken in"),
+            }
+        }
+        if !done.is_empty()
+            && let Err(e) = source.ack(Ack::new(done)).await
+        {
+            tracing::warn!(error = %e, "acknowledging deliveries failed");
+        }
+    }
+
+    /// One reconciliation pass (what `run` does every interval).
+    pub async fn reconcile(&self) -> Result<ReconcileReport> {
+        self.inner.reconcile().await
+    }
+
+    /// Starts the launches that are due: retries whose backoff has passed,
+    /// claims that lapsed, waiting jobs with no runner.
+    pub async fn process_due(&self) -> Result<()> {
+        self.inner.process_due().await
+    }
+
+    /// Waits until every background task of this engine has finished.
+    pub async fn drain(&self) {
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+        self.inner.tasks.reopen();
+    }
+
+    /// Stops starting new launches and waits for the ones in flight.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+
+    /// How many jobs hold a concurrency slot in this replica.
+    pub fn slots_held(&self) -> usize {
+        self.inner.limiter.held()
+    }
+}
+
+/// The span every line about one job is logged in.
+pub(crate) fn job_span(job: JobKey, repository: &Repository) -> tracing::Span {
+    tracing::info_span!(
+        "job",
+        job_id = job.job_id.get(),
+        run_attempt = job.run_attempt.get(),
+        repository = %repository,
+    )
+}

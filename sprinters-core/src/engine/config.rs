@@ -1,0 +1,231 @@
+//! The engine's configuration.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::domain::{AccountId, InstanceType, Owner};
+
+/// Which AWS accounts each GitHub owner has connected. A label may only name
+/// an account its job's owner connected: one customer must never launch
+/// into, or even probe, another customer's account.
+#[derive(Debug, Clone, Default)]
+pub struct AccountDirectory {
+    // Keyed by lower-cased login: GitHub logins are case-insensitive.
+    owners: HashMap<String, Vec<AccountId>>,
+}
+
+impl AccountDirectory {
+    /// An empty directory: every job is rejected until owners connect.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Connects `account` to `owner`. The first account connected is the
+    /// owner's default.
+    pub fn connect(&mut self, owner: Owner, account: AccountId) -> &mut Self {
+        let accounts = self.owners.entry(owner.as_str().to_ascii_lowercase()).or_default();
+        if !accounts.contains(&account) {
+            accounts.push(account);
+        }
+        self
+    }
+
+    /// The account a job of `owner` launches in: the one its label names,
+    /// if connected, or the owner's default.
+    pub fn resolve(&self, owner: &Owner, named: Option<&AccountId>) -> Result<AccountId, String> {
+        let accounts = self
+            .owners
+            .get(&owner.as_str().to_ascii_lowercase())
+            .filter(|a| !a.is_empty());
+        match (accounts, named) {
+            (None, _) => Err(format!(
+                "{owner} has no AWS account connected; connect one before using Sprinters labels"
+            )),
+            (Some(accounts), None) => Ok(accounts[0].clone()),
+            (Some(accounts), Some(named)) if accounts.contains(named) => Ok(named.clone()),
+            (Some(_), Some(named)) => Err(format!(
+                "AWS account {named} is not connected to {owner}; use one of the owner's connected accounts or leave the account out of the label"
+            )),
+        }
+    }
+
+    /// Every connected account, once each.
+    pub fn accounts(&self) -> Vec<AccountId> {
+        let mut all: Vec<AccountId> = self.owners.values().flatten().cloned().collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+}
+
+/// Concurrency limits: jobs over a limit wait their turn, never dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// At most this many jobs with live instances per AWS account.
+    pub per_account: Option<usize>,
+    /// At most this many per repository.
+    pub per_repository: Option<usize>,
+}
+
+/// Capped exponential backoff with jitter, for transient launch errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// The first delay.
+    pub base: Duration,
+    /// The longest delay.
+    pub max: Duration,
+    /// After this many failed attempts the job is Failed.
+    pub max_attempts: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_secs(2),
+            max: Duration::from_secs(120),
+            max_attempts: 8,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before attempt `failed + 1`: `base * 2^(failed-1)`, capped,
+    /// with "equal jitter" (half fixed, half random) so that a burst of
+    /// failures does not retry in lock-step. `retry_after` from the API wins
+    /// when longer.
+    pub fn delay(&self, failed: u32, retry_after: Option<Duration>, rng: &mut fastrand::Rng) -> Duration {
+        let exp = failed.saturating_sub(1).min(20);
+        let ceiling = self.base.saturating_mul(1 << exp).min(self.max);
+        let half = ceiling / 2;
+        let jitter = Duration::from_millis(rng.u64(0..=u64::try_from(half.as_millis()).unwrap_or(u64::MAX)));
+        (half + jitter).max(retry_after.unwrap_or_default())
+    }
+}
+
+/// On-demand prices per hour, to estimate what a job cost.
+#[derive(Debug, Clone, Default)]
+pub struct PriceTable {
+    micros_per_hour: HashMap<String, u64>,
+}
+
+impl PriceTable {
+    /// us-east-1 on-demand Linux prices of the default and common types.
+    pub fn us_east_1() -> Self {
+        let mut t = Self::default();
+        for (ty, usd) in [
+            ("t3.medium", 0.0416),
+            ("t3.large", 0.0832),
+            ("t3.xlarge", 0.1664),
+            ("t4g.medium", 0.0336),
+            ("t4g.large", 0.0672),
+            ("t4g.xlarge", 0.1344),
+            ("m7i.large", 0.1008),
+            ("m7i.xlarge", 0.2016),
+            ("m7i.2xlarge", 0.4032),
+            ("m7i.24xlarge", 4.8384),
+            ("c7g.large", 0.0725),
+            ("c7g.xlarge", 0.145),
+            ("c7g.2xlarge", 0.29),
+            ("m8g.large", 0.0898),
+            ("m8g.xlarge", 0.1795),
+        ] {
+            t.micros_per_hour.insert(ty.to_owned(), (usd * 1_000_000.0_f64).round() as u64);
+        }
+        t
+    }
+
+    /// Sets the hourly price of `instance_type` in millionths of a dollar.
+    pub fn set(&mut self, instance_type: &InstanceType, micros_per_hour: u64) {
+        self.micros_per_hour
+            .insert(instance_type.as_str().to_owned(), micros_per_hour);
+    }
+
+    /// The hourly price, if known.
+    pub fn hourly_micros(&self, instance_type: &InstanceType) -> Option<u64> {
+        self.micros_per_hour.get(instance_type.as_str()).copied()
+    }
+}
+
+/// How the engine behaves. [`EngineConfig::new`] gives production defaults.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct EngineConfig {
+    /// Tagged on every instance; the reconciler only touches instances
+    /// carrying it. Shared by every replica of one deployment.
+    pub controller_id: String,
+    /// This replica's name in claims and leases; random by default.
+    pub replica_id: String,
+    /// Owners and their accounts.
+    pub accounts: AccountDirectory,
+    /// Concurrency limits.
+    pub limits: Limits,
+    /// How long a spare runner may idle before it is terminated.
+    pub idle_grace: Duration,
+    /// No instance lives longer than this.
+    pub max_lifetime: Duration,
+    /// A job waiting longer than this is checked with GitHub (lost webhooks).
+    pub queued_timeout: Duration,
+    /// How long a launch claim lasts.
+    pub claim_ttl: Duration,
+    /// Backoff for transient errors.
+    pub retry: RetryPolicy,
+    /// How often `run` reconciles.
+    pub reconcile_interval: Duration,
+    /// How often `run` starts launches that are due (retries, recoveries).
+    pub tick_interval: Duration,
+    /// History older than this is purged.
+    pub retention: Duration,
+    /// Prices for cost estimates.
+    pub prices: PriceTable,
+    /// Spot prices are estimated as this fraction of on-demand.
+    pub spot_price_ratio: f64,
+    /// The GitHub runner group of JIT runners.
+    pub runner_group_id: u64,
+}
+
+impl EngineConfig {
+    /// Defaults for a deployment named `controller_id` serving `accounts`.
+    pub fn new(controller_id: impl Into<String>, accounts: AccountDirectory) -> Self {
+        Self {
+            controller_id: controller_id.into(),
+            replica_id: format!("replica-{:016x}", fastrand::u64(..)),
+            accounts,
+            limits: Limits::default(),
+            idle_grace: Duration::from_secs(300),
+            max_lifetime: Duration::from_secs(6 * 3600 + 900),
+            queued_timeout: Duration::from_secs(600),
+            claim_ttl: Duration::from_secs(300),
+            retry: RetryPolicy::default(),
+            reconcile_interval: Duration::from_secs(60),
+            tick_interval: Duration::from_secs(1),
+            retention: Duration::from_secs(90 * 24 * 3600),
+            prices: PriceTable::us_east_1(),
+            spot_price_ratio: 0.35,
+            runner_group_id: 1,
+        }
+    }
+
+    /// Checks the settings that would make the engine misbehave.
+    pub fn validate(&self) -> crate::Result<()> {
+        let bad = |what: &str| Err(crate::Error::config(what.to_owned()));
+        if self.controller_id.is_empty() || self.controller_id.len() > 64 {
+            return bad("controller_id must be 1 to 64 characters");
+        }
+        if self.replica_id.is_empty() {
+            return bad("replica_id must not be empty");
+        }
+        if self.retry.max_attempts == 0 || self.retry.base.is_zero() {
+            return bad("retry.max_attempts and retry.base must be above zero");
+        }
+        if self.claim_ttl.is_zero() || self.tick_interval.is_zero() || self.reconcile_interval.is_zero() {
+            return bad("claim_ttl, tick_interval and reconcile_interval must be above zero");
+        }
+        if self.limits.per_account == Some(0) || self.limits.per_repository == Some(0) {
+            return bad("a concurrency limit of 0 would queue every job forever; use at least 1");
+        }
+        if !(0.0..=1.0).contains(&self.spot_price_ratio) {
+            return bad("spot_price_ratio must be between 0 and 1");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,354 @@
+//! The launch of one job: claim, intent, credentials and JIT config
+//! concurrently, `RunInstances`, record. Latency-critical: nothing here
+//! waits on a timer.
+
+use std::sync::Arc;
+
+use secrecy::SecretString;
+use tracing::Instrument;
+
+use super::supply::plan;
+use super::{Inner, job_span};
+use crate::domain::{InstanceId, JobKey, RunnerName};
+use crate::job::{EndReason, JobRecord, JobState, Launch};
+use crate::labels::{LabelSetKey, SpotMode};
+use crate::ports::{
+    ClaimJob, CreateJitRunner, Credentials, CredentialsRequest, LaunchRequest, Launched,
+    ListOwned, Market, RemoveRunner,
+};
+use crate::{Error, ErrorKind, Result};
+
+/// What one launch attempt produced.
+struct Outcome {
+    launched: Launched,
+    runner_id: Option<u64>,
+    spot_fallback: bool,
+}
+
+impl Inner {
+    pub(super) fn me(&self) -> Option<Arc<Inner>> {
+        self.me.upgrade()
+    }
+
+    /// Launches for `key` if it still needs a runner. Errors are recorded on
+    /// the job, or left for the next tick when the store itself failed.
+    pub(super) async fn launch_job(self: &Arc<Self>, key: JobKey) {
+        let record = match self.store.get_job(key).await {
+            Ok(Some(r)) => r.value,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(job = %key, error = %e, "reading job before launch failed");
+                return;
+            }
+        };
+        let span = job_span(key, &record.repository);
+        async {
+            let Some(account) = record.account.clone() else { return };
+            // Wait for a slot, unless the engine is shutting down: nothing
+            // has been claimed yet, so the job simply stays queued.
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = self.limiter.acquire(key, &account, &record.repository) => {}
+            }
+            if let Err(e) = self.claim_and_launch(key).await {
+                tracing::warn!(error = %e, "launch step failed; it is retried when due");
+            }
+            self.release_slot_if_idle(key).await;
+        }
+        .instrument(span)
+        .await;
+    }
+
+    async fn claim_and_launch(&self, key: JobKey) -> Result<()> {
+        let now = self.clock.now();
+        let claim = ClaimJob::new(key, self.config.replica_id.clone(), now, self.config.claim_ttl);
+        let Some(claimed) = self.store.claim_job(claim).await? else {
+            return Ok(()); // another replica holds it
+        };
+        let record = claimed.value;
+        let due = record.next_attempt_at.is_none_or(|t| t <= now);
+        let still_needed = record.state.is_waiting()
+            && due
+            && plan(&self.active_in(record.label_set).await?).contains(&key);
+        if !still_needed {
+            return self.release_claim(key).await;
+        }
+        let (Some(spec), Some(account)) = (record.spec.clone(), record.account.clone()) else {
+            return self.release_claim(key).await;
+        };
+
+        // The intent is durable before any API call: after a crash, a
+        // pending launch tells the next attempt to look for its instance.
+        let pending = record
+            .launches
+            .iter()
+            .find(|l| l.instance_id.is_none() && l.ended.is_none())
+            .map(|l| l.number);
+        let number = pending.unwrap_or(record.launches.len() as u32 + 1);
+        let runner_name = RunnerName::for_launch(key, number);
+        let intent = Launch {
+            number,
+            runner_name: runner_name.clone(),
+            runner_id: None,
+            instance_id: None,
+            region: spec.region.clone(),
+            availability_zone: spec.availability_zone.clone(),
+            instance_type: spec.instance_type.clone(),
+            spot: false,
+            spot_fallback: false,
+            hourly_price_micros: None,
+            launched_at: None,
+            taken_by: None,
+            ended: None,
+        };
+        let replica = self.config.replica_id.clone();
+        let written = self
+            .update(key, |r| {
+                let ours = r.lease.as_ref().is_some_and(|l| l.owner == replica);
+                if !ours || !r.state.is_waiting() {
+                    return false;
+                }
+                r.state = JobState::Launching;
+                if !r.launches.iter().any(|l| l.number == number) {
+                    r.launches.push(intent.clone());
+                }
+                true
+            })
+            .await?;
+        if written.as_ref().is_none_or(|w| w.value.state != JobState::Launching) {
+            return Ok(());
+        }
+        tracing::info!(runner = %runner_name, launch = number, "launching");
+
+        match self.launch_instance(&record, &spec, account, number, &runner_name, pending.is_some()).await {
+            Ok(outcome) => self.record_launched(key, number, outcome).await,
+            Err(e) => self.record_failure(&record, number, e).await,
+        }
+    }
+
+    async fn launch_instance(
+        &self,
+        record: &JobRecord,
+        spec: &crate::labels::RunnerSpec,
+        account: crate::domain::AccountId,
+        number: u32,
+        runner_name: &RunnerName,
+        resumed: bool,
+    ) -> Result<Outcome> {
+        let key = record.key;
+        let owner = record.owner().clone();
+        let credentials_request = CredentialsRequest::new(account.clone(), owner);
+        let jit_request = CreateJitRunner {
+            runner_group_id: self.config.runner_group_id,
+            ..CreateJitRunner::new(
+                record.installation_id,
+                record.repository.clone(),
+                runner_name.clone(),
+                record.labels.clone(),
+            )
+        };
+
+        let (credentials, jit) = if resumed {
+            // An earlier attempt may have reached EC2 before it could record
+            // the instance: adopt it rather than start a second one.
+            let credentials = self.credentials.credentials(credentials_request).await?;
+            if let Some(found) = self.find_launched(record, &account, &credentials, runner_name).await? {
+                tracing::info!(instance = %found.instance_id, "adopted the instance of an earlier attempt");
+                return Ok(Outcome { launched: found, runner_id: None, spot_fallback: false });
+            }
+            let jit = self.registry.create_jit_runner(jit_request).await?;
+            (credentials, jit)
+        } else {
+            // The two slow calls of the launch path, side by side.
+            let (credentials, jit) = tokio::join!(
+                self.credentials.credentials(credentials_request),
+                self.registry.create_jit_runner(jit_request),
+            );
+            (credentials?, jit?)
+        };
+
+        let market = if spec.spot.wants_spot() && !(spec.spot == SpotMode::Rerun && key.run_attempt.get() > 1) {
+            Market::Spot
+        } else {
+            // A re-run of a `spot=rerun` job goes on-demand: the spot
+            // instance of its earlier attempt was reclaimed.
+            Market::OnDemand
+        };
+        let request = |market: Market| {
+            LaunchRequest::new(
+                account.clone(),
+                credentials.clone(),
+                self.config.controller_id.clone(),
+                key,
+                record.run_id,
+                record.repository.clone(),
+                runner_name.clone(),
+                spec.clone(),
+                market,
+                self.idempotency_token(key, number, market),
+                SecretString::from(secrecy::ExposeSecret::expose_secret(&jit.encoded_jit_config).to_owned()),
+                self.config.max_lifetime,
+            )
+        };
+        let first = self.launcher.launch(request(market)).await;
+        let (launched, spot_fallback) = match first {
+            Err(e) if *e.kind() == ErrorKind::CapacityUnavailable && market == Market::Spot && spec.spot.falls_back() => {
+                tracing::info!(error = %e, "no spot capacity; falling back to on-demand");
+                (self.launcher.launch(request(Market::OnDemand)).await, true)
+            }
+            other => (other, false),
+        };
+        match launched {
+            Ok(launched) => Ok(Outcome { launched, runner_id: Some(jit.runner_id), spot_fallback }),
+            Err(e) => {
+                if !e.is_retryable() {
+                    // The runner will never start; do not leave it registered.
+                    let remove = RemoveRunner::new(record.installation_id, record.repository.clone(), jit.runner_id);
+                    if let Err(re) = self.registry.remove_runner(remove).await {
+                        tracing::warn!(error = %re, "removing the unused runner failed");
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// An instance of this job's runner that an earlier attempt launched.
+    async fn find_launched(
+        &self,
+        record: &JobRecord,
+        account: &crate::domain::AccountId,
+        credentials: &Credentials,
+        runner_name: &RunnerName,
+    ) -> Result<Option<Launched>> {
+        let Some(spec) = &record.spec else { return Ok(None) };
+        let query = ListOwned::new(account.clone(), credentials.clone(), spec.region.clone(), self.config.controller_id.clone())
+            .for_job(record.key);
+        let owned = self.launcher.list_owned(query).await?;
+        Ok(owned
+            .instances
+            .into_iter()
+            .find(|i| i.state.is_alive() && i.runner_name.as_ref() == Some(runner_name))
+            .map(|i| {
+                Launched::new(
+                    i.instance_id,
+                    spec.instance_type.clone(),
+                    spec.region.clone(),
+                    spec.availability_zone.clone(),
+                    i.spot,
+                    i.launched_at.unwrap_or_else(|| self.clock.now()),
+                )
+            }))
+    }
+
+    /// The EC2 client token of launch `number` of `key` on `market`: the
+    /// same inputs always give the same token, so a retried call returns
+    /// the instance the first one started.
+    pub(super) fn idempotency_token(&self, key: JobKey, number: u32, market: Market) -> String {
+        let controller = LabelSetKey::of(&[self.config.controller_id.as_str()]).get() as u32;
+        let m = match market {
+            Market::Spot => 's',
+            Market::OnDemand => 'o',
+        };
+        format!("sprinters-{controller:08x}-{}-{}-{number}-{m}", key.job_id, key.run_attempt)
+    }
+
+    async fn record_launched(&self, key: JobKey, number: u32, outcome: Outcome) -> Result<()> {
+        let Outcome { launched, runner_id, spot_fallback } = outcome;
+        let instance_id: InstanceId = launched.instance_id.clone();
+        self.update(key, |r| {
+            let Some(l) = r.launches.iter_mut().find(|l| l.number == number) else { return false };
+            l.instance_id = Some(launched.instance_id.clone());
+            l.availability_zone = launched.availability_zone.clone().or(l.availability_zone.take());
+            l.instance_type = launched.instance_type.clone();
+            l.region = launched.region.clone();
+            l.spot = launched.spot;
+            l.spot_fallback = spot_fallback;
+            l.hourly_price_micros = launched.hourly_price_micros;
+            l.launched_at = Some(launched.launched_at);
+            if runner_id.is_some() {
+                l.runner_id = runner_id;
+            }
+            if r.state.rank() < JobState::Launched.rank() {
+                r.state = JobState::Launched;
+            }
+            r.lease = None;
+            r.failed_attempts = 0;
+            r.next_attempt_at = None;
+            r.message = None;
+            true
+        })
+        .await?;
+        tracing::info!(instance = %instance_id, spot = launched.spot, spot_fallback, "launched");
+        Ok(())
+    }
+
+    async fn record_failure(&self, record: &JobRecord, number: u32, error: Error) -> Result<()> {
+        let now = self.clock.now();
+        let policy = self.config.retry;
+        let failed = record.failed_attempts + 1;
+        let retry = error.is_retryable() && failed < policy.max_attempts;
+        let delay = {
+            let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+            policy.delay(failed, error.retry_after(), &mut rng)
+        };
+        let message = if retry {
+            format!("launch attempt {failed} failed, retrying: {error}")
+        } else if error.is_retryable() {
+            format!("launch failed after {failed} attempts: {error}")
+        } else {
+            format!("launch failed: {error}")
+        };
+        self.update(record.key, |r| {
+            if !r.state.is_waiting() {
+                r.lease = None;
+                return true;
+            }
+            r.failed_attempts = failed;
+            r.message = Some(message.clone());
+            r.lease = None;
+            if retry {
+                r.state = JobState::Queued;
+                r.next_attempt_at = Some(now.saturating_add(delay));
+            } else {
+                r.state = JobState::Failed;
+                r.completed_at = Some(now);
+                r.next_attempt_at = None;
+                if let Some(l) = r.launches.iter_mut().find(|l| l.number == number && l.instance_id.is_none()) {
+                    l.ended = Some((now, EndReason::LaunchFailed));
+                }
+            }
+            true
+        })
+        .await?;
+        if retry {
+            tracing::warn!(error = %error, attempt = failed, retry_in_ms = delay.as_millis() as u64, "launch failed; retrying");
+        } else {
+            tracing::error!(error = %error, "launch failed for good");
+        }
+        Ok(())
+    }
+
+    async fn release_claim(&self, key: JobKey) -> Result<()> {
+        let replica = self.config.replica_id.clone();
+        self.update(key, |r| {
+            if r.lease.as_ref().is_some_and(|l| l.owner == replica) {
+                r.lease = None;
+                true
+            } else {
+                false
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// A job keeps its slot while it has a live instance.
+    pub(super) async fn release_slot_if_idle(&self, key: JobKey) {
+        match self.store.get_job(key).await {
+            Ok(Some(r)) if r.value.launches.iter().any(Launch::is_live) => {}
+            Ok(_) => self.limiter.release(key),
+            Err(e) => tracing::warn!(error = %e, "reading job to release its slot failed"),
+        }
+    }
+}

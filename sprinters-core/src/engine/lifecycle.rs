@@ -1,0 +1,151 @@
+//! What each `workflow_job` event does to a job. Every transition is
+//! idempotent and only moves forward, so duplicates, redeliveries and
+//! events out of order are harmless.
+
+use super::records::new_record;
+use super::{Handled, Inner};
+use crate::domain::AccountId;
+use crate::events::{Conclusion, WorkflowJobAction, WorkflowJobEvent};
+use crate::job::{EndReason, JobState};
+use crate::labels::JobLabels;
+use crate::Result;
+
+impl Inner {
+    pub(super) async fn on_workflow_job(&self, event: WorkflowJobEvent) -> Result<Handled> {
+        let labels = match self.parser.parse_job(&event.labels) {
+            Ok(None) => return Ok(Handled::Ignored),
+            Ok(Some(labels)) => labels,
+            Err(e) => {
+                let message = format!("invalid runs-on label `{}`: {e}", e.label());
+                return self.reject(&event, None, message).await;
+            }
+        };
+        if event.action == WorkflowJobAction::Waiting {
+            // Waiting for an approval: GitHub sends `queued` once approved.
+            return Ok(Handled::Ignored);
+        }
+        let account = match self
+            .config
+            .accounts
+            .resolve(event.repository.owner(), labels.spec.account.as_ref())
+        {
+            Ok(account) => account,
+            // Decided from configuration alone: no call is made that would
+            // let one customer probe another's account.
+            Err(message) => return self.reject(&event, Some(&labels), message).await,
+        };
+        match event.action {
+            WorkflowJobAction::Queued => self.on_queued(&event, &labels, account).await,
+            WorkflowJobAction::InProgress => self.on_started(&event, &labels, account).await,
+            WorkflowJobAction::Completed => self.on_completed(&event, &labels, account).await,
+            WorkflowJobAction::Waiting => Ok(Handled::Ignored),
+        }
+    }
+
+    /// Records the job as Rejected with `message`; never retried.
+    async fn reject(&self, event: &WorkflowJobEvent, labels: Option<&JobLabels>, message: String) -> Result<Handled> {
+        let mut record = new_record(event, labels, None, JobState::Rejected, self.clock.now());
+        record.message = Some(message.clone());
+        let (stored, created) = self.upsert(record, |_| false).await?;
+        if created {
+            tracing::warn!(%message, "job rejected");
+        }
+        let message = stored.value.message.unwrap_or(message);
+        Ok(Handled::Rejected { job: event.job, message })
+    }
+
+    async fn on_queued(&self, event: &WorkflowJobEvent, labels: &JobLabels, account: AccountId) -> Result<Handled> {
+        let record = new_record(event, Some(labels), Some(account), JobState::Queued, self.clock.now());
+        let (stored, created) = self.upsert(record, |_| false).await?;
+        if created {
+            tracing::info!(labels = ?event.labels, "job queued");
+        }
+        if stored.value.state.is_waiting() {
+            self.rebalance(stored.value.label_set).await?;
+        }
+        Ok(Handled::Accepted(event.job))
+    }
+
+    async fn on_started(&self, event: &WorkflowJobEvent, labels: &JobLabels, account: AccountId) -> Result<Handled> {
+        let now = event.at.unwrap_or_else(|| self.clock.now());
+        let runner = event.runner_name.clone();
+        let mut fresh = new_record(event, Some(labels), Some(account), JobState::Running, now);
+        fresh.started_at = Some(now);
+        fresh.ran_on = runner.clone();
+        let (stored, _) = self
+            .upsert(fresh, |r| {
+                if r.state.rank() >= JobState::Running.rank() {
+                    return false;
+                }
+                r.state = JobState::Running;
+                r.started_at = Some(now);
+                r.ran_on = runner.clone();
+                r.next_attempt_at = None;
+                r.message = None;
+                true
+            })
+            .await?;
+        tracing::info!(runner = ?stored.value.ran_on, "job started");
+
+        let Some((launched_for, number)) = runner.as_ref().and_then(|r| r.launch_ref()) else {
+            return Ok(Handled::Updated(event.job));
+        };
+        let taker = event.job;
+        self.update(launched_for, |r| {
+            match r.launches.iter_mut().find(|l| l.number == number) {
+                Some(l) if l.taken_by.is_none() => {
+                    l.taken_by = Some(taker);
+                    true
+                }
+                _ => false,
+            }
+        })
+        .await?;
+        if launched_for != taker {
+            // Another job's runner took this one: that job may now lack one.
+            tracing::info!(launched_for = %launched_for, "runner taken by another job with the same labels");
+            self.rebalance(stored.value.label_set).await?;
+        }
+        Ok(Handled::Updated(event.job))
+    }
+
+    async fn on_completed(&self, event: &WorkflowJobEvent, labels: &JobLabels, account: AccountId) -> Result<Handled> {
+        let now = event.at.unwrap_or_else(|| self.clock.now());
+        let state = match event.conclusion {
+            Some(Conclusion::Cancelled) => JobState::Cancelled,
+            _ => JobState::Completed,
+        };
+        let runner = event.runner_name.clone();
+        let mut fresh = new_record(event, Some(labels), Some(account), state, now);
+        fresh.completed_at = Some(now);
+        fresh.conclusion = event.conclusion;
+        fresh.ran_on = runner.clone();
+        let (stored, _) = self
+            .upsert(fresh, |r| {
+                if r.state.is_finished() {
+                    return false;
+                }
+                r.state = state;
+                r.conclusion = event.conclusion;
+                r.completed_at = Some(now);
+                if r.ran_on.is_none() {
+                    r.ran_on = runner.clone();
+                }
+                r.next_attempt_at = None;
+                true
+            })
+            .await?;
+        tracing::info!(conclusion = ?event.conclusion, "job finished");
+
+        // End the instance the job ran on (the runner exits after one job,
+        // and the instance shuts itself down; this makes sure of it).
+        if let Some((launched_for, number)) = stored.value.ran_on.as_ref().and_then(|r| r.launch_ref()) {
+            self.end_launch(launched_for, number, EndReason::JobCompleted, Some(event.job))
+                .await?;
+        }
+        // The job's own idle runners are now spares: a waiting job with the
+        // same labels may take them; the reconciler ends them after the grace.
+        self.settle(event.job).await?;
+        Ok(Handled::Updated(event.job))
+    }
+}

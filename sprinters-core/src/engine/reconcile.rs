@@ -1,0 +1,325 @@
+//! The reconciler: the safety net under lost events, crashes and clouds
+//! that do things on their own.
+
+use std::collections::{BTreeSet, HashMap};
+
+use super::Inner;
+use super::supply::supplies;
+use crate::domain::{AccountId, JobKey, Region};
+use crate::events::{Conclusion, WorkflowJobAction, WorkflowJobEvent};
+use crate::job::{EndReason, JobRecord, JobState};
+use crate::labels::LabelSetKey;
+use crate::ports::{
+    AcquireLease, CredentialsRequest, DescribeInstance, GetJobStatus, ListJobs, ListOwned, Purge,
+    RemoteJobStatus, RerunJob, StateReason, TerminateRequest, Versioned,
+};
+use crate::{ErrorKind, Result};
+
+const LEADER_LEASE: &str = "sprinters/reconciler";
+
+/// What one reconciliation pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReconcileReport {
+    /// Whether this replica led the pass (only one replica reconciles).
+    pub leader: bool,
+    /// Instances no live job knows, terminated.
+    pub orphans_ended: usize,
+    /// Spare runners idle past the grace period, terminated.
+    pub spares_ended: usize,
+    /// Instances past the maximum lifetime, terminated.
+    pub expired_ended: usize,
+    /// Spot instances found reclaimed.
+    pub reclaimed: usize,
+    /// Jobs re-run after a spot reclaim.
+    pub reruns: usize,
+    /// Jobs waiting too long that were checked with GitHub.
+    pub jobs_checked: usize,
+    /// Job records purged by retention.
+    pub purged: usize,
+}
+
+impl Inner {
+    pub(super) async fn reconcile(&self) -> Result<ReconcileReport> {
+        let mut report = ReconcileReport::default();
+        let now = self.clock.now();
+        let lease = AcquireLease::new(
+            LEADER_LEASE,
+            self.config.replica_id.clone(),
+            now,
+            self.config.reconcile_interval.saturating_mul(3),
+        );
+        if !self.store.acquire_lease(lease).await?.acquired {
+            return Ok(report);
+        }
+        report.leader = true;
+
+        let active = self.list_all(ListJobs::active(1000)).await?;
+        self.end_expired_and_finished(&active, &mut report).await;
+        self.end_spares(&active, &mut report).await;
+        self.check_waiting(&active, &mut report).await;
+        self.sweep_cloud(&active, &mut report).await;
+        self.process_due().await?;
+        let purged = self.store.purge(Purge::before(now.saturating_sub(self.config.retention))).await?;
+        report.purged = purged.jobs;
+        if report != (ReconcileReport { leader: true, ..Default::default() }) {
+            tracing::info!(?report, "reconciled");
+        }
+        Ok(report)
+    }
+
+    /// Past the maximum lifetime, or serving a job that is over.
+    async fn end_expired_and_finished(&self, active: &[Versioned<JobRecord>], report: &mut ReconcileReport) {
+        let now = self.clock.now();
+        let finished: BTreeSet<JobKey> = active
+            .iter()
+            .filter(|r| r.value.state.is_finished())
+            .map(|r| r.value.key)
+            .collect();
+        for record in active {
+            for l in record.value.launches.iter().filter(|l| l.is_live()) {
+                let expired = l.launched_at.is_some_and(|t| now.since(t) > self.config.max_lifetime);
+                let job_over = l.taken_by.is_some_and(|t| finished.contains(&t) || self.is_gone(t, active));
+                let reason = if expired {
+                    EndReason::MaxLifetime
+                } else if job_over {
+                    EndReason::JobCompleted
+                } else {
+                    continue;
+                };
+                match self.end_launch(record.value.key, l.number, reason, None).await {
+                    Ok(()) if expired => report.expired_ended += 1,
+                    Ok(()) => {}
+                    Err(e) => tracing::warn!(error = %e, runner = %l.runner_name, "ending an instance failed"),
+                }
+            }
+        }
+    }
+
+    /// A job not among the active ones has finished (and was cleaned up).
+    fn is_gone(&self, key: JobKey, active: &[Versioned<JobRecord>]) -> bool {
+        !active.iter().any(|r| r.value.key == key)
+    }
+
+    /// Spare runners beyond what waiting jobs need, idle past the grace.
+    async fn end_spares(&self, active: &[Versioned<JobRecord>], report: &mut ReconcileReport) {
+        let now = self.clock.now();
+        let mut by_set: HashMap<LabelSetKey, Vec<Versioned<JobRecord>>> = HashMap::new();
+        for r in active {
+            by_set.entry(r.value.label_set).or_default().push(r.clone());
+        }
+        for records in by_set.values() {
+            // Spares first cover the waiting jobs that have no runner.
+            let waiting_uncovered = records
+                .iter()
+                .map(|r| &r.value)
+                .filter(|r| r.state.is_waiting() && !r.launches.iter().any(|l| supplies(r, l)))
+                .count();
+            // Idle runners of jobs that no longer wait, oldest idle first.
+            let mut spares: Vec<(crate::time::Timestamp, JobKey, u32)> = records
+                .iter()
+                .map(|r| &r.value)
+                .filter(|r| !r.state.is_waiting())
+                .flat_map(|r| {
+                    let since = r.completed_at.or(r.started_at);
+                    r.launches
+                        .iter()
+                        .filter(|l| l.is_idle() && l.instance_id.is_some())
+                        .map(move |l| (since.max(l.launched_at).unwrap_or(now), r.key, l.number))
+                })
+                .collect();
+            spares.sort();
+            let surplus = spares.len().saturating_sub(waiting_uncovered);
+            for (since, key, number) in spares.into_iter().take(surplus) {
+                if now.since(since) < self.config.idle_grace {
+                    continue;
+                }
+                match self.end_launch(key, number, EndReason::Spare, None).await {
+                    Ok(()) => report.spares_ended += 1,
+                    Err(e) => tracing::warn!(error = %e, job = %key, "ending a spare runner failed"),
+                }
+            }
+        }
+    }
+
+    /// Jobs waiting too long: GitHub may have sent events we never got.
+    async fn check_waiting(&self, active: &[Versioned<JobRecord>], report: &mut ReconcileReport) {
+        let now = self.clock.now();
+        for record in active.iter().map(|r| &r.value) {
+            if !record.state.is_waiting() || now.since(record.queued_at) < self.config.queued_timeout {
+                continue;
+            }
+            report.jobs_checked += 1;
+            let request = GetJobStatus::new(record.installation_id, record.repository.clone(), record.key.job_id);
+            let (action, conclusion, runner) = match self.registry.job_status(request).await {
+                Ok(status) => match status.status {
+                    RemoteJobStatus::Completed => (WorkflowJobAction::Completed, status.conclusion, status.runner_name),
+                    RemoteJobStatus::InProgress => (WorkflowJobAction::InProgress, None, status.runner_name),
+                    _ => continue, // still queued: process_due launches if it lacks a runner
+                },
+                Err(e) if *e.kind() == ErrorKind::NotFound => {
+                    (WorkflowJobAction::Completed, Some(Conclusion::Cancelled), None)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, job = %record.key, "asking GitHub about a waiting job failed");
+                    continue;
+                }
+            };
+            tracing::info!(job = %record.key, ?action, "recovered a missed event from GitHub");
+            let event = WorkflowJobEvent {
+                action,
+                job: record.key,
+                run_id: record.run_id,
+                repository: record.repository.clone(),
+                installation_id: record.installation_id,
+                labels: record.labels.clone(),
+                name: record.name.clone(),
+                runner_name: runner,
+                runner_id: None,
+                conclusion,
+                at: None,
+            };
+            if let Err(e) = self.on_workflow_job(event).await {
+                tracing::warn!(error = %e, job = %record.key, "applying a recovered event failed");
+            }
+        }
+    }
+
+    /// Compares what EC2 runs with what the store knows: ends orphans, and
+    /// notices instances that went away on their own (spot reclaims).
+    async fn sweep_cloud(&self, active: &[Versioned<JobRecord>], report: &mut ReconcileReport) {
+        let mut targets: BTreeSet<(AccountId, Region)> = BTreeSet::new();
+        let mut owners = HashMap::new();
+        for r in active.iter().map(|r| &r.value) {
+            if let Some(account) = &r.account {
+                owners.entry(account.clone()).or_insert_with(|| r.owner().clone());
+                if let Some(spec) = &r.spec {
+                    targets.insert((account.clone(), spec.region.clone()));
+                }
+                for l in &r.launches {
+                    targets.insert((account.clone(), l.region.clone()));
+                }
+            }
+        }
+        let now = self.clock.now();
+        for (account, region) in targets {
+            let Some(owner) = owners.get(&account) else { continue };
+            let credentials = match self
+                .credentials
+                .credentials(CredentialsRequest::new(account.clone(), owner.clone()))
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, %account, "no credentials to sweep the account");
+                    continue;
+                }
+            };
+            let query = ListOwned::new(account.clone(), credentials.clone(), region.clone(), self.config.controller_id.clone());
+            let owned = match self.launcher.list_owned(query).await {
+                Ok(o) => o.instances,
+                Err(e) => {
+                    tracing::warn!(error = %e, %account, %region, "listing instances failed");
+                    continue;
+                }
+            };
+            for instance in owned.iter().filter(|i| i.state.is_alive()) {
+                let known = match instance.job.zip(instance.runner_name.as_ref()) {
+                    Some((job, runner)) => match self.store.get_job(job).await {
+                        Ok(Some(r)) => {
+                            let r = r.value;
+                            let launch = r.launch_by_runner(runner);
+                            let in_flight = r.state == JobState::Launching
+                                && r.lease.as_ref().is_some_and(|l| l.expires_at > now);
+                            in_flight
+                                || launch.is_some_and(|l| {
+                                    l.is_live() && l.instance_id.as_ref().is_none_or(|id| id == &instance.instance_id)
+                                })
+                        }
+                        Ok(None) => false,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "reading a job during the sweep failed");
+                            true
+                        }
+                    },
+                    None => false,
+                };
+                if known {
+                    continue;
+                }
+                let request = TerminateRequest::new(account.clone(), credentials.clone(), region.clone(), instance.instance_id.clone());
+                match self.launcher.terminate(request).await {
+                    Ok(_) => {
+                        report.orphans_ended += 1;
+                        tracing::info!(instance = %instance.instance_id, "orphan instance ended");
+                    }
+                    Err(e) => tracing::warn!(error = %e, instance = %instance.instance_id, "ending an orphan failed"),
+                }
+            }
+            // Live launches whose instance EC2 no longer runs.
+            for r in active.iter().map(|r| &r.value) {
+                if r.account.as_ref() != Some(&account) {
+                    continue;
+                }
+                for l in r.launches.iter().filter(|l| l.is_live() && l.region == region) {
+                    let Some(id) = &l.instance_id else { continue };
+                    if owned.iter().any(|i| &i.instance_id == id && i.state.is_alive()) {
+                        continue;
+                    }
+                    let describe = DescribeInstance::new(account.clone(), credentials.clone(), region.clone(), id.clone());
+                    let reclaimed = matches!(
+                        self.launcher.describe(describe).await,
+                        Ok(info) if info.state_reason == Some(StateReason::SpotReclaimed)
+                    );
+                    let reason = if reclaimed {
+                        report.reclaimed += 1;
+                        EndReason::SpotReclaimed
+                    } else if l.taken_by.is_some() {
+                        EndReason::JobCompleted
+                    } else {
+                        EndReason::Spare
+                    };
+                    if let Err(e) = self.end_launch(r.key, l.number, reason, None).await {
+                        tracing::warn!(error = %e, "recording a vanished instance failed");
+                        continue;
+                    }
+                    if reclaimed && self.rerun_after_reclaim(r, l.taken_by).await {
+                        report.reruns += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Asks GitHub to re-run the job a reclaimed `spot=rerun` instance ran.
+    async fn rerun_after_reclaim(&self, launched_for: &JobRecord, taken_by: Option<JobKey>) -> bool {
+        let wants_rerun = launched_for
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.spot == crate::labels::SpotMode::Rerun);
+        let Some(job) = taken_by.filter(|_| wants_rerun) else { return false };
+        let mut requested_now = false;
+        let first = match self
+            .update(job, |r| {
+                requested_now = !r.rerun_requested;
+                r.rerun_requested = true;
+                requested_now
+            })
+            .await
+        {
+            Ok(Some(r)) if requested_now => r.value,
+            _ => return false,
+        };
+        let request = RerunJob::new(first.installation_id, first.repository.clone(), job.job_id);
+        match self.registry.rerun_job(request).await {
+            Ok(()) => {
+                tracing::info!(job = %job, "spot instance reclaimed; job re-run on on-demand");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, job = %job, "re-running a reclaimed job failed");
+                false
+            }
+        }
+    }
+}

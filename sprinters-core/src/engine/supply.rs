@@ -1,0 +1,144 @@
+//! Supply and demand per label set: which waiting jobs need a launch, and
+//! starting those launches.
+
+use std::collections::HashMap;
+
+use super::Inner;
+use crate::domain::JobKey;
+use crate::job::{JobRecord, JobState, Launch};
+use crate::labels::LabelSetKey;
+use crate::ports::{ListJobs, Versioned};
+use crate::time::Timestamp;
+use crate::Result;
+
+/// Enough for any real backlog of one label set; paging covers the rest.
+const PAGE: usize = 1000;
+
+/// Whether a launch counts as a runner for some waiting job: an idle
+/// instance, or a launch in flight.
+pub(super) fn supplies(record: &JobRecord, launch: &Launch) -> bool {
+    launch.is_idle() && (launch.instance_id.is_some() || record.state == JobState::Launching)
+}
+
+/// The waiting jobs of one label set that need a launch of their own.
+///
+/// Idle runners of jobs that no longer wait (finished, or running on
+/// another runner) are spares; they cover the oldest uncovered jobs, and
+/// the newest uncovered jobs get launches.
+pub(super) fn plan(active: &[Versioned<JobRecord>]) -> Vec<JobKey> {
+    let mut waiting: Vec<&JobRecord> = active
+        .iter()
+        .map(|v| &v.value)
+        .filter(|r| r.state.is_waiting())
+        .collect();
+    waiting.sort_by_key(|r| (r.queued_at, r.key));
+    let own_supply = |r: &JobRecord| r.launches.iter().any(|l| supplies(r, l));
+    let spares = active
+        .iter()
+        .map(|v| &v.value)
+        .filter(|r| !r.state.is_waiting())
+        .map(|r| r.launches.iter().filter(|l| supplies(r, l)).count())
+        .sum::<usize>()
+        // A waiting job with more than one idle launch lends the rest.
+        + waiting
+            .iter()
+            .map(|r| r.launches.iter().filter(|l| supplies(r, l)).count().saturating_sub(1))
+            .sum::<usize>();
+    let uncovered: Vec<JobKey> = waiting
+        .iter()
+        .filter(|r| !own_supply(r))
+        .map(|r| r.key)
+        .collect();
+    let needed = uncovered.len().saturating_sub(spares);
+    uncovered[uncovered.len() - needed..].to_vec()
+}
+
+impl Inner {
+    /// The active jobs of one label set.
+    pub(super) async fn active_in(&self, label_set: LabelSetKey) -> Result<Vec<Versioned<JobRecord>>> {
+        let mut query = ListJobs::active(PAGE);
+        query.label_set = Some(label_set);
+        self.list_all(query).await
+    }
+
+    /// Every page of a query.
+    pub(super) async fn list_all(&self, mut query: ListJobs) -> Result<Vec<Versioned<JobRecord>>> {
+        let mut all = Vec::new();
+        loop {
+            let page = self.store.list_jobs(query.clone()).await?;
+            all.extend(page.jobs);
+            match page.next {
+                Some(next) => query.cursor = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// Starts launches for the jobs of `label_set` that lack a runner.
+    pub(super) async fn rebalance(&self, label_set: LabelSetKey) -> Result<()> {
+        let active = self.active_in(label_set).await?;
+        self.start_due(&active, self.clock.now());
+        Ok(())
+    }
+
+    /// Starts every launch that is due, over all label sets.
+    pub(super) async fn process_due(&self) -> Result<()> {
+        let active = self.list_all(ListJobs::active(PAGE)).await?;
+        let mut by_set: HashMap<LabelSetKey, Vec<Versioned<JobRecord>>> = HashMap::new();
+        for record in active {
+            by_set.entry(record.value.label_set).or_default().push(record);
+        }
+        let now = self.clock.now();
+        for records in by_set.values() {
+            self.start_due(records, now);
+        }
+        Ok(())
+    }
+
+    fn start_due(&self, active: &[Versioned<JobRecord>], now: Timestamp) {
+        for key in plan(active) {
+            let Some(record) = active.iter().find(|r| r.value.key == key) else { continue };
+            let r = &record.value;
+            let backoff_over = r.next_attempt_at.is_none_or(|t| t <= now);
+            let claim_free = r.lease.as_ref().is_none_or(|l| l.expires_at <= now);
+            if backoff_over && claim_free {
+                self.schedule_launch(key);
+            }
+        }
+    }
+
+    /// Spawns the launch task of `key` unless one runs in this replica.
+    pub(super) fn schedule_launch(&self, key: JobKey) {
+        if self.shutdown.is_cancelled() {
+            return;
+        }
+        {
+            let mut scheduled = self.scheduled.lock().unwrap_or_else(|e| e.into_inner());
+            if !scheduled.insert(key) {
+                return;
+            }
+        }
+        let Some(this) = self.me() else { return };
+        self.tasks.spawn(async move {
+            this.launch_job(key).await;
+            this.scheduled
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+        });
+    }
+
+    /// After a restart: slots for the jobs with live instances, then
+    /// whatever launches are due.
+    pub(super) async fn recover(&self) -> Result<()> {
+        for record in self.list_all(ListJobs::active(PAGE)).await? {
+            let r = &record.value;
+            if let Some(account) = &r.account
+                && r.launches.iter().any(Launch::is_live)
+            {
+                self.limiter.restore(r.key, account, &r.repository);
+            }
+        }
+        self.process_due().await
+    }
+}

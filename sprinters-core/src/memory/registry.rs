@@ -1,0 +1,171 @@
+//! A simulated GitHub: just-in-time runners and job statuses.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use secrecy::SecretString;
+
+use super::{Faults, lock};
+use crate::domain::{JobId, JobKey, Repository, RunId, RunnerName};
+use crate::events::Conclusion;
+use crate::ports::{
+    CancelRun, CreateJitRunner, GetJobStatus, JitRunner, JobStatus, ListQueuedJobs, QueuedJob,
+    QueuedJobs, RemoteJobStatus, RemoveRunner, RerunJob, RunnerRegistry,
+};
+use crate::{Error, Result};
+
+/// A registered runner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimRunner {
+    /// GitHub's id.
+    pub id: u64,
+    /// Its repository.
+    pub repository: Repository,
+    /// Its name.
+    pub name: RunnerName,
+    /// Its labels.
+    pub labels: Vec<String>,
+}
+
+/// GitHub in memory: runners come and go, jobs have the status a test sets.
+/// A JIT runner whose name exists replaces the old one, as the GitHub
+/// adapter does after a 409.
+#[derive(Debug, Default)]
+pub struct MemoryRegistry {
+    state: Mutex<GitHubState>,
+    faults: Faults,
+}
+
+#[derive(Debug, Default)]
+struct GitHubState {
+    next_runner: u64,
+    runners: HashMap<u64, SimRunner>,
+    jobs: HashMap<JobId, (Repository, RunId, JobKey, Vec<String>, JobStatus)>,
+    jit_configs: u64,
+    reruns: Vec<JobId>,
+    cancelled: Vec<RunId>,
+}
+
+impl MemoryRegistry {
+    /// An empty GitHub.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Queued failures (`create_jit_runner`, `remove_runner`, `job_status`,
+    /// `rerun_job`, `cancel_run`, `list_queued_jobs`).
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// Sets what GitHub reports about a job.
+    pub fn set_job(
+        &self,
+        repository: Repository,
+        run_id: RunId,
+        job: JobKey,
+        labels: Vec<String>,
+        status: JobStatus,
+    ) {
+        lock(&self.state)
+            .jobs
+            .insert(job.job_id, (repository, run_id, job, labels, status));
+    }
+
+    /// The registered runners.
+    pub fn runners(&self) -> Vec<SimRunner> {
+        lock(&self.state).runners.values().cloned().collect()
+    }
+
+    /// How many JIT configs were generated.
+    pub fn jit_configs(&self) -> u64 {
+        lock(&self.state).jit_configs
+    }
+
+    /// The jobs re-run, in order.
+    pub fn reruns(&self) -> Vec<JobId> {
+        lock(&self.state).reruns.clone()
+    }
+
+    /// The runs cancelled, in order.
+    pub fn cancelled(&self) -> Vec<RunId> {
+        lock(&self.state).cancelled.clone()
+    }
+}
+
+#[async_trait]
+impl RunnerRegistry for MemoryRegistry {
+    async fn create_jit_runner(&self, request: CreateJitRunner) -> Result<JitRunner> {
+        self.faults.check("create_jit_runner")?;
+        let mut s = lock(&self.state);
+        s.runners
+            .retain(|_, r| !(r.repository == request.repository && r.name == request.runner_name));
+        s.next_runner += 1;
+        s.jit_configs += 1;
+        let id = s.next_runner;
+        s.runners.insert(
+            id,
+            SimRunner {
+                id,
+                repository: request.repository,
+                name: request.runner_name,
+                labels: request.labels,
+            },
+        );
+        Ok(JitRunner::new(
+            id,
+            SecretString::from(format!("SECRET-JIT-CONFIG-{id}")),
+        ))
+    }
+
+    async fn remove_runner(&self, request: RemoveRunner) -> Result<()> {
+        self.faults.check("remove_runner")?;
+        lock(&self.state).runners.remove(&request.runner_id);
+        Ok(())
+    }
+
+    async fn job_status(&self, request: GetJobStatus) -> Result<JobStatus> {
+        self.faults.check("job_status")?;
+        let s = lock(&self.state);
+        match s.jobs.get(&request.job_id) {
+            Some((repo, _, _, _, status)) if *repo == request.repository => Ok(status.clone()),
+            _ => Err(Error::not_found(format!(
+                "job {} of {} does not exist",
+                request.job_id, request.repository
+            ))),
+        }
+    }
+
+    async fn rerun_job(&self, request: RerunJob) -> Result<()> {
+        self.faults.check("rerun_job")?;
+        lock(&self.state).reruns.push(request.job_id);
+        Ok(())
+    }
+
+    async fn cancel_run(&self, request: CancelRun) -> Result<()> {
+        self.faults.check("cancel_run")?;
+        let mut s = lock(&self.state);
+        s.cancelled.push(request.run_id);
+        for (_, run, _, _, status) in s.jobs.values_mut() {
+            if *run == request.run_id && status.status != RemoteJobStatus::Completed {
+                *status = JobStatus::new(RemoteJobStatus::Completed, Some(Conclusion::Cancelled), None);
+            }
+        }
+        Ok(())
+    }
+
+    async fn list_queued_jobs(&self, request: ListQueuedJobs) -> Result<QueuedJobs> {
+        self.faults.check("list_queued_jobs")?;
+        let s = lock(&self.state);
+        let mut jobs: Vec<QueuedJob> = s
+            .jobs
+            .values()
+            .filter(|(repo, ..)| *repo == request.repository)
+            .filter(|(.., status)| status.status == RemoteJobStatus::Queued)
+            .map(|(_, run, key, labels, _)| QueuedJob::new(*key, *run, labels.clone(), None))
+            .collect();
+        jobs.sort_by_key(|j| j.job);
+        Ok(QueuedJobs { jobs })
+    }
+}

@@ -1,0 +1,242 @@
+//! The in-memory [`JobStore`]: the model the conformance suite and the
+//! durable stores' property tests compare against.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use super::{Faults, lock};
+use crate::domain::{DeliveryId, JobKey};
+use crate::job::{JobRecord, Lease};
+use crate::labels::LabelSetKey;
+use crate::ports::{
+    AcquireLease, ClaimJob, DeliveryRecorded, JobCursor, JobPage, JobStore, LeaseGrant, ListJobs,
+    Purge, Purged, PutJob, RecordDelivery, ReleaseLease, Version, Versioned,
+};
+use crate::time::Timestamp;
+use crate::{Error, Result};
+
+/// Job records in memory, indexed by queue time and, while active, by label
+/// set, so the engine's look-ups stay fast however long the history grows.
+#[derive(Debug, Default)]
+pub struct MemoryJobStore {
+    state: Mutex<StoreState>,
+    faults: Faults,
+}
+
+#[derive(Debug, Default)]
+struct StoreState {
+    jobs: HashMap<JobKey, (JobRecord, Version)>,
+    newest_first: BTreeSet<(Timestamp, JobKey)>,
+    active_by_label_set: HashMap<LabelSetKey, HashSet<JobKey>>,
+    deliveries: HashMap<DeliveryId, Timestamp>,
+    leases: HashMap<String, (String, Timestamp)>,
+}
+
+impl StoreState {
+    fn write(&mut self, record: JobRecord, version: Version) {
+        let key = record.key;
+        if let Some((old, _)) = self.jobs.get(&key) {
+            self.newest_first.remove(&(old.queued_at, key));
+            if let Some(set) = self.active_by_label_set.get_mut(&old.label_set) {
+                set.remove(&key);
+                if set.is_empty() {
+                    self.active_by_label_set.remove(&old.label_set);
+                }
+            }
+        }
+        self.newest_first.insert((record.queued_at, key));
+        if record.is_active() {
+            self.active_by_label_set
+                .entry(record.label_set)
+                .or_default()
+                .insert(key);
+        }
+        self.jobs.insert(key, (record, version));
+    }
+
+    fn remove(&mut self, key: JobKey) {
+        if let Some((old, _)) = self.jobs.remove(&key) {
+            self.newest_first.remove(&(old.queued_at, key));
+            if let Some(set) = self.active_by_label_set.get_mut(&old.label_set) {
+                set.remove(&key);
+            }
+        }
+    }
+}
+
+impl MemoryJobStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Queued failures, by operation name (`get_job`, `put_job`,
+    /// `claim_job`, `list_jobs`, `record_delivery`, ...).
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// How many job records it holds.
+    pub fn len(&self) -> usize {
+        lock(&self.state).jobs.len()
+    }
+
+    /// Whether it holds no job record.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[async_trait]
+impl JobStore for MemoryJobStore {
+    async fn get_job(&self, key: JobKey) -> Result<Option<Versioned<JobRecord>>> {
+        self.faults.check("get_job")?;
+        Ok(lock(&self.state).jobs.get(&key).map(|(r, v)| Versioned {
+            value: r.clone(),
+            version: *v,
+        }))
+    }
+
+    async fn put_job(&self, request: PutJob) -> Result<Version> {
+        self.faults.check("put_job")?;
+        let mut s = lock(&self.state);
+        let key = request.record.key;
+        let current = s.jobs.get(&key).map(|(_, v)| *v);
+        let version = match (request.expected, current) {
+            (None, None) => 1,
+            (Some(expected), Some(current)) if expected == current => current + 1,
+            (None, Some(_)) => return Err(Error::conflict(format!("job {key} already exists"))),
+            (Some(expected), current) => {
+                return Err(Error::conflict(format!(
+                    "job {key} is at version {}, not {expected}",
+                    current.map_or_else(|| "none".to_owned(), |v| v.to_string())
+                )));
+            }
+        };
+        s.write(request.record, version);
+        Ok(version)
+    }
+
+    async fn claim_job(&self, request: ClaimJob) -> Result<Option<Versioned<JobRecord>>> {
+        self.faults.check("claim_job")?;
+        let mut s = lock(&self.state);
+        let Some((record, version)) = s.jobs.get(&request.key).cloned() else {
+            return Ok(None);
+        };
+        if let Some(lease) = &record.lease
+            && lease.owner != request.owner
+            && lease.expires_at > request.now
+        {
+            return Ok(None);
+        }
+        let mut record = record;
+        record.lease = Some(Lease {
+            owner: request.owner,
+            expires_at: request.now.saturating_add(request.ttl),
+        });
+        let version = version + 1;
+        s.write(record.clone(), version);
+        Ok(Some(Versioned {
+            value: record,
+            version,
+        }))
+    }
+
+    async fn list_jobs(&self, request: ListJobs) -> Result<JobPage> {
+        self.faults.check("list_jobs")?;
+        let s = lock(&self.state);
+        let limit = request.limit;
+        let mut jobs: Vec<Versioned<JobRecord>> = match (request.active_only, request.label_set) {
+            // The engine's hot query: the active jobs of one label set.
+            (true, Some(set)) => {
+                let mut v: Vec<_> = s
+                    .active_by_label_set
+                    .get(&set)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|k| s.jobs.get(k))
+                    .filter(|(r, _)| request.matches(r))
+                    .map(|(r, v)| Versioned { value: r.clone(), version: *v })
+                    .collect();
+                v.sort_by_key(|j| std::cmp::Reverse((j.value.queued_at, j.value.key)));
+                v.truncate(limit.saturating_add(1));
+                v
+            }
+            _ => s
+                .newest_first
+                .iter()
+                .rev()
+                .filter_map(|(_, k)| s.jobs.get(k))
+                .filter(|(r, _)| request.matches(r))
+                .take(limit.saturating_add(1))
+                .map(|(r, v)| Versioned { value: r.clone(), version: *v })
+                .collect(),
+        };
+        let next = if jobs.len() > limit {
+            jobs.truncate(limit);
+            jobs.last().map(|j| JobCursor::after(&j.value))
+        } else {
+            None
+        };
+        Ok(JobPage { jobs, next })
+    }
+
+    async fn delivery_seen(&self, id: DeliveryId) -> Result<bool> {
+        self.faults.check("delivery_seen")?;
+        Ok(lock(&self.state).deliveries.contains_key(&id))
+    }
+
+    async fn record_delivery(&self, request: RecordDelivery) -> Result<DeliveryRecorded> {
+        self.faults.check("record_delivery")?;
+        let mut s = lock(&self.state);
+        let first = !s.deliveries.contains_key(&request.id);
+        if first {
+            s.deliveries.insert(request.id, request.received_at);
+        }
+        Ok(DeliveryRecorded { first })
+    }
+
+    async fn acquire_lease(&self, request: AcquireLease) -> Result<LeaseGrant> {
+        self.faults.check("acquire_lease")?;
+        let mut s = lock(&self.state);
+        let expires_at = request.now.saturating_add(request.ttl);
+        match s.leases.get(&request.name) {
+            Some((holder, until)) if holder != &request.owner && *until > request.now => {
+                Ok(LeaseGrant::new(false, holder.clone(), *until))
+            }
+            _ => {
+                s.leases
+                    .insert(request.name, (request.owner.clone(), expires_at));
+                Ok(LeaseGrant::new(true, request.owner, expires_at))
+            }
+        }
+    }
+
+    async fn release_lease(&self, request: ReleaseLease) -> Result<()> {
+        self.faults.check("release_lease")?;
+        let mut s = lock(&self.state);
+        if s.leases.get(&request.name).is_some_and(|(h, _)| h == &request.owner) {
+            s.leases.remove(&request.name);
+        }
+        Ok(())
+    }
+
+    async fn purge(&self, request: Purge) -> Result<Purged> {
+        self.faults.check("purge")?;
+        let mut s = lock(&self.state);
+        let old: Vec<JobKey> = s
+            .jobs
+            .values()
+            .filter(|(r, _)| !r.is_active() && r.queued_at < request.before)
+            .map(|(r, _)| r.key)
+            .collect();
+        for key in &old {
+            s.remove(*key);
+        }
+        let before = s.deliveries.len();
+        s.deliveries.retain(|_, at| *at >= request.before);
+        Ok(Purged::new(old.len(), before - s.deliveries.len()))
+    }
+}
