@@ -9,7 +9,9 @@ pub mod job;
 pub mod labels;
 pub mod memory;
 pub mod ports;
+// Test support: a failed check panics, which is how a test fails.
 #[cfg(feature = "testing")]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 pub mod testing;
 pub mod time;
 

@@ -123,6 +123,12 @@ impl Inner {
         let (stored, _) = self
             .upsert(fresh, |r| {
                 if r.state.is_finished() {
+                    // Already over (say, recovered from GitHub): still learn
+                    // the runner, so its instance is ended below.
+                    if r.ran_on.is_none() && runner.is_some() {
+                        r.ran_on = runner.clone();
+                        return true;
+                    }
                     return false;
                 }
                 r.state = state;

@@ -1,1 +1,20 @@
-//! Conformance suites.
+//! Conformance suites: public async functions over `&dyn Port` that every
+//! adapter's tests call, the way `object_store` runs one integration suite
+//! against every backend. A failed check panics with what was expected.
+//!
+//! Also a [`TestBed`]: the engine wired to the in-memory adapters and a
+//! manual clock, with builders for job events.
+
+mod bed;
+mod credentials;
+mod events;
+mod launcher;
+mod registry;
+mod store;
+
+pub use bed::{JobEvents, TestBed};
+pub use credentials::{CredentialsFixture, credential_provider};
+pub use events::event_source;
+pub use launcher::{LauncherFixture, cloud_launcher};
+pub use registry::{RegistryFixture, runner_registry};
+pub use store::{job_store, sample_record};

@@ -1,0 +1,247 @@
+//! [`TestBed`]: the engine over the in-memory adapters and a manual clock.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::domain::{
+    AccountId, DeliveryId, InstallationId, JobId, JobKey, Owner, Repository, RunAttempt, RunId,
+    RunnerName,
+};
+use crate::engine::{AccountDirectory, Engine, EngineConfig, Handled};
+use crate::events::{Conclusion, Delivery, Event, WorkflowJobAction, WorkflowJobEvent};
+use crate::job::JobRecord;
+use crate::ports::{JobStatus, RemoteJobStatus};
+use crate::memory::{
+    MemoryCredentials, MemoryEventSource, MemoryJobStore, MemoryLauncher, MemoryRegistry,
+};
+use crate::time::{Clock, ManualClock};
+
+/// The engine wired to in-memory adapters, for tests and benchmarks. The
+/// owner `octo-org` has connected account `123456789012`.
+#[derive(Debug)]
+pub struct TestBed {
+    /// The engine.
+    pub engine: Engine,
+    /// Its clock; advance it instead of sleeping.
+    pub clock: Arc<ManualClock>,
+    /// The store.
+    pub store: Arc<MemoryJobStore>,
+    /// The simulated EC2.
+    pub launcher: Arc<MemoryLauncher>,
+    /// The simulated GitHub.
+    pub registry: Arc<MemoryRegistry>,
+    /// The simulated STS.
+    pub credentials: Arc<MemoryCredentials>,
+    /// A queue the engine polls in `run`.
+    pub source: Arc<MemoryEventSource>,
+    /// The connected owner.
+    pub owner: Owner,
+    /// Its account.
+    pub account: AccountId,
+    /// A repository of the owner.
+    pub repository: Repository,
+    deliveries: AtomicU64,
+}
+
+impl Default for TestBed {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestBed {
+    /// A bed with the default configuration.
+    pub fn new() -> Self {
+        Self::with_config(|_| {})
+    }
+
+    /// A bed whose configuration `adjust` changes first.
+    pub fn with_config(adjust: impl FnOnce(&mut EngineConfig)) -> Self {
+        let owner = Owner::parse("octo-org").unwrap();
+        let account = AccountId::parse("123456789012").unwrap();
+        let mut accounts = AccountDirectory::new();
+        accounts.connect(owner.clone(), account.clone());
+        let mut config = EngineConfig::new("test-controller", accounts);
+        config.replica_id = "replica-1".into();
+        adjust(&mut config);
+
+        let clock = Arc::new(ManualClock::default());
+        let store = Arc::new(MemoryJobStore::new());
+        let launcher = Arc::new(MemoryLauncher::new(clock.clone()));
+        let registry = Arc::new(MemoryRegistry::new());
+        let credentials = Arc::new(MemoryCredentials::new());
+        let source = Arc::new(MemoryEventSource::new(clock.clone()));
+        let engine = Engine::builder()
+            .source(source.clone())
+            .registry(registry.clone())
+            .credentials(credentials.clone())
+            .launcher(launcher.clone())
+            .store(store.clone())
+            .clock(clock.clone())
+            .config(config)
+            .seed(7)
+            .build()
+            .unwrap();
+        Self {
+            engine,
+            clock,
+            store,
+            launcher,
+            registry,
+            credentials,
+            source,
+            owner,
+            account,
+            repository: Repository::parse("octo-org/app").unwrap(),
+            deliveries: AtomicU64::new(0),
+        }
+    }
+
+    /// Events of job `id` (attempt 1) in the bed's repository, labelled
+    /// `sprinters:aws:ubuntu-latest` unless changed.
+    pub fn job(&self, id: u64) -> JobEvents {
+        JobEvents {
+            key: JobKey::new(JobId::new(id), RunAttempt::FIRST),
+            run_id: RunId::new(id * 100),
+            repository: self.repository.clone(),
+            labels: vec!["sprinters:aws:ubuntu-latest".to_owned()],
+        }
+    }
+
+    /// Delivers `event` under a fresh delivery id.
+    pub async fn send(&self, event: WorkflowJobEvent) -> Handled {
+        let n = self.deliveries.fetch_add(1, Ordering::Relaxed);
+        self.send_as(&format!("delivery-{n}"), event).await
+    }
+
+    /// Delivers `event` under delivery id `id`. The simulated GitHub
+    /// learns the job's status from it too, as the real one would know it.
+    pub async fn send_as(&self, id: &str, event: WorkflowJobEvent) -> Handled {
+        self.tell_github(&event);
+        self.engine.handle(self.delivery(id, event)).await.unwrap()
+    }
+
+    /// Sets the simulated GitHub's view of a job without delivering anything
+    /// (an event GitHub sent that was lost on the way).
+    pub fn tell_github(&self, event: &WorkflowJobEvent) {
+        let status = match event.action {
+            WorkflowJobAction::Queued | WorkflowJobAction::Waiting => RemoteJobStatus::Queued,
+            WorkflowJobAction::InProgress => RemoteJobStatus::InProgress,
+            WorkflowJobAction::Completed => RemoteJobStatus::Completed,
+        };
+        self.registry.set_job(
+            event.repository.clone(),
+            event.run_id,
+            event.job,
+            event.labels.clone(),
+            JobStatus::new(status, event.conclusion, event.runner_name.clone()),
+        );
+    }
+
+    /// A delivery of `event` under `id`, received now.
+    pub fn delivery(&self, id: &str, event: WorkflowJobEvent) -> Delivery {
+        Delivery {
+            id: DeliveryId::parse(id).unwrap(),
+            received_at: self.clock.now(),
+            event: Event::WorkflowJob(event),
+        }
+    }
+
+    /// Waits for every background launch and clean-up to finish.
+    pub async fn settle(&self) {
+        self.engine.drain().await;
+    }
+
+    /// Moves the clock on.
+    pub fn advance(&self, d: Duration) {
+        self.clock.advance(d);
+    }
+
+    /// The stored record of `job`.
+    pub async fn record(&self, job: &JobEvents) -> JobRecord {
+        use crate::ports::JobStore;
+        self.store
+            .get_job(job.key)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("job {} has no record", job.key))
+            .value
+    }
+
+    /// The runner of launch `n` of `job`.
+    pub fn runner(job: &JobEvents, n: u32) -> RunnerName {
+        RunnerName::for_launch(job.key, n)
+    }
+}
+
+/// Builds the `workflow_job` events of one job.
+#[derive(Debug, Clone)]
+pub struct JobEvents {
+    /// The job and attempt.
+    pub key: JobKey,
+    /// Its run.
+    pub run_id: RunId,
+    /// Its repository.
+    pub repository: Repository,
+    /// Its labels.
+    pub labels: Vec<String>,
+}
+
+impl JobEvents {
+    /// With these labels.
+    pub fn labels(mut self, labels: &[&str]) -> Self {
+        self.labels = labels.iter().map(|l| (*l).to_owned()).collect();
+        self
+    }
+
+    /// At run attempt `n`.
+    pub fn attempt(mut self, n: u32) -> Self {
+        self.key = JobKey::new(self.key.job_id, RunAttempt::new(n).unwrap());
+        self
+    }
+
+    /// In `repository`.
+    pub fn repository(mut self, repository: &str) -> Self {
+        self.repository = Repository::parse(repository).unwrap();
+        self
+    }
+
+    fn event(&self, action: WorkflowJobAction) -> WorkflowJobEvent {
+        WorkflowJobEvent {
+            action,
+            job: self.key,
+            run_id: self.run_id,
+            repository: self.repository.clone(),
+            installation_id: InstallationId::new(1),
+            labels: self.labels.clone(),
+            name: Some(format!("build-{}", self.key.job_id)),
+            runner_name: None,
+            runner_id: None,
+            conclusion: None,
+            at: None,
+        }
+    }
+
+    /// `queued`.
+    pub fn queued(&self) -> WorkflowJobEvent {
+        self.event(WorkflowJobAction::Queued)
+    }
+
+    /// `in_progress` on `runner`.
+    pub fn in_progress(&self, runner: &RunnerName) -> WorkflowJobEvent {
+        WorkflowJobEvent {
+            runner_name: Some(runner.clone()),
+            ..self.event(WorkflowJobAction::InProgress)
+        }
+    }
+
+    /// `completed` with `conclusion`, on `runner` if it was picked up.
+    pub fn completed(&self, conclusion: Conclusion, runner: Option<&RunnerName>) -> WorkflowJobEvent {
+        WorkflowJobEvent {
+            runner_name: runner.cloned(),
+            conclusion: Some(conclusion),
+            ..self.event(WorkflowJobAction::Completed)
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The in-memory adapters pass the conformance suites every adapter runs.
+
+use std::sync::Arc;
+
+use sprinters_core::domain::{AccountId, InstallationId, JobId, JobKey, Owner, Repository, RunAttempt, RunId};
+use sprinters_core::labels::LabelParser;
+use sprinters_core::memory::{
+    MemoryCredentials, MemoryEventSource, MemoryJobStore, MemoryLauncher, MemoryRegistry,
+};
+use sprinters_core::ports::{CredentialProvider, CredentialsRequest, JobStatus, RemoteJobStatus};
+use sprinters_core::testing;
+use sprinters_core::time::{Clock, ManualClock};
+
+#[tokio::test]
+async fn memory_job_store_passes_the_suite() {
+    testing::job_store(&MemoryJobStore::new()).await;
+}
+
+#[tokio::test]
+async fn memory_launcher_passes_the_suite() {
+    let clock = Arc::new(ManualClock::default());
+    let credentials = MemoryCredentials::new();
+    let account = AccountId::parse("123456789012").unwrap();
+    let fixture = testing::LauncherFixture {
+        credentials: credentials
+            .credentials(CredentialsRequest::new(account.clone(), Owner::parse("octo").unwrap()))
+            .await
+            .unwrap(),
+        account,
+        controller_id: "conformance".into(),
+        spec: LabelParser::default().parse_label("sprinters:aws:eu-west-1").unwrap(),
+    };
+    testing::cloud_launcher(&MemoryLauncher::new(clock), &fixture).await;
+}
+
+#[tokio::test]
+async fn memory_registry_passes_the_suite() {
+    let registry = MemoryRegistry::new();
+    let repository = Repository::parse("octo/app").unwrap();
+    let queued_job = JobKey::new(JobId::new(5), RunAttempt::FIRST);
+    registry.set_job(
+        repository.clone(),
+        RunId::new(50),
+        queued_job,
+        vec!["sprinters".into()],
+        JobStatus::new(RemoteJobStatus::Queued, None, None),
+    );
+    let fixture = testing::RegistryFixture {
+        installation_id: InstallationId::new(1),
+        repository,
+        queued_job,
+        queued_run: RunId::new(50),
+        unknown_job: JobId::new(6),
+    };
+    testing::runner_registry(&registry, &fixture).await;
+}
+
+#[tokio::test]
+async fn memory_credentials_pass_the_suite() {
+    let fixture = testing::CredentialsFixture {
+        account: AccountId::parse("123456789012").unwrap(),
+        owner: Owner::parse("octo").unwrap(),
+        now: ManualClock::default().now(),
+    };
+    testing::credential_provider(&MemoryCredentials::new(), &fixture).await;
+}
+
+#[tokio::test]
+async fn memory_event_source_passes_the_suite() {
+    let source = MemoryEventSource::new(Arc::new(ManualClock::default()));
+    testing::event_source(&source, |d| {
+        source.push(d);
+        async {}
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn memory_event_source_redelivers_what_was_not_acknowledged() {
+    use sprinters_core::domain::DeliveryId;
+    use sprinters_core::events::{Delivery, Event};
+    use sprinters_core::ports::{Ack, EventSource, Poll};
+
+    let clock = Arc::new(ManualClock::default());
+    let source = MemoryEventSource::new(clock.clone());
+    let id = DeliveryId::parse("d-1").unwrap();
+    source.push(Delivery { id: id.clone(), received_at: clock.now(), event: Event::Ping });
+    let first = source.poll(Poll::new(1)).await.unwrap();
+    assert_eq!(first.deliveries[0].id, id);
+    use futures::FutureExt;
+    assert!(source.poll(Poll::new(1)).now_or_never().is_none(), "invisible while in flight");
+    clock.advance(std::time::Duration::from_secs(31));
+    let again = source.poll(Poll::new(1)).await.unwrap();
+    assert_eq!(again.deliveries[0].id, id, "an unacknowledged delivery comes back (a crash loses nothing)");
+    source.ack(Ack::new(vec![id])).await.unwrap();
+    clock.advance(std::time::Duration::from_secs(31));
+    assert!(source.poll(Poll::new(1)).now_or_never().is_none());
+}
