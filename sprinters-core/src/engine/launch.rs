@@ -69,7 +69,7 @@ impl Inner {
         let due = record.next_attempt_at.is_none_or(|t| t <= now);
         let still_needed = record.state.is_waiting()
             && due
-            && plan(&self.active_in(record.label_set).await?).contains(&key);
+            && plan(&self.active_in(record.label_set).await?, now, Some(key)).contains(&key);
         if !still_needed {
             return self.release_claim(key).await;
         }
@@ -164,7 +164,16 @@ impl Inner {
                 self.credentials.credentials(credentials_request),
                 self.registry.create_jit_runner(jit_request),
             );
-            (credentials?, jit?)
+            match (credentials, jit) {
+                (Ok(c), Ok(j)) => (c, j),
+                (Err(e), Ok(j)) => {
+                    if !e.is_retryable() {
+                        self.discard_runner(record, j.runner_id).await;
+                    }
+                    return Err(e);
+                }
+                (_, Err(e)) => return Err(e),
+            }
         };
 
         let market = if spec.spot.wants_spot() && !(spec.spot == SpotMode::Rerun && key.run_attempt.get() > 1) {
@@ -202,14 +211,20 @@ impl Inner {
             Ok(launched) => Ok(Outcome { launched, runner_id: Some(jit.runner_id), spot_fallback }),
             Err(e) => {
                 if !e.is_retryable() {
-                    // The runner will never start; do not leave it registered.
-                    let remove = RemoveRunner::new(record.installation_id, record.repository.clone(), jit.runner_id);
-                    if let Err(re) = self.registry.remove_runner(remove).await {
-                        tracing::warn!(error = %re, "removing the unused runner failed");
-                    }
+                    self.discard_runner(record, jit.runner_id).await;
                 }
                 Err(e)
             }
+        }
+    }
+
+    /// Removes a JIT runner that will never start, so it does not linger
+    /// on GitHub. A retry replaces it by name anyway, so only permanent
+    /// failures need this.
+    async fn discard_runner(&self, record: &JobRecord, runner_id: u64) {
+        let remove = RemoveRunner::new(record.installation_id, record.repository.clone(), runner_id);
+        if let Err(e) = self.registry.remove_runner(remove).await {
+            tracing::warn!(error = %e, "removing the unused runner failed");
         }
     }
 

@@ -113,7 +113,7 @@ impl Inner {
             let waiting_uncovered = records
                 .iter()
                 .map(|r| &r.value)
-                .filter(|r| r.state.is_waiting() && !r.launches.iter().any(|l| supplies(r, l)))
+                .filter(|r| r.state.is_waiting() && !r.launches.iter().any(|l| supplies(r, l, now, None)))
                 .count();
             // Idle runners of jobs that no longer wait, oldest idle first.
             let mut spares: Vec<(crate::time::Timestamp, JobKey, u32)> = records

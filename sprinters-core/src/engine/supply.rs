@@ -15,9 +15,19 @@ use crate::Result;
 const PAGE: usize = 1000;
 
 /// Whether a launch counts as a runner for some waiting job: an idle
-/// instance, or a launch in flight.
-pub(super) fn supplies(record: &JobRecord, launch: &Launch) -> bool {
-    launch.is_idle() && (launch.instance_id.is_some() || record.state == JobState::Launching)
+/// instance, or a launch in flight under a live claim. `deciding` is the
+/// job a launch is being decided for: its own unfinished launch does not
+/// count, since that is the launch being decided.
+pub(super) fn supplies(record: &JobRecord, launch: &Launch, now: Timestamp, deciding: Option<JobKey>) -> bool {
+    if !launch.is_idle() {
+        return false;
+    }
+    if launch.instance_id.is_some() {
+        return true;
+    }
+    record.state == JobState::Launching
+        && record.lease.as_ref().is_some_and(|l| l.expires_at > now)
+        && deciding != Some(record.key)
 }
 
 /// The waiting jobs of one label set that need a launch of their own.
@@ -25,7 +35,8 @@ pub(super) fn supplies(record: &JobRecord, launch: &Launch) -> bool {
 /// Idle runners of jobs that no longer wait (finished, or running on
 /// another runner) are spares; they cover the oldest uncovered jobs, and
 /// the newest uncovered jobs get launches.
-pub(super) fn plan(active: &[Versioned<JobRecord>]) -> Vec<JobKey> {
+pub(super) fn plan(active: &[Versioned<JobRecord>], now: Timestamp, deciding: Option<JobKey>) -> Vec<JobKey> {
+    let supplies = |r: &JobRecord, l: &Launch| supplies(r, l, now, deciding);
     let mut waiting: Vec<&JobRecord> = active
         .iter()
         .map(|v| &v.value)
@@ -96,7 +107,7 @@ impl Inner {
     }
 
     fn start_due(&self, active: &[Versioned<JobRecord>], now: Timestamp) {
-        for key in plan(active) {
+        for key in plan(active, now, None) {
             let Some(record) = active.iter().find(|r| r.value.key == key) else { continue };
             let r = &record.value;
             let backoff_over = r.next_attempt_at.is_none_or(|t| t <= now);

@@ -1,0 +1,321 @@
+//! Rejections, permission and capacity errors, spot fallback and re-runs,
+//! transient errors with backoff, and crashes in the middle of a launch.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sprinters_core::domain::AccountId;
+use sprinters_core::engine::Handled;
+use sprinters_core::job::{EndReason, JobState};
+use sprinters_core::ports::{JobStore, Market, MockRunnerRegistry};
+use sprinters_core::testing::TestBed;
+use sprinters_core::time::Clock;
+use sprinters_core::{Error, ErrorKind};
+
+#[tokio::test]
+async fn a_label_error_is_rejected_with_its_message_and_never_retried() {
+    let bed = TestBed::new();
+    let job = bed.job(1).labels(&["sprinters:aws:spot=maybe"]);
+    let handled = bed.send(job.queued()).await;
+    let message = "invalid runs-on label `sprinters:aws:spot=maybe`: spot=maybe: expected one of false, true, auto, rerun";
+    assert_eq!(handled, Handled::Rejected { job: job.key, message: message.into() });
+    bed.send(job.queued()).await;
+    bed.engine.process_due().await.unwrap();
+    bed.advance(Duration::from_secs(3600));
+    bed.engine.reconcile().await.unwrap();
+    bed.settle().await;
+    let record = bed.record(&job).await;
+    assert_eq!(record.state, JobState::Rejected);
+    assert_eq!(record.message.as_deref(), Some(message));
+    assert_eq!(bed.registry.jit_configs(), 0);
+    assert_eq!(bed.launcher.launch_calls(), 0);
+    assert_eq!(bed.credentials.calls(), 0);
+}
+
+#[tokio::test]
+async fn an_account_the_owner_has_not_connected_is_rejected_without_any_call() {
+    let bed = TestBed::new();
+    let other = bed.job(1).labels(&["sprinters:aws/999999999999:ubuntu-latest"]);
+    let Handled::Rejected { message, .. } = bed.send(other.queued()).await else { panic!("not rejected") };
+    assert!(message.contains("999999999999 is not connected to octo-org"), "{message}");
+
+    let stranger = bed.job(2).repository("intruder/app");
+    let Handled::Rejected { message, .. } = bed.send(stranger.queued()).await else { panic!("not rejected") };
+    assert!(message.contains("intruder has no AWS account connected"), "{message}");
+
+    // Even naming the connected account of another owner is refused.
+    let probe = bed.job(3).repository("intruder/app").labels(&["sprinters:aws/123456789012"]);
+    assert!(matches!(bed.send(probe.queued()).await, Handled::Rejected { .. }));
+    bed.settle().await;
+    assert_eq!(bed.credentials.calls(), 0, "the account is never even probed");
+    assert_eq!(bed.launcher.launch_calls(), 0);
+
+    // Naming one's own connected account is fine.
+    let own = bed.job(4).labels(&["sprinters:aws/123456789012"]);
+    assert_eq!(bed.send(own.queued()).await, Handled::Accepted(own.key));
+}
+
+#[tokio::test]
+async fn a_permission_error_fails_fast_with_what_to_grant() {
+    let bed = TestBed::new();
+    bed.credentials.deny(AccountId::parse("123456789012").unwrap());
+    let job = bed.job(1);
+    bed.send(job.queued()).await;
+    bed.settle().await;
+    let record = bed.record(&job).await;
+    assert_eq!(record.state, JobState::Failed);
+    let message = record.message.unwrap();
+    assert!(message.starts_with("launch failed: permission_denied"), "{message}");
+    assert!(message.contains("sts:ExternalId"), "says what the trust policy needs: {message}");
+    bed.advance(Duration::from_secs(3600));
+    bed.engine.process_due().await.unwrap();
+    bed.settle().await;
+    assert_eq!(bed.credentials.calls(), 1, "not retried");
+    assert!(bed.registry.runners().is_empty(), "the unusable JIT runner is removed");
+}
+
+#[tokio::test]
+async fn no_spot_capacity_falls_back_to_on_demand_with_spot_auto() {
+    let bed = TestBed::new();
+    bed.launcher.set_spot_capacity(false);
+    let job = bed.job(1).labels(&["sprinters:aws:spot=auto"]);
+    bed.send(job.queued()).await;
+    bed.settle().await;
+    let record = bed.record(&job).await;
+    assert_eq!(record.state, JobState::Launched);
+    let launch = &record.launches[0];
+    assert!(!launch.spot && launch.spot_fallback, "recorded as a spot-to-on-demand fallback");
+    assert_eq!(bed.launcher.instances().len(), 1);
+}
+
+#[tokio::test]
+async fn no_spot_capacity_fails_with_spot_true() {
+    let bed = TestBed::new();
+    bed.launcher.set_spot_capacity(false);
+    let job = bed.job(1).labels(&["sprinters:aws:spot=true"]);
+    bed.send(job.queued()).await;
+    bed.settle().await;
+    let record = bed.record(&job).await;
+    assert_eq!(record.state, JobState::Failed);
+    assert!(record.message.unwrap().contains("no spot capacity"));
+    assert!(bed.launcher.instances().is_empty());
+}
+
+#[tokio::test]
+async fn a_reclaimed_spot_rerun_job_is_rerun_on_on_demand() {
+    let bed = TestBed::new();
+    let job = bed.job(1).labels(&["sprinters:aws:spot=rerun"]);
+    bed.send(job.queued()).await;
+    bed.settle().await;
+    let runner = TestBed::runner(&job, 1);
+    bed.send(job.in_progress(&runner)).await;
+    let record = bed.record(&job).await;
+    let instance = record.launches[0].instance_id.clone().unwrap();
+    assert!(record.launches[0].spot);
+    bed.launcher.reclaim(&instance);
+
+    let report = bed.engine.reconcile().await.unwrap();
+    bed.settle().await;
+    assert_eq!((report.reclaimed, report.reruns), (1, 1));
+    assert_eq!(bed.registry.reruns(), vec![job.key.job_id]);
+    let record = bed.record(&job).await;
+    assert!(record.rerun_requested);
+    assert_eq!(record.launches[0].ended.map(|(_, r)| r), Some(EndReason::SpotReclaimed));
+    bed.engine.reconcile().await.unwrap();
+    assert_eq!(bed.registry.reruns().len(), 1, "asked once only");
+
+    // GitHub queues attempt 2, which launches on-demand.
+    let rerun = bed.job(1).labels(&["sprinters:aws:spot=rerun"]).attempt(2);
+    bed.send(rerun.queued()).await;
+    bed.settle().await;
+    let launch = &bed.record(&rerun).await.launches[0];
+    assert!(!launch.spot, "the re-run is on-demand");
+    let token = bed.launcher.instance(launch.instance_id.as_ref().unwrap()).unwrap().idempotency_token;
+    assert!(token.ends_with(&format!("-1-2-1-{}", &Market::OnDemand.as_str()[..1])), "{token}");
+}
+
+#[tokio::test]
+async fn a_reclaimed_spot_job_without_rerun_is_not_rerun() {
+    let bed = TestBed::new();
+    let job = bed.job(1).labels(&["sprinters:aws:spot=auto"]);
+    bed.send(job.queued()).await;
+    bed.settle().await;
+    bed.send(job.in_progress(&TestBed::runner(&job, 1))).await;
+    let instance = bed.record(&job).await.launches[0].instance_id.clone().unwrap();
+    bed.launcher.reclaim(&instance);
+    let report = bed.engine.reconcile().await.unwrap();
+    assert_eq!((report.reclaimed, report.reruns), (1, 0));
+    assert!(bed.registry.reruns().is_empty());
+}
+
+#[tokio::test]
+async fn transient_errors_retry_with_capped_exponential_backoff_and_jitter() {
+    let bed = TestBed::with_config(|c| {
+        c.retry.base = Duration::from_secs(2);
+        c.retry.max = Duration::from_secs(8);
+        c.retry.max_attempts = 10;
+    });
+    bed.launcher
+        .faults()
+        .fail_next("launch", 5, || Error::rate_limited(None, "RequestLimitExceeded"));
+    let job = bed.job(1);
+    bed.send(job.queued()).await;
+    bed.settle().await;
+
+    let mut delays = Vec::new();
+    for attempt in 1..=5u32 {
+        let record = bed.record(&job).await;
+        assert_eq!(record.state, JobState::Queued, "attempt {attempt}");
+        assert_eq!(record.failed_attempts, attempt);
+        let delay = record.next_attempt_at.unwrap().since(bed.clock.now());
+        let ceiling = Duration::from_secs(2u64 << (attempt - 1)).min(Duration::from_secs(8));
+        assert!(delay >= ceiling / 2 && delay <= ceiling, "attempt {attempt}: {delay:?} not in [{:?}, {ceiling:?}]", ceiling / 2);
+        delays.push(delay);
+
+        // Not before the delay...
+        bed.advance(delay - Duration::from_millis(1));
+        bed.engine.process_due().await.unwrap();
+        bed.settle().await;
+        assert_eq!(bed.record(&job).await.failed_attempts, attempt, "no retry before the backoff");
+        // ...and right after it.
+        bed.advance(Duration::from_millis(1));
+        bed.engine.process_due().await.unwrap();
+        bed.settle().await;
+    }
+    assert_eq!(bed.record(&job).await.state, JobState::Launched);
+    assert_eq!(bed.launcher.instances().len(), 1);
+    assert_eq!(bed.record(&job).await.launches.len(), 1, "every retry reuses the same launch");
+    let distinct: std::collections::HashSet<_> = delays.iter().map(|d| d.as_millis() % 1000).collect();
+    assert!(distinct.len() > 1, "jitter spreads the delays: {delays:?}");
+}
+
+#[tokio::test]
+async fn retries_stop_after_max_attempts_and_the_job_fails_with_the_reason() {
+    let bed = TestBed::with_config(|c| c.retry.max_attempts = 3);
+    bed.launcher.faults().fail_next("launch", 10, || Error::unavailable("EC2 is down"));
+    let job = bed.job(1);
+    bed.send(job.queued()).await;
+    bed.settle().await;
+    for _ in 0..5 {
+        bed.advance(Duration::from_secs(600));
+        bed.engine.process_due().await.unwrap();
+        bed.settle().await;
+    }
+    let record = bed.record(&job).await;
+    assert_eq!(record.state, JobState::Failed);
+    assert_eq!(record.failed_attempts, 3);
+    assert_eq!(record.message.as_deref(), Some("launch failed after 3 attempts: unavailable: EC2 is down"));
+}
+
+/// Fails the one write that records an instance: the crash window between
+/// `RunInstances` answering and the store knowing.
+#[derive(Debug)]
+struct CrashAfterRunInstances {
+    inner: Arc<sprinters_core::memory::MemoryJobStore>,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl JobStore for CrashAfterRunInstances {
+    async fn get_job(&self, k: sprinters_core::domain::JobKey) -> sprinters_core::Result<Option<sprinters_core::ports::Versioned<sprinters_core::job::JobRecord>>> { self.inner.get_job(k).await }
+    async fn put_job(&self, r: sprinters_core::ports::PutJob) -> sprinters_core::Result<u64> {
+        if r.record.launches.iter().any(|l| l.instance_id.is_some())
+            && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(Error::unavailable("crashed before recording the instance"));
+        }
+        self.inner.put_job(r).await
+    }
+    async fn claim_job(&self, r: sprinters_core::ports::ClaimJob) -> sprinters_core::Result<Option<sprinters_core::ports::Versioned<sprinters_core::job::JobRecord>>> { self.inner.claim_job(r).await }
+    async fn list_jobs(&self, r: sprinters_core::ports::ListJobs) -> sprinters_core::Result<sprinters_core::ports::JobPage> { self.inner.list_jobs(r).await }
+    async fn delivery_seen(&self, id: sprinters_core::domain::DeliveryId) -> sprinters_core::Result<bool> { self.inner.delivery_seen(id).await }
+    async fn record_delivery(&self, r: sprinters_core::ports::RecordDelivery) -> sprinters_core::Result<sprinters_core::ports::DeliveryRecorded> { self.inner.record_delivery(r).await }
+    async fn acquire_lease(&self, r: sprinters_core::ports::AcquireLease) -> sprinters_core::Result<sprinters_core::ports::LeaseGrant> { self.inner.acquire_lease(r).await }
+    async fn release_lease(&self, r: sprinters_core::ports::ReleaseLease) -> sprinters_core::Result<()> { self.inner.release_lease(r).await }
+    async fn purge(&self, r: sprinters_core::ports::Purge) -> sprinters_core::Result<sprinters_core::ports::Purged> { self.inner.purge(r).await }
+}
+
+#[tokio::test]
+async fn a_launch_that_reached_ec2_before_a_crash_is_adopted_not_repeated() {
+    let bed = TestBed::new();
+    let store = Arc::new(CrashAfterRunInstances {
+        inner: bed.store.clone(),
+        armed: std::sync::atomic::AtomicBool::new(true),
+    });
+    let engine = sprinters_core::engine::Engine::builder()
+        .registry(bed.registry.clone())
+        .credentials(bed.credentials.clone())
+        .launcher(bed.launcher.clone())
+        .store(store)
+        .clock(bed.clock.clone())
+        .config(bed.engine.config().clone())
+        .build()
+        .unwrap();
+    let job = bed.job(1);
+    engine.handle(bed.delivery("d", job.queued())).await.unwrap();
+    engine.drain().await;
+    let record = bed.record(&job).await;
+    assert_eq!(record.state, JobState::Launching, "the intent is durable, the result is not");
+    assert_eq!(record.launches[0].instance_id, None);
+    assert_eq!(bed.launcher.instances().len(), 1, "RunInstances did run");
+
+    // While the claim holds, nobody else launches.
+    engine.process_due().await.unwrap();
+    engine.drain().await;
+    assert_eq!(bed.launcher.launch_calls(), 1);
+
+    // Once it lapses, the next attempt finds the instance by its tags.
+    bed.advance(Duration::from_secs(301));
+    engine.process_due().await.unwrap();
+    engine.drain().await;
+    let record = bed.record(&job).await;
+    assert_eq!(record.state, JobState::Launched);
+    assert_eq!(bed.launcher.instances().len(), 1, "exactly one instance for the job");
+    assert_eq!(bed.launcher.launch_calls(), 1, "adopted without calling RunInstances again");
+    assert_eq!(bed.registry.jit_configs(), 1, "and without a second runner that would orphan the first");
+    assert_eq!(record.launches[0].instance_id.as_ref(), Some(&bed.launcher.instances()[0].info.instance_id));
+}
+
+#[tokio::test]
+async fn the_jit_runner_is_registered_with_every_label_of_the_job() {
+    let bed = TestBed::new();
+    let mut registry = MockRunnerRegistry::new();
+    registry
+        .expect_create_jit_runner()
+        .withf(|r| {
+            r.labels == ["sprinters:aws:ubuntu-latest", "42-1-build"]
+                && r.runner_name.as_str() == "sprinters-7-1-1"
+                && r.runner_group_id == 3
+        })
+        .times(1)
+        .returning(|_| Ok(sprinters_core::ports::JitRunner::new(99, "SECRET-JIT".to_owned().into())));
+    let mut config = bed.engine.config().clone();
+    config.runner_group_id = 3;
+    let engine = sprinters_core::engine::Engine::builder()
+        .registry(Arc::new(registry))
+        .credentials(bed.credentials.clone())
+        .launcher(bed.launcher.clone())
+        .store(bed.store.clone())
+        .clock(bed.clock.clone())
+        .config(config)
+        .build()
+        .unwrap();
+    let job = bed.job(7).labels(&["sprinters:aws:ubuntu-latest", "42-1-build"]);
+    engine.handle(bed.delivery("d", job.queued())).await.unwrap();
+    engine.drain().await;
+    let record = bed.store.get_job(job.key).await.unwrap().unwrap().value;
+    assert_eq!(record.launches[0].runner_id, Some(99));
+}
+
+#[tokio::test]
+async fn the_engine_refuses_to_build_without_its_ports() {
+    let err = sprinters_core::engine::Engine::builder().build().unwrap_err();
+    assert_eq!(*err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("configuration"), "{err}");
+    let bed = TestBed::new();
+    let err = sprinters_core::engine::Engine::builder()
+        .config(bed.engine.config().clone())
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("runner registry"), "{err}");
+}
