@@ -1,1 +1,171 @@
 //! Shared helpers of the Sprinters benchmarks.
+
+// A benchmark that goes wrong has nothing better to do than stop loudly.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use sprinters_core::Result;
+use sprinters_core::domain::JobKey;
+use sprinters_core::events::Conclusion;
+use sprinters_core::ports::{
+    CloudLauncher, DescribeInstance, InstanceInfo, LaunchRequest, Launched, ListOwned,
+    OwnedInstances, TerminateRequest, Terminated,
+};
+use sprinters_core::testing::TestBed;
+use tokio::sync::oneshot;
+
+/// A launcher that tells a waiter when `launch` was called for a job,
+/// and when: the end of the latency the engine is responsible for.
+#[derive(Debug)]
+pub struct SignallingLauncher {
+    inner: Arc<dyn CloudLauncher>,
+    waiting: Mutex<HashMap<JobKey, oneshot::Sender<Instant>>>,
+}
+
+impl SignallingLauncher {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn CloudLauncher>) -> Self {
+        Self {
+            inner,
+            waiting: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Resolves with the instant `launch` is called for `job`.
+    pub fn expect(&self, job: JobKey) -> oneshot::Receiver<Instant> {
+        let (tx, rx) = oneshot::channel();
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(job, tx);
+        rx
+    }
+}
+
+#[async_trait]
+impl CloudLauncher for SignallingLauncher {
+    async fn launch(&self, request: LaunchRequest) -> Result<Launched> {
+        let called = Instant::now();
+        let tx = self
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&request.job);
+        let launched = self.inner.launch(request).await;
+        if let Some(tx) = tx {
+            let _ = tx.send(called);
+        }
+        launched
+    }
+    async fn terminate(&self, request: TerminateRequest) -> Result<Terminated> {
+        self.inner.terminate(request).await
+    }
+    async fn list_owned(&self, request: ListOwned) -> Result<OwnedInstances> {
+        self.inner.list_owned(request).await
+    }
+    async fn describe(&self, request: DescribeInstance) -> Result<InstanceInfo> {
+        self.inner.describe(request).await
+    }
+}
+
+/// The engine over in-memory adapters, with launches signalled.
+#[derive(Debug)]
+pub struct Rig {
+    /// The bed whose adapters the engine uses.
+    pub bed: TestBed,
+    /// The engine, launching through [`Rig::launcher`].
+    pub engine: sprinters_core::engine::Engine,
+    /// The signalling launcher.
+    pub launcher: Arc<SignallingLauncher>,
+}
+
+impl Default for Rig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Rig {
+    /// A fresh rig.
+    pub fn new() -> Self {
+        let bed = TestBed::new();
+        let launcher = Arc::new(SignallingLauncher::new(bed.launcher.clone()));
+        let engine = sprinters_core::engine::Engine::builder()
+            .registry(bed.registry.clone())
+            .credentials(bed.credentials.clone())
+            .launcher(launcher.clone())
+            .store(bed.store.clone())
+            .clock(bed.clock.clone())
+            .config(bed.engine.config().clone())
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        Self {
+            bed,
+            engine,
+            launcher,
+        }
+    }
+
+    /// One job's whole lifecycle: queued, launched, in progress, completed,
+    /// cleaned. Returns the time from handing in `queued` to the launch call.
+    pub async fn lifecycle(&self, job_id: u64) -> std::time::Duration {
+        let job = self.bed.job(job_id);
+        let launched = self.launcher.expect(job.key);
+        let start = Instant::now();
+        self.handle(&format!("{job_id}-q"), job.queued()).await;
+        let called = tokio::time::timeout(std::time::Duration::from_secs(10), launched)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| panic!("job {job_id} was not launched within 10 s"));
+        let latency = called.duration_since(start);
+        let runner = TestBed::runner(&job, 1);
+        // The launch task records the instance just after the call; wait
+        // for it so that the lifecycle ends Cleaned, as in production.
+        self.wait_launched(job.key).await;
+        self.handle(&format!("{job_id}-p"), job.in_progress(&runner))
+            .await;
+        self.handle(
+            &format!("{job_id}-c"),
+            job.completed(Conclusion::Success, Some(&runner)),
+        )
+        .await;
+        latency
+    }
+
+    async fn handle(&self, id: &str, event: sprinters_core::events::WorkflowJobEvent) {
+        if let Err(e) = self.engine.handle(self.bed.delivery(id, event)).await {
+            panic!("{e}");
+        }
+    }
+
+    async fn wait_launched(&self, key: JobKey) {
+        use sprinters_core::job::JobState;
+        use sprinters_core::ports::JobStore;
+        loop {
+            let state = self
+                .bed
+                .store
+                .get_job(key)
+                .await
+                .ok()
+                .flatten()
+                .map(|r| r.value.state);
+            if state != Some(JobState::Launching) {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// The `p`-th percentile of `samples` (sorted in place).
+pub fn percentile(samples: &mut [std::time::Duration], p: f64) -> std::time::Duration {
+    samples.sort_unstable();
+    let rank = ((p / 100.0) * (samples.len().saturating_sub(1)) as f64).round() as usize;
+    samples.get(rank).copied().unwrap_or_default()
+}

@@ -49,10 +49,7 @@ impl JobState {
             JobState::Launching => 1,
             JobState::Launched => 2,
             JobState::Running => 3,
-            JobState::Completed
-            | JobState::Cancelled
-            | JobState::Rejected
-            | JobState::Failed => 4,
+            JobState::Completed | JobState::Cancelled | JobState::Rejected | JobState::Failed => 4,
             JobState::Cleaned => 5,
         }
     }
@@ -64,7 +61,10 @@ impl JobState {
 
     /// Whether the job still waits for a runner to pick it up.
     pub fn is_waiting(self) -> bool {
-        matches!(self, JobState::Queued | JobState::Launching | JobState::Launched)
+        matches!(
+            self,
+            JobState::Queued | JobState::Launching | JobState::Launched
+        )
     }
 
     /// The snake_case name.

@@ -185,8 +185,14 @@ mod tests {
     fn timestamp_displays_rfc3339() {
         let t = Timestamp::from_millis(1_767_225_600_123);
         assert_eq!(t.to_string(), "2026-01-01T00:00:00.123Z");
-        assert_eq!(t.saturating_sub(Duration::from_secs(1)).as_millis(), 1_767_225_599_123);
-        assert_eq!(t.since(t.saturating_add(Duration::from_secs(5))), Duration::ZERO);
+        assert_eq!(
+            t.saturating_sub(Duration::from_secs(1)).as_millis(),
+            1_767_225_599_123
+        );
+        assert_eq!(
+            t.since(t.saturating_add(Duration::from_secs(5))),
+            Duration::ZERO
+        );
     }
 
     #[tokio::test]

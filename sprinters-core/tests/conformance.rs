@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use sprinters_core::domain::{AccountId, InstallationId, JobId, JobKey, Owner, Repository, RunAttempt, RunId};
+use sprinters_core::domain::{
+    AccountId, InstallationId, JobId, JobKey, Owner, Repository, RunAttempt, RunId,
+};
 use sprinters_core::labels::LabelParser;
 use sprinters_core::memory::{
     MemoryCredentials, MemoryEventSource, MemoryJobStore, MemoryLauncher, MemoryRegistry,
@@ -23,12 +25,17 @@ async fn memory_launcher_passes_the_suite() {
     let account = AccountId::parse("123456789012").unwrap();
     let fixture = testing::LauncherFixture {
         credentials: credentials
-            .credentials(CredentialsRequest::new(account.clone(), Owner::parse("octo").unwrap()))
+            .credentials(CredentialsRequest::new(
+                account.clone(),
+                Owner::parse("octo").unwrap(),
+            ))
             .await
             .unwrap(),
         account,
         controller_id: "conformance".into(),
-        spec: LabelParser::default().parse_label("sprinters:aws:eu-west-1").unwrap(),
+        spec: LabelParser::default()
+            .parse_label("sprinters:aws:eu-west-1")
+            .unwrap(),
     };
     testing::cloud_launcher(&MemoryLauncher::new(clock), &fixture).await;
 }
@@ -84,14 +91,24 @@ async fn memory_event_source_redelivers_what_was_not_acknowledged() {
     let clock = Arc::new(ManualClock::default());
     let source = MemoryEventSource::new(clock.clone());
     let id = DeliveryId::parse("d-1").unwrap();
-    source.push(Delivery { id: id.clone(), received_at: clock.now(), event: Event::Ping });
+    source.push(Delivery {
+        id: id.clone(),
+        received_at: clock.now(),
+        event: Event::Ping,
+    });
     let first = source.poll(Poll::new(1)).await.unwrap();
     assert_eq!(first.deliveries[0].id, id);
     use futures::FutureExt;
-    assert!(source.poll(Poll::new(1)).now_or_never().is_none(), "invisible while in flight");
+    assert!(
+        source.poll(Poll::new(1)).now_or_never().is_none(),
+        "invisible while in flight"
+    );
     clock.advance(std::time::Duration::from_secs(31));
     let again = source.poll(Poll::new(1)).await.unwrap();
-    assert_eq!(again.deliveries[0].id, id, "an unacknowledged delivery comes back (a crash loses nothing)");
+    assert_eq!(
+        again.deliveries[0].id, id,
+        "an unacknowledged delivery comes back (a crash loses nothing)"
+    );
     source.ack(Ack::new(vec![id])).await.unwrap();
     clock.advance(std::time::Duration::from_secs(31));
     assert!(source.poll(Poll::new(1)).now_or_never().is_none());

@@ -18,7 +18,13 @@ async fn a_label_error_is_rejected_with_its_message_and_never_retried() {
     let job = bed.job(1).labels(&["sprinters:aws:spot=maybe"]);
     let handled = bed.send(job.queued()).await;
     let message = "invalid runs-on label `sprinters:aws:spot=maybe`: spot=maybe: expected one of false, true, auto, rerun";
-    assert_eq!(handled, Handled::Rejected { job: job.key, message: message.into() });
+    assert_eq!(
+        handled,
+        Handled::Rejected {
+            job: job.key,
+            message: message.into()
+        }
+    );
     bed.send(job.queued()).await;
     bed.engine.process_due().await.unwrap();
     bed.advance(Duration::from_secs(3600));
@@ -35,19 +41,41 @@ async fn a_label_error_is_rejected_with_its_message_and_never_retried() {
 #[tokio::test]
 async fn an_account_the_owner_has_not_connected_is_rejected_without_any_call() {
     let bed = TestBed::new();
-    let other = bed.job(1).labels(&["sprinters:aws/999999999999:ubuntu-latest"]);
-    let Handled::Rejected { message, .. } = bed.send(other.queued()).await else { panic!("not rejected") };
-    assert!(message.contains("999999999999 is not connected to octo-org"), "{message}");
+    let other = bed
+        .job(1)
+        .labels(&["sprinters:aws/999999999999:ubuntu-latest"]);
+    let Handled::Rejected { message, .. } = bed.send(other.queued()).await else {
+        panic!("not rejected")
+    };
+    assert!(
+        message.contains("999999999999 is not connected to octo-org"),
+        "{message}"
+    );
 
     let stranger = bed.job(2).repository("intruder/app");
-    let Handled::Rejected { message, .. } = bed.send(stranger.queued()).await else { panic!("not rejected") };
-    assert!(message.contains("intruder has no AWS account connected"), "{message}");
+    let Handled::Rejected { message, .. } = bed.send(stranger.queued()).await else {
+        panic!("not rejected")
+    };
+    assert!(
+        message.contains("intruder has no AWS account connected"),
+        "{message}"
+    );
 
     // Even naming the connected account of another owner is refused.
-    let probe = bed.job(3).repository("intruder/app").labels(&["sprinters:aws/123456789012"]);
-    assert!(matches!(bed.send(probe.queued()).await, Handled::Rejected { .. }));
+    let probe = bed
+        .job(3)
+        .repository("intruder/app")
+        .labels(&["sprinters:aws/123456789012"]);
+    assert!(matches!(
+        bed.send(probe.queued()).await,
+        Handled::Rejected { .. }
+    ));
     bed.settle().await;
-    assert_eq!(bed.credentials.calls(), 0, "the account is never even probed");
+    assert_eq!(
+        bed.credentials.calls(),
+        0,
+        "the account is never even probed"
+    );
     assert_eq!(bed.launcher.launch_calls(), 0);
 
     // Naming one's own connected account is fine.
@@ -58,20 +86,30 @@ async fn an_account_the_owner_has_not_connected_is_rejected_without_any_call() {
 #[tokio::test]
 async fn a_permission_error_fails_fast_with_what_to_grant() {
     let bed = TestBed::new();
-    bed.credentials.deny(AccountId::parse("123456789012").unwrap());
+    bed.credentials
+        .deny(AccountId::parse("123456789012").unwrap());
     let job = bed.job(1);
     bed.send(job.queued()).await;
     bed.settle().await;
     let record = bed.record(&job).await;
     assert_eq!(record.state, JobState::Failed);
     let message = record.message.unwrap();
-    assert!(message.starts_with("launch failed: permission_denied"), "{message}");
-    assert!(message.contains("sts:ExternalId"), "says what the trust policy needs: {message}");
+    assert!(
+        message.starts_with("launch failed: permission_denied"),
+        "{message}"
+    );
+    assert!(
+        message.contains("sts:ExternalId"),
+        "says what the trust policy needs: {message}"
+    );
     bed.advance(Duration::from_secs(3600));
     bed.engine.process_due().await.unwrap();
     bed.settle().await;
     assert_eq!(bed.credentials.calls(), 1, "not retried");
-    assert!(bed.registry.runners().is_empty(), "the unusable JIT runner is removed");
+    assert!(
+        bed.registry.runners().is_empty(),
+        "the unusable JIT runner is removed"
+    );
 }
 
 #[tokio::test]
@@ -84,7 +122,10 @@ async fn no_spot_capacity_falls_back_to_on_demand_with_spot_auto() {
     let record = bed.record(&job).await;
     assert_eq!(record.state, JobState::Launched);
     let launch = &record.launches[0];
-    assert!(!launch.spot && launch.spot_fallback, "recorded as a spot-to-on-demand fallback");
+    assert!(
+        !launch.spot && launch.spot_fallback,
+        "recorded as a spot-to-on-demand fallback"
+    );
     assert_eq!(bed.launcher.instances().len(), 1);
 }
 
@@ -120,7 +161,10 @@ async fn a_reclaimed_spot_rerun_job_is_rerun_on_on_demand() {
     assert_eq!(bed.registry.reruns(), vec![job.key.job_id]);
     let record = bed.record(&job).await;
     assert!(record.rerun_requested);
-    assert_eq!(record.launches[0].ended.map(|(_, r)| r), Some(EndReason::SpotReclaimed));
+    assert_eq!(
+        record.launches[0].ended.map(|(_, r)| r),
+        Some(EndReason::SpotReclaimed)
+    );
     bed.engine.reconcile().await.unwrap();
     assert_eq!(bed.registry.reruns().len(), 1, "asked once only");
 
@@ -130,8 +174,15 @@ async fn a_reclaimed_spot_rerun_job_is_rerun_on_on_demand() {
     bed.settle().await;
     let launch = &bed.record(&rerun).await.launches[0];
     assert!(!launch.spot, "the re-run is on-demand");
-    let token = bed.launcher.instance(launch.instance_id.as_ref().unwrap()).unwrap().idempotency_token;
-    assert!(token.ends_with(&format!("-1-2-1-{}", &Market::OnDemand.as_str()[..1])), "{token}");
+    let token = bed
+        .launcher
+        .instance(launch.instance_id.as_ref().unwrap())
+        .unwrap()
+        .idempotency_token;
+    assert!(
+        token.ends_with(&format!("-1-2-1-{}", &Market::OnDemand.as_str()[..1])),
+        "{token}"
+    );
 }
 
 #[tokio::test]
@@ -141,7 +192,10 @@ async fn a_reclaimed_spot_job_without_rerun_is_not_rerun() {
     bed.send(job.queued()).await;
     bed.settle().await;
     bed.send(job.in_progress(&TestBed::runner(&job, 1))).await;
-    let instance = bed.record(&job).await.launches[0].instance_id.clone().unwrap();
+    let instance = bed.record(&job).await.launches[0]
+        .instance_id
+        .clone()
+        .unwrap();
     bed.launcher.reclaim(&instance);
     let report = bed.engine.reconcile().await.unwrap();
     assert_eq!((report.reclaimed, report.reruns), (1, 0));
@@ -155,9 +209,9 @@ async fn transient_errors_retry_with_capped_exponential_backoff_and_jitter() {
         c.retry.max = Duration::from_secs(8);
         c.retry.max_attempts = 10;
     });
-    bed.launcher
-        .faults()
-        .fail_next("launch", 5, || Error::rate_limited(None, "RequestLimitExceeded"));
+    bed.launcher.faults().fail_next("launch", 5, || {
+        Error::rate_limited(None, "RequestLimitExceeded")
+    });
     let job = bed.job(1);
     bed.send(job.queued()).await;
     bed.settle().await;
@@ -169,14 +223,22 @@ async fn transient_errors_retry_with_capped_exponential_backoff_and_jitter() {
         assert_eq!(record.failed_attempts, attempt);
         let delay = record.next_attempt_at.unwrap().since(bed.clock.now());
         let ceiling = Duration::from_secs(2u64 << (attempt - 1)).min(Duration::from_secs(8));
-        assert!(delay >= ceiling / 2 && delay <= ceiling, "attempt {attempt}: {delay:?} not in [{:?}, {ceiling:?}]", ceiling / 2);
+        assert!(
+            delay >= ceiling / 2 && delay <= ceiling,
+            "attempt {attempt}: {delay:?} not in [{:?}, {ceiling:?}]",
+            ceiling / 2
+        );
         delays.push(delay);
 
         // Not before the delay...
         bed.advance(delay - Duration::from_millis(1));
         bed.engine.process_due().await.unwrap();
         bed.settle().await;
-        assert_eq!(bed.record(&job).await.failed_attempts, attempt, "no retry before the backoff");
+        assert_eq!(
+            bed.record(&job).await.failed_attempts,
+            attempt,
+            "no retry before the backoff"
+        );
         // ...and right after it.
         bed.advance(Duration::from_millis(1));
         bed.engine.process_due().await.unwrap();
@@ -184,15 +246,22 @@ async fn transient_errors_retry_with_capped_exponential_backoff_and_jitter() {
     }
     assert_eq!(bed.record(&job).await.state, JobState::Launched);
     assert_eq!(bed.launcher.instances().len(), 1);
-    assert_eq!(bed.record(&job).await.launches.len(), 1, "every retry reuses the same launch");
-    let distinct: std::collections::HashSet<_> = delays.iter().map(|d| d.as_millis() % 1000).collect();
+    assert_eq!(
+        bed.record(&job).await.launches.len(),
+        1,
+        "every retry reuses the same launch"
+    );
+    let distinct: std::collections::HashSet<_> =
+        delays.iter().map(|d| d.as_millis() % 1000).collect();
     assert!(distinct.len() > 1, "jitter spreads the delays: {delays:?}");
 }
 
 #[tokio::test]
 async fn retries_stop_after_max_attempts_and_the_job_fails_with_the_reason() {
     let bed = TestBed::with_config(|c| c.retry.max_attempts = 3);
-    bed.launcher.faults().fail_next("launch", 10, || Error::unavailable("EC2 is down"));
+    bed.launcher
+        .faults()
+        .fail_next("launch", 10, || Error::unavailable("EC2 is down"));
     let job = bed.job(1);
     bed.send(job.queued()).await;
     bed.settle().await;
@@ -204,58 +273,37 @@ async fn retries_stop_after_max_attempts_and_the_job_fails_with_the_reason() {
     let record = bed.record(&job).await;
     assert_eq!(record.state, JobState::Failed);
     assert_eq!(record.failed_attempts, 3);
-    assert_eq!(record.message.as_deref(), Some("launch failed after 3 attempts: unavailable: EC2 is down"));
-}
-
-/// Fails the one write that records an instance: the crash window between
-/// `RunInstances` answering and the store knowing.
-#[derive(Debug)]
-struct CrashAfterRunInstances {
-    inner: Arc<sprinters_core::memory::MemoryJobStore>,
-    armed: std::sync::atomic::AtomicBool,
-}
-
-#[async_trait::async_trait]
-impl JobStore for CrashAfterRunInstances {
-    async fn get_job(&self, k: sprinters_core::domain::JobKey) -> sprinters_core::Result<Option<sprinters_core::ports::Versioned<sprinters_core::job::JobRecord>>> { self.inner.get_job(k).await }
-    async fn put_job(&self, r: sprinters_core::ports::PutJob) -> sprinters_core::Result<u64> {
-        if r.record.launches.iter().any(|l| l.instance_id.is_some())
-            && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst)
-        {
-            return Err(Error::unavailable("crashed before recording the instance"));
-        }
-        self.inner.put_job(r).await
-    }
-    async fn claim_job(&self, r: sprinters_core::ports::ClaimJob) -> sprinters_core::Result<Option<sprinters_core::ports::Versioned<sprinters_core::job::JobRecord>>> { self.inner.claim_job(r).await }
-    async fn list_jobs(&self, r: sprinters_core::ports::ListJobs) -> sprinters_core::Result<sprinters_core::ports::JobPage> { self.inner.list_jobs(r).await }
-    async fn delivery_seen(&self, id: sprinters_core::domain::DeliveryId) -> sprinters_core::Result<bool> { self.inner.delivery_seen(id).await }
-    async fn record_delivery(&self, r: sprinters_core::ports::RecordDelivery) -> sprinters_core::Result<sprinters_core::ports::DeliveryRecorded> { self.inner.record_delivery(r).await }
-    async fn acquire_lease(&self, r: sprinters_core::ports::AcquireLease) -> sprinters_core::Result<sprinters_core::ports::LeaseGrant> { self.inner.acquire_lease(r).await }
-    async fn release_lease(&self, r: sprinters_core::ports::ReleaseLease) -> sprinters_core::Result<()> { self.inner.release_lease(r).await }
-    async fn purge(&self, r: sprinters_core::ports::Purge) -> sprinters_core::Result<sprinters_core::ports::Purged> { self.inner.purge(r).await }
+    assert_eq!(
+        record.message.as_deref(),
+        Some("launch failed after 3 attempts: unavailable: EC2 is down")
+    );
 }
 
 #[tokio::test]
 async fn a_launch_that_reached_ec2_before_a_crash_is_adopted_not_repeated() {
-    let bed = TestBed::new();
-    let store = Arc::new(CrashAfterRunInstances {
-        inner: bed.store.clone(),
-        armed: std::sync::atomic::AtomicBool::new(true),
+    // Fails the one write that records the instance: the crash window
+    // between `RunInstances` answering and the store knowing.
+    let armed = std::sync::atomic::AtomicBool::new(true);
+    let bed = TestBed::with_store_hook(move |record| {
+        let records_instance = record.launches.iter().any(|l| l.instance_id.is_some());
+        if records_instance && armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::unavailable("crashed before recording the instance"));
+        }
+        Ok(())
     });
-    let engine = sprinters_core::engine::Engine::builder()
-        .registry(bed.registry.clone())
-        .credentials(bed.credentials.clone())
-        .launcher(bed.launcher.clone())
-        .store(store)
-        .clock(bed.clock.clone())
-        .config(bed.engine.config().clone())
-        .build()
-        .unwrap();
+    let engine = bed.engine.clone();
     let job = bed.job(1);
-    engine.handle(bed.delivery("d", job.queued())).await.unwrap();
+    engine
+        .handle(bed.delivery("d", job.queued()))
+        .await
+        .unwrap();
     engine.drain().await;
     let record = bed.record(&job).await;
-    assert_eq!(record.state, JobState::Launching, "the intent is durable, the result is not");
+    assert_eq!(
+        record.state,
+        JobState::Launching,
+        "the intent is durable, the result is not"
+    );
     assert_eq!(record.launches[0].instance_id, None);
     assert_eq!(bed.launcher.instances().len(), 1, "RunInstances did run");
 
@@ -270,10 +318,25 @@ async fn a_launch_that_reached_ec2_before_a_crash_is_adopted_not_repeated() {
     engine.drain().await;
     let record = bed.record(&job).await;
     assert_eq!(record.state, JobState::Launched);
-    assert_eq!(bed.launcher.instances().len(), 1, "exactly one instance for the job");
-    assert_eq!(bed.launcher.launch_calls(), 1, "adopted without calling RunInstances again");
-    assert_eq!(bed.registry.jit_configs(), 1, "and without a second runner that would orphan the first");
-    assert_eq!(record.launches[0].instance_id.as_ref(), Some(&bed.launcher.instances()[0].info.instance_id));
+    assert_eq!(
+        bed.launcher.instances().len(),
+        1,
+        "exactly one instance for the job"
+    );
+    assert_eq!(
+        bed.launcher.launch_calls(),
+        1,
+        "adopted without calling RunInstances again"
+    );
+    assert_eq!(
+        bed.registry.jit_configs(),
+        1,
+        "and without a second runner that would orphan the first"
+    );
+    assert_eq!(
+        record.launches[0].instance_id.as_ref(),
+        Some(&bed.launcher.instances()[0].info.instance_id)
+    );
 }
 
 #[tokio::test]
@@ -288,7 +351,12 @@ async fn the_jit_runner_is_registered_with_every_label_of_the_job() {
                 && r.runner_group_id == 3
         })
         .times(1)
-        .returning(|_| Ok(sprinters_core::ports::JitRunner::new(99, "SECRET-JIT".to_owned().into())));
+        .returning(|_| {
+            Ok(sprinters_core::ports::JitRunner::new(
+                99,
+                "SECRET-JIT".to_owned().into(),
+            ))
+        });
     let mut config = bed.engine.config().clone();
     config.runner_group_id = 3;
     let engine = sprinters_core::engine::Engine::builder()
@@ -300,8 +368,13 @@ async fn the_jit_runner_is_registered_with_every_label_of_the_job() {
         .config(config)
         .build()
         .unwrap();
-    let job = bed.job(7).labels(&["sprinters:aws:ubuntu-latest", "42-1-build"]);
-    engine.handle(bed.delivery("d", job.queued())).await.unwrap();
+    let job = bed
+        .job(7)
+        .labels(&["sprinters:aws:ubuntu-latest", "42-1-build"]);
+    engine
+        .handle(bed.delivery("d", job.queued()))
+        .await
+        .unwrap();
     engine.drain().await;
     let record = bed.store.get_job(job.key).await.unwrap().unwrap().value;
     assert_eq!(record.launches[0].runner_id, Some(99));
@@ -309,7 +382,9 @@ async fn the_jit_runner_is_registered_with_every_label_of_the_job() {
 
 #[tokio::test]
 async fn the_engine_refuses_to_build_without_its_ports() {
-    let err = sprinters_core::engine::Engine::builder().build().unwrap_err();
+    let err = sprinters_core::engine::Engine::builder()
+        .build()
+        .unwrap_err();
     assert_eq!(*err.kind(), ErrorKind::Config);
     assert!(err.to_string().contains("configuration"), "{err}");
     let bed = TestBed::new();

@@ -19,20 +19,38 @@ async fn a_queued_job_of_ours_is_launched_once_with_a_durable_claim_first() {
 
     let record = bed.record(&job).await;
     assert_eq!(record.state, JobState::Launched);
-    assert_eq!(record.lease, None, "the claim is released once the launch is recorded");
+    assert_eq!(
+        record.lease, None,
+        "the claim is released once the launch is recorded"
+    );
     assert_eq!(record.launches.len(), 1);
     let launch = &record.launches[0];
-    let instance = bed.launcher.instance(launch.instance_id.as_ref().unwrap()).unwrap();
+    let instance = bed
+        .launcher
+        .instance(launch.instance_id.as_ref().unwrap())
+        .unwrap();
     assert_eq!(instance.info.state, InstanceState::Pending);
-    assert_eq!(instance.info.job, Some(job.key), "the instance is tagged with its job");
+    assert_eq!(
+        instance.info.job,
+        Some(job.key),
+        "the instance is tagged with its job"
+    );
     assert_eq!(launch.runner_name, TestBed::runner(&job, 1));
-    assert_eq!(launch.runner_id, Some(1), "the JIT runner's id is kept to remove it later");
+    assert_eq!(
+        launch.runner_id,
+        Some(1),
+        "the JIT runner's id is kept to remove it later"
+    );
     assert_eq!(
         instance.idempotency_token,
         bed.engine_token(&job, 1),
         "the client token is derived from (job id, run attempt)"
     );
-    assert_eq!(bed.registry.runners()[0].labels, job.labels, "the runner carries the job's labels");
+    assert_eq!(
+        bed.registry.runners()[0].labels,
+        job.labels,
+        "the runner carries the job's labels"
+    );
 }
 
 trait Token {
@@ -41,7 +59,10 @@ trait Token {
 impl Token for TestBed {
     fn engine_token(&self, job: &sprinters_core::testing::JobEvents, n: u32) -> String {
         let controller = sprinters_core::labels::LabelSetKey::of(&["test-controller"]).get() as u32;
-        format!("sprinters-{controller:08x}-{}-{}-{n}-o", job.key.job_id, job.key.run_attempt)
+        format!(
+            "sprinters-{controller:08x}-{}-{}-{n}-o",
+            job.key.job_id, job.key.run_attempt
+        )
     }
 }
 
@@ -49,9 +70,9 @@ impl Token for TestBed {
 async fn the_claim_is_written_before_any_api_call() {
     // The store refuses the claim: nothing may reach GitHub or EC2.
     let bed = TestBed::new();
-    bed.store
-        .faults()
-        .fail_next("claim_job", 1, || sprinters_core::Error::unavailable("store down"));
+    bed.store.faults().fail_next("claim_job", 1, || {
+        sprinters_core::Error::unavailable("store down")
+    });
     let job = bed.job(1);
     bed.send(job.queued()).await;
     bed.settle().await;
@@ -76,30 +97,69 @@ async fn credentials_and_jit_config_are_fetched_concurrently() {
         barrier: Arc<tokio::sync::Barrier>,
     }
     #[async_trait::async_trait]
-    impl sprinters_core::ports::CredentialProvider for Gated<sprinters_core::memory::MemoryCredentials> {
-        async fn credentials(&self, r: sprinters_core::ports::CredentialsRequest) -> sprinters_core::Result<sprinters_core::ports::Credentials> {
+    impl sprinters_core::ports::CredentialProvider
+        for Gated<sprinters_core::memory::MemoryCredentials>
+    {
+        async fn credentials(
+            &self,
+            r: sprinters_core::ports::CredentialsRequest,
+        ) -> sprinters_core::Result<sprinters_core::ports::Credentials> {
             self.barrier.wait().await;
             self.inner.credentials(r).await
         }
     }
     #[async_trait::async_trait]
     impl sprinters_core::ports::RunnerRegistry for Gated<sprinters_core::memory::MemoryRegistry> {
-        async fn create_jit_runner(&self, r: sprinters_core::ports::CreateJitRunner) -> sprinters_core::Result<sprinters_core::ports::JitRunner> {
+        async fn create_jit_runner(
+            &self,
+            r: sprinters_core::ports::CreateJitRunner,
+        ) -> sprinters_core::Result<sprinters_core::ports::JitRunner> {
             self.barrier.wait().await;
             self.inner.create_jit_runner(r).await
         }
-        async fn remove_runner(&self, r: sprinters_core::ports::RemoveRunner) -> sprinters_core::Result<()> { self.inner.remove_runner(r).await }
-        async fn job_status(&self, r: sprinters_core::ports::GetJobStatus) -> sprinters_core::Result<sprinters_core::ports::JobStatus> { self.inner.job_status(r).await }
-        async fn rerun_job(&self, r: sprinters_core::ports::RerunJob) -> sprinters_core::Result<()> { self.inner.rerun_job(r).await }
-        async fn cancel_run(&self, r: sprinters_core::ports::CancelRun) -> sprinters_core::Result<()> { self.inner.cancel_run(r).await }
-        async fn list_queued_jobs(&self, r: sprinters_core::ports::ListQueuedJobs) -> sprinters_core::Result<sprinters_core::ports::QueuedJobs> { self.inner.list_queued_jobs(r).await }
+        async fn remove_runner(
+            &self,
+            r: sprinters_core::ports::RemoveRunner,
+        ) -> sprinters_core::Result<()> {
+            self.inner.remove_runner(r).await
+        }
+        async fn job_status(
+            &self,
+            r: sprinters_core::ports::GetJobStatus,
+        ) -> sprinters_core::Result<sprinters_core::ports::JobStatus> {
+            self.inner.job_status(r).await
+        }
+        async fn rerun_job(
+            &self,
+            r: sprinters_core::ports::RerunJob,
+        ) -> sprinters_core::Result<()> {
+            self.inner.rerun_job(r).await
+        }
+        async fn cancel_run(
+            &self,
+            r: sprinters_core::ports::CancelRun,
+        ) -> sprinters_core::Result<()> {
+            self.inner.cancel_run(r).await
+        }
+        async fn list_queued_jobs(
+            &self,
+            r: sprinters_core::ports::ListQueuedJobs,
+        ) -> sprinters_core::Result<sprinters_core::ports::QueuedJobs> {
+            self.inner.list_queued_jobs(r).await
+        }
     }
 
     let bed = TestBed::new();
     let barrier = Arc::new(tokio::sync::Barrier::new(2));
     let engine = sprinters_core::engine::Engine::builder()
-        .registry(Arc::new(Gated { inner: sprinters_core::memory::MemoryRegistry::new(), barrier: barrier.clone() }))
-        .credentials(Arc::new(Gated { inner: sprinters_core::memory::MemoryCredentials::new(), barrier }))
+        .registry(Arc::new(Gated {
+            inner: sprinters_core::memory::MemoryRegistry::new(),
+            barrier: barrier.clone(),
+        }))
+        .credentials(Arc::new(Gated {
+            inner: sprinters_core::memory::MemoryCredentials::new(),
+            barrier,
+        }))
         .launcher(bed.launcher.clone())
         .store(bed.store.clone())
         .clock(bed.clock.clone())
@@ -107,7 +167,10 @@ async fn credentials_and_jit_config_are_fetched_concurrently() {
         .build()
         .unwrap();
     let job = bed.job(1);
-    engine.handle(bed.delivery("d-1", job.queued())).await.unwrap();
+    engine
+        .handle(bed.delivery("d-1", job.queued()))
+        .await
+        .unwrap();
     tokio::time::pause();
     tokio::time::timeout(Duration::from_secs(3600), engine.drain())
         .await
@@ -129,7 +192,10 @@ async fn jobs_that_are_not_ours_are_ignored_and_leave_no_record() {
 async fn duplicate_deliveries_and_redeliveries_never_launch_twice() {
     let bed = TestBed::new();
     let job = bed.job(1);
-    assert_eq!(bed.send_as("same", job.queued()).await, Handled::Accepted(job.key));
+    assert_eq!(
+        bed.send_as("same", job.queued()).await,
+        Handled::Accepted(job.key)
+    );
     assert_eq!(bed.send_as("same", job.queued()).await, Handled::Duplicate);
     // GitHub's "redeliver" sends the same event under a new delivery id.
     bed.send_as("redelivered", job.queued()).await;
@@ -146,7 +212,10 @@ async fn duplicate_deliveries_and_redeliveries_never_launch_twice() {
 async fn concurrent_duplicates_still_launch_once() {
     let bed = TestBed::new();
     let job = bed.job(1);
-    let sends = (0..16).map(|i| bed.engine.handle(bed.delivery(&format!("d-{i}"), job.queued())));
+    let sends = (0..16).map(|i| {
+        bed.engine
+            .handle(bed.delivery(&format!("d-{i}"), job.queued()))
+    });
     for r in futures::future::join_all(sends).await {
         r.unwrap();
     }
@@ -162,14 +231,19 @@ async fn out_of_order_events_never_move_a_job_backwards() {
     bed.send(job.queued()).await;
     bed.settle().await;
     let runner = TestBed::runner(&job, 1);
-    bed.send(job.completed(Conclusion::Success, Some(&runner))).await;
+    bed.send(job.completed(Conclusion::Success, Some(&runner)))
+        .await;
     bed.send(job.in_progress(&runner)).await;
     bed.send(job.queued()).await;
     bed.settle().await;
     let record = bed.record(&job).await;
     assert_eq!(record.state, JobState::Cleaned);
     assert_eq!(record.conclusion, Some(Conclusion::Success));
-    assert_eq!(bed.launcher.instances().len(), 1, "no relaunch after completion");
+    assert_eq!(
+        bed.launcher.instances().len(),
+        1,
+        "no relaunch after completion"
+    );
     assert!(bed.launcher.alive().is_empty());
 
     // A job seen first in progress (its queued event was lost) is not launched for.
@@ -185,14 +259,18 @@ async fn out_of_order_events_never_move_a_job_backwards() {
 #[tokio::test]
 async fn completed_ends_the_instance_and_records_the_history() {
     let bed = TestBed::new();
-    let job = bed.job(1).labels(&["sprinters:aws:eu-central-1b:ubuntu-24.04-arm:c7g.xlarge", "pin-1"]);
+    let job = bed.job(1).labels(&[
+        "sprinters:aws:eu-central-1b:ubuntu-24.04-arm:c7g.xlarge",
+        "pin-1",
+    ]);
     bed.send(job.queued()).await;
     bed.settle().await;
     bed.advance(Duration::from_secs(20));
     let runner = TestBed::runner(&job, 1);
     bed.send(job.in_progress(&runner)).await;
     bed.advance(Duration::from_secs(3600 - 20));
-    bed.send(job.completed(Conclusion::Failure, Some(&runner))).await;
+    bed.send(job.completed(Conclusion::Failure, Some(&runner)))
+        .await;
     bed.settle().await;
 
     let record = bed.record(&job).await;
@@ -201,11 +279,21 @@ async fn completed_ends_the_instance_and_records_the_history() {
     assert_eq!(record.duration(), Some(Duration::from_secs(3600 - 20)));
     let launch = &record.launches[0];
     assert_eq!(launch.instance_type.as_str(), "c7g.xlarge");
-    assert_eq!(launch.availability_zone.as_ref().unwrap().as_str(), "eu-central-1b");
+    assert_eq!(
+        launch.availability_zone.as_ref().unwrap().as_str(),
+        "eu-central-1b"
+    );
     assert!(!launch.spot);
     assert_eq!(launch.ended.map(|(_, r)| r), Some(EndReason::JobCompleted));
-    assert_eq!(record.cost_micros, Some(145_000), "one hour of c7g.xlarge at $0.145");
-    let instance = bed.launcher.instance(launch.instance_id.as_ref().unwrap()).unwrap();
+    assert_eq!(
+        record.cost_micros,
+        Some(145_000),
+        "one hour of c7g.xlarge at $0.145"
+    );
+    let instance = bed
+        .launcher
+        .instance(launch.instance_id.as_ref().unwrap())
+        .unwrap();
     assert_eq!(instance.info.state, InstanceState::Terminated);
     assert_eq!(instance.availability_zone.as_str(), "eu-central-1b");
 
@@ -217,15 +305,22 @@ async fn completed_ends_the_instance_and_records_the_history() {
 #[tokio::test]
 async fn store_failures_surface_as_errors_and_change_nothing() {
     let bed = TestBed::new();
-    bed.store
-        .faults()
-        .fail_next("put_job", 1, || sprinters_core::Error::unavailable("disk full"));
+    bed.store.faults().fail_next("put_job", 1, || {
+        sprinters_core::Error::unavailable("disk full")
+    });
     let job = bed.job(1);
-    let err = bed.engine.handle(bed.delivery("d-1", job.queued())).await.unwrap_err();
+    let err = bed
+        .engine
+        .handle(bed.delivery("d-1", job.queued()))
+        .await
+        .unwrap_err();
     assert!(err.is_retryable());
     assert!(bed.store.is_empty());
     // The delivery was not recorded as seen, so the retry is processed.
-    assert_eq!(bed.send_as("d-1", job.queued()).await, Handled::Accepted(job.key));
+    assert_eq!(
+        bed.send_as("d-1", job.queued()).await,
+        Handled::Accepted(job.key)
+    );
     bed.settle().await;
     assert_eq!(bed.launcher.instances().len(), 1);
 }

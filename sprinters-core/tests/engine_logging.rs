@@ -40,31 +40,51 @@ async fn every_line_about_a_job_carries_its_ids_and_no_secret_is_ever_logged() {
     bed.settle().await;
     let runner = TestBed::runner(&job, 1);
     bed.send(job.in_progress(&runner)).await;
-    bed.send(job.completed(Conclusion::Success, Some(&runner))).await;
+    bed.send(job.completed(Conclusion::Success, Some(&runner)))
+        .await;
     bed.settle().await;
-    bed.credentials.deny(AccountId::parse("123456789012").unwrap());
+    bed.credentials
+        .deny(AccountId::parse("123456789012").unwrap());
     bed.send(bed.job(2).queued()).await;
     bed.settle().await;
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     for secret in ["SECRET-JIT-CONFIG", "memory-secret", "memory-session-token"] {
-        assert!(!logs.contains(secret), "{secret} leaked into the logs:\n{logs}");
+        assert!(
+            !logs.contains(secret),
+            "{secret} leaked into the logs:\n{logs}"
+        );
     }
     let debug = bed.launcher.last_request_debug().unwrap();
     for secret in ["SECRET-JIT-CONFIG", "memory-secret", "memory-session-token"] {
-        assert!(!debug.contains(secret), "{secret} leaked into Debug: {debug}");
+        assert!(
+            !debug.contains(secret),
+            "{secret} leaked into Debug: {debug}"
+        );
     }
     assert!(debug.contains("[REDACTED]"));
     let record = format!("{:?}", bed.record(&job).await);
-    assert!(!record.contains("SECRET"), "no secret in the record: {record}");
+    assert!(
+        !record.contains("SECRET"),
+        "no secret in the record: {record}"
+    );
 
-    for event in ["job queued", "launching", "launched", "job started", "job finished", "instance ended"] {
+    for event in [
+        "job queued",
+        "launching",
+        "launched",
+        "job started",
+        "job finished",
+        "instance ended",
+    ] {
         let line = logs
             .lines()
             .find(|l| l.contains(event) && l.contains("31337"))
             .unwrap_or_else(|| panic!("no `{event}` line for the job:\n{logs}"));
         assert!(
-            line.contains("job_id=31337") && line.contains("run_attempt=1") && line.contains("repository=octo-org/app"),
+            line.contains("job_id=31337")
+                && line.contains("run_attempt=1")
+                && line.contains("repository=octo-org/app"),
             "`{event}` lacks the job's ids: {line}"
         );
     }

@@ -4,7 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sprinters_core::domain::{AccountId, AvailabilityZone, InstanceId, InstanceType, JobId, JobKey, Region, RunAttempt, RunnerName};
+use sprinters_core::domain::{
+    AccountId, AvailabilityZone, InstanceId, InstanceType, JobId, JobKey, Region, RunAttempt,
+    RunnerName,
+};
 use sprinters_core::events::Conclusion;
 use sprinters_core::job::{EndReason, JobState};
 use sprinters_core::memory::SimInstance;
@@ -35,18 +38,45 @@ async fn the_reconciler_ends_orphans_but_not_live_jobs_or_other_controllers() {
     bed.send(live.queued()).await;
     bed.settle().await;
     let unknown_job = JobKey::new(JobId::new(404), RunAttempt::FIRST);
-    bed.launcher.insert(stray_instance(&bed, "i-00000000000000a01", Some(unknown_job), "test-controller"));
-    bed.launcher.insert(stray_instance(&bed, "i-00000000000000a02", None, "test-controller"));
-    bed.launcher.insert(stray_instance(&bed, "i-00000000000000a03", Some(unknown_job), "another-controller"));
+    bed.launcher.insert(stray_instance(
+        &bed,
+        "i-00000000000000a01",
+        Some(unknown_job),
+        "test-controller",
+    ));
+    bed.launcher.insert(stray_instance(
+        &bed,
+        "i-00000000000000a02",
+        None,
+        "test-controller",
+    ));
+    bed.launcher.insert(stray_instance(
+        &bed,
+        "i-00000000000000a03",
+        Some(unknown_job),
+        "another-controller",
+    ));
 
     let report = bed.engine.reconcile().await.unwrap();
     bed.settle().await;
     assert!(report.leader);
     assert_eq!(report.orphans_ended, 2);
-    let alive: Vec<String> = bed.launcher.alive().iter().map(|i| i.info.instance_id.to_string()).collect();
+    let alive: Vec<String> = bed
+        .launcher
+        .alive()
+        .iter()
+        .map(|i| i.info.instance_id.to_string())
+        .collect();
     assert_eq!(alive.len(), 2, "{alive:?}");
-    assert!(alive.contains(&"i-00000000000000a03".to_owned()), "never touches what another controller owns");
-    assert_eq!(bed.record(&live).await.state, JobState::Launched, "the live job's instance stays");
+    assert!(
+        alive.contains(&"i-00000000000000a03".to_owned()),
+        "never touches what another controller owns"
+    );
+    assert_eq!(
+        bed.record(&live).await.state,
+        JobState::Launched,
+        "the live job's instance stays"
+    );
 }
 
 #[tokio::test]
@@ -61,7 +91,10 @@ async fn the_reconciler_ends_instances_past_the_maximum_lifetime() {
     bed.advance(Duration::from_secs(2));
     assert_eq!(bed.engine.reconcile().await.unwrap().expired_ended, 1);
     assert!(bed.launcher.alive().is_empty());
-    assert_eq!(bed.record(&job).await.launches[0].ended.map(|(_, r)| r), Some(EndReason::MaxLifetime));
+    assert_eq!(
+        bed.record(&job).await.launches[0].ended.map(|(_, r)| r),
+        Some(EndReason::MaxLifetime)
+    );
 }
 
 #[tokio::test]
@@ -74,7 +107,11 @@ async fn a_lost_completed_webhook_is_recovered_from_github() {
     // GitHub ran and finished the job; both webhooks were lost.
     bed.tell_github(&job.completed(Conclusion::Success, Some(&runner)));
     bed.advance(Duration::from_secs(599));
-    assert_eq!(bed.engine.reconcile().await.unwrap().jobs_checked, 0, "not yet waiting too long");
+    assert_eq!(
+        bed.engine.reconcile().await.unwrap().jobs_checked,
+        0,
+        "not yet waiting too long"
+    );
     bed.advance(Duration::from_secs(2));
     let report = bed.engine.reconcile().await.unwrap();
     bed.settle().await;
@@ -82,7 +119,10 @@ async fn a_lost_completed_webhook_is_recovered_from_github() {
     let record = bed.record(&job).await;
     assert_eq!(record.state, JobState::Cleaned);
     assert_eq!(record.conclusion, Some(Conclusion::Success));
-    assert!(bed.launcher.alive().is_empty(), "its instance is ended: no orphan for days");
+    assert!(
+        bed.launcher.alive().is_empty(),
+        "its instance is ended: no orphan for days"
+    );
 }
 
 #[tokio::test]
@@ -92,13 +132,20 @@ async fn a_job_that_never_got_a_runner_is_launched_again_by_the_due_pass() {
     bed.send(job.queued()).await;
     bed.settle().await;
     // The instance dies without ever picking the job up (never booted).
-    let id = bed.record(&job).await.launches[0].instance_id.clone().unwrap();
+    let id = bed.record(&job).await.launches[0]
+        .instance_id
+        .clone()
+        .unwrap();
     bed.launcher.reclaim(&id);
     bed.advance(Duration::from_secs(30));
     bed.engine.reconcile().await.unwrap();
     bed.settle().await;
     let record = bed.record(&job).await;
-    assert_eq!(record.launches.len(), 2, "a vanished idle instance is replaced");
+    assert_eq!(
+        record.launches.len(),
+        2,
+        "a vanished idle instance is replaced"
+    );
     assert_eq!(record.state, JobState::Launched);
     assert_eq!(bed.launcher.alive().len(), 1);
 }
@@ -114,31 +161,49 @@ async fn let_tasks_run() {
 #[tokio::test]
 async fn concurrency_limits_queue_jobs_rather_than_drop_them() {
     let bed = TestBed::with_config(|c| c.limits.per_account = Some(2));
-    let jobs: Vec<_> = (1..=5).map(|i| bed.job(i).labels(&["sprinters:aws", &format!("pin-{i}")])).collect();
+    let jobs: Vec<_> = (1..=5)
+        .map(|i| bed.job(i).labels(&["sprinters:aws", &format!("pin-{i}")]))
+        .collect();
     for j in &jobs {
         bed.send(j.queued()).await;
     }
     let mut served = Vec::new();
     while served.len() < jobs.len() {
         let_tasks_run().await;
-        assert!(bed.launcher.alive().len() <= 2, "never more than the limit at once");
+        assert!(
+            bed.launcher.alive().len() <= 2,
+            "never more than the limit at once"
+        );
         let mut progressed = false;
         for j in &jobs {
             if bed.record(j).await.state == JobState::Launched {
                 let runner = TestBed::runner(j, 1);
                 bed.send(j.in_progress(&runner)).await;
-                bed.send(j.completed(Conclusion::Success, Some(&runner))).await;
+                bed.send(j.completed(Conclusion::Success, Some(&runner)))
+                    .await;
                 served.push(j.key);
                 progressed = true;
             }
         }
-        assert!(progressed, "jobs waiting for a slot were dropped: served {served:?}");
+        assert!(
+            progressed,
+            "jobs waiting for a slot were dropped: served {served:?}"
+        );
     }
     bed.settle().await;
     for j in &jobs {
-        assert_eq!(bed.record(j).await.state, JobState::Cleaned, "job {} was served", j.key);
+        assert_eq!(
+            bed.record(j).await.state,
+            JobState::Cleaned,
+            "job {} was served",
+            j.key
+        );
     }
-    assert_eq!(served[..2], [jobs[0].key, jobs[1].key], "the first two go first");
+    assert_eq!(
+        served[..2],
+        [jobs[0].key, jobs[1].key],
+        "the first two go first"
+    );
     assert_eq!(bed.launcher.instances().len(), 5);
     assert_eq!(bed.engine.slots_held(), 0);
 }
@@ -154,14 +219,32 @@ async fn shutdown_finishes_in_flight_launches_and_starts_no_new_ones() {
     }
     #[async_trait::async_trait]
     impl sprinters_core::ports::CloudLauncher for SlowEc2 {
-        async fn launch(&self, r: sprinters_core::ports::LaunchRequest) -> sprinters_core::Result<sprinters_core::ports::Launched> {
+        async fn launch(
+            &self,
+            r: sprinters_core::ports::LaunchRequest,
+        ) -> sprinters_core::Result<sprinters_core::ports::Launched> {
             self.entered.notify_one();
             let _permit = self.gate.acquire().await;
             self.inner.launch(r).await
         }
-        async fn terminate(&self, r: sprinters_core::ports::TerminateRequest) -> sprinters_core::Result<sprinters_core::ports::Terminated> { self.inner.terminate(r).await }
-        async fn list_owned(&self, r: sprinters_core::ports::ListOwned) -> sprinters_core::Result<sprinters_core::ports::OwnedInstances> { self.inner.list_owned(r).await }
-        async fn describe(&self, r: sprinters_core::ports::DescribeInstance) -> sprinters_core::Result<InstanceInfo> { self.inner.describe(r).await }
+        async fn terminate(
+            &self,
+            r: sprinters_core::ports::TerminateRequest,
+        ) -> sprinters_core::Result<sprinters_core::ports::Terminated> {
+            self.inner.terminate(r).await
+        }
+        async fn list_owned(
+            &self,
+            r: sprinters_core::ports::ListOwned,
+        ) -> sprinters_core::Result<sprinters_core::ports::OwnedInstances> {
+            self.inner.list_owned(r).await
+        }
+        async fn describe(
+            &self,
+            r: sprinters_core::ports::DescribeInstance,
+        ) -> sprinters_core::Result<InstanceInfo> {
+            self.inner.describe(r).await
+        }
     }
     let bed = TestBed::with_config(|c| c.limits.per_account = Some(1));
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
@@ -169,29 +252,53 @@ async fn shutdown_finishes_in_flight_launches_and_starts_no_new_ones() {
     let engine = sprinters_core::engine::Engine::builder()
         .registry(bed.registry.clone())
         .credentials(bed.credentials.clone())
-        .launcher(Arc::new(SlowEc2 { inner: bed.launcher.clone(), gate: gate.clone(), entered: entered.clone() }))
+        .launcher(Arc::new(SlowEc2 {
+            inner: bed.launcher.clone(),
+            gate: gate.clone(),
+            entered: entered.clone(),
+        }))
         .store(bed.store.clone())
         .clock(bed.clock.clone())
         .config(bed.engine.config().clone())
         .build()
         .unwrap();
-    let (first, second) = (bed.job(1).labels(&["sprinters", "a"]), bed.job(2).labels(&["sprinters", "b"]));
-    engine.handle(bed.delivery("d1", first.queued())).await.unwrap();
+    let (first, second) = (
+        bed.job(1).labels(&["sprinters", "a"]),
+        bed.job(2).labels(&["sprinters", "b"]),
+    );
+    engine
+        .handle(bed.delivery("d1", first.queued()))
+        .await
+        .unwrap();
     entered.notified().await; // the first launch is inside RunInstances
-    engine.handle(bed.delivery("d2", second.queued())).await.unwrap(); // waits for a slot
+    engine
+        .handle(bed.delivery("d2", second.queued()))
+        .await
+        .unwrap(); // waits for a slot
 
     let shutting_down = tokio::spawn({
         let engine = engine.clone();
         async move { engine.shutdown().await }
     });
     tokio::task::yield_now().await;
-    assert!(!shutting_down.is_finished(), "shutdown waits for the launch in flight");
+    assert!(
+        !shutting_down.is_finished(),
+        "shutdown waits for the launch in flight"
+    );
     gate.add_permits(10);
     shutting_down.await.unwrap();
 
-    assert_eq!(bed.record(&first).await.state, JobState::Launched, "the in-flight launch finished");
+    assert_eq!(
+        bed.record(&first).await.state,
+        JobState::Launched,
+        "the in-flight launch finished"
+    );
     let waiting = bed.record(&second).await;
-    assert_eq!(waiting.state, JobState::Queued, "the waiting job stays queued for the next start");
+    assert_eq!(
+        waiting.state,
+        JobState::Queued,
+        "the waiting job stays queued for the next start"
+    );
     assert!(waiting.lease.is_none() && waiting.launches.is_empty());
     assert_eq!(bed.launcher.instances().len(), 1);
 }
@@ -205,7 +312,13 @@ async fn run_takes_deliveries_from_a_pull_source_and_acknowledges_them() {
     }
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let engine = bed.engine.clone();
-    let running = tokio::spawn(async move { engine.run(async { let _ = stopped.await; }).await });
+    let running = tokio::spawn(async move {
+        engine
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
     bed.source.wait_acked(3).await;
     bed.settle().await;
     stop.send(()).unwrap();
@@ -219,12 +332,20 @@ async fn run_takes_deliveries_from_a_pull_source_and_acknowledges_them() {
 #[tokio::test]
 async fn run_retries_on_its_tick_without_any_new_event() {
     let bed = TestBed::new();
-    bed.launcher.faults().fail_next("launch", 1, || sprinters_core::Error::unavailable("blip"));
+    bed.launcher
+        .faults()
+        .fail_next("launch", 1, || sprinters_core::Error::unavailable("blip"));
     let job = bed.job(1);
     bed.source.push(bed.delivery("q", job.queued()));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let engine = bed.engine.clone();
-    let running = tokio::spawn(async move { engine.run(async { let _ = stopped.await; }).await });
+    let running = tokio::spawn(async move {
+        engine
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
     bed.source.wait_acked(1).await;
     bed.settle().await;
     assert_eq!(bed.record(&job).await.state, JobState::Queued);

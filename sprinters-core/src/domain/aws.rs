@@ -194,20 +194,28 @@ fn parse_instance_type(s: &str) -> Option<()> {
         None => (family, None),
     };
     let letters = base.bytes().take_while(u8::is_ascii_lowercase).count();
-    let digits = base[letters..].bytes().take_while(u8::is_ascii_digit).count();
+    let digits = base[letters..]
+        .bytes()
+        .take_while(u8::is_ascii_digit)
+        .count();
     let attrs = &base[letters + digits..];
     if letters == 0 || digits == 0 || !attrs.bytes().all(|b| b.is_ascii_lowercase()) {
         return None;
     }
     if let Some(sfx) = suffix
-        && (sfx.is_empty() || !sfx.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+        && (sfx.is_empty()
+            || !sfx
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
     {
         return None;
     }
-    let size_ok = matches!(size, "nano" | "micro" | "small" | "medium" | "large" | "xlarge" | "metal")
-        || size
-            .strip_suffix("xlarge")
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    let size_ok = matches!(
+        size,
+        "nano" | "micro" | "small" | "medium" | "large" | "xlarge" | "metal"
+    ) || size
+        .strip_suffix("xlarge")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
         || size
             .strip_prefix("metal-")
             .and_then(|n| n.strip_suffix("xl"))
@@ -230,7 +238,13 @@ mod tests {
 
     #[test]
     fn regions_and_zones() {
-        for r in ["us-east-1", "eu-central-1", "us-gov-west-1", "ap-southeast-3", "cn-north-1"] {
+        for r in [
+            "us-east-1",
+            "eu-central-1",
+            "us-gov-west-1",
+            "ap-southeast-3",
+            "cn-north-1",
+        ] {
             assert!(Region::parse(r).is_ok(), "{r}");
         }
         for r in ["us-east", "useast-1", "us-east-1a", "US-EAST-1", "u-east-1"] {
@@ -258,17 +272,46 @@ mod tests {
 
     #[test]
     fn instance_types_and_their_arch() {
-        let arm = ["t4g.large", "c7g.xlarge", "m8g.metal-24xl", "c7gn.16xlarge", "im4gn.large",
-            "is4gen.medium", "x2gd.metal", "a1.large", "g5g.xlarge", "r8gd.2xlarge", "hpc7g.4xlarge"];
+        let arm = [
+            "t4g.large",
+            "c7g.xlarge",
+            "m8g.metal-24xl",
+            "c7gn.16xlarge",
+            "im4gn.large",
+            "is4gen.medium",
+            "x2gd.metal",
+            "a1.large",
+            "g5g.xlarge",
+            "r8gd.2xlarge",
+            "hpc7g.4xlarge",
+        ];
         for t in arm {
             assert_eq!(InstanceType::parse(t).unwrap().arch(), Arch::Arm64, "{t}");
         }
-        let x64 = ["t3.large", "m7i.24xlarge", "g4dn.xlarge", "c6in.large", "x2iedn.metal",
-            "m7i-flex.large", "u7i-12tb.224xlarge", "p5.48xlarge", "gr6.4xlarge", "c5n.metal"];
+        let x64 = [
+            "t3.large",
+            "m7i.24xlarge",
+            "g4dn.xlarge",
+            "c6in.large",
+            "x2iedn.metal",
+            "m7i-flex.large",
+            "u7i-12tb.224xlarge",
+            "p5.48xlarge",
+            "gr6.4xlarge",
+            "c5n.metal",
+        ];
         for t in x64 {
             assert_eq!(InstanceType::parse(t).unwrap().arch(), Arch::X64, "{t}");
         }
-        for bad in ["t3", "large", "t3.huge", "T3.large", "3t.large", "t3.x1large", "m7i-.large"] {
+        for bad in [
+            "t3",
+            "large",
+            "t3.huge",
+            "T3.large",
+            "3t.large",
+            "t3.x1large",
+            "m7i-.large",
+        ] {
             assert!(InstanceType::parse(bad).is_err(), "{bad}");
         }
     }

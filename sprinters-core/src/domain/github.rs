@@ -283,7 +283,10 @@ mod tests {
         assert_eq!(name.as_str(), "sprinters-42-3-2");
         assert_eq!(name.launch_ref(), Some((key, 2)));
         assert_eq!(RunnerName::parse("my-laptop").unwrap().launch_ref(), None);
-        assert_eq!(RunnerName::parse("sprinters-x-1-1").unwrap().launch_ref(), None);
+        assert_eq!(
+            RunnerName::parse("sprinters-x-1-1").unwrap().launch_ref(),
+            None
+        );
         assert!(RunnerName::parse("has space").is_err());
     }
 }

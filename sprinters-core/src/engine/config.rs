@@ -23,7 +23,10 @@ impl AccountDirectory {
     /// Connects `account` to `owner`. The first account connected is the
     /// owner's default.
     pub fn connect(&mut self, owner: Owner, account: AccountId) -> &mut Self {
-        let accounts = self.owners.entry(owner.as_str().to_ascii_lowercase()).or_default();
+        let accounts = self
+            .owners
+            .entry(owner.as_str().to_ascii_lowercase())
+            .or_default();
         if !accounts.contains(&account) {
             accounts.push(account);
         }
@@ -93,11 +96,17 @@ impl RetryPolicy {
     /// with "equal jitter" (half fixed, half random) so that a burst of
     /// failures does not retry in lock-step. `retry_after` from the API wins
     /// when longer.
-    pub fn delay(&self, failed: u32, retry_after: Option<Duration>, rng: &mut fastrand::Rng) -> Duration {
+    pub fn delay(
+        &self,
+        failed: u32,
+        retry_after: Option<Duration>,
+        rng: &mut fastrand::Rng,
+    ) -> Duration {
         let exp = failed.saturating_sub(1).min(20);
         let ceiling = self.base.saturating_mul(1 << exp).min(self.max);
         let half = ceiling / 2;
-        let jitter = Duration::from_millis(rng.u64(0..=u64::try_from(half.as_millis()).unwrap_or(u64::MAX)));
+        let jitter =
+            Duration::from_millis(rng.u64(0..=u64::try_from(half.as_millis()).unwrap_or(u64::MAX)));
         (half + jitter).max(retry_after.unwrap_or_default())
     }
 }
@@ -129,7 +138,8 @@ impl PriceTable {
             ("m8g.large", 0.0898),
             ("m8g.xlarge", 0.1795),
         ] {
-            t.micros_per_hour.insert(ty.to_owned(), (usd * 1_000_000.0_f64).round() as u64);
+            t.micros_per_hour
+                .insert(ty.to_owned(), (usd * 1_000_000.0_f64).round() as u64);
         }
         t
     }
@@ -217,7 +227,10 @@ impl EngineConfig {
         if self.retry.max_attempts == 0 || self.retry.base.is_zero() {
             return bad("retry.max_attempts and retry.base must be above zero");
         }
-        if self.claim_ttl.is_zero() || self.tick_interval.is_zero() || self.reconcile_interval.is_zero() {
+        if self.claim_ttl.is_zero()
+            || self.tick_interval.is_zero()
+            || self.reconcile_interval.is_zero()
+        {
             return bad("claim_ttl, tick_interval and reconcile_interval must be above zero");
         }
         if self.limits.per_account == Some(0) || self.limits.per_repository == Some(0) {

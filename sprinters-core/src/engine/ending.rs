@@ -1,10 +1,10 @@
 //! Ending instances, and closing a job's record once nothing of it runs.
 
 use super::Inner;
+use crate::Result;
 use crate::domain::JobKey;
 use crate::job::{EndReason, JobRecord, JobState, Launch};
 use crate::ports::{CredentialsRequest, RemoveRunner, TerminateRequest};
-use crate::Result;
 
 impl Inner {
     /// Terminates the instance of launch `number` of job `launched_for` and
@@ -29,7 +29,10 @@ impl Inner {
         }
         let in_flight = launch.instance_id.is_none()
             && record.state == JobState::Launching
-            && record.lease.as_ref().is_some_and(|l| l.expires_at > self.clock.now());
+            && record
+                .lease
+                .as_ref()
+                .is_some_and(|l| l.expires_at > self.clock.now());
         if in_flight {
             // Its launch task records the instance; the reconciler ends it then.
             return Ok(());
@@ -37,15 +40,25 @@ impl Inner {
         if let (Some(instance_id), Some(account)) = (&launch.instance_id, &record.account) {
             let credentials = self
                 .credentials
-                .credentials(CredentialsRequest::new(account.clone(), record.owner().clone()))
+                .credentials(CredentialsRequest::new(
+                    account.clone(),
+                    record.owner().clone(),
+                ))
                 .await?;
-            let request = TerminateRequest::new(account.clone(), credentials, launch.region.clone(), instance_id.clone());
+            let request = TerminateRequest::new(
+                account.clone(),
+                credentials,
+                launch.region.clone(),
+                instance_id.clone(),
+            );
             let outcome = self.launcher.terminate(request).await?;
             tracing::info!(instance = %instance_id, reason = reason.as_str(), was_running = outcome.was_running, "instance ended");
         }
         let now = self.clock.now();
         self.update(launched_for, |r| {
-            let Some(l) = r.launches.iter_mut().find(|l| l.number == number) else { return false };
+            let Some(l) = r.launches.iter_mut().find(|l| l.number == number) else {
+                return false;
+            };
             if l.ended.is_some() {
                 return false;
             }
@@ -60,7 +73,8 @@ impl Inner {
             && let Some(runner_id) = launch.runner_id
         {
             // A JIT runner that ran its job removes itself; an idle one does not.
-            let remove = RemoveRunner::new(record.installation_id, record.repository.clone(), runner_id);
+            let remove =
+                RemoveRunner::new(record.installation_id, record.repository.clone(), runner_id);
             if let Err(e) = self.registry.remove_runner(remove).await {
                 tracing::warn!(error = %e, runner = %launch.runner_name, "removing the runner failed");
             }
@@ -97,7 +111,8 @@ impl Inner {
 
     /// The launch whose runner ran `record`'s job (it may be another job's).
     async fn launch_ran_on(&self, record: &JobRecord) -> Result<Option<Launch>> {
-        let Some((launched_for, number)) = record.ran_on.as_ref().and_then(|r| r.launch_ref()) else {
+        let Some((launched_for, number)) = record.ran_on.as_ref().and_then(|r| r.launch_ref())
+        else {
             return Ok(None);
         };
         let owner = if launched_for == record.key {

@@ -13,8 +13,8 @@ use crate::domain::{InstanceId, JobKey, RunnerName};
 use crate::job::{EndReason, JobRecord, JobState, Launch};
 use crate::labels::{LabelSetKey, SpotMode};
 use crate::ports::{
-    ClaimJob, CreateJitRunner, Credentials, CredentialsRequest, LaunchRequest, Launched,
-    ListOwned, Market, RemoveRunner,
+    ClaimJob, CreateJitRunner, Credentials, CredentialsRequest, LaunchRequest, Launched, ListOwned,
+    Market, RemoveRunner,
 };
 use crate::{Error, ErrorKind, Result};
 
@@ -43,7 +43,9 @@ impl Inner {
         };
         let span = job_span(key, &record.repository);
         async {
-            let Some(account) = record.account.clone() else { return };
+            let Some(account) = record.account.clone() else {
+                return;
+            };
             // Wait for a slot, unless the engine is shutting down: nothing
             // has been claimed yet, so the job simply stays queued.
             tokio::select! {
@@ -61,7 +63,12 @@ impl Inner {
 
     async fn claim_and_launch(&self, key: JobKey) -> Result<()> {
         let now = self.clock.now();
-        let claim = ClaimJob::new(key, self.config.replica_id.clone(), now, self.config.claim_ttl);
+        let claim = ClaimJob::new(
+            key,
+            self.config.replica_id.clone(),
+            now,
+            self.config.claim_ttl,
+        );
         let Some(claimed) = self.store.claim_job(claim).await? else {
             return Ok(()); // another replica holds it
         };
@@ -115,12 +122,25 @@ impl Inner {
                 true
             })
             .await?;
-        if written.as_ref().is_none_or(|w| w.value.state != JobState::Launching) {
+        if written
+            .as_ref()
+            .is_none_or(|w| w.value.state != JobState::Launching)
+        {
             return Ok(());
         }
         tracing::info!(runner = %runner_name, launch = number, "launching");
 
-        match self.launch_instance(&record, &spec, account, number, &runner_name, pending.is_some()).await {
+        match self
+            .launch_instance(
+                &record,
+                &spec,
+                account,
+                number,
+                &runner_name,
+                pending.is_some(),
+            )
+            .await
+        {
             Ok(outcome) => self.record_launched(key, number, outcome).await,
             Err(e) => self.record_failure(&record, number, e).await,
         }
@@ -152,9 +172,16 @@ impl Inner {
             // An earlier attempt may have reached EC2 before it could record
             // the instance: adopt it rather than start a second one.
             let credentials = self.credentials.credentials(credentials_request).await?;
-            if let Some(found) = self.find_launched(record, &account, &credentials, runner_name).await? {
+            if let Some(found) = self
+                .find_launched(record, &account, &credentials, runner_name)
+                .await?
+            {
                 tracing::info!(instance = %found.instance_id, "adopted the instance of an earlier attempt");
-                return Ok(Outcome { launched: found, runner_id: None, spot_fallback: false });
+                return Ok(Outcome {
+                    launched: found,
+                    runner_id: None,
+                    spot_fallback: false,
+                });
             }
             let jit = self.registry.create_jit_runner(jit_request).await?;
             (credentials, jit)
@@ -176,7 +203,9 @@ impl Inner {
             }
         };
 
-        let market = if spec.spot.wants_spot() && !(spec.spot == SpotMode::Rerun && key.run_attempt.get() > 1) {
+        let market = if spec.spot.wants_spot()
+            && !(spec.spot == SpotMode::Rerun && key.run_attempt.get() > 1)
+        {
             Market::Spot
         } else {
             // A re-run of a `spot=rerun` job goes on-demand: the spot
@@ -195,20 +224,30 @@ impl Inner {
                 spec.clone(),
                 market,
                 self.idempotency_token(key, number, market),
-                SecretString::from(secrecy::ExposeSecret::expose_secret(&jit.encoded_jit_config).to_owned()),
+                SecretString::from(
+                    secrecy::ExposeSecret::expose_secret(&jit.encoded_jit_config).to_owned(),
+                ),
                 self.config.max_lifetime,
             )
         };
         let first = self.launcher.launch(request(market)).await;
         let (launched, spot_fallback) = match first {
-            Err(e) if *e.kind() == ErrorKind::CapacityUnavailable && market == Market::Spot && spec.spot.falls_back() => {
+            Err(e)
+                if *e.kind() == ErrorKind::CapacityUnavailable
+                    && market == Market::Spot
+                    && spec.spot.falls_back() =>
+            {
                 tracing::info!(error = %e, "no spot capacity; falling back to on-demand");
                 (self.launcher.launch(request(Market::OnDemand)).await, true)
             }
             other => (other, false),
         };
         match launched {
-            Ok(launched) => Ok(Outcome { launched, runner_id: Some(jit.runner_id), spot_fallback }),
+            Ok(launched) => Ok(Outcome {
+                launched,
+                runner_id: Some(jit.runner_id),
+                spot_fallback,
+            }),
             Err(e) => {
                 if !e.is_retryable() {
                     self.discard_runner(record, jit.runner_id).await;
@@ -222,7 +261,8 @@ impl Inner {
     /// on GitHub. A retry replaces it by name anyway, so only permanent
     /// failures need this.
     async fn discard_runner(&self, record: &JobRecord, runner_id: u64) {
-        let remove = RemoveRunner::new(record.installation_id, record.repository.clone(), runner_id);
+        let remove =
+            RemoveRunner::new(record.installation_id, record.repository.clone(), runner_id);
         if let Err(e) = self.registry.remove_runner(remove).await {
             tracing::warn!(error = %e, "removing the unused runner failed");
         }
@@ -236,9 +276,16 @@ impl Inner {
         credentials: &Credentials,
         runner_name: &RunnerName,
     ) -> Result<Option<Launched>> {
-        let Some(spec) = &record.spec else { return Ok(None) };
-        let query = ListOwned::new(account.clone(), credentials.clone(), spec.region.clone(), self.config.controller_id.clone())
-            .for_job(record.key);
+        let Some(spec) = &record.spec else {
+            return Ok(None);
+        };
+        let query = ListOwned::new(
+            account.clone(),
+            credentials.clone(),
+            spec.region.clone(),
+            self.config.controller_id.clone(),
+        )
+        .for_job(record.key);
         let owned = self.launcher.list_owned(query).await?;
         Ok(owned
             .instances
@@ -265,16 +312,28 @@ impl Inner {
             Market::Spot => 's',
             Market::OnDemand => 'o',
         };
-        format!("sprinters-{controller:08x}-{}-{}-{number}-{m}", key.job_id, key.run_attempt)
+        format!(
+            "sprinters-{controller:08x}-{}-{}-{number}-{m}",
+            key.job_id, key.run_attempt
+        )
     }
 
     async fn record_launched(&self, key: JobKey, number: u32, outcome: Outcome) -> Result<()> {
-        let Outcome { launched, runner_id, spot_fallback } = outcome;
+        let Outcome {
+            launched,
+            runner_id,
+            spot_fallback,
+        } = outcome;
         let instance_id: InstanceId = launched.instance_id.clone();
         self.update(key, |r| {
-            let Some(l) = r.launches.iter_mut().find(|l| l.number == number) else { return false };
+            let Some(l) = r.launches.iter_mut().find(|l| l.number == number) else {
+                return false;
+            };
             l.instance_id = Some(launched.instance_id.clone());
-            l.availability_zone = launched.availability_zone.clone().or(l.availability_zone.take());
+            l.availability_zone = launched
+                .availability_zone
+                .clone()
+                .or(l.availability_zone.take());
             l.instance_type = launched.instance_type.clone();
             l.region = launched.region.clone();
             l.spot = launched.spot;
@@ -329,7 +388,11 @@ impl Inner {
                 r.state = JobState::Failed;
                 r.completed_at = Some(now);
                 r.next_attempt_at = None;
-                if let Some(l) = r.launches.iter_mut().find(|l| l.number == number && l.instance_id.is_none()) {
+                if let Some(l) = r
+                    .launches
+                    .iter_mut()
+                    .find(|l| l.number == number && l.instance_id.is_none())
+                {
                     l.ended = Some((now, EndReason::LaunchFailed));
                 }
             }

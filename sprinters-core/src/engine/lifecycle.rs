@@ -4,11 +4,11 @@
 
 use super::records::new_record;
 use super::{Handled, Inner};
-use crate::domain::AccountId;
-use crate::events::{Conclusion, WorkflowJobAction, WorkflowJobEvent};
-use crate::job::{EndReason, JobState};
-use crate::labels::JobLabels;
 use crate::Result;
+use crate::domain::{AccountId, JobKey};
+use crate::events::{Conclusion, WorkflowJobAction, WorkflowJobEvent};
+use crate::job::{EndReason, JobRecord, JobState};
+use crate::labels::JobLabels;
 
 impl Inner {
     pub(super) async fn on_workflow_job(&self, event: WorkflowJobEvent) -> Result<Handled> {
@@ -43,7 +43,12 @@ impl Inner {
     }
 
     /// Records the job as Rejected with `message`; never retried.
-    async fn reject(&self, event: &WorkflowJobEvent, labels: Option<&JobLabels>, message: String) -> Result<Handled> {
+    async fn reject(
+        &self,
+        event: &WorkflowJobEvent,
+        labels: Option<&JobLabels>,
+        message: String,
+    ) -> Result<Handled> {
         let mut record = new_record(event, labels, None, JobState::Rejected, self.clock.now());
         record.message = Some(message.clone());
         let (stored, created) = self.upsert(record, |_| false).await?;
@@ -51,11 +56,25 @@ impl Inner {
             tracing::warn!(%message, "job rejected");
         }
         let message = stored.value.message.unwrap_or(message);
-        Ok(Handled::Rejected { job: event.job, message })
+        Ok(Handled::Rejected {
+            job: event.job,
+            message,
+        })
     }
 
-    async fn on_queued(&self, event: &WorkflowJobEvent, labels: &JobLabels, account: AccountId) -> Result<Handled> {
-        let record = new_record(event, Some(labels), Some(account), JobState::Queued, self.clock.now());
+    async fn on_queued(
+        &self,
+        event: &WorkflowJobEvent,
+        labels: &JobLabels,
+        account: AccountId,
+    ) -> Result<Handled> {
+        let record = new_record(
+            event,
+            Some(labels),
+            Some(account),
+            JobState::Queued,
+            self.clock.now(),
+        );
         let (stored, created) = self.upsert(record, |_| false).await?;
         if created {
             tracing::info!(labels = ?event.labels, "job queued");
@@ -66,16 +85,29 @@ impl Inner {
         Ok(Handled::Accepted(event.job))
     }
 
-    async fn on_started(&self, event: &WorkflowJobEvent, labels: &JobLabels, account: AccountId) -> Result<Handled> {
+    async fn on_started(
+        &self,
+        event: &WorkflowJobEvent,
+        labels: &JobLabels,
+        account: AccountId,
+    ) -> Result<Handled> {
         let now = event.at.unwrap_or_else(|| self.clock.now());
         let runner = event.runner_name.clone();
         let mut fresh = new_record(event, Some(labels), Some(account), JobState::Running, now);
         fresh.started_at = Some(now);
         fresh.ran_on = runner.clone();
+        let own = runner
+            .as_ref()
+            .and_then(|r| r.launch_ref())
+            .filter(|(k, _)| *k == event.job);
         let (stored, _) = self
             .upsert(fresh, |r| {
+                // Its own runner is marked taken in the same write: for a
+                // moment in between, it would look like an idle spare and
+                // a job queued meanwhile would wait for it in vain.
+                let took_own = own.is_some_and(|(_, n)| mark_taken(r, n, event.job));
                 if r.state.rank() >= JobState::Running.rank() {
-                    return false;
+                    return took_own;
                 }
                 r.state = JobState::Running;
                 r.started_at = Some(now);
@@ -91,17 +123,9 @@ impl Inner {
             return Ok(Handled::Updated(event.job));
         };
         let taker = event.job;
-        self.update(launched_for, |r| {
-            match r.launches.iter_mut().find(|l| l.number == number) {
-                Some(l) if l.taken_by.is_none() => {
-                    l.taken_by = Some(taker);
-                    true
-                }
-                _ => false,
-            }
-        })
-        .await?;
         if launched_for != taker {
+            self.update(launched_for, |r| mark_taken(r, number, taker))
+                .await?;
             // Another job's runner took this one: that job may now lack one.
             tracing::info!(launched_for = %launched_for, "runner taken by another job with the same labels");
             self.rebalance(stored.value.label_set).await?;
@@ -109,19 +133,30 @@ impl Inner {
         Ok(Handled::Updated(event.job))
     }
 
-    async fn on_completed(&self, event: &WorkflowJobEvent, labels: &JobLabels, account: AccountId) -> Result<Handled> {
+    async fn on_completed(
+        &self,
+        event: &WorkflowJobEvent,
+        labels: &JobLabels,
+        account: AccountId,
+    ) -> Result<Handled> {
         let now = event.at.unwrap_or_else(|| self.clock.now());
         let state = match event.conclusion {
             Some(Conclusion::Cancelled) => JobState::Cancelled,
             _ => JobState::Completed,
         };
         let runner = event.runner_name.clone();
+        let own = runner
+            .as_ref()
+            .and_then(|r| r.launch_ref())
+            .filter(|(k, _)| *k == event.job);
         let mut fresh = new_record(event, Some(labels), Some(account), state, now);
         fresh.completed_at = Some(now);
         fresh.conclusion = event.conclusion;
         fresh.ran_on = runner.clone();
         let (stored, _) = self
             .upsert(fresh, |r| {
+                // As in `on_started`: never let its own runner look idle.
+                let took_own = own.is_some_and(|(_, n)| mark_taken(r, n, event.job));
                 if r.state.is_finished() {
                     // Already over (say, recovered from GitHub): still learn
                     // the runner, so its instance is ended below.
@@ -129,7 +164,7 @@ impl Inner {
                         r.ran_on = runner.clone();
                         return true;
                     }
-                    return false;
+                    return took_own;
                 }
                 r.state = state;
                 r.conclusion = event.conclusion;
@@ -145,13 +180,31 @@ impl Inner {
 
         // End the instance the job ran on (the runner exits after one job,
         // and the instance shuts itself down; this makes sure of it).
-        if let Some((launched_for, number)) = stored.value.ran_on.as_ref().and_then(|r| r.launch_ref()) {
-            self.end_launch(launched_for, number, EndReason::JobCompleted, Some(event.job))
-                .await?;
+        if let Some((launched_for, number)) =
+            stored.value.ran_on.as_ref().and_then(|r| r.launch_ref())
+        {
+            self.end_launch(
+                launched_for,
+                number,
+                EndReason::JobCompleted,
+                Some(event.job),
+            )
+            .await?;
         }
         // The job's own idle runners are now spares: a waiting job with the
         // same labels may take them; the reconciler ends them after the grace.
         self.settle(event.job).await?;
         Ok(Handled::Updated(event.job))
+    }
+}
+
+/// Marks launch `number` of `record` as taken by `taker`, if it was free.
+fn mark_taken(record: &mut JobRecord, number: u32, taker: JobKey) -> bool {
+    match record.launches.iter_mut().find(|l| l.number == number) {
+        Some(l) if l.taken_by.is_none() => {
+            l.taken_by = Some(taker);
+            true
+        }
+        _ => false,
     }
 }

@@ -37,7 +37,12 @@ impl Limiter {
     }
 
     /// Takes a slot if one is free (or `job` already holds one).
-    pub(crate) fn try_acquire(&self, job: JobKey, account: &AccountId, repository: &Repository) -> bool {
+    pub(crate) fn try_acquire(
+        &self,
+        job: JobKey,
+        account: &AccountId,
+        repository: &Repository,
+    ) -> bool {
         let mut held = self.lock();
         if held.jobs.contains_key(&job) {
             return true;

@@ -171,9 +171,13 @@ impl EngineBuilder {
         let missing = |port: &str| Error::config(format!("the engine needs a {port}"));
         let config = self.config.ok_or_else(|| missing("configuration"))?;
         config.validate()?;
-        let rng = self.seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed);
+        let rng = self
+            .seed
+            .map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed);
         let registry = self.registry.ok_or_else(|| missing("runner registry"))?;
-        let credentials = self.credentials.ok_or_else(|| missing("credential provider"))?;
+        let credentials = self
+            .credentials
+            .ok_or_else(|| missing("credential provider"))?;
         let launcher = self.launcher.ok_or_else(|| missing("cloud launcher"))?;
         let store = self.store.ok_or_else(|| missing("job store"))?;
         Ok(Engine {
@@ -220,10 +224,7 @@ impl Engine {
         let handled = match delivery.event {
             Event::WorkflowJob(event) => {
                 let span = job_span(event.job, &event.repository);
-                inner
-                    .on_workflow_job(event)
-                    .instrument(span)
-                    .await?
+                inner.on_workflow_job(event).instrument(span).await?
             }
             _ => Handled::Ignored,
         };
@@ -276,7 +277,9 @@ impl Engine {
     }
 
     async fn take_in(&self, deliveries: Vec<crate::events::Delivery>) {
-        let Some(source) = &self.inner.source else { return };
+        let Some(source) = &self.inner.source else {
+            return;
+        };
         let mut done = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
             let id = delivery.id.clone();

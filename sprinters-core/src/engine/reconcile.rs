@@ -60,16 +60,28 @@ impl Inner {
         self.check_waiting(&active, &mut report).await;
         self.sweep_cloud(&active, &mut report).await;
         self.process_due().await?;
-        let purged = self.store.purge(Purge::before(now.saturating_sub(self.config.retention))).await?;
+        let purged = self
+            .store
+            .purge(Purge::before(now.saturating_sub(self.config.retention)))
+            .await?;
         report.purged = purged.jobs;
-        if report != (ReconcileReport { leader: true, ..Default::default() }) {
+        if report
+            != (ReconcileReport {
+                leader: true,
+                ..Default::default()
+            })
+        {
             tracing::info!(?report, "reconciled");
         }
         Ok(report)
     }
 
     /// Past the maximum lifetime, or serving a job that is over.
-    async fn end_expired_and_finished(&self, active: &[Versioned<JobRecord>], report: &mut ReconcileReport) {
+    async fn end_expired_and_finished(
+        &self,
+        active: &[Versioned<JobRecord>],
+        report: &mut ReconcileReport,
+    ) {
         let now = self.clock.now();
         let finished: BTreeSet<JobKey> = active
             .iter()
@@ -78,8 +90,12 @@ impl Inner {
             .collect();
         for record in active {
             for l in record.value.launches.iter().filter(|l| l.is_live()) {
-                let expired = l.launched_at.is_some_and(|t| now.since(t) > self.config.max_lifetime);
-                let job_over = l.taken_by.is_some_and(|t| finished.contains(&t) || self.is_gone(t, active));
+                let expired = l
+                    .launched_at
+                    .is_some_and(|t| now.since(t) > self.config.max_lifetime);
+                let job_over = l
+                    .taken_by
+                    .is_some_and(|t| finished.contains(&t) || self.is_gone(t, active));
                 let reason = if expired {
                     EndReason::MaxLifetime
                 } else if job_over {
@@ -87,10 +103,15 @@ impl Inner {
                 } else {
                     continue;
                 };
-                match self.end_launch(record.value.key, l.number, reason, None).await {
+                match self
+                    .end_launch(record.value.key, l.number, reason, None)
+                    .await
+                {
                     Ok(()) if expired => report.expired_ended += 1,
                     Ok(()) => {}
-                    Err(e) => tracing::warn!(error = %e, runner = %l.runner_name, "ending an instance failed"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, runner = %l.runner_name, "ending an instance failed")
+                    }
                 }
             }
         }
@@ -113,7 +134,9 @@ impl Inner {
             let waiting_uncovered = records
                 .iter()
                 .map(|r| &r.value)
-                .filter(|r| r.state.is_waiting() && !r.launches.iter().any(|l| supplies(r, l, now, None)))
+                .filter(|r| {
+                    r.state.is_waiting() && !r.launches.iter().any(|l| supplies(r, l, now, None))
+                })
                 .count();
             // Idle runners of jobs that no longer wait, oldest idle first.
             let mut spares: Vec<(crate::time::Timestamp, JobKey, u32)> = records
@@ -136,7 +159,9 @@ impl Inner {
                 }
                 match self.end_launch(key, number, EndReason::Spare, None).await {
                     Ok(()) => report.spares_ended += 1,
-                    Err(e) => tracing::warn!(error = %e, job = %key, "ending a spare runner failed"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, job = %key, "ending a spare runner failed")
+                    }
                 }
             }
         }
@@ -146,20 +171,34 @@ impl Inner {
     async fn check_waiting(&self, active: &[Versioned<JobRecord>], report: &mut ReconcileReport) {
         let now = self.clock.now();
         for record in active.iter().map(|r| &r.value) {
-            if !record.state.is_waiting() || now.since(record.queued_at) < self.config.queued_timeout {
+            if !record.state.is_waiting()
+                || now.since(record.queued_at) < self.config.queued_timeout
+            {
                 continue;
             }
             report.jobs_checked += 1;
-            let request = GetJobStatus::new(record.installation_id, record.repository.clone(), record.key.job_id);
+            let request = GetJobStatus::new(
+                record.installation_id,
+                record.repository.clone(),
+                record.key.job_id,
+            );
             let (action, conclusion, runner) = match self.registry.job_status(request).await {
                 Ok(status) => match status.status {
-                    RemoteJobStatus::Completed => (WorkflowJobAction::Completed, status.conclusion, status.runner_name),
-                    RemoteJobStatus::InProgress => (WorkflowJobAction::InProgress, None, status.runner_name),
+                    RemoteJobStatus::Completed => (
+                        WorkflowJobAction::Completed,
+                        status.conclusion,
+                        status.runner_name,
+                    ),
+                    RemoteJobStatus::InProgress => {
+                        (WorkflowJobAction::InProgress, None, status.runner_name)
+                    }
                     _ => continue, // still queued: process_due launches if it lacks a runner
                 },
-                Err(e) if *e.kind() == ErrorKind::NotFound => {
-                    (WorkflowJobAction::Completed, Some(Conclusion::Cancelled), None)
-                }
+                Err(e) if *e.kind() == ErrorKind::NotFound => (
+                    WorkflowJobAction::Completed,
+                    Some(Conclusion::Cancelled),
+                    None,
+                ),
                 Err(e) => {
                     tracing::warn!(error = %e, job = %record.key, "asking GitHub about a waiting job failed");
                     continue;
@@ -192,7 +231,9 @@ impl Inner {
         let mut owners = HashMap::new();
         for r in active.iter().map(|r| &r.value) {
             if let Some(account) = &r.account {
-                owners.entry(account.clone()).or_insert_with(|| r.owner().clone());
+                owners
+                    .entry(account.clone())
+                    .or_insert_with(|| r.owner().clone());
                 if let Some(spec) = &r.spec {
                     targets.insert((account.clone(), spec.region.clone()));
                 }
@@ -203,7 +244,9 @@ impl Inner {
         }
         let now = self.clock.now();
         for (account, region) in targets {
-            let Some(owner) = owners.get(&account) else { continue };
+            let Some(owner) = owners.get(&account) else {
+                continue;
+            };
             let credentials = match self
                 .credentials
                 .credentials(CredentialsRequest::new(account.clone(), owner.clone()))
@@ -215,7 +258,12 @@ impl Inner {
                     continue;
                 }
             };
-            let query = ListOwned::new(account.clone(), credentials.clone(), region.clone(), self.config.controller_id.clone());
+            let query = ListOwned::new(
+                account.clone(),
+                credentials.clone(),
+                region.clone(),
+                self.config.controller_id.clone(),
+            );
             let owned = match self.launcher.list_owned(query).await {
                 Ok(o) => o.instances,
                 Err(e) => {
@@ -233,7 +281,10 @@ impl Inner {
                                 && r.lease.as_ref().is_some_and(|l| l.expires_at > now);
                             in_flight
                                 || launch.is_some_and(|l| {
-                                    l.is_live() && l.instance_id.as_ref().is_none_or(|id| id == &instance.instance_id)
+                                    l.is_live()
+                                        && l.instance_id
+                                            .as_ref()
+                                            .is_none_or(|id| id == &instance.instance_id)
                                 })
                         }
                         Ok(None) => false,
@@ -247,13 +298,20 @@ impl Inner {
                 if known {
                     continue;
                 }
-                let request = TerminateRequest::new(account.clone(), credentials.clone(), region.clone(), instance.instance_id.clone());
+                let request = TerminateRequest::new(
+                    account.clone(),
+                    credentials.clone(),
+                    region.clone(),
+                    instance.instance_id.clone(),
+                );
                 match self.launcher.terminate(request).await {
                     Ok(_) => {
                         report.orphans_ended += 1;
                         tracing::info!(instance = %instance.instance_id, "orphan instance ended");
                     }
-                    Err(e) => tracing::warn!(error = %e, instance = %instance.instance_id, "ending an orphan failed"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, instance = %instance.instance_id, "ending an orphan failed")
+                    }
                 }
             }
             // Live launches whose instance EC2 no longer runs.
@@ -261,12 +319,24 @@ impl Inner {
                 if r.account.as_ref() != Some(&account) {
                     continue;
                 }
-                for l in r.launches.iter().filter(|l| l.is_live() && l.region == region) {
+                for l in r
+                    .launches
+                    .iter()
+                    .filter(|l| l.is_live() && l.region == region)
+                {
                     let Some(id) = &l.instance_id else { continue };
-                    if owned.iter().any(|i| &i.instance_id == id && i.state.is_alive()) {
+                    if owned
+                        .iter()
+                        .any(|i| &i.instance_id == id && i.state.is_alive())
+                    {
                         continue;
                     }
-                    let describe = DescribeInstance::new(account.clone(), credentials.clone(), region.clone(), id.clone());
+                    let describe = DescribeInstance::new(
+                        account.clone(),
+                        credentials.clone(),
+                        region.clone(),
+                        id.clone(),
+                    );
                     let reclaimed = matches!(
                         self.launcher.describe(describe).await,
                         Ok(info) if info.state_reason == Some(StateReason::SpotReclaimed)
@@ -292,12 +362,18 @@ impl Inner {
     }
 
     /// Asks GitHub to re-run the job a reclaimed `spot=rerun` instance ran.
-    async fn rerun_after_reclaim(&self, launched_for: &JobRecord, taken_by: Option<JobKey>) -> bool {
+    async fn rerun_after_reclaim(
+        &self,
+        launched_for: &JobRecord,
+        taken_by: Option<JobKey>,
+    ) -> bool {
         let wants_rerun = launched_for
             .spec
             .as_ref()
             .is_some_and(|s| s.spot == crate::labels::SpotMode::Rerun);
-        let Some(job) = taken_by.filter(|_| wants_rerun) else { return false };
+        let Some(job) = taken_by.filter(|_| wants_rerun) else {
+            return false;
+        };
         let mut requested_now = false;
         let first = match self
             .update(job, |r| {

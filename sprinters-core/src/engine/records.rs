@@ -16,7 +16,11 @@ impl Inner {
     /// Applies `change` to the stored record until the write wins. `change`
     /// returns whether it changed anything; nothing is written otherwise.
     /// Returns the record as stored afterwards, `None` if it does not exist.
-    pub(super) async fn update<F>(&self, key: JobKey, mut change: F) -> Result<Option<Versioned<JobRecord>>>
+    pub(super) async fn update<F>(
+        &self,
+        key: JobKey,
+        mut change: F,
+    ) -> Result<Option<Versioned<JobRecord>>>
     where
         F: FnMut(&mut JobRecord) -> bool + Send,
     {
@@ -28,8 +32,17 @@ impl Inner {
             if !change(&mut record) {
                 return Ok(Some(current));
             }
-            match self.store.put_job(PutJob::replace(record.clone(), current.version)).await {
-                Ok(version) => return Ok(Some(Versioned { value: record, version })),
+            match self
+                .store
+                .put_job(PutJob::replace(record.clone(), current.version))
+                .await
+            {
+                Ok(version) => {
+                    return Ok(Some(Versioned {
+                        value: record,
+                        version,
+                    }));
+                }
                 Err(e) if *e.kind() == ErrorKind::Conflict => continue,
                 Err(e) => return Err(e),
             }
@@ -41,19 +54,33 @@ impl Inner {
 
     /// Creates `fresh` if the job has no record yet, otherwise applies
     /// `change` to the stored one.
-    pub(super) async fn upsert<F>(&self, fresh: JobRecord, change: F) -> Result<(Versioned<JobRecord>, bool)>
+    pub(super) async fn upsert<F>(
+        &self,
+        fresh: JobRecord,
+        change: F,
+    ) -> Result<(Versioned<JobRecord>, bool)>
     where
         F: FnMut(&mut JobRecord) -> bool + Send,
     {
         let key = fresh.key;
         match self.store.put_job(PutJob::create(fresh.clone())).await {
-            Ok(version) => return Ok((Versioned { value: fresh, version }, true)),
+            Ok(version) => {
+                return Ok((
+                    Versioned {
+                        value: fresh,
+                        version,
+                    },
+                    true,
+                ));
+            }
             Err(e) if *e.kind() == ErrorKind::Conflict => {}
             Err(e) => return Err(e),
         }
         match self.update(key, change).await? {
             Some(record) => Ok((record, false)),
-            None => Err(crate::Error::conflict(format!("job {key} vanished while being written"))),
+            None => Err(crate::Error::conflict(format!(
+                "job {key} vanished while being written"
+            ))),
         }
     }
 }

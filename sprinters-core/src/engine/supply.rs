@@ -4,12 +4,12 @@
 use std::collections::HashMap;
 
 use super::Inner;
+use crate::Result;
 use crate::domain::JobKey;
 use crate::job::{JobRecord, JobState, Launch};
 use crate::labels::LabelSetKey;
 use crate::ports::{ListJobs, Versioned};
 use crate::time::Timestamp;
-use crate::Result;
 
 /// Enough for any real backlog of one label set; paging covers the rest.
 const PAGE: usize = 1000;
@@ -18,7 +18,12 @@ const PAGE: usize = 1000;
 /// instance, or a launch in flight under a live claim. `deciding` is the
 /// job a launch is being decided for: its own unfinished launch does not
 /// count, since that is the launch being decided.
-pub(super) fn supplies(record: &JobRecord, launch: &Launch, now: Timestamp, deciding: Option<JobKey>) -> bool {
+pub(super) fn supplies(
+    record: &JobRecord,
+    launch: &Launch,
+    now: Timestamp,
+    deciding: Option<JobKey>,
+) -> bool {
     if !launch.is_idle() {
         return false;
     }
@@ -35,7 +40,11 @@ pub(super) fn supplies(record: &JobRecord, launch: &Launch, now: Timestamp, deci
 /// Idle runners of jobs that no longer wait (finished, or running on
 /// another runner) are spares; they cover the oldest uncovered jobs, and
 /// the newest uncovered jobs get launches.
-pub(super) fn plan(active: &[Versioned<JobRecord>], now: Timestamp, deciding: Option<JobKey>) -> Vec<JobKey> {
+pub(super) fn plan(
+    active: &[Versioned<JobRecord>],
+    now: Timestamp,
+    deciding: Option<JobKey>,
+) -> Vec<JobKey> {
     let supplies = |r: &JobRecord, l: &Launch| supplies(r, l, now, deciding);
     let mut waiting: Vec<&JobRecord> = active
         .iter()
@@ -66,7 +75,10 @@ pub(super) fn plan(active: &[Versioned<JobRecord>], now: Timestamp, deciding: Op
 
 impl Inner {
     /// The active jobs of one label set.
-    pub(super) async fn active_in(&self, label_set: LabelSetKey) -> Result<Vec<Versioned<JobRecord>>> {
+    pub(super) async fn active_in(
+        &self,
+        label_set: LabelSetKey,
+    ) -> Result<Vec<Versioned<JobRecord>>> {
         let mut query = ListJobs::active(PAGE);
         query.label_set = Some(label_set);
         self.list_all(query).await
@@ -97,7 +109,10 @@ impl Inner {
         let active = self.list_all(ListJobs::active(PAGE)).await?;
         let mut by_set: HashMap<LabelSetKey, Vec<Versioned<JobRecord>>> = HashMap::new();
         for record in active {
-            by_set.entry(record.value.label_set).or_default().push(record);
+            by_set
+                .entry(record.value.label_set)
+                .or_default()
+                .push(record);
         }
         let now = self.clock.now();
         for records in by_set.values() {
@@ -108,7 +123,9 @@ impl Inner {
 
     fn start_due(&self, active: &[Versioned<JobRecord>], now: Timestamp) {
         for key in plan(active, now, None) {
-            let Some(record) = active.iter().find(|r| r.value.key == key) else { continue };
+            let Some(record) = active.iter().find(|r| r.value.key == key) else {
+                continue;
+            };
             let r = &record.value;
             let backoff_over = r.next_attempt_at.is_none_or(|t| t <= now);
             let claim_free = r.lease.as_ref().is_none_or(|l| l.expires_at <= now);

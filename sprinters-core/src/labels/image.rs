@@ -158,10 +158,25 @@ mod tests {
 
     #[test]
     fn latest_is_noble_and_arm_has_no_slim() {
-        assert_eq!(Image::parse("ubuntu-latest").unwrap().name(), "ubuntu-24.04");
-        assert_eq!(Image::parse("ubuntu-latest-slim").unwrap().name(), "ubuntu-24.04-slim");
-        assert_eq!(Image::parse("ubuntu-24.04-arm").unwrap().arch(), Arch::Arm64);
-        for bad in ["ubuntu-24.04-arm-slim", "ubuntu-20.04", "ubuntu-latest-arm", "debian-12", "ubuntu-24.04-"] {
+        assert_eq!(
+            Image::parse("ubuntu-latest").unwrap().name(),
+            "ubuntu-24.04"
+        );
+        assert_eq!(
+            Image::parse("ubuntu-latest-slim").unwrap().name(),
+            "ubuntu-24.04-slim"
+        );
+        assert_eq!(
+            Image::parse("ubuntu-24.04-arm").unwrap().arch(),
+            Arch::Arm64
+        );
+        for bad in [
+            "ubuntu-24.04-arm-slim",
+            "ubuntu-20.04",
+            "ubuntu-latest-arm",
+            "debian-12",
+            "ubuntu-24.04-",
+        ] {
             assert!(Image::parse(bad).is_none(), "{bad}");
         }
     }

@@ -30,9 +30,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use image::{IMAGE_NAMES, Image, ImageVariant, UbuntuRelease};
-pub use spec::{
-    Provider, RootVolume, RunnerSpec, SpotMode, TempKind, TempVolume, VolumeType,
-};
+pub use spec::{Provider, RootVolume, RunnerSpec, SpotMode, TempKind, TempVolume, VolumeType};
 
 use crate::domain::Region;
 

@@ -43,7 +43,13 @@ enum Amount {
     Max,
 }
 
-fn set_once<T>(slot: &mut Option<T>, value: T, label: &str, part: &str, name: &str) -> Result<(), LabelError> {
+fn set_once<T>(
+    slot: &mut Option<T>,
+    value: T,
+    label: &str,
+    part: &str,
+    name: &str,
+) -> Result<(), LabelError> {
     if slot.is_some() {
         return Err(LabelError::new(
             label,
@@ -85,12 +91,18 @@ pub(super) fn parse_label(parser: &LabelParser, original: &str) -> Result<Runner
                 let hint = if image_part.is_empty() {
                     format!(
                         "{} is an {} type but the image is {}; add an {} image such as ubuntu-24.04-arm, or use {want} type such as {example}",
-                        t, t.arch(), image, t.arch()
+                        t,
+                        t.arch(),
+                        image,
+                        t.arch()
                     )
                 } else {
                     format!(
                         "{} is an {} type but {} is an {} image; use {want} type such as {example}",
-                        t, t.arch(), image, image.arch()
+                        t,
+                        t.arch(),
+                        image,
+                        image.arch()
                     )
                 };
                 return Err(LabelError::new(original, part, hint));
@@ -219,25 +231,47 @@ fn parse_part<'a>(p: &mut Parts<'a>, label: &str, part: &'a str) -> Result<(), L
     }
     if part.starts_with("sg-") {
         let sg = SecurityGroupId::parse(part).map_err(|_| {
-            LabelError::new(label, part, "expected a security group id: sg- and 8 or 17 hex digits")
+            LabelError::new(
+                label,
+                part,
+                "expected a security group id: sg- and 8 or 17 hex digits",
+            )
         })?;
         return set_once(&mut p.security_group, sg, label, part, "the security group");
     }
     if part.contains('.') {
         let t = InstanceType::parse(part).map_err(|_| {
-            LabelError::new(label, part, "expected an EC2 instance type such as m7i.large or c7g.xlarge")
+            LabelError::new(
+                label,
+                part,
+                "expected an EC2 instance type such as m7i.large or c7g.xlarge",
+            )
         })?;
         if t.family().starts_with("mac") {
-            return Err(LabelError::new(label, part, "mac instances run macOS, not the Ubuntu runner images"));
+            return Err(LabelError::new(
+                label,
+                part,
+                "mac instances run macOS, not the Ubuntu runner images",
+            ));
         }
-        return set_once(&mut p.instance_type, (t, part), label, part, "the instance type");
+        return set_once(
+            &mut p.instance_type,
+            (t, part),
+            label,
+            part,
+            "the instance type",
+        );
     }
     let b = part.as_bytes();
     if b.len() > 3 && b[0].is_ascii_lowercase() && b[1].is_ascii_lowercase() && b[2] == b'-' {
         let placement = parse_placement(label, part)?;
         return set_once(&mut p.placement, placement, label, part, "the placement");
     }
-    Err(LabelError::new(label, part, format!("unknown part; {PART_FORMS}")))
+    Err(LabelError::new(
+        label,
+        part,
+        format!("unknown part; {PART_FORMS}"),
+    ))
 }
 
 type Placement = (Region, Option<AvailabilityZone>, Option<SubnetId>);
@@ -276,13 +310,23 @@ fn parse_placement(label: &str, part: &str) -> Result<Placement, LabelError> {
     let subnet = match third {
         None => None,
         Some(s) => Some(SubnetId::parse(s).map_err(|_| {
-            LabelError::new(label, part, "expected a subnet id after the zone: subnet- and 8 or 17 hex digits")
+            LabelError::new(
+                label,
+                part,
+                "expected a subnet id after the zone: subnet- and 8 or 17 hex digits",
+            )
         })?),
     };
     Ok((region, Some(az), subnet))
 }
 
-fn parse_amount(label: &str, part: &str, s: &str, what: &str, (lo, hi): (u32, u32)) -> Result<Amount, LabelError> {
+fn parse_amount(
+    label: &str,
+    part: &str,
+    s: &str,
+    what: &str,
+    (lo, hi): (u32, u32),
+) -> Result<Amount, LabelError> {
     if s == "max" {
         return Ok(Amount::Max);
     }
@@ -296,18 +340,33 @@ fn parse_amount(label: &str, part: &str, s: &str, what: &str, (lo, hi): (u32, u3
     }
 }
 
-fn parse_root<'a>(label: &str, part: &'a str, value: &str) -> Result<(Option<u32>, Option<u32>, &'a str), LabelError> {
+fn parse_root<'a>(
+    label: &str,
+    part: &'a str,
+    value: &str,
+) -> Result<(Option<u32>, Option<u32>, &'a str), LabelError> {
     let mut pieces = value.split('/');
     if pieces.next() != Some("gp3") {
-        return Err(LabelError::new(label, part, "expected root=gp3/<iops>/<throughput MiB/s>"));
+        return Err(LabelError::new(
+            label,
+            part,
+            "expected root=gp3/<iops>/<throughput MiB/s>",
+        ));
     }
-    let iops = pieces.next().map(|s| parse_amount(label, part, s, "iops", GP3_IOPS)).transpose()?;
+    let iops = pieces
+        .next()
+        .map(|s| parse_amount(label, part, s, "iops", GP3_IOPS))
+        .transpose()?;
     let throughput = pieces
         .next()
         .map(|s| parse_amount(label, part, s, "throughput", GP3_THROUGHPUT))
         .transpose()?;
     if pieces.next().is_some() {
-        return Err(LabelError::new(label, part, "expected root=gp3/<iops>/<throughput MiB/s>"));
+        return Err(LabelError::new(
+            label,
+            part,
+            "expected root=gp3/<iops>/<throughput MiB/s>",
+        ));
     }
     let iops = iops.map(|a| resolve_iops(a, None));
     let iops_for_max = iops.unwrap_or(RootVolume::default().iops);
@@ -315,7 +374,11 @@ fn parse_root<'a>(label: &str, part: &'a str, value: &str) -> Result<(Option<u32
     Ok((iops, throughput, part))
 }
 
-fn parse_temp<'a>(label: &str, part: &'a str, value: &str) -> Result<(TempKind, [Option<Amount>; 3], &'a str), LabelError> {
+fn parse_temp<'a>(
+    label: &str,
+    part: &'a str,
+    value: &str,
+) -> Result<(TempKind, [Option<Amount>; 3], &'a str), LabelError> {
     const FORMS: &str = "expected temp=<size>, temp=<type>, temp=<type>/<size> or temp=gp3/<size>/<iops>/<throughput>, with type gp3, ephemeral or zram";
     let pieces: Vec<&str> = value.split('/').collect();
     if pieces.len() > 4 || pieces.iter().any(|p| p.is_empty()) {
@@ -336,9 +399,17 @@ fn parse_temp<'a>(label: &str, part: &'a str, value: &str) -> Result<(TempKind, 
     match kind {
         TempKind::Gp3 => {
             if pieces.len() == 3 {
-                return Err(LabelError::new(label, part, "expected temp=gp3/<size>/<iops>/<throughput>: give both iops and throughput"));
+                return Err(LabelError::new(
+                    label,
+                    part,
+                    "expected temp=gp3/<size>/<iops>/<throughput>: give both iops and throughput",
+                ));
             }
-            let bounds = [("gp3 size (GiB)", GP3_SIZE_GIB), ("iops", GP3_IOPS), ("throughput", GP3_THROUGHPUT)];
+            let bounds = [
+                ("gp3 size (GiB)", GP3_SIZE_GIB),
+                ("iops", GP3_IOPS),
+                ("throughput", GP3_THROUGHPUT),
+            ];
             for (i, s) in pieces.iter().skip(1).enumerate() {
                 let (what, range) = bounds[i];
                 amounts[i] = Some(parse_amount(label, part, s, what, range)?);
@@ -346,15 +417,29 @@ fn parse_temp<'a>(label: &str, part: &'a str, value: &str) -> Result<(TempKind, 
         }
         TempKind::Ephemeral => {
             if pieces.len() > 1 {
-                return Err(LabelError::new(label, part, "temp=ephemeral takes no size: it is the instance's first instance-store disk"));
+                return Err(LabelError::new(
+                    label,
+                    part,
+                    "temp=ephemeral takes no size: it is the instance's first instance-store disk",
+                ));
             }
         }
         TempKind::Zram => {
             if pieces.len() > 2 {
-                return Err(LabelError::new(label, part, "expected temp=zram or temp=zram/<size GiB>: a RAM disk has no iops or throughput"));
+                return Err(LabelError::new(
+                    label,
+                    part,
+                    "expected temp=zram or temp=zram/<size GiB>: a RAM disk has no iops or throughput",
+                ));
             }
             if let Some(s) = pieces.get(1) {
-                amounts[0] = Some(parse_amount(label, part, s, "zram size (GiB)", ZRAM_SIZE_GIB)?);
+                amounts[0] = Some(parse_amount(
+                    label,
+                    part,
+                    s,
+                    "zram size (GiB)",
+                    ZRAM_SIZE_GIB,
+                )?);
             }
         }
     }
@@ -394,7 +479,12 @@ fn check_gp3_ratio(label: &str, part: &str, iops: u32, throughput: u32) -> Resul
     Ok(())
 }
 
-fn resolve_temp(label: &str, part: &str, kind: TempKind, amounts: [Option<Amount>; 3]) -> Result<TempVolume, LabelError> {
+fn resolve_temp(
+    label: &str,
+    part: &str,
+    kind: TempKind,
+    amounts: [Option<Amount>; 3],
+) -> Result<TempVolume, LabelError> {
     match kind {
         TempKind::Gp3 => {
             let default = TempVolume::default();
@@ -403,10 +493,13 @@ fn resolve_temp(label: &str, part: &str, kind: TempKind, amounts: [Option<Amount
                 Some(Amount::Max) => GP3_SIZE_GIB.1,
                 None => default.size_gib.unwrap_or(14),
             };
-            let iops = amounts[1].map_or(default.iops.unwrap_or(GP3_IOPS.0), |a| resolve_iops(a, Some(size)));
-            let throughput = amounts[2].map_or(default.throughput_mibps.unwrap_or(GP3_THROUGHPUT.0), |a| {
-                resolve_throughput(a, iops)
+            let iops = amounts[1].map_or(default.iops.unwrap_or(GP3_IOPS.0), |a| {
+                resolve_iops(a, Some(size))
             });
+            let throughput = amounts[2]
+                .map_or(default.throughput_mibps.unwrap_or(GP3_THROUGHPUT.0), |a| {
+                    resolve_throughput(a, iops)
+                });
             if iops > GP3_IOPS.0 && iops > size.saturating_mul(GP3_IOPS_PER_GIB) {
                 return Err(LabelError::new(
                     label,

@@ -206,9 +206,13 @@ impl RunnerSpec {
             self.root.throughput_mibps,
             self.temp.kind.as_str()
         );
-        for n in [self.temp.size_gib, self.temp.iops, self.temp.throughput_mibps]
-            .into_iter()
-            .flatten()
+        for n in [
+            self.temp.size_gib,
+            self.temp.iops,
+            self.temp.throughput_mibps,
+        ]
+        .into_iter()
+        .flatten()
         {
             let _ = write!(s, "/{n}");
         }

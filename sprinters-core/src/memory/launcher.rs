@@ -170,7 +170,10 @@ impl CloudLauncher for MemoryLauncher {
             instance.region.clone(),
             Some(instance.availability_zone.clone()),
             instance.info.spot,
-            instance.info.launched_at.unwrap_or_else(|| self.clock.now()),
+            instance
+                .info
+                .launched_at
+                .unwrap_or_else(|| self.clock.now()),
         );
         launched.hourly_price_micros = None;
         Ok(launched)
@@ -220,6 +223,8 @@ impl CloudLauncher for MemoryLauncher {
             .get(&request.instance_id)
             .filter(|i| i.account == request.account)
             .map(|i| i.info.clone())
-            .ok_or_else(|| Error::not_found(format!("instance {} does not exist", request.instance_id)))
+            .ok_or_else(|| {
+                Error::not_found(format!("instance {} does not exist", request.instance_id))
+            })
     }
 }

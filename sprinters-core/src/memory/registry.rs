@@ -149,7 +149,11 @@ impl RunnerRegistry for MemoryRegistry {
         s.cancelled.push(request.run_id);
         for (_, run, _, _, status) in s.jobs.values_mut() {
             if *run == request.run_id && status.status != RemoteJobStatus::Completed {
-                *status = JobStatus::new(RemoteJobStatus::Completed, Some(Conclusion::Cancelled), None);
+                *status = JobStatus::new(
+                    RemoteJobStatus::Completed,
+                    Some(Conclusion::Cancelled),
+                    None,
+                );
             }
         }
         Ok(())

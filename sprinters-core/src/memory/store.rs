@@ -158,7 +158,10 @@ impl JobStore for MemoryJobStore {
                     .flatten()
                     .filter_map(|k| s.jobs.get(k))
                     .filter(|(r, _)| request.matches(r))
-                    .map(|(r, v)| Versioned { value: r.clone(), version: *v })
+                    .map(|(r, v)| Versioned {
+                        value: r.clone(),
+                        version: *v,
+                    })
                     .collect();
                 v.sort_by_key(|j| std::cmp::Reverse((j.value.queued_at, j.value.key)));
                 v.truncate(limit.saturating_add(1));
@@ -171,7 +174,10 @@ impl JobStore for MemoryJobStore {
                 .filter_map(|(_, k)| s.jobs.get(k))
                 .filter(|(r, _)| request.matches(r))
                 .take(limit.saturating_add(1))
-                .map(|(r, v)| Versioned { value: r.clone(), version: *v })
+                .map(|(r, v)| Versioned {
+                    value: r.clone(),
+                    version: *v,
+                })
                 .collect(),
         };
         let next = if jobs.len() > limit {
@@ -217,7 +223,10 @@ impl JobStore for MemoryJobStore {
     async fn release_lease(&self, request: ReleaseLease) -> Result<()> {
         self.faults.check("release_lease")?;
         let mut s = lock(&self.state);
-        if s.leases.get(&request.name).is_some_and(|(h, _)| h == &request.owner) {
+        if s.leases
+            .get(&request.name)
+            .is_some_and(|(h, _)| h == &request.owner)
+        {
             s.leases.remove(&request.name);
         }
         Ok(())

@@ -176,7 +176,12 @@ pub struct TerminateRequest {
 
 impl TerminateRequest {
     /// Terminates `instance_id`.
-    pub fn new(account: AccountId, credentials: Credentials, region: Region, instance_id: InstanceId) -> Self {
+    pub fn new(
+        account: AccountId,
+        credentials: Credentials,
+        region: Region,
+        instance_id: InstanceId,
+    ) -> Self {
         Self {
             account,
             credentials,
@@ -219,7 +224,12 @@ pub struct ListOwned {
 
 impl ListOwned {
     /// Every instance of `controller_id` in the account and region.
-    pub fn new(account: AccountId, credentials: Credentials, region: Region, controller_id: String) -> Self {
+    pub fn new(
+        account: AccountId,
+        credentials: Credentials,
+        region: Region,
+        controller_id: String,
+    ) -> Self {
         Self {
             account,
             credentials,
@@ -252,7 +262,12 @@ pub struct DescribeInstance {
 
 impl DescribeInstance {
     /// Describes `instance_id`.
-    pub fn new(account: AccountId, credentials: Credentials, region: Region, instance_id: InstanceId) -> Self {
+    pub fn new(
+        account: AccountId,
+        credentials: Credentials,
+        region: Region,
+        instance_id: InstanceId,
+    ) -> Self {
         Self {
             account,
             credentials,

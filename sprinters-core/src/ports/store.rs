@@ -154,9 +154,15 @@ impl ListJobs {
         self.owner
             .as_ref()
             .is_none_or(|o| o.eq_ignore_case(record.owner()))
-            && self.account.as_ref().is_none_or(|a| record.account.as_ref() == Some(a))
+            && self
+                .account
+                .as_ref()
+                .is_none_or(|a| record.account.as_ref() == Some(a))
             && self.label_set.is_none_or(|l| l == record.label_set)
-            && self.states.as_ref().is_none_or(|s| s.contains(&record.state))
+            && self
+                .states
+                .as_ref()
+                .is_none_or(|s| s.contains(&record.state))
             && (!self.active_only || record.is_active())
             && self.queued_from.is_none_or(|t| record.queued_at >= t)
             && self.queued_until.is_none_or(|t| record.queued_at < t)
@@ -231,7 +237,12 @@ pub struct AcquireLease {
 
 impl AcquireLease {
     /// Acquires `name` for `owner`.
-    pub fn new(name: impl Into<String>, owner: impl Into<String>, now: Timestamp, ttl: Duration) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        owner: impl Into<String>,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> Self {
         Self {
             name: name.into(),
             owner: owner.into(),

@@ -11,11 +11,13 @@ use crate::domain::{
 use crate::engine::{AccountDirectory, Engine, EngineConfig, Handled};
 use crate::events::{Conclusion, Delivery, Event, WorkflowJobAction, WorkflowJobEvent};
 use crate::job::JobRecord;
-use crate::ports::{JobStatus, RemoteJobStatus};
 use crate::memory::{
     MemoryCredentials, MemoryEventSource, MemoryJobStore, MemoryLauncher, MemoryRegistry,
 };
+use crate::ports::{JobStatus, RemoteJobStatus};
 use crate::time::{Clock, ManualClock};
+
+use super::HookedStore;
 
 /// The engine wired to in-memory adapters, for tests and benchmarks. The
 /// owner `octo-org` has connected account `123456789012`.
@@ -58,6 +60,21 @@ impl TestBed {
 
     /// A bed whose configuration `adjust` changes first.
     pub fn with_config(adjust: impl FnOnce(&mut EngineConfig)) -> Self {
+        Self::build(adjust, None)
+    }
+
+    /// A bed whose engine writes through `hook` (see [`HookedStore`]).
+    pub fn with_store_hook(
+        hook: impl FnMut(&JobRecord) -> crate::Result<()> + Send + 'static,
+    ) -> Self {
+        Self::build(|_| {}, Some(Box::new(hook)))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn build(
+        adjust: impl FnOnce(&mut EngineConfig),
+        hook: Option<Box<dyn FnMut(&JobRecord) -> crate::Result<()> + Send>>,
+    ) -> Self {
         let owner = Owner::parse("octo-org").unwrap();
         let account = AccountId::parse("123456789012").unwrap();
         let mut accounts = AccountDirectory::new();
@@ -77,7 +94,10 @@ impl TestBed {
             .registry(registry.clone())
             .credentials(credentials.clone())
             .launcher(launcher.clone())
-            .store(store.clone())
+            .store(match hook {
+                Some(hook) => Arc::new(HookedStore::new(store.clone(), hook)),
+                None => store.clone(),
+            })
             .clock(clock.clone())
             .config(config)
             .seed(7)
@@ -237,7 +257,11 @@ impl JobEvents {
     }
 
     /// `completed` with `conclusion`, on `runner` if it was picked up.
-    pub fn completed(&self, conclusion: Conclusion, runner: Option<&RunnerName>) -> WorkflowJobEvent {
+    pub fn completed(
+        &self,
+        conclusion: Conclusion,
+        runner: Option<&RunnerName>,
+    ) -> WorkflowJobEvent {
         WorkflowJobEvent {
             runner_name: runner.cloned(),
             conclusion: Some(conclusion),

@@ -27,7 +27,10 @@ pub async fn credential_provider(provider: &dyn CredentialProvider, f: &Credenti
     let debug = format!("{first:?}");
     assert!(!debug.contains(secret), "Debug hides the secret: {debug}");
     if let Some(token) = &first.session_token {
-        assert!(!debug.contains(token.expose_secret()), "Debug hides the session token");
+        assert!(
+            !debug.contains(token.expose_secret()),
+            "Debug hides the session token"
+        );
     }
     if let Some(expires) = first.expires_at {
         assert!(expires > f.now, "credentials are not already expired");

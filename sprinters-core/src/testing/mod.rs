@@ -8,6 +8,7 @@
 mod bed;
 mod credentials;
 mod events;
+mod hooked;
 mod launcher;
 mod registry;
 mod store;
@@ -15,6 +16,7 @@ mod store;
 pub use bed::{JobEvents, TestBed};
 pub use credentials::{CredentialsFixture, credential_provider};
 pub use events::event_source;
+pub use hooked::HookedStore;
 pub use launcher::{LauncherFixture, cloud_launcher};
 pub use registry::{RegistryFixture, runner_registry};
 pub use store::{job_store, sample_record};

@@ -2,14 +2,16 @@
 
 use std::time::Duration;
 
-use crate::domain::{DeliveryId, InstallationId, JobId, JobKey, Owner, Repository, RunAttempt, RunId};
+use crate::ErrorKind;
+use crate::domain::{
+    DeliveryId, InstallationId, JobId, JobKey, Owner, Repository, RunAttempt, RunId,
+};
 use crate::job::{JobRecord, JobState, Lease};
 use crate::labels::LabelSetKey;
 use crate::ports::{
     AcquireLease, ClaimJob, JobStore, ListJobs, Purge, PutJob, RecordDelivery, ReleaseLease,
 };
 use crate::time::Timestamp;
-use crate::ErrorKind;
 
 /// A record for `repository` (`owner/name`), queued at `queued_at` ms.
 pub fn sample_record(job_id: u64, repository: &str, queued_at: u64) -> JobRecord {
@@ -55,27 +57,62 @@ const BASE: u64 = 9_000_000_000;
 
 async fn put_get_and_compare_and_swap(store: &dyn JobStore) {
     let record = sample_record(BASE + 1, "octo/cas", 1_000);
-    assert!(store.get_job(record.key).await.unwrap().is_none(), "absent before the first put");
+    assert!(
+        store.get_job(record.key).await.unwrap().is_none(),
+        "absent before the first put"
+    );
     let v1 = store.put_job(PutJob::create(record.clone())).await.unwrap();
-    let read = store.get_job(record.key).await.unwrap().expect("a created record reads back");
+    let read = store
+        .get_job(record.key)
+        .await
+        .unwrap()
+        .expect("a created record reads back");
     assert_eq!(read.value, record, "a record reads back exactly as written");
     assert_eq!(read.version, v1);
 
-    let again = store.put_job(PutJob::create(record.clone())).await.unwrap_err();
-    assert_eq!(*again.kind(), ErrorKind::Conflict, "creating an existing record is a Conflict");
+    let again = store
+        .put_job(PutJob::create(record.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        *again.kind(),
+        ErrorKind::Conflict,
+        "creating an existing record is a Conflict"
+    );
 
     let mut changed = record.clone();
     changed.state = JobState::Launched;
-    let v2 = store.put_job(PutJob::replace(changed.clone(), v1)).await.unwrap();
+    let v2 = store
+        .put_job(PutJob::replace(changed.clone(), v1))
+        .await
+        .unwrap();
     assert!(v2 > v1, "a write raises the version");
-    let stale = store.put_job(PutJob::replace(record.clone(), v1)).await.unwrap_err();
-    assert_eq!(*stale.kind(), ErrorKind::Conflict, "a write at an old version is a Conflict");
+    let stale = store
+        .put_job(PutJob::replace(record.clone(), v1))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        *stale.kind(),
+        ErrorKind::Conflict,
+        "a write at an old version is a Conflict"
+    );
     let read = store.get_job(record.key).await.unwrap().unwrap();
-    assert_eq!(read.value.state, JobState::Launched, "the losing write changed nothing");
+    assert_eq!(
+        read.value.state,
+        JobState::Launched,
+        "the losing write changed nothing"
+    );
 
     let missing = sample_record(BASE + 2, "octo/cas", 1_000);
-    let err = store.put_job(PutJob::replace(missing, 1)).await.unwrap_err();
-    assert_eq!(*err.kind(), ErrorKind::Conflict, "replacing an absent record is a Conflict");
+    let err = store
+        .put_job(PutJob::replace(missing, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        *err.kind(),
+        ErrorKind::Conflict,
+        "replacing an absent record is a Conflict"
+    );
 }
 
 async fn claims(store: &dyn JobStore) {
@@ -83,21 +120,59 @@ async fn claims(store: &dyn JobStore) {
     let key = record.key;
     let now = Timestamp::from_millis(10_000);
     let ttl = Duration::from_secs(60);
-    assert!(store.claim_job(ClaimJob::new(key, "a", now, ttl)).await.unwrap().is_none(), "no claim on an absent job");
+    assert!(
+        store
+            .claim_job(ClaimJob::new(key, "a", now, ttl))
+            .await
+            .unwrap()
+            .is_none(),
+        "no claim on an absent job"
+    );
     store.put_job(PutJob::create(record)).await.unwrap();
 
-    let claimed = store.claim_job(ClaimJob::new(key, "a", now, ttl)).await.unwrap().expect("a free job is claimed");
-    assert_eq!(claimed.value.lease, Some(Lease { owner: "a".into(), expires_at: now.saturating_add(ttl) }));
+    let claimed = store
+        .claim_job(ClaimJob::new(key, "a", now, ttl))
+        .await
+        .unwrap()
+        .expect("a free job is claimed");
+    assert_eq!(
+        claimed.value.lease,
+        Some(Lease {
+            owner: "a".into(),
+            expires_at: now.saturating_add(ttl)
+        })
+    );
     let stored = store.get_job(key).await.unwrap().unwrap();
-    assert_eq!(stored.version, claimed.version, "the claim is a durable write");
+    assert_eq!(
+        stored.version, claimed.version,
+        "the claim is a durable write"
+    );
 
     let later = now.saturating_add(Duration::from_secs(30));
-    assert!(store.claim_job(ClaimJob::new(key, "b", later, ttl)).await.unwrap().is_none(), "a live claim excludes others");
-    let renewed = store.claim_job(ClaimJob::new(key, "a", later, ttl)).await.unwrap().expect("the owner renews");
-    assert_eq!(renewed.value.lease.unwrap().expires_at, later.saturating_add(ttl));
+    assert!(
+        store
+            .claim_job(ClaimJob::new(key, "b", later, ttl))
+            .await
+            .unwrap()
+            .is_none(),
+        "a live claim excludes others"
+    );
+    let renewed = store
+        .claim_job(ClaimJob::new(key, "a", later, ttl))
+        .await
+        .unwrap()
+        .expect("the owner renews");
+    assert_eq!(
+        renewed.value.lease.unwrap().expires_at,
+        later.saturating_add(ttl)
+    );
 
     let expired = later.saturating_add(ttl);
-    let taken = store.claim_job(ClaimJob::new(key, "b", expired, ttl)).await.unwrap().expect("an expired claim is taken over");
+    let taken = store
+        .claim_job(ClaimJob::new(key, "b", expired, ttl))
+        .await
+        .unwrap()
+        .expect("an expired claim is taken over");
     assert_eq!(taken.value.lease.unwrap().owner, "b");
 }
 
@@ -105,27 +180,61 @@ async fn deliveries(store: &dyn JobStore) {
     let id = DeliveryId::parse("conformance-delivery-1").unwrap();
     assert!(!store.delivery_seen(id.clone()).await.unwrap());
     let at = Timestamp::from_millis(5_000);
-    assert!(store.record_delivery(RecordDelivery::new(id.clone(), at)).await.unwrap().first);
+    assert!(
+        store
+            .record_delivery(RecordDelivery::new(id.clone(), at))
+            .await
+            .unwrap()
+            .first
+    );
     assert!(store.delivery_seen(id.clone()).await.unwrap());
-    assert!(!store.record_delivery(RecordDelivery::new(id, at)).await.unwrap().first, "the second time is a duplicate");
+    assert!(
+        !store
+            .record_delivery(RecordDelivery::new(id, at))
+            .await
+            .unwrap()
+            .first,
+        "the second time is a duplicate"
+    );
 }
 
 async fn leases(store: &dyn JobStore) {
     let now = Timestamp::from_millis(100_000);
     let ttl = Duration::from_secs(10);
-    let a = store.acquire_lease(AcquireLease::new("conformance/leader", "a", now, ttl)).await.unwrap();
+    let a = store
+        .acquire_lease(AcquireLease::new("conformance/leader", "a", now, ttl))
+        .await
+        .unwrap();
     assert!(a.acquired && a.holder == "a" && a.expires_at == now.saturating_add(ttl));
-    let b = store.acquire_lease(AcquireLease::new("conformance/leader", "b", now, ttl)).await.unwrap();
+    let b = store
+        .acquire_lease(AcquireLease::new("conformance/leader", "b", now, ttl))
+        .await
+        .unwrap();
     assert!(!b.acquired, "a held lease is not granted to another");
     assert_eq!(b.holder, "a");
-    store.release_lease(ReleaseLease::new("conformance/leader", "b")).await.unwrap();
-    let b = store.acquire_lease(AcquireLease::new("conformance/leader", "b", now, ttl)).await.unwrap();
+    store
+        .release_lease(ReleaseLease::new("conformance/leader", "b"))
+        .await
+        .unwrap();
+    let b = store
+        .acquire_lease(AcquireLease::new("conformance/leader", "b", now, ttl))
+        .await
+        .unwrap();
     assert!(!b.acquired, "only the holder can release");
-    store.release_lease(ReleaseLease::new("conformance/leader", "a")).await.unwrap();
-    let b = store.acquire_lease(AcquireLease::new("conformance/leader", "b", now, ttl)).await.unwrap();
+    store
+        .release_lease(ReleaseLease::new("conformance/leader", "a"))
+        .await
+        .unwrap();
+    let b = store
+        .acquire_lease(AcquireLease::new("conformance/leader", "b", now, ttl))
+        .await
+        .unwrap();
     assert!(b.acquired, "a released lease is free");
     let late = now.saturating_add(ttl);
-    let a = store.acquire_lease(AcquireLease::new("conformance/leader", "a", late, ttl)).await.unwrap();
+    let a = store
+        .acquire_lease(AcquireLease::new("conformance/leader", "a", late, ttl))
+        .await
+        .unwrap();
     assert!(a.acquired, "an expired lease is free");
 }
 
@@ -157,8 +266,15 @@ async fn history(store: &dyn JobStore) {
             None => break,
         }
     }
-    let expected: Vec<u64> = (0..25u64).rev().filter(|i| i % 2 == 0).map(|i| BASE + 100 + i).collect();
-    assert_eq!(seen, expected, "owner filter (without case), newest first, pages without gaps or repeats");
+    let expected: Vec<u64> = (0..25u64)
+        .rev()
+        .filter(|i| i % 2 == 0)
+        .map(|i| BASE + 100 + i)
+        .collect();
+    assert_eq!(
+        seen, expected,
+        "owner filter (without case), newest first, pages without gaps or repeats"
+    );
 
     let mut q = ListJobs::newest(100);
     q.queued_from = Some(Timestamp::from_millis(1_000_000));
@@ -170,11 +286,23 @@ async fn history(store: &dyn JobStore) {
     q.queued_from = Some(Timestamp::from_millis(1_000_000));
     q.account = crate::domain::AccountId::parse("111111111111").ok();
     let page = store.list_jobs(q).await.unwrap();
-    let ids: Vec<u64> = page.jobs.iter().map(|j| j.value.key.job_id.get() - BASE - 100).collect();
-    assert_eq!(ids, vec![24, 21, 18, 12, 9, 6, 3], "account filter and active only (completed 0 and 15 excluded)");
+    let ids: Vec<u64> = page
+        .jobs
+        .iter()
+        .map(|j| j.value.key.job_id.get() - BASE - 100)
+        .collect();
+    assert_eq!(
+        ids,
+        vec![24, 21, 18, 12, 9, 6, 3],
+        "account filter and active only (completed 0 and 15 excluded)"
+    );
 
     let mut q = ListJobs::active(100);
-    let r18 = store.get_job(JobKey::new(JobId::new(BASE + 118), RunAttempt::FIRST)).await.unwrap().unwrap();
+    let r18 = store
+        .get_job(JobKey::new(JobId::new(BASE + 118), RunAttempt::FIRST))
+        .await
+        .unwrap()
+        .unwrap();
     q.label_set = Some(r18.value.label_set);
     let page = store.list_jobs(q).await.unwrap();
     assert_eq!(page.jobs.len(), 1, "label set filter");
@@ -184,8 +312,16 @@ async fn history(store: &dyn JobStore) {
     q.queued_from = Some(Timestamp::from_millis(1_005_000));
     q.queued_until = Some(Timestamp::from_millis(1_008_000));
     let page = store.list_jobs(q).await.unwrap();
-    let ids: Vec<u64> = page.jobs.iter().map(|j| j.value.key.job_id.get() - BASE - 100).collect();
-    assert_eq!(ids, vec![7, 6, 5], "time window: from inclusive, until exclusive");
+    let ids: Vec<u64> = page
+        .jobs
+        .iter()
+        .map(|j| j.value.key.job_id.get() - BASE - 100)
+        .collect();
+    assert_eq!(
+        ids,
+        vec![7, 6, 5],
+        "time window: from inclusive, until exclusive"
+    );
 }
 
 async fn retention(store: &dyn JobStore) {
@@ -198,12 +334,33 @@ async fn retention(store: &dyn JobStore) {
         store.put_job(PutJob::create(r.clone())).await.unwrap();
     }
     let old_delivery = DeliveryId::parse("conformance-old-delivery").unwrap();
-    store.record_delivery(RecordDelivery::new(old_delivery.clone(), Timestamp::from_millis(10))).await.unwrap();
+    store
+        .record_delivery(RecordDelivery::new(
+            old_delivery.clone(),
+            Timestamp::from_millis(10),
+        ))
+        .await
+        .unwrap();
 
-    let purged = store.purge(Purge::before(Timestamp::from_millis(1_000))).await.unwrap();
+    let purged = store
+        .purge(Purge::before(Timestamp::from_millis(1_000)))
+        .await
+        .unwrap();
     assert!(purged.jobs >= 1 && purged.deliveries >= 1, "{purged:?}");
-    assert!(store.get_job(old_done.key).await.unwrap().is_none(), "an old finished job is purged");
-    assert!(store.get_job(old_active.key).await.unwrap().is_some(), "an active job is never purged");
-    assert!(store.get_job(new_done.key).await.unwrap().is_some(), "a recent job is kept");
-    assert!(!store.delivery_seen(old_delivery).await.unwrap(), "old deliveries are purged");
+    assert!(
+        store.get_job(old_done.key).await.unwrap().is_none(),
+        "an old finished job is purged"
+    );
+    assert!(
+        store.get_job(old_active.key).await.unwrap().is_some(),
+        "an active job is never purged"
+    );
+    assert!(
+        store.get_job(new_done.key).await.unwrap().is_some(),
+        "a recent job is kept"
+    );
+    assert!(
+        !store.delivery_seen(old_delivery).await.unwrap(),
+        "old deliveries are purged"
+    );
 }
