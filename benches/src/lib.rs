@@ -15,7 +15,7 @@ use sprinters_core::ports::{
     CloudLauncher, DescribeInstance, InstanceInfo, LaunchRequest, Launched, ListOwned,
     OwnedInstances, TerminateRequest, Terminated,
 };
-use sprinters_core::testing::TestBed;
+use sprinters_core::testing::{HookedStore, TestBed};
 use tokio::sync::oneshot;
 
 /// A launcher that tells a waiter when `launch` was called for a job,
@@ -72,6 +72,8 @@ impl CloudLauncher for SignallingLauncher {
     }
 }
 
+type Waiters<T> = Arc<Mutex<HashMap<JobKey, oneshot::Sender<T>>>>;
+
 /// The engine over in-memory adapters, with launches signalled.
 #[derive(Debug)]
 pub struct Rig {
@@ -81,6 +83,7 @@ pub struct Rig {
     pub engine: sprinters_core::engine::Engine,
     /// The signalling launcher.
     pub launcher: Arc<SignallingLauncher>,
+    recorded: Waiters<()>,
 }
 
 impl Default for Rig {
@@ -94,20 +97,29 @@ impl Rig {
     pub fn new() -> Self {
         let bed = TestBed::new();
         let launcher = Arc::new(SignallingLauncher::new(bed.launcher.clone()));
+        let recorded: Waiters<()> = Arc::default();
+        let waiters = recorded.clone();
+        // Tells a lifecycle when its instance is in the store, so it can go
+        // on the way GitHub would, without polling.
+        let store = HookedStore::new(bed.store.clone(), move |record| {
+            if record.launches.iter().any(|l| l.instance_id.is_some()) {
+                let tx = waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(&record.key);
+                if let Some(tx) = tx {
+                    let _ = tx.send(());
+                }
+            }
+            Ok(())
+        });
         let engine = sprinters_core::engine::Engine::builder()
             .registry(bed.registry.clone())
             .credentials(bed.credentials.clone())
             .launcher(launcher.clone())
-            .store(bed.store.clone())
+            .store(Arc::new(store))
             .clock(bed.clock.clone())
             .config(bed.engine.config().clone())
             .build()
             .unwrap_or_else(|e| panic!("{e}"));
-        Self {
-            bed,
-            engine,
-            launcher,
-        }
+        Self { bed, engine, launcher, recorded }
     }
 
     /// One job's whole lifecycle: queued, launched, in progress, completed,
@@ -115,6 +127,8 @@ impl Rig {
     pub async fn lifecycle(&self, job_id: u64) -> std::time::Duration {
         let job = self.bed.job(job_id);
         let launched = self.launcher.expect(job.key);
+        let (tx, recorded) = oneshot::channel();
+        self.recorded.lock().unwrap_or_else(|e| e.into_inner()).insert(job.key, tx);
         let start = Instant::now();
         self.handle(&format!("{job_id}-q"), job.queued()).await;
         let called = tokio::time::timeout(std::time::Duration::from_secs(10), launched)
@@ -123,42 +137,16 @@ impl Rig {
             .and_then(Result::ok)
             .unwrap_or_else(|| panic!("job {job_id} was not launched within 10 s"));
         let latency = called.duration_since(start);
+        let _ = recorded.await;
         let runner = TestBed::runner(&job, 1);
-        // The launch task records the instance just after the call; wait
-        // for it so that the lifecycle ends Cleaned, as in production.
-        self.wait_launched(job.key).await;
-        self.handle(&format!("{job_id}-p"), job.in_progress(&runner))
-            .await;
-        self.handle(
-            &format!("{job_id}-c"),
-            job.completed(Conclusion::Success, Some(&runner)),
-        )
-        .await;
+        self.handle(&format!("{job_id}-p"), job.in_progress(&runner)).await;
+        self.handle(&format!("{job_id}-c"), job.completed(Conclusion::Success, Some(&runner))).await;
         latency
     }
 
     async fn handle(&self, id: &str, event: sprinters_core::events::WorkflowJobEvent) {
         if let Err(e) = self.engine.handle(self.bed.delivery(id, event)).await {
             panic!("{e}");
-        }
-    }
-
-    async fn wait_launched(&self, key: JobKey) {
-        use sprinters_core::job::JobState;
-        use sprinters_core::ports::JobStore;
-        loop {
-            let state = self
-                .bed
-                .store
-                .get_job(key)
-                .await
-                .ok()
-                .flatten()
-                .map(|r| r.value.state);
-            if state != Some(JobState::Launching) {
-                return;
-            }
-            tokio::task::yield_now().await;
         }
     }
 }

@@ -4,7 +4,7 @@ use super::Inner;
 use crate::Result;
 use crate::domain::JobKey;
 use crate::job::{EndReason, JobRecord, JobState, Launch};
-use crate::ports::{CredentialsRequest, RemoveRunner, TerminateRequest};
+use crate::ports::{CredentialsRequest, RemoveRunner, TerminateRequest, Versioned};
 
 impl Inner {
     /// Terminates the instance of launch `number` of job `launched_for` and
@@ -17,24 +17,25 @@ impl Inner {
         reason: EndReason,
         taken_by: Option<JobKey>,
     ) -> Result<()> {
-        let Some(record) = self.store.get_job(launched_for).await? else {
+        let Some(current) = self.store.get_job(launched_for).await? else {
             return Ok(());
         };
-        let record = record.value;
+        let record = &current.value;
         let Some(launch) = record.launches.iter().find(|l| l.number == number).cloned() else {
             return Ok(());
         };
         if launch.ended.is_some() {
             return Ok(());
         }
+        // Whatever the job's state (a cancel may arrive mid-launch), a launch
+        // under a live claim has not recorded its instance yet: ending it now
+        // would leak that instance. The reconciler ends it once recorded.
         let in_flight = launch.instance_id.is_none()
-            && record.state == JobState::Launching
             && record
                 .lease
                 .as_ref()
                 .is_some_and(|l| l.expires_at > self.clock.now());
         if in_flight {
-            // Its launch task records the instance; the reconciler ends it then.
             return Ok(());
         }
         if let (Some(instance_id), Some(account)) = (&launch.instance_id, &record.account) {
@@ -54,21 +55,6 @@ impl Inner {
             let outcome = self.launcher.terminate(request).await?;
             tracing::info!(instance = %instance_id, reason = reason.as_str(), was_running = outcome.was_running, "instance ended");
         }
-        let now = self.clock.now();
-        self.update(launched_for, |r| {
-            let Some(l) = r.launches.iter_mut().find(|l| l.number == number) else {
-                return false;
-            };
-            if l.ended.is_some() {
-                return false;
-            }
-            l.ended = Some((now, reason));
-            if l.taken_by.is_none() {
-                l.taken_by = taken_by;
-            }
-            true
-        })
-        .await?;
         if reason != EndReason::JobCompleted
             && let Some(runner_id) = launch.runner_id
         {
@@ -79,20 +65,45 @@ impl Inner {
                 tracing::warn!(error = %e, runner = %launch.runner_name, "removing the runner failed");
             }
         }
-        self.release_slot_if_idle(launched_for).await;
-        self.settle(launched_for).await
+        let now = self.clock.now();
+        let updated = self
+            .update_from(current, |r| {
+                let Some(l) = r.launches.iter_mut().find(|l| l.number == number) else {
+                    return false;
+                };
+                if l.ended.is_some() {
+                    return false;
+                }
+                l.ended = Some((now, reason));
+                if l.taken_by.is_none() {
+                    l.taken_by = taken_by;
+                }
+                true
+            })
+            .await?;
+        self.release_slot_if_idle_in(&updated.value);
+        self.settle_from(updated).await
     }
 
     /// Once a finished job's instance is ended: its estimated cost, and
     /// Completed → Cleaned when nothing of it runs any more.
     pub(super) async fn settle(&self, key: JobKey) -> Result<()> {
-        let Some(record) = self.store.get_job(key).await? else {
+        match self.store.get_job(key).await? {
+            Some(current) => self.settle_from(current).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn settle_from(&self, current: Versioned<JobRecord>) -> Result<()> {
+        if !current.value.state.is_finished() {
             return Ok(());
-        };
-        let ran_on = self.launch_ran_on(&record.value).await?;
-        let cost = ran_on.as_ref().and_then(|l| self.cost_of(l, &record.value));
+        }
+        let ran_on = self.launch_ran_on(&current.value).await?;
+        let cost = ran_on
+            .as_ref()
+            .and_then(|l| self.cost_of(l, &current.value));
         let ran_on_ended = ran_on.as_ref().is_none_or(|l| l.ended.is_some());
-        self.update(key, |r| {
+        self.update_from(current, |r| {
             let mut changed = false;
             if r.cost_micros.is_none() && cost.is_some() {
                 r.cost_micros = cost;

@@ -14,7 +14,7 @@ use crate::job::{EndReason, JobRecord, JobState, Launch};
 use crate::labels::{LabelSetKey, SpotMode};
 use crate::ports::{
     ClaimJob, CreateJitRunner, Credentials, CredentialsRequest, LaunchRequest, Launched, ListOwned,
-    Market, RemoveRunner,
+    Market, RemoveRunner, Versioned,
 };
 use crate::{Error, ErrorKind, Result};
 
@@ -72,7 +72,7 @@ impl Inner {
         let Some(claimed) = self.store.claim_job(claim).await? else {
             return Ok(()); // another replica holds it
         };
-        let record = claimed.value;
+        let record = claimed.value.clone();
         let due = record.next_attempt_at.is_none_or(|t| t <= now);
         let still_needed = record.state.is_waiting()
             && due
@@ -110,7 +110,7 @@ impl Inner {
         };
         let replica = self.config.replica_id.clone();
         let written = self
-            .update(key, |r| {
+            .update_from(claimed, |r| {
                 let ours = r.lease.as_ref().is_some_and(|l| l.owner == replica);
                 if !ours || !r.state.is_waiting() {
                     return false;
@@ -122,10 +122,7 @@ impl Inner {
                 true
             })
             .await?;
-        if written
-            .as_ref()
-            .is_none_or(|w| w.value.state != JobState::Launching)
-        {
+        if written.value.state != JobState::Launching {
             return Ok(());
         }
         tracing::info!(runner = %runner_name, launch = number, "launching");
@@ -141,8 +138,8 @@ impl Inner {
             )
             .await
         {
-            Ok(outcome) => self.record_launched(key, number, outcome).await,
-            Err(e) => self.record_failure(&record, number, e).await,
+            Ok(outcome) => self.record_launched(written, number, outcome).await,
+            Err(e) => self.record_failure(written, number, e).await,
         }
     }
 
@@ -318,14 +315,19 @@ impl Inner {
         )
     }
 
-    async fn record_launched(&self, key: JobKey, number: u32, outcome: Outcome) -> Result<()> {
+    async fn record_launched(
+        &self,
+        written: Versioned<JobRecord>,
+        number: u32,
+        outcome: Outcome,
+    ) -> Result<()> {
         let Outcome {
             launched,
             runner_id,
             spot_fallback,
         } = outcome;
         let instance_id: InstanceId = launched.instance_id.clone();
-        self.update(key, |r| {
+        self.update_from(written, |r| {
             let Some(l) = r.launches.iter_mut().find(|l| l.number == number) else {
                 return false;
             };
@@ -357,7 +359,13 @@ impl Inner {
         Ok(())
     }
 
-    async fn record_failure(&self, record: &JobRecord, number: u32, error: Error) -> Result<()> {
+    async fn record_failure(
+        &self,
+        written: Versioned<JobRecord>,
+        number: u32,
+        error: Error,
+    ) -> Result<()> {
+        let record = written.value.clone();
         let now = self.clock.now();
         let policy = self.config.retry;
         let failed = record.failed_attempts + 1;
@@ -373,7 +381,7 @@ impl Inner {
         } else {
             format!("launch failed: {error}")
         };
-        self.update(record.key, |r| {
+        self.update_from(written, |r| {
             if !r.state.is_waiting() {
                 r.lease = None;
                 return true;
@@ -424,9 +432,16 @@ impl Inner {
     /// A job keeps its slot while it has a live instance.
     pub(super) async fn release_slot_if_idle(&self, key: JobKey) {
         match self.store.get_job(key).await {
-            Ok(Some(r)) if r.value.launches.iter().any(Launch::is_live) => {}
-            Ok(_) => self.limiter.release(key),
+            Ok(Some(r)) => self.release_slot_if_idle_in(&r.value),
+            Ok(None) => self.limiter.release(key),
             Err(e) => tracing::warn!(error = %e, "reading job to release its slot failed"),
+        }
+    }
+
+    /// [`Inner::release_slot_if_idle`] for a record just read or written.
+    pub(super) fn release_slot_if_idle_in(&self, record: &JobRecord) {
+        if !record.launches.iter().any(Launch::is_live) {
+            self.limiter.release(record.key);
         }
     }
 }

@@ -80,7 +80,9 @@ impl Inner {
             tracing::info!(labels = ?event.labels, "job queued");
         }
         if stored.value.state.is_waiting() {
-            self.rebalance(stored.value.label_set).await?;
+            // The launch task decides under its claim whether a spare
+            // runner already covers the job.
+            self.schedule_launch(event.job);
         }
         Ok(Handled::Accepted(event.job))
     }
@@ -180,9 +182,8 @@ impl Inner {
 
         // End the instance the job ran on (the runner exits after one job,
         // and the instance shuts itself down; this makes sure of it).
-        if let Some((launched_for, number)) =
-            stored.value.ran_on.as_ref().and_then(|r| r.launch_ref())
-        {
+        let ran_on = stored.value.ran_on.as_ref().and_then(|r| r.launch_ref());
+        if let Some((launched_for, number)) = ran_on {
             self.end_launch(
                 launched_for,
                 number,
@@ -193,7 +194,10 @@ impl Inner {
         }
         // The job's own idle runners are now spares: a waiting job with the
         // same labels may take them; the reconciler ends them after the grace.
-        self.settle(event.job).await?;
+        // (`end_launch` already settled the job when it ran on its own runner.)
+        if ran_on.is_none_or(|(launched_for, _)| launched_for != event.job) {
+            self.settle(event.job).await?;
+        }
         Ok(Handled::Updated(event.job))
     }
 }

@@ -19,18 +19,32 @@ impl Inner {
     pub(super) async fn update<F>(
         &self,
         key: JobKey,
-        mut change: F,
+        change: F,
     ) -> Result<Option<Versioned<JobRecord>>>
     where
         F: FnMut(&mut JobRecord) -> bool + Send,
     {
+        match self.store.get_job(key).await? {
+            Some(current) => self.update_from(current, change).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Like [`Inner::update`], starting from a version just read, so the
+    /// common case costs one write and no read.
+    pub(super) async fn update_from<F>(
+        &self,
+        mut current: Versioned<JobRecord>,
+        mut change: F,
+    ) -> Result<Versioned<JobRecord>>
+    where
+        F: FnMut(&mut JobRecord) -> bool + Send,
+    {
+        let key = current.value.key;
         for _ in 0..MAX_CAS_ROUNDS {
-            let Some(current) = self.store.get_job(key).await? else {
-                return Ok(None);
-            };
             let mut record = current.value.clone();
             if !change(&mut record) {
-                return Ok(Some(current));
+                return Ok(current);
             }
             match self
                 .store
@@ -38,12 +52,21 @@ impl Inner {
                 .await
             {
                 Ok(version) => {
-                    return Ok(Some(Versioned {
+                    return Ok(Versioned {
                         value: record,
                         version,
-                    }));
+                    });
                 }
-                Err(e) if *e.kind() == ErrorKind::Conflict => continue,
+                Err(e) if *e.kind() == ErrorKind::Conflict => {
+                    current = match self.store.get_job(key).await? {
+                        Some(c) => c,
+                        None => {
+                            return Err(crate::Error::conflict(format!(
+                                "job {key} vanished while being written"
+                            )));
+                        }
+                    };
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -53,7 +76,8 @@ impl Inner {
     }
 
     /// Creates `fresh` if the job has no record yet, otherwise applies
-    /// `change` to the stored one.
+    /// `change` to the stored one. Returns the record and whether it was
+    /// created.
     pub(super) async fn upsert<F>(
         &self,
         fresh: JobRecord,
@@ -63,24 +87,25 @@ impl Inner {
         F: FnMut(&mut JobRecord) -> bool + Send,
     {
         let key = fresh.key;
-        match self.store.put_job(PutJob::create(fresh.clone())).await {
-            Ok(version) => {
-                return Ok((
-                    Versioned {
-                        value: fresh,
-                        version,
-                    },
-                    true,
-                ));
-            }
-            Err(e) if *e.kind() == ErrorKind::Conflict => {}
-            Err(e) => return Err(e),
+        if let Some(current) = self.store.get_job(key).await? {
+            return Ok((self.update_from(current, change).await?, false));
         }
-        match self.update(key, change).await? {
-            Some(record) => Ok((record, false)),
-            None => Err(crate::Error::conflict(format!(
-                "job {key} vanished while being written"
-            ))),
+        match self.store.put_job(PutJob::create(fresh.clone())).await {
+            Ok(version) => Ok((
+                Versioned {
+                    value: fresh,
+                    version,
+                },
+                true,
+            )),
+            // Created by someone else since the read.
+            Err(e) if *e.kind() == ErrorKind::Conflict => match self.update(key, change).await? {
+                Some(record) => Ok((record, false)),
+                None => Err(crate::Error::conflict(format!(
+                    "job {key} vanished while being written"
+                ))),
+            },
+            Err(e) => Err(e),
         }
     }
 }

@@ -50,7 +50,7 @@ struct Ec2State {
     instances: HashMap<InstanceId, SimInstance>,
     tokens: HashMap<(AccountId, String), InstanceId>,
     no_spot_capacity: bool,
-    last_request: Option<String>,
+    last_request: Option<LaunchRequest>,
 }
 
 impl MemoryLauncher {
@@ -110,7 +110,10 @@ impl MemoryLauncher {
     /// The `Debug` rendering of the last launch request, to check that
     /// nothing secret shows in it.
     pub fn last_request_debug(&self) -> Option<String> {
-        lock(&self.state).last_request.clone()
+        lock(&self.state)
+            .last_request
+            .as_ref()
+            .map(|r| format!("{r:?}"))
     }
 
     /// An instance started outside the engine (to test orphan clean-up).
@@ -126,7 +129,7 @@ impl CloudLauncher for MemoryLauncher {
     async fn launch(&self, request: LaunchRequest) -> Result<Launched> {
         self.faults.check("launch")?;
         let mut s = lock(&self.state);
-        s.last_request = Some(format!("{request:?}"));
+        s.last_request = Some(request.clone());
         let token = (request.account.clone(), request.idempotency_token.clone());
         let existing = s.tokens.get(&token).and_then(|id| s.instances.get(id));
         let instance = match existing {
