@@ -26,28 +26,38 @@ fn lifecycles(c: &mut Criterion) {
     let mut group = c.benchmark_group("engine");
     group.throughput(Throughput::Elements(CONCURRENCY * 16));
     group.sample_size(20);
-    group.bench_function("full_lifecycles", |b| {
-        b.to_async(&rt).iter_custom(|iters| async move {
-            let rig = Arc::new(Rig::new());
-            let mut elapsed = Duration::ZERO;
-            for i in 0..iters {
-                let start = Instant::now();
-                let streams = (0..CONCURRENCY).map(|s| {
-                    let rig = rig.clone();
-                    tokio::spawn(async move {
-                        for n in 0..16 {
-                            rig.lifecycle(1 + i * 1_000_000 + s * 1_000 + n).await;
-                        }
-                    })
-                });
-                for stream in futures_join(streams).await {
-                    stream.unwrap_or_else(|e| panic!("{e}"));
+    for (name, pinned) in [
+        ("full_lifecycles_pinned_labels", true),
+        ("full_lifecycles_shared_labels", false),
+    ] {
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter_custom(|iters| async move {
+                let rig = Arc::new(Rig::new());
+                let mut elapsed = Duration::ZERO;
+                for i in 0..iters {
+                    let start = Instant::now();
+                    let streams = (0..CONCURRENCY).map(|s| {
+                        let rig = rig.clone();
+                        tokio::spawn(async move {
+                            for n in 0..16 {
+                                let id = 1 + i * 1_000_000 + s * 1_000 + n;
+                                if pinned {
+                                    rig.pinned_lifecycle(id).await;
+                                } else {
+                                    rig.lifecycle(id).await;
+                                }
+                            }
+                        })
+                    });
+                    for stream in futures_join(streams).await {
+                        stream.unwrap_or_else(|e| panic!("{e}"));
+                    }
+                    elapsed += start.elapsed();
                 }
-                elapsed += start.elapsed();
-            }
-            elapsed
-        })
-    });
+                elapsed
+            })
+        });
+    }
     group.finish();
 }
 

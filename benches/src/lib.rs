@@ -103,7 +103,10 @@ impl Rig {
         // on the way GitHub would, without polling.
         let store = HookedStore::new(bed.store.clone(), move |record| {
             if record.launches.iter().any(|l| l.instance_id.is_some()) {
-                let tx = waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(&record.key);
+                let tx = waiters
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&record.key);
                 if let Some(tx) = tx {
                     let _ = tx.send(());
                 }
@@ -119,16 +122,40 @@ impl Rig {
             .config(bed.engine.config().clone())
             .build()
             .unwrap_or_else(|e| panic!("{e}"));
-        Self { bed, engine, launcher, recorded }
+        Self {
+            bed,
+            engine,
+            launcher,
+            recorded,
+        }
     }
 
     /// One job's whole lifecycle: queued, launched, in progress, completed,
     /// cleaned. Returns the time from handing in `queued` to the launch call.
     pub async fn lifecycle(&self, job_id: u64) -> std::time::Duration {
-        let job = self.bed.job(job_id);
+        self.lifecycle_of(self.bed.job(job_id)).await
+    }
+
+    /// [`Rig::lifecycle`] of a job pinned with its own label
+    /// (`<run>-<attempt>-build`), as the product recommends.
+    pub async fn pinned_lifecycle(&self, job_id: u64) -> std::time::Duration {
+        let pin = format!("{job_id}-1-build");
+        self.lifecycle_of(
+            self.bed
+                .job(job_id)
+                .labels(&["sprinters:aws:ubuntu-latest", &pin]),
+        )
+        .await
+    }
+
+    async fn lifecycle_of(&self, job: sprinters_core::testing::JobEvents) -> std::time::Duration {
+        let job_id = job.key.job_id.get();
         let launched = self.launcher.expect(job.key);
         let (tx, recorded) = oneshot::channel();
-        self.recorded.lock().unwrap_or_else(|e| e.into_inner()).insert(job.key, tx);
+        self.recorded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(job.key, tx);
         let start = Instant::now();
         self.handle(&format!("{job_id}-q"), job.queued()).await;
         let called = tokio::time::timeout(std::time::Duration::from_secs(10), launched)
@@ -139,8 +166,13 @@ impl Rig {
         let latency = called.duration_since(start);
         let _ = recorded.await;
         let runner = TestBed::runner(&job, 1);
-        self.handle(&format!("{job_id}-p"), job.in_progress(&runner)).await;
-        self.handle(&format!("{job_id}-c"), job.completed(Conclusion::Success, Some(&runner))).await;
+        self.handle(&format!("{job_id}-p"), job.in_progress(&runner))
+            .await;
+        self.handle(
+            &format!("{job_id}-c"),
+            job.completed(Conclusion::Success, Some(&runner)),
+        )
+        .await;
         latency
     }
 

@@ -7,16 +7,27 @@ use std::sync::Arc;
 use secrecy::SecretString;
 use tracing::Instrument;
 
-use super::supply::plan;
+use super::supply::{plan, supplies};
 use super::{Inner, job_span};
 use crate::domain::{InstanceId, JobKey, RunnerName};
 use crate::job::{EndReason, JobRecord, JobState, Launch};
 use crate::labels::{LabelSetKey, SpotMode};
 use crate::ports::{
-    ClaimJob, CreateJitRunner, Credentials, CredentialsRequest, LaunchRequest, Launched, ListOwned,
-    Market, RemoveRunner, Versioned,
+    ClaimJob, CreateJitRunner, Credentials, CredentialsRequest, LaunchRequest, Launched, ListJobs,
+    ListOwned, Market, RemoveRunner, Versioned,
 };
+use crate::time::Timestamp;
 use crate::{Error, ErrorKind, Result};
+
+/// The states of jobs that no longer wait for a runner.
+const NOT_WAITING: [JobState; 6] = [
+    JobState::Running,
+    JobState::Completed,
+    JobState::Cleaned,
+    JobState::Cancelled,
+    JobState::Rejected,
+    JobState::Failed,
+];
 
 /// What one launch attempt produced.
 struct Outcome {
@@ -74,9 +85,8 @@ impl Inner {
         };
         let record = claimed.value.clone();
         let due = record.next_attempt_at.is_none_or(|t| t <= now);
-        let still_needed = record.state.is_waiting()
-            && due
-            && plan(&self.active_in(record.label_set).await?, now, Some(key)).contains(&key);
+        let still_needed =
+            record.state.is_waiting() && due && self.needs_launch(&record, now).await?;
         if !still_needed {
             return self.release_claim(key).await;
         }
@@ -252,6 +262,41 @@ impl Inner {
                 Err(e)
             }
         }
+    }
+
+    /// Whether `record`'s job needs a launch of its own: no idle runner of
+    /// its own and none spare in its label set. Spares are rare, so the
+    /// common case reads only the jobs that could hold one (active, no
+    /// longer waiting) rather than every job of the label set.
+    async fn needs_launch(&self, record: &JobRecord, now: Timestamp) -> Result<bool> {
+        let key = record.key;
+        if record
+            .launches
+            .iter()
+            .any(|l| supplies(record, l, now, Some(key)))
+        {
+            return Ok(false);
+        }
+        let mut query = ListJobs::active(1000);
+        query.label_set = Some(record.label_set);
+        query.states = Some(NOT_WAITING.to_vec());
+        let spares: usize = self
+            .list_all(query)
+            .await?
+            .iter()
+            .map(|r| {
+                r.value
+                    .launches
+                    .iter()
+                    .filter(|l| supplies(&r.value, l, now, Some(key)))
+                    .count()
+            })
+            .sum();
+        if spares == 0 {
+            return Ok(true);
+        }
+        // Spares go to the longest-waiting jobs first: decide with everything.
+        Ok(plan(&self.active_in(record.label_set).await?, now, Some(key)).contains(&key))
     }
 
     /// Removes a JIT runner that will never start, so it does not linger

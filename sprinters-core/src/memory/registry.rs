@@ -41,6 +41,8 @@ pub struct MemoryRegistry {
 struct GitHubState {
     next_runner: u64,
     runners: HashMap<u64, SimRunner>,
+    // (repository, name) → id: GitHub's runner names are unique per repository.
+    by_name: HashMap<(Repository, RunnerName), u64>,
     jobs: HashMap<JobId, (Repository, RunId, JobKey, Vec<String>, JobStatus)>,
     jit_configs: u64,
     reruns: Vec<JobId>,
@@ -99,11 +101,14 @@ impl RunnerRegistry for MemoryRegistry {
     async fn create_jit_runner(&self, request: CreateJitRunner) -> Result<JitRunner> {
         self.faults.check("create_jit_runner")?;
         let mut s = lock(&self.state);
-        s.runners
-            .retain(|_, r| !(r.repository == request.repository && r.name == request.runner_name));
+        let name_key = (request.repository.clone(), request.runner_name.clone());
+        if let Some(old) = s.by_name.remove(&name_key) {
+            s.runners.remove(&old);
+        }
         s.next_runner += 1;
         s.jit_configs += 1;
         let id = s.next_runner;
+        s.by_name.insert(name_key, id);
         s.runners.insert(
             id,
             SimRunner {
@@ -121,7 +126,10 @@ impl RunnerRegistry for MemoryRegistry {
 
     async fn remove_runner(&self, request: RemoveRunner) -> Result<()> {
         self.faults.check("remove_runner")?;
-        lock(&self.state).runners.remove(&request.runner_id);
+        let mut s = lock(&self.state);
+        if let Some(r) = s.runners.remove(&request.runner_id) {
+            s.by_name.remove(&(r.repository, r.name));
+        }
         Ok(())
     }
 
