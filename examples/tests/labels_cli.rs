@@ -1,5 +1,8 @@
 //! `sprinters labels parse`, run as a user runs it.
 
+// Test helpers fail the test by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::process::{Command, Output};
 
 fn sprinters(args: &[&str]) -> Output {

@@ -16,3 +16,9 @@ pub mod testing;
 pub mod time;
 
 pub use error::{Error, ErrorKind, Result};
+
+/// The workspace README's examples, compiled and run as doctests so they
+/// cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct WorkspaceReadme;

@@ -1,6 +1,9 @@
 //! Rejections, permission and capacity errors, spot fallback and re-runs,
 //! transient errors with backoff, and crashes in the middle of a launch.
 
+// Test helpers fail the test by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

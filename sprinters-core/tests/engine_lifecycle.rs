@@ -1,6 +1,9 @@
 //! The engine's launch path and its tolerance of duplicate, repeated and
 //! out-of-order events.
 
+// Test helpers fail the test by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -3,6 +3,9 @@
 //! process, so tests running beside it without a subscriber would hide
 //! lines from this one.
 
+// Test helpers fail the test by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 

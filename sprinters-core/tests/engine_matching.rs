@@ -1,6 +1,9 @@
 //! Runners are matched by label set: stolen runners, cancelled jobs and
 //! spare runners.
 
+// Test helpers fail the test by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::Duration;
 
 use sprinters_core::domain::RunnerName;

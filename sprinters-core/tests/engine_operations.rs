@@ -1,6 +1,9 @@
 //! The reconciler, concurrency limits, graceful shutdown, the `run` loop,
 //! and what reaches the logs.
 
+// Test helpers fail the test by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
