@@ -211,44 +211,45 @@ async fn concurrency_limits_queue_jobs_rather_than_drop_them() {
     assert_eq!(bed.engine.slots_held(), 0);
 }
 
+/// EC2 that answers `launch` only when the test adds permits to `gate`.
+#[derive(Debug)]
+struct SlowEc2 {
+    inner: Arc<sprinters_core::memory::MemoryLauncher>,
+    gate: Arc<tokio::sync::Semaphore>,
+    entered: Arc<tokio::sync::Notify>,
+}
+#[async_trait::async_trait]
+impl sprinters_core::ports::CloudLauncher for SlowEc2 {
+    async fn launch(
+        &self,
+        r: sprinters_core::ports::LaunchRequest,
+    ) -> sprinters_core::Result<sprinters_core::ports::Launched> {
+        self.entered.notify_one();
+        let _permit = self.gate.acquire().await;
+        self.inner.launch(r).await
+    }
+    async fn terminate(
+        &self,
+        r: sprinters_core::ports::TerminateRequest,
+    ) -> sprinters_core::Result<sprinters_core::ports::Terminated> {
+        self.inner.terminate(r).await
+    }
+    async fn list_owned(
+        &self,
+        r: sprinters_core::ports::ListOwned,
+    ) -> sprinters_core::Result<sprinters_core::ports::OwnedInstances> {
+        self.inner.list_owned(r).await
+    }
+    async fn describe(
+        &self,
+        r: sprinters_core::ports::DescribeInstance,
+    ) -> sprinters_core::Result<InstanceInfo> {
+        self.inner.describe(r).await
+    }
+}
+
 #[tokio::test]
 async fn shutdown_finishes_in_flight_launches_and_starts_no_new_ones() {
-    // EC2 answers only when the test says so.
-    #[derive(Debug)]
-    struct SlowEc2 {
-        inner: Arc<sprinters_core::memory::MemoryLauncher>,
-        gate: Arc<tokio::sync::Semaphore>,
-        entered: Arc<tokio::sync::Notify>,
-    }
-    #[async_trait::async_trait]
-    impl sprinters_core::ports::CloudLauncher for SlowEc2 {
-        async fn launch(
-            &self,
-            r: sprinters_core::ports::LaunchRequest,
-        ) -> sprinters_core::Result<sprinters_core::ports::Launched> {
-            self.entered.notify_one();
-            let _permit = self.gate.acquire().await;
-            self.inner.launch(r).await
-        }
-        async fn terminate(
-            &self,
-            r: sprinters_core::ports::TerminateRequest,
-        ) -> sprinters_core::Result<sprinters_core::ports::Terminated> {
-            self.inner.terminate(r).await
-        }
-        async fn list_owned(
-            &self,
-            r: sprinters_core::ports::ListOwned,
-        ) -> sprinters_core::Result<sprinters_core::ports::OwnedInstances> {
-            self.inner.list_owned(r).await
-        }
-        async fn describe(
-            &self,
-            r: sprinters_core::ports::DescribeInstance,
-        ) -> sprinters_core::Result<InstanceInfo> {
-            self.inner.describe(r).await
-        }
-    }
     let bed = TestBed::with_config(|c| c.limits.per_account = Some(1));
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let entered = Arc::new(tokio::sync::Notify::new());
@@ -367,4 +368,40 @@ async fn run_retries_on_its_tick_without_any_new_event() {
     stop.send(()).unwrap();
     running.await.unwrap().unwrap();
     assert_eq!(bed.record(&job).await.state, JobState::Launched);
+}
+
+#[tokio::test]
+async fn a_job_cancelled_while_its_launch_is_in_flight_leaks_no_instance() {
+    let bed = TestBed::new();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let entered = Arc::new(tokio::sync::Notify::new());
+    let engine = sprinters_core::engine::Engine::builder()
+        .registry(bed.registry.clone())
+        .credentials(bed.credentials.clone())
+        .launcher(Arc::new(SlowEc2 { inner: bed.launcher.clone(), gate: gate.clone(), entered: entered.clone() }))
+        .store(bed.store.clone())
+        .clock(bed.clock.clone())
+        .config(bed.engine.config().clone())
+        .build()
+        .unwrap();
+    let job = bed.job(1);
+    engine.handle(bed.delivery("q", job.queued())).await.unwrap();
+    entered.notified().await;
+    // Cancelled before pickup, and even reported on its own runner, while
+    // RunInstances has not answered yet.
+    let runner = TestBed::runner(&job, 1);
+    engine.handle(bed.delivery("c", job.completed(Conclusion::Cancelled, Some(&runner)))).await.unwrap();
+    gate.add_permits(1);
+    engine.drain().await;
+
+    let record = bed.record(&job).await;
+    assert_eq!(record.state, JobState::Cancelled);
+    assert!(record.launches[0].instance_id.is_some(), "the instance is recorded, not forgotten");
+    assert!(record.launches[0].is_live(), "not marked ended before its instance was known");
+    let report = engine.reconcile().await.unwrap();
+    engine.drain().await;
+    assert!(bed.launcher.alive().is_empty(), "the reconciler ends it: nothing leaks");
+    assert_eq!(report.orphans_ended, 0, "known to the store, not found as an orphan");
+    let ended = bed.record(&job).await.launches[0].ended.map(|(_, reason)| reason);
+    assert_eq!(ended, Some(EndReason::JobCompleted), "ended as the runner of a finished job");
 }
