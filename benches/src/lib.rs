@@ -113,13 +113,10 @@ impl Rig {
             }
             Ok(())
         });
-        let engine = sprinters_core::engine::Engine::builder()
-            .registry(bed.registry.clone())
-            .credentials(bed.credentials.clone())
+        let engine = bed
+            .builder()
             .launcher(launcher.clone())
             .store(Arc::new(store))
-            .clock(bed.clock.clone())
-            .config(bed.engine.config().clone())
             .build()
             .unwrap_or_else(|e| panic!("{e}"));
         Self {

@@ -362,12 +362,9 @@ async fn the_jit_runner_is_registered_with_every_label_of_the_job() {
         });
     let mut config = bed.engine.config().clone();
     config.runner_group_id = 3;
-    let engine = sprinters_core::engine::Engine::builder()
+    let engine = bed
+        .builder()
         .registry(Arc::new(registry))
-        .credentials(bed.credentials.clone())
-        .launcher(bed.launcher.clone())
-        .store(bed.store.clone())
-        .clock(bed.clock.clone())
         .config(config)
         .build()
         .unwrap();

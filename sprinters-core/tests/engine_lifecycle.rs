@@ -154,7 +154,8 @@ async fn credentials_and_jit_config_are_fetched_concurrently() {
 
     let bed = TestBed::new();
     let barrier = Arc::new(tokio::sync::Barrier::new(2));
-    let engine = sprinters_core::engine::Engine::builder()
+    let engine = bed
+        .builder()
         .registry(Arc::new(Gated {
             inner: sprinters_core::memory::MemoryRegistry::new(),
             barrier: barrier.clone(),
@@ -163,10 +164,6 @@ async fn credentials_and_jit_config_are_fetched_concurrently() {
             inner: sprinters_core::memory::MemoryCredentials::new(),
             barrier,
         }))
-        .launcher(bed.launcher.clone())
-        .store(bed.store.clone())
-        .clock(bed.clock.clone())
-        .config(bed.engine.config().clone())
         .build()
         .unwrap();
     let job = bed.job(1);

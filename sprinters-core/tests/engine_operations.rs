@@ -253,17 +253,13 @@ async fn shutdown_finishes_in_flight_launches_and_starts_no_new_ones() {
     let bed = TestBed::with_config(|c| c.limits.per_account = Some(1));
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let entered = Arc::new(tokio::sync::Notify::new());
-    let engine = sprinters_core::engine::Engine::builder()
-        .registry(bed.registry.clone())
-        .credentials(bed.credentials.clone())
+    let engine = bed
+        .builder()
         .launcher(Arc::new(SlowEc2 {
             inner: bed.launcher.clone(),
             gate: gate.clone(),
             entered: entered.clone(),
         }))
-        .store(bed.store.clone())
-        .clock(bed.clock.clone())
-        .config(bed.engine.config().clone())
         .build()
         .unwrap();
     let (first, second) = (
@@ -375,33 +371,57 @@ async fn a_job_cancelled_while_its_launch_is_in_flight_leaks_no_instance() {
     let bed = TestBed::new();
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let entered = Arc::new(tokio::sync::Notify::new());
-    let engine = sprinters_core::engine::Engine::builder()
-        .registry(bed.registry.clone())
-        .credentials(bed.credentials.clone())
-        .launcher(Arc::new(SlowEc2 { inner: bed.launcher.clone(), gate: gate.clone(), entered: entered.clone() }))
-        .store(bed.store.clone())
-        .clock(bed.clock.clone())
-        .config(bed.engine.config().clone())
+    let engine = bed
+        .builder()
+        .launcher(Arc::new(SlowEc2 {
+            inner: bed.launcher.clone(),
+            gate: gate.clone(),
+            entered: entered.clone(),
+        }))
         .build()
         .unwrap();
     let job = bed.job(1);
-    engine.handle(bed.delivery("q", job.queued())).await.unwrap();
+    engine
+        .handle(bed.delivery("q", job.queued()))
+        .await
+        .unwrap();
     entered.notified().await;
     // Cancelled before pickup, and even reported on its own runner, while
     // RunInstances has not answered yet.
     let runner = TestBed::runner(&job, 1);
-    engine.handle(bed.delivery("c", job.completed(Conclusion::Cancelled, Some(&runner)))).await.unwrap();
+    engine
+        .handle(bed.delivery("c", job.completed(Conclusion::Cancelled, Some(&runner))))
+        .await
+        .unwrap();
     gate.add_permits(1);
     engine.drain().await;
 
     let record = bed.record(&job).await;
     assert_eq!(record.state, JobState::Cancelled);
-    assert!(record.launches[0].instance_id.is_some(), "the instance is recorded, not forgotten");
-    assert!(record.launches[0].is_live(), "not marked ended before its instance was known");
+    assert!(
+        record.launches[0].instance_id.is_some(),
+        "the instance is recorded, not forgotten"
+    );
+    assert!(
+        record.launches[0].is_live(),
+        "not marked ended before its instance was known"
+    );
     let report = engine.reconcile().await.unwrap();
     engine.drain().await;
-    assert!(bed.launcher.alive().is_empty(), "the reconciler ends it: nothing leaks");
-    assert_eq!(report.orphans_ended, 0, "known to the store, not found as an orphan");
-    let ended = bed.record(&job).await.launches[0].ended.map(|(_, reason)| reason);
-    assert_eq!(ended, Some(EndReason::JobCompleted), "ended as the runner of a finished job");
+    assert!(
+        bed.launcher.alive().is_empty(),
+        "the reconciler ends it: nothing leaks"
+    );
+    assert_eq!(
+        report.orphans_ended, 0,
+        "known to the store, not found as an orphan"
+    );
+    let ended = bed.record(&job).await.launches[0]
+        .ended
+        .map(|(_, reason)| reason);
+    assert_eq!(
+        ended,
+        Some(EndReason::JobCompleted),
+        "ended as the runner of a finished job"
+    );
 }

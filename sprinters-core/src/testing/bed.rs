@@ -8,7 +8,7 @@ use crate::domain::{
     AccountId, DeliveryId, InstallationId, JobId, JobKey, Owner, Repository, RunAttempt, RunId,
     RunnerName,
 };
-use crate::engine::{AccountDirectory, Engine, EngineConfig, Handled};
+use crate::engine::{AccountDirectory, Engine, EngineBuilder, EngineConfig, Handled};
 use crate::events::{Conclusion, Delivery, Event, WorkflowJobAction, WorkflowJobEvent};
 use crate::job::JobRecord;
 use crate::memory::{
@@ -116,6 +116,18 @@ impl TestBed {
             repository: Repository::parse("octo-org/app").unwrap(),
             deliveries: AtomicU64::new(0),
         }
+    }
+
+    /// A builder prefilled with this bed's adapters, clock and configuration
+    /// (store hook excepted), for a test that swaps one port.
+    pub fn builder(&self) -> EngineBuilder {
+        Engine::builder()
+            .registry(self.registry.clone())
+            .credentials(self.credentials.clone())
+            .launcher(self.launcher.clone())
+            .store(self.store.clone())
+            .clock(self.clock.clone())
+            .config(self.engine.config().clone())
     }
 
     /// Events of job `id` (attempt 1) in the bed's repository, labelled
