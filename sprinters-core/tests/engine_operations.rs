@@ -248,20 +248,32 @@ impl sprinters_core::ports::CloudLauncher for SlowEc2 {
     }
 }
 
-#[tokio::test]
-async fn shutdown_finishes_in_flight_launches_and_starts_no_new_ones() {
-    let bed = TestBed::with_config(|c| c.limits.per_account = Some(1));
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let entered = Arc::new(tokio::sync::Notify::new());
-    let engine = bed
-        .builder()
-        .launcher(Arc::new(SlowEc2 {
+impl SlowEc2 {
+    /// The bed's engine launching through a gated EC2: the gate to open and
+    /// the signal that a launch is waiting at it.
+    fn engine(
+        bed: &TestBed,
+    ) -> (
+        sprinters_core::engine::Engine,
+        Arc<tokio::sync::Semaphore>,
+        Arc<tokio::sync::Notify>,
+    ) {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let entered = Arc::new(tokio::sync::Notify::new());
+        let slow = SlowEc2 {
             inner: bed.launcher.clone(),
             gate: gate.clone(),
             entered: entered.clone(),
-        }))
-        .build()
-        .unwrap();
+        };
+        let engine = bed.builder().launcher(Arc::new(slow)).build().unwrap();
+        (engine, gate, entered)
+    }
+}
+
+#[tokio::test]
+async fn shutdown_finishes_in_flight_launches_and_starts_no_new_ones() {
+    let bed = TestBed::with_config(|c| c.limits.per_account = Some(1));
+    let (engine, gate, entered) = SlowEc2::engine(&bed);
     let (first, second) = (
         bed.job(1).labels(&["sprinters", "a"]),
         bed.job(2).labels(&["sprinters", "b"]),
@@ -369,17 +381,7 @@ async fn run_retries_on_its_tick_without_any_new_event() {
 #[tokio::test]
 async fn a_job_cancelled_while_its_launch_is_in_flight_leaks_no_instance() {
     let bed = TestBed::new();
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let entered = Arc::new(tokio::sync::Notify::new());
-    let engine = bed
-        .builder()
-        .launcher(Arc::new(SlowEc2 {
-            inner: bed.launcher.clone(),
-            gate: gate.clone(),
-            entered: entered.clone(),
-        }))
-        .build()
-        .unwrap();
+    let (engine, gate, entered) = SlowEc2::engine(&bed);
     let job = bed.job(1);
     engine
         .handle(bed.delivery("q", job.queued()))
