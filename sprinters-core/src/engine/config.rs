@@ -242,3 +242,115 @@ impl EngineConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(s: &str) -> Owner {
+        Owner::parse(s).unwrap()
+    }
+    fn account(s: &str) -> AccountId {
+        AccountId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn accounts_resolve_to_the_default_or_a_connected_one_only() {
+        let mut dir = AccountDirectory::new();
+        dir.connect(owner("Octo-Org"), account("111111111111"))
+            .connect(owner("octo-org"), account("222222222222"));
+        let octo = owner("OCTO-ORG");
+        assert_eq!(
+            dir.resolve(&octo, None),
+            Ok(account("111111111111")),
+            "the first is the default; logins ignore case"
+        );
+        assert_eq!(
+            dir.resolve(&octo, Some(&account("222222222222"))),
+            Ok(account("222222222222"))
+        );
+        let err = dir
+            .resolve(&octo, Some(&account("333333333333")))
+            .unwrap_err();
+        assert!(
+            err.contains("333333333333 is not connected to OCTO-ORG"),
+            "{err}"
+        );
+        assert!(
+            dir.resolve(&owner("other"), None)
+                .unwrap_err()
+                .contains("no AWS account connected")
+        );
+        assert_eq!(dir.accounts().len(), 2);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_half_of_it_random() {
+        let policy = RetryPolicy {
+            base: Duration::from_secs(2),
+            max: Duration::from_secs(60),
+            max_attempts: 10,
+        };
+        let mut rng = fastrand::Rng::with_seed(1);
+        for (failed, ceiling) in [(1, 2), (2, 4), (3, 8), (5, 32), (6, 60), (30, 60)] {
+            for _ in 0..50 {
+                let d = policy.delay(failed, None, &mut rng);
+                let ceiling = Duration::from_secs(ceiling);
+                assert!(d >= ceiling / 2 && d <= ceiling, "attempt {failed}: {d:?}");
+            }
+        }
+        let d = policy.delay(1, Some(Duration::from_secs(30)), &mut rng);
+        assert_eq!(d, Duration::from_secs(30), "a longer Retry-After wins");
+    }
+
+    #[test]
+    fn validation_names_the_bad_setting() {
+        let ok = EngineConfig::new("c", AccountDirectory::new());
+        assert!(ok.validate().is_ok());
+        let mut c = ok.clone();
+        c.limits.per_account = Some(0);
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("concurrency limit of 0")
+        );
+        let mut c = ok.clone();
+        c.controller_id = String::new();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("controller_id")
+        );
+        let mut c = ok.clone();
+        c.retry.max_attempts = 0;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("max_attempts")
+        );
+        let mut c = ok;
+        c.spot_price_ratio = 1.5;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("spot_price_ratio")
+        );
+    }
+
+    #[test]
+    fn prices_estimate_known_types_only() {
+        let prices = PriceTable::us_east_1();
+        assert_eq!(
+            prices.hourly_micros(&InstanceType::parse("t3.large").unwrap()),
+            Some(83_200)
+        );
+        assert_eq!(
+            prices.hourly_micros(&InstanceType::parse("x2iedn.metal").unwrap()),
+            None
+        );
+    }
+}
