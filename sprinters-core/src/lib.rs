@@ -14,6 +14,7 @@ pub mod ports;
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 pub mod testing;
 pub mod time;
+pub mod vault;
 
 pub use error::{Error, ErrorKind, Result};
 

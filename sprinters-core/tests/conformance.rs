@@ -116,3 +116,8 @@ async fn memory_event_source_redelivers_what_was_not_acknowledged() {
     clock.advance(std::time::Duration::from_secs(31));
     assert!(source.poll(Poll::new(1)).now_or_never().is_none());
 }
+
+#[tokio::test]
+async fn memory_vault_passes_the_suite() {
+    testing::credential_vault(&sprinters_core::vault::MemoryVault::new()).await;
+}

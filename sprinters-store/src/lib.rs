@@ -1,5 +1,19 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
-/// Whether the adapters of this crate exist yet.
-pub const IMPLEMENTED: bool = false;
+mod compact;
+mod crypto;
+mod frame;
+mod fsio;
+mod index;
+mod keyring;
+mod keys;
+mod log;
+mod store;
+mod vault;
+
+pub use compact::CompactionReport;
+pub use keys::{
+    EnvKeyProvider, FileKeyProvider, KeyProvider, MASTER_KEY_ENV, MasterKey, StaticKeyProvider,
+};
+pub use store::{FileJobStore, OpenReport};

@@ -20,3 +20,6 @@ pub use hooked::HookedStore;
 pub use launcher::{LauncherFixture, cloud_launcher};
 pub use registry::{RegistryFixture, runner_registry};
 pub use store::{job_store, sample_record};
+
+mod vault;
+pub use vault::credential_vault;

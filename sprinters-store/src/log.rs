@@ -1,0 +1,339 @@
+//! The append-only log: numbered segment files listed in a manifest, and
+//! group commit, so that many concurrent writers share one `fdatasync`.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use sprinters_core::{Error, Result};
+use tokio::sync::watch;
+
+use crate::fsio;
+
+/// Segments roll over at this size.
+pub(crate) const SEGMENT_BYTES: u64 = 64 << 20;
+const MANIFEST: &str = "manifest.json";
+
+/// Each listed segment's number and bytes, as read on open.
+pub(crate) type Segments = Vec<(u32, Vec<u8>)>;
+
+/// Where a frame is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Loc {
+    pub(crate) segment: u32,
+    pub(crate) offset: u64,
+    pub(crate) len: u32,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct Manifest {
+    segments: Vec<u32>,
+}
+
+#[derive(Debug)]
+struct Files {
+    segments: BTreeMap<u32, Arc<File>>,
+    active: u32,
+    active_len: u64,
+    /// Bytes appended since open: the sequence group commit waits on.
+    written: u64,
+}
+
+/// The segments of one store directory.
+#[derive(Debug)]
+pub(crate) struct Log {
+    dir: PathBuf,
+    files: Mutex<Files>,
+    synced: watch::Sender<u64>,
+    syncing: AtomicBool,
+    poisoned: AtomicBool,
+}
+
+/// A segment's name in messages and on disk.
+pub(crate) fn segment_name(n: u32) -> String {
+    format!("{n:08}")
+}
+
+fn io(what: String, e: std::io::Error) -> Error {
+    Error::unavailable(format!("{what}: {e}")).with_source(e)
+}
+
+impl Log {
+    /// The segments listed in the manifest, in order, with their bytes.
+    /// Files not in the manifest are left-overs of an interrupted
+    /// compaction and are removed.
+    pub(crate) fn open(dir: &Path) -> Result<(Log, Segments)> {
+        let dir = dir.join("segments");
+        std::fs::create_dir_all(&dir).map_err(|e| io(format!("creating {}", dir.display()), e))?;
+        let manifest_path = dir.join(MANIFEST);
+        let mut manifest: Manifest = match std::fs::read(&manifest_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                Error::integrity(format!("{} is damaged: {e}", manifest_path.display()))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Manifest::default(),
+            Err(e) => return Err(io(format!("reading {}", manifest_path.display()), e)),
+        };
+        for entry in
+            std::fs::read_dir(&dir).map_err(|e| io(format!("listing {}", dir.display()), e))?
+        {
+            let entry = entry.map_err(|e| io(format!("listing {}", dir.display()), e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let listed = name
+                .strip_suffix(".seg")
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|n| manifest.segments.contains(&n));
+            if name != MANIFEST && !listed {
+                tracing::warn!(file = %name, "removing a segment left over by an interrupted compaction");
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        if manifest.segments.is_empty() {
+            manifest.segments.push(1);
+            create_segment(&dir, 1)?;
+            write_manifest(&dir, &manifest.segments)?;
+        }
+        let mut segments = BTreeMap::new();
+        let mut contents = Vec::new();
+        for n in &manifest.segments {
+            let path = dir.join(format!("{}.seg", segment_name(*n)));
+            let file = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| io(format!("opening {}", path.display()), e))?;
+            let bytes =
+                std::fs::read(&path).map_err(|e| io(format!("reading {}", path.display()), e))?;
+            segments.insert(*n, Arc::new(file));
+            contents.push((*n, bytes));
+        }
+        let active = *manifest.segments.last().unwrap_or(&1);
+        let active_len = contents.last().map_or(0, |(_, b)| b.len() as u64);
+        let log = Log {
+            dir,
+            files: Mutex::new(Files {
+                segments,
+                active,
+                active_len,
+                written: 0,
+            }),
+            synced: watch::channel(0).0,
+            syncing: AtomicBool::new(false),
+            poisoned: AtomicBool::new(false),
+        };
+        Ok((log, contents))
+    }
+
+    fn files(&self) -> std::sync::MutexGuard<'_, Files> {
+        self.files.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn check_poisoned(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(Error::unavailable(
+                "the store stopped after a failed write or sync; reopen it to recover",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Cuts the active segment back to `len` bytes (a torn tail found on open).
+    pub(crate) fn truncate_active(&self, len: u64) -> Result<()> {
+        let mut files = self.files();
+        let active = files.active;
+        if let Some(file) = files.segments.get(&active) {
+            file.set_len(len)
+                .and_then(|_| file.sync_all())
+                .map_err(|e| io(format!("truncating segment {}", segment_name(active)), e))?;
+        }
+        files.active_len = len;
+        Ok(())
+    }
+
+    /// Appends a frame (to the OS, not yet durable). Returns where it is and
+    /// the sequence to pass to [`Log::durable`].
+    pub(crate) fn append(&self, frame: &[u8]) -> Result<(Loc, u64)> {
+        self.check_poisoned()?;
+        let mut files = self.files();
+        if files.active_len > 0 && files.active_len + frame.len() as u64 > SEGMENT_BYTES {
+            self.roll(&mut files)?;
+        }
+        let active = files.active;
+        let file = files
+            .segments
+            .get(&active)
+            .cloned()
+            .ok_or_else(|| Error::integrity("the active segment is missing"))?;
+        if let Err(e) = (&*file).write_all(frame) {
+            // A partial frame may be on disk now: stop, reopen truncates it.
+            self.poisoned.store(true, Ordering::Release);
+            return Err(io(
+                format!("appending to segment {}", segment_name(active)),
+                e,
+            ));
+        }
+        let loc = Loc {
+            segment: active,
+            offset: files.active_len,
+            len: frame.len() as u32,
+        };
+        files.active_len += frame.len() as u64;
+        files.written += frame.len() as u64;
+        Ok((loc, files.written))
+    }
+
+    fn roll(&self, files: &mut Files) -> Result<()> {
+        let old = files.active;
+        if let Some(file) = files.segments.get(&old) {
+            file.sync_data()
+                .map_err(|e| io(format!("syncing segment {}", segment_name(old)), e))?;
+        }
+        let next = old + 1;
+        let file = create_segment(&self.dir, next)?;
+        let mut listed: Vec<u32> = files.segments.keys().copied().collect();
+        listed.push(next);
+        write_manifest(&self.dir, &listed)?;
+        files.segments.insert(next, Arc::new(file));
+        files.active = next;
+        files.active_len = 0;
+        Ok(())
+    }
+
+    /// Waits until everything up to `seq` is on stable storage. Concurrent
+    /// callers share one `fdatasync` (group commit): whoever finds no sync
+    /// running starts one covering everything written so far; the others
+    /// wait for it.
+    pub(crate) async fn durable(&self, seq: u64) -> Result<()> {
+        let mut synced = self.synced.subscribe();
+        loop {
+            self.check_poisoned()?;
+            if *synced.borrow_and_update() >= seq {
+                return Ok(());
+            }
+            if !self.syncing.swap(true, Ordering::AcqRel) {
+                let (file, target) = {
+                    let files = self.files();
+                    (files.segments.get(&files.active).cloned(), files.written)
+                };
+                let result = match file {
+                    Some(file) => tokio::task::spawn_blocking(move || file.sync_data())
+                        .await
+                        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))),
+                    None => Ok(()),
+                };
+                if let Err(e) = &result {
+                    // After a failed fsync the page cache cannot be trusted
+                    // (the PostgreSQL lesson): refuse everything until reopened.
+                    tracing::error!(error = %e, "fdatasync failed; the store stops");
+                    self.poisoned.store(true, Ordering::Release);
+                }
+                self.syncing.store(false, Ordering::Release);
+                self.synced
+                    .send_modify(|s| *s = (*s).max(if result.is_ok() { target } else { *s }));
+                if let Err(e) = result {
+                    return Err(io("syncing the active segment".into(), e));
+                }
+                continue;
+            }
+            if synced.changed().await.is_err() {
+                return Err(Error::unavailable("the store closed"));
+            }
+        }
+    }
+
+    /// Reads the frame at `loc`.
+    pub(crate) fn read(&self, loc: Loc) -> Result<Vec<u8>> {
+        let file = self
+            .files()
+            .segments
+            .get(&loc.segment)
+            .cloned()
+            .ok_or_else(|| {
+                Error::not_found(format!("segment {} is gone", segment_name(loc.segment)))
+            })?;
+        let mut buf = vec![0u8; loc.len as usize];
+        file.read_exact_at(&mut buf, loc.offset).map_err(|e| {
+            io(
+                format!(
+                    "reading segment {} offset {}",
+                    segment_name(loc.segment),
+                    loc.offset
+                ),
+                e,
+            )
+        })?;
+        Ok(buf)
+    }
+
+    /// The number the next new segment gets.
+    pub(crate) fn next_segment(&self) -> u32 {
+        self.files().active + 1
+    }
+
+    /// Replaces every segment with `fresh` (already written and synced, in
+    /// order): the manifest switches in one atomic step, then the old files
+    /// go.
+    pub(crate) fn replace_all(&self, fresh: Vec<u32>) -> Result<()> {
+        let mut files = self.files();
+        write_manifest(&self.dir, &fresh)?;
+        let old: Vec<u32> = files.segments.keys().copied().collect();
+        let mut segments = BTreeMap::new();
+        for n in &fresh {
+            let path = self.dir.join(format!("{}.seg", segment_name(*n)));
+            let file = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| io(format!("opening {}", path.display()), e))?;
+            segments.insert(*n, Arc::new(file));
+        }
+        let active = *fresh.last().unwrap_or(&1);
+        let active_len = segments
+            .get(&active)
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| m.len());
+        files.segments = segments;
+        files.active = active;
+        files.active_len = active_len;
+        for n in old.into_iter().filter(|n| !fresh.contains(n)) {
+            let _ = std::fs::remove_file(self.dir.join(format!("{}.seg", segment_name(n))));
+        }
+        fsio::sync_dir(&self.dir)
+    }
+
+    /// Writes a new segment file `n` with `bytes`, durably, outside the
+    /// manifest (compaction adds it with [`Log::replace_all`]).
+    pub(crate) fn write_segment(&self, n: u32, bytes: &[u8]) -> Result<()> {
+        let path = self.dir.join(format!("{}.seg", segment_name(n)));
+        let mut file =
+            File::create(&path).map_err(|e| io(format!("creating {}", path.display()), e))?;
+        file.write_all(bytes)
+            .and_then(|_| file.sync_all())
+            .map_err(|e| io(format!("writing {}", path.display()), e))?;
+        fsio::sync_dir(&self.dir)
+    }
+}
+
+fn create_segment(dir: &Path, n: u32) -> Result<File> {
+    let path = dir.join(format!("{}.seg", segment_name(n)));
+    let file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(&path)
+        .map_err(|e| io(format!("creating {}", path.display()), e))?;
+    fsio::sync_dir(dir)?;
+    Ok(file)
+}
+
+fn write_manifest(dir: &Path, segments: &[u32]) -> Result<()> {
+    let bytes = serde_json::to_vec(&Manifest {
+        segments: segments.to_vec(),
+    })
+    .map_err(|e| Error::integrity(format!("encoding the manifest: {e}")))?;
+    fsio::replace_atomically(&dir.join(MANIFEST), &bytes)
+}

@@ -1,0 +1,124 @@
+//! The file store passes the core conformance suites, before and after a
+//! reopen.
+
+// Test helpers fail the test by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use sprinters_core::ports::{JobStore, ListJobs};
+use sprinters_core::testing;
+use sprinters_store::{FileJobStore, MasterKey};
+
+#[tokio::test]
+async fn file_store_passes_the_job_store_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = FileJobStore::open_with_key(dir.path(), &MasterKey::generate()).unwrap();
+    testing::job_store(&store).await;
+}
+
+#[tokio::test]
+async fn file_store_passes_the_vault_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = FileJobStore::open_with_key(dir.path(), &MasterKey::generate()).unwrap();
+    testing::credential_vault(&store).await;
+}
+
+#[tokio::test]
+async fn everything_survives_a_reopen() {
+    use sprinters_core::domain::{AccountId, DeliveryId};
+    use sprinters_core::ports::{AcquireLease, PutJob, RecordDelivery};
+    use sprinters_core::time::Timestamp;
+    use sprinters_core::vault::{CredentialVault, StoredAccessKey};
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = MasterKey::generate();
+    let mut expected = Vec::new();
+    {
+        let (store, _) = FileJobStore::open_with_key(dir.path(), &key).unwrap();
+        for i in 0..50u64 {
+            let mut r = testing::sample_record(i + 1, "octo/app", 1_000 + i);
+            r.account = AccountId::parse(if i % 2 == 0 {
+                "111111111111"
+            } else {
+                "222222222222"
+            })
+            .ok();
+            let v = store.put_job(PutJob::create(r.clone())).await.unwrap();
+            r.name = Some(format!("renamed {i}"));
+            store.put_job(PutJob::replace(r.clone(), v)).await.unwrap();
+            expected.push(r);
+        }
+        store
+            .record_delivery(RecordDelivery::new(
+                DeliveryId::parse("d-1").unwrap(),
+                Timestamp::from_millis(5),
+            ))
+            .await
+            .unwrap();
+        store
+            .acquire_lease(AcquireLease::new(
+                "leader",
+                "a",
+                Timestamp::from_millis(10),
+                std::time::Duration::from_secs(60),
+            ))
+            .await
+            .unwrap();
+        let secret = StoredAccessKey {
+            access_key_id: "AKIA1".into(),
+            secret_access_key: "s3cr3t".to_owned().into(),
+        };
+        store
+            .put_access_key(AccountId::parse("111111111111").unwrap(), secret)
+            .await
+            .unwrap();
+    }
+    let (store, report) = FileJobStore::open_with_key(dir.path(), &key).unwrap();
+    assert_eq!(report.torn_bytes, 0);
+    assert_eq!(store.job_count(), 50);
+    let page = store.list_jobs(ListJobs::newest(100)).await.unwrap();
+    let mut got: Vec<_> = page
+        .jobs
+        .into_iter()
+        .map(|j| (j.version, j.value))
+        .collect();
+    got.reverse();
+    assert_eq!(got.len(), 50);
+    for ((version, record), want) in got.iter().zip(&expected) {
+        assert_eq!(record, want);
+        assert_eq!(*version, 2);
+    }
+    assert!(
+        store
+            .delivery_seen(DeliveryId::parse("d-1").unwrap())
+            .await
+            .unwrap()
+    );
+    let grant = store
+        .acquire_lease(AcquireLease::new(
+            "leader",
+            "b",
+            Timestamp::from_millis(20),
+            std::time::Duration::from_secs(60),
+        ))
+        .await
+        .unwrap();
+    assert!(!grant.acquired, "the lease survived the reopen");
+    let stored = store
+        .access_key(AccountId::parse("111111111111").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.access_key_id, "AKIA1");
+}
+
+#[tokio::test]
+async fn a_second_opener_fails_fast_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = MasterKey::generate();
+    let (_first, _) = FileJobStore::open_with_key(dir.path(), &key).unwrap();
+    let err = FileJobStore::open_with_key(dir.path(), &key).unwrap_err();
+    assert!(
+        err.to_string().contains("another process has the store"),
+        "{err}"
+    );
+}
