@@ -6,7 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -52,6 +52,7 @@ pub(crate) struct Log {
     synced: watch::Sender<u64>,
     syncing: AtomicBool,
     poisoned: AtomicBool,
+    syncs: AtomicU64,
 }
 
 /// A segment's name in messages and on disk.
@@ -124,6 +125,7 @@ impl Log {
             synced: watch::channel(0).0,
             syncing: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
+            syncs: AtomicU64::new(0),
         };
         Ok((log, contents))
     }
@@ -219,6 +221,7 @@ impl Log {
                     let files = self.files();
                     (files.segments.get(&files.active).cloned(), files.written)
                 };
+                self.syncs.fetch_add(1, Ordering::Relaxed);
                 let result = match file {
                     Some(file) => tokio::task::spawn_blocking(move || file.sync_data())
                         .await
@@ -243,6 +246,11 @@ impl Log {
                 return Err(Error::unavailable("the store closed"));
             }
         }
+    }
+
+    /// How many `fdatasync` calls group commit has made.
+    pub(crate) fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
     }
 
     /// Reads the frame at `loc`.

@@ -198,6 +198,12 @@ impl FileJobStore {
         lock(&self.inner.index).jobs.len()
     }
 
+    /// How many `fdatasync` calls acknowledged writes since open: with
+    /// concurrent writers, far fewer than the writes (group commit).
+    pub fn syncs(&self) -> u64 {
+        self.inner.log.syncs()
+    }
+
     /// Re-wraps every data key under `new`, without rewriting any record.
     /// Open the store with `new` from then on.
     pub fn rotate_master_key(&self, new: &MasterKey) -> Result<()> {

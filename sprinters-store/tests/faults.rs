@@ -7,10 +7,10 @@
 
 use std::path::{Path, PathBuf};
 
+use sprinters_core::ErrorKind;
 use sprinters_core::domain::{AccountId, JobId, JobKey, RunAttempt};
 use sprinters_core::ports::{JobStore, PutJob};
 use sprinters_core::testing::sample_record;
-use sprinters_core::ErrorKind;
 use sprinters_store::{FileJobStore, MasterKey};
 
 fn segment(dir: &Path) -> PathBuf {
@@ -29,7 +29,10 @@ async fn seeded(dir: &Path, master: &MasterKey, n: u64) -> Vec<u64> {
     for i in 1..=n {
         let mut r = sample_record(i, "secret-org/private-repo", 1_700_000_000_000 + i);
         r.account = AccountId::parse("111111111111").ok();
-        r.labels = vec!["sprinters:aws:ubuntu-latest:c7g.xlarge".into(), "pin-label-xyz".into()];
+        r.labels = vec![
+            "sprinters:aws:ubuntu-latest:c7g.xlarge".into(),
+            "pin-label-xyz".into(),
+        ];
         store.put_job(PutJob::create(r)).await.unwrap();
         lengths.push(std::fs::metadata(segment(dir)).unwrap().len());
     }
@@ -42,14 +45,26 @@ async fn nothing_of_a_record_is_readable_on_disk() {
     seeded(dir.path(), &MasterKey::generate(), 3).await;
     let mut everything = std::fs::read(segment(dir.path())).unwrap();
     everything.extend(std::fs::read(dir.path().join("keyring.json")).unwrap());
-    for needle in ["secret-org", "private-repo", "c7g.xlarge", "pin-label", "111111111111", "build 1"] {
+    for needle in [
+        "secret-org",
+        "private-repo",
+        "c7g.xlarge",
+        "pin-label",
+        "111111111111",
+        "build 1",
+    ] {
         assert!(
-            !everything.windows(needle.len()).any(|w| w == needle.as_bytes()),
+            !everything
+                .windows(needle.len())
+                .any(|w| w == needle.as_bytes()),
             "`{needle}` is readable on disk"
         );
     }
     let millis = 1_700_000_000_001u64.to_le_bytes();
-    assert!(!everything.windows(8).any(|w| w == millis), "a timestamp is readable on disk");
+    assert!(
+        !everything.windows(8).any(|w| w == millis),
+        "a timestamp is readable on disk"
+    );
 }
 
 #[tokio::test]
@@ -63,11 +78,14 @@ async fn any_flipped_byte_is_an_integrity_error_naming_segment_and_offset() {
         let mut bytes = clean.clone();
         bytes[i] ^= 0x01;
         std::fs::write(segment(dir.path()), &bytes).unwrap();
-        let err = FileJobStore::open_with_key(dir.path(), &master).map(|_| ()).unwrap_err();
+        let err = FileJobStore::open_with_key(dir.path(), &master)
+            .map(|_| ())
+            .unwrap_err();
         let frame = starts.iter().rev().find(|s| **s <= i as u64).unwrap();
         assert_eq!(*err.kind(), ErrorKind::Integrity, "byte {i}: {err}");
         assert!(
-            err.to_string().contains(&format!("segment 00000001 offset {frame}")),
+            err.to_string()
+                .contains(&format!("segment 00000001 offset {frame}")),
             "byte {i}: {err}"
         );
     }
@@ -88,14 +106,24 @@ async fn a_torn_last_frame_is_cut_off_and_every_earlier_record_recovered() {
         assert_eq!(report.torn_bytes, cut - lengths[1], "cut at {cut}");
         assert_eq!(store.job_count(), 2, "cut at {cut}");
         for id in [1, 2] {
-            assert_eq!(store.get_job(key(id)).await.unwrap().unwrap().value.key, key(id));
+            assert_eq!(
+                store.get_job(key(id)).await.unwrap().unwrap().value.key,
+                key(id)
+            );
         }
         drop(store);
-        assert_eq!(std::fs::metadata(segment(dir.path())).unwrap().len(), lengths[1], "the tail was cut off the file");
+        assert_eq!(
+            std::fs::metadata(segment(dir.path())).unwrap().len(),
+            lengths[1],
+            "the tail was cut off the file"
+        );
     }
     // Writing after the cut continues cleanly.
     let (store, _) = FileJobStore::open_with_key(dir.path(), &master).unwrap();
-    store.put_job(PutJob::create(sample_record(9, "o/r", 1))).await.unwrap();
+    store
+        .put_job(PutJob::create(sample_record(9, "o/r", 1)))
+        .await
+        .unwrap();
     drop(store);
     let (store, report) = FileJobStore::open_with_key(dir.path(), &master).unwrap();
     assert_eq!((store.job_count(), report.torn_bytes), (3, 0));
@@ -111,7 +139,11 @@ async fn a_wrong_master_key_is_refused_at_open_and_nothing_is_overwritten() {
         .collect();
     let err = FileJobStore::open_with_key(dir.path(), &MasterKey::generate()).unwrap_err();
     assert_eq!(*err.kind(), ErrorKind::Config);
-    assert!(err.to_string().contains("the master key does not open the key ring"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("the master key does not open the key ring"),
+        "{err}"
+    );
     let after: Vec<_> = [dir.path().join("keyring.json"), segment(dir.path())]
         .iter()
         .map(|p| std::fs::read(p).unwrap())
@@ -137,7 +169,11 @@ fn crc32c(data: &[u8]) -> u32 {
     for b in data {
         crc ^= u32::from(*b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -151,15 +187,26 @@ async fn a_record_moved_to_another_id_or_version_fails_to_open() {
     let clean = std::fs::read(segment(dir.path())).unwrap();
     // Body layout: kind(1) key id(4) record id(16) version(8) nonce(12) ciphertext.
     for (what, edit) in [
-        ("another record id", Box::new(|b: &mut [u8]| b[5] ^= 1) as Box<dyn Fn(&mut [u8])>),
-        ("another version", Box::new(|b: &mut [u8]| b[21] = b[21].wrapping_add(7))),
+        (
+            "another record id",
+            Box::new(|b: &mut [u8]| b[5] ^= 1) as Box<dyn Fn(&mut [u8])>,
+        ),
+        (
+            "another version",
+            Box::new(|b: &mut [u8]| b[21] = b[21].wrapping_add(7)),
+        ),
         ("another kind", Box::new(|b: &mut [u8]| b[0] = 6)),
     ] {
         std::fs::write(segment(dir.path()), &clean).unwrap();
         tamper(&segment(dir.path()), lengths[0] as usize, edit);
-        let err = FileJobStore::open_with_key(dir.path(), &master).map(|_| ()).unwrap_err();
+        let err = FileJobStore::open_with_key(dir.path(), &master)
+            .map(|_| ())
+            .unwrap_err();
         assert_eq!(*err.kind(), ErrorKind::Integrity, "{what}: {err}");
-        assert!(err.to_string().contains(&format!("offset {}", lengths[0])), "{what}: {err}");
+        assert!(
+            err.to_string().contains(&format!("offset {}", lengths[0])),
+            "{what}: {err}"
+        );
     }
 }
 
@@ -178,10 +225,22 @@ async fn a_record_moved_to_another_account_fails_to_open() {
     let bytes = std::fs::read(segment(dir.path())).unwrap();
     let second = 12 + u32::from_le_bytes(bytes[0..4].try_into().unwrap()) as usize;
     let other_key = bytes[second + 12 + 1..second + 12 + 5].to_vec();
-    assert_ne!(other_key, bytes[13..17].to_vec(), "the two accounts have different data keys");
-    tamper(&segment(dir.path()), 0, |b| b[1..5].copy_from_slice(&other_key));
-    let err = FileJobStore::open_with_key(dir.path(), &master).map(|_| ()).unwrap_err();
-    assert!(err.to_string().contains("segment 00000001 offset 0: record fails authentication"), "{err}");
+    assert_ne!(
+        other_key,
+        bytes[13..17].to_vec(),
+        "the two accounts have different data keys"
+    );
+    tamper(&segment(dir.path()), 0, |b| {
+        b[1..5].copy_from_slice(&other_key)
+    });
+    let err = FileJobStore::open_with_key(dir.path(), &master)
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("segment 00000001 offset 0: record fails authentication"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -203,8 +262,14 @@ async fn a_replayed_older_version_is_refused() {
     let end = bytes.len();
     bytes.extend(old);
     std::fs::write(segment(dir.path()), bytes).unwrap();
-    let err = FileJobStore::open_with_key(dir.path(), &master).map(|_| ()).unwrap_err();
-    assert!(err.to_string().contains(&format!("offset {end}: version 1 after version 2")), "{err}");
+    let err = FileJobStore::open_with_key(dir.path(), &master)
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("offset {end}: version 1 after version 2")),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -218,10 +283,20 @@ async fn rotating_the_master_key_rewraps_without_rewriting_data() {
         let (store, _) = FileJobStore::open_with_key(dir.path(), &old).unwrap();
         store.rotate_master_key(&new).unwrap();
     }
-    assert_eq!(std::fs::read(segment(dir.path())).unwrap(), data, "no record rewritten");
-    assert!(FileJobStore::open_with_key(dir.path(), &old).is_err(), "the old key no longer opens it");
+    assert_eq!(
+        std::fs::read(segment(dir.path())).unwrap(),
+        data,
+        "no record rewritten"
+    );
+    assert!(
+        FileJobStore::open_with_key(dir.path(), &old).is_err(),
+        "the old key no longer opens it"
+    );
     let (store, _) = FileJobStore::open_with_key(dir.path(), &new).unwrap();
-    assert_eq!(store.get_job(key(1)).await.unwrap().unwrap().value.key, key(1));
+    assert_eq!(
+        store.get_job(key(1)).await.unwrap().unwrap().value.key,
+        key(1)
+    );
 }
 
 #[tokio::test]
@@ -236,9 +311,15 @@ async fn a_rotated_data_key_takes_new_writes_and_compaction_reseals_the_rest() {
     let keys_rotated = keyring_ids(dir.path());
     assert_eq!(keys_rotated.len(), keys_before.len() + 1);
     let report = store.compact().unwrap();
-    assert_eq!(report.resealed, 3, "every record of the old key is re-sealed");
+    assert_eq!(
+        report.resealed, 3,
+        "every record of the old key is re-sealed"
+    );
     let keys_after = keyring_ids(dir.path());
-    assert!(!keys_after.contains(&keys_before[0]), "the retired key is gone once unused: {keys_after:?}");
+    assert!(
+        !keys_after.contains(&keys_before[0]),
+        "the retired key is gone once unused: {keys_after:?}"
+    );
     drop(store);
     let (store, _) = FileJobStore::open_with_key(dir.path(), &master).unwrap();
     for id in 1..=3 {
@@ -247,8 +328,14 @@ async fn a_rotated_data_key_takes_new_writes_and_compaction_reseals_the_rest() {
 }
 
 fn keyring_ids(dir: &Path) -> Vec<u64> {
-    let ring: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("keyring.json")).unwrap()).unwrap();
-    ring["keys"].as_array().unwrap().iter().map(|k| k["id"].as_u64().unwrap()).collect()
+    let ring: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("keyring.json")).unwrap()).unwrap();
+    ring["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["id"].as_u64().unwrap())
+        .collect()
 }
 
 #[tokio::test]
@@ -262,23 +349,36 @@ async fn deleting_an_account_shreds_its_records_for_good() {
     other.account = AccountId::parse("222222222222").ok();
     store.put_job(PutJob::create(other)).await.unwrap();
     let account = AccountId::parse("111111111111").unwrap();
-    let secret = StoredAccessKey { access_key_id: "AKIA".into(), secret_access_key: "x".to_owned().into() };
+    let secret = StoredAccessKey {
+        access_key_id: "AKIA".into(),
+        secret_access_key: "x".to_owned().into(),
+    };
     store.put_access_key(account.clone(), secret).await.unwrap();
 
     assert_eq!(store.delete_account(&account).unwrap(), 3);
     assert!(store.get_job(key(1)).await.unwrap().is_none());
     assert!(store.access_key(account.clone()).await.unwrap().is_none());
-    assert!(store.get_job(key(10)).await.unwrap().is_some(), "other accounts are untouched");
+    assert!(
+        store.get_job(key(10)).await.unwrap().is_some(),
+        "other accounts are untouched"
+    );
     drop(store);
 
     let (store, report) = FileJobStore::open_with_key(dir.path(), &master).unwrap();
-    assert_eq!(report.shredded, 4, "3 jobs and the access key cannot be opened by anyone");
+    assert_eq!(
+        report.shredded, 4,
+        "3 jobs and the access key cannot be opened by anyone"
+    );
     assert_eq!(store.job_count(), 1);
     let size_before = std::fs::metadata(segment(dir.path())).unwrap().len();
     store.compact().unwrap();
     drop(store);
     let (store, report) = FileJobStore::open_with_key(dir.path(), &master).unwrap();
-    assert_eq!((report.shredded, store.job_count()), (0, 1), "compaction removed them from disk");
+    assert_eq!(
+        (report.shredded, store.job_count()),
+        (0, 1),
+        "compaction removed them from disk"
+    );
     let total: u64 = std::fs::read_dir(dir.path().join("segments"))
         .unwrap()
         .filter_map(|e| e.ok())
@@ -301,17 +401,27 @@ async fn retention_purges_old_history_for_good() {
             r.state = sprinters_core::job::JobState::Cleaned;
             store.put_job(PutJob::create(r)).await.unwrap();
         }
-        let purged = store.purge(Purge::before(Timestamp::from_millis(2500))).await.unwrap();
+        let purged = store
+            .purge(Purge::before(Timestamp::from_millis(2500)))
+            .await
+            .unwrap();
         assert_eq!(purged.jobs, 2);
     }
     let (store, _) = FileJobStore::open_with_key(dir.path(), &master).unwrap();
-    assert_eq!(store.job_count(), 2, "tombstones keep purged jobs gone after a reopen");
+    assert_eq!(
+        store.job_count(),
+        2,
+        "tombstones keep purged jobs gone after a reopen"
+    );
     store.compact().unwrap();
     drop(store);
     let (store, _) = FileJobStore::open_with_key(dir.path(), &master).unwrap();
     assert_eq!(store.job_count(), 2);
     // A purged job recorded again starts over.
-    store.put_job(PutJob::create(sample_record(1, "o/r", 9_000))).await.unwrap();
+    store
+        .put_job(PutJob::create(sample_record(1, "o/r", 9_000)))
+        .await
+        .unwrap();
     drop(store);
     let (store, _) = FileJobStore::open_with_key(dir.path(), &master).unwrap();
     assert_eq!(store.job_count(), 3);
