@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use sprinters_core::Result;
 
-use crate::frame::{self, Kind};
+use crate::frame;
 use crate::log::{Loc, SEGMENT_BYTES, segment_name};
 use crate::store::{FileJobStore, lock};
 
@@ -30,6 +30,8 @@ impl FileJobStore {
         let mut index = lock(&self.inner.index);
         let mut ring = lock(&self.inner.keyring);
         let log = &self.inner.log;
+        // Everything appended is in its segment before the copy starts.
+        log.flush_all()?;
         let mut report = CompactionReport::default();
         let mut used_keys = HashSet::new();
         let mut segments = Vec::new();
@@ -146,7 +148,6 @@ impl FileJobStore {
         // Retired keys no record uses any more, and destroyed ones, go.
         ring.forget_unused(&used_keys)?;
         report.segments = segments.len();
-        let _ = Kind::Job;
         tracing::info!(?report, "store compacted");
         Ok(report)
     }

@@ -1,16 +1,20 @@
 //! AES-256-GCM with 96-bit random nonces: the one cipher of the store.
+//!
+//! Nonces come from `rand`'s thread-local ChaCha12 generator, seeded and
+//! periodically reseeded from the operating system: cryptographically
+//! secure, and no system call per record.
 
 use std::fmt;
 
-use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use aes_gcm::aead::{Aead, AeadCore, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 
 /// The nonce length of AES-GCM: 96 bits.
-pub(crate) const NONCE_LEN: usize = 12;
+pub const NONCE_LEN: usize = 12;
 
-/// A key ready to seal and open. The key schedule it holds is zeroized on
-/// drop (the `zeroize` feature of `aes-gcm`).
-pub(crate) struct Cipher(Aes256Gcm);
+/// A data key ready to seal and open, exactly as the store seals records.
+/// The key schedule it holds is zeroized on drop.
+pub struct Cipher(Aes256Gcm);
 
 impl fmt::Debug for Cipher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -20,16 +24,17 @@ impl fmt::Debug for Cipher {
 
 /// Authentication failed: wrong key, wrong associated data, or tampering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Unauthentic;
+pub struct Unauthentic;
 
 impl Cipher {
-    pub(crate) fn new(key: &[u8; 32]) -> Self {
+    /// A cipher for `key`.
+    pub fn new(key: &[u8; 32]) -> Self {
         Self(Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key)))
     }
 
     /// Encrypts `plaintext` bound to `aad` under a fresh random nonce.
-    pub(crate) fn seal(&self, aad: &[u8], plaintext: &[u8]) -> ([u8; NONCE_LEN], Vec<u8>) {
-        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+    pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> ([u8; NONCE_LEN], Vec<u8>) {
+        let nonce = Aes256Gcm::generate_nonce(&mut rand::thread_rng());
         // Encryption only fails for inputs over 64 GiB.
         let ciphertext = self
             .0
@@ -45,7 +50,7 @@ impl Cipher {
     }
 
     /// Decrypts and authenticates.
-    pub(crate) fn open(
+    pub fn open(
         &self,
         nonce: &[u8; NONCE_LEN],
         aad: &[u8],

@@ -2,7 +2,7 @@
 #![deny(missing_docs)]
 
 mod compact;
-mod crypto;
+pub mod crypto;
 mod frame;
 mod fsio;
 mod index;

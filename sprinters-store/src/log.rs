@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::Write as _;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,9 +39,23 @@ struct Manifest {
 struct Files {
     segments: BTreeMap<u32, Arc<File>>,
     active: u32,
-    active_len: u64,
+    /// Bytes of the active segment in its file.
+    file_len: u64,
+    /// Frames being written by the syncer: (offset, bytes).
+    in_flight: Option<(u64, Arc<Vec<u8>>)>,
+    /// Frames appended after those, not yet handed to the file.
+    pending: Vec<u8>,
     /// Bytes appended since open: the sequence group commit waits on.
     written: u64,
+}
+
+impl Files {
+    /// Where the next frame goes in the active segment.
+    fn end(&self) -> u64 {
+        self.file_len
+            + self.in_flight.as_ref().map_or(0, |(_, b)| b.len() as u64)
+            + self.pending.len() as u64
+    }
 }
 
 /// The segments of one store directory.
@@ -104,7 +118,7 @@ impl Log {
             let path = dir.join(format!("{}.seg", segment_name(*n)));
             let file = OpenOptions::new()
                 .read(true)
-                .append(true)
+                .write(true)
                 .open(&path)
                 .map_err(|e| io(format!("opening {}", path.display()), e))?;
             let bytes =
@@ -119,7 +133,9 @@ impl Log {
             files: Mutex::new(Files {
                 segments,
                 active,
-                active_len,
+                file_len: active_len,
+                in_flight: None,
+                pending: Vec::new(),
                 written: 0,
             }),
             synced: watch::channel(0).0,
@@ -152,43 +168,57 @@ impl Log {
                 .and_then(|_| file.sync_all())
                 .map_err(|e| io(format!("truncating segment {}", segment_name(active)), e))?;
         }
-        files.active_len = len;
+        files.file_len = len;
         Ok(())
     }
 
-    /// Appends a frame (to the OS, not yet durable). Returns where it is and
-    /// the sequence to pass to [`Log::durable`].
+    /// Appends a frame (in memory: the syncer writes it). Returns where it
+    /// is and the sequence to pass to [`Log::durable`].
     pub(crate) fn append(&self, frame: &[u8]) -> Result<(Loc, u64)> {
         self.check_poisoned()?;
         let mut files = self.files();
-        if files.active_len > 0 && files.active_len + frame.len() as u64 > SEGMENT_BYTES {
+        // Segments roll when nothing is in flight, so frames always reach a
+        // segment in order (the limit is soft by one batch).
+        if files.in_flight.is_none()
+            && files.end() > 0
+            && files.end() + frame.len() as u64 > SEGMENT_BYTES
+        {
             self.roll(&mut files)?;
         }
-        let active = files.active;
-        let file = files
-            .segments
-            .get(&active)
-            .cloned()
-            .ok_or_else(|| Error::integrity("the active segment is missing"))?;
-        if let Err(e) = (&*file).write_all(frame) {
-            // A partial frame may be on disk now: stop, reopen truncates it.
-            self.poisoned.store(true, Ordering::Release);
-            return Err(io(
-                format!("appending to segment {}", segment_name(active)),
-                e,
-            ));
-        }
         let loc = Loc {
-            segment: active,
-            offset: files.active_len,
+            segment: files.active,
+            offset: files.end(),
             len: frame.len() as u32,
         };
-        files.active_len += frame.len() as u64;
+        files.pending.extend_from_slice(frame);
         files.written += frame.len() as u64;
         Ok((loc, files.written))
     }
 
+    /// Writes what is pending to the active segment, synchronously.
+    fn flush_pending(&self, files: &mut Files) -> Result<()> {
+        if files.pending.is_empty() {
+            return Ok(());
+        }
+        let file = files
+            .segments
+            .get(&files.active)
+            .cloned()
+            .ok_or_else(|| Error::integrity("the active segment is missing"))?;
+        if let Err(e) = file.write_all_at(&files.pending, files.file_len) {
+            self.poisoned.store(true, Ordering::Release);
+            return Err(io(
+                format!("writing segment {}", segment_name(files.active)),
+                e,
+            ));
+        }
+        files.file_len += files.pending.len() as u64;
+        files.pending.clear();
+        Ok(())
+    }
+
     fn roll(&self, files: &mut Files) -> Result<()> {
+        self.flush_pending(files)?;
         let old = files.active;
         if let Some(file) = files.segments.get(&old) {
             file.sync_data()
@@ -201,8 +231,30 @@ impl Log {
         write_manifest(&self.dir, &listed)?;
         files.segments.insert(next, Arc::new(file));
         files.active = next;
-        files.active_len = 0;
+        files.file_len = 0;
         Ok(())
+    }
+
+    /// Writes and syncs everything appended, waiting out a sync in flight:
+    /// for compaction, which holds every writer off meanwhile.
+    pub(crate) fn flush_all(&self) -> Result<()> {
+        loop {
+            let mut files = self.files();
+            if files.in_flight.is_none() {
+                self.flush_pending(&mut files)?;
+                let active = files.active;
+                if let Some(file) = files.segments.get(&active) {
+                    file.sync_data()
+                        .map_err(|e| io(format!("syncing segment {}", segment_name(active)), e))?;
+                }
+                let written = files.written;
+                drop(files);
+                self.synced.send_modify(|s| *s = (*s).max(written));
+                return Ok(());
+            }
+            drop(files);
+            std::thread::yield_now();
+        }
     }
 
     /// Waits until everything up to `seq` is on stable storage. Concurrent
@@ -217,28 +269,49 @@ impl Log {
                 return Ok(());
             }
             if !self.syncing.swap(true, Ordering::AcqRel) {
-                let (file, target) = {
-                    let files = self.files();
-                    (files.segments.get(&files.active).cloned(), files.written)
+                // Take the whole batch: one write, one fdatasync, for every
+                // writer that appended so far.
+                let batch = {
+                    let mut files = self.files();
+                    let file = files.segments.get(&files.active).cloned();
+                    let bytes = Arc::new(std::mem::take(&mut files.pending));
+                    let offset = files.file_len;
+                    files.in_flight = Some((offset, bytes.clone()));
+                    (file, files.active, offset, bytes, files.written)
                 };
+                let (file, segment, offset, bytes, target) = batch;
                 self.syncs.fetch_add(1, Ordering::Relaxed);
                 let result = match file {
-                    Some(file) => tokio::task::spawn_blocking(move || file.sync_data())
+                    Some(file) => {
+                        let bytes = bytes.clone();
+                        tokio::task::spawn_blocking(move || {
+                            file.write_all_at(&bytes, offset)?;
+                            file.sync_data()
+                        })
                         .await
-                        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))),
+                        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+                    }
                     None => Ok(()),
                 };
+                {
+                    let mut files = self.files();
+                    if files.active == segment && files.file_len == offset {
+                        files.file_len += bytes.len() as u64;
+                    }
+                    files.in_flight = None;
+                }
                 if let Err(e) = &result {
-                    // After a failed fsync the page cache cannot be trusted
-                    // (the PostgreSQL lesson): refuse everything until reopened.
-                    tracing::error!(error = %e, "fdatasync failed; the store stops");
+                    // After a failed write or fsync the page cache cannot be
+                    // trusted (the PostgreSQL lesson): refuse everything
+                    // until the store is reopened.
+                    tracing::error!(error = %e, "writing or syncing a segment failed; the store stops");
                     self.poisoned.store(true, Ordering::Release);
                 }
                 self.syncing.store(false, Ordering::Release);
                 self.synced
                     .send_modify(|s| *s = (*s).max(if result.is_ok() { target } else { *s }));
                 if let Err(e) = result {
-                    return Err(io("syncing the active segment".into(), e));
+                    return Err(io("writing the active segment".into(), e));
                 }
                 continue;
             }
@@ -253,16 +326,33 @@ impl Log {
         self.syncs.load(Ordering::Relaxed)
     }
 
-    /// Reads the frame at `loc`.
+    /// Reads the frame at `loc`, from the file or, if not written yet,
+    /// from memory.
     pub(crate) fn read(&self, loc: Loc) -> Result<Vec<u8>> {
-        let file = self
-            .files()
-            .segments
-            .get(&loc.segment)
-            .cloned()
-            .ok_or_else(|| {
-                Error::not_found(format!("segment {} is gone", segment_name(loc.segment)))
-            })?;
+        let file = {
+            let files = self.files();
+            if loc.segment == files.active {
+                let slice = |base: u64, bytes: &[u8]| -> Option<Vec<u8>> {
+                    let start = loc.offset.checked_sub(base)? as usize;
+                    bytes
+                        .get(start..start + loc.len as usize)
+                        .map(<[u8]>::to_vec)
+                };
+                if let Some((offset, bytes)) = &files.in_flight
+                    && let Some(frame) = slice(*offset, bytes)
+                {
+                    return Ok(frame);
+                }
+                let pending_at = files.end() - files.pending.len() as u64;
+                if let Some(frame) = slice(pending_at, &files.pending) {
+                    return Ok(frame);
+                }
+            }
+            files.segments.get(&loc.segment).cloned()
+        };
+        let file = file.ok_or_else(|| {
+            Error::not_found(format!("segment {} is gone", segment_name(loc.segment)))
+        })?;
         let mut buf = vec![0u8; loc.len as usize];
         file.read_exact_at(&mut buf, loc.offset).map_err(|e| {
             io(
@@ -294,7 +384,7 @@ impl Log {
             let path = self.dir.join(format!("{}.seg", segment_name(*n)));
             let file = OpenOptions::new()
                 .read(true)
-                .append(true)
+                .write(true)
                 .open(&path)
                 .map_err(|e| io(format!("opening {}", path.display()), e))?;
             segments.insert(*n, Arc::new(file));
@@ -306,7 +396,8 @@ impl Log {
             .map_or(0, |m| m.len());
         files.segments = segments;
         files.active = active;
-        files.active_len = active_len;
+        files.file_len = active_len;
+        files.pending.clear();
         for n in old.into_iter().filter(|n| !fresh.contains(n)) {
             let _ = std::fs::remove_file(self.dir.join(format!("{}.seg", segment_name(n))));
         }
@@ -330,8 +421,9 @@ fn create_segment(dir: &Path, n: u32) -> Result<File> {
     let path = dir.join(format!("{}.seg", segment_name(n)));
     let file = OpenOptions::new()
         .read(true)
-        .append(true)
+        .write(true)
         .create(true)
+        .truncate(false)
         .open(&path)
         .map_err(|e| io(format!("creating {}", path.display()), e))?;
     fsio::sync_dir(dir)?;

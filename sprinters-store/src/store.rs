@@ -344,7 +344,14 @@ fn apply(
         }
         Kind::DeliveryPurge => {
             let before: Timestamp = decode(plaintext, &here)?;
-            index.deliveries.retain(|_, (at, _, _)| *at >= before);
+            // A purged delivery id may be recorded again, from version 1.
+            index.deliveries.retain(|id, (at, _, _)| {
+                let keep = *at >= before;
+                if !keep {
+                    versions.remove(id);
+                }
+                keep
+            });
             index.delivery_purges = f.version;
         }
         Kind::Lease => {

@@ -426,3 +426,35 @@ async fn retention_purges_old_history_for_good() {
     let (store, _) = FileJobStore::open_with_key(dir.path(), &master).unwrap();
     assert_eq!(store.job_count(), 3);
 }
+
+#[tokio::test]
+async fn a_purged_delivery_recorded_again_survives_a_reopen() {
+    // Found by the model test: the second record of a purged delivery id
+    // restarts at version 1, which a reopen took for a replayed frame.
+    use sprinters_core::domain::DeliveryId;
+    use sprinters_core::ports::{Purge, RecordDelivery};
+    use sprinters_core::time::Timestamp;
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let id = DeliveryId::parse("d-2").unwrap();
+    {
+        let (store, _) = FileJobStore::open_with_key(dir.path(), &master).unwrap();
+        store
+            .record_delivery(RecordDelivery::new(id.clone(), Timestamp::from_millis(2)))
+            .await
+            .unwrap();
+        store
+            .purge(Purge::before(Timestamp::from_millis(3)))
+            .await
+            .unwrap();
+        assert!(
+            store
+                .record_delivery(RecordDelivery::new(id.clone(), Timestamp::from_millis(2)))
+                .await
+                .unwrap()
+                .first
+        );
+    }
+    let (store, _) = FileJobStore::open_with_key(dir.path(), &master).unwrap();
+    assert!(store.delivery_seen(id).await.unwrap());
+}
