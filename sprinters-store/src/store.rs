@@ -3,9 +3,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use parking_lot::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
@@ -55,10 +53,8 @@ pub struct OpenReport {
     pub torn_bytes: u64,
 }
 
-/// Index and key ring critical sections are a few microseconds: an
-/// adaptive mutex spins through them instead of parking the thread.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock()
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
