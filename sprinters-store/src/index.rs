@@ -204,6 +204,19 @@ impl Index {
         }
     }
 
+    /// Bytes of the frames still live: what compaction would keep.
+    pub(crate) fn live_bytes(&self) -> u64 {
+        let jobs: u64 = self.jobs.values().map(|e| u64::from(e.loc.len)).sum();
+        let deliveries: u64 = self
+            .deliveries
+            .values()
+            .map(|(_, l, _)| u64::from(l.len))
+            .sum();
+        let leases: u64 = self.leases.values().map(|e| u64::from(e.loc.len)).sum();
+        let vault: u64 = self.vault.values().map(|e| u64::from(e.loc.len)).sum();
+        jobs + deliveries + leases + vault
+    }
+
     /// Finished jobs queued before `before`: what retention removes.
     pub(crate) fn expired(&self, before: Timestamp) -> Vec<(JobKey, JobEntry)> {
         self.newest_first

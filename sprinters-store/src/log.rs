@@ -367,6 +367,19 @@ impl Log {
         Ok(buf)
     }
 
+    /// Bytes in every segment, appended but unwritten frames included.
+    pub(crate) fn total_bytes(&self) -> u64 {
+        let files = self.files();
+        let older: u64 = files
+            .segments
+            .iter()
+            .filter(|(n, _)| **n != files.active)
+            .filter_map(|(_, f)| f.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        older + files.end()
+    }
+
     /// The number the next new segment gets.
     pub(crate) fn next_segment(&self) -> u32 {
         self.files().active + 1

@@ -23,6 +23,9 @@ use crate::keyring::{KeyRing, OpaqueIds, OpenFailure};
 use crate::keys::{KeyProvider, MasterKey};
 use crate::log::{Loc, Log, segment_name};
 
+/// Retention compacts once the log is this big and mostly dead.
+const COMPACT_AFTER_BYTES: u64 = 16 << 20;
+
 /// The encrypted, append-only job store of one data directory. Cheap to
 /// clone; clones share the store. Only one process may open a directory.
 #[derive(Debug, Clone)]
@@ -619,6 +622,18 @@ impl JobStore for FileJobStore {
         };
         if seq > 0 {
             self.inner.log.durable(seq).await?;
+        }
+        // Retention frees disk once most of the log is dead: tombstones,
+        // old versions, purged history.
+        let (live, total) = (
+            lock(&self.inner.index).live_bytes(),
+            self.inner.log.total_bytes(),
+        );
+        if total > COMPACT_AFTER_BYTES && total > 2 * live {
+            let store = self.clone();
+            tokio::task::spawn_blocking(move || store.compact())
+                .await
+                .map_err(|e| Error::unavailable(format!("compacting: {e}")))??;
         }
         Ok(Purged::new(jobs, deliveries))
     }

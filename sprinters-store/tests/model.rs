@@ -208,3 +208,51 @@ async fn concurrent_writers_share_syncs_and_every_acknowledged_write_is_kept() {
     let store = FileJobStore::open_with_key(dir.path(), &key).unwrap().0;
     assert_eq!(store.job_count(), 640);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_reclaims_the_disk_once_most_of_the_log_is_dead() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileJobStore::open_with_key(dir.path(), &MasterKey::generate())
+        .unwrap()
+        .0;
+    let writers: Vec<_> = (0..64u64)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for n in 0..800u64 {
+                    let mut r = sample_record(w * 10_000 + n + 1, "octo/app", n);
+                    r.state = JobState::Cleaned;
+                    r.labels = vec!["x".repeat(200)];
+                    store.put_job(PutJob::create(r)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let disk = |dir: &std::path::Path| -> u64 {
+        std::fs::read_dir(dir.join("segments"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
+    };
+    let before = disk(dir.path());
+    assert!(
+        before > 16 << 20,
+        "the test needs a log over the threshold: {before}"
+    );
+    let purged = store
+        .purge(Purge::before(Timestamp::from_millis(700)))
+        .await
+        .unwrap();
+    assert_eq!(purged.jobs, 64 * 700);
+    let after = disk(dir.path());
+    assert!(
+        after < before / 4,
+        "retention did not reclaim the disk: {before} -> {after} bytes"
+    );
+    assert_eq!(store.job_count(), 64 * 100);
+}
