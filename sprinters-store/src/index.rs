@@ -34,8 +34,12 @@ pub(crate) struct Interner {
 
 impl Interner {
     pub(crate) fn intern(&mut self, s: &str) -> u32 {
-        let next = self.ids.len() as u32 + 1;
-        *self.ids.entry(s.to_owned()).or_insert(next)
+        if let Some(id) = self.ids.get(s) {
+            return *id;
+        }
+        let id = self.ids.len() as u32 + 1;
+        self.ids.insert(s.to_owned(), id);
+        id
     }
     pub(crate) fn get(&self, s: &str) -> Option<u32> {
         self.ids.get(s).copied()

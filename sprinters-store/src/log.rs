@@ -19,9 +19,6 @@ use crate::fsio;
 pub(crate) const SEGMENT_BYTES: u64 = 64 << 20;
 const MANIFEST: &str = "manifest.json";
 
-/// Each listed segment's number and bytes, as read on open.
-pub(crate) type Segments = Vec<(u32, Vec<u8>)>;
-
 /// Where a frame is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Loc {
@@ -79,10 +76,10 @@ fn io(what: String, e: std::io::Error) -> Error {
 }
 
 impl Log {
-    /// The segments listed in the manifest, in order, with their bytes.
+    /// The segments listed in the manifest, in order.
     /// Files not in the manifest are left-overs of an interrupted
     /// compaction and are removed.
-    pub(crate) fn open(dir: &Path) -> Result<(Log, Segments)> {
+    pub(crate) fn open(dir: &Path) -> Result<(Log, Vec<u32>)> {
         let dir = dir.join("segments");
         std::fs::create_dir_all(&dir).map_err(|e| io(format!("creating {}", dir.display()), e))?;
         let manifest_path = dir.join(MANIFEST);
@@ -113,7 +110,6 @@ impl Log {
             write_manifest(&dir, &manifest.segments)?;
         }
         let mut segments = BTreeMap::new();
-        let mut contents = Vec::new();
         for n in &manifest.segments {
             let path = dir.join(format!("{}.seg", segment_name(*n)));
             let file = OpenOptions::new()
@@ -121,13 +117,13 @@ impl Log {
                 .write(true)
                 .open(&path)
                 .map_err(|e| io(format!("opening {}", path.display()), e))?;
-            let bytes =
-                std::fs::read(&path).map_err(|e| io(format!("reading {}", path.display()), e))?;
             segments.insert(*n, Arc::new(file));
-            contents.push((*n, bytes));
         }
         let active = *manifest.segments.last().unwrap_or(&1);
-        let active_len = contents.last().map_or(0, |(_, b)| b.len() as u64);
+        let active_len = segments
+            .get(&active)
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| m.len());
         let log = Log {
             dir,
             files: Mutex::new(Files {
@@ -143,7 +139,14 @@ impl Log {
             poisoned: AtomicBool::new(false),
             syncs: AtomicU64::new(0),
         };
-        Ok((log, contents))
+        Ok((log, manifest.segments))
+    }
+
+    /// The whole of segment `n`, for the scan on open (one segment in
+    /// memory at a time).
+    pub(crate) fn read_segment(&self, n: u32) -> Result<Vec<u8>> {
+        let path = self.dir.join(format!("{}.seg", segment_name(n)));
+        std::fs::read(&path).map_err(|e| io(format!("reading {}", path.display()), e))
     }
 
     fn files(&self) -> std::sync::MutexGuard<'_, Files> {

@@ -125,14 +125,15 @@ impl FileJobStore {
             )));
         }
         let ring = KeyRing::open_or_create(dir, master)?;
-        let (log, contents) = Log::open(dir)?;
+        let (log, listed) = Log::open(dir)?;
         let mut index = Index::default();
         let mut report = OpenReport::default();
         let mut versions: HashMap<[u8; 16], u64> = HashMap::new();
-        let last = contents.len();
-        for (i, (segment, bytes)) in contents.iter().enumerate() {
+        let last = listed.len();
+        for (i, segment) in listed.iter().enumerate() {
             let name = segment_name(*segment);
-            let (frames, end) = frame::scan(bytes, &name, i + 1 == last)?;
+            let bytes = log.read_segment(*segment)?;
+            let (frames, end) = frame::scan(&bytes, &name, i + 1 == last)?;
             for f in frames {
                 report.frames += 1;
                 let loc = Loc {
