@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -424,8 +424,13 @@ impl Log {
     /// manifest (compaction adds it with [`Log::replace_all`]).
     pub(crate) fn write_segment(&self, n: u32, bytes: &[u8]) -> Result<()> {
         let path = self.dir.join(format!("{}.seg", segment_name(n)));
-        let mut file =
-            File::create(&path).map_err(|e| io(format!("creating {}", path.display()), e))?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| io(format!("creating {}", path.display()), e))?;
         file.write_all(bytes)
             .and_then(|_| file.sync_all())
             .map_err(|e| io(format!("writing {}", path.display()), e))?;
@@ -440,6 +445,7 @@ fn create_segment(dir: &Path, n: u32) -> Result<File> {
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o600)
         .open(&path)
         .map_err(|e| io(format!("creating {}", path.display()), e))?;
     fsio::sync_dir(dir)?;

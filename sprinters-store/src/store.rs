@@ -100,7 +100,7 @@ impl FileJobStore {
     /// [`FileJobStore::open`] with the key in hand (blocking), also saying
     /// what was found.
     pub fn open_with_key(dir: &Path, master: &MasterKey) -> Result<(Self, OpenReport)> {
-        use std::os::unix::fs::DirBuilderExt;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -113,6 +113,7 @@ impl FileJobStore {
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&lock_path)
             .map_err(|e| {
                 Error::unavailable(format!("opening {}: {e}", lock_path.display())).with_source(e)

@@ -458,3 +458,21 @@ async fn a_purged_delivery_recorded_again_survives_a_reopen() {
     let (store, _) = FileJobStore::open_with_key(dir.path(), &master).unwrap();
     assert!(store.delivery_seen(id).await.unwrap());
 }
+
+#[tokio::test]
+async fn only_the_owner_can_read_the_store_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    seeded(&data, &MasterKey::generate(), 1).await;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    for file in [
+        data.join("keyring.json"),
+        data.join("LOCK"),
+        segment(&data),
+        data.join("segments/manifest.json"),
+    ] {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+}
