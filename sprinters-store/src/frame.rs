@@ -60,6 +60,28 @@ pub(crate) fn aad(kind: Kind, key_id: u32, record_id: &[u8; 16], version: u64) -
     aad
 }
 
+/// Where the nonce goes in a frame started by [`start`].
+pub(crate) const NONCE_AT: usize = HEADER_LEN + AAD_LEN;
+
+/// A frame's first bytes (header to fill, associated data, nonce slot),
+/// with room for `plaintext_len` bytes and the tag after them.
+pub(crate) fn start(aad: &[u8; AAD_LEN], plaintext_len: usize) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(NONCE_AT + NONCE_LEN + plaintext_len + 16);
+    frame.extend_from_slice(&[0; HEADER_LEN]);
+    frame.extend_from_slice(aad);
+    frame.extend_from_slice(&[0; NONCE_LEN]);
+    frame
+}
+
+/// Fills in the header of a frame built with [`start`] and sealed.
+pub(crate) fn finish(frame: &mut [u8]) {
+    let len = (frame.len() - HEADER_LEN) as u32;
+    frame[0..4].copy_from_slice(&len.to_le_bytes());
+    frame[4..8].copy_from_slice(&(crc32c::crc32c(&len.to_le_bytes()) ^ MAGIC).to_le_bytes());
+    let crc = crc32c::crc32c(&frame[HEADER_LEN..]);
+    frame[8..12].copy_from_slice(&crc.to_le_bytes());
+}
+
 /// Encodes a frame.
 pub(crate) fn encode(aad: &[u8; AAD_LEN], nonce: &[u8; NONCE_LEN], ciphertext: &[u8]) -> Vec<u8> {
     let body_len = BODY_PREFIX + ciphertext.len();

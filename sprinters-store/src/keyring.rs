@@ -244,21 +244,42 @@ impl KeyRing {
         aad: &[u8],
         plaintext: &[u8],
     ) -> Result<([u8; NONCE_LEN], Vec<u8>)> {
-        let key = self
-            .keys
-            .get_mut(&id)
-            .ok_or_else(|| Error::integrity(format!("no data key {id}")))?;
-        let cipher = key
+        let sealed = self.cipher_for_seal(id)?.seal(aad, plaintext);
+        self.count_seal(id)?;
+        Ok(sealed)
+    }
+
+    /// [`KeyRing::seal`] in place, see [`Cipher::seal_in_place`].
+    pub(crate) fn seal_in_place(
+        &mut self,
+        id: u32,
+        aad: &[u8],
+        buf: &mut Vec<u8>,
+        nonce_at: usize,
+    ) -> Result<()> {
+        self.cipher_for_seal(id)?.seal_in_place(aad, buf, nonce_at);
+        self.count_seal(id)
+    }
+
+    fn cipher_for_seal(&self, id: u32) -> Result<&Cipher> {
+        self.keys
+            .get(&id)
+            .ok_or_else(|| Error::integrity(format!("no data key {id}")))?
             .cipher
             .as_ref()
-            .ok_or_else(|| Error::integrity(format!("data key {id} was destroyed")))?;
-        let sealed = cipher.seal(aad, plaintext);
+            .ok_or_else(|| Error::integrity(format!("data key {id} was destroyed")))
+    }
+
+    fn count_seal(&mut self, id: u32) -> Result<()> {
+        let Some(key) = self.keys.get_mut(&id) else {
+            return Ok(());
+        };
         key.used += 1;
         if key.used >= key.reserved {
             key.reserved += RESERVE_BLOCK;
             self.persist()?;
         }
-        Ok(sealed)
+        Ok(())
     }
 
     /// Opens a record sealed with data key `id`.

@@ -277,7 +277,13 @@ impl Log {
                 let batch = {
                     let mut files = self.files();
                     let file = files.segments.get(&files.active).cloned();
-                    let bytes = Arc::new(std::mem::take(&mut files.pending));
+                    // The next batch starts with this one's capacity: regrowing
+                    // from empty costs a realloc and a copy per doubling.
+                    let capacity = files.pending.capacity();
+                    let bytes = Arc::new(std::mem::replace(
+                        &mut files.pending,
+                        Vec::with_capacity(capacity),
+                    ));
                     let offset = files.file_len;
                     files.in_flight = Some((offset, bytes.clone()));
                     (file, files.active, offset, bytes, files.written)

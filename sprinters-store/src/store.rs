@@ -64,6 +64,14 @@ pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
     postcard::to_stdvec(value).map_err(|e| Error::integrity(format!("encoding a record: {e}")))
 }
 
+/// The summary the index needs, then the record, in one buffer.
+fn encode_job(summary: &Summary, record: &JobRecord) -> Result<Vec<u8>> {
+    let buf = postcard::to_extend(summary, Vec::with_capacity(512))
+        .and_then(|buf| postcard::to_extend(record, buf))
+        .map_err(|e| Error::integrity(format!("encoding a record: {e}")))?;
+    Ok(buf)
+}
+
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], at: &str) -> Result<T> {
     postcard::from_bytes(bytes)
         .map_err(|e| Error::integrity(format!("{at}: undecodable record: {e}")))
@@ -312,9 +320,14 @@ impl FileJobStore {
         let scope = ring.scope_of(account);
         let key_id = ring.active_key(&scope)?;
         let aad = frame::aad(kind, key_id, &record_id, version);
-        let (nonce, ct) = ring.seal(key_id, &aad, plaintext)?;
+        let mut bytes = frame::start(&aad, plaintext.len());
+        bytes.extend_from_slice(plaintext);
+        if let Err(e) = ring.seal_in_place(key_id, &aad, &mut bytes, frame::NONCE_AT) {
+            zeroize::Zeroize::zeroize(&mut bytes);
+            return Err(e);
+        }
         drop(ring);
-        let bytes = frame::encode(&aad, &nonce, &ct);
+        frame::finish(&mut bytes);
         let (loc, seq) = self.inner.log.append(&bytes)?;
         Ok((loc, seq, key_id))
     }
@@ -403,8 +416,7 @@ impl JobStore for FileJobStore {
         let record = &request.record;
         let key = record.key;
         let summary = Summary::of(record);
-        let mut plaintext = Zeroizing::new(encode(&summary)?);
-        plaintext.extend_from_slice(&encode(record)?);
+        let plaintext = Zeroizing::new(encode_job(&summary, record)?);
         let record_id = self.inner.ids.id("job", &job_id_bytes(key));
         let (version, seq) = {
             let mut index = lock(&self.inner.index);
