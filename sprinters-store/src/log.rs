@@ -109,16 +109,7 @@ impl Log {
             create_segment(&dir, 1)?;
             write_manifest(&dir, &manifest.segments)?;
         }
-        let mut segments = BTreeMap::new();
-        for n in &manifest.segments {
-            let path = dir.join(format!("{}.seg", segment_name(*n)));
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(|e| io(format!("opening {}", path.display()), e))?;
-            segments.insert(*n, Arc::new(file));
-        }
+        let segments = open_segments(&dir, &manifest.segments)?;
         let active = *manifest.segments.last().unwrap_or(&1);
         let active_len = segments
             .get(&active)
@@ -401,16 +392,7 @@ impl Log {
         let mut files = self.files();
         write_manifest(&self.dir, &fresh)?;
         let old: Vec<u32> = files.segments.keys().copied().collect();
-        let mut segments = BTreeMap::new();
-        for n in &fresh {
-            let path = self.dir.join(format!("{}.seg", segment_name(*n)));
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(|e| io(format!("opening {}", path.display()), e))?;
-            segments.insert(*n, Arc::new(file));
-        }
+        let segments = open_segments(&self.dir, &fresh)?;
         let active = *fresh.last().unwrap_or(&1);
         let active_len = segments
             .get(&active)
@@ -442,6 +424,21 @@ impl Log {
             .map_err(|e| io(format!("writing {}", path.display()), e))?;
         fsio::sync_dir(&self.dir)
     }
+}
+
+/// Opens the listed segments for reading and writing.
+fn open_segments(dir: &Path, listed: &[u32]) -> Result<BTreeMap<u32, Arc<File>>> {
+    let mut segments = BTreeMap::new();
+    for n in listed {
+        let path = dir.join(format!("{}.seg", segment_name(*n)));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io(format!("opening {}", path.display()), e))?;
+        segments.insert(*n, Arc::new(file));
+    }
+    Ok(segments)
 }
 
 fn create_segment(dir: &Path, n: u32) -> Result<File> {
