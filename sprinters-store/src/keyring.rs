@@ -73,14 +73,22 @@ pub(crate) enum OpenFailure {
     Unauthentic,
 }
 
-/// The loaded key ring.
-#[derive(Debug)]
+/// The loaded key ring. `Debug` shows key ids and scopes, never keys.
 pub(crate) struct KeyRing {
     path: PathBuf,
     master: Cipher,
     index_key: Zeroizing<[u8; 32]>,
     keys: BTreeMap<u32, DataKey>,
     next_id: u32,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("path", &self.path)
+            .field("keys", &self.keys.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 fn wrap_aad(id: u32, scope: &str) -> Vec<u8> {

@@ -28,12 +28,21 @@ const COMPACT_AFTER_BYTES: u64 = 16 << 20;
 
 /// The encrypted, append-only job store of one data directory. Cheap to
 /// clone; clones share the store. Only one process may open a directory.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct FileJobStore {
     pub(crate) inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
+impl std::fmt::Debug for FileJobStore {
+    /// The directory and the number of jobs: no key, no record.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileJobStore")
+            .field("dir", &self.inner.dir)
+            .field("jobs", &self.job_count())
+            .finish_non_exhaustive()
+    }
+}
+
 pub(crate) struct Inner {
     pub(crate) dir: PathBuf,
     // Held for the store's lifetime: the directory lock.

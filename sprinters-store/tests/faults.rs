@@ -476,3 +476,19 @@ async fn only_the_owner_can_read_the_store_files() {
         assert_eq!(mode(&file), 0o600, "{}", file.display());
     }
 }
+
+#[tokio::test]
+async fn debug_output_shows_no_key_and_no_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    seeded(dir.path(), &master, 2).await;
+    let (store, _) = FileJobStore::open_with_key(dir.path(), &master).unwrap();
+    let debug = format!("{store:?}");
+    assert!(
+        debug.starts_with("FileJobStore { dir: ") && debug.contains("jobs: 2"),
+        "{debug}"
+    );
+    assert!(!debug.contains("secret-org"), "{debug}");
+    assert!(debug.len() < 200, "Debug is a summary, not a dump: {debug}");
+    assert_eq!(format!("{master:?}"), "MasterKey([REDACTED])");
+}
