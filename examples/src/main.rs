@@ -1,6 +1,7 @@
 //! `sprinters`: the control plane composed of the SDK's default adapters.
 //!
-//! Commands so far: `sprinters labels parse LABEL...`.
+//! Commands so far: `labels parse`, `policy iam|trust|cloudformation`,
+//! `user-data`.
 
 // A command-line tool prints by design.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -26,11 +27,20 @@ enum Command {
         #[command(subcommand)]
         command: commands::labels::LabelsCommand,
     },
+    /// Print the AWS documents a customer applies in their account.
+    Policy {
+        #[command(subcommand)]
+        command: commands::policy::PolicyCommand,
+    },
+    /// Print the boot script a launch would use (it contains the JIT config).
+    UserData(commands::policy::UserDataArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Labels { command } => commands::labels::run(command),
+        Command::Policy { command } => commands::policy::run(command),
+        Command::UserData(args) => commands::policy::user_data(args),
     }
 }
