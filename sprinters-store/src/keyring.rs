@@ -433,8 +433,11 @@ impl std::fmt::Debug for OpaqueIds {
 
 impl OpaqueIds {
     pub(crate) fn id(&self, domain: &str, data: &[u8]) -> [u8; 16] {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.0.as_ref())
-            .unwrap_or_else(|_| unreachable_hmac());
+        // HMAC pads a key shorter than the hash's block with zeros; doing
+        // it here makes the construction infallible.
+        let mut block = Zeroizing::new([0u8; 64]);
+        block[..32].copy_from_slice(self.0.as_ref());
+        let mut mac = <Hmac<Sha256> as hmac::digest::KeyInit>::new(block.as_ref().into());
         mac.update(domain.as_bytes());
         mac.update(&[0]);
         mac.update(data);
@@ -445,8 +448,26 @@ impl OpaqueIds {
     }
 }
 
-#[cold]
-fn unreachable_hmac() -> Hmac<Sha256> {
-    // HMAC accepts keys of any length; this cannot happen.
-    <Hmac<Sha256> as Mac>::new_from_slice(&[0u8; 32]).unwrap_or_else(|_| unreachable_hmac())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opaque_ids_match_hmac_with_the_unpadded_key() {
+        // Stores written before must keep their ids: padding the key to the
+        // block by hand is the same HMAC (RFC 2104).
+        let key = [7u8; 32];
+        let ids = OpaqueIds(Zeroizing::new(key));
+        let mut reference = <Hmac<Sha256> as Mac>::new_from_slice(&key).unwrap();
+        reference.update(b"job\0data");
+        assert_eq!(
+            ids.id("job", b"data"),
+            reference.finalize().into_bytes()[..16]
+        );
+        assert_ne!(ids.id("job", b"data"), ids.id("lease", b"data"));
+        assert_ne!(
+            ids.id("job", b"data"),
+            OpaqueIds(Zeroizing::new([8; 32])).id("job", b"data")
+        );
+    }
 }

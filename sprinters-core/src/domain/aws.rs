@@ -103,6 +103,18 @@ impl AvailabilityZone {
 }
 
 impl InstanceType {
+    /// The label grammar's default type of an architecture: `t3.large`
+    /// for x64, `t4g.large` for arm64.
+    pub fn default_for(arch: Arch) -> InstanceType {
+        InstanceType(
+            match arch {
+                Arch::X64 => "t3.large",
+                Arch::Arm64 => "t4g.large",
+            }
+            .to_owned(),
+        )
+    }
+
     /// The family, e.g. `m7i` of `m7i.24xlarge`.
     pub fn family(&self) -> &str {
         self.as_str().split('.').next().unwrap_or_default()

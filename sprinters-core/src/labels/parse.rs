@@ -151,11 +151,7 @@ pub(super) fn parse_label(parser: &LabelParser, original: &str) -> Result<Runner
 }
 
 fn default_type(arch: Arch) -> InstanceType {
-    let name = match arch {
-        Arch::X64 => "t3.large",
-        Arch::Arm64 => "t4g.large",
-    };
-    InstanceType::try_from(name.to_owned()).unwrap_or_else(|_| default_type(Arch::X64))
+    InstanceType::default_for(arch)
 }
 
 fn parse_part<'a>(p: &mut Parts<'a>, label: &str, part: &'a str) -> Result<(), LabelError> {
