@@ -17,9 +17,3 @@ pub mod time;
 pub mod vault;
 
 pub use error::{Error, ErrorKind, Result};
-
-/// The workspace README's examples, compiled and run as doctests so they
-/// cannot rot.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-pub struct WorkspaceReadme;
