@@ -42,6 +42,8 @@ struct Files {
     in_flight: Option<(u64, Arc<Vec<u8>>)>,
     /// Frames appended after those, not yet handed to the file.
     pending: Vec<u8>,
+    /// How many frames `pending` holds.
+    pending_frames: usize,
     /// Bytes appended since open: the sequence group commit waits on.
     written: u64,
 }
@@ -64,6 +66,8 @@ pub(crate) struct Log {
     syncing: AtomicBool,
     poisoned: AtomicBool,
     syncs: AtomicU64,
+    /// Frames in the last batch: the writers it woke will likely write again.
+    last_batch: std::sync::atomic::AtomicUsize,
 }
 
 /// A segment's name in messages and on disk.
@@ -123,12 +127,14 @@ impl Log {
                 file_len: active_len,
                 in_flight: None,
                 pending: Vec::new(),
+                pending_frames: 0,
                 written: 0,
             }),
             synced: watch::channel(0).0,
             syncing: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
             syncs: AtomicU64::new(0),
+            last_batch: std::sync::atomic::AtomicUsize::new(0),
         };
         Ok((log, manifest.segments))
     }
@@ -185,6 +191,7 @@ impl Log {
             len: frame.len() as u32,
         };
         files.pending.extend_from_slice(frame);
+        files.pending_frames += 1;
         files.written += frame.len() as u64;
         Ok((loc, files.written))
     }
@@ -208,6 +215,7 @@ impl Log {
         }
         files.file_len += files.pending.len() as u64;
         files.pending.clear();
+        files.pending_frames = 0;
         Ok(())
     }
 
@@ -263,8 +271,16 @@ impl Log {
                 return Ok(());
             }
             if !self.syncing.swap(true, Ordering::AcqRel) {
-                // Take the whole batch: one write, one fdatasync, for every
-                // writer that appended so far.
+                // The writers the last sync woke are likely writing again:
+                // give them a few scheduler turns (no timer) to join this
+                // batch, then take it whole: one write, one fdatasync.
+                let expected = self.last_batch.load(Ordering::Relaxed);
+                for _ in 0..32 {
+                    if self.files().pending_frames >= expected {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
                 let batch = {
                     let mut files = self.files();
                     let file = files.segments.get(&files.active).cloned();
@@ -275,6 +291,9 @@ impl Log {
                         &mut files.pending,
                         Vec::with_capacity(capacity),
                     ));
+                    self.last_batch
+                        .store(files.pending_frames, Ordering::Relaxed);
+                    files.pending_frames = 0;
                     let offset = files.file_len;
                     files.in_flight = Some((offset, bytes.clone()));
                     (file, files.active, offset, bytes, files.written)
@@ -402,6 +421,7 @@ impl Log {
         files.active = active;
         files.file_len = active_len;
         files.pending.clear();
+        files.pending_frames = 0;
         for n in old.into_iter().filter(|n| !fresh.contains(n)) {
             let _ = std::fs::remove_file(self.dir.join(format!("{}.seg", segment_name(n))));
         }
