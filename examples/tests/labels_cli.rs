@@ -3,14 +3,9 @@
 // Test helpers fail the test by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::{Command, Output};
+mod common;
 
-fn sprinters(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sprinters"))
-        .args(args)
-        .output()
-        .expect("the sprinters binary runs")
-}
+use common::sprinters;
 
 #[test]
 fn a_valid_job_prints_the_resolved_spec_with_exactly_the_documented_keys() {

@@ -315,13 +315,13 @@ async fn shutdown_finishes_in_flight_launches_and_starts_no_new_ones() {
     assert_eq!(bed.launcher.instances().len(), 1);
 }
 
-#[tokio::test]
-async fn run_takes_deliveries_from_a_pull_source_and_acknowledges_them() {
-    let bed = TestBed::new();
-    let jobs: Vec<_> = (1..=3).map(|i| bed.job(i)).collect();
-    for (i, j) in jobs.iter().enumerate() {
-        bed.source.push(bed.delivery(&format!("q-{i}"), j.queued()));
-    }
+/// Starts `engine.run` in the background; send on the channel to stop it.
+fn spawn_run(
+    bed: &TestBed,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<sprinters_core::Result<()>>,
+) {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let engine = bed.engine.clone();
     let running = tokio::spawn(async move {
@@ -331,6 +331,17 @@ async fn run_takes_deliveries_from_a_pull_source_and_acknowledges_them() {
             })
             .await
     });
+    (stop, running)
+}
+
+#[tokio::test]
+async fn run_takes_deliveries_from_a_pull_source_and_acknowledges_them() {
+    let bed = TestBed::new();
+    let jobs: Vec<_> = (1..=3).map(|i| bed.job(i)).collect();
+    for (i, j) in jobs.iter().enumerate() {
+        bed.source.push(bed.delivery(&format!("q-{i}"), j.queued()));
+    }
+    let (stop, running) = spawn_run(&bed);
     bed.source.wait_acked(3).await;
     bed.settle().await;
     stop.send(()).unwrap();
@@ -349,15 +360,7 @@ async fn run_retries_on_its_tick_without_any_new_event() {
         .fail_next("launch", 1, || sprinters_core::Error::unavailable("blip"));
     let job = bed.job(1);
     bed.source.push(bed.delivery("q", job.queued()));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let engine = bed.engine.clone();
-    let running = tokio::spawn(async move {
-        engine
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let (stop, running) = spawn_run(&bed);
     bed.source.wait_acked(1).await;
     bed.settle().await;
     assert_eq!(bed.record(&job).await.state, JobState::Queued);
