@@ -28,7 +28,7 @@ use crate::keys::MasterKey;
 const RESERVE_BLOCK: u64 = 1 << 20;
 /// A data key is retired after this many seals: far below the 2^32 that
 /// NIST allows for random 96-bit nonces.
-pub(crate) const SEALS_PER_KEY: u64 = 1 << 30;
+pub(crate) const SEALS_PER_KEY: u64 = if cfg!(test) { 5 } else { 1 << 30 };
 const CHECK: &[u8] = b"sprinters key ring v1";
 const FILE: &str = "keyring.json";
 
@@ -451,6 +451,33 @@ impl OpaqueIds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_data_key_is_retired_before_its_seal_limit_and_still_opens_old_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ring = KeyRing::open_or_create(dir.path(), &MasterKey::generate()).unwrap();
+        let scope = ring.scope_of(None);
+        let first = ring.active_key(&scope).unwrap();
+        let mut sealed = Vec::new();
+        for i in 0..SEALS_PER_KEY {
+            let key = ring.active_key(&scope).unwrap();
+            assert_eq!(key, first, "seal {i} still uses the first key");
+            sealed.push((key, ring.seal(key, b"aad", b"record").unwrap()));
+        }
+        let second = ring.active_key(&scope).unwrap();
+        assert_ne!(
+            second, first,
+            "the key is rotated once its limit is reached"
+        );
+        assert!(!ring.is_active(first) && ring.is_active(second));
+        for (key, (nonce, ct)) in &sealed {
+            assert_eq!(
+                ring.open(*key, nonce, b"aad", ct).unwrap(),
+                b"record",
+                "older records still open"
+            );
+        }
+    }
 
     #[test]
     fn opaque_ids_match_hmac_with_the_unpadded_key() {
