@@ -47,8 +47,8 @@ impl FileJobStore {
          -> Result<(Loc, u32)> {
             let bytes = log.read(loc)?;
             let f = frame::decode_one(&bytes, &segment_name(loc.segment), loc.offset)?;
-            let frame_bytes = if ring.is_active(f.key_id) {
-                bytes.clone()
+            let (frame_bytes, key_id) = if ring.is_active(f.key_id) {
+                (bytes.clone(), f.key_id)
             } else {
                 let plaintext =
                     ring.open(f.key_id, f.nonce, f.aad, f.ciphertext)
@@ -61,18 +61,9 @@ impl FileJobStore {
                         })?;
                 let plaintext = zeroize::Zeroizing::new(plaintext);
                 let scope = ring.scope_of_key(f.key_id).unwrap_or_default().to_owned();
-                let key_id = ring.active_key(&scope)?;
-                let aad = frame::aad(f.kind, key_id, &f.record_id, f.version);
-                let (nonce, ct) = ring.seal(key_id, &aad, &plaintext)?;
                 report.resealed += 1;
-                frame::encode(&aad, &nonce, &ct)
+                ring.seal_frame(f.kind, &scope, f.record_id, f.version, &plaintext)?
             };
-            let key_id = u32::from_le_bytes([
-                frame_bytes[13],
-                frame_bytes[14],
-                frame_bytes[15],
-                frame_bytes[16],
-            ]);
             if !buf.is_empty() && buf.len() as u64 + frame_bytes.len() as u64 > SEGMENT_BYTES {
                 log.write_segment(*segment, buf)?;
                 segments.push(*segment);

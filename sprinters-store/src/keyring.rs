@@ -20,6 +20,7 @@ use sprinters_core::{Error, Result};
 use zeroize::Zeroizing;
 
 use crate::crypto::{Cipher, NONCE_LEN};
+use crate::frame::{self, Kind};
 use crate::fsio;
 use crate::keys::MasterKey;
 
@@ -246,27 +247,29 @@ impl KeyRing {
     }
 
     /// Seals `plaintext` with data key `id`, counting the use.
-    pub(crate) fn seal(
+    /// A whole frame holding `plaintext`, sealed under the current data key
+    /// of `scope` (created or rotated as needed): the one way records are
+    /// sealed, for writes and compaction alike. Returns the frame and the
+    /// key's id.
+    pub(crate) fn seal_frame(
         &mut self,
-        id: u32,
-        aad: &[u8],
+        kind: Kind,
+        scope: &str,
+        record_id: [u8; 16],
+        version: u64,
         plaintext: &[u8],
-    ) -> Result<([u8; NONCE_LEN], Vec<u8>)> {
-        let sealed = self.cipher_for_seal(id)?.seal(aad, plaintext);
-        self.count_seal(id)?;
-        Ok(sealed)
-    }
-
-    /// [`KeyRing::seal`] in place, see [`Cipher::seal_in_place`].
-    pub(crate) fn seal_in_place(
-        &mut self,
-        id: u32,
-        aad: &[u8],
-        buf: &mut Vec<u8>,
-        nonce_at: usize,
-    ) -> Result<()> {
-        self.cipher_for_seal(id)?.seal_in_place(aad, buf, nonce_at);
-        self.count_seal(id)
+    ) -> Result<(Vec<u8>, u32)> {
+        let key_id = self.active_key(scope)?;
+        let aad = frame::aad(kind, key_id, &record_id, version);
+        let mut bytes = frame::start(&aad, plaintext.len());
+        bytes.extend_from_slice(plaintext);
+        // Sealed in place: no copy of the record, and the plaintext becomes
+        // ciphertext where it lies.
+        self.cipher_for_seal(key_id)?
+            .seal_in_place(&aad, &mut bytes, frame::NONCE_AT);
+        self.count_seal(key_id)?;
+        frame::finish(&mut bytes);
+        Ok((bytes, key_id))
     }
 
     fn cipher_for_seal(&self, id: u32) -> Result<&Cipher> {
@@ -460,9 +463,11 @@ mod tests {
         let first = ring.active_key(&scope).unwrap();
         let mut sealed = Vec::new();
         for i in 0..SEALS_PER_KEY {
-            let key = ring.active_key(&scope).unwrap();
+            let (bytes, key) = ring
+                .seal_frame(Kind::Job, &scope, [1; 16], i + 1, b"record")
+                .unwrap();
             assert_eq!(key, first, "seal {i} still uses the first key");
-            sealed.push((key, ring.seal(key, b"aad", b"record").unwrap()));
+            sealed.push(bytes);
         }
         let second = ring.active_key(&scope).unwrap();
         assert_ne!(
@@ -470,12 +475,10 @@ mod tests {
             "the key is rotated once its limit is reached"
         );
         assert!(!ring.is_active(first) && ring.is_active(second));
-        for (key, (nonce, ct)) in &sealed {
-            assert_eq!(
-                ring.open(*key, nonce, b"aad", ct).unwrap(),
-                b"record",
-                "older records still open"
-            );
+        for bytes in &sealed {
+            let f = frame::decode_one(bytes, "test", 0).unwrap();
+            let plaintext = ring.open(f.key_id, f.nonce, f.aad, f.ciphertext).unwrap();
+            assert_eq!(plaintext, b"record", "older records still open");
         }
     }
 

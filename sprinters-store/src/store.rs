@@ -327,16 +327,8 @@ impl FileJobStore {
     ) -> Result<(Loc, u64, u32)> {
         let mut ring = lock(&self.inner.keyring);
         let scope = ring.scope_of(account);
-        let key_id = ring.active_key(&scope)?;
-        let aad = frame::aad(kind, key_id, &record_id, version);
-        let mut bytes = frame::start(&aad, plaintext.len());
-        bytes.extend_from_slice(plaintext);
-        if let Err(e) = ring.seal_in_place(key_id, &aad, &mut bytes, frame::NONCE_AT) {
-            zeroize::Zeroize::zeroize(&mut bytes);
-            return Err(e);
-        }
+        let (bytes, key_id) = ring.seal_frame(kind, &scope, record_id, version, plaintext)?;
         drop(ring);
-        frame::finish(&mut bytes);
         let (loc, seq) = self.inner.log.append(&bytes)?;
         Ok((loc, seq, key_id))
     }
