@@ -430,3 +430,87 @@ async fn a_job_cancelled_while_its_launch_is_in_flight_leaks_no_instance() {
         "ended as the runner of a finished job"
     );
 }
+
+/// EC2 whose `list_owned` first runs `before_listing`: to change the store
+/// between the reconciler's snapshot and its sweep.
+struct ListingHook {
+    inner: Arc<sprinters_core::memory::MemoryLauncher>,
+    before_listing: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl std::fmt::Debug for ListingHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ListingHook")
+    }
+}
+
+#[async_trait::async_trait]
+impl sprinters_core::ports::CloudLauncher for ListingHook {
+    async fn launch(
+        &self,
+        r: sprinters_core::ports::LaunchRequest,
+    ) -> sprinters_core::Result<sprinters_core::ports::Launched> {
+        self.inner.launch(r).await
+    }
+    async fn terminate(
+        &self,
+        r: sprinters_core::ports::TerminateRequest,
+    ) -> sprinters_core::Result<sprinters_core::ports::Terminated> {
+        self.inner.terminate(r).await
+    }
+    async fn list_owned(
+        &self,
+        r: sprinters_core::ports::ListOwned,
+    ) -> sprinters_core::Result<sprinters_core::ports::OwnedInstances> {
+        let hook = self.before_listing.lock().unwrap().take();
+        if let Some(hook) = hook {
+            hook();
+        }
+        self.inner.list_owned(r).await
+    }
+    async fn describe(
+        &self,
+        r: sprinters_core::ports::DescribeInstance,
+    ) -> sprinters_core::Result<InstanceInfo> {
+        self.inner.describe(r).await
+    }
+}
+
+#[tokio::test]
+async fn the_sweep_never_ends_an_instance_of_a_job_launched_after_its_snapshot() {
+    use sprinters_core::ports::{JobStore, PutJob};
+    let bed = TestBed::new();
+    // One job the snapshot knows, so the sweep visits the account.
+    let known = bed.job(1);
+    bed.send(known.queued()).await;
+    bed.settle().await;
+
+    // Between the snapshot and the listing, another replica launches job 2
+    // and records it: its instance is running and its record is fresh.
+    let late = JobKey::new(JobId::new(2), RunAttempt::FIRST);
+    let late_instance = stray_instance(&bed, "i-00000000000000b02", Some(late), "test-controller");
+    let mut record = bed.record(&known).await;
+    record.key = late;
+    record.launches[0].runner_name = RunnerName::for_launch(late, 1);
+    record.launches[0].instance_id = Some(late_instance.info.instance_id.clone());
+    let (store, launcher) = (bed.store.clone(), bed.launcher.clone());
+    let hook: Box<dyn FnOnce() + Send> = Box::new(move || {
+        launcher.insert(late_instance);
+        futures::executor::block_on(store.put_job(PutJob::create(record))).unwrap();
+    });
+    let engine = bed
+        .builder()
+        .launcher(Arc::new(ListingHook {
+            inner: bed.launcher.clone(),
+            before_listing: std::sync::Mutex::new(Some(hook)),
+        }))
+        .build()
+        .unwrap();
+
+    let report = engine.reconcile().await.unwrap();
+    assert_eq!(
+        report.orphans_ended, 0,
+        "a job unknown to the snapshot is read afresh, not ended"
+    );
+    assert_eq!(bed.launcher.alive().len(), 2);
+}

@@ -1,7 +1,7 @@
 //! The reconciler: the safety net under lost events, crashes and clouds
 //! that do things on their own.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::Inner;
 use super::supply::supplies;
@@ -13,6 +13,7 @@ use crate::ports::{
     AcquireLease, CredentialsRequest, DescribeInstance, GetJobStatus, ListJobs, ListOwned, Purge,
     RemoteJobStatus, RerunJob, StateReason, TerminateRequest, Versioned,
 };
+use crate::time::Timestamp;
 use crate::{ErrorKind, Result};
 
 const LEADER_LEASE: &str = "sprinters/reconciler";
@@ -83,9 +84,10 @@ impl Inner {
         report: &mut ReconcileReport,
     ) {
         let now = self.clock.now();
-        let finished: BTreeSet<JobKey> = active
+        // A job is over once it is finished, or no longer active at all.
+        let unfinished: HashSet<JobKey> = active
             .iter()
-            .filter(|r| r.value.state.is_finished())
+            .filter(|r| !r.value.state.is_finished())
             .map(|r| r.value.key)
             .collect();
         for record in active {
@@ -93,9 +95,7 @@ impl Inner {
                 let expired = l
                     .launched_at
                     .is_some_and(|t| now.since(t) > self.config.max_lifetime);
-                let job_over = l
-                    .taken_by
-                    .is_some_and(|t| finished.contains(&t) || self.is_gone(t, active));
+                let job_over = l.taken_by.is_some_and(|t| !unfinished.contains(&t));
                 let reason = if expired {
                     EndReason::MaxLifetime
                 } else if job_over {
@@ -115,11 +115,6 @@ impl Inner {
                 }
             }
         }
-    }
-
-    /// A job not among the active ones has finished (and was cleaned up).
-    fn is_gone(&self, key: JobKey, active: &[Versioned<JobRecord>]) -> bool {
-        !active.iter().any(|r| r.value.key == key)
     }
 
     /// Spare runners beyond what waiting jobs need, idle past the grace.
@@ -243,6 +238,8 @@ impl Inner {
             }
         }
         let now = self.clock.now();
+        let snapshot: HashMap<JobKey, &JobRecord> =
+            active.iter().map(|r| (r.value.key, &r.value)).collect();
         for (account, region) in targets {
             let Some(owner) = owners.get(&account) else {
                 continue;
@@ -272,46 +269,42 @@ impl Inner {
                 }
             };
             for instance in owned.iter().filter(|i| i.state.is_alive()) {
-                let known = match instance.job.zip(instance.runner_name.as_ref()) {
-                    Some((job, runner)) => match self.store.get_job(job).await {
-                        Ok(Some(r)) => {
-                            let r = r.value;
-                            let launch = r.launch_by_runner(runner);
-                            let in_flight = r.state == JobState::Launching
-                                && r.lease.as_ref().is_some_and(|l| l.expires_at > now);
-                            in_flight
-                                || launch.is_some_and(|l| {
-                                    l.is_live()
-                                        && l.instance_id
-                                            .as_ref()
-                                            .is_none_or(|id| id == &instance.instance_id)
-                                })
-                        }
+                let Some((job, runner)) = instance.job.zip(instance.runner_name.as_ref()) else {
+                    // Ours by the controller tag, but no job tag: never a launch of ours.
+                    self.end_orphan(
+                        &account,
+                        &credentials,
+                        &region,
+                        &instance.instance_id,
+                        report,
+                    )
+                    .await;
+                    continue;
+                };
+                // The snapshot vouches for most instances without a read;
+                // one it cannot vouch for may belong to a job launched
+                // since, so it is judged on a fresh read before it ends.
+                let vouched = snapshot
+                    .get(&job)
+                    .is_some_and(|r| knows(r, runner, &instance.instance_id, now));
+                let known = vouched
+                    || match self.store.get_job(job).await {
+                        Ok(Some(r)) => knows(&r.value, runner, &instance.instance_id, now),
                         Ok(None) => false,
                         Err(e) => {
                             tracing::warn!(error = %e, "reading a job during the sweep failed");
                             true
                         }
-                    },
-                    None => false,
-                };
-                if known {
-                    continue;
-                }
-                let request = TerminateRequest::new(
-                    account.clone(),
-                    credentials.clone(),
-                    region.clone(),
-                    instance.instance_id.clone(),
-                );
-                match self.launcher.terminate(request).await {
-                    Ok(_) => {
-                        report.orphans_ended += 1;
-                        tracing::info!(instance = %instance.instance_id, "orphan instance ended");
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, instance = %instance.instance_id, "ending an orphan failed")
-                    }
+                    };
+                if !known {
+                    self.end_orphan(
+                        &account,
+                        &credentials,
+                        &region,
+                        &instance.instance_id,
+                        report,
+                    )
+                    .await;
                 }
             }
             // Live launches whose instance EC2 no longer runs.
@@ -361,6 +354,29 @@ impl Inner {
         }
     }
 
+    async fn end_orphan(
+        &self,
+        account: &AccountId,
+        credentials: &crate::ports::Credentials,
+        region: &Region,
+        instance: &crate::domain::InstanceId,
+        report: &mut ReconcileReport,
+    ) {
+        let request = TerminateRequest::new(
+            account.clone(),
+            credentials.clone(),
+            region.clone(),
+            instance.clone(),
+        );
+        match self.launcher.terminate(request).await {
+            Ok(_) => {
+                report.orphans_ended += 1;
+                tracing::info!(%instance, "orphan instance ended");
+            }
+            Err(e) => tracing::warn!(error = %e, %instance, "ending an orphan failed"),
+        }
+    }
+
     /// Asks GitHub to re-run the job a reclaimed `spot=rerun` instance ran.
     async fn rerun_after_reclaim(
         &self,
@@ -398,4 +414,21 @@ impl Inner {
             }
         }
     }
+}
+
+/// Whether `record` accounts for `instance` of `runner`: its launch of that
+/// runner is live with that instance (or not yet recorded), or a launch
+/// for it is in flight under a live claim.
+fn knows(
+    record: &JobRecord,
+    runner: &crate::domain::RunnerName,
+    instance: &crate::domain::InstanceId,
+    now: Timestamp,
+) -> bool {
+    let in_flight = record.state == JobState::Launching
+        && record.lease.as_ref().is_some_and(|l| l.expires_at > now);
+    in_flight
+        || record
+            .launch_by_runner(runner)
+            .is_some_and(|l| l.is_live() && l.instance_id.as_ref().is_none_or(|id| id == instance))
 }
