@@ -167,7 +167,7 @@ impl CloudLauncher for MemoryLauncher {
             }
         };
         self.launches.fetch_add(1, Ordering::Relaxed);
-        let mut launched = Launched::new(
+        Ok(Launched::new(
             instance.info.instance_id.clone(),
             instance.instance_type.clone(),
             instance.region.clone(),
@@ -177,9 +177,7 @@ impl CloudLauncher for MemoryLauncher {
                 .info
                 .launched_at
                 .unwrap_or_else(|| self.clock.now()),
-        );
-        launched.hourly_price_micros = None;
-        Ok(launched)
+        ))
     }
 
     async fn terminate(&self, request: TerminateRequest) -> Result<Terminated> {
