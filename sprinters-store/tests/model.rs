@@ -200,9 +200,10 @@ async fn concurrent_writers_share_syncs_and_every_acknowledged_write_is_kept() {
         w.await.unwrap();
     }
     let syncs = store.syncs();
+    // Measured here: about 17 syncs for the 640 writes (38 a batch).
     assert!(
-        syncs < 640,
-        "64 concurrent writers must share fdatasync calls: {syncs} syncs for 640 writes"
+        syncs * 4 <= 640,
+        "64 concurrent writers must share fdatasync calls, at least 4 writes a sync: {syncs} syncs for 640 writes"
     );
     drop(store);
     let store = FileJobStore::open_with_key(dir.path(), &key).unwrap().0;
