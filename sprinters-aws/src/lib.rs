@@ -1,5 +1,15 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+pub mod credentials;
+mod error;
+pub mod launcher;
 pub mod policy;
+pub mod sdk;
 pub mod user_data;
+
+pub use credentials::{
+    AmbientProvider, AssumeRoleProvider, CredentialChain, CustomerRole, StoredKeyProvider,
+};
+pub use launcher::{Ec2Launcher, ImageCatalog, ImageLookup};
+pub use sdk::AwsClientConfig;

@@ -37,7 +37,8 @@ fn request(f: &LauncherFixture, job: JobKey, token: &str) -> LaunchRequest {
         f.spec.clone(),
         Market::OnDemand,
         token.to_owned(),
-        SecretString::from("conformance-jit-config".to_owned()),
+        // JIT configs are base64, and launchers may insist.
+        SecretString::from("Y29uZm9ybWFuY2Utaml0LWNvbmZpZw==".to_owned()),
         Duration::from_secs(3600),
     )
 }

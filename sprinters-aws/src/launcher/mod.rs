@@ -1,0 +1,474 @@
+//! [`Ec2Launcher`]: the [`CloudLauncher`] on EC2.
+//!
+//! The launch path makes one EC2 call, `RunInstances`, once the image,
+//! network and security group of an account and region are cached; the
+//! first launch in a region also looks those up (a handful of describe
+//! calls, shared by concurrent launches).
+
+mod cache;
+mod images;
+mod network;
+mod run;
+mod spot;
+mod tags;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use aws_sdk_ec2::types::InstanceStateName;
+use futures::FutureExt as _;
+use sprinters_core::domain::{AccountId, AvailabilityZone, InstanceType, Region, SecurityGroupId};
+use sprinters_core::labels::Image;
+use sprinters_core::ports::{
+    CloudLauncher, Credentials, DescribeInstance, InstanceInfo, LaunchRequest, Launched, ListOwned,
+    Market, OwnedInstances, TerminateRequest, Terminated,
+};
+use sprinters_core::time::{Clock, SystemClock, Timestamp};
+use sprinters_core::{Error, ErrorKind, Result};
+
+pub use images::{ImageCatalog, ImageLookup};
+pub use network::SECURITY_GROUP_NAME;
+pub use tags::{
+    ATTEMPT_TAG, CONTROLLER_TAG, JOB_TAG, REPOSITORY_TAG, RUN_TAG, RUNNER_TAG, SPOT_TAG,
+};
+
+use self::cache::TtlCache;
+use self::images::{ResolvedImage, filter};
+use self::network::{DefaultNetwork, SubnetInfo};
+use self::run::Placement;
+use self::spot::SpotPrices;
+use crate::error::map_sdk_error;
+use crate::policy::{OWNED_TAG_KEY, OWNED_TAG_VALUE};
+use crate::sdk::AwsClientConfig;
+use crate::user_data::{RunnerLayout, boot_script};
+
+/// One account and region, with a client acting in it.
+pub(crate) struct Target<'a> {
+    pub(crate) client: &'a aws_sdk_ec2::Client,
+    pub(crate) account: &'a AccountId,
+    pub(crate) region: &'a Region,
+}
+
+type RegionKey = (AccountId, Region);
+
+/// How long look-ups are kept. Images and networks change rarely; spot
+/// prices move, but a few minutes old is what "cheapest now" can mean.
+const IMAGE_TTL: Duration = Duration::from_secs(3600);
+const NETWORK_TTL: Duration = Duration::from_secs(600);
+const SPOT_PRICE_TTL: Duration = Duration::from_secs(300);
+/// Launches remembered by idempotency token, so that a retried call in
+/// this process answers without another `RunInstances`.
+const RECENT_LAUNCHES: usize = 4096;
+
+/// Launches, lists and ends runner instances with `aws-sdk-ec2`.
+#[derive(Debug)]
+pub struct Ec2Launcher {
+    config: AwsClientConfig,
+    images: ImageCatalog,
+    layout: RunnerLayout,
+    clock: Arc<dyn Clock>,
+    clients: Mutex<HashMap<(AccountId, Region, String), aws_sdk_ec2::Client>>,
+    resolved_images: TtlCache<(AccountId, Region, Image), ResolvedImage>,
+    networks: TtlCache<RegionKey, DefaultNetwork>,
+    subnets: TtlCache<(AccountId, Region, String), SubnetInfo>,
+    security_groups: TtlCache<(AccountId, Region, String), SecurityGroupId>,
+    spot_prices: TtlCache<(AccountId, Region, InstanceType), SpotPrices>,
+    recent: Mutex<RecentLaunches>,
+}
+
+impl Ec2Launcher {
+    /// A launcher with `config`'s endpoint, retries and timeouts, finding
+    /// images with the default [`ImageLookup`].
+    pub fn new(config: AwsClientConfig) -> Self {
+        Self::builder(config).build()
+    }
+
+    /// A builder, for pinned images, the runner layout and the clock.
+    pub fn builder(config: AwsClientConfig) -> Ec2LauncherBuilder {
+        Ec2LauncherBuilder {
+            config,
+            images: ImageCatalog::new(),
+            layout: RunnerLayout::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    fn client(
+        &self,
+        account: &AccountId,
+        region: &Region,
+        credentials: &Credentials,
+    ) -> aws_sdk_ec2::Client {
+        let key = (
+            account.clone(),
+            region.clone(),
+            credentials.access_key_id.clone(),
+        );
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(client) = clients.get(&key) {
+            return client.clone();
+        }
+        // Assumed-role keys change every few minutes: drop the old clients
+        // rather than let the map grow.
+        if clients.len() >= 256 {
+            clients.clear();
+        }
+        let client = self.config.ec2(region, credentials);
+        clients.insert(key, client.clone());
+        client
+    }
+
+    /// Resolves the image, subnet and security group of a launch, and the
+    /// zone's spot price when it chose the zone by price.
+    async fn place(
+        &self,
+        target: &Target<'_>,
+        request: &LaunchRequest,
+    ) -> Result<(Placement, Option<u64>)> {
+        let spec = &request.spec;
+        let clock = self.clock.as_ref();
+        let region_key = (target.account.clone(), target.region.clone());
+        let image_key = (target.account.clone(), target.region.clone(), spec.image);
+        let image = self.resolved_images.get(clock, &image_key, || {
+            self.images.resolve(target, spec.image)
+        });
+        let subnet = async {
+            if let Some(subnet) = &spec.subnet {
+                if spec.security_group.is_some() {
+                    // Both pinned: nothing to look up.
+                    return Ok((None, subnet.clone(), None));
+                }
+                let key = (
+                    target.account.clone(),
+                    target.region.clone(),
+                    subnet.to_string(),
+                );
+                let info = self
+                    .subnets
+                    .get(clock, &key, || network::describe_subnet(target, subnet))
+                    .await?;
+                return Ok((Some(info.vpc), info.id, None));
+            }
+            let network = self
+                .networks
+                .get(clock, &region_key, || DefaultNetwork::load(target))
+                .await?;
+            if spec.availability_zone.is_none() && request.market == Market::Spot {
+                let prices = self
+                    .spot_prices
+                    .get(
+                        clock,
+                        &(
+                            target.account.clone(),
+                            target.region.clone(),
+                            spec.instance_type.clone(),
+                        ),
+                        || SpotPrices::load(target, &spec.instance_type),
+                    )
+                    .await?;
+                let zones: Vec<AvailabilityZone> = network.zones();
+                if let Some((zone, price)) = prices.cheapest(&zones) {
+                    let picked = network.pick(Some(&zone), target)?;
+                    return Ok((Some(picked.vpc), picked.id, Some(price)));
+                }
+            }
+            let picked = network.pick(spec.availability_zone.as_ref(), target)?;
+            Ok::<_, Error>((Some(picked.vpc), picked.id, None))
+        };
+        let (image, subnet) = tokio::join!(image, subnet);
+        let (image, (vpc, subnet, spot_price)) = (image?, subnet?);
+        let security_group = match (&spec.security_group, &vpc) {
+            (Some(group), _) => group.clone(),
+            (None, Some(vpc)) => {
+                let key = (target.account.clone(), target.region.clone(), vpc.clone());
+                self.security_groups
+                    .get(clock, &key, || network::security_group(target, vpc))
+                    .await?
+            }
+            (None, None) => {
+                return Err(Error::config(format!(
+                    "no VPC known for subnet {subnet} in {}",
+                    target.region
+                )));
+            }
+        };
+        Ok((
+            Placement {
+                ami: image.ami,
+                root_device: image.root_device,
+                root_size_gib: image.root_size_gib,
+                subnet,
+                vpc,
+                security_group,
+            },
+            spot_price,
+        ))
+    }
+
+    /// Forgets the look-ups a launch used.
+    fn forget(&self, request: &LaunchRequest, placement: &Placement) {
+        let (account, region) = (request.account.clone(), request.spec.region.clone());
+        self.resolved_images
+            .invalidate(&(account.clone(), region.clone(), request.spec.image));
+        if let Some(subnet) = &request.spec.subnet {
+            self.subnets
+                .invalidate(&(account.clone(), region.clone(), subnet.to_string()));
+        }
+        if let Some(vpc) = &placement.vpc {
+            self.security_groups
+                .invalidate(&(account.clone(), region.clone(), vpc.clone()));
+        }
+        self.networks.invalidate(&(account, region));
+    }
+}
+
+/// Builds an [`Ec2Launcher`].
+#[derive(Debug)]
+pub struct Ec2LauncherBuilder {
+    config: AwsClientConfig,
+    images: ImageCatalog,
+    layout: RunnerLayout,
+    clock: Arc<dyn Clock>,
+}
+
+impl Ec2LauncherBuilder {
+    /// Where AMIs come from.
+    pub fn images(mut self, images: ImageCatalog) -> Self {
+        self.images = images;
+        self
+    }
+
+    /// Where the runner lives on the image.
+    pub fn runner_layout(mut self, layout: RunnerLayout) -> Self {
+        self.layout = layout;
+        self
+    }
+
+    /// The clock cache lifetimes are measured with.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The launcher.
+    pub fn build(self) -> Ec2Launcher {
+        Ec2Launcher {
+            config: self.config,
+            images: self.images,
+            layout: self.layout,
+            clock: self.clock,
+            clients: Mutex::new(HashMap::new()),
+            resolved_images: TtlCache::new(IMAGE_TTL),
+            networks: TtlCache::new(NETWORK_TTL),
+            subnets: TtlCache::new(NETWORK_TTL),
+            security_groups: TtlCache::new(NETWORK_TTL),
+            spot_prices: TtlCache::new(SPOT_PRICE_TTL),
+            recent: Mutex::new(RecentLaunches::default()),
+        }
+    }
+}
+
+#[async_trait]
+impl CloudLauncher for Ec2Launcher {
+    async fn launch(&self, request: LaunchRequest) -> Result<Launched> {
+        if let Some(launched) = self
+            .recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&request.idempotency_token)
+        {
+            return Ok(launched);
+        }
+        let spec = &request.spec;
+        let client = self.client(&request.account, &spec.region, &request.credentials);
+        let target = Target {
+            client: &client,
+            account: &request.account,
+            region: &spec.region,
+        };
+        let script = boot_script(
+            spec,
+            &request.jit_config,
+            request.max_lifetime,
+            &self.layout,
+        )?;
+        let (placement, spot_price) = self.place(&target, &request).await?;
+        let context = format!(
+            "launching {} for job {} (attempt {}) in account {}, {}",
+            spec.instance_type,
+            request.job.job_id,
+            request.job.run_attempt,
+            request.account,
+            spec.region
+        );
+        let call = |placement: &Placement| {
+            run::run_instances(&client, &request, placement, &script)
+                .send()
+                .map(|r| r.map_err(|e| map_sdk_error(e, "ec2:RunInstances", &context)))
+        };
+        let output = match call(&placement).await {
+            // A subnet or group deleted since it was cached: look again,
+            // and launch again only if the look-up finds something else.
+            Err(err) if *err.kind() == ErrorKind::Config => {
+                self.forget(&request, &placement);
+                let (fresh, _) = self.place(&target, &request).await?;
+                if fresh == placement {
+                    return Err(err);
+                }
+                call(&fresh).await?
+            }
+            other => other?,
+        };
+        let instance = output.instances().first().ok_or_else(|| {
+            Error::unavailable(format!("{context}: RunInstances returned no instance"))
+        })?;
+        let instance_id = instance
+            .instance_id()
+            .and_then(|id| sprinters_core::domain::InstanceId::parse(id).ok())
+            .ok_or_else(|| {
+                Error::unavailable(format!("{context}: RunInstances returned no instance id"))
+            })?;
+        let mut launched = Launched::new(
+            instance_id,
+            spec.instance_type.clone(),
+            spec.region.clone(),
+            instance
+                .placement()
+                .and_then(|p| p.availability_zone())
+                .and_then(|z| AvailabilityZone::parse(z).ok()),
+            request.market == Market::Spot,
+            instance
+                .launch_time()
+                .and_then(|t| SystemTime::try_from(*t).ok())
+                .map_or_else(|| self.clock.now(), Timestamp::from_system_time),
+        );
+        launched.hourly_price_micros = spot_price;
+        tracing::info!(
+            instance = %launched.instance_id,
+            job = %request.job.job_id,
+            zone = ?launched.availability_zone,
+            spot = launched.spot,
+            "launched"
+        );
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(request.idempotency_token.clone(), launched.clone());
+        Ok(launched)
+    }
+
+    async fn terminate(&self, request: TerminateRequest) -> Result<Terminated> {
+        let client = self.client(&request.account, &request.region, &request.credentials);
+        let context = format!(
+            "terminating {} in account {}, {}",
+            request.instance_id, request.account, request.region
+        );
+        let output = match client
+            .terminate_instances()
+            .instance_ids(request.instance_id.as_str())
+            .send()
+            .await
+        {
+            Ok(output) => output,
+            Err(e) => {
+                let err = map_sdk_error(e, "ec2:TerminateInstances", &context);
+                // Gone long enough that EC2 forgot it: still gone.
+                return if *err.kind() == ErrorKind::NotFound {
+                    Ok(Terminated::new(false))
+                } else {
+                    Err(err)
+                };
+            }
+        };
+        let was_running = output.terminating_instances().iter().any(|change| {
+            !matches!(
+                change.previous_state().and_then(|s| s.name()),
+                Some(InstanceStateName::Terminated | InstanceStateName::ShuttingDown)
+            )
+        });
+        Ok(Terminated::new(was_running))
+    }
+
+    async fn list_owned(&self, request: ListOwned) -> Result<OwnedInstances> {
+        let client = self.client(&request.account, &request.region, &request.credentials);
+        let context = format!(
+            "listing the instances of {} in account {}, {}",
+            request.controller_id, request.account, request.region
+        );
+        let mut call = client
+            .describe_instances()
+            .filters(filter(&format!("tag:{OWNED_TAG_KEY}"), OWNED_TAG_VALUE))
+            .filters(filter(
+                &format!("tag:{CONTROLLER_TAG}"),
+                &request.controller_id,
+            ))
+            .max_results(1000);
+        if let Some(job) = request.job {
+            call = call
+                .filters(filter(&format!("tag:{JOB_TAG}"), &job.job_id.to_string()))
+                .filters(filter(
+                    &format!("tag:{ATTEMPT_TAG}"),
+                    &job.run_attempt.to_string(),
+                ));
+        }
+        let mut pages = call.into_paginator().send();
+        let mut instances = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| map_sdk_error(e, "ec2:DescribeInstances", &context))?;
+            instances.extend(
+                page.reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .filter_map(tags::instance_info),
+            );
+        }
+        Ok(OwnedInstances::new(instances))
+    }
+
+    async fn describe(&self, request: DescribeInstance) -> Result<InstanceInfo> {
+        let client = self.client(&request.account, &request.region, &request.credentials);
+        let context = format!(
+            "describing {} in account {}, {}",
+            request.instance_id, request.account, request.region
+        );
+        let output = client
+            .describe_instances()
+            .instance_ids(request.instance_id.as_str())
+            .send()
+            .await
+            .map_err(|e| map_sdk_error(e, "ec2:DescribeInstances", &context))?;
+        output
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .find_map(tags::instance_info)
+            .ok_or_else(|| Error::not_found(format!("{context}: EC2 does not know it")))
+    }
+}
+
+/// The last few thousand launches by idempotency token, oldest dropped
+/// first.
+#[derive(Debug, Default)]
+struct RecentLaunches {
+    by_token: HashMap<String, Launched>,
+    order: VecDeque<String>,
+}
+
+impl RecentLaunches {
+    fn get(&self, token: &str) -> Option<Launched> {
+        self.by_token.get(token).cloned()
+    }
+
+    fn insert(&mut self, token: String, launched: Launched) {
+        if self.by_token.insert(token.clone(), launched).is_none() {
+            self.order.push_back(token);
+        }
+        while self.order.len() > RECENT_LAUNCHES {
+            if let Some(old) = self.order.pop_front() {
+                self.by_token.remove(&old);
+            }
+        }
+    }
+}

@@ -1,0 +1,603 @@
+//! The EC2 launcher against the AWS API emulator (moto), through real
+//! `aws-sdk-ec2` and `aws-sdk-sts` clients: the core conformance suite, and
+//! what a launched instance looks like from EC2's side.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use aws_sdk_ec2::types::{HttpTokensState, InstanceAttributeName, IpPermission, IpRange, Tag};
+use base64::Engine as _;
+use secrecy::SecretString;
+use sprinters_aws::launcher::{
+    ATTEMPT_TAG, CONTROLLER_TAG, JOB_TAG, REPOSITORY_TAG, RUN_TAG, RUNNER_TAG, SECURITY_GROUP_NAME,
+    SPOT_TAG,
+};
+use sprinters_aws::policy::{LAUNCHER_ACTIONS, OWNED_TAG_KEY};
+use sprinters_aws::{Ec2Launcher, ImageCatalog};
+use sprinters_core::ErrorKind;
+use sprinters_core::domain::{
+    AccountId, JobId, JobKey, Region, Repository, RunAttempt, RunId, RunnerName, SubnetId,
+};
+use sprinters_core::labels::{Image, LabelParser, RunnerSpec};
+use sprinters_core::ports::{
+    CloudLauncher, Credentials, LaunchRequest, Launched, Market, TerminateRequest,
+};
+use sprinters_core::testing::{LauncherFixture, cloud_launcher};
+
+use common::*;
+
+/// An account with its role assumed and a runner image published.
+struct Customer {
+    account: AccountId,
+    credentials: Credentials,
+    region: Region,
+    ec2: aws_sdk_ec2::Client,
+}
+
+async fn customer() -> Customer {
+    let account = fresh_account();
+    let credentials = customer_credentials(&account).await;
+    let region = Region::us_east_1();
+    let ec2 = ec2(&credentials, &region);
+    publish_image(&ec2, "ubuntu-24.04").await;
+    Customer {
+        account,
+        credentials,
+        region,
+        ec2,
+    }
+}
+
+fn spec(label: &str) -> RunnerSpec {
+    LabelParser::new().parse_label(label).unwrap()
+}
+
+fn request(c: &Customer, controller: &str, job: u64, label: &str, market: Market) -> LaunchRequest {
+    let job = JobKey::new(JobId::new(job), RunAttempt::FIRST);
+    LaunchRequest::new(
+        c.account.clone(),
+        c.credentials.clone(),
+        controller.to_owned(),
+        job,
+        RunId::new(31337),
+        Repository::parse("octo-org/hello").unwrap(),
+        RunnerName::for_launch(job, 1),
+        spec(label),
+        market,
+        format!("{controller}-{job}-{}", market.as_str()),
+        SecretString::from("eyJqaXQiOiJjb25maWcifQ==".to_owned()),
+        Duration::from_secs(3600),
+    )
+}
+
+async fn describe(c: &Customer, launched: &Launched) -> aws_sdk_ec2::types::Instance {
+    let out = c
+        .ec2
+        .describe_instances()
+        .instance_ids(launched.instance_id.as_str())
+        .send()
+        .await
+        .unwrap();
+    out.reservations()[0].instances()[0].clone()
+}
+
+#[tokio::test]
+async fn the_launcher_passes_the_core_conformance_suite() {
+    let c = customer().await;
+    let launcher = Ec2Launcher::new(config());
+    let fixture = LauncherFixture {
+        account: c.account.clone(),
+        credentials: c.credentials.clone(),
+        controller_id: unique("conformance"),
+        spec: spec("sprinters:aws:ubuntu-24.04"),
+    };
+    cloud_launcher(&launcher, &fixture).await;
+}
+
+#[tokio::test]
+async fn a_launched_instance_is_locked_down_and_tagged() {
+    let c = customer().await;
+    let launcher = Ec2Launcher::new(config());
+    let controller = unique("locked");
+    let req = request(
+        &c,
+        &controller,
+        4001,
+        "sprinters:aws:ubuntu-24.04:m7i.large",
+        Market::OnDemand,
+    );
+    let launched = launcher.launch(req.clone()).await.unwrap();
+    let instance = describe(&c, &launched).await;
+
+    assert_eq!(instance.key_name(), None, "no key pair");
+    let metadata = instance.metadata_options().unwrap();
+    assert_eq!(
+        metadata.http_tokens(),
+        Some(&HttpTokensState::Required),
+        "IMDSv2 only"
+    );
+    assert_eq!(metadata.http_put_response_hop_limit(), Some(1), "one hop");
+    assert_eq!(
+        instance.client_token(),
+        Some(req.idempotency_token.as_str()),
+        "the idempotency token is EC2's client token"
+    );
+    assert_eq!(
+        instance.instance_type().map(|t| t.as_str()),
+        Some("m7i.large")
+    );
+
+    // The security group: ours, tagged, with no ingress rule at all.
+    let groups: Vec<String> = instance
+        .network_interfaces()
+        .iter()
+        .flat_map(|n| n.groups())
+        .chain(instance.security_groups())
+        .filter_map(|g| g.group_id().map(str::to_owned))
+        .collect();
+    assert!(!groups.is_empty(), "the instance has a security group");
+    let ours = c
+        .ec2
+        .describe_security_groups()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("group-name")
+                .values(SECURITY_GROUP_NAME)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let group = &ours.security_groups()[0];
+    assert!(
+        groups.iter().all(|g| Some(g.as_str()) == group.group_id()),
+        "the instance is in our group only: {groups:?}"
+    );
+    assert!(
+        group.ip_permissions().is_empty(),
+        "no ingress rule: {:?}",
+        group.ip_permissions()
+    );
+    assert!(group.tags().iter().any(|t| t.key() == Some(OWNED_TAG_KEY)));
+
+    // Instance-initiated shutdown terminates.
+    let shutdown = c
+        .ec2
+        .describe_instance_attribute()
+        .instance_id(launched.instance_id.as_str())
+        .attribute(InstanceAttributeName::InstanceInitiatedShutdownBehavior)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        shutdown
+            .instance_initiated_shutdown_behavior()
+            .and_then(|v| v.value()),
+        Some("terminate")
+    );
+
+    // The user data is the boot script.
+    let user_data = c
+        .ec2
+        .describe_instance_attribute()
+        .instance_id(launched.instance_id.as_str())
+        .attribute(InstanceAttributeName::UserData)
+        .send()
+        .await
+        .unwrap();
+    let script = base64::engine::general_purpose::STANDARD
+        .decode(user_data.user_data().and_then(|v| v.value()).unwrap())
+        .unwrap();
+    let script = String::from_utf8(script).unwrap();
+    assert!(script.starts_with("#!/bin/sh"), "{}", &script[..40]);
+
+    // Tags on the instance.
+    let tags = |tags: &[Tag]| -> BTreeSet<(String, String)> {
+        tags.iter()
+            .map(|t| (t.key().unwrap().to_owned(), t.value().unwrap().to_owned()))
+            .collect()
+    };
+    let expected: BTreeSet<(String, String)> = [
+        (OWNED_TAG_KEY, "true"),
+        (CONTROLLER_TAG, controller.as_str()),
+        (JOB_TAG, "4001"),
+        (ATTEMPT_TAG, "1"),
+        (RUN_TAG, "31337"),
+        (REPOSITORY_TAG, "octo-org/hello"),
+        (RUNNER_TAG, "sprinters-4001-1-1"),
+        (SPOT_TAG, "false"),
+        ("Name", "sprinters-4001-1-1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    assert_eq!(tags(instance.tags()), expected);
+
+    // Every volume: encrypted, gp3, deleted on termination, tagged; the
+    // boot volume at the label's iops, a 14 GiB temp and a 4 GiB swap.
+    let mappings = instance.block_device_mappings();
+    assert_eq!(mappings.len(), 3, "boot, temp and swap: {mappings:?}");
+    for m in mappings {
+        assert_eq!(
+            m.ebs().and_then(|e| e.delete_on_termination()),
+            Some(true),
+            "{:?} is deleted on termination",
+            m.device_name()
+        );
+    }
+    let volumes = c
+        .ec2
+        .describe_volumes()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("attachment.instance-id")
+                .values(launched.instance_id.as_str())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut sizes = BTreeSet::new();
+    for v in volumes.volumes() {
+        assert_eq!(
+            v.encrypted(),
+            Some(true),
+            "{:?} is encrypted",
+            v.volume_id()
+        );
+        assert_eq!(v.volume_type().map(|t| t.as_str()), Some("gp3"));
+        assert_eq!(tags(v.tags()), expected, "the volume carries the tags");
+        let device = v.attachments()[0].device().unwrap().to_owned();
+        sizes.insert((device, v.size().unwrap()));
+    }
+    assert!(sizes.contains(&("/dev/sdf".to_owned(), 14)), "{sizes:?}");
+    assert!(sizes.contains(&("/dev/sdg".to_owned(), 4)), "{sizes:?}");
+    assert_eq!(volumes.volumes().len(), 3);
+}
+
+#[tokio::test]
+async fn spot_launches_are_spot_in_a_zone_with_a_price() {
+    let c = customer().await;
+    let launcher = Ec2Launcher::new(config());
+    let controller = unique("spot");
+    let req = request(
+        &c,
+        &controller,
+        4101,
+        "sprinters:aws:ubuntu-24.04:spot=auto",
+        Market::Spot,
+    );
+    let launched = launcher.launch(req).await.unwrap();
+    assert!(launched.spot);
+    assert!(launched.availability_zone.is_some());
+    let instance = describe(&c, &launched).await;
+    assert_eq!(
+        instance.instance_lifecycle().map(|l| l.as_str()),
+        Some("spot")
+    );
+    assert_eq!(
+        instance
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some(SPOT_TAG))
+            .and_then(|t| t.value()),
+        Some("auto")
+    );
+    let info = launcher
+        .list_owned(sprinters_core::ports::ListOwned::new(
+            c.account.clone(),
+            c.credentials.clone(),
+            c.region.clone(),
+            controller,
+        ))
+        .await
+        .unwrap();
+    assert!(info.instances[0].spot, "listed as spot");
+}
+
+#[tokio::test]
+async fn a_pinned_zone_and_subnet_are_honoured() {
+    let c = customer().await;
+    let launcher = Ec2Launcher::new(config());
+    let controller = unique("pinned");
+    let zone = "us-east-1c";
+    let zoned = launcher
+        .launch(request(
+            &c,
+            &controller,
+            4201,
+            &format!("sprinters:aws:ubuntu-24.04:us-east-1/{zone}"),
+            Market::OnDemand,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        zoned.availability_zone.as_ref().map(|z| z.as_str()),
+        Some(zone)
+    );
+
+    let subnets = c.ec2.describe_subnets().send().await.unwrap();
+    let subnet = subnets
+        .subnets()
+        .iter()
+        .find(|s| s.availability_zone() == Some("us-east-1b"))
+        .and_then(|s| s.subnet_id())
+        .unwrap()
+        .to_owned();
+    let pinned = launcher
+        .launch(request(
+            &c,
+            &controller,
+            4202,
+            &format!("sprinters:aws:ubuntu-24.04:us-east-1/us-east-1b/{subnet}"),
+            Market::OnDemand,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        describe(&c, &pinned).await.subnet_id(),
+        Some(subnet.as_str())
+    );
+}
+
+#[tokio::test]
+async fn replicas_share_one_security_group_per_vpc() {
+    let c = customer().await;
+    let controller = unique("replicas");
+    let (a, b) = (Ec2Launcher::new(config()), Ec2Launcher::new(config()));
+    let (x, y) = tokio::join!(
+        a.launch(request(
+            &c,
+            &controller,
+            4301,
+            "sprinters:aws:ubuntu-24.04",
+            Market::OnDemand
+        )),
+        b.launch(request(
+            &c,
+            &controller,
+            4302,
+            "sprinters:aws:ubuntu-24.04",
+            Market::OnDemand
+        )),
+    );
+    let (x, y) = (x.unwrap(), y.unwrap());
+    let groups = c
+        .ec2
+        .describe_security_groups()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("group-name")
+                .values(SECURITY_GROUP_NAME)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        groups.security_groups().len(),
+        1,
+        "one group, not one per replica"
+    );
+    let group_of = |i: &aws_sdk_ec2::types::Instance| {
+        i.network_interfaces()[0].groups()[0]
+            .group_id()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        group_of(&describe(&c, &x).await),
+        group_of(&describe(&c, &y).await)
+    );
+}
+
+#[tokio::test]
+async fn a_security_group_that_gained_ingress_is_refused() {
+    let c = customer().await;
+    let controller = unique("tampered");
+    let first = Ec2Launcher::new(config());
+    first
+        .launch(request(
+            &c,
+            &controller,
+            4401,
+            "sprinters:aws:ubuntu-24.04",
+            Market::OnDemand,
+        ))
+        .await
+        .unwrap();
+    let groups = c
+        .ec2
+        .describe_security_groups()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("group-name")
+                .values(SECURITY_GROUP_NAME)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let group = groups.security_groups()[0].group_id().unwrap().to_owned();
+    c.ec2
+        .authorize_security_group_ingress()
+        .group_id(&group)
+        .ip_permissions(
+            IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(22)
+                .to_port(22)
+                .ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    // A launcher that has not cached the group finds it tampered with.
+    let fresh = Ec2Launcher::new(config());
+    let err = fresh
+        .launch(request(
+            &c,
+            &controller,
+            4402,
+            "sprinters:aws:ubuntu-24.04",
+            Market::OnDemand,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(*err.kind(), ErrorKind::Config);
+    assert!(
+        err.message().contains(&group) && err.message().contains("ingress"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_images_and_subnets_are_config_errors_that_name_them() {
+    let c = customer().await;
+    let controller = unique("config");
+    let launcher = Ec2Launcher::new(config());
+    let err = launcher
+        .launch(request(
+            &c,
+            &controller,
+            4501,
+            "sprinters:aws:ubuntu-22.04",
+            Market::OnDemand,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(*err.kind(), ErrorKind::Config);
+    assert!(
+        err.message().contains("sprinters-runner-ubuntu-22.04-*"),
+        "{err}"
+    );
+
+    let pinned = Ec2Launcher::builder(config())
+        .images(
+            ImageCatalog::new()
+                .pin(c.region.clone(), Image::DEFAULT, "ami-0123456789abcdef0")
+                .unwrap(),
+        )
+        .build();
+    let err = pinned
+        .launch(request(
+            &c,
+            &controller,
+            4502,
+            "sprinters:aws:ubuntu-24.04",
+            Market::OnDemand,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(*err.kind(), ErrorKind::Config, "{err}");
+    assert!(err.message().contains("ami-0123456789abcdef0"), "{err}");
+
+    let subnet = SubnetId::parse("subnet-0123456789abcdef0").unwrap();
+    let err = launcher
+        .launch(request(
+            &c,
+            &controller,
+            4503,
+            &format!("sprinters:aws:ubuntu-24.04:us-east-1/us-east-1a/{subnet}"),
+            Market::OnDemand,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(*err.kind(), ErrorKind::Config, "{err}");
+    assert!(err.message().contains(subnet.as_str()), "{err}");
+}
+
+#[tokio::test]
+async fn terminating_twice_and_unknown_instances_succeed() {
+    let c = customer().await;
+    let launcher = Ec2Launcher::new(config());
+    let controller = unique("terminate");
+    let launched = launcher
+        .launch(request(
+            &c,
+            &controller,
+            4601,
+            "sprinters:aws:ubuntu-24.04",
+            Market::OnDemand,
+        ))
+        .await
+        .unwrap();
+    let terminate = || {
+        TerminateRequest::new(
+            c.account.clone(),
+            c.credentials.clone(),
+            c.region.clone(),
+            launched.instance_id.clone(),
+        )
+    };
+    assert!(launcher.terminate(terminate()).await.unwrap().was_running);
+    assert!(!launcher.terminate(terminate()).await.unwrap().was_running);
+}
+
+#[tokio::test]
+async fn the_launcher_calls_exactly_the_actions_the_policy_grants() {
+    let c = customer().await;
+    let log = OperationLog::default();
+    let launcher = Ec2Launcher::new(config().interceptor(log.interceptor()));
+    let controller = unique("actions");
+    // Every path: default network, our group created, spot zone by price,
+    // launch, list, describe, terminate.
+    cloud_launcher(
+        &launcher,
+        &LauncherFixture {
+            account: c.account.clone(),
+            credentials: c.credentials.clone(),
+            controller_id: controller.clone(),
+            spec: spec("sprinters:aws:ubuntu-24.04"),
+        },
+    )
+    .await;
+    launcher
+        .launch(request(
+            &c,
+            &controller,
+            4701,
+            "sprinters:aws:ubuntu-24.04:spot=true",
+            Market::Spot,
+        ))
+        .await
+        .unwrap();
+    let subnet = c.ec2.describe_subnets().send().await.unwrap().subnets()[0]
+        .subnet_id()
+        .unwrap()
+        .to_owned();
+    let other_vpc_zone = launcher
+        .launch(request(
+            &c,
+            &controller,
+            4702,
+            &format!("sprinters:aws:ubuntu-24.04:us-east-1/{}/{subnet}", {
+                let s = c
+                    .ec2
+                    .describe_subnets()
+                    .subnet_ids(&subnet)
+                    .send()
+                    .await
+                    .unwrap();
+                s.subnets()[0].availability_zone().unwrap().to_owned()
+            }),
+            Market::OnDemand,
+        ))
+        .await;
+    other_vpc_zone.unwrap();
+
+    let called: BTreeSet<String> = log.calls().into_iter().collect();
+    // Tags are written only inside RunInstances and CreateSecurityGroup
+    // (TagSpecifications), which IAM authorizes as ec2:CreateTags.
+    let mut granted: BTreeSet<String> = LAUNCHER_ACTIONS.iter().map(|a| a.to_string()).collect();
+    assert!(granted.remove("ec2:CreateTags"));
+    assert_eq!(
+        called, granted,
+        "what the launcher calls is what the policy grants"
+    );
+}
