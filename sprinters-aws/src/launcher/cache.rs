@@ -40,10 +40,8 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         };
         let mut entry = slot.lock().await;
         let now = clock.now();
-        if let Some((value, expires)) = entry.as_ref() {
-            if now < *expires {
-                return Ok(value.clone());
-            }
+        if let Some((value, _)) = entry.as_ref().filter(|(_, expires)| now < *expires) {
+            return Ok(value.clone());
         }
         let value = fetch().await?;
         *entry = Some((value.clone(), now.saturating_add(self.ttl)));
