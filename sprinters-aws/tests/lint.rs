@@ -65,6 +65,23 @@ fn every_boot_script_variant_passes_shellcheck() {
 }
 
 #[test]
+fn the_repository_scripts_pass_shellcheck() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let scripts = ["scripts/test", "scripts/moto.sh", ".ci/run"];
+    let out = tool("shellcheck")
+        .current_dir(&root)
+        .args(["-x", "--severity=style"])
+        .args(scripts)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "shellcheck found:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
 fn the_cloudformation_template_passes_cfn_lint() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sprinters.json");

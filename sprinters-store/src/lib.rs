@@ -17,9 +17,3 @@ pub use keys::{
     EnvKeyProvider, FileKeyProvider, KeyProvider, MASTER_KEY_ENV, MasterKey, StaticKeyProvider,
 };
 pub use store::{FileJobStore, OpenReport};
-
-/// The workspace README's examples, compiled as doctests so they cannot
-/// rot (here, where both the core and the store are in reach).
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-pub struct WorkspaceReadme;
