@@ -1,5 +1,20 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
-/// Whether the adapters of this crate exist yet.
-pub const IMPLEMENTED: bool = false;
+mod app;
+#[cfg(feature = "axum")]
+mod axum;
+mod recovery;
+mod registry;
+mod sink;
+pub mod webhook;
+
+pub use app::{
+    API_URL_ENV, APP_ID_ENV, GithubApp, GithubAppConfig, PRIVATE_KEY_ENV, PRIVATE_KEY_FILE_ENV,
+};
+#[cfg(feature = "axum")]
+pub use axum::webhook_router;
+pub use recovery::{DeliveryRecovery, RecoveryReport};
+pub use registry::GithubRegistry;
+pub use sink::DeliverySink;
+pub use webhook::{WebhookError, WebhookVerifier};

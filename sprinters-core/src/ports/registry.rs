@@ -259,6 +259,13 @@ pub struct QueuedJobs {
     pub jobs: Vec<QueuedJob>,
 }
 
+impl QueuedJobs {
+    /// These jobs.
+    pub fn new(jobs: Vec<QueuedJob>) -> Self {
+        Self { jobs }
+    }
+}
+
 /// Runners and jobs on GitHub.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]

@@ -1,0 +1,197 @@
+//! [`DeliveryRecovery`]: webhooks GitHub failed to deliver, delivered
+//! again.
+//!
+//! GitHub keeps a log of the App's webhook deliveries for a few days. A
+//! control plane that was down, unreachable or answered 5xx missed those
+//! events; GitHub does not retry them on its own. Every few minutes this
+//! reads the log back to where the last pass started, and asks GitHub to
+//! redeliver each delivery none of whose attempts succeeded. Redelivered
+//! events carry their original delivery id, so the engine's
+//! de-duplication makes a redelivery of something already handled
+//! harmless.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use serde::Deserialize;
+use sprinters_core::Result;
+use sprinters_core::time::{Clock, Timestamp};
+
+use crate::app::GithubApp;
+
+const HOOKS_PERMISSION: &str = "the App's private key (JWT); deliveries are the App's own";
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    /// Delivery attempts read from the log.
+    pub scanned: usize,
+    /// Deliveries with no successful attempt.
+    pub failed: usize,
+    /// Redeliveries GitHub accepted.
+    pub redelivered: usize,
+}
+
+#[derive(Deserialize)]
+struct LoggedDelivery {
+    id: u64,
+    guid: String,
+    delivered_at: Option<String>,
+    status_code: Option<u16>,
+}
+
+/// Redelivers what GitHub failed to deliver.
+#[derive(Debug)]
+pub struct DeliveryRecovery {
+    app: Arc<GithubApp>,
+    clock: Arc<dyn Clock>,
+    max_redeliveries: usize,
+    max_pages: usize,
+}
+
+impl DeliveryRecovery {
+    /// Recovery for `app`, at most 50 redeliveries and 10 pages of the log
+    /// per pass.
+    pub fn new(app: Arc<GithubApp>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            app,
+            clock,
+            max_redeliveries: 50,
+            max_pages: 10,
+        }
+    }
+
+    /// Caps the redeliveries of one pass (GitHub limits them too).
+    pub fn max_redeliveries(mut self, n: usize) -> Self {
+        self.max_redeliveries = n;
+        self
+    }
+
+    /// One pass over the deliveries made since `since`.
+    pub async fn recover_since(&self, since: Timestamp) -> Result<RecoveryReport> {
+        let mut report = RecoveryReport::default();
+        // guid -> (succeeded, latest attempt id)
+        let mut by_guid: HashMap<String, (bool, u64)> = HashMap::new();
+        let mut path = "/app/hook/deliveries?per_page=100".to_owned();
+        for _ in 0..self.max_pages {
+            let reply = self
+                .app
+                .as_app(Method::GET, &path, None, HOOKS_PERMISSION)
+                .await?;
+            let page: Vec<LoggedDelivery> = reply.json("the webhook delivery log")?;
+            let mut reached_since = page.is_empty();
+            for d in page {
+                let at = d
+                    .delivered_at
+                    .as_deref()
+                    .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+                    .map(Timestamp::from_system_time);
+                if at.is_some_and(|at| at < since) {
+                    // Newest first: everything after this is older.
+                    reached_since = true;
+                    continue;
+                }
+                report.scanned += 1;
+                let ok = d.status_code.is_some_and(|s| (200..300).contains(&s));
+                let entry = by_guid.entry(d.guid).or_insert((false, d.id));
+                entry.0 |= ok;
+                entry.1 = entry.1.max(d.id);
+            }
+            match next_page(&reply.headers) {
+                Some(next) if !reached_since => path = next,
+                _ => break,
+            }
+        }
+        let mut failed: Vec<u64> = by_guid
+            .values()
+            .filter(|(ok, _)| !ok)
+            .map(|(_, id)| *id)
+            .collect();
+        failed.sort_unstable();
+        report.failed = failed.len();
+        for id in failed.into_iter().take(self.max_redeliveries) {
+            self.app
+                .as_app(
+                    Method::POST,
+                    &format!("/app/hook/deliveries/{id}/attempts"),
+                    None,
+                    HOOKS_PERMISSION,
+                )
+                .await?;
+            report.redelivered += 1;
+        }
+        if report.failed > 0 {
+            tracing::info!(
+                failed = report.failed,
+                redelivered = report.redelivered,
+                "asked GitHub to redeliver failed webhooks"
+            );
+        }
+        Ok(report)
+    }
+
+    /// Runs a pass every `every` until `shutdown` resolves. The first pass
+    /// looks back `lookback`; each later one back to where the previous
+    /// one started, with a minute of overlap. A failed pass is logged and
+    /// retried at the next tick.
+    pub async fn run(
+        &self,
+        every: Duration,
+        lookback: Duration,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let mut since = self.clock.now().saturating_sub(lookback);
+        let passes = async {
+            loop {
+                let started = self.clock.now();
+                match self.recover_since(since).await {
+                    Ok(_) => since = started.saturating_sub(Duration::from_secs(60)),
+                    Err(e) => tracing::warn!(error = %e, "webhook recovery pass failed"),
+                }
+                self.clock.sleep(every).await;
+            }
+        };
+        tokio::select! {
+            _ = shutdown => {}
+            _ = passes => {}
+        }
+    }
+}
+
+/// The `rel="next"` URL of a `Link` header, as a path and query.
+fn next_page(headers: &http::HeaderMap) -> Option<String> {
+    let link = headers.get(http::header::LINK)?.to_str().ok()?;
+    link.split(',').find_map(|part| {
+        let (url, rel) = part.split_once(';')?;
+        if !rel.contains("rel=\"next\"") {
+            return None;
+        }
+        let url = url.trim().trim_start_matches('<').trim_end_matches('>');
+        let uri: http::Uri = url.parse().ok()?;
+        uri.path_and_query().map(|p| p.as_str().to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_page_comes_from_the_link_header() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::LINK,
+            http::HeaderValue::from_static(
+                "<https://api.github.com/app/hook/deliveries?per_page=100&cursor=v1_12077215967>; rel=\"next\", <https://api.github.com/app/hook/deliveries?per_page=100>; rel=\"first\"",
+            ),
+        );
+        assert_eq!(
+            next_page(&headers).as_deref(),
+            Some("/app/hook/deliveries?per_page=100&cursor=v1_12077215967")
+        );
+        assert_eq!(next_page(&http::HeaderMap::new()), None);
+    }
+}
