@@ -31,6 +31,10 @@ pub const API_URL_ENV: &str = "SPRINTERS_GITHUB_API_URL";
 
 const REFRESH_BEFORE: Duration = Duration::from_secs(300);
 
+/// What to check when GitHub refuses the App itself.
+pub(crate) const APP_HINT: &str =
+    "check the App id and that the private key is the App's current one";
+
 /// Who the App is and where its API lives.
 #[derive(Clone)]
 pub struct GithubAppConfig {
@@ -199,20 +203,12 @@ impl GithubApp {
         method: Method,
         path: &str,
         body: Option<&serde_json::Value>,
-        permission: &str,
     ) -> Result<Reply> {
-        call(
-            &self.app,
-            method,
-            path,
-            body,
-            permission,
-            self.clock.as_ref(),
-        )
-        .await
+        call(&self.app, method, path, body, APP_HINT, self.clock.as_ref()).await
     }
 
-    /// Calls the API as `installation`.
+    /// Calls the API as `installation`, which needs `permission` (such as
+    /// `administration: write`) for it.
     pub(crate) async fn as_installation(
         &self,
         installation: InstallationId,
@@ -222,7 +218,10 @@ impl GithubApp {
         permission: &str,
     ) -> Result<Reply> {
         let client = self.installation_client(installation).await?;
-        call(&client, method, path, body, permission, self.clock.as_ref()).await
+        let hint = format!(
+            "the App needs the permission {permission} and must be installed on the repository"
+        );
+        call(&client, method, path, body, &hint, self.clock.as_ref()).await
     }
 
     async fn installation_client(&self, installation: InstallationId) -> Result<Octocrab> {
@@ -243,7 +242,6 @@ impl GithubApp {
                 Method::POST,
                 &format!("/app/installations/{installation}/access_tokens"),
                 None,
-                "the App's private key (JWT)",
             )
             .await?;
         let issued: AccessToken = reply.json("an installation token request")?;
@@ -271,7 +269,7 @@ async fn call(
     method: Method,
     path: &str,
     body: Option<&serde_json::Value>,
-    permission: &str,
+    hint: &str,
     clock: &dyn Clock,
 ) -> Result<Reply> {
     let what = format!("{method} {path}");
@@ -295,7 +293,7 @@ async fn call(
     if status.is_success() {
         return Ok(reply);
     }
-    Err(map_status(&what, &reply, permission, clock))
+    Err(map_status(&what, &reply, hint, clock))
 }
 
 #[derive(Deserialize)]
@@ -304,7 +302,7 @@ struct GithubMessage {
 }
 
 /// GitHub's status and headers as a core error.
-pub(crate) fn map_status(what: &str, reply: &Reply, permission: &str, clock: &dyn Clock) -> Error {
+pub(crate) fn map_status(what: &str, reply: &Reply, hint: &str, clock: &dyn Clock) -> Error {
     let headers = &reply.headers;
     let message = serde_json::from_slice::<GithubMessage>(&reply.body)
         .ok()
@@ -338,8 +336,7 @@ pub(crate) fn map_status(what: &str, reply: &Reply, permission: &str, clock: &dy
     }
     match status {
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Error::permission_denied(format!(
-            "{what}: GitHub refused ({status}: {message}); the App needs the permission \
-             {permission} and must be installed on the repository"
+            "{what}: GitHub refused ({status}: {message}); {hint}"
         )),
         StatusCode::NOT_FOUND => Error::not_found(format!("{what}: not found on GitHub")),
         StatusCode::CONFLICT => Error::conflict(format!("{what}: {status}: {message}")),

@@ -7,6 +7,8 @@ mod axum;
 mod recovery;
 mod registry;
 mod sink;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod webhook;
 
 pub use app::{

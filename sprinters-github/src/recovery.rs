@@ -21,8 +21,6 @@ use sprinters_core::time::{Clock, Timestamp};
 
 use crate::app::GithubApp;
 
-const HOOKS_PERMISSION: &str = "the App's private key (JWT); deliveries are the App's own";
-
 /// What one pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -77,10 +75,7 @@ impl DeliveryRecovery {
         let mut by_guid: HashMap<String, (bool, u64)> = HashMap::new();
         let mut path = "/app/hook/deliveries?per_page=100".to_owned();
         for _ in 0..self.max_pages {
-            let reply = self
-                .app
-                .as_app(Method::GET, &path, None, HOOKS_PERMISSION)
-                .await?;
+            let reply = self.app.as_app(Method::GET, &path, None).await?;
             let page: Vec<LoggedDelivery> = reply.json("the webhook delivery log")?;
             let mut reached_since = page.is_empty();
             for d in page {
@@ -118,7 +113,6 @@ impl DeliveryRecovery {
                     Method::POST,
                     &format!("/app/hook/deliveries/{id}/attempts"),
                     None,
-                    HOOKS_PERMISSION,
                 )
                 .await?;
             report.redelivered += 1;

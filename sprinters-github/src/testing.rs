@@ -1,0 +1,509 @@
+//! [`GithubStandIn`]: a local HTTP server that answers like the parts of
+//! GitHub's REST API Sprinters uses (feature `testing`). No emulator of
+//! GitHub exists; this is what the tests, the demo and a platform's own
+//! tests run against.
+//!
+//! It checks what GitHub checks: the App's JWT (RS256 with the App's key,
+//! not expired) on `/app/...` calls, and an installation token it issued
+//! on everything else. Failures can be injected per path.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Value, json};
+use wiremock::matchers::any;
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+/// A job the stand-in knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StandInJob {
+    /// `owner/name`.
+    pub repository: String,
+    /// The run.
+    pub run_id: u64,
+    /// The run attempt.
+    pub run_attempt: u32,
+    /// `queued`, `in_progress` or `completed`.
+    pub status: String,
+    /// The conclusion once completed.
+    pub conclusion: Option<String>,
+    /// The runner that took it.
+    pub runner_name: Option<String>,
+    /// Its labels.
+    pub labels: Vec<String>,
+}
+
+/// One entry of the App's webhook delivery log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedDelivery {
+    /// The attempt's id.
+    pub id: u64,
+    /// The delivery's GUID (the same for every attempt).
+    pub guid: String,
+    /// When, as seconds since the epoch.
+    pub delivered_at: u64,
+    /// The status code the receiver answered.
+    pub status_code: u16,
+}
+
+#[derive(Debug, Clone)]
+struct Failure {
+    path_contains: String,
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Value,
+    remaining: usize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    tokens: HashMap<String, (u64, u64)>,
+    token_requests: BTreeMap<u64, usize>,
+    next_id: u64,
+    runners: BTreeMap<u64, (String, String, Vec<String>)>,
+    jobs: BTreeMap<u64, StandInJob>,
+    deliveries: Vec<LoggedDelivery>,
+    redelivered: Vec<u64>,
+    requests: Vec<String>,
+    failures: Vec<Failure>,
+}
+
+#[derive(Clone)]
+struct Responder {
+    app_id: u64,
+    key: DecodingKey,
+    state: Arc<Mutex<State>>,
+}
+
+/// A GitHub REST API stand-in on a loopback port.
+pub struct GithubStandIn {
+    server: MockServer,
+    state: Arc<Mutex<State>>,
+}
+
+impl std::fmt::Debug for GithubStandIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GithubStandIn")
+            .field("uri", &self.server.uri())
+            .finish()
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn rfc3339(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_secs(secs)).to_string()
+}
+
+impl GithubStandIn {
+    /// Starts a stand-in for App `app_id`, whose JWTs it checks with
+    /// `public_key_pem` (the public half of the App's RSA key).
+    pub async fn start(app_id: u64, public_key_pem: &[u8]) -> Result<Self, String> {
+        let key = DecodingKey::from_rsa_pem(public_key_pem)
+            .map_err(|e| format!("not an RSA public key in PEM: {e}"))?;
+        let state = Arc::new(Mutex::new(State {
+            next_id: 1000,
+            ..State::default()
+        }));
+        let server = MockServer::start().await;
+        Mock::given(any())
+            .respond_with(Responder {
+                app_id,
+                key,
+                state: state.clone(),
+            })
+            .mount(&server)
+            .await;
+        Ok(Self { server, state })
+    }
+
+    /// The API's base URL.
+    pub fn uri(&self) -> String {
+        self.server.uri()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds or replaces a job.
+    pub fn set_job(&self, job_id: u64, job: StandInJob) {
+        self.state().jobs.insert(job_id, job);
+    }
+
+    /// A job as the stand-in has it.
+    pub fn job(&self, job_id: u64) -> Option<StandInJob> {
+        self.state().jobs.get(&job_id).cloned()
+    }
+
+    /// The registered runners: id → (repository, name, labels).
+    pub fn runners(&self) -> BTreeMap<u64, (String, String, Vec<String>)> {
+        self.state().runners.clone()
+    }
+
+    /// How many installation tokens were issued per installation.
+    pub fn token_requests(&self) -> BTreeMap<u64, usize> {
+        self.state().token_requests.clone()
+    }
+
+    /// Every request, as `METHOD /path?query`.
+    pub fn requests(&self) -> Vec<String> {
+        self.state().requests.clone()
+    }
+
+    /// Appends an attempt to the App's webhook delivery log.
+    pub fn log_delivery(&self, guid: &str, delivered_at: u64, status_code: u16) -> u64 {
+        let mut state = self.state();
+        state.next_id += 1;
+        let id = state.next_id;
+        state.deliveries.push(LoggedDelivery {
+            id,
+            guid: guid.to_owned(),
+            delivered_at,
+            status_code,
+        });
+        id
+    }
+
+    /// The delivery attempts redelivered, by id. Each redelivery is logged
+    /// as a new, successful attempt of the same GUID.
+    pub fn redelivered(&self) -> Vec<u64> {
+        self.state().redelivered.clone()
+    }
+
+    /// The next `times` requests whose path contains `path_contains` are
+    /// answered with `status`, these headers and a GitHub-style message.
+    pub fn fail(
+        &self,
+        path_contains: &str,
+        status: u16,
+        headers: &[(&str, &str)],
+        message: &str,
+        times: usize,
+    ) {
+        self.state().failures.push(Failure {
+            path_contains: path_contains.to_owned(),
+            status,
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            body: json!({ "message": message, "documentation_url": "https://docs.github.com/rest" }),
+            remaining: times,
+        });
+    }
+}
+
+fn error(status: u16, message: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_json(json!({ "message": message }))
+}
+
+impl Respond for Responder {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let path = request.url.path().to_owned();
+        let query = request.url.query().unwrap_or("").to_owned();
+        let method = request.method.as_str().to_owned();
+        state.requests.push(format!(
+            "{method} {path}{}",
+            if query.is_empty() {
+                String::new()
+            } else {
+                format!("?{query}")
+            }
+        ));
+        if let Some(f) = state
+            .failures
+            .iter_mut()
+            .find(|f| f.remaining > 0 && path.contains(&f.path_contains))
+        {
+            f.remaining -= 1;
+            let mut t = ResponseTemplate::new(f.status).set_body_json(f.body.clone());
+            for (k, v) in &f.headers {
+                t = t.insert_header(k.as_str(), v.as_str());
+            }
+            return t;
+        }
+        let bearer = request
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("")
+            .to_owned();
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        if segments.first() == Some(&"app") {
+            if !self.valid_jwt(&bearer) {
+                return error(401, "A JSON web token could not be decoded");
+            }
+            return self.app_route(&mut state, &method, &segments, &query);
+        }
+        match state.tokens.get(&bearer) {
+            Some((_, expires)) if *expires > now() => {}
+            _ => return error(401, "Bad credentials"),
+        }
+        let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+        repo_route(&mut state, &method, &segments, &query, &body)
+    }
+}
+
+impl Responder {
+    fn valid_jwt(&self, token: &str) -> bool {
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.set_required_spec_claims(&["exp"]);
+        jsonwebtoken::decode::<Value>(token, &self.key, &validation)
+            .map(|data| {
+                let iss = &data.claims["iss"];
+                let iat = data.claims["iat"].as_u64().unwrap_or(u64::MAX);
+                (iss.as_u64() == Some(self.app_id)
+                    || iss.as_str() == Some(&self.app_id.to_string()))
+                    && iat <= now() + 60
+            })
+            .unwrap_or(false)
+    }
+
+    fn app_route(
+        &self,
+        state: &mut State,
+        method: &str,
+        s: &[&str],
+        query: &str,
+    ) -> ResponseTemplate {
+        match (method, s) {
+            ("POST", ["app", "installations", id, "access_tokens"]) => {
+                let Ok(installation) = id.parse::<u64>() else {
+                    return error(404, "Not Found");
+                };
+                *state.token_requests.entry(installation).or_default() += 1;
+                let n = state.token_requests[&installation];
+                let token = format!("ghs_{installation}_{n}");
+                let expires = now() + 3600;
+                state.tokens.insert(token.clone(), (installation, expires));
+                ResponseTemplate::new(201).set_body_json(json!({
+                    "token": token,
+                    "expires_at": rfc3339(expires),
+                    "permissions": { "actions": "write", "administration": "write", "metadata": "read" }
+                }))
+            }
+            ("GET", ["app", "hook", "deliveries"]) => {
+                let per_page: usize = param(query, "per_page")
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(30);
+                let cursor: usize = param(query, "cursor")
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0);
+                let mut log = state.deliveries.clone();
+                log.sort_by(|a, b| b.delivered_at.cmp(&a.delivered_at).then(b.id.cmp(&a.id)));
+                let page: Vec<Value> = log
+                    .iter()
+                    .skip(cursor)
+                    .take(per_page)
+                    .map(|d| json!({
+                        "id": d.id, "guid": d.guid, "delivered_at": rfc3339(d.delivered_at),
+                        "redelivery": false, "duration": 0.2,
+                        "status": if (200..300).contains(&d.status_code) { "OK" } else { "failed" },
+                        "status_code": d.status_code, "event": "workflow_job", "action": "queued",
+                        "installation_id": 4242, "repository_id": 1
+                    }))
+                    .collect();
+                let mut t = ResponseTemplate::new(200).set_body_json(Value::Array(page));
+                if cursor + per_page < log.len() {
+                    t = t.insert_header(
+                        "link",
+                        format!(
+                            "<http://localhost/app/hook/deliveries?per_page={per_page}&cursor={}>; rel=\"next\"",
+                            cursor + per_page
+                        )
+                        .as_str(),
+                    );
+                }
+                t
+            }
+            ("POST", ["app", "hook", "deliveries", id, "attempts"]) => {
+                let original = id
+                    .parse::<u64>()
+                    .ok()
+                    .and_then(|id| state.deliveries.iter().find(|d| d.id == id).cloned());
+                match original {
+                    Some(original) => {
+                        // The receiver is taken to accept the redelivery,
+                        // logged as a new successful attempt.
+                        state.redelivered.push(original.id);
+                        state.next_id += 1;
+                        let id = state.next_id;
+                        state.deliveries.push(LoggedDelivery {
+                            id,
+                            guid: original.guid,
+                            delivered_at: now(),
+                            status_code: 202,
+                        });
+                        ResponseTemplate::new(202).set_body_json(json!({}))
+                    }
+                    None => error(404, "Not Found"),
+                }
+            }
+            _ => error(404, "Not Found"),
+        }
+    }
+}
+
+fn param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+}
+
+fn job_json(id: u64, job: &StandInJob) -> Value {
+    json!({
+        "id": id, "run_id": job.run_id, "run_attempt": job.run_attempt,
+        "status": job.status, "conclusion": job.conclusion,
+        "runner_name": job.runner_name, "labels": job.labels, "name": "build"
+    })
+}
+
+fn repo_route(
+    state: &mut State,
+    method: &str,
+    s: &[&str],
+    query: &str,
+    body: &Value,
+) -> ResponseTemplate {
+    let ["repos", owner, name, "actions", rest @ ..] = s else {
+        return error(404, "Not Found");
+    };
+    let repo = format!("{owner}/{name}");
+    match (method, rest) {
+        ("POST", ["runners", "generate-jitconfig"]) => {
+            let Some(runner) = body["name"].as_str() else {
+                return error(422, "Invalid request: name is required");
+            };
+            if state
+                .runners
+                .values()
+                .any(|(r, n, _)| *r == repo && n == runner)
+            {
+                return error(
+                    409,
+                    &format!("Already exists - A runner with the name {runner} already exists."),
+                );
+            }
+            let labels: Vec<String> =
+                serde_json::from_value(body["labels"].clone()).unwrap_or_default();
+            state.next_id += 1;
+            let id = state.next_id;
+            state
+                .runners
+                .insert(id, (repo.clone(), runner.to_owned(), labels));
+            let config = base64::engine::general_purpose::STANDARD
+                .encode(json!({ "runner": id, "name": runner, "repo": repo }).to_string());
+            ResponseTemplate::new(201).set_body_json(json!({
+                "runner": { "id": id, "name": runner, "os": "unknown", "status": "offline", "busy": false },
+                "encoded_jit_config": config
+            }))
+        }
+        ("GET", ["runners"]) => {
+            let wanted = param(query, "name");
+            let runners: Vec<Value> = state
+                .runners
+                .iter()
+                .filter(|(_, (r, n, _))| *r == repo && wanted.is_none_or(|w| w == n))
+                .map(|(id, (_, n, _))| json!({ "id": id, "name": n }))
+                .collect();
+            ResponseTemplate::new(200)
+                .set_body_json(json!({ "total_count": runners.len(), "runners": runners }))
+        }
+        ("DELETE", ["runners", id]) => match id
+            .parse::<u64>()
+            .ok()
+            .and_then(|id| state.runners.remove(&id))
+        {
+            Some(_) => ResponseTemplate::new(204),
+            None => error(404, "Not Found"),
+        },
+        ("GET", ["jobs", id]) => match id
+            .parse::<u64>()
+            .ok()
+            .and_then(|id| Some((id, state.jobs.get(&id)?)))
+        {
+            Some((id, job)) if job.repository == repo => {
+                ResponseTemplate::new(200).set_body_json(job_json(id, job))
+            }
+            _ => error(404, "Not Found"),
+        },
+        ("POST", ["jobs", id, "rerun"]) => match id
+            .parse::<u64>()
+            .ok()
+            .and_then(|id| state.jobs.get_mut(&id))
+        {
+            Some(job) => {
+                job.run_attempt += 1;
+                job.status = "queued".to_owned();
+                job.conclusion = None;
+                job.runner_name = None;
+                ResponseTemplate::new(201).set_body_json(json!({}))
+            }
+            None => error(404, "Not Found"),
+        },
+        ("POST", ["runs", id, "cancel"]) => {
+            let run: u64 = id.parse().unwrap_or(0);
+            let jobs: Vec<&mut StandInJob> = state
+                .jobs
+                .values_mut()
+                .filter(|j| j.run_id == run && j.repository == repo)
+                .collect();
+            if jobs.is_empty() {
+                return error(404, "Not Found");
+            }
+            if jobs.iter().all(|j| j.status == "completed") {
+                return error(409, "Cannot cancel a workflow run that is completed.");
+            }
+            for job in jobs {
+                job.status = "completed".to_owned();
+                job.conclusion = Some("cancelled".to_owned());
+            }
+            ResponseTemplate::new(202).set_body_json(json!({}))
+        }
+        ("GET", ["runs"]) => {
+            let status = param(query, "status").unwrap_or("queued");
+            let mut runs: Vec<u64> = state
+                .jobs
+                .values()
+                .filter(|j| j.repository == repo)
+                .filter(|j| match status {
+                    // A run is queued until one of its jobs starts.
+                    "queued" => j.status == "queued",
+                    other => j.status == other,
+                })
+                .map(|j| j.run_id)
+                .collect();
+            runs.sort_unstable();
+            runs.dedup();
+            let runs: Vec<Value> = runs
+                .into_iter()
+                .map(|id| json!({ "id": id, "status": status }))
+                .collect();
+            ResponseTemplate::new(200)
+                .set_body_json(json!({ "total_count": runs.len(), "workflow_runs": runs }))
+        }
+        ("GET", ["runs", id, "jobs"]) => {
+            let run: u64 = id.parse().unwrap_or(0);
+            let jobs: Vec<Value> = state
+                .jobs
+                .iter()
+                .filter(|(_, j)| j.run_id == run && j.repository == repo)
+                .map(|(id, j)| job_json(*id, j))
+                .collect();
+            ResponseTemplate::new(200)
+                .set_body_json(json!({ "total_count": jobs.len(), "jobs": jobs }))
+        }
+        _ => error(404, "Not Found"),
+    }
+}

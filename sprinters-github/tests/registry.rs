@@ -1,0 +1,403 @@
+//! The registry and the delivery recovery through `octocrab` against the
+//! GitHub stand-in, which checks the App's JWT and the installation tokens
+//! as GitHub does.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use sprinters_core::ErrorKind;
+use sprinters_core::domain::{
+    InstallationId, JobId, JobKey, Repository, RunAttempt, RunId, RunnerName,
+};
+use sprinters_core::ports::{
+    CancelRun, CreateJitRunner, GetJobStatus, RemoteJobStatus, RemoveRunner, RunnerRegistry,
+};
+use sprinters_core::testing::{RegistryFixture, runner_registry};
+use sprinters_core::time::{Clock, ManualClock, Timestamp};
+use sprinters_github::testing::{GithubStandIn, StandInJob};
+use sprinters_github::{DeliveryRecovery, GithubApp, GithubAppConfig, GithubRegistry};
+
+const APP_ID: u64 = 123456;
+const INSTALLATION: u64 = 4242;
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name),
+    )
+    .unwrap()
+}
+
+fn private_key() -> SecretString {
+    SecretString::from(String::from_utf8(fixture("test-app-private-key.pem")).unwrap())
+}
+
+struct World {
+    github: GithubStandIn,
+    clock: Arc<ManualClock>,
+    app: Arc<GithubApp>,
+    registry: GithubRegistry,
+}
+
+async fn world() -> World {
+    let github = GithubStandIn::start(APP_ID, &fixture("test-app-public-key.pem"))
+        .await
+        .unwrap();
+    let clock = Arc::new(ManualClock::new(Timestamp::from_system_time(
+        std::time::SystemTime::now(),
+    )));
+    let config = GithubAppConfig::new(APP_ID, private_key())
+        .api_url(github.uri())
+        .unwrap();
+    let app = Arc::new(GithubApp::with_clock(config, clock.clone()).unwrap());
+    let registry = GithubRegistry::new(app.clone());
+    World {
+        github,
+        clock,
+        app,
+        registry,
+    }
+}
+
+fn repo() -> Repository {
+    Repository::parse("octo-org/hello").unwrap()
+}
+
+fn queued(run_id: u64) -> StandInJob {
+    StandInJob {
+        repository: "octo-org/hello".to_owned(),
+        run_id,
+        run_attempt: 1,
+        status: "queued".to_owned(),
+        conclusion: None,
+        runner_name: None,
+        labels: vec!["sprinters:aws:ubuntu-latest".to_owned()],
+    }
+}
+
+fn jit(name: &str) -> CreateJitRunner {
+    CreateJitRunner::new(
+        InstallationId::new(INSTALLATION),
+        repo(),
+        RunnerName::parse(name).unwrap(),
+        vec!["sprinters:aws:ubuntu-latest".to_owned(), "pin-7".to_owned()],
+    )
+}
+
+#[tokio::test]
+async fn the_registry_passes_the_core_conformance_suite() {
+    let w = world().await;
+    w.github.set_job(901, queued(7001));
+    runner_registry(
+        &w.registry,
+        &RegistryFixture {
+            installation_id: InstallationId::new(INSTALLATION),
+            repository: repo(),
+            queued_job: JobKey::new(JobId::new(901), RunAttempt::FIRST),
+            queued_run: RunId::new(7001),
+            unknown_job: JobId::new(999_999),
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_jit_runner_carries_every_label_and_its_config_stays_secret() {
+    let w = world().await;
+    let runner = w
+        .registry
+        .create_jit_runner(jit("sprinters-77-1-1"))
+        .await
+        .unwrap();
+    let (repository, name, labels) = w.github.runners()[&runner.runner_id].clone();
+    assert_eq!(repository, "octo-org/hello");
+    assert_eq!(name, "sprinters-77-1-1");
+    assert_eq!(
+        labels,
+        ["sprinters:aws:ubuntu-latest", "pin-7"],
+        "the pinning label too"
+    );
+    assert!(!format!("{runner:?}").contains(runner.encoded_jit_config.expose_secret()));
+    assert!(
+        w.github
+            .requests()
+            .iter()
+            .any(|r| r == "POST /repos/octo-org/hello/actions/runners/generate-jitconfig")
+    );
+}
+
+#[tokio::test]
+async fn installation_tokens_are_shared_and_refreshed_before_they_expire() {
+    let w = world().await;
+    let calls = (0..8).map(|i| {
+        w.registry
+            .create_jit_runner(jit(&format!("sprinters-80-1-{i}")))
+    });
+    for result in futures::future::join_all(calls).await {
+        result.unwrap();
+    }
+    assert_eq!(
+        w.github.token_requests().get(&INSTALLATION),
+        Some(&1),
+        "eight calls, one token"
+    );
+    w.clock.advance(Duration::from_secs(54 * 60));
+    w.registry
+        .create_jit_runner(jit("sprinters-81-1-1"))
+        .await
+        .unwrap();
+    assert_eq!(w.github.token_requests().get(&INSTALLATION), Some(&1));
+    w.clock.advance(Duration::from_secs(60));
+    w.registry
+        .create_jit_runner(jit("sprinters-82-1-1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        w.github.token_requests().get(&INSTALLATION),
+        Some(&2),
+        "a new token 5 minutes before the old one expires"
+    );
+}
+
+#[tokio::test]
+async fn a_jwt_for_another_app_is_refused_as_permission_denied() {
+    let w = world().await;
+    // Another App id: the stand-in refuses the JWT, as GitHub would.
+    let other = GithubAppConfig::new(APP_ID + 1, private_key())
+        .api_url(w.github.uri())
+        .unwrap();
+    let registry = GithubRegistry::new(Arc::new(GithubApp::new(other).unwrap()));
+    let err = registry
+        .create_jit_runner(jit("sprinters-90-1-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(*err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert!(w.github.runners().is_empty());
+}
+
+#[test]
+fn a_key_that_is_not_pem_is_a_config_error() {
+    let config = GithubAppConfig::new(APP_ID, SecretString::from("not a key".to_owned()));
+    let err = GithubApp::new(config).unwrap_err();
+    assert_eq!(*err.kind(), ErrorKind::Config);
+    assert!(err.message().contains("PEM"), "{err}");
+    assert!(!format!("{:?}", GithubAppConfig::new(APP_ID, private_key())).contains("PRIVATE KEY"));
+}
+
+#[tokio::test]
+async fn rate_limits_become_rate_limited_with_the_wait() {
+    let w = world().await;
+    w.github.fail(
+        "generate-jitconfig",
+        403,
+        &[
+            ("x-ratelimit-remaining", "0"),
+            (
+                "x-ratelimit-reset",
+                &(w.clock.now().as_millis() / 1000 + 120).to_string(),
+            ),
+        ],
+        "API rate limit exceeded for installation ID 4242.",
+        1,
+    );
+    let err = w
+        .registry
+        .create_jit_runner(jit("sprinters-91-1-1"))
+        .await
+        .unwrap_err();
+    match err.kind() {
+        ErrorKind::RateLimited {
+            retry_after: Some(wait),
+        } => {
+            assert!((110..=120).contains(&wait.as_secs()), "{wait:?}")
+        }
+        other => panic!("{other:?}: {err}"),
+    }
+    assert!(err.is_retryable());
+
+    w.github.fail(
+        "generate-jitconfig",
+        403,
+        &[("retry-after", "30")],
+        "You have exceeded a secondary rate limit.",
+        1,
+    );
+    let err = w
+        .registry
+        .create_jit_runner(jit("sprinters-92-1-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        *err.kind(),
+        ErrorKind::RateLimited {
+            retry_after: Some(Duration::from_secs(30))
+        }
+    );
+}
+
+#[tokio::test]
+async fn refusals_name_the_missing_permission() {
+    let w = world().await;
+    w.github.fail(
+        "generate-jitconfig",
+        403,
+        &[],
+        "Resource not accessible by integration",
+        1,
+    );
+    let err = w
+        .registry
+        .create_jit_runner(jit("sprinters-93-1-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(*err.kind(), ErrorKind::PermissionDenied);
+    assert!(err.message().contains("administration: write"), "{err}");
+
+    w.github.set_job(902, queued(7002));
+    w.github.fail(
+        "/actions/jobs/902",
+        403,
+        &[],
+        "Resource not accessible by integration",
+        1,
+    );
+    let err = w
+        .registry
+        .job_status(GetJobStatus::new(
+            InstallationId::new(INSTALLATION),
+            repo(),
+            JobId::new(902),
+        ))
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("actions: read"), "{err}");
+
+    w.github.fail(
+        "/cancel",
+        403,
+        &[],
+        "Resource not accessible by integration",
+        1,
+    );
+    let err = w
+        .registry
+        .cancel_run(CancelRun::new(
+            InstallationId::new(INSTALLATION),
+            repo(),
+            RunId::new(7002),
+        ))
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("actions: write"), "{err}");
+}
+
+#[tokio::test]
+async fn server_errors_are_retryable_and_the_client_retries_once() {
+    let w = world().await;
+    w.github.set_job(903, queued(7003));
+    let ask = || GetJobStatus::new(InstallationId::new(INSTALLATION), repo(), JobId::new(903));
+    w.github
+        .fail("/actions/jobs/903", 502, &[], "Server Error", 1);
+    let status = w.registry.job_status(ask()).await.unwrap();
+    assert_eq!(
+        status.status,
+        RemoteJobStatus::Queued,
+        "one 502 is retried by the client"
+    );
+    w.github
+        .fail("/actions/jobs/903", 503, &[], "Server Error", 5);
+    let err = w.registry.job_status(ask()).await.unwrap_err();
+    assert_eq!(*err.kind(), ErrorKind::Unavailable);
+    assert!(err.is_retryable());
+}
+
+#[tokio::test]
+async fn removing_a_runner_that_is_gone_succeeds() {
+    let w = world().await;
+    let runner = w
+        .registry
+        .create_jit_runner(jit("sprinters-94-1-1"))
+        .await
+        .unwrap();
+    let remove = || RemoveRunner::new(InstallationId::new(INSTALLATION), repo(), runner.runner_id);
+    w.registry.remove_runner(remove()).await.unwrap();
+    w.registry.remove_runner(remove()).await.unwrap();
+    assert!(w.github.runners().is_empty());
+}
+
+#[tokio::test]
+async fn failed_deliveries_are_redelivered_once_each() {
+    let w = world().await;
+    let now = w.clock.now().as_millis() / 1000;
+    // Delivered fine.
+    w.github.log_delivery("guid-ok", now - 100, 200);
+    // Failed, then redelivered successfully already.
+    w.github.log_delivery("guid-recovered", now - 90, 503);
+    w.github.log_delivery("guid-recovered", now - 80, 202);
+    // Failed twice: redeliver the latest attempt.
+    w.github.log_delivery("guid-lost", now - 70, 502);
+    let latest = w.github.log_delivery("guid-lost", now - 60, 504);
+    // Failed, but before the window.
+    w.github.log_delivery("guid-ancient", now - 10_000, 500);
+    // Enough successful noise to need a second page.
+    for i in 0..150 {
+        w.github
+            .log_delivery(&format!("guid-noise-{i}"), now - 50, 202);
+    }
+    let recovery = DeliveryRecovery::new(w.app.clone(), w.clock.clone());
+    let since = w.clock.now().saturating_sub(Duration::from_secs(3600));
+    let report = recovery.recover_since(since).await.unwrap();
+    assert_eq!(report.failed, 1, "{report:?}");
+    assert_eq!(report.redelivered, 1);
+    assert_eq!(report.scanned, 155);
+    assert_eq!(w.github.redelivered(), [latest]);
+    assert!(
+        w.github.requests().iter().any(|r| r.contains("cursor=100")),
+        "the second page was read"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_runs_on_the_clock_until_shutdown() {
+    let w = world().await;
+    let now = w.clock.now().as_millis() / 1000;
+    w.github.log_delivery("guid-lost", now - 60, 500);
+    let recovery = Arc::new(DeliveryRecovery::new(w.app.clone(), w.clock.clone()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = {
+        let recovery = recovery.clone();
+        tokio::spawn(async move {
+            recovery
+                .run(Duration::from_secs(300), Duration::from_secs(3600), async {
+                    let _ = stopped.await;
+                })
+                .await
+        })
+    };
+    // The first pass runs at once, then the loop waits on the clock.
+    while w.clock.sleepers() == 0 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        w.github.redelivered().len(),
+        1,
+        "the first pass redelivered"
+    );
+    w.github.log_delivery("guid-lost-later", now, 502);
+    w.clock.advance(Duration::from_secs(300));
+    while w.clock.sleepers() == 0 || w.github.redelivered().len() < 2 {
+        tokio::task::yield_now().await;
+    }
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    assert_eq!(
+        w.github.redelivered().len(),
+        2,
+        "the second pass, five minutes later, redelivered only the new failure"
+    );
+}
