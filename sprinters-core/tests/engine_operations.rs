@@ -129,6 +129,29 @@ async fn a_lost_completed_webhook_is_recovered_from_github() {
 }
 
 #[tokio::test]
+async fn a_queued_job_whose_only_webhook_was_lost_is_found_by_listing_github() {
+    let bed = TestBed::new();
+    let running = bed.job(1);
+    bed.send(running.queued()).await;
+    bed.settle().await;
+    // Two more jobs queued in the same repository; neither webhook arrived.
+    let lost = bed.job(2);
+    bed.tell_github(&lost.queued());
+    let hosted = bed.job(3).labels(&["ubuntu-latest"]);
+    bed.tell_github(&hosted.queued());
+
+    let report = bed.engine.reconcile().await.unwrap();
+    bed.settle().await;
+    assert_eq!(report.unseen_recovered, 1, "{report:?}");
+    let record = bed.record(&lost).await;
+    assert_eq!(record.launches.len(), 1, "the lost job was launched for: {record:?}");
+    assert_eq!(bed.launcher.alive().len(), 2);
+    let again = bed.engine.reconcile().await.unwrap();
+    assert_eq!(again.unseen_recovered, 0, "a job taken in once is known");
+    assert_eq!(bed.launcher.alive().len(), 2, "and not launched twice");
+}
+
+#[tokio::test]
 async fn a_job_that_never_got_a_runner_is_launched_again_by_the_due_pass() {
     let bed = TestBed::new();
     let job = bed.job(1);

@@ -3,15 +3,15 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use super::Inner;
 use super::supply::supplies;
+use super::{Handled, Inner};
 use crate::domain::{AccountId, JobKey, Region};
 use crate::events::{Conclusion, WorkflowJobAction, WorkflowJobEvent};
 use crate::job::{EndReason, JobRecord, JobState};
 use crate::labels::LabelSetKey;
 use crate::ports::{
-    AcquireLease, CredentialsRequest, DescribeInstance, GetJobStatus, ListJobs, ListOwned, Purge,
-    RemoteJobStatus, RerunJob, StateReason, TerminateRequest, Versioned,
+    AcquireLease, CredentialsRequest, DescribeInstance, GetJobStatus, ListJobs, ListOwned,
+    ListQueuedJobs, Purge, RemoteJobStatus, RerunJob, StateReason, TerminateRequest, Versioned,
 };
 use crate::time::Timestamp;
 use crate::{ErrorKind, Result};
@@ -36,6 +36,9 @@ pub struct ReconcileReport {
     pub reruns: usize,
     /// Jobs waiting too long that were checked with GitHub.
     pub jobs_checked: usize,
+    /// Queued jobs GitHub listed that the store had never seen (their
+    /// `queued` webhook was lost), taken in.
+    pub unseen_recovered: usize,
     /// Job records purged by retention.
     pub purged: usize,
 }
@@ -59,6 +62,7 @@ impl Inner {
         self.end_expired_and_finished(&active, &mut report).await;
         self.end_spares(&active, &mut report).await;
         self.check_waiting(&active, &mut report).await;
+        self.find_unseen_queued(&active, &mut report).await;
         self.sweep_cloud(&active, &mut report).await;
         self.process_due().await?;
         let purged = self
@@ -215,6 +219,64 @@ impl Inner {
             };
             if let Err(e) = self.on_workflow_job(event).await {
                 tracing::warn!(error = %e, job = %record.key, "applying a recovered event failed");
+            }
+        }
+    }
+
+    /// The fallback under lost `queued` webhooks of jobs never seen: asks
+    /// GitHub for the queued jobs of each repository with jobs in flight
+    /// (delivery recovery catches the rest) and takes in those the store
+    /// does not know, as if their webhook had arrived.
+    async fn find_unseen_queued(
+        &self,
+        active: &[Versioned<JobRecord>],
+        report: &mut ReconcileReport,
+    ) {
+        let repositories: BTreeSet<_> = active
+            .iter()
+            .map(|r| (r.value.installation_id, r.value.repository.clone()))
+            .collect();
+        for (installation_id, repository) in repositories {
+            let request = ListQueuedJobs::new(installation_id, repository.clone());
+            let queued = match self.registry.list_queued_jobs(request).await {
+                Ok(queued) => queued,
+                Err(e) => {
+                    tracing::warn!(error = %e, %repository, "listing queued jobs failed");
+                    continue;
+                }
+            };
+            for job in queued.jobs {
+                match self.store.get_job(job.job).await {
+                    Ok(None) => {}
+                    Ok(Some(_)) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, job = %job.job, "reading a job failed");
+                        continue;
+                    }
+                }
+                let event = WorkflowJobEvent {
+                    action: WorkflowJobAction::Queued,
+                    job: job.job,
+                    run_id: job.run_id,
+                    repository: repository.clone(),
+                    installation_id,
+                    labels: job.labels,
+                    name: job.name,
+                    runner_name: None,
+                    runner_id: None,
+                    conclusion: None,
+                    at: None,
+                };
+                match self.on_workflow_job(event).await {
+                    Ok(Handled::Ignored) => {}
+                    Ok(_) => {
+                        tracing::info!(job = %job.job, "took in a queued job whose webhook was lost");
+                        report.unseen_recovered += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, job = %job.job, "taking in a listed job failed")
+                    }
+                }
             }
         }
     }
