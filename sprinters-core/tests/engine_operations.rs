@@ -144,7 +144,11 @@ async fn a_queued_job_whose_only_webhook_was_lost_is_found_by_listing_github() {
     bed.settle().await;
     assert_eq!(report.unseen_recovered, 1, "{report:?}");
     let record = bed.record(&lost).await;
-    assert_eq!(record.launches.len(), 1, "the lost job was launched for: {record:?}");
+    assert_eq!(
+        record.launches.len(),
+        1,
+        "the lost job was launched for: {record:?}"
+    );
     assert_eq!(bed.launcher.alive().len(), 2);
     let again = bed.engine.reconcile().await.unwrap();
     assert_eq!(again.unseen_recovered, 0, "a job taken in once is known");
