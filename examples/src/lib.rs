@@ -8,3 +8,5 @@
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 pub struct WorkspaceReadme;
+
+pub mod view;

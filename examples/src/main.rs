@@ -1,7 +1,7 @@
 //! `sprinters`: the control plane composed of the SDK's default adapters.
 //!
 //! Commands so far: `labels parse`, `policy iam|trust|cloudformation`,
-//! `user-data`.
+//! `user-data`, `keys init|rotate|add-access-key`, `jobs list`.
 
 // A command-line tool prints by design.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -34,6 +34,16 @@ enum Command {
     },
     /// Print the boot script a launch would use (it contains the JIT config).
     UserData(commands::policy::UserDataArgs),
+    /// The store's master key and stored AWS access keys.
+    Keys {
+        #[command(subcommand)]
+        command: commands::keys::KeysCommand,
+    },
+    /// The job history.
+    Jobs {
+        #[command(subcommand)]
+        command: commands::jobs::JobsCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -42,5 +52,7 @@ fn main() -> ExitCode {
         Command::Labels { command } => commands::labels::run(command),
         Command::Policy { command } => commands::policy::run(command),
         Command::UserData(args) => commands::policy::user_data(args),
+        Command::Keys { command } => commands::keys::run(command),
+        Command::Jobs { command } => commands::jobs::run(command),
     }
 }

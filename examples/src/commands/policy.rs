@@ -12,6 +12,8 @@ use sprinters_aws::user_data::{RunnerLayout, boot_script};
 use sprinters_core::domain::AccountId;
 use sprinters_core::labels::LabelParser;
 
+use super::usage_error as fail;
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum PolicyCommand {
     /// The IAM policy of the role in the customer's account.
@@ -41,11 +43,6 @@ pub(crate) struct UserDataArgs {
     /// The watchdog's maximum lifetime, in minutes.
     #[arg(long, default_value_t = 375)]
     max_lifetime_minutes: u64,
-}
-
-fn fail(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {message}");
-    ExitCode::from(2)
 }
 
 fn print_json(value: &serde_json::Value) -> ExitCode {

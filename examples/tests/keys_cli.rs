@@ -1,0 +1,167 @@
+//! `sprinters keys` and `sprinters jobs list` as an operator uses them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::{sprinters, sprinters_with_stdin};
+
+const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn init_creates_a_private_key_file_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let out = sprinters(&["keys", "init", "--data-dir", data]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let key = dir.path().join("data/master.key");
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let dir_mode = std::fs::metadata(dir.path().join("data"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(dir_mode, 0o700);
+    let before = std::fs::read(&key).unwrap();
+
+    let again = sprinters(&["keys", "init", "--data-dir", data]);
+    assert!(!again.status.success());
+    let err = stderr(&again);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains("refusing to overwrite"), "{err}");
+    assert_eq!(std::fs::read(&key).unwrap(), before, "the key is untouched");
+}
+
+#[test]
+fn an_access_key_is_read_from_stdin_and_stored_encrypted() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    assert!(
+        sprinters(&["keys", "init", "--data-dir", data])
+            .status
+            .success()
+    );
+    let out = sprinters_with_stdin(
+        &[
+            "keys",
+            "add-access-key",
+            "--data-dir",
+            data,
+            "--account",
+            "123456789012",
+            "--access-key-id",
+            "AKIAIOSFODNN7EXAMPLE",
+        ],
+        &format!("{SECRET}\n"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(!printed.contains(SECRET), "the secret is never printed");
+    for entry in walk(dir.path()) {
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(
+            !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+            "{} holds the secret in clear",
+            entry.display()
+        );
+    }
+
+    let bad = sprinters_with_stdin(
+        &[
+            "keys",
+            "add-access-key",
+            "--data-dir",
+            data,
+            "--account",
+            "12345",
+            "--access-key-id",
+            "AKIAIOSFODNN7EXAMPLE",
+        ],
+        SECRET,
+    );
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("--account"), "{}", stderr(&bad));
+    let empty = sprinters_with_stdin(
+        &[
+            "keys",
+            "add-access-key",
+            "--data-dir",
+            data,
+            "--account",
+            "123456789012",
+            "--access-key-id",
+            "AKIAIOSFODNN7EXAMPLE",
+        ],
+        "",
+    );
+    assert!(!empty.status.success());
+    assert!(
+        stderr(&empty).contains("standard input"),
+        "{}",
+        stderr(&empty)
+    );
+}
+
+#[test]
+fn a_rotated_master_key_still_opens_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    assert!(
+        sprinters(&["keys", "init", "--data-dir", data])
+            .status
+            .success()
+    );
+    let before = std::fs::read(dir.path().join("master.key")).unwrap();
+    let out = sprinters(&["keys", "rotate", "--data-dir", data]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_ne!(
+        std::fs::read(dir.path().join("master.key")).unwrap(),
+        before
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("master.key.old")).unwrap(),
+        before
+    );
+    let list = sprinters(&["jobs", "list", "--data-dir", data, "--json"]);
+    assert!(list.status.success(), "{}", stderr(&list));
+    assert_eq!(String::from_utf8_lossy(&list.stdout).trim(), "[]");
+    let twice = sprinters(&["keys", "rotate", "--data-dir", data]);
+    assert!(
+        !twice.status.success(),
+        "an old key left behind is not overwritten"
+    );
+}
+
+#[test]
+fn listing_without_a_key_says_how_to_make_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sprinters(&["jobs", "list", "--data-dir", dir.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("master.key") && err.contains("keys init"),
+        "{err}"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
