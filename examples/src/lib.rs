@@ -9,4 +9,5 @@
 #[doc = include_str!("../../README.md")]
 pub struct WorkspaceReadme;
 
+pub mod config;
 pub mod view;

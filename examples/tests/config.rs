@@ -1,0 +1,182 @@
+//! The `serve` configuration: the example file, environment overrides,
+//! and errors that name the key.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use secrecy::ExposeSecret;
+use sprinters_examples::config::{AccountCredentials, Config};
+
+/// Files the example refers to, in a temporary directory, as overrides.
+struct Files {
+    _dir: tempfile::TempDir,
+    env: BTreeMap<String, String>,
+}
+
+fn files() -> Files {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| -> PathBuf {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let key = write("app.pem", "-----BEGIN RSA PRIVATE KEY-----\n...\n");
+    let secret = write("webhook-secret", "the-webhook-secret\n");
+    let env = [
+        ("SPRINTERS_GITHUB_PRIVATE_KEY_FILE", key),
+        ("SPRINTERS_GITHUB_WEBHOOK_SECRET_FILE", secret),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.display().to_string()))
+    .collect();
+    Files { _dir: dir, env }
+}
+
+fn example() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("sprinters.example.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    // Its token and external-id files are system paths; inline them.
+    text.replace(
+        "token_file = \"/etc/sprinters/api-token-admin\"",
+        "token = \"admin-token-0123456789\"",
+    )
+    .replace(
+        "token_file = \"/etc/sprinters/api-token-octo-org\"",
+        "token = \"octo-org-token-0123456789\"",
+    )
+    .replace(
+        "external_id_file = \"/etc/sprinters/external-id-octo-org\"",
+        "external_id = \"agreed-external-id\"",
+    )
+}
+
+#[test]
+fn the_example_file_is_a_valid_configuration() {
+    let f = files();
+    let config = Config::parse(&example(), &f.env).unwrap();
+    assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(config.github.app_id, 123456);
+    assert_eq!(config.github.webhook_secrets.len(), 1);
+    assert_eq!(
+        config.github.webhook_secrets[0].expose_secret(),
+        "the-webhook-secret"
+    );
+    assert_eq!(config.accounts.len(), 2);
+    assert!(matches!(
+        config.accounts[0].credentials,
+        AccountCredentials::Role(_)
+    ));
+    assert!(matches!(
+        config.accounts[1].credentials,
+        AccountCredentials::Vault
+    ));
+    assert_eq!(config.aws.images.len(), 2);
+    assert_eq!(config.server.api_tokens.len(), 2);
+    assert!(
+        config.server.api_tokens[0].owners.is_none(),
+        "*: every owner"
+    );
+    assert_eq!(config.limits.max_lifetime_minutes, 375);
+    let debug = format!("{config:?}");
+    for secret in [
+        "the-webhook-secret",
+        "agreed-external-id",
+        "admin-token-0123456789",
+    ] {
+        assert!(!debug.contains(secret), "Debug shows {secret}");
+    }
+}
+
+#[test]
+fn environment_variables_override_keys() {
+    let mut f = files();
+    f.env
+        .insert("SPRINTERS_SERVER_LISTEN".into(), "0.0.0.0:9443".into());
+    f.env.insert("SPRINTERS_GITHUB_APP_ID".into(), "777".into());
+    f.env
+        .insert("SPRINTERS_LIMITS_IDLE_GRACE_SECONDS".into(), "60".into());
+    f.env.insert(
+        "SPRINTERS_AWS_ENDPOINT_URL".into(),
+        "http://127.0.0.1:5000".into(),
+    );
+    let config = Config::parse(&example(), &f.env).unwrap();
+    assert_eq!(config.server.listen.to_string(), "0.0.0.0:9443");
+    assert_eq!(config.github.app_id, 777);
+    assert_eq!(config.limits.idle_grace_seconds, 60);
+    assert_eq!(
+        config.aws.endpoint_url.as_deref(),
+        Some("http://127.0.0.1:5000")
+    );
+}
+
+#[test]
+fn errors_name_the_key() {
+    let f = files();
+    let check = |edit: &dyn Fn(String) -> String, key: &str| {
+        let err = Config::parse(&edit(example()), &f.env).unwrap_err();
+        assert_eq!(err.key, key, "{err}");
+        assert!(err.to_string().starts_with(key), "{err}");
+    };
+    check(
+        &|t| t.replace("listen = \"127.0.0.1:8080\"", "listen = \"everywhere\""),
+        "server.listen",
+    );
+    check(
+        &|t| t.replace("app_id = 123456", "app_id = \"twelve\""),
+        "github.app_id",
+    );
+    check(
+        &|t| {
+            t.replace(
+                "default_region = \"us-east-1\"",
+                "default_region = \"mars-1\"",
+            )
+        },
+        "aws.default_region",
+    );
+    check(
+        &|t| t.replace("ami-0fedcba9876543210", "ubuntu"),
+        "aws.images.\"ubuntu-24.04\".eu-central-1",
+    );
+    check(
+        &|t| {
+            t.replace(
+                "aws_account_id = \"123456789012\"",
+                "aws_account_id = \"1234\"",
+            )
+        },
+        "accounts[0].aws_account_id",
+    );
+    check(
+        &|t| t.replace("credentials = \"vault\"", "credentials = \"magic\""),
+        "accounts[1].credentials",
+    );
+    check(
+        &|t| t.replace("owners = [\"octo-org\"]", "owners = []"),
+        "server.api_tokens[1].owners",
+    );
+    check(
+        &|t| t.replace("max_lifetime_minutes = 375", "max_lifetime_minutes = 0"),
+        "limits.max_lifetime_minutes",
+    );
+
+    let unknown = Config::parse(
+        &example().replace("[limits]", "[limits]\nmax_instances = 3"),
+        &f.env,
+    )
+    .unwrap_err();
+    assert!(unknown.to_string().contains("max_instances"), "{unknown}");
+    let not_toml = Config::parse("[server", &f.env).unwrap_err();
+    assert!(not_toml.to_string().contains("TOML"), "{not_toml}");
+
+    let mut missing = f.env.clone();
+    missing.insert(
+        "SPRINTERS_GITHUB_PRIVATE_KEY_FILE".into(),
+        "/nonexistent/app.pem".into(),
+    );
+    let err = Config::parse(&example(), &missing).unwrap_err();
+    assert_eq!(err.key, "github.private_key_file");
+    assert!(err.message.contains("/nonexistent/app.pem"), "{err}");
+}
