@@ -281,7 +281,7 @@ impl Config {
             }
         }
         let raw = RawFile::deserialize(toml::Value::Table(doc))
-            .map_err(|e| err("", format!("{}", e.message())))?;
+            .map_err(|e| err("", e.message().to_string()))?;
         raw.validate()
     }
 }
@@ -436,13 +436,15 @@ impl RawFile {
         }
 
         let a = self.aws;
-        if let Some(url) = &a.endpoint_url {
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
-                return Err(err(
-                    "aws.endpoint_url",
-                    format!("{url:?} is not an http(s) URL"),
-                ));
-            }
+        if let Some(url) = a
+            .endpoint_url
+            .as_ref()
+            .filter(|u| !(u.starts_with("https://") || u.starts_with("http://")))
+        {
+            return Err(err(
+                "aws.endpoint_url",
+                format!("{url:?} is not an http(s) URL"),
+            ));
         }
         let region = a.default_region.unwrap_or_else(|| "us-east-1".to_owned());
         let default_region =

@@ -10,4 +10,6 @@
 pub struct WorkspaceReadme;
 
 pub mod config;
+pub mod data_dir;
+pub mod server;
 pub mod view;

@@ -1,7 +1,7 @@
 //! `sprinters`: the control plane composed of the SDK's default adapters.
 //!
 //! Commands so far: `labels parse`, `policy iam|trust|cloudformation`,
-//! `user-data`, `keys init|rotate|add-access-key`, `jobs list`.
+//! `user-data`, `keys init|rotate|add-access-key`, `jobs list`, `serve`.
 
 // A command-line tool prints by design.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -39,6 +39,8 @@ enum Command {
         #[command(subcommand)]
         command: commands::keys::KeysCommand,
     },
+    /// Run the control plane.
+    Serve(commands::serve::ServeArgs),
     /// The job history.
     Jobs {
         #[command(subcommand)]
@@ -54,5 +56,6 @@ fn main() -> ExitCode {
         Command::UserData(args) => commands::policy::user_data(args),
         Command::Keys { command } => commands::keys::run(command),
         Command::Jobs { command } => commands::jobs::run(command),
+        Command::Serve(args) => commands::serve::run(args),
     }
 }

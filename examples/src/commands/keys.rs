@@ -60,7 +60,7 @@ pub(crate) fn run(command: KeysCommand) -> ExitCode {
 }
 
 fn init(dir: &Path) -> ExitCode {
-    if let Err(e) = create_data_dir(dir) {
+    if let Err(e) = sprinters_examples::data_dir::create(dir) {
         return fail(e);
     }
     let path = dir.join(MASTER_KEY_FILE);
@@ -74,19 +74,6 @@ fn init(dir: &Path) -> ExitCode {
         }
         Err(e) => fail(e.to_string()),
     }
-}
-
-/// The data directory, created 0700 when missing.
-pub(crate) fn create_data_dir(dir: &Path) -> Result<(), String> {
-    use std::os::unix::fs::DirBuilderExt;
-    if dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))
 }
 
 /// The store in `dir`, with its master key file.

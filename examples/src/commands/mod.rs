@@ -6,6 +6,7 @@ pub(crate) mod jobs;
 pub(crate) mod keys;
 pub(crate) mod labels;
 pub(crate) mod policy;
+pub(crate) mod serve;
 
 /// Prints one line about what went wrong and fails (exit 1).
 pub(crate) fn fail(message: impl std::fmt::Display) -> ExitCode {

@@ -1,0 +1,77 @@
+//! `sprinters serve --config FILE`: the control plane.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use sprinters_examples::config::Config;
+use sprinters_examples::server::ControlPlane;
+
+use super::fail;
+
+/// Arguments of `sprinters serve`.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// The configuration file (see examples/sprinters.example.toml).
+    #[arg(long)]
+    config: PathBuf,
+}
+
+/// Logs to stderr; `RUST_LOG` filters (default `info`), and
+/// `SPRINTERS_LOG_FORMAT=json` switches to one JSON object per line.
+pub(crate) fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if std::env::var("SPRINTERS_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+pub(crate) fn run(args: ServeArgs) -> ExitCode {
+    init_tracing();
+    let config = match Config::load(&args.config) {
+        Ok(config) => config,
+        Err(e) => return fail(format!("{}: {e}", args.config.display())),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    let result = runtime.block_on(async move {
+        let plane = ControlPlane::build(config).await?;
+        let addr = plane.listen_addr();
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        tracing::info!(%addr, "serving");
+        plane.serve(listener, shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! `/healthz`, `/readyz`, `/metrics` and `/api/jobs`.
+//!
+//! `/api` needs a bearer token from the configuration; each token sees
+//! only the owners it is scoped to.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use sprinters_core::domain::Owner;
+use sprinters_core::ports::{JobCursor, JobStore, ListJobs};
+use sprinters_store::FileJobStore;
+
+use super::metrics::Metrics;
+use crate::config::ApiToken;
+use crate::view::JobView;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub(crate) struct ApiState {
+    pub(crate) store: Arc<FileJobStore>,
+    pub(crate) tokens: Arc<Vec<ApiToken>>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+pub(crate) async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Ready when the store answers.
+pub(crate) async fn readyz(State(state): State<ApiState>) -> Response {
+    match state.store.list_jobs(ListJobs::newest(1)).await {
+        Ok(_) => (StatusCode::OK, "ready").into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")).into_response(),
+    }
+}
+
+pub(crate) async fn metrics(State(state): State<ApiState>) -> Response {
+    let mut by_state: BTreeMap<String, u64> = BTreeMap::new();
+    if let Ok(page) = state.store.list_jobs(ListJobs::newest(1000)).await {
+        for job in &page.jobs {
+            *by_state
+                .entry(job.value.state.as_str().to_owned())
+                .or_default() += 1;
+        }
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(&by_state, state.store.syncs()),
+    )
+        .into_response()
+}
+
+/// Why a request is refused.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    status: StatusCode,
+    message: String,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        if self.status == StatusCode::UNAUTHORIZED {
+            (
+                self.status,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                self.message,
+            )
+                .into_response()
+        } else {
+            (self.status, self.message).into_response()
+        }
+    }
+}
+
+/// The owners a request's token may see: `Ok(None)` for every owner.
+pub(crate) fn authorize(
+    state: &ApiState,
+    headers: &HeaderMap,
+) -> Result<Option<Vec<Owner>>, Refusal> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| unauthorized("a bearer token is required"))?;
+    // Compare digests: the time taken says nothing about the token.
+    let digest = Sha256::digest(presented.as_bytes());
+    state
+        .tokens
+        .iter()
+        .find(|t| Sha256::digest(t.token.expose_secret().as_bytes()) == digest)
+        .map(|t| t.owners.clone())
+        .ok_or_else(|| unauthorized("unknown token"))
+}
+
+fn unauthorized(message: &str) -> Refusal {
+    Refusal {
+        status: StatusCode::UNAUTHORIZED,
+        message: message.to_owned(),
+    }
+}
+
+fn bad_request(message: String) -> Refusal {
+    Refusal {
+        status: StatusCode::BAD_REQUEST,
+        message,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct JobsQuery {
+    limit: Option<usize>,
+    cursor: Option<String>,
+    owner: Option<String>,
+}
+
+/// The owner a listing is for, within what the token may see.
+pub(crate) fn scope(
+    allowed: Option<Vec<Owner>>,
+    asked: Option<&str>,
+) -> Result<Option<Owner>, Refusal> {
+    let asked = asked
+        .map(Owner::parse)
+        .transpose()
+        .map_err(|e| bad_request(format!("owner: {e}")))?;
+    match (allowed, asked) {
+        (None, asked) => Ok(asked),
+        (Some(allowed), Some(asked)) => {
+            if allowed.iter().any(|o| o.eq_ignore_case(&asked)) {
+                Ok(Some(asked))
+            } else {
+                Err(Refusal {
+                    status: StatusCode::FORBIDDEN,
+                    message: format!("this token may not see {asked}"),
+                })
+            }
+        }
+        (Some(allowed), None) if allowed.len() == 1 => Ok(allowed.into_iter().next()),
+        (Some(allowed), None) => Err(bad_request(format!(
+            "this token sees several owners; choose one with ?owner= ({})",
+            allowed
+                .iter()
+                .map(|o| o.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// `GET /api/jobs?limit=&cursor=&owner=`: newest first.
+pub(crate) async fn jobs(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Query(query): Query<JobsQuery>,
+) -> Response {
+    let allowed = match authorize(&state, &headers) {
+        Ok(allowed) => allowed,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let owner = match scope(allowed, query.owner.as_deref()) {
+        Ok(owner) => owner,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let mut list = ListJobs::newest(query.limit.unwrap_or(50).clamp(1, 500));
+    list.owner = owner;
+    if let Some(cursor) = &query.cursor {
+        let decoded = URL_SAFE_NO_PAD
+            .decode(cursor)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<JobCursor>(&bytes).ok());
+        match decoded {
+            Some(c) => list.cursor = Some(c),
+            None => {
+                return bad_request("cursor: not a cursor this server gave".to_owned())
+                    .into_response();
+            }
+        }
+    }
+    match state.store.list_jobs(list).await {
+        Ok(page) => {
+            let jobs: Vec<JobView> = page.jobs.iter().map(|v| JobView::of(&v.value)).collect();
+            let next = page
+                .next
+                .and_then(|c| serde_json::to_vec(&c).ok())
+                .map(|b| URL_SAFE_NO_PAD.encode(b));
+            Json(serde_json::json!({ "jobs": jobs, "next_cursor": next })).into_response()
+        }
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")).into_response(),
+    }
+}

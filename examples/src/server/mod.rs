@@ -1,0 +1,263 @@
+//! `sprinters serve`: every default adapter composed into a control plane.
+//!
+//! The encrypted file store, the GitHub App (webhooks, registry, delivery
+//! recovery), the AWS adapters (EC2 launcher, credentials per account) and
+//! the engine, behind one axum server.
+
+mod api;
+mod metrics;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use sprinters_aws::{
+    AmbientProvider, AssumeRoleProvider, AwsClientConfig, CredentialChain, Ec2Launcher,
+    ImageCatalog, StoredKeyProvider,
+};
+use sprinters_core::engine::{AccountDirectory, Engine, EngineConfig, Limits};
+use sprinters_core::labels::LabelParser;
+use sprinters_core::ports::CredentialProvider;
+use sprinters_core::time::{Clock, SystemClock};
+use sprinters_core::vault::CredentialVault;
+use sprinters_github::{
+    DeliveryRecovery, GithubApp, GithubAppConfig, GithubRegistry, WebhookVerifier, webhook_router,
+};
+use sprinters_store::{FileJobStore, FileKeyProvider};
+
+use crate::config::{AccountCredentials, Config};
+pub use metrics::Metrics;
+
+/// How often the webhook log is read back for failed deliveries, and how
+/// far back the first pass looks.
+const RECOVERY_EVERY: Duration = Duration::from_secs(300);
+const RECOVERY_LOOKBACK: Duration = Duration::from_secs(6 * 3600);
+
+/// A composed control plane, ready to serve.
+pub struct ControlPlane {
+    engine: Arc<Engine>,
+    recovery: DeliveryRecovery,
+    router: Router,
+    listen: std::net::SocketAddr,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("listen", &self.listen)
+            .finish_non_exhaustive()
+    }
+}
+
+fn describe(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+impl ControlPlane {
+    /// Opens the store and builds every adapter from `config`. Fails with
+    /// one line naming what is wrong.
+    pub async fn build(config: Config) -> Result<Self, String> {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        if config.server.tls.is_some() {
+            return Err(
+                "server.tls_cert_file: TLS is not built into serve yet; terminate TLS \
+                        at a proxy in front of it and remove the tls keys"
+                    .to_owned(),
+            );
+        }
+        crate::data_dir::create(&config.server.data_dir)?;
+        let store = Arc::new(
+            FileJobStore::open(
+                &config.server.data_dir,
+                &FileKeyProvider::new(&config.server.master_key_file),
+            )
+            .await
+            .map_err(|e| format!("store {}: {e}", config.server.data_dir.display()))?,
+        );
+
+        let github_config =
+            GithubAppConfig::from_key_file(config.github.app_id, &config.github.private_key_file)
+                .and_then(|c| c.api_url(config.github.api_url.clone()))
+                .map_err(describe)?;
+        let github =
+            Arc::new(GithubApp::with_clock(github_config, clock.clone()).map_err(describe)?);
+        let mut verifier = None;
+        for secret in &config.github.webhook_secrets {
+            verifier = Some(
+                match verifier {
+                    None => WebhookVerifier::new(secret.clone()),
+                    Some(v) => WebhookVerifier::with_secret(v, secret.clone()),
+                }
+                .map_err(describe)?,
+            );
+        }
+        let verifier = verifier.ok_or("github.webhook_secret_file: is required")?;
+
+        let mut aws = AwsClientConfig::new();
+        if let Some(url) = &config.aws.endpoint_url {
+            aws = aws.endpoint_url(url.clone()).map_err(describe)?;
+        }
+        let credentials = credentials(&config, &aws, store.clone(), clock.clone()).await?;
+        let mut images = ImageCatalog::new();
+        for (image, region, ami) in &config.aws.images {
+            images = images
+                .pin(region.clone(), *image, ami.clone())
+                .map_err(describe)?;
+        }
+        let launcher = Ec2Launcher::builder(aws)
+            .images(images)
+            .clock(clock.clone())
+            .build();
+
+        let mut accounts = AccountDirectory::new();
+        for account in &config.accounts {
+            accounts.connect(account.github_owner.clone(), account.aws_account_id.clone());
+        }
+        let mut engine_config = EngineConfig::new(config.server.controller_id.clone(), accounts);
+        engine_config.max_lifetime = Duration::from_secs(config.limits.max_lifetime_minutes * 60);
+        engine_config.idle_grace = Duration::from_secs(config.limits.idle_grace_seconds);
+        let mut limits = Limits::default();
+        limits.per_account = Some(config.limits.max_concurrent_per_account);
+        engine_config.limits = limits;
+        let labels = LabelParser::new()
+            .with_prefix(&config.github.label_prefix)
+            .map_err(describe)?
+            .with_default_region(config.aws.default_region.clone());
+        let engine = Arc::new(
+            Engine::builder()
+                .registry(Arc::new(GithubRegistry::new(github.clone())))
+                .credentials(credentials)
+                .launcher(Arc::new(launcher))
+                .store(store.clone())
+                .clock(clock.clone())
+                .labels(labels)
+                .config(engine_config)
+                .build()
+                .map_err(describe)?,
+        );
+
+        let metrics = Arc::new(Metrics::default());
+        let state = api::ApiState {
+            store,
+            tokens: Arc::new(config.server.api_tokens.clone()),
+            metrics: metrics.clone(),
+        };
+        let webhooks = webhook_router(verifier, engine.clone(), clock.clone())
+            .layer(middleware::from_fn_with_state(metrics, count_webhooks));
+        let api = Router::new()
+            .route("/healthz", get(api::healthz))
+            .route("/readyz", get(api::readyz))
+            .route("/metrics", get(api::metrics))
+            .route("/api/jobs", get(api::jobs))
+            .with_state(state);
+        let router = Router::new()
+            .nest("/webhooks/github", webhooks)
+            .merge(api)
+            .layer(DefaultBodyLimit::max(1024 * 1024));
+        Ok(Self {
+            engine,
+            recovery: DeliveryRecovery::new(github, clock),
+            router,
+            listen: config.server.listen,
+        })
+    }
+
+    /// The router, for tests that call it without a socket.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then stops taking
+    /// requests, lets in-flight launches finish and returns.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), String> {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let http = axum::serve(listener, self.router.clone())
+            .with_graceful_shutdown(wait(stopped.clone()));
+        let engine = self.engine.run(wait(stopped.clone()));
+        let recovery = self
+            .recovery
+            .run(RECOVERY_EVERY, RECOVERY_LOOKBACK, wait(stopped.clone()));
+        let trigger = async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining in-flight work");
+            let _ = stop.send(true);
+        };
+        let (served, ran, (), ()) = tokio::join!(http, engine, recovery, trigger);
+        served.map_err(|e| format!("HTTP server: {e}"))?;
+        ran.map_err(describe)
+    }
+
+    /// Where the configuration says to listen.
+    pub fn listen_addr(&self) -> std::net::SocketAddr {
+        self.listen
+    }
+}
+
+/// Counts webhook requests by event and outcome.
+async fn count_webhooks(
+    axum::extract::State(metrics): axum::extract::State<Arc<Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let event = request
+        .headers()
+        .get("x-github-event")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let response = next.run(request).await;
+    metrics.webhook(&event, response.status().as_u16());
+    response
+}
+
+/// One provider per account, chained: assumed roles, stored keys, and the
+/// ambient chain for at most one account.
+async fn credentials(
+    config: &Config,
+    aws: &AwsClientConfig,
+    vault: Arc<FileJobStore>,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<dyn CredentialProvider>, String> {
+    let mut roles = AssumeRoleProvider::builder(aws.clone()).clock(clock.clone());
+    let mut providers: Vec<Arc<dyn CredentialProvider>> = Vec::new();
+    let mut any_role = false;
+    let mut any_vault = false;
+    for account in &config.accounts {
+        match &account.credentials {
+            AccountCredentials::Role(role) => {
+                roles = roles.role(account.aws_account_id.clone(), role.clone());
+                any_role = true;
+            }
+            AccountCredentials::Vault => any_vault = true,
+            AccountCredentials::Ambient => {
+                providers.push(Arc::new(
+                    AmbientProvider::load(account.aws_account_id.clone()).await,
+                ));
+            }
+        }
+    }
+    if any_role {
+        providers.insert(0, Arc::new(roles.build().await));
+    }
+    if any_vault {
+        let vault: Arc<dyn CredentialVault> = vault;
+        providers.push(Arc::new(StoredKeyProvider::new(vault)));
+    }
+    Ok(Arc::new(CredentialChain::new(providers)))
+}
