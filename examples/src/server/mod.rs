@@ -5,6 +5,7 @@
 //! the engine, behind one axum server.
 
 mod api;
+mod console;
 mod metrics;
 
 use std::sync::Arc;
@@ -29,7 +30,7 @@ use sprinters_github::{
 };
 use sprinters_store::{FileJobStore, FileKeyProvider};
 
-use crate::config::{AccountCredentials, Config};
+use crate::config::{AccountCredentials, ApiToken, Config};
 pub use metrics::Metrics;
 
 /// How often the webhook log is read back for failed deliveries, and how
@@ -141,22 +142,12 @@ impl ControlPlane {
         );
 
         let metrics = Arc::new(Metrics::default());
-        let state = api::ApiState {
-            store,
-            tokens: Arc::new(config.server.api_tokens.clone()),
-            metrics: metrics.clone(),
-        };
-        let webhooks = webhook_router(verifier, engine.clone(), clock.clone())
-            .layer(middleware::from_fn_with_state(metrics, count_webhooks));
-        let api = Router::new()
-            .route("/healthz", get(api::healthz))
-            .route("/readyz", get(api::readyz))
-            .route("/metrics", get(api::metrics))
-            .route("/api/jobs", get(api::jobs))
-            .with_state(state);
+        let webhooks = webhook_router(verifier, engine.clone(), clock.clone()).layer(
+            middleware::from_fn_with_state(metrics.clone(), count_webhooks),
+        );
         let router = Router::new()
             .nest("/webhooks/github", webhooks)
-            .merge(api)
+            .merge(api_router(store, config.server.api_tokens.clone(), metrics))
             .layer(DefaultBodyLimit::max(1024 * 1024));
         Ok(Self {
             engine,
@@ -207,6 +198,27 @@ impl ControlPlane {
     pub fn listen_addr(&self) -> std::net::SocketAddr {
         self.listen
     }
+}
+
+/// The routes that read the store: `/` (the console), `/api/jobs`,
+/// `/healthz`, `/readyz` and `/metrics`.
+pub fn api_router(
+    store: Arc<FileJobStore>,
+    tokens: Vec<ApiToken>,
+    metrics: Arc<Metrics>,
+) -> Router {
+    let state = api::ApiState {
+        store,
+        tokens: Arc::new(tokens),
+        metrics,
+    };
+    Router::new()
+        .route("/", get(console::page))
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .route("/metrics", get(api::metrics))
+        .route("/api/jobs", get(api::jobs))
+        .with_state(state)
 }
 
 /// Counts webhook requests by event and outcome.
