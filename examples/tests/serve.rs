@@ -305,6 +305,22 @@ credentials = "vault"
         "{state:?}"
     );
 
+    let (_, metrics) = http(addr, "GET", "/metrics", &[], b"").await;
+    for expected in [
+        "sprinters_webhook_to_launch_seconds_count 1",
+        "sprinters_instances_terminated_total{reason=\"job_completed\"} 1",
+        "sprinters_api_calls_total{api=\"launcher\",operation=\"launch\"} 1",
+        "sprinters_api_calls_total{api=\"registry\",operation=\"create_jit_runner\"} 1",
+        "sprinters_store_sync_seconds_bucket{le=\"+Inf\"}",
+        "sprinters_jobs{state=\"cleaned\"} 1",
+    ] {
+        assert!(metrics.contains(expected), "{expected} in:\n{metrics}");
+    }
+    assert!(
+        !metrics.contains("sprinters_api_errors_total{"),
+        "no API failed: {metrics}"
+    );
+
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }

@@ -8,6 +8,7 @@ pub mod events;
 pub mod job;
 pub mod labels;
 pub mod memory;
+pub mod observe;
 pub mod ports;
 // Test support: a failed check panics, which is how a test fails.
 #[cfg(feature = "testing")]

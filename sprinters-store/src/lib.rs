@@ -8,6 +8,7 @@ mod fsio;
 mod index;
 mod keyring;
 mod keys;
+mod latency;
 mod log;
 mod store;
 mod vault;
@@ -16,4 +17,5 @@ pub use compact::CompactionReport;
 pub use keys::{
     EnvKeyProvider, FileKeyProvider, KeyProvider, MASTER_KEY_ENV, MasterKey, StaticKeyProvider,
 };
+pub use latency::SyncLatency;
 pub use store::{FileJobStore, OpenReport};

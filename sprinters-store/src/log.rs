@@ -14,6 +14,7 @@ use sprinters_core::{Error, Result};
 use tokio::sync::watch;
 
 use crate::fsio;
+use crate::latency::{SyncLatency, SyncTimer};
 
 /// Segments roll over at this size.
 pub(crate) const SEGMENT_BYTES: u64 = 64 << 20;
@@ -66,6 +67,7 @@ pub(crate) struct Log {
     syncing: AtomicBool,
     poisoned: AtomicBool,
     syncs: AtomicU64,
+    sync_timer: SyncTimer,
     /// Frames in the last batch: the writers it woke will likely write again.
     last_batch: std::sync::atomic::AtomicUsize,
 }
@@ -134,6 +136,7 @@ impl Log {
             syncing: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
             syncs: AtomicU64::new(0),
+            sync_timer: SyncTimer::default(),
             last_batch: std::sync::atomic::AtomicUsize::new(0),
         };
         Ok((log, manifest.segments))
@@ -300,6 +303,7 @@ impl Log {
                 };
                 let (file, segment, offset, bytes, target) = batch;
                 self.syncs.fetch_add(1, Ordering::Relaxed);
+                let started = std::time::Instant::now();
                 let result = match file {
                     Some(file) => {
                         let bytes = bytes.clone();
@@ -312,6 +316,7 @@ impl Log {
                     }
                     None => Ok(()),
                 };
+                self.sync_timer.record(started.elapsed());
                 {
                     let mut files = self.files();
                     if files.active == segment && files.file_len == offset {
@@ -343,6 +348,11 @@ impl Log {
     /// How many `fdatasync` calls group commit has made.
     pub(crate) fn syncs(&self) -> u64 {
         self.syncs.load(Ordering::Relaxed)
+    }
+
+    /// How long group commit's syncs took.
+    pub(crate) fn sync_latency(&self) -> SyncLatency {
+        self.sync_timer.snapshot()
     }
 
     /// Reads the frame at `loc`, from the file or, if not written yet,

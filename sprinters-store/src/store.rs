@@ -21,6 +21,7 @@ use crate::frame::{self, End, Kind};
 use crate::index::{Index, JobEntry, LeaseEntry, Summary, VaultEntry};
 use crate::keyring::{KeyRing, OpaqueIds, OpenFailure};
 use crate::keys::{KeyProvider, MasterKey};
+use crate::latency::SyncLatency;
 use crate::log::{Loc, Log, segment_name};
 
 /// Retention compacts once the log is this big and mostly dead.
@@ -224,6 +225,11 @@ impl FileJobStore {
     /// concurrent writers, far fewer than the writes (group commit).
     pub fn syncs(&self) -> u64 {
         self.inner.log.syncs()
+    }
+
+    /// How long those syncs took (write + `fdatasync`), as a histogram.
+    pub fn sync_latency(&self) -> SyncLatency {
+        self.inner.log.sync_latency()
     }
 
     /// Re-wraps every data key under `new`, without rewriting any record.

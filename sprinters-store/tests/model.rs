@@ -205,6 +205,9 @@ async fn concurrent_writers_share_syncs_and_every_acknowledged_write_is_kept() {
         syncs * 4 <= 640,
         "64 concurrent writers must share fdatasync calls, at least 4 writes a sync: {syncs} syncs for 640 writes"
     );
+    let latency = store.sync_latency();
+    assert_eq!(latency.count(), syncs, "every sync is timed");
+    assert!(latency.sum() > std::time::Duration::ZERO);
     drop(store);
     let store = FileJobStore::open_with_key(dir.path(), &key).unwrap().0;
     assert_eq!(store.job_count(), 640);

@@ -54,7 +54,9 @@ pub(crate) async fn metrics(State(state): State<ApiState>) -> Response {
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(&by_state, state.store.syncs()),
+        state
+            .metrics
+            .render(&by_state, state.store.syncs(), &state.store.sync_latency()),
     )
         .into_response()
 }

@@ -1,18 +1,53 @@
 //! Prometheus metrics in the text exposition format, without a registry
-//! crate.
+//! crate: the control plane's counters are few and fixed.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `sprinters_webhooks_total` | counter | `event`, `outcome` |
+//! | `sprinters_jobs` | gauge | `state` (the recent history) |
+//! | `sprinters_webhook_to_launch_seconds` | histogram | |
+//! | `sprinters_instances_terminated_total` | counter | `reason` |
+//! | `sprinters_api_calls_total` | counter | `api`, `operation` |
+//! | `sprinters_api_errors_total` | counter | `api`, `operation`, `kind` |
+//! | `sprinters_store_syncs_total` | counter | |
+//! | `sprinters_store_sync_seconds` | histogram | |
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
+use std::time::Duration;
 
-/// The control plane's metrics.
+use sprinters_core::observe::{EngineObserver, InstanceEnded, Launching, PortCall};
+use sprinters_store::SyncLatency;
+
+/// Bucket bounds of the webhook-to-launch histogram, in seconds.
+const LAUNCH_BOUNDS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The control plane's metrics; the engine's observer.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    webhooks: Mutex<BTreeMap<(String, String), u64>>,
+    counters: Mutex<Counters>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    webhooks: BTreeMap<(&'static str, &'static str), u64>,
+    terminated: BTreeMap<&'static str, u64>,
+    api_calls: BTreeMap<(&'static str, &'static str), u64>,
+    api_errors: BTreeMap<(&'static str, &'static str, &'static str), u64>,
+    // Per bucket (not cumulative), one more for +Inf; and the sum.
+    launch_buckets: [u64; LAUNCH_BOUNDS.len() + 1],
+    launch_sum: Duration,
 }
 
 impl Metrics {
-    /// Counts a webhook request by event and outcome (HTTP status class).
+    fn counters(&self) -> std::sync::MutexGuard<'_, Counters> {
+        self.counters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a webhook request by event and outcome (from its status).
     pub fn webhook(&self, event: &str, status: u16) {
         let outcome = match status {
             202 => "accepted",
@@ -24,48 +59,181 @@ impl Metrics {
         };
         // Event names come from the request: keep the label set small.
         let event = match event {
-            "workflow_job" | "installation" | "installation_repositories" | "ping" => event,
+            "workflow_job" => "workflow_job",
+            "installation" => "installation",
+            "installation_repositories" => "installation_repositories",
+            "ping" => "ping",
             _ => "other",
         };
-        let mut map = self.webhooks.lock().unwrap_or_else(|e| e.into_inner());
-        *map.entry((event.to_owned(), outcome.to_owned()))
+        *self
+            .counters()
+            .webhooks
+            .entry((event, outcome))
             .or_default() += 1;
     }
 
-    /// The text exposition, with `jobs` (state → count) as a gauge and
-    /// the store's sync count.
-    pub fn render(&self, jobs: &BTreeMap<String, u64>, store_syncs: u64) -> String {
+    /// The text exposition, with `jobs` (state → count) as a gauge and the
+    /// store's sync figures.
+    pub fn render(
+        &self,
+        jobs: &BTreeMap<String, u64>,
+        store_syncs: u64,
+        sync_latency: &SyncLatency,
+    ) -> String {
+        let c = self.counters();
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP sprinters_webhooks_total Webhook requests by event and outcome."
+        family(
+            &mut out,
+            "sprinters_webhooks_total",
+            "counter",
+            "Webhook requests by event and outcome.",
         );
-        let _ = writeln!(out, "# TYPE sprinters_webhooks_total counter");
-        for ((event, outcome), n) in self
-            .webhooks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
+        for ((event, outcome), n) in &c.webhooks {
             let _ = writeln!(
                 out,
                 "sprinters_webhooks_total{{event=\"{event}\",outcome=\"{outcome}\"}} {n}"
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP sprinters_jobs Jobs in the recent history by state."
+        family(
+            &mut out,
+            "sprinters_jobs",
+            "gauge",
+            "Jobs in the recent history by state.",
         );
-        let _ = writeln!(out, "# TYPE sprinters_jobs gauge");
         for (state, n) in jobs {
             let _ = writeln!(out, "sprinters_jobs{{state=\"{state}\"}} {n}");
         }
+        family(
+            &mut out,
+            "sprinters_webhook_to_launch_seconds",
+            "histogram",
+            "From a job's queued webhook being taken in to RunInstances being called.",
+        );
+        let mut total = 0;
+        for (i, n) in c.launch_buckets.iter().enumerate() {
+            total += n;
+            let le = LAUNCH_BOUNDS
+                .get(i)
+                .map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
+            let _ = writeln!(
+                out,
+                "sprinters_webhook_to_launch_seconds_bucket{{le=\"{le}\"}} {total}"
+            );
+        }
         let _ = writeln!(
             out,
-            "# HELP sprinters_store_syncs_total Durable syncs of the store (group commits)."
+            "sprinters_webhook_to_launch_seconds_sum {}",
+            c.launch_sum.as_secs_f64()
         );
-        let _ = writeln!(out, "# TYPE sprinters_store_syncs_total counter");
+        let _ = writeln!(out, "sprinters_webhook_to_launch_seconds_count {total}");
+        family(
+            &mut out,
+            "sprinters_instances_terminated_total",
+            "counter",
+            "Instances the control plane ended, by reason.",
+        );
+        for (reason, n) in &c.terminated {
+            let _ = writeln!(
+                out,
+                "sprinters_instances_terminated_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        family(
+            &mut out,
+            "sprinters_api_calls_total",
+            "counter",
+            "Calls to GitHub (registry), credentials and EC2 (launcher).",
+        );
+        for ((api, operation), n) in &c.api_calls {
+            let _ = writeln!(
+                out,
+                "sprinters_api_calls_total{{api=\"{api}\",operation=\"{operation}\"}} {n}"
+            );
+        }
+        family(
+            &mut out,
+            "sprinters_api_errors_total",
+            "counter",
+            "Failed API calls by API, operation and error kind.",
+        );
+        for ((api, operation, kind), n) in &c.api_errors {
+            let _ = writeln!(
+                out,
+                "sprinters_api_errors_total{{api=\"{api}\",operation=\"{operation}\",kind=\"{kind}\"}} {n}"
+            );
+        }
+        family(
+            &mut out,
+            "sprinters_store_syncs_total",
+            "counter",
+            "Durable syncs of the store (group commits).",
+        );
         let _ = writeln!(out, "sprinters_store_syncs_total {store_syncs}");
+        family(
+            &mut out,
+            "sprinters_store_sync_seconds",
+            "histogram",
+            "Write and fdatasync of one group commit.",
+        );
+        for (bound, n) in sync_latency.buckets() {
+            let le = bound.map_or_else(|| "+Inf".to_owned(), |b| b.as_secs_f64().to_string());
+            let _ = writeln!(
+                out,
+                "sprinters_store_sync_seconds_bucket{{le=\"{le}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "sprinters_store_sync_seconds_sum {}",
+            sync_latency.sum().as_secs_f64()
+        );
+        let _ = writeln!(
+            out,
+            "sprinters_store_sync_seconds_count {}",
+            sync_latency.count()
+        );
         out
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+impl EngineObserver for Metrics {
+    fn launching(&self, event: &Launching) {
+        // A job's first launch: replacements wait on a lost runner, not on
+        // the control plane.
+        if event.launch_number != 1 {
+            return;
+        }
+        let seconds = event.since_queued.as_secs_f64();
+        let bucket = LAUNCH_BOUNDS
+            .iter()
+            .position(|&b| seconds <= b)
+            .unwrap_or(LAUNCH_BOUNDS.len());
+        let mut c = self.counters();
+        c.launch_buckets[bucket] += 1;
+        c.launch_sum += event.since_queued;
+    }
+
+    fn instance_ended(&self, event: &InstanceEnded) {
+        *self
+            .counters()
+            .terminated
+            .entry(event.reason.as_str())
+            .or_default() += 1;
+    }
+
+    fn port_call(&self, call: &PortCall<'_>) {
+        let mut c = self.counters();
+        let api = call.api.as_str();
+        *c.api_calls.entry((api, call.operation)).or_default() += 1;
+        if let Some(error) = call.error {
+            *c.api_errors
+                .entry((api, call.operation, error.kind().as_str()))
+                .or_default() += 1;
+        }
     }
 }

@@ -128,8 +128,10 @@ impl ControlPlane {
             .with_prefix(&config.github.label_prefix)
             .map_err(describe)?
             .with_default_region(config.aws.default_region.clone());
+        let metrics = Arc::new(Metrics::default());
         let engine = Arc::new(
             Engine::builder()
+                .observer(metrics.clone())
                 .registry(Arc::new(GithubRegistry::new(github.clone())))
                 .credentials(credentials)
                 .launcher(Arc::new(launcher))
@@ -141,7 +143,6 @@ impl ControlPlane {
                 .map_err(describe)?,
         );
 
-        let metrics = Arc::new(Metrics::default());
         let webhooks = webhook_router(verifier, engine.clone(), clock.clone()).layer(
             middleware::from_fn_with_state(metrics.clone(), count_webhooks),
         );

@@ -4,6 +4,7 @@ use super::Inner;
 use crate::Result;
 use crate::domain::JobKey;
 use crate::job::{EndReason, JobRecord, JobState, Launch};
+use crate::observe::InstanceEnded;
 use crate::ports::{CredentialsRequest, RemoveRunner, TerminateRequest, Versioned};
 
 impl Inner {
@@ -53,6 +54,10 @@ impl Inner {
                 instance_id.clone(),
             );
             let outcome = self.launcher.terminate(request).await?;
+            self.observer.instance_ended(&InstanceEnded {
+                reason,
+                was_running: outcome.was_running,
+            });
             tracing::info!(instance = %instance_id, reason = reason.as_str(), was_running = outcome.was_running, "instance ended");
         }
         if reason != EndReason::JobCompleted

@@ -12,6 +12,7 @@ use super::{Inner, job_span};
 use crate::domain::{InstanceId, JobKey, RunnerName};
 use crate::job::{EndReason, JobRecord, JobState, Launch};
 use crate::labels::{LabelSetKey, SpotMode};
+use crate::observe::Launching;
 use crate::ports::{
     ClaimJob, CreateJitRunner, Credentials, CredentialsRequest, LaunchRequest, Launched, ListJobs,
     ListOwned, Market, RemoveRunner, Versioned,
@@ -237,6 +238,12 @@ impl Inner {
                 self.config.max_lifetime,
             )
         };
+        self.observer.launching(&Launching {
+            job: key,
+            launch_number: number,
+            market,
+            since_queued: self.clock.now().since(record.queued_at),
+        });
         let first = self.launcher.launch(request(market)).await;
         let (launched, spot_fallback) = match first {
             Err(e)

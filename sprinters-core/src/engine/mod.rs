@@ -48,6 +48,7 @@ pub use reconcile::ReconcileReport;
 use crate::domain::{JobKey, Repository};
 use crate::events::{Delivery, Event};
 use crate::labels::LabelParser;
+use crate::observe::{EngineObserver, NoObserver, observe_ports};
 use crate::ports::{
     Ack, DynCloudLauncher, DynCredentialProvider, DynEventSource, DynJobStore, DynRunnerRegistry,
     Poll, RecordDelivery,
@@ -94,6 +95,7 @@ pub(crate) struct Inner {
     launcher: DynCloudLauncher,
     store: DynJobStore,
     clock: Arc<dyn Clock>,
+    observer: Arc<dyn EngineObserver>,
     config: EngineConfig,
     parser: LabelParser,
     limiter: Limiter,
@@ -114,6 +116,7 @@ pub struct EngineBuilder {
     launcher: Option<DynCloudLauncher>,
     store: Option<DynJobStore>,
     clock: Option<Arc<dyn Clock>>,
+    observer: Option<Arc<dyn EngineObserver>>,
     config: Option<EngineConfig>,
     parser: Option<LabelParser>,
     seed: Option<u64>,
@@ -150,6 +153,12 @@ impl EngineBuilder {
         self.clock = Some(clock);
         self
     }
+    /// Told of launches, ended instances and every call to the registry,
+    /// credentials and launcher ports (for metrics); none by default.
+    pub fn observer(mut self, observer: Arc<dyn EngineObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
     /// The configuration.
     pub fn config(mut self, config: EngineConfig) -> Self {
         self.config = Some(config);
@@ -180,6 +189,18 @@ impl EngineBuilder {
             .ok_or_else(|| missing("credential provider"))?;
         let launcher = self.launcher.ok_or_else(|| missing("cloud launcher"))?;
         let store = self.store.ok_or_else(|| missing("job store"))?;
+        let (observer, registry, credentials, launcher) = match self.observer {
+            Some(observer) => {
+                let (r, c, l) = observe_ports(&observer, registry, credentials, launcher);
+                (observer, r, c, l)
+            }
+            None => (
+                Arc::new(NoObserver) as Arc<dyn EngineObserver>,
+                registry,
+                credentials,
+                launcher,
+            ),
+        };
         Ok(Engine {
             inner: Arc::new_cyclic(|me| Inner {
                 me: me.clone(),
@@ -189,6 +210,7 @@ impl EngineBuilder {
                 launcher,
                 store,
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+                observer,
                 limiter: Limiter::new(config.limits),
                 parser: self.parser.unwrap_or_default(),
                 config,

@@ -9,6 +9,7 @@ use crate::domain::{AccountId, JobKey, Region};
 use crate::events::{Conclusion, WorkflowJobAction, WorkflowJobEvent};
 use crate::job::{EndReason, JobRecord, JobState};
 use crate::labels::LabelSetKey;
+use crate::observe::InstanceEnded;
 use crate::ports::{
     AcquireLease, CredentialsRequest, DescribeInstance, GetJobStatus, ListJobs, ListOwned,
     ListQueuedJobs, Purge, RemoteJobStatus, RerunJob, StateReason, TerminateRequest, Versioned,
@@ -431,7 +432,11 @@ impl Inner {
             instance.clone(),
         );
         match self.launcher.terminate(request).await {
-            Ok(_) => {
+            Ok(outcome) => {
+                self.observer.instance_ended(&InstanceEnded {
+                    reason: EndReason::Orphan,
+                    was_running: outcome.was_running,
+                });
                 report.orphans_ended += 1;
                 tracing::info!(%instance, "orphan instance ended");
             }

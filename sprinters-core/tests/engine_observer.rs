@@ -1,0 +1,115 @@
+//! An engine observer hears of every launch (with the job's wait), every
+//! ended instance (with why) and every port call (with its error).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sprinters_core::events::Conclusion;
+use sprinters_core::job::EndReason;
+use sprinters_core::observe::{Api, EngineObserver, InstanceEnded, Launching, PortCall};
+use sprinters_core::testing::TestBed;
+
+#[derive(Debug, Default)]
+struct Recorder {
+    launches: Mutex<Vec<(u32, Duration)>>,
+    ended: Mutex<Vec<(EndReason, bool)>>,
+    calls: Mutex<Vec<(Api, &'static str, Option<String>)>>,
+}
+
+impl EngineObserver for Recorder {
+    fn launching(&self, event: &Launching) {
+        let mut launches = self.launches.lock().unwrap();
+        launches.push((event.launch_number, event.since_queued));
+    }
+    fn instance_ended(&self, event: &InstanceEnded) {
+        let mut ended = self.ended.lock().unwrap();
+        ended.push((event.reason, event.was_running));
+    }
+    fn port_call(&self, call: &PortCall<'_>) {
+        let kind = call.error.map(|e| e.kind().as_str().to_owned());
+        self.calls
+            .lock()
+            .unwrap()
+            .push((call.api, call.operation, kind));
+    }
+}
+
+#[tokio::test]
+async fn the_observer_hears_launches_ends_and_port_calls() {
+    let bed = TestBed::new();
+    let recorder = Arc::new(Recorder::default());
+    let engine = bed.builder().observer(recorder.clone()).build().unwrap();
+    bed.registry.faults().fail_next("create_jit_runner", 1, || {
+        sprinters_core::Error::unavailable("GitHub is down")
+    });
+
+    let job = bed.job(1);
+    bed.tell_github(&job.queued());
+    engine
+        .handle(bed.delivery("d-1", job.queued()))
+        .await
+        .unwrap();
+    engine.drain().await;
+    assert!(
+        recorder.launches.lock().unwrap().is_empty(),
+        "no launch without a JIT config"
+    );
+    assert!(
+        recorder.calls.lock().unwrap().contains(&(
+            Api::Registry,
+            "create_jit_runner",
+            Some("unavailable".into())
+        )),
+        "{:?}",
+        recorder.calls.lock().unwrap()
+    );
+
+    // The retry, after its backoff: the wait counts from the webhook.
+    bed.advance(Duration::from_secs(90));
+    engine.process_due().await.unwrap();
+    engine.drain().await;
+    let launches = recorder.launches.lock().unwrap().clone();
+    assert_eq!(launches.len(), 1, "{launches:?}");
+    assert_eq!(launches[0].0, 1, "the job's first launch");
+    assert!(
+        launches[0].1 >= Duration::from_secs(90),
+        "waited since queued: {launches:?}"
+    );
+    assert!(
+        recorder
+            .calls
+            .lock()
+            .unwrap()
+            .contains(&(Api::Launcher, "launch", None))
+    );
+    assert!(
+        recorder
+            .calls
+            .lock()
+            .unwrap()
+            .contains(&(Api::Credentials, "credentials", None))
+    );
+
+    let runner = TestBed::runner(&job, 1);
+    for (id, event) in [
+        ("d-2", job.in_progress(&runner)),
+        ("d-3", job.completed(Conclusion::Success, Some(&runner))),
+    ] {
+        bed.tell_github(&event);
+        engine.handle(bed.delivery(id, event)).await.unwrap();
+    }
+    engine.drain().await;
+    assert_eq!(
+        *recorder.ended.lock().unwrap(),
+        vec![(EndReason::JobCompleted, true)]
+    );
+    assert!(
+        recorder
+            .calls
+            .lock()
+            .unwrap()
+            .contains(&(Api::Launcher, "terminate", None))
+    );
+}
