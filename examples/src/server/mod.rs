@@ -6,13 +6,14 @@
 
 mod api;
 mod console;
+mod listener;
 mod metrics;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
@@ -31,6 +32,7 @@ use sprinters_github::{
 use sprinters_store::{FileJobStore, FileKeyProvider};
 
 use crate::config::{AccountCredentials, ApiToken, Config};
+pub use listener::{BODY_LIMIT, HEADER_TIMEOUT, REQUEST_TIMEOUT, guard, serve_http, tls_config};
 pub use metrics::Metrics;
 
 /// How often the webhook log is read back for failed deliveries, and how
@@ -43,6 +45,7 @@ pub struct ControlPlane {
     engine: Arc<Engine>,
     recovery: DeliveryRecovery,
     router: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
     listen: std::net::SocketAddr,
 }
 
@@ -63,13 +66,10 @@ impl ControlPlane {
     /// one line naming what is wrong.
     pub async fn build(config: Config) -> Result<Self, String> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        if config.server.tls.is_some() {
-            return Err(
-                "server.tls_cert_file: TLS is not built into serve yet; terminate TLS \
-                        at a proxy in front of it and remove the tls keys"
-                    .to_owned(),
-            );
-        }
+        let tls = match &config.server.tls {
+            Some(files) => Some(tls_config(&files.cert_file, &files.key_file)?),
+            None => None,
+        };
         crate::data_dir::create(&config.server.data_dir)?;
         let store = Arc::new(
             FileJobStore::open(
@@ -146,14 +146,16 @@ impl ControlPlane {
         let webhooks = webhook_router(verifier, engine.clone(), clock.clone()).layer(
             middleware::from_fn_with_state(metrics.clone(), count_webhooks),
         );
-        let router = Router::new()
-            .nest("/webhooks/github", webhooks)
-            .merge(api_router(store, config.server.api_tokens.clone(), metrics))
-            .layer(DefaultBodyLimit::max(1024 * 1024));
+        let router = guard(
+            Router::new()
+                .nest("/webhooks/github", webhooks)
+                .merge(api_router(store, config.server.api_tokens.clone(), metrics)),
+        );
         Ok(Self {
             engine,
             recovery: DeliveryRecovery::new(github, clock),
             router,
+            tls,
             listen: config.server.listen,
         })
     }
@@ -168,8 +170,9 @@ impl ControlPlane {
         &self.engine
     }
 
-    /// Serves on `listener` until `shutdown` resolves, then stops taking
-    /// requests, lets in-flight launches finish and returns.
+    /// Serves on `listener` (over TLS when configured) until `shutdown`
+    /// resolves, then stops taking requests, lets in-flight requests and
+    /// launches finish and returns.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
@@ -179,8 +182,12 @@ impl ControlPlane {
         let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let http = axum::serve(listener, self.router.clone())
-            .with_graceful_shutdown(wait(stopped.clone()));
+        let http = serve_http(
+            listener,
+            self.router.clone(),
+            self.tls.clone(),
+            wait(stopped.clone()),
+        );
         let engine = self.engine.run(wait(stopped.clone()));
         let recovery = self
             .recovery
@@ -190,8 +197,7 @@ impl ControlPlane {
             tracing::info!("shutting down: draining in-flight work");
             let _ = stop.send(true);
         };
-        let (served, ran, (), ()) = tokio::join!(http, engine, recovery, trigger);
-        served.map_err(|e| format!("HTTP server: {e}"))?;
+        let ((), ran, (), ()) = tokio::join!(http, engine, recovery, trigger);
         ran.map_err(describe)
     }
 
