@@ -149,6 +149,8 @@ pub struct LimitsConfig {
     pub idle_grace_seconds: u64,
     /// Instances at once per AWS account.
     pub max_concurrent_per_account: usize,
+    /// How often the reconciler looks for orphans, spares and lost jobs.
+    pub reconcile_interval_seconds: u64,
 }
 
 // The file as written. Unknown keys are errors that name them.
@@ -227,6 +229,7 @@ struct RawLimits {
     max_lifetime_minutes: Option<toml::Value>,
     idle_grace_seconds: Option<toml::Value>,
     max_concurrent_per_account: Option<toml::Value>,
+    reconcile_interval_seconds: Option<toml::Value>,
 }
 
 /// The keys `SPRINTERS_<SECTION>_<KEY>` may override.
@@ -249,6 +252,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("limits", "max_lifetime_minutes"),
     ("limits", "idle_grace_seconds"),
     ("limits", "max_concurrent_per_account"),
+    ("limits", "reconcile_interval_seconds"),
 ];
 
 impl Config {
@@ -539,7 +543,18 @@ impl RawFile {
                 l.max_concurrent_per_account.as_ref(),
                 100,
             )? as usize,
+            reconcile_interval_seconds: number(
+                "limits.reconcile_interval_seconds",
+                l.reconcile_interval_seconds.as_ref(),
+                60,
+            )?,
         };
+        if limits.reconcile_interval_seconds == 0 {
+            return Err(err(
+                "limits.reconcile_interval_seconds",
+                "at least 1: the reconciler is what ends orphans and finds lost jobs",
+            ));
+        }
         if limits.max_lifetime_minutes == 0 || limits.max_lifetime_minutes > 7 * 24 * 60 {
             return Err(err(
                 "limits.max_lifetime_minutes",

@@ -6,6 +6,8 @@ mod error;
 pub mod launcher;
 pub mod policy;
 pub mod sdk;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod user_data;
 
 pub use credentials::{

@@ -121,6 +121,8 @@ impl ControlPlane {
         let mut engine_config = EngineConfig::new(config.server.controller_id.clone(), accounts);
         engine_config.max_lifetime = Duration::from_secs(config.limits.max_lifetime_minutes * 60);
         engine_config.idle_grace = Duration::from_secs(config.limits.idle_grace_seconds);
+        engine_config.reconcile_interval =
+            Duration::from_secs(config.limits.reconcile_interval_seconds);
         let mut limits = Limits::default();
         limits.per_account = Some(config.limits.max_concurrent_per_account);
         engine_config.limits = limits;

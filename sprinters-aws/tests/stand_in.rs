@@ -1,0 +1,159 @@
+//! The in-process EC2/STS stand-in answers the real SDK clients well
+//! enough for the adapters: the launcher passes the core conformance suite
+//! against it, roles are assumed through it, and its delay is honoured.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use aws_credential_types::provider::SharedCredentialsProvider;
+use secrecy::SecretString;
+use sprinters_aws::testing::{AwsStandIn, STAND_IN_ACCOUNT};
+use sprinters_aws::{AssumeRoleProvider, AwsClientConfig, CustomerRole, Ec2Launcher};
+use sprinters_core::domain::{
+    AccountId, JobId, JobKey, Owner, Repository, RunAttempt, RunId, RunnerName,
+};
+use sprinters_core::labels::LabelParser;
+use sprinters_core::ports::{
+    CloudLauncher, CredentialProvider, Credentials, CredentialsRequest, LaunchRequest, Market,
+};
+use sprinters_core::testing::{LauncherFixture, cloud_launcher};
+
+async fn assumed(stand_in: &AwsStandIn) -> (AssumeRoleProvider, Credentials) {
+    let account = AccountId::parse(STAND_IN_ACCOUNT).unwrap();
+    let role = CustomerRole::new(
+        &account,
+        &format!("arn:aws:iam::{STAND_IN_ACCOUNT}:role/SprintersRole"),
+        SecretString::from("agreed-external-id".to_owned()),
+    )
+    .unwrap();
+    let provider = AssumeRoleProvider::builder(config(stand_in))
+        .platform_credentials(SharedCredentialsProvider::new(
+            aws_credential_types::Credentials::new("AKIAPLATFORM", "platform", None, None, "test"),
+        ))
+        .role(account.clone(), role)
+        .build()
+        .await;
+    let credentials = provider
+        .credentials(CredentialsRequest::new(
+            account,
+            Owner::parse("octo-org").unwrap(),
+        ))
+        .await
+        .unwrap();
+    (provider, credentials)
+}
+
+fn config(stand_in: &AwsStandIn) -> AwsClientConfig {
+    AwsClientConfig::new().endpoint_url(stand_in.uri()).unwrap()
+}
+
+#[tokio::test]
+async fn the_launcher_passes_the_conformance_suite_against_the_stand_in() {
+    let stand_in = AwsStandIn::start().await.unwrap();
+    let (_, credentials) = assumed(&stand_in).await;
+    assert_eq!(
+        stand_in.assumed_roles(),
+        vec![(
+            format!("arn:aws:iam::{STAND_IN_ACCOUNT}:role/SprintersRole"),
+            "agreed-external-id".to_owned()
+        )]
+    );
+    assert!(credentials.access_key_id.starts_with("ASIA"));
+    let fixture = LauncherFixture {
+        account: AccountId::parse(STAND_IN_ACCOUNT).unwrap(),
+        credentials,
+        controller_id: "stand-in-conformance".to_owned(),
+        spec: LabelParser::new()
+            .parse_label("sprinters:aws:ubuntu-24.04:spot=auto")
+            .unwrap(),
+    };
+    cloud_launcher(&Ec2Launcher::new(config(&stand_in)), &fixture).await;
+    let calls = stand_in.calls();
+    for action in [
+        "RunInstances",
+        "DescribeInstances",
+        "TerminateInstances",
+        "DescribeImages",
+    ] {
+        assert!(calls.get(action).is_some_and(|n| *n > 0), "{calls:?}");
+    }
+}
+
+#[tokio::test]
+async fn spot_goes_to_the_cheapest_zone_at_its_price_and_our_group_is_made_once() {
+    let stand_in = AwsStandIn::start().await.unwrap();
+    let (_, credentials) = assumed(&stand_in).await;
+    let launcher = Ec2Launcher::new(config(&stand_in));
+    let spec = LabelParser::new()
+        .parse_label("sprinters:aws:ubuntu-24.04:spot=true")
+        .unwrap();
+    for n in 1..=3 {
+        let job = JobKey::new(JobId::new(n), RunAttempt::FIRST);
+        let launched = launcher
+            .launch(LaunchRequest::new(
+                AccountId::parse(STAND_IN_ACCOUNT).unwrap(),
+                credentials.clone(),
+                "stand-in-spot".to_owned(),
+                job,
+                RunId::new(7),
+                Repository::parse("octo-org/app").unwrap(),
+                RunnerName::for_launch(job, 1),
+                spec.clone(),
+                Market::Spot,
+                format!("spot-{n}"),
+                SecretString::from("Y29uZmln".to_owned()),
+                Duration::from_secs(3600),
+            ))
+            .await
+            .unwrap();
+        assert!(launched.spot);
+        assert_eq!(
+            launched.hourly_price_micros,
+            Some(31_000),
+            "the zone's spot price"
+        );
+    }
+    let instances = stand_in.instances();
+    assert_eq!(instances.len(), 3);
+    for instance in &instances {
+        assert!(instance.spot, "{instance:?}");
+        assert_eq!(instance.zone, "us-east-1b", "the cheapest zone");
+        assert_eq!(
+            instance
+                .tags
+                .get("sprinters:controller")
+                .map(String::as_str),
+            Some("stand-in-spot")
+        );
+    }
+    assert_eq!(
+        stand_in.calls().get("CreateSecurityGroup"),
+        Some(&1),
+        "our group, created once"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_call_waits_the_delay() {
+    let stand_in = AwsStandIn::start().await.unwrap();
+    stand_in.set_delay(Duration::from_millis(20));
+    let started = tokio::time::Instant::now();
+    let (provider, _) = assumed(&stand_in).await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(20) && took < Duration::from_millis(40),
+        "one AssumeRole call: {took:?}"
+    );
+    // Cached: no second call, no second delay.
+    let started = tokio::time::Instant::now();
+    provider
+        .credentials(CredentialsRequest::new(
+            AccountId::parse(STAND_IN_ACCOUNT).unwrap(),
+            Owner::parse("octo-org").unwrap(),
+        ))
+        .await
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_millis(20));
+    assert_eq!(stand_in.calls().get("AssumeRole"), Some(&1));
+}
