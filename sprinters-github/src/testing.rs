@@ -7,15 +7,22 @@
 //! not expired) on `/app/...` calls, and an installation token it issued
 //! on everything else. Failures can be injected per path.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+/// The private half of a throwaway GitHub App key, for tests and the demo
+/// against the stand-in. It signs nothing real: never use it for an App.
+pub const TEST_APP_PRIVATE_KEY_PEM: &str =
+    include_str!("../tests/fixtures/test-app-private-key.pem");
+/// Its public half, which the stand-in checks JWTs with.
+pub const TEST_APP_PUBLIC_KEY_PEM: &str = include_str!("../tests/fixtures/test-app-public-key.pem");
 
 /// A job the stand-in knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,11 +71,15 @@ struct State {
     token_requests: BTreeMap<u64, usize>,
     next_id: u64,
     runners: BTreeMap<u64, (String, String, Vec<String>)>,
+    // (repository, runner name) of every runner, so that a registration
+    // checks for a duplicate name in constant time.
+    runner_names: HashSet<(String, String)>,
     jobs: BTreeMap<u64, StandInJob>,
     deliveries: Vec<LoggedDelivery>,
     redelivered: Vec<u64>,
     requests: Vec<String>,
     failures: Vec<Failure>,
+    delay: Duration,
 }
 
 #[derive(Clone)]
@@ -173,6 +184,11 @@ impl GithubStandIn {
         id
     }
 
+    /// Every answer is sent `delay` after the request arrived (a slow API).
+    pub fn set_delay(&self, delay: Duration) {
+        self.state().delay = delay;
+    }
+
     /// The delivery attempts redelivered, by id. Each redelivery is logged
     /// as a new, successful attempt of the same GUID.
     pub fn redelivered(&self) -> Vec<u64> {
@@ -209,6 +225,18 @@ fn error(status: u16, message: &str) -> ResponseTemplate {
 impl Respond for Responder {
     fn respond(&self, request: &Request) -> ResponseTemplate {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let delay = state.delay;
+        let answer = self.answer(&mut state, request);
+        if delay.is_zero() {
+            answer
+        } else {
+            answer.set_delay(delay)
+        }
+    }
+}
+
+impl Responder {
+    fn answer(&self, state: &mut State, request: &Request) -> ResponseTemplate {
         let path = request.url.path().to_owned();
         let query = request.url.query().unwrap_or("").to_owned();
         let method = request.method.as_str().to_owned();
@@ -244,14 +272,14 @@ impl Respond for Responder {
             if !self.valid_jwt(&bearer) {
                 return error(401, "A JSON web token could not be decoded");
             }
-            return self.app_route(&mut state, &method, &segments, &query);
+            return self.app_route(state, &method, &segments, &query);
         }
         match state.tokens.get(&bearer) {
             Some((_, expires)) if *expires > now() => {}
             _ => return error(401, "Bad credentials"),
         }
         let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
-        repo_route(&mut state, &method, &segments, &query, &body)
+        repo_route(state, &method, &segments, &query, &body)
     }
 }
 
@@ -385,11 +413,7 @@ fn repo_route(
             let Some(runner) = body["name"].as_str() else {
                 return error(422, "Invalid request: name is required");
             };
-            if state
-                .runners
-                .values()
-                .any(|(r, n, _)| *r == repo && n == runner)
-            {
+            if !state.runner_names.insert((repo.clone(), runner.to_owned())) {
                 return error(
                     409,
                     &format!("Already exists - A runner with the name {runner} already exists."),
@@ -425,7 +449,10 @@ fn repo_route(
             .ok()
             .and_then(|id| state.runners.remove(&id))
         {
-            Some(_) => ResponseTemplate::new(204),
+            Some((repo, name, _)) => {
+                state.runner_names.remove(&(repo, name));
+                ResponseTemplate::new(204)
+            }
             None => error(404, "Not Found"),
         },
         ("GET", ["jobs", id]) => match id
@@ -505,5 +532,70 @@ fn repo_route(
                 .set_body_json(json!({ "total_count": jobs.len(), "jobs": jobs }))
         }
         _ => error(404, "Not Found"),
+    }
+}
+
+/// A `workflow_job` webhook body shaped like GitHub's, for the demo, the
+/// benchmarks and tests that send webhooks over HTTP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkflowJobWebhook {
+    /// The job's id.
+    pub job_id: u64,
+    /// Its run.
+    pub run_id: u64,
+    /// The run attempt.
+    pub run_attempt: u32,
+    /// `owner/name`.
+    pub repository: String,
+    /// The App installation.
+    pub installation_id: u64,
+    /// The job's `runs-on` labels.
+    pub labels: Vec<String>,
+    /// Its name.
+    pub name: String,
+}
+
+impl WorkflowJobWebhook {
+    /// `action` (`queued`, `in_progress`, `completed`), on `runner` (id,
+    /// name) once picked up, with `conclusion` once completed.
+    pub fn body(
+        &self,
+        action: &str,
+        runner: Option<(u64, &str)>,
+        conclusion: Option<&str>,
+    ) -> Vec<u8> {
+        let status = match action {
+            "in_progress" => "in_progress",
+            "completed" => "completed",
+            _ => "queued",
+        };
+        let owner = self.repository.split('/').next().unwrap_or_default();
+        let now = rfc3339(now());
+        json!({
+            "action": action,
+            "workflow_job": {
+                "id": self.job_id,
+                "run_id": self.run_id,
+                "run_attempt": self.run_attempt,
+                "status": status,
+                "conclusion": conclusion,
+                "name": self.name,
+                "labels": self.labels,
+                "started_at": now,
+                "completed_at": if status == "completed" { Some(now.clone()) } else { None },
+                "runner_id": runner.map(|(id, _)| id),
+                "runner_name": runner.map(|(_, name)| name),
+                "steps": [],
+            },
+            "repository": {
+                "full_name": self.repository,
+                "name": self.repository.split('/').nth(1).unwrap_or_default(),
+                "owner": { "login": owner },
+            },
+            "installation": { "id": self.installation_id },
+            "sender": { "login": "octocat" },
+        })
+        .to_string()
+        .into_bytes()
     }
 }

@@ -496,3 +496,39 @@ fn real_installation_payloads_name_the_owner() {
         );
     }
 }
+
+#[test]
+fn the_stand_ins_webhook_bodies_parse_like_githubs() {
+    use sprinters_github::testing::WorkflowJobWebhook;
+    let webhook = WorkflowJobWebhook {
+        job_id: 9001,
+        run_id: 77,
+        run_attempt: 2,
+        repository: "octo-org/app".into(),
+        installation_id: 4242,
+        labels: vec!["sprinters:aws:ubuntu-latest".into(), "77-2-build".into()],
+        name: "build".into(),
+    };
+    let queued = parse_event("workflow_job", &webhook.body("queued", None, None)).unwrap();
+    let queued = job(&queued);
+    assert_eq!(queued.action, WorkflowJobAction::Queued);
+    assert_eq!(queued.job.job_id, JobId::new(9001));
+    assert_eq!(queued.job.run_attempt, RunAttempt::new(2).unwrap());
+    assert_eq!(queued.labels, webhook.labels);
+    assert_eq!(queued.installation_id, InstallationId::new(4242));
+    let started = webhook.body("in_progress", Some((5, "sprinters-9001-2-1")), None);
+    let started = parse_event("workflow_job", &started).unwrap();
+    let started = job(&started);
+    assert_eq!(started.action, WorkflowJobAction::InProgress);
+    assert_eq!(
+        started.runner_name.as_ref().map(|n| n.as_str()),
+        Some("sprinters-9001-2-1")
+    );
+    let done = webhook.body(
+        "completed",
+        Some((5, "sprinters-9001-2-1")),
+        Some("failure"),
+    );
+    let done = parse_event("workflow_job", &done).unwrap();
+    assert_eq!(job(&done).conclusion, Some(Conclusion::Failure));
+}
