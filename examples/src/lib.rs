@@ -11,5 +11,6 @@ pub struct WorkspaceReadme;
 
 pub mod config;
 pub mod data_dir;
+pub mod demo;
 pub mod server;
 pub mod view;

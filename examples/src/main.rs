@@ -1,7 +1,8 @@
 //! `sprinters`: the control plane composed of the SDK's default adapters.
 //!
 //! Commands so far: `labels parse`, `policy iam|trust|cloudformation`,
-//! `user-data`, `keys init|rotate|add-access-key`, `jobs list`, `serve`.
+//! `user-data`, `keys init|rotate|add-access-key`, `jobs list`, `serve`,
+//! `demo`.
 
 // A command-line tool prints by design.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -41,6 +42,9 @@ enum Command {
     },
     /// Run the control plane.
     Serve(commands::serve::ServeArgs),
+    /// The whole product on this machine: serve, the GitHub stand-in and
+    /// the AWS API emulator, with jobs sent as signed webhooks.
+    Demo(commands::demo::DemoArgs),
     /// The job history.
     Jobs {
         #[command(subcommand)]
@@ -57,5 +61,6 @@ fn main() -> ExitCode {
         Command::Keys { command } => commands::keys::run(command),
         Command::Jobs { command } => commands::jobs::run(command),
         Command::Serve(args) => commands::serve::run(args),
+        Command::Demo(args) => commands::demo::run(args),
     }
 }

@@ -111,6 +111,23 @@ pub struct NoObserver;
 
 impl EngineObserver for NoObserver {}
 
+/// Several observers, each told everything in turn (metrics and an audit
+/// log, say).
+#[derive(Debug, Default, Clone)]
+pub struct Observers(pub Vec<std::sync::Arc<dyn EngineObserver>>);
+
+impl EngineObserver for Observers {
+    fn launching(&self, event: &Launching) {
+        self.0.iter().for_each(|o| o.launching(event));
+    }
+    fn instance_ended(&self, event: &InstanceEnded) {
+        self.0.iter().for_each(|o| o.instance_ended(event));
+    }
+    fn port_call(&self, call: &PortCall<'_>) {
+        self.0.iter().for_each(|o| o.port_call(call));
+    }
+}
+
 /// The ports of an engine, each wrapped so that its calls reach `observer`.
 pub(crate) fn observe_ports(
     observer: &std::sync::Arc<dyn EngineObserver>,

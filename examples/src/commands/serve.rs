@@ -17,13 +17,14 @@ pub(crate) struct ServeArgs {
     config: PathBuf,
 }
 
-/// Logs to stderr; `RUST_LOG` filters (default `info`), and
+/// Logs to stderr; `RUST_LOG` filters (default `default`), and
 /// `SPRINTERS_LOG_FORMAT=json` switches to one JSON object per line.
-pub(crate) fn init_tracing() {
+pub(crate) fn init_tracing(default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = if std::env::var("SPRINTERS_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().try_init()
@@ -33,7 +34,7 @@ pub(crate) fn init_tracing() {
 }
 
 pub(crate) fn run(args: ServeArgs) -> ExitCode {
-    init_tracing();
+    init_tracing("info");
     let config = match Config::load(&args.config) {
         Ok(config) => config,
         Err(e) => return fail(format!("{}: {e}", args.config.display())),

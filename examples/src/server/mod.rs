@@ -23,6 +23,7 @@ use sprinters_aws::{
 };
 use sprinters_core::engine::{AccountDirectory, Engine, EngineConfig, Limits};
 use sprinters_core::labels::LabelParser;
+use sprinters_core::observe::{EngineObserver, NoObserver, Observers};
 use sprinters_core::ports::CredentialProvider;
 use sprinters_core::time::{Clock, SystemClock};
 use sprinters_core::vault::CredentialVault;
@@ -43,6 +44,7 @@ const RECOVERY_LOOKBACK: Duration = Duration::from_secs(6 * 3600);
 /// A composed control plane, ready to serve.
 pub struct ControlPlane {
     engine: Arc<Engine>,
+    store: Arc<FileJobStore>,
     recovery: DeliveryRecovery,
     router: Router,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -65,6 +67,15 @@ impl ControlPlane {
     /// Opens the store and builds every adapter from `config`. Fails with
     /// one line naming what is wrong.
     pub async fn build(config: Config) -> Result<Self, String> {
+        Self::build_observed(config, Arc::new(NoObserver)).await
+    }
+
+    /// [`ControlPlane::build`], with `observer` told what the engine does
+    /// beside the metrics (the demo times launches with it).
+    pub async fn build_observed(
+        config: Config,
+        observer: Arc<dyn EngineObserver>,
+    ) -> Result<Self, String> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let tls = match &config.server.tls {
             Some(files) => Some(tls_config(&files.cert_file, &files.key_file)?),
@@ -133,7 +144,7 @@ impl ControlPlane {
         let metrics = Arc::new(Metrics::default());
         let engine = Arc::new(
             Engine::builder()
-                .observer(metrics.clone())
+                .observer(Arc::new(Observers(vec![metrics.clone(), observer])))
                 .registry(Arc::new(GithubRegistry::new(github.clone())))
                 .credentials(credentials)
                 .launcher(Arc::new(launcher))
@@ -151,10 +162,15 @@ impl ControlPlane {
         let router = guard(
             Router::new()
                 .nest("/webhooks/github", webhooks)
-                .merge(api_router(store, config.server.api_tokens.clone(), metrics)),
+                .merge(api_router(
+                    store.clone(),
+                    config.server.api_tokens.clone(),
+                    metrics,
+                )),
         );
         Ok(Self {
             engine,
+            store,
             recovery: DeliveryRecovery::new(github, clock),
             router,
             tls,
@@ -170,6 +186,11 @@ impl ControlPlane {
     /// The engine.
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<FileJobStore> {
+        &self.store
     }
 
     /// Serves on `listener` (over TLS when configured) until `shutdown`
