@@ -3,6 +3,8 @@
 // A benchmark that goes wrong has nothing better to do than stop loudly.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod control_plane;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;

@@ -227,7 +227,10 @@ pub async fn run(
     crate::data_dir::create(&data_dir)?;
     let run = Setup::prepare(&options, &data_dir).await?;
     let times = Arc::new(LaunchTimes::default());
-    let plane = ControlPlane::build_observed(run.config(&data_dir)?, times.clone()).await?;
+    let plane = ControlPlane::builder(run.config(&data_dir)?)
+        .observer(times.clone())
+        .build()
+        .await?;
     let store = plane.store().clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

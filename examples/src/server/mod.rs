@@ -12,6 +12,7 @@ mod metrics;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_credential_types::provider::SharedCredentialsProvider;
 use axum::Router;
 use axum::extract::Request;
 use axum::middleware::{self, Next};
@@ -67,15 +68,59 @@ impl ControlPlane {
     /// Opens the store and builds every adapter from `config`. Fails with
     /// one line naming what is wrong.
     pub async fn build(config: Config) -> Result<Self, String> {
-        Self::build_observed(config, Arc::new(NoObserver)).await
+        Self::builder(config).build().await
     }
 
-    /// [`ControlPlane::build`], with `observer` told what the engine does
-    /// beside the metrics (the demo times launches with it).
-    pub async fn build_observed(
-        config: Config,
-        observer: Arc<dyn EngineObserver>,
-    ) -> Result<Self, String> {
+    /// A builder, for what a configuration file cannot say.
+    pub fn builder(config: Config) -> ControlPlaneBuilder {
+        ControlPlaneBuilder {
+            config,
+            observer: Arc::new(NoObserver),
+            platform_credentials: None,
+        }
+    }
+}
+
+/// Builds a [`ControlPlane`] from its configuration and what a file
+/// cannot hold: an observer of the engine beside the metrics, and the
+/// platform's own AWS credentials.
+pub struct ControlPlaneBuilder {
+    config: Config,
+    observer: Arc<dyn EngineObserver>,
+    platform_credentials: Option<SharedCredentialsProvider>,
+}
+
+impl std::fmt::Debug for ControlPlaneBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlaneBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ControlPlaneBuilder {
+    /// Told what the engine does, beside the metrics (the demo times
+    /// launches with it).
+    pub fn observer(mut self, observer: Arc<dyn EngineObserver>) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    /// The platform's credentials that assume customers' roles (the
+    /// environment's default chain otherwise).
+    pub fn platform_credentials(mut self, credentials: SharedCredentialsProvider) -> Self {
+        self.platform_credentials = Some(credentials);
+        self
+    }
+
+    /// Opens the store and builds every adapter. Fails with one line
+    /// naming what is wrong.
+    pub async fn build(self) -> Result<ControlPlane, String> {
+        let Self {
+            config,
+            observer,
+            platform_credentials,
+        } = self;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let tls = match &config.server.tls {
             Some(files) => Some(tls_config(&files.cert_file, &files.key_file)?),
@@ -113,7 +158,14 @@ impl ControlPlane {
         if let Some(url) = &config.aws.endpoint_url {
             aws = aws.endpoint_url(url.clone()).map_err(describe)?;
         }
-        let credentials = credentials(&config, &aws, store.clone(), clock.clone()).await?;
+        let credentials = credentials(
+            &config,
+            &aws,
+            platform_credentials,
+            store.clone(),
+            clock.clone(),
+        )
+        .await?;
         let mut images = ImageCatalog::new();
         for (image, region, ami) in &config.aws.images {
             images = images
@@ -168,7 +220,7 @@ impl ControlPlane {
                     metrics,
                 )),
         );
-        Ok(Self {
+        Ok(ControlPlane {
             engine,
             store,
             recovery: DeliveryRecovery::new(github, clock),
@@ -177,7 +229,9 @@ impl ControlPlane {
             listen: config.server.listen,
         })
     }
+}
 
+impl ControlPlane {
     /// The router, for tests that call it without a socket.
     pub fn router(&self) -> Router {
         self.router.clone()
@@ -273,10 +327,14 @@ async fn count_webhooks(
 async fn credentials(
     config: &Config,
     aws: &AwsClientConfig,
+    platform: Option<SharedCredentialsProvider>,
     vault: Arc<FileJobStore>,
     clock: Arc<dyn Clock>,
 ) -> Result<Arc<dyn CredentialProvider>, String> {
     let mut roles = AssumeRoleProvider::builder(aws.clone()).clock(clock.clone());
+    if let Some(platform) = platform {
+        roles = roles.platform_credentials(platform);
+    }
     let mut providers: Vec<Arc<dyn CredentialProvider>> = Vec::new();
     let mut any_role = false;
     let mut any_vault = false;

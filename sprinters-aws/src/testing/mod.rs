@@ -30,8 +30,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use tokio::sync::oneshot;
 
 use self::xml::{Xml, escape};
+use crate::launcher::JOB_TAG;
 
 /// An instance as the stand-in keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +73,8 @@ struct StandInState {
     next: u64,
     calls: BTreeMap<String, u64>,
     assumed: Vec<(String, String)>,
+    launch_waiters: HashMap<String, oneshot::Sender<StandInInstance>>,
+    termination_waiters: HashMap<String, oneshot::Sender<Instant>>,
 }
 
 #[derive(Debug)]
@@ -174,6 +178,25 @@ impl AwsStandIn {
     /// called.
     pub fn calls(&self) -> BTreeMap<String, u64> {
         self.state().calls.clone()
+    }
+
+    /// Resolves with the first instance launched with tag
+    /// `sprinters:job = job_id` from now on, once `RunInstances` answered
+    /// (its `launched` is that moment).
+    pub fn expect_launch(&self, job_id: u64) -> oneshot::Receiver<StandInInstance> {
+        let (tx, rx) = oneshot::channel();
+        self.state().launch_waiters.insert(job_id.to_string(), tx);
+        rx
+    }
+
+    /// Resolves with the moment `TerminateInstances` answered for
+    /// `instance_id`.
+    pub fn expect_termination(&self, instance_id: &str) -> oneshot::Receiver<Instant> {
+        let (tx, rx) = oneshot::channel();
+        self.state()
+            .termination_waiters
+            .insert(instance_id.to_owned(), tx);
+        rx
     }
 
     /// Each `AssumeRole` call's (role ARN, external id).
@@ -363,6 +386,13 @@ fn run_instances(state: &mut StandInState, params: &Params, region: &str) -> Res
     state
         .instances
         .insert(instance.id.clone(), instance.clone());
+    if let Some(waiter) = instance
+        .tags
+        .get(JOB_TAG)
+        .and_then(|job| state.launch_waiters.remove(job))
+    {
+        let _ = waiter.send(instance.clone());
+    }
     Ok(Xml::response("RunInstances").instances(&[instance]))
 }
 
@@ -422,6 +452,9 @@ fn terminate_instances(state: &mut StandInState, params: &Params) -> Result<Xml,
             changes.push((id.clone(), previous));
         }
         state.live.remove(&id);
+        if let Some(waiter) = state.termination_waiters.remove(&id) {
+            let _ = waiter.send(Instant::now());
+        }
     }
     Ok(Xml::response("TerminateInstances").state_changes(&changes))
 }
