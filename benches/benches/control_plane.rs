@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sprinters_benches::control_plane::ControlPlaneRig;
-use sprinters_benches::percentile;
+use sprinters_benches::{Rig, percentile};
+use sprinters_core::testing::TestBed;
 
 /// Client streams at once, each a keep-alive connection.
 const STREAMS: u64 = 64;
@@ -63,7 +64,75 @@ fn lifecycles(c: &mut Criterion) {
             }
         })
     });
+
+    // Where a lifecycle's CPU goes, measured beside it on the same rig:
+    // its parts alone, 64 at a time like the lifecycles.
+    let baseline = Arc::new(rt.block_on(rig.baseline()));
+    group.throughput(Throughput::Elements(STREAMS * PER_STREAM));
+    group.bench_function("part_signed_ping_webhook", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let rig = rig.clone();
+            async move {
+                concurrently(iters, &rig, |rig| async move {
+                    let mut connection = rig.connect().await;
+                    for _ in 0..PER_STREAM {
+                        rig.ping(&mut connection).await;
+                    }
+                })
+                .await
+            }
+        })
+    });
+    group.bench_function("part_sdk_run_instances", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (rig, baseline) = (rig.clone(), baseline.clone());
+            async move {
+                concurrently(iters, &rig, move |rig| {
+                    let baseline = baseline.clone();
+                    async move {
+                        for _ in 0..PER_STREAM {
+                            rig.run_instances_alone(&baseline).await;
+                        }
+                    }
+                })
+                .await
+            }
+        })
+    });
+    group.bench_function("part_engine_on_the_file_store", |b| {
+        b.to_async(&rt).iter_custom(|iters| async move {
+            let dir = tempfile::tempdir().unwrap();
+            let (store, _) = sprinters_store::FileJobStore::open_with_key(
+                dir.path(),
+                &sprinters_store::MasterKey::generate(),
+            )
+            .unwrap();
+            let engine = Arc::new(Rig::with_store(TestBed::new(), Arc::new(store)));
+            let mut elapsed = Duration::ZERO;
+            for i in 0..iters {
+                let start = Instant::now();
+                let streams: Vec<_> = (0..STREAMS)
+                    .map(|s| {
+                        let engine = engine.clone();
+                        tokio::spawn(async move {
+                            for n in 0..PER_STREAM {
+                                engine
+                                    .pinned_lifecycle(1 + i * 1_000_000 + s * 1_000 + n)
+                                    .await;
+                            }
+                        })
+                    })
+                    .collect();
+                for stream in streams {
+                    stream.await.unwrap();
+                }
+                elapsed += start.elapsed();
+            }
+            elapsed
+        })
+    });
     group.finish();
+    drop(baseline);
 
     // Open loop: a queued webhook every 2 ms, whatever the control plane
     // is doing, each job on its own connection as GitHub sends them.
@@ -87,6 +156,26 @@ fn lifecycles(c: &mut Criterion) {
     report("steady 500 jobs/s, stand-ins answer at once", samples);
     let rig = Arc::into_inner(rig).unwrap();
     rt.block_on(rig.stop());
+}
+
+/// `iters` rounds of [`STREAMS`] concurrent runs of `stream`, timed.
+async fn concurrently<F, Fut>(iters: u64, rig: &Arc<ControlPlaneRig>, stream: F) -> Duration
+where
+    F: Fn(Arc<ControlPlaneRig>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut elapsed = Duration::ZERO;
+    for _ in 0..iters {
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..STREAMS)
+            .map(|_| tokio::spawn(stream(rig.clone())))
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        elapsed += start.elapsed();
+    }
+    elapsed
 }
 
 fn report(label: &str, mut samples: Vec<Duration>) {

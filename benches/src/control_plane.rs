@@ -225,6 +225,37 @@ max_concurrent_per_account = 100000
         started.elapsed()
     }
 
+    /// One `RunInstances` through the SDK against the stand-in, alone: what
+    /// the launch's one EC2 call costs, for the breakdown.
+    pub async fn run_instances_alone(&self, baseline: &Baseline) {
+        baseline
+            .ec2
+            .run_instances()
+            .image_id(X64_AMI)
+            .min_count(1)
+            .max_count(1)
+            .subnet_id("subnet-0a5a1d10000000001")
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// One signed `ping` webhook: what the HTTP edge and the signature
+    /// check cost, for the breakdown.
+    pub async fn ping(&self, connection: &mut Connection) {
+        let id = format!("ping-{:016x}", fastrand::u64(..));
+        let status = connection
+            .post_event(
+                self.addr,
+                &self.secret,
+                "ping",
+                &id,
+                br#"{"zen":"Keep it logically awesome.","hook_id":1}"#,
+            )
+            .await;
+        assert!((200..300).contains(&status), "ping: {status}");
+    }
+
     /// The clients of [`ControlPlaneRig::unavoidable_path`].
     pub async fn baseline(&self) -> Baseline {
         let config = AwsClientConfig::new().endpoint_url(self.aws.uri()).unwrap();
@@ -292,16 +323,48 @@ impl Connection {
         delivery: &str,
         body: &[u8],
     ) -> u16 {
+        self.post_event(addr, secret, "workflow_job", delivery, body)
+            .await
+    }
+
+    async fn post_event(
+        &mut self,
+        addr: SocketAddr,
+        secret: &SecretString,
+        event: &str,
+        delivery: &str,
+        body: &[u8],
+    ) -> u16 {
         let head = format!(
             "POST /webhooks/github HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-             X-GitHub-Event: workflow_job\r\nX-GitHub-Delivery: {delivery}\r\nX-Hub-Signature-256: {}\r\n\
+             X-GitHub-Event: {event}\r\nX-GitHub-Delivery: {delivery}\r\nX-Hub-Signature-256: {}\r\n\
              Content-Length: {}\r\n\r\n",
             sign(secret, body),
             body.len()
         );
         let mut request = head.into_bytes();
         request.extend_from_slice(body);
-        self.stream.write_all(&request).await.unwrap();
+        match self.exchange(&request).await {
+            Some(status) => status,
+            None => {
+                // The server closed the connection while it was idle
+                // (keep-alive's race): a client sends again on a new one,
+                // and the delivery id makes it safe.
+                self.stream = TcpStream::connect(addr).await.unwrap();
+                self.stream.set_nodelay(true).unwrap();
+                self.exchange(&request)
+                    .await
+                    .unwrap_or_else(|| panic!("the control plane closed a fresh connection"))
+            }
+        }
+    }
+
+    /// Sends `request` and reads one response's status; `None` when the
+    /// connection was closed before any byte of it.
+    async fn exchange(&mut self, request: &[u8]) -> Option<u16> {
+        if self.stream.write_all(request).await.is_err() {
+            return None;
+        }
         // Read one response: headers, then Content-Length bytes of body.
         self.buffer.clear();
         let mut chunk = [0u8; 4096];
@@ -313,11 +376,17 @@ impl Connection {
                     .find_map(|l| l.strip_prefix("content-length:"))
                     .map_or(0, |v| v.trim().parse().unwrap());
                 if self.buffer.len() >= end + 4 + length {
-                    return head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap();
+                    return head.split(' ').nth(1).and_then(|s| s.parse().ok());
                 }
             }
-            let n = self.stream.read(&mut chunk).await.unwrap();
-            assert!(n > 0, "the control plane closed the connection");
+            let n = self.stream.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                assert!(
+                    self.buffer.is_empty(),
+                    "the control plane closed the connection mid-response"
+                );
+                return None;
+            }
             self.buffer.extend_from_slice(&chunk[..n]);
         }
     }

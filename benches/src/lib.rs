@@ -1,5 +1,5 @@
-//! Shared helpers of the Sprinters benchmarks.
-
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
 // A benchmark that goes wrong has nothing better to do than stop loudly.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
@@ -86,6 +86,7 @@ pub struct Rig {
     /// The signalling launcher.
     pub launcher: Arc<SignallingLauncher>,
     recorded: Waiters<()>,
+    writes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Default for Rig {
@@ -98,12 +99,22 @@ impl Rig {
     /// A fresh rig.
     pub fn new() -> Self {
         let bed = TestBed::new();
+        let store = bed.store.clone();
+        Self::with_store(bed, store)
+    }
+
+    /// A rig whose engine keeps its records in `store` (the durable file
+    /// store, say) instead of the bed's in-memory one.
+    pub fn with_store(bed: TestBed, store: Arc<dyn sprinters_core::ports::JobStore>) -> Self {
         let launcher = Arc::new(SignallingLauncher::new(bed.launcher.clone()));
         let recorded: Waiters<()> = Arc::default();
         let waiters = recorded.clone();
         // Tells a lifecycle when its instance is in the store, so it can go
         // on the way GitHub would, without polling.
-        let store = HookedStore::new(bed.store.clone(), move |record| {
+        let writes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = writes.clone();
+        let store = HookedStore::new(store, move |record| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if record.launches.iter().any(|l| l.instance_id.is_some()) {
                 let tx = waiters
                     .lock()
@@ -126,7 +137,13 @@ impl Rig {
             engine,
             launcher,
             recorded,
+            writes,
         }
+    }
+
+    /// How many job records the engine has written.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// One job's whole lifecycle: queued, launched, in progress, completed,

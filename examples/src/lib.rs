@@ -1,7 +1,4 @@
-//! The crate of the `sprinters` binary: a control plane composed of the
-//! SDK's default adapters. The binary is the product; this library target
-//! exists so that the workspace README's examples, which compose every
-//! crate, compile as doctests and cannot rot.
+#![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
 /// The workspace README's examples.

@@ -413,8 +413,18 @@ fn apply(
 #[async_trait]
 impl JobStore for FileJobStore {
     async fn get_job(&self, key: JobKey) -> Result<Option<Versioned<JobRecord>>> {
-        let Some(entry) = lock(&self.inner.index).jobs.get(&key).copied() else {
-            return Ok(None);
+        let entry = {
+            let index = lock(&self.inner.index);
+            let Some(entry) = index.jobs.get(&key).copied() else {
+                return Ok(None);
+            };
+            if let Some(value) = index.hot(key, entry.version) {
+                return Ok(Some(Versioned {
+                    value,
+                    version: entry.version,
+                }));
+            }
+            entry
         };
         self.read_current(key, entry)
     }
@@ -449,6 +459,7 @@ impl JobStore for FileJobStore {
                 &plaintext,
             )?;
             index.put_job(&summary, loc, version, key_id);
+            index.keep_hot(version, record);
             (version, seq)
         };
         self.inner.log.durable(seq).await?;
@@ -504,9 +515,15 @@ impl JobStore for FileJobStore {
         };
         let mut jobs = Vec::with_capacity(selected.len());
         for (key, entry) in selected {
-            if let Some(record) = self.read_current(key, entry)? {
-                jobs.push(record);
-            }
+            let hot = lock(&self.inner.index).hot(key, entry.version);
+            let record = match hot {
+                Some(value) => Some(Versioned {
+                    value,
+                    version: entry.version,
+                }),
+                None => self.read_current(key, entry)?,
+            };
+            jobs.extend(record);
         }
         Ok(JobPage::new(jobs, next))
     }

@@ -349,14 +349,24 @@ async fn deleting_an_account_shreds_its_records_for_good() {
     other.account = AccountId::parse("222222222222").ok();
     store.put_job(PutJob::create(other)).await.unwrap();
     let account = AccountId::parse("111111111111").unwrap();
+    // Written in this session, and active: the store keeps it decoded.
+    let mut hot = sample_record(11, "o/r", 2);
+    hot.account = Some(account.clone());
+    assert!(hot.is_active());
+    store.put_job(PutJob::create(hot)).await.unwrap();
+    assert!(store.get_job(key(11)).await.unwrap().is_some());
     let secret = StoredAccessKey {
         access_key_id: "AKIA".into(),
         secret_access_key: "x".to_owned().into(),
     };
     store.put_access_key(account.clone(), secret).await.unwrap();
 
-    assert_eq!(store.delete_account(&account).unwrap(), 3);
+    assert_eq!(store.delete_account(&account).unwrap(), 4);
     assert!(store.get_job(key(1)).await.unwrap().is_none());
+    assert!(
+        store.get_job(key(11)).await.unwrap().is_none(),
+        "no decoded copy outlives its account's key"
+    );
     assert!(store.access_key(account.clone()).await.unwrap().is_none());
     assert!(
         store.get_job(key(10)).await.unwrap().is_some(),
@@ -366,8 +376,8 @@ async fn deleting_an_account_shreds_its_records_for_good() {
 
     let (store, report) = FileJobStore::open_with_key(dir.path(), &master).unwrap();
     assert_eq!(
-        report.shredded, 4,
-        "3 jobs and the access key cannot be opened by anyone"
+        report.shredded, 5,
+        "4 jobs and the access key cannot be opened by anyone"
     );
     assert_eq!(store.job_count(), 1);
     let size_before = std::fs::metadata(segment(dir.path())).unwrap().len();
