@@ -265,7 +265,7 @@ max_concurrent_per_account = 100000
             session_token: None,
             expires_at: None,
         };
-        let app = GithubAppConfig::from_key_file(APP_ID, &self.dir.path().join("app.pem"))
+        let app = GithubAppConfig::from_key_file(APP_ID, self.dir.path().join("app.pem"))
             .and_then(|c| c.api_url(self.github.uri()))
             .unwrap();
         let baseline = Baseline {

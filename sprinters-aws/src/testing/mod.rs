@@ -284,22 +284,37 @@ async fn answer(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     };
     match result {
         Ok(xml) => ([("content-type", "text/xml")], xml.finish()).into_response(),
-        Err(response) => response,
+        Err(fault) => fault.into_response(),
     }
 }
 
-fn fault(code: &str, message: &str) -> Response {
-    let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Errors><Error><Code>{}</Code><Message>{}</Message></Error></Errors><RequestID>stand-in</RequestID></Response>",
-        escape(code),
-        escape(message)
-    );
-    (
-        StatusCode::BAD_REQUEST,
-        [("content-type", "text/xml")],
-        body,
-    )
-        .into_response()
+/// An EC2 error answer.
+struct Fault {
+    code: &'static str,
+    message: String,
+}
+
+fn fault(code: &'static str, message: &str) -> Fault {
+    Fault {
+        code,
+        message: message.to_owned(),
+    }
+}
+
+impl IntoResponse for Fault {
+    fn into_response(self) -> Response {
+        let body = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Errors><Error><Code>{}</Code><Message>{}</Message></Error></Errors><RequestID>stand-in</RequestID></Response>",
+            escape(self.code),
+            escape(&self.message)
+        );
+        (
+            StatusCode::BAD_REQUEST,
+            [("content-type", "text/xml")],
+            body,
+        )
+            .into_response()
+    }
 }
 
 fn assume_role(state: &mut StandInState, params: &Params) -> Xml {
@@ -326,7 +341,7 @@ fn assume_role(state: &mut StandInState, params: &Params) -> Xml {
     ))
 }
 
-fn run_instances(state: &mut StandInState, params: &Params, region: &str) -> Result<Xml, Response> {
+fn run_instances(state: &mut StandInState, params: &Params, region: &str) -> Result<Xml, Fault> {
     let token = params.get("ClientToken").map(str::to_owned);
     if let Some(existing) = token
         .as_ref()
@@ -433,7 +448,7 @@ fn describe_instances(state: &StandInState, params: &Params) -> Xml {
     Xml::response("DescribeInstances").reservations(&found)
 }
 
-fn terminate_instances(state: &mut StandInState, params: &Params) -> Result<Xml, Response> {
+fn terminate_instances(state: &mut StandInState, params: &Params) -> Result<Xml, Fault> {
     let ids: Vec<String> = params
         .list("InstanceId")
         .into_iter()
@@ -501,7 +516,7 @@ fn describe_security_groups(state: &StandInState, params: &Params) -> Xml {
         .raw(&format!("<securityGroupInfo>{items}</securityGroupInfo>"))
 }
 
-fn create_security_group(state: &mut StandInState, params: &Params) -> Result<Xml, Response> {
+fn create_security_group(state: &mut StandInState, params: &Params) -> Result<Xml, Fault> {
     let key = (
         params.get("VpcId").unwrap_or(VPC_ID).to_owned(),
         params.get("GroupName").unwrap_or("").to_owned(),
