@@ -71,12 +71,12 @@ pub struct InstanceEnded {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Api {
-    /// The [`RunnerRegistry`](crate::ports::RunnerRegistry) (GitHub).
+    /// The [`RunnerRegistry`] (GitHub).
     Registry,
-    /// The [`CredentialProvider`](crate::ports::CredentialProvider) (STS,
+    /// The [`CredentialProvider`] (STS,
     /// the vault).
     Credentials,
-    /// The [`CloudLauncher`](crate::ports::CloudLauncher) (EC2).
+    /// The [`CloudLauncher`] (EC2).
     Launcher,
 }
 
