@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use secrecy::SecretString;
 use serde::Deserialize;
 use sprinters_aws::CustomerRole;
+
+pub use crate::server::EdgeLimits;
 use sprinters_core::domain::{AccountId, Owner, Region};
 use sprinters_core::labels::Image;
 
@@ -71,6 +73,8 @@ pub struct ServerConfig {
     pub api_tokens: Vec<ApiToken>,
     /// A TLS certificate chain and key (PEM); plain HTTP when absent.
     pub tls: Option<TlsConfig>,
+    /// Time limits and connection limits of the HTTP edge.
+    pub edge: EdgeLimits,
 }
 
 /// A bearer token and the owners whose jobs it may see.
@@ -181,6 +185,9 @@ struct RawServer {
     api_tokens: Vec<RawToken>,
     tls_cert_file: Option<PathBuf>,
     tls_key_file: Option<PathBuf>,
+    header_timeout_seconds: Option<toml::Value>,
+    request_timeout_seconds: Option<toml::Value>,
+    max_connections: Option<toml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -240,6 +247,9 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("server", "controller_id"),
     ("server", "tls_cert_file"),
     ("server", "tls_key_file"),
+    ("server", "header_timeout_seconds"),
+    ("server", "request_timeout_seconds"),
+    ("server", "max_connections"),
     ("github", "app_id"),
     ("github", "private_key_file"),
     ("github", "webhook_secret"),
@@ -388,6 +398,35 @@ impl RawFile {
                 ));
             }
         };
+
+        let defaults = EdgeLimits::default();
+        let seconds = |key: &str, value: Option<&toml::Value>, default: std::time::Duration| {
+            let n = number(key, value, default.as_secs())?;
+            if n == 0 || n > 3600 {
+                return Err(err(key, "between 1 and 3600 seconds"));
+            }
+            Ok(std::time::Duration::from_secs(n))
+        };
+        let edge = EdgeLimits {
+            header_timeout: seconds(
+                "server.header_timeout_seconds",
+                s.header_timeout_seconds.as_ref(),
+                defaults.header_timeout,
+            )?,
+            request_timeout: seconds(
+                "server.request_timeout_seconds",
+                s.request_timeout_seconds.as_ref(),
+                defaults.request_timeout,
+            )?,
+            max_connections: number(
+                "server.max_connections",
+                s.max_connections.as_ref(),
+                defaults.max_connections as u64,
+            )? as usize,
+        };
+        if edge.max_connections == 0 {
+            return Err(err("server.max_connections", "at least 1"));
+        }
 
         let g = self.github;
         let app_id = number("github.app_id", g.app_id.as_ref(), 0)?;
@@ -570,6 +609,7 @@ impl RawFile {
                 controller_id,
                 api_tokens,
                 tls,
+                edge,
             },
             github: GithubConfig {
                 app_id,

@@ -8,11 +8,14 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
-use sprinters_examples::server::{HEADER_TIMEOUT, REQUEST_TIMEOUT, guard, serve_http, tls_config};
+use sprinters_examples::server::{
+    EdgeLimits, HEADER_TIMEOUT, REQUEST_TIMEOUT, guard, serve_http, tls_config,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -36,6 +39,7 @@ fn router(release: Option<Arc<tokio::sync::Notify>>) -> Router {
                     "finished"
                 }),
             ),
+        EdgeLimits::default(),
     )
 }
 
@@ -51,9 +55,15 @@ async fn start(
     let addr = listener.local_addr().unwrap();
     let tls = tls.then(|| tls_config(&fixture("cert.pem"), &fixture("key.pem")).unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve_http(listener, router, tls, async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(serve_http(
+        listener,
+        router,
+        tls,
+        EdgeLimits::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     (addr, stop, server)
 }
 
@@ -220,5 +230,45 @@ async fn shutdown_finishes_the_request_in_flight() {
     assert!(
         TcpStream::connect(addr).await.is_err(),
         "no longer accepting"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_the_connection_limit_clients_wait_their_turn() {
+    let limits = EdgeLimits {
+        max_connections: 1,
+        ..EdgeLimits::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve_http(
+        listener,
+        router(None),
+        None,
+        limits,
+        std::future::pending(),
+    ));
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    first.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+    let mut second = TcpStream::connect(addr).await.unwrap();
+    second
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut byte = [0u8; 1];
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), second.read(&mut byte))
+            .await
+            .is_err(),
+        "the second connection waits while the first holds the only slot"
+    );
+    first
+        .write_all(b"Host: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_all(&mut first).await.ends_with("ok"));
+    assert!(
+        read_all(&mut second).await.ends_with("ok"),
+        "then it is served"
     );
 }

@@ -22,10 +22,34 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
-/// The most a client may take to send a request's headers.
+/// The default most a client may take to send a request's headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// The most a request may take, its body included.
+/// The default most a request may take, its body included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a client may take of the server (`[server]` `header_timeout_seconds`,
+/// `request_timeout_seconds`, `max_connections`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EdgeLimits {
+    /// To send a request's headers; a keep-alive connection idle this long
+    /// is closed too.
+    pub header_timeout: Duration,
+    /// For a whole request, its body included (then 408).
+    pub request_timeout: Duration,
+    /// Connections at once; more wait in the listen backlog until one
+    /// closes.
+    pub max_connections: usize,
+}
+
+impl Default for EdgeLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: HEADER_TIMEOUT,
+            request_timeout: REQUEST_TIMEOUT,
+            max_connections: 10_000,
+        }
+    }
+}
 /// The most a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -75,15 +99,22 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 
 /// `router` with the limits every route of the control plane has: bodies
 /// of at most [`BODY_LIMIT`] (413 beyond), and 408 for a request that
-/// takes longer than [`REQUEST_TIMEOUT`] (a client trickling its body).
-pub fn guard(router: Router) -> Router {
+/// takes longer than `limits.request_timeout` (a client trickling its body).
+pub fn guard(router: Router, limits: EdgeLimits) -> Router {
     router
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(axum::middleware::from_fn(request_timeout))
+        .layer(axum::middleware::from_fn_with_state(
+            limits.request_timeout,
+            request_timeout,
+        ))
 }
 
-async fn request_timeout(request: Request, next: Next) -> Response {
-    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+async fn request_timeout(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => (StatusCode::REQUEST_TIMEOUT, "the request took too long\n").into_response(),
     }
@@ -96,13 +127,24 @@ pub async fn serve_http(
     listener: TcpListener,
     router: Router,
     tls: Option<Arc<ServerConfig>>,
+    limits: EdgeLimits,
     shutdown: impl Future<Output = ()>,
 ) {
     let acceptor = tls.map(TlsAcceptor::from);
     let connections = TaskTracker::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let (stop, stopping) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
+        // At the connection limit, stop accepting: clients wait in the
+        // backlog rather than take memory and descriptors.
+        let slot = tokio::select! {
+            _ = &mut shutdown => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
         let stream = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -120,12 +162,19 @@ pub async fn serve_http(
         let service = TowerToHyperService::new(router.clone());
         let acceptor = acceptor.clone();
         let stopping = stopping.clone();
+        let header_timeout = limits.header_timeout;
         connections.spawn(async move {
+            let _slot = slot;
             match acceptor {
-                None => serve_connection(TokioIo::new(stream), service, stopping).await,
+                None => {
+                    serve_connection(TokioIo::new(stream), service, header_timeout, stopping).await
+                }
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => serve_connection(TokioIo::new(tls), service, stopping).await,
+                        Ok(Ok(tls)) => {
+                            serve_connection(TokioIo::new(tls), service, header_timeout, stopping)
+                                .await
+                        }
                         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),
                     }
@@ -141,13 +190,14 @@ pub async fn serve_http(
 async fn serve_connection<I>(
     io: I,
     service: TowerToHyperService<Router>,
+    header_timeout: Duration,
     mut stopping: watch::Receiver<bool>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
+        .header_read_timeout(header_timeout)
         .serve_connection(io, service);
     tokio::pin!(connection);
     tokio::select! {

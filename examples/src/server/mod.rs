@@ -34,7 +34,9 @@ use sprinters_github::{
 use sprinters_store::{FileJobStore, FileKeyProvider};
 
 use crate::config::{AccountCredentials, ApiToken, Config};
-pub use listener::{BODY_LIMIT, HEADER_TIMEOUT, REQUEST_TIMEOUT, guard, serve_http, tls_config};
+pub use listener::{
+    BODY_LIMIT, EdgeLimits, HEADER_TIMEOUT, REQUEST_TIMEOUT, guard, serve_http, tls_config,
+};
 pub use metrics::Metrics;
 
 /// How often the webhook log is read back for failed deliveries, and how
@@ -49,6 +51,7 @@ pub struct ControlPlane {
     recovery: DeliveryRecovery,
     router: Router,
     tls: Option<Arc<rustls::ServerConfig>>,
+    edge: EdgeLimits,
     listen: std::net::SocketAddr,
 }
 
@@ -219,6 +222,7 @@ impl ControlPlaneBuilder {
                     config.server.api_tokens.clone(),
                     metrics,
                 )),
+            config.server.edge,
         );
         Ok(ControlPlane {
             engine,
@@ -226,6 +230,7 @@ impl ControlPlaneBuilder {
             recovery: DeliveryRecovery::new(github, clock),
             router,
             tls,
+            edge: config.server.edge,
             listen: config.server.listen,
         })
     }
@@ -263,6 +268,7 @@ impl ControlPlane {
             listener,
             self.router.clone(),
             self.tls.clone(),
+            self.edge,
             wait(stopped.clone()),
         );
         let engine = self.engine.run(wait(stopped.clone()));
