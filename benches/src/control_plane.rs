@@ -37,6 +37,8 @@ pub struct ControlPlaneRig {
     pub aws: AwsStandIn,
     /// The GitHub stand-in.
     pub github: GithubStandIn,
+    /// The control plane's store.
+    pub store: Arc<sprinters_store::FileJobStore>,
     next_job: AtomicU64,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<Result<(), String>>>,
@@ -46,6 +48,12 @@ pub struct ControlPlaneRig {
 impl ControlPlaneRig {
     /// Starts everything; every stand-in call takes `delay`.
     pub async fn start(delay: Duration) -> Self {
+        Self::start_with(delay, "").await
+    }
+
+    /// [`ControlPlaneRig::start`] with more `[server]` settings (TOML
+    /// lines, such as `header_timeout_seconds = 2`).
+    pub async fn start_with(delay: Duration, server_settings: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         sprinters_examples::data_dir::create(&data).unwrap();
@@ -67,6 +75,7 @@ impl ControlPlaneRig {
 listen = "127.0.0.1:0"
 data_dir = "{data}"
 controller_id = "bench"
+{server_settings}
 
 [github]
 app_id = {APP_ID}
@@ -99,6 +108,7 @@ max_concurrent_per_account = 100000
             .build()
             .await
             .unwrap();
+        let store = plane.store().clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -110,6 +120,7 @@ max_concurrent_per_account = 100000
             secret: SecretString::from(secret),
             aws,
             github,
+            store,
             next_job: AtomicU64::new(1),
             stop: Some(stop),
             server: Some(server),
@@ -120,6 +131,21 @@ max_concurrent_per_account = 100000
         let mut connection = rig.connect().await;
         rig.lifecycle(&mut connection).await;
         rig
+    }
+
+    /// Where the control plane listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The webhook secret GitHub signs with.
+    pub fn secret(&self) -> &SecretString {
+        &self.secret
+    }
+
+    /// A job's webhooks, with a fresh job id.
+    pub fn new_job(&self) -> WorkflowJobWebhook {
+        self.job()
     }
 
     /// A keep-alive connection to the webhook endpoint.
