@@ -20,6 +20,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// One request on its own connection: (status, body).
+/// A named hostile request: its extra headers and the status it must get.
+type Case = (&'static str, Vec<(&'static str, String)>, u16);
+
 async fn raw(addr: SocketAddr, head: &str, body: &[u8]) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(head.as_bytes()).await.unwrap();
@@ -84,7 +87,7 @@ async fn hostile_requests_are_refused_and_change_nothing() {
     };
 
     // Signatures: missing, another secret's, truncated, sha1 only.
-    let cases: Vec<(&str, Vec<(&str, String)>, u16)> = vec![
+    let cases: Vec<Case> = vec![
         ("missing signature", vec![], 401),
         (
             "another secret",

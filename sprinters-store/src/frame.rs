@@ -119,6 +119,18 @@ fn corrupt(segment: &str, offset: usize, what: &str) -> Error {
     Error::integrity(format!("segment {segment} offset {offset}: {what}"))
 }
 
+/// `body` behind a header whose length and checksums match it.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn framed_for_fuzzing(body: &[u8]) -> Vec<u8> {
+    let len = body.len() as u32;
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&(crc32c::crc32c(&len.to_le_bytes()) ^ MAGIC).to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
 /// Decodes one frame from `bytes` at `offset` (a read of a known frame).
 pub(crate) fn decode_one<'a>(bytes: &'a [u8], segment: &str, offset: u64) -> Result<Frame<'a>> {
     match scan_from(bytes, segment, 0, false)?.0.into_iter().next() {

@@ -5,6 +5,8 @@ mod compact;
 pub mod crypto;
 mod frame;
 mod fsio;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod index;
 mod keyring;
 mod keys;

@@ -185,6 +185,11 @@ impl ControlPlaneBuilder {
             accounts.connect(account.github_owner.clone(), account.aws_account_id.clone());
         }
         let mut engine_config = EngineConfig::new(config.server.controller_id.clone(), accounts);
+        // Only one process can open the file store, so a serve restarted
+        // after a crash is the same replica: with a stable id it takes its
+        // own claims and the reconciler's lease back at once, instead of
+        // waiting them out.
+        engine_config.replica_id = format!("{}-file-store", config.server.controller_id);
         engine_config.max_lifetime = Duration::from_secs(config.limits.max_lifetime_minutes * 60);
         engine_config.idle_grace = Duration::from_secs(config.limits.idle_grace_seconds);
         engine_config.reconcile_interval =

@@ -1,7 +1,7 @@
 //! The reconciler: the safety net under lost events, crashes and clouds
 //! that do things on their own.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::supply::supplies;
 use super::{Handled, Inner};
@@ -125,7 +125,8 @@ impl Inner {
     /// Spare runners beyond what waiting jobs need, idle past the grace.
     async fn end_spares(&self, active: &[Versioned<JobRecord>], report: &mut ReconcileReport) {
         let now = self.clock.now();
-        let mut by_set: HashMap<LabelSetKey, Vec<Versioned<JobRecord>>> = HashMap::new();
+        // Ordered, so that a simulation replays a seed exactly.
+        let mut by_set: BTreeMap<LabelSetKey, Vec<Versioned<JobRecord>>> = BTreeMap::new();
         for r in active {
             by_set.entry(r.value.label_set).or_default().push(r.clone());
         }

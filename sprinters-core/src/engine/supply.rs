@@ -1,7 +1,7 @@
 //! Supply and demand per label set: which waiting jobs need a launch, and
 //! starting those launches.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use super::Inner;
 use crate::Result;
@@ -107,7 +107,8 @@ impl Inner {
     /// Starts every launch that is due, over all label sets.
     pub(super) async fn process_due(&self) -> Result<()> {
         let active = self.list_all(ListJobs::active(PAGE)).await?;
-        let mut by_set: HashMap<LabelSetKey, Vec<Versioned<JobRecord>>> = HashMap::new();
+        // Ordered, so that a simulation replays a seed exactly.
+        let mut by_set: BTreeMap<LabelSetKey, Vec<Versioned<JobRecord>>> = BTreeMap::new();
         for record in active {
             by_set
                 .entry(record.value.label_set)

@@ -82,9 +82,21 @@ impl MemoryLauncher {
         }
     }
 
-    /// Every instance ever launched.
+    /// Every instance ever launched, by id.
     pub fn instances(&self) -> Vec<SimInstance> {
-        lock(&self.state).instances.values().cloned().collect()
+        let mut all: Vec<SimInstance> = lock(&self.state).instances.values().cloned().collect();
+        all.sort_by(|a, b| a.info.instance_id.cmp(&b.info.instance_id));
+        all
+    }
+
+    /// An instance changes state on its own: it boots (`Running`), or
+    /// shuts itself down when its runner exits (`Terminated` with
+    /// `InstanceInitiatedShutdown`).
+    pub fn set_state(&self, id: &InstanceId, state: InstanceState, reason: Option<StateReason>) {
+        if let Some(i) = lock(&self.state).instances.get_mut(id) {
+            i.info.state = state;
+            i.info.state_reason = reason;
+        }
     }
 
     /// The instances not terminated.
