@@ -175,6 +175,9 @@ pub struct EngineConfig {
     pub max_lifetime: Duration,
     /// A job waiting longer than this is checked with GitHub (lost webhooks).
     pub queued_timeout: Duration,
+    /// An instance still pending this long after its launch never boots:
+    /// it is terminated and its job launched again.
+    pub boot_timeout: Duration,
     /// How long a launch claim lasts.
     pub claim_ttl: Duration,
     /// Backoff for transient errors.
@@ -204,6 +207,7 @@ impl EngineConfig {
             idle_grace: Duration::from_secs(300),
             max_lifetime: Duration::from_secs(6 * 3600 + 900),
             queued_timeout: Duration::from_secs(600),
+            boot_timeout: Duration::from_secs(600),
             claim_ttl: Duration::from_secs(300),
             retry: RetryPolicy::default(),
             reconcile_interval: Duration::from_secs(60),
@@ -228,10 +232,13 @@ impl EngineConfig {
             return bad("retry.max_attempts and retry.base must be above zero");
         }
         if self.claim_ttl.is_zero()
+            || self.boot_timeout.is_zero()
             || self.tick_interval.is_zero()
             || self.reconcile_interval.is_zero()
         {
-            return bad("claim_ttl, tick_interval and reconcile_interval must be above zero");
+            return bad(
+                "claim_ttl, boot_timeout, tick_interval and reconcile_interval must be above zero",
+            );
         }
         if self.limits.per_account == Some(0) || self.limits.per_repository == Some(0) {
             return bad("a concurrency limit of 0 would queue every job forever; use at least 1");

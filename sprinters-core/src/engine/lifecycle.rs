@@ -108,7 +108,9 @@ impl Inner {
                 // moment in between, it would look like an idle spare and
                 // a job queued meanwhile would wait for it in vain.
                 let took_own = own.is_some_and(|(_, n)| mark_taken(r, n, event.job));
-                if r.state.rank() >= JobState::Running.rank() {
+                // Failed is the engine's verdict; a runner taking the job
+                // is GitHub's fact, and wins.
+                if r.state.rank() >= JobState::Running.rank() && r.state != JobState::Failed {
                     return took_own;
                 }
                 r.state = JobState::Running;
@@ -159,7 +161,8 @@ impl Inner {
             .upsert(fresh, |r| {
                 // As in `on_started`: never let its own runner look idle.
                 let took_own = own.is_some_and(|(_, n)| mark_taken(r, n, event.job));
-                if r.state.is_finished() {
+                let ran_after_failing = r.state == JobState::Failed && runner.is_some();
+                if r.state.is_finished() && !ran_after_failing {
                     // Already over (say, recovered from GitHub): still learn
                     // the runner, so its instance is ended below.
                     if r.ran_on.is_none() && runner.is_some() {
@@ -171,6 +174,9 @@ impl Inner {
                 r.state = state;
                 r.conclusion = event.conclusion;
                 r.completed_at = Some(now);
+                if ran_after_failing {
+                    r.message = None;
+                }
                 if r.ran_on.is_none() {
                     r.ran_on = runner.clone();
                 }

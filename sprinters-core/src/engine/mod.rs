@@ -318,6 +318,13 @@ impl Engine {
         }
     }
 
+    /// What [`Engine::run`] does first: restores the concurrency slots of
+    /// jobs with live instances and starts the launches that are due. Call
+    /// it after a restart when driving the engine without `run`.
+    pub async fn recover(&self) -> Result<()> {
+        self.inner.recover().await
+    }
+
     /// One reconciliation pass (what `run` does every interval).
     pub async fn reconcile(&self) -> Result<ReconcileReport> {
         self.inner.reconcile().await

@@ -11,13 +11,19 @@ use crate::job::{EndReason, JobRecord, JobState};
 use crate::labels::LabelSetKey;
 use crate::observe::InstanceEnded;
 use crate::ports::{
-    AcquireLease, CredentialsRequest, DescribeInstance, GetJobStatus, ListJobs, ListOwned,
-    ListQueuedJobs, Purge, RemoteJobStatus, RerunJob, StateReason, TerminateRequest, Versioned,
+    AcquireLease, CredentialsRequest, DescribeInstance, GetJobStatus, InstanceState, ListJobs,
+    ListOwned, ListQueuedJobs, Purge, RemoteJobStatus, RerunJob, StateReason, TerminateRequest,
+    Versioned,
 };
 use crate::time::Timestamp;
 use crate::{ErrorKind, Result};
 
 const LEADER_LEASE: &str = "sprinters/reconciler";
+
+/// How far back a repository counts as in use for the lost-`queued`
+/// fallback, and how many of the newest jobs are looked at for it.
+const RECENT: std::time::Duration = std::time::Duration::from_secs(3600);
+const RECENT_JOBS: usize = 500;
 
 /// What one reconciliation pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -37,6 +43,9 @@ pub struct ReconcileReport {
     pub reruns: usize,
     /// Jobs waiting too long that were checked with GitHub.
     pub jobs_checked: usize,
+    /// Instances whose runner never came online, ended (their jobs are
+    /// launched again).
+    pub unregistered_ended: usize,
     /// Queued jobs GitHub listed that the store had never seen (their
     /// `queued` webhook was lost), taken in.
     pub unseen_recovered: usize,
@@ -63,6 +72,7 @@ impl Inner {
         self.end_expired_and_finished(&active, &mut report).await;
         self.end_spares(&active, &mut report).await;
         self.check_waiting(&active, &mut report).await;
+        self.end_unregistered(&mut report).await;
         self.find_unseen_queued(&active, &mut report).await;
         self.sweep_cloud(&active, &mut report).await;
         self.process_due().await?;
@@ -101,10 +111,15 @@ impl Inner {
                     .launched_at
                     .is_some_and(|t| now.since(t) > self.config.max_lifetime);
                 let job_over = l.taken_by.is_some_and(|t| !unfinished.contains(&t));
+                // A launch cut short (a crash) whose job then finished: no
+                // instance to end here; the sweep ends one EC2 may have.
+                let cut_short = l.instance_id.is_none() && !unfinished.contains(&record.value.key);
                 let reason = if expired {
                     EndReason::MaxLifetime
                 } else if job_over {
                     EndReason::JobCompleted
+                } else if cut_short {
+                    EndReason::LaunchFailed
                 } else {
                     continue;
                 };
@@ -168,59 +183,155 @@ impl Inner {
         }
     }
 
-    /// Jobs waiting too long: GitHub may have sent events we never got.
+    /// Jobs waiting too long, and running jobs whose runner of ours is
+    /// gone: GitHub may have sent events we never got.
     async fn check_waiting(&self, active: &[Versioned<JobRecord>], report: &mut ReconcileReport) {
         let now = self.clock.now();
+        // Served: by a live launch whose instance we know, or that is in
+        // flight. One cut short by a crash before its instance was recorded
+        // does not count: nothing would notice that instance end.
+        let served: HashSet<JobKey> = active
+            .iter()
+            .flat_map(|r| {
+                let in_flight = r.value.lease.as_ref().is_some_and(|l| l.expires_at > now);
+                r.value
+                    .launches
+                    .iter()
+                    .filter(move |l| l.is_live() && (l.instance_id.is_some() || in_flight))
+            })
+            .filter_map(|l| l.taken_by)
+            .collect();
         for record in active.iter().map(|r| &r.value) {
-            if !record.state.is_waiting()
-                || now.since(record.queued_at) < self.config.queued_timeout
-            {
+            let waited_too_long = record.state.is_waiting()
+                && now.since(record.queued_at) >= self.config.queued_timeout;
+            // Its instance ended (the runner exits after its one job), so
+            // the job is over: its `completed` webhook was lost.
+            let runner_gone = record.state == JobState::Running
+                && record
+                    .ran_on
+                    .as_ref()
+                    .is_some_and(|r| r.launch_ref().is_some())
+                && !served.contains(&record.key);
+            if !waited_too_long && !runner_gone {
                 continue;
             }
             report.jobs_checked += 1;
-            let request = GetJobStatus::new(
-                record.installation_id,
-                record.repository.clone(),
-                record.key.job_id,
-            );
-            let (action, conclusion, runner) = match self.registry.job_status(request).await {
-                Ok(status) => match status.status {
-                    RemoteJobStatus::Completed => (
-                        WorkflowJobAction::Completed,
-                        status.conclusion,
-                        status.runner_name,
-                    ),
-                    RemoteJobStatus::InProgress => {
-                        (WorkflowJobAction::InProgress, None, status.runner_name)
-                    }
-                    _ => continue, // still queued: process_due launches if it lacks a runner
-                },
-                Err(e) if *e.kind() == ErrorKind::NotFound => (
+            self.ask_github(record).await;
+        }
+    }
+
+    /// Applies what GitHub says about a job we think waits or runs: an
+    /// event we never got.
+    async fn ask_github(&self, record: &JobRecord) {
+        let request = GetJobStatus::new(
+            record.installation_id,
+            record.repository.clone(),
+            record.key.job_id,
+        );
+        let (action, conclusion, runner) = match self.registry.job_status(request).await {
+            Ok(status) => match status.status {
+                RemoteJobStatus::Completed => (
                     WorkflowJobAction::Completed,
-                    Some(Conclusion::Cancelled),
-                    None,
+                    status.conclusion,
+                    status.runner_name,
                 ),
-                Err(e) => {
-                    tracing::warn!(error = %e, job = %record.key, "asking GitHub about a waiting job failed");
+                RemoteJobStatus::InProgress if record.state.is_waiting() => {
+                    (WorkflowJobAction::InProgress, None, status.runner_name)
+                }
+                _ => return, // as we thought: process_due launches if it lacks a runner
+            },
+            Err(e) if *e.kind() == ErrorKind::NotFound => (
+                WorkflowJobAction::Completed,
+                Some(Conclusion::Cancelled),
+                None,
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, job = %record.key, "asking GitHub about a job failed");
+                return;
+            }
+        };
+        tracing::info!(job = %record.key, ?action, "recovered a missed event from GitHub");
+        let event = WorkflowJobEvent {
+            action,
+            job: record.key,
+            run_id: record.run_id,
+            repository: record.repository.clone(),
+            installation_id: record.installation_id,
+            labels: record.labels.clone(),
+            name: record.name.clone(),
+            runner_name: runner,
+            runner_id: None,
+            conclusion,
+            at: None,
+        };
+        if let Err(e) = self.on_workflow_job(event).await {
+            tracing::warn!(error = %e, job = %record.key, "applying a recovered event failed");
+        }
+    }
+
+    /// Runners that never came online: an instance up for longer than
+    /// `boot_timeout` whose runner is still idle while a job it could run
+    /// waits. GitHub hands a waiting job to an online idle runner with its
+    /// labels at once, so such a runner is broken; its job, or the one it
+    /// covered, is launched again. The waiting jobs of its label set are
+    /// checked with GitHub first, in case the webhook saying the runner
+    /// took one was lost.
+    async fn end_unregistered(&self, report: &mut ReconcileReport) {
+        let now = self.clock.now();
+        let active = match self.list_all(ListJobs::active(1000)).await {
+            Ok(active) => active,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing jobs failed");
+                return;
+            }
+        };
+        let mut by_set: BTreeMap<LabelSetKey, Vec<&JobRecord>> = BTreeMap::new();
+        for r in &active {
+            by_set.entry(r.value.label_set).or_default().push(&r.value);
+        }
+        for records in by_set.values() {
+            let stale: Vec<(JobKey, u32)> = records
+                .iter()
+                .flat_map(|r| {
+                    r.launches
+                        .iter()
+                        .filter(|l| {
+                            l.is_idle()
+                                && l.instance_id.is_some()
+                                && l.launched_at
+                                    .is_some_and(|t| now.since(t) > self.config.boot_timeout)
+                        })
+                        .map(|l| (r.key, l.number))
+                })
+                .collect();
+            let waiting: Vec<&&JobRecord> =
+                records.iter().filter(|r| r.state.is_waiting()).collect();
+            if stale.is_empty() || waiting.is_empty() {
+                continue;
+            }
+            for record in waiting {
+                self.ask_github(record).await;
+            }
+            for (key, number) in stale {
+                let still_idle = match self.store.get_job(key).await {
+                    Ok(Some(r)) => r
+                        .value
+                        .launches
+                        .iter()
+                        .any(|l| l.number == number && l.is_idle()),
+                    _ => false,
+                };
+                if !still_idle {
                     continue;
                 }
-            };
-            tracing::info!(job = %record.key, ?action, "recovered a missed event from GitHub");
-            let event = WorkflowJobEvent {
-                action,
-                job: record.key,
-                run_id: record.run_id,
-                repository: record.repository.clone(),
-                installation_id: record.installation_id,
-                labels: record.labels.clone(),
-                name: record.name.clone(),
-                runner_name: runner,
-                runner_id: None,
-                conclusion,
-                at: None,
-            };
-            if let Err(e) = self.on_workflow_job(event).await {
-                tracing::warn!(error = %e, job = %record.key, "applying a recovered event failed");
+                tracing::warn!(job = %key, launch = number, "runner never came online; launching again");
+                match self
+                    .end_launch(key, number, EndReason::LaunchFailed, None)
+                    .await
+                {
+                    Ok(()) => report.unregistered_ended += 1,
+                    Err(e) => tracing::warn!(error = %e, job = %key, "ending a dead runner failed"),
+                }
             }
         }
     }
@@ -234,10 +345,23 @@ impl Inner {
         active: &[Versioned<JobRecord>],
         report: &mut ReconcileReport,
     ) {
-        let repositories: BTreeSet<_> = active
+        // The repositories with jobs in flight, and those with a job queued
+        // in the last hour: a repository whose only new job lost its
+        // webhook has nothing in flight.
+        let mut repositories: BTreeSet<_> = active
             .iter()
             .map(|r| (r.value.installation_id, r.value.repository.clone()))
             .collect();
+        let recent = self.clock.now().saturating_sub(RECENT);
+        match self.store.list_jobs(ListJobs::newest(RECENT_JOBS)).await {
+            Ok(page) => repositories.extend(
+                page.jobs
+                    .iter()
+                    .filter(|r| r.value.queued_at >= recent)
+                    .map(|r| (r.value.installation_id, r.value.repository.clone())),
+            ),
+            Err(e) => tracing::warn!(error = %e, "listing recent jobs failed"),
+        }
         for (installation_id, repository) in repositories {
             let request = ListQueuedJobs::new(installation_id, repository.clone());
             let queued = match self.registry.list_queued_jobs(request).await {
@@ -382,10 +506,29 @@ impl Inner {
                     .filter(|l| l.is_live() && l.region == region)
                 {
                     let Some(id) = &l.instance_id else { continue };
-                    if owned
+                    let alive = owned
                         .iter()
-                        .any(|i| &i.instance_id == id && i.state.is_alive())
-                    {
+                        .find(|i| &i.instance_id == id && i.state.is_alive());
+                    if let Some(instance) = alive {
+                        // EC2 boots an instance within a minute or two; one
+                        // still pending long after never will: its job
+                        // gets a new launch rather than waiting for the
+                        // maximum lifetime.
+                        // (A runner that took a job did boot, whatever
+                        // EC2 last said.)
+                        let stuck = instance.state == InstanceState::Pending
+                            && l.is_idle()
+                            && l.launched_at
+                                .is_some_and(|t| now.since(t) > self.config.boot_timeout);
+                        if stuck {
+                            tracing::warn!(instance = %id, "instance never booted; launching again");
+                            if let Err(e) = self
+                                .end_launch(r.key, l.number, EndReason::LaunchFailed, None)
+                                .await
+                            {
+                                tracing::warn!(error = %e, "ending a stuck instance failed");
+                            }
+                        }
                         continue;
                     }
                     let describe = DescribeInstance::new(

@@ -129,7 +129,13 @@ impl Inner {
             };
             let r = &record.value;
             let backoff_over = r.next_attempt_at.is_none_or(|t| t <= now);
-            let claim_free = r.lease.as_ref().is_none_or(|l| l.expires_at <= now);
+            // A claim of this replica's own is free to take again: a task
+            // holding it is in `scheduled` (so not started twice), and one
+            // left from before a restart must not hold the job for its TTL.
+            let claim_free = r
+                .lease
+                .as_ref()
+                .is_none_or(|l| l.expires_at <= now || l.owner == self.config.replica_id);
             if backoff_over && claim_free {
                 self.schedule_launch(key);
             }

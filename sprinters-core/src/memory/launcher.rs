@@ -99,6 +99,11 @@ impl MemoryLauncher {
         }
     }
 
+    /// How many instances were ever launched (or inserted).
+    pub fn instance_count(&self) -> usize {
+        lock(&self.state).instances.len()
+    }
+
     /// The instances not terminated.
     pub fn alive(&self) -> Vec<SimInstance> {
         lock(&self.state)

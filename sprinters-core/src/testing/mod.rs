@@ -3,7 +3,9 @@
 //! against every backend. A failed check panics with what was expected.
 //!
 //! Also a [`TestBed`]: the engine wired to the in-memory adapters and a
-//! manual clock, with builders for job events.
+//! manual clock, with builders for job events; and [`simulate`]: the
+//! engine against a simulated GitHub, EC2 and STS, faults and crashes
+//! decided by a seed, its invariants checked.
 
 mod bed;
 mod credentials;
@@ -11,6 +13,7 @@ mod events;
 mod hooked;
 mod launcher;
 mod registry;
+mod sim;
 mod store;
 
 pub use bed::{JobEvents, TestBed};
@@ -19,6 +22,7 @@ pub use events::event_source;
 pub use hooked::HookedStore;
 pub use launcher::{LauncherFixture, cloud_launcher};
 pub use registry::{RegistryFixture, runner_registry};
+pub use sim::{SimConfig, SimFailure, SimReport, sim_engine_config, simulate};
 pub use store::{job_store, sample_record};
 
 mod vault;

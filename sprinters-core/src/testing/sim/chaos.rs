@@ -1,0 +1,290 @@
+//! The ports the simulated control plane sees: the in-memory adapters
+//! behind a layer that, from the seed, fails calls the way GitHub, EC2 and
+//! STS fail (5xx, rate limits, throttling) and crashes the control plane
+//! at await points, before or after a call took effect.
+//!
+//! Decisions come from a hash of (seed, operation, subject, how many times
+//! that subject was asked), not from one shared stream: the engine may
+//! interleave its calls differently and still meet the same faults.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+
+use crate::domain::{DeliveryId, JobKey};
+use crate::job::JobRecord;
+use crate::ports::{
+    AcquireLease, CancelRun, ClaimJob, CloudLauncher, CreateJitRunner, CredentialProvider,
+    Credentials, CredentialsRequest, DeliveryRecorded, DescribeInstance, GetJobStatus,
+    InstanceInfo, JitRunner, JobPage, JobStatus, JobStore, LaunchRequest, Launched, LeaseGrant,
+    ListJobs, ListOwned, ListQueuedJobs, OwnedInstances, Purge, Purged, PutJob, QueuedJobs,
+    RecordDelivery, ReleaseLease, RemoveRunner, RerunJob, RunnerRegistry, TerminateRequest,
+    Terminated, Version, Versioned,
+};
+use crate::{Error, Result};
+
+/// What a call meets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    None,
+    Fail,
+    CrashBefore,
+    CrashAfter,
+}
+
+/// The dice of one simulation, and its crash switch.
+#[derive(Debug)]
+pub(crate) struct Chaos {
+    seed: u64,
+    /// Per mille of calls that fail, that crash the control plane.
+    fail: u64,
+    crash: u64,
+    asked: Mutex<HashMap<(&'static str, u64), u64>>,
+    crashed: AtomicBool,
+    pub(crate) crash_signal: Notify,
+    pub(crate) crashes: std::sync::atomic::AtomicU64,
+    pub(crate) failures: std::sync::atomic::AtomicU64,
+}
+
+impl Chaos {
+    pub(crate) fn new(seed: u64, fail_per_mille: u64, crash_per_mille: u64) -> Self {
+        Self {
+            seed,
+            fail: fail_per_mille,
+            crash: crash_per_mille,
+            asked: Mutex::new(HashMap::new()),
+            crashed: AtomicBool::new(false),
+            crash_signal: Notify::new(),
+            crashes: Default::default(),
+            failures: Default::default(),
+        }
+    }
+
+    /// A number in 0..1000 for the `n`-th time `op` is asked about
+    /// `subject`.
+    pub(crate) fn roll(&self, op: &'static str, subject: impl Hash) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        subject.hash(&mut h);
+        let subject = h.finish();
+        let n = {
+            let mut asked = self.asked.lock().unwrap_or_else(|e| e.into_inner());
+            let n = asked.entry((op, subject)).or_insert(0);
+            *n += 1;
+            *n
+        };
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (self.seed, op, subject, n).hash(&mut h);
+        h.finish() % 1000
+    }
+
+    fn draw(&self, op: &'static str, subject: impl Hash, can_fail: bool) -> Fault {
+        if self.crashed() {
+            return Fault::CrashBefore;
+        }
+        let roll = self.roll(op, subject);
+        if roll < self.crash {
+            if roll.is_multiple_of(2) {
+                Fault::CrashBefore
+            } else {
+                Fault::CrashAfter
+            }
+        } else if can_fail && roll < self.crash + self.fail {
+            Fault::Fail
+        } else {
+            Fault::None
+        }
+    }
+
+    pub(crate) fn crashed(&self) -> bool {
+        self.crashed.load(Ordering::SeqCst)
+    }
+
+    fn crash_now(&self) {
+        if !self.crashed.swap(true, Ordering::SeqCst) {
+            self.crashes.fetch_add(1, Ordering::Relaxed);
+        }
+        self.crash_signal.notify_waiters();
+    }
+
+    /// The control plane restarted: calls go through again.
+    pub(crate) fn restart(&self) {
+        self.crashed.store(false, Ordering::SeqCst);
+    }
+
+    async fn call<T>(
+        &self,
+        op: &'static str,
+        subject: impl Hash,
+        error: impl FnOnce() -> Option<Error>,
+        call: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let error = error();
+        match self.draw(op, subject, error.is_some()) {
+            Fault::None => call.await,
+            Fault::Fail => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                Err(error.unwrap_or_else(|| Error::unavailable("injected")))
+            }
+            Fault::CrashBefore => {
+                self.crash_now();
+                std::future::pending().await
+            }
+            Fault::CrashAfter => {
+                let _ = call.await;
+                self.crash_now();
+                std::future::pending().await
+            }
+        }
+    }
+}
+
+fn github_down() -> Option<Error> {
+    Some(Error::unavailable("GitHub answered 502 Bad Gateway"))
+}
+
+fn github_limited() -> Option<Error> {
+    Some(Error::rate_limited(
+        Some(Duration::from_secs(60)),
+        "GitHub's secondary rate limit",
+    ))
+}
+
+fn ec2_throttled() -> Option<Error> {
+    Some(Error::rate_limited(None, "EC2 RequestLimitExceeded"))
+}
+
+/// A port of the simulated control plane.
+#[derive(Debug)]
+pub(crate) struct Chaotic<P: ?Sized> {
+    pub(crate) chaos: Arc<Chaos>,
+    pub(crate) inner: Arc<P>,
+}
+
+#[async_trait]
+impl RunnerRegistry for Chaotic<dyn RunnerRegistry> {
+    async fn create_jit_runner(&self, request: CreateJitRunner) -> Result<JitRunner> {
+        let subject = request.runner_name.to_string();
+        let call = self.inner.create_jit_runner(request);
+        self.chaos.call("jit", subject, github_down, call).await
+    }
+    async fn remove_runner(&self, request: RemoveRunner) -> Result<()> {
+        let subject = request.runner_id;
+        let call = self.inner.remove_runner(request);
+        self.chaos
+            .call("remove_runner", subject, github_down, call)
+            .await
+    }
+    async fn job_status(&self, request: GetJobStatus) -> Result<JobStatus> {
+        let subject = request.job_id;
+        let call = self.inner.job_status(request);
+        self.chaos
+            .call("job_status", subject, github_limited, call)
+            .await
+    }
+    async fn rerun_job(&self, request: RerunJob) -> Result<()> {
+        let subject = request.job_id;
+        let call = self.inner.rerun_job(request);
+        self.chaos.call("rerun", subject, github_down, call).await
+    }
+    async fn cancel_run(&self, request: CancelRun) -> Result<()> {
+        let subject = request.run_id;
+        let call = self.inner.cancel_run(request);
+        self.chaos.call("cancel", subject, github_down, call).await
+    }
+    async fn list_queued_jobs(&self, request: ListQueuedJobs) -> Result<QueuedJobs> {
+        let subject = request.repository.to_string();
+        let call = self.inner.list_queued_jobs(request);
+        self.chaos
+            .call("queued", subject, github_limited, call)
+            .await
+    }
+}
+
+#[async_trait]
+impl CredentialProvider for Chaotic<dyn CredentialProvider> {
+    async fn credentials(&self, request: CredentialsRequest) -> Result<Credentials> {
+        let subject = request.account.to_string();
+        let call = self.inner.credentials(request);
+        let down = || Some(Error::unavailable("STS timed out"));
+        self.chaos.call("sts", subject, down, call).await
+    }
+}
+
+#[async_trait]
+impl CloudLauncher for Chaotic<dyn CloudLauncher> {
+    async fn launch(&self, request: LaunchRequest) -> Result<Launched> {
+        let subject = request.idempotency_token.clone();
+        let call = self.inner.launch(request);
+        self.chaos
+            .call("launch", subject, ec2_throttled, call)
+            .await
+    }
+    async fn terminate(&self, request: TerminateRequest) -> Result<Terminated> {
+        let subject = request.instance_id.to_string();
+        let call = self.inner.terminate(request);
+        self.chaos
+            .call("terminate", subject, ec2_throttled, call)
+            .await
+    }
+    async fn list_owned(&self, request: ListOwned) -> Result<OwnedInstances> {
+        let subject = request.job;
+        let call = self.inner.list_owned(request);
+        self.chaos
+            .call("list_owned", subject, ec2_throttled, call)
+            .await
+    }
+    async fn describe(&self, request: DescribeInstance) -> Result<InstanceInfo> {
+        let subject = request.instance_id.to_string();
+        let call = self.inner.describe(request);
+        self.chaos
+            .call("describe", subject, ec2_throttled, call)
+            .await
+    }
+}
+
+/// The store does not fail (the file store refuses writes only on a
+/// broken disk), but the control plane may crash around any write.
+#[async_trait]
+impl JobStore for Chaotic<dyn JobStore> {
+    async fn get_job(&self, key: JobKey) -> Result<Option<Versioned<JobRecord>>> {
+        self.inner.get_job(key).await
+    }
+    async fn put_job(&self, request: PutJob) -> Result<Version> {
+        let subject = (request.record.key, request.expected);
+        let call = self.inner.put_job(request);
+        self.chaos.call("put_job", subject, || None, call).await
+    }
+    async fn claim_job(&self, request: ClaimJob) -> Result<Option<Versioned<JobRecord>>> {
+        let subject = request.key;
+        let call = self.inner.claim_job(request);
+        self.chaos.call("claim_job", subject, || None, call).await
+    }
+    async fn list_jobs(&self, request: ListJobs) -> Result<JobPage> {
+        self.inner.list_jobs(request).await
+    }
+    async fn delivery_seen(&self, id: DeliveryId) -> Result<bool> {
+        self.inner.delivery_seen(id).await
+    }
+    async fn record_delivery(&self, request: RecordDelivery) -> Result<DeliveryRecorded> {
+        let subject = request.id.to_string();
+        let call = self.inner.record_delivery(request);
+        self.chaos
+            .call("record_delivery", subject, || None, call)
+            .await
+    }
+    async fn acquire_lease(&self, request: AcquireLease) -> Result<LeaseGrant> {
+        self.inner.acquire_lease(request).await
+    }
+    async fn release_lease(&self, request: ReleaseLease) -> Result<()> {
+        self.inner.release_lease(request).await
+    }
+    async fn purge(&self, request: Purge) -> Result<Purged> {
+        self.inner.purge(request).await
+    }
+}

@@ -1,0 +1,240 @@
+//! The invariants, checked at every step (instances) and at the end (the
+//! history against what GitHub and EC2 saw).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use super::world::{Kind, Runner, Status, World};
+use crate::domain::{JobKey, RunnerName};
+use crate::engine::EngineConfig;
+use crate::events::Conclusion;
+use crate::job::{JobRecord, JobState};
+use crate::memory::MemoryLauncher;
+use crate::time::Timestamp;
+
+/// Slack on the time limits: the reconciler runs once an interval, a
+/// failed termination is retried on the next pass, a crash costs a pass,
+/// and the world moves in steps.
+fn slack(config: &EngineConfig) -> Duration {
+    config.reconcile_interval.saturating_mul(3) + Duration::from_secs(30)
+}
+
+/// Checks the instances at `now`; returns the violations seen.
+pub(crate) fn instances(world: &mut World, config: &EngineConfig, now: Timestamp) -> Vec<String> {
+    let mut problems = Vec::new();
+
+    // At most one live instance meant for each (job, attempt): instances
+    // of a job busy with another job (stolen) do not count.
+    let mut meant_for: BTreeMap<JobKey, Vec<String>> = BTreeMap::new();
+    let covered: BTreeSet<Vec<String>> = world
+        .jobs
+        .values()
+        .filter(|j| j.status == Status::Queued)
+        .map(|j| j.labels.clone())
+        .collect();
+    // A spare may idle for the grace period once the engine knows its job
+    // no longer waits; when the webhook saying so was lost, the engine
+    // learns it by asking GitHub after `queued_timeout`.
+    let limit = config.idle_grace + config.queued_timeout + slack(config);
+    for (id, vm) in world.vms.iter_mut().filter(|(_, vm)| vm.alive) {
+        // A runner busy with another job, or exited, is not this job's.
+        if let Some(job) = vm.job
+            && match vm.runner {
+                Runner::Busy(other) => other == job,
+                Runner::Offline | Runner::Idle => true,
+                Runner::Exited => false,
+            }
+        {
+            meant_for.entry(job).or_default().push(id.to_string());
+        }
+        if now.since(vm.launched_at) > config.max_lifetime + slack(config) {
+            problems.push(format!(
+                "instance {id} lived {:?}, past the maximum lifetime",
+                now.since(vm.launched_at)
+            ));
+        }
+        // Useless: an online idle runner that no queued job can use. A
+        // runner that never comes online is bounded by the lifetime only:
+        // nothing tells the engine it will not.
+        let useful = match &vm.runner {
+            Runner::Busy(_) | Runner::Offline => true,
+            Runner::Exited => false,
+            Runner::Idle => {
+                let job = world.jobs.values().find(|j| Some(j.key) == vm.job);
+                covered
+                    .iter()
+                    .any(|labels| job.is_some_and(|j| labels.iter().all(|l| j.labels.contains(l))))
+            }
+        };
+        if useful {
+            vm.useless_since = None;
+        } else {
+            let since = *vm.useless_since.get_or_insert(now);
+            if now.since(since) > limit {
+                problems.push(format!(
+                    "instance {id} (runner {:?}) served no job for {:?}",
+                    vm.runner_name.as_ref().map(ToString::to_string),
+                    now.since(since)
+                ));
+                vm.useless_since = Some(now);
+            }
+        }
+    }
+    for (job, ids) in meant_for.iter().filter(|(_, ids)| ids.len() > 1) {
+        problems.push(format!(
+            "job {job} had {} instances at once: {ids:?}",
+            ids.len()
+        ));
+    }
+    problems
+}
+
+/// Checks the history against the world once the run is over.
+pub(crate) fn history(
+    world: &World,
+    records: &BTreeMap<JobKey, JobRecord>,
+    ec2: &MemoryLauncher,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    // One instance per launch (job, attempt, launch number), ever: the
+    // client token and the intent record must make a retry find it.
+    let mut by_runner: BTreeMap<RunnerName, Vec<String>> = BTreeMap::new();
+    for i in ec2.instances() {
+        if let Some(r) = &i.info.runner_name {
+            by_runner
+                .entry(r.clone())
+                .or_default()
+                .push(i.info.instance_id.to_string());
+        }
+    }
+    for (runner, ids) in by_runner.iter().filter(|(_, ids)| ids.len() > 1) {
+        problems.push(format!(
+            "runner {runner} was launched {} times: {ids:?}",
+            ids.len()
+        ));
+    }
+    for i in ec2.alive() {
+        problems.push(format!(
+            "instance {} of job {:?} is still running",
+            i.info.instance_id,
+            i.info.job.map(|j| j.to_string())
+        ));
+    }
+    for job in world.jobs.values() {
+        let record = records.get(&job.key);
+        if job.kind == Kind::NotOurs {
+            if record.is_some_and(|r| !r.launches.is_empty()) {
+                problems.push(format!("job {} is not ours but was launched for", job.key));
+            }
+            continue;
+        }
+        if job.status == Status::NotYet {
+            continue;
+        }
+        let Some(r) = record else {
+            problems.push(format!(
+                "job {} ({:?}) was never recorded",
+                job.key, job.status
+            ));
+            continue;
+        };
+        let key = job.key;
+        if let Some(l) = r.launches.iter().find(|l| l.is_live()) {
+            problems.push(format!(
+                "job {key} ({:?}) still has live launch {} (instance {:?})",
+                r.state,
+                l.runner_name,
+                l.instance_id.as_ref().map(ToString::to_string)
+            ));
+        }
+        if !r.state.is_finished() {
+            problems.push(format!(
+                "job {key} is stuck in {:?} (GitHub: {:?})",
+                r.state, job.status
+            ));
+            continue;
+        }
+        let has_message = r.message.as_deref().is_some_and(|m| !m.is_empty());
+        match (job.kind, r.state) {
+            (Kind::Mislabelled, JobState::Rejected) if has_message => continue,
+            (Kind::Mislabelled, state) => {
+                problems.push(format!(
+                    "mislabelled job {key} ended {state:?} without a message"
+                ));
+                continue;
+            }
+            (_, JobState::Rejected) => {
+                problems.push(format!("valid job {key} was rejected: {:?}", r.message));
+                continue;
+            }
+            (_, JobState::Failed) if !has_message => {
+                problems.push(format!("job {key} failed without a reason"));
+            }
+            _ => {}
+        }
+        match &job.status {
+            Status::Completed {
+                conclusion,
+                runner: Some(runner),
+            } => {
+                if r.state == JobState::Failed {
+                    problems.push(format!("job {key} ran on {runner} but is recorded Failed"));
+                }
+                if r.conclusion.is_some_and(|c| c != *conclusion) {
+                    problems.push(format!(
+                        "job {key} concluded {conclusion:?} on GitHub, {:?} in the store",
+                        r.conclusion
+                    ));
+                }
+                if r.ran_on.as_ref().is_some_and(|on| on != runner) {
+                    problems.push(format!(
+                        "job {key} ran on {runner}, the store says {:?}",
+                        r.ran_on.as_ref().map(ToString::to_string)
+                    ));
+                }
+            }
+            Status::Completed {
+                conclusion,
+                runner: None,
+            } => {
+                let cancelled = r.state == JobState::Cancelled
+                    || r.conclusion == Some(Conclusion::Cancelled)
+                    || r.state == JobState::Failed;
+                if *conclusion == Conclusion::Cancelled && !cancelled {
+                    problems.push(format!(
+                        "job {key} was cancelled on GitHub, recorded {:?}",
+                        r.state
+                    ));
+                }
+            }
+            Status::Queued | Status::InProgress { .. } if r.state != JobState::Failed => {
+                problems.push(format!(
+                    "job {key} is {:?} on GitHub but {:?} in the store",
+                    job.status, r.state
+                ));
+            }
+            _ => {}
+        }
+        // Every instance the store names is one EC2 launched for this job.
+        for l in &r.launches {
+            let Some(id) = &l.instance_id else { continue };
+            match ec2.instance(id) {
+                Some(i)
+                    if i.info.job == Some(key)
+                        && i.info.runner_name.as_ref() == Some(&l.runner_name) => {}
+                Some(_) => {
+                    problems.push(format!("job {key} names instance {id} of another launch"))
+                }
+                None => problems.push(format!(
+                    "job {key} names instance {id}, which EC2 never ran"
+                )),
+            }
+        }
+    }
+    for key in records.keys() {
+        if !world.jobs.contains_key(key) {
+            problems.push(format!("the store has job {key}, which GitHub never had"));
+        }
+    }
+    problems
+}

@@ -1,0 +1,312 @@
+//! Deterministic simulation: the real engine against a simulated GitHub,
+//! EC2 and STS on a virtual clock, everything decided by one seed.
+//!
+//! The world ([`world`]) queues jobs, boots instances, hands jobs to idle
+//! runners whose labels cover them (so runners take each other's jobs),
+//! finishes and cancels jobs, reclaims spot instances and sends webhooks
+//! that arrive late, twice, after a redelivery or never. The ports the
+//! engine sees ([`chaos`]) fail calls with 5xx, rate limits and throttling,
+//! and crash the control plane at an await point before or after a call
+//! took effect; the control plane then restarts from its store. The
+//! invariants ([`check`]) are checked at every step and at the end.
+//!
+//! One engine incarnation runs on its own single-threaded runtime, with no
+//! timers and no I/O, so a seed replays exactly; a crash drops the runtime
+//! with every task the engine had in flight.
+
+mod chaos;
+mod check;
+mod world;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chaos::{Chaos, Chaotic};
+use world::World;
+
+use crate::domain::{AccountId, Owner};
+use crate::engine::{AccountDirectory, Engine, EngineConfig};
+use crate::job::{JobRecord, JobState};
+use crate::memory::{MemoryCredentials, MemoryJobStore, MemoryLauncher, MemoryRegistry};
+use crate::ports::{CloudLauncher, CredentialProvider, JobStore, ListJobs, RunnerRegistry};
+use crate::time::{Clock, ManualClock};
+
+/// How hard a simulation pushes.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SimConfig {
+    /// Jobs GitHub queues (re-runs come on top).
+    pub jobs: usize,
+    /// Per mille of GitHub, EC2 and STS calls that fail (transiently).
+    pub fail_per_mille: u64,
+    /// Per mille of calls around which the control plane crashes.
+    pub crash_per_mille: u64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            jobs: 200,
+            fail_per_mille: 30,
+            crash_per_mille: 2,
+        }
+    }
+}
+
+/// What one passing simulation did.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct SimReport {
+    /// The seed.
+    pub seed: u64,
+    /// Jobs, re-runs included.
+    pub jobs: usize,
+    /// Instances launched.
+    pub instances: usize,
+    /// Control-plane crashes (and restarts).
+    pub crashes: u64,
+    /// Calls failed on purpose.
+    pub failed_calls: u64,
+    /// Webhooks GitHub sent.
+    pub webhooks: u64,
+    /// Webhooks lost for good, redelivered after a failure, sent twice,
+    /// delayed past later ones.
+    pub lost: u64,
+    /// See `lost`.
+    pub redelivered: u64,
+    /// See `lost`.
+    pub duplicated: u64,
+    /// See `lost`.
+    pub delayed: u64,
+    /// Jobs a runner launched for another job took.
+    pub stolen: u64,
+    /// Spot instances reclaimed.
+    pub reclaimed: u64,
+    /// Jobs re-run after a reclaim.
+    pub reruns: u64,
+    /// Instances that never booted, or whose runner never registered.
+    pub dead_on_arrival: u64,
+    /// Jobs cancelled before and after pickup.
+    pub cancelled: u64,
+    /// Virtual time the run took.
+    pub virtual_time: Duration,
+}
+
+/// A simulation that broke an invariant.
+#[derive(Debug, Clone)]
+pub struct SimFailure {
+    /// Its seed: `SEED=<seed>` replays it.
+    pub seed: u64,
+    /// What went wrong, first seen first.
+    pub problems: Vec<String>,
+}
+
+impl std::fmt::Display for SimFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "simulation seed {} broke {} invariant(s); replay with SEED={}",
+            self.seed,
+            self.problems.len(),
+            self.seed
+        )?;
+        for p in self.problems.iter().take(20) {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SimFailure {}
+
+/// The virtual step: the engine's tick.
+const STEP: Duration = Duration::from_secs(5);
+
+/// The configuration the simulated control plane runs with.
+pub fn sim_engine_config() -> EngineConfig {
+    let mut accounts = AccountDirectory::new();
+    accounts.connect(
+        Owner::parse(world::OWNER).unwrap(),
+        AccountId::parse(world::ACCOUNT).unwrap(),
+    );
+    let mut config = EngineConfig::new("sim-controller", accounts);
+    config.replica_id = "sim-replica".into();
+    config.tick_interval = STEP;
+    config
+}
+
+/// Runs one simulation from `seed`. Not from inside a Tokio runtime: each
+/// incarnation of the control plane gets its own.
+pub fn simulate(seed: u64, sim: &SimConfig) -> Result<SimReport, SimFailure> {
+    let config = sim_engine_config();
+    let clock = Arc::new(ManualClock::default());
+    let store = Arc::new(MemoryJobStore::new());
+    let ec2 = Arc::new(MemoryLauncher::new(clock.clone()));
+    let github = Arc::new(MemoryRegistry::new());
+    let sts = Arc::new(MemoryCredentials::new());
+    let chaos = Arc::new(Chaos::new(seed, sim.fail_per_mille, sim.crash_per_mille));
+    let mut world = World::new(seed, sim.jobs, clock.now(), config.max_lifetime);
+    let start = clock.now();
+    let horizon = world
+        .last_arrival()
+        .saturating_add(config.max_lifetime + Duration::from_secs(3 * 3600));
+    let mut problems = Vec::new();
+
+    let incarnation = || -> (tokio::runtime::Runtime, Engine) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let engine = Engine::builder()
+            .registry(Arc::new(Chaotic::<dyn RunnerRegistry> {
+                chaos: chaos.clone(),
+                inner: github.clone(),
+            }))
+            .credentials(Arc::new(Chaotic::<dyn CredentialProvider> {
+                chaos: chaos.clone(),
+                inner: sts.clone(),
+            }))
+            .launcher(Arc::new(Chaotic::<dyn CloudLauncher> {
+                chaos: chaos.clone(),
+                inner: ec2.clone(),
+            }))
+            .store(Arc::new(Chaotic::<dyn JobStore> {
+                chaos: chaos.clone(),
+                inner: store.clone(),
+            }))
+            .clock(clock.clone())
+            .config(config.clone())
+            .seed(seed)
+            .build()
+            .unwrap();
+        (runtime, engine)
+    };
+    let (mut runtime, mut engine) = incarnation();
+    let mut recovering = false;
+    let mut next_reconcile = clock.now();
+    loop {
+        let now = clock.now();
+        if recovering {
+            recovering = runtime
+                .block_on(until_crash(&chaos, engine.recover()))
+                .is_none();
+        }
+        if !recovering {
+            world.step(now, &github, &ec2);
+            for pending in world.due(now) {
+                let delivery = World::delivery(&pending, now);
+                match runtime.block_on(until_crash(&chaos, engine.handle(delivery))) {
+                    Some(Ok(_)) => {}
+                    // Not taken in: GitHub shows it failed; it comes again.
+                    _ => world.failed(now, pending),
+                }
+            }
+            let work = async {
+                if now >= next_reconcile {
+                    let _ = engine.reconcile().await;
+                }
+                let _ = engine.process_due().await;
+                engine.drain().await;
+            };
+            if runtime.block_on(until_crash(&chaos, work)).is_some() && now >= next_reconcile {
+                next_reconcile = now.saturating_add(config.reconcile_interval);
+            }
+        }
+        if chaos.crashed() {
+            // The process dies: its runtime and every task with it.
+            let (r, e) = incarnation();
+            drop(std::mem::replace(&mut engine, e));
+            drop(std::mem::replace(&mut runtime, r));
+            chaos.restart();
+            recovering = true;
+            next_reconcile = clock.now();
+            continue;
+        }
+        for problem in check::instances(&mut world, &config, now) {
+            if !problems.contains(&problem) {
+                problems.push(problem);
+            }
+        }
+        if problems.len() > 50 {
+            break;
+        }
+        let given_up = |key| {
+            let record = runtime.block_on(store.get_job(key));
+            record.is_ok_and(|r| {
+                r.is_some_and(|r| matches!(r.value.state, JobState::Failed | JobState::Rejected))
+            })
+        };
+        let settled = now > world.last_arrival() && world.quiet(&given_up) && {
+            let active = runtime.block_on(store.list_jobs(ListJobs::active(1)));
+            active.is_ok_and(|p| p.jobs.is_empty())
+        };
+        if settled || now > horizon {
+            break;
+        }
+        // Straight to the world's next event, at least a tick, at most a
+        // reconcile interval (the engine's own timers).
+        let step = world
+            .next_event(now)
+            .map_or(config.reconcile_interval, |t| t.since(now))
+            .clamp(STEP, config.reconcile_interval);
+        clock.advance(step);
+    }
+
+    let records: BTreeMap<_, JobRecord> = runtime
+        .block_on(all_records(&store))
+        .into_iter()
+        .map(|r| (r.key, r))
+        .collect();
+    problems.extend(check::history(&world, &records, &ec2));
+    if !problems.is_empty() {
+        return Err(SimFailure { seed, problems });
+    }
+    let t = &world.tally;
+    Ok(SimReport {
+        seed,
+        jobs: world.jobs.len(),
+        instances: ec2.instances().len(),
+        crashes: chaos.crashes.load(Ordering::Relaxed),
+        failed_calls: chaos.failures.load(Ordering::Relaxed),
+        webhooks: t.webhooks,
+        lost: t.lost,
+        redelivered: t.redelivered,
+        duplicated: t.duplicated,
+        delayed: t.delayed,
+        stolen: t.stolen,
+        reclaimed: t.reclaimed,
+        reruns: t.reruns,
+        dead_on_arrival: t.never_booted + t.never_registered,
+        cancelled: t.cancelled_queued + t.cancelled_running,
+        virtual_time: clock.now().since(start),
+    })
+}
+
+/// Runs `work` until it finishes or the control plane crashes (`None`).
+async fn until_crash<F: std::future::Future>(chaos: &Chaos, work: F) -> Option<F::Output> {
+    let crashed = chaos.crash_signal.notified();
+    tokio::pin!(crashed);
+    crashed.as_mut().enable();
+    if chaos.crashed() {
+        return None;
+    }
+    tokio::select! {
+        biased;
+        _ = crashed => None,
+        out = work => Some(out),
+    }
+}
+
+async fn all_records(store: &MemoryJobStore) -> Vec<JobRecord> {
+    let mut query = ListJobs::newest(1000);
+    let mut all = Vec::new();
+    loop {
+        let page = store.list_jobs(query.clone()).await.unwrap();
+        all.extend(page.jobs.into_iter().map(|v| v.value));
+        match page.next {
+            Some(next) => query.cursor = Some(next),
+            None => return all,
+        }
+    }
+}
