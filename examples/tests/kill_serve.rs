@@ -15,7 +15,8 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::print_stdout
+    clippy::print_stdout,
+    clippy::print_stderr
 )]
 
 use std::collections::{BTreeMap, VecDeque};
@@ -84,7 +85,10 @@ impl Server {
         let child = Command::new(env!("CARGO_BIN_EXE_sprinters"))
             .args(["serve", "--config"])
             .arg(&self.config)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("SERVE_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -131,6 +135,10 @@ impl Server {
     }
 
     fn kill(&mut self) {
+        self.kill_now();
+    }
+
+    fn kill_now(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().unwrap(); // SIGKILL
             child.wait().unwrap();
@@ -144,6 +152,13 @@ impl Server {
             let status = child.wait().unwrap();
             assert!(status.success(), "SIGTERM drains and exits 0: {status}");
         }
+    }
+}
+
+/// A failed test must not leave its server running.
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill_now();
     }
 }
 
@@ -167,7 +182,10 @@ async fn deliver(addr: SocketAddr, id: &str, body: &[u8]) -> Result<bool, String
     let _ = stream.read_to_string(&mut answer).await;
     match answer.split(' ').nth(1) {
         Some(status) if status.starts_with('2') => Ok(true),
-        Some(status) if status.starts_with('5') || status.is_empty() => Ok(false),
+        Some(status) if status.starts_with('5') || status.is_empty() => {
+            eprintln!("delivery {id} not taken in: {answer}");
+            Ok(false)
+        }
         Some(_) => Err(format!("delivery {id} was refused: {answer}")),
         None => Ok(false),
     }
@@ -182,14 +200,18 @@ async fn instances(
         .name("tag:sprinters:controller")
         .values(controller)
         .build();
-    let out = ec2
+    // Every page: the emulator, like EC2, answers 100 reservations at most.
+    let mut pages = ec2
         .describe_instances()
         .filters(filter)
-        .send()
-        .await
-        .unwrap();
+        .into_paginator()
+        .send();
+    let mut reservations = Vec::new();
+    while let Some(page) = pages.next().await {
+        reservations.extend(page.unwrap().reservations().iter().cloned());
+    }
     let mut by_job: BTreeMap<u64, Vec<(String, String, bool)>> = BTreeMap::new();
-    for instance in out.reservations().iter().flat_map(|r| r.instances()) {
+    for instance in reservations.iter().flat_map(|r| r.instances()) {
         let tag = |k: &str| {
             instance
                 .tags()
@@ -407,6 +429,7 @@ async fn sigkilled_serve_launches_every_job_exactly_once_and_leaves_nothing_runn
     assert_eq!(killed as u64, kills, "every planned SIGKILL happened");
 
     // Settle: every instance ends (completions, and the reconciler).
+    let mut settle_polls = 0u32;
     let live = loop {
         let seen = instances(&ec2, &controller).await;
         let live: usize = seen
@@ -417,6 +440,10 @@ async fn sigkilled_serve_launches_every_job_exactly_once_and_leaves_nothing_runn
         if live == 0 || Instant::now() > deadline {
             break (live, seen);
         }
+        if settle_polls.is_multiple_of(40) {
+            println!("settling: {live} instances still running");
+        }
+        settle_polls += 1;
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     server.stop();

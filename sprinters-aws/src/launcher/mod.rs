@@ -76,6 +76,10 @@ pub struct Ec2Launcher {
     security_groups: TtlCache<(AccountId, Region, String), SecurityGroupId>,
     spot_prices: TtlCache<(AccountId, Region, InstanceType), SpotPrices>,
     recent: Mutex<RecentLaunches>,
+    // One TerminateInstances at a time per instance from this process: the
+    // webhook path and the reconciler may end the same instance at once,
+    // and the second call is then a cheap "already terminated".
+    terminating: Mutex<HashMap<sprinters_core::domain::InstanceId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Ec2Launcher {
@@ -266,7 +270,43 @@ impl Ec2LauncherBuilder {
             security_groups: TtlCache::new(NETWORK_TTL),
             spot_prices: TtlCache::new(SPOT_PRICE_TTL),
             recent: Mutex::new(RecentLaunches::default()),
+            terminating: Mutex::new(HashMap::new()),
         }
+    }
+}
+
+impl Ec2Launcher {
+    /// `TerminateInstances`; an instance EC2 no longer knows is gone.
+    async fn terminate_now(&self, request: &TerminateRequest) -> Result<Terminated> {
+        let client = self.client(&request.account, &request.region, &request.credentials);
+        let context = format!(
+            "terminating {} in account {}, {}",
+            request.instance_id, request.account, request.region
+        );
+        let output = match client
+            .terminate_instances()
+            .instance_ids(request.instance_id.as_str())
+            .send()
+            .await
+        {
+            Ok(output) => output,
+            Err(e) => {
+                let err = map_sdk_error(e, "ec2:TerminateInstances", &context);
+                // Gone long enough that EC2 forgot it: still gone.
+                return if *err.kind() == ErrorKind::NotFound {
+                    Ok(Terminated::new(false))
+                } else {
+                    Err(err)
+                };
+            }
+        };
+        let was_running = output.terminating_instances().iter().any(|change| {
+            !matches!(
+                change.previous_state().and_then(|s| s.name()),
+                Some(InstanceStateName::Terminated | InstanceStateName::ShuttingDown)
+            )
+        });
+        Ok(Terminated::new(was_running))
     }
 }
 
@@ -360,35 +400,23 @@ impl CloudLauncher for Ec2Launcher {
     }
 
     async fn terminate(&self, request: TerminateRequest) -> Result<Terminated> {
-        let client = self.client(&request.account, &request.region, &request.credentials);
-        let context = format!(
-            "terminating {} in account {}, {}",
-            request.instance_id, request.account, request.region
-        );
-        let output = match client
-            .terminate_instances()
-            .instance_ids(request.instance_id.as_str())
-            .send()
-            .await
-        {
-            Ok(output) => output,
-            Err(e) => {
-                let err = map_sdk_error(e, "ec2:TerminateInstances", &context);
-                // Gone long enough that EC2 forgot it: still gone.
-                return if *err.kind() == ErrorKind::NotFound {
-                    Ok(Terminated::new(false))
-                } else {
-                    Err(err)
-                };
-            }
+        let turn = {
+            let mut terminating = self.terminating.lock().unwrap_or_else(|e| e.into_inner());
+            terminating
+                .entry(request.instance_id.clone())
+                .or_default()
+                .clone()
         };
-        let was_running = output.terminating_instances().iter().any(|change| {
-            !matches!(
-                change.previous_state().and_then(|s| s.name()),
-                Some(InstanceStateName::Terminated | InstanceStateName::ShuttingDown)
-            )
-        });
-        Ok(Terminated::new(was_running))
+        let outcome = {
+            let _turn = turn.lock().await;
+            self.terminate_now(&request).await
+        };
+        let mut terminating = self.terminating.lock().unwrap_or_else(|e| e.into_inner());
+        // Last one out removes the entry (the map holds one reference).
+        if Arc::strong_count(&turn) == 2 {
+            terminating.remove(&request.instance_id);
+        }
+        outcome
     }
 
     async fn list_owned(&self, request: ListOwned) -> Result<OwnedInstances> {

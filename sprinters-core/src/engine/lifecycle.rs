@@ -189,14 +189,20 @@ impl Inner {
         // End the instance the job ran on (the runner exits after one job,
         // and the instance shuts itself down; this makes sure of it).
         let ran_on = stored.value.ran_on.as_ref().and_then(|r| r.launch_ref());
-        if let Some((launched_for, number)) = ran_on {
-            self.end_launch(
-                launched_for,
-                number,
-                EndReason::JobCompleted,
-                Some(event.job),
-            )
-            .await?;
+        // The completion is durable by now: an instance that will not end
+        // yet (EC2 down) is the reconciler's to end, not a reason to have
+        // GitHub deliver the webhook again.
+        if let Some((launched_for, number)) = ran_on
+            && let Err(e) = self
+                .end_launch(
+                    launched_for,
+                    number,
+                    EndReason::JobCompleted,
+                    Some(event.job),
+                )
+                .await
+        {
+            tracing::warn!(error = %e, "ending the finished job's instance failed; the reconciler will");
         }
         // The job's own idle runners are now spares: a waiting job with the
         // same labels may take them; the reconciler ends them after the grace.

@@ -163,8 +163,8 @@ impl Inner {
         });
     }
 
-    /// After a restart: slots for the jobs with live instances, then
-    /// whatever launches are due.
+    /// After a restart: slots for the jobs with live instances, the
+    /// launches this replica had in flight, then whatever launches are due.
     pub(super) async fn recover(&self) -> Result<()> {
         for record in self.list_all(ListJobs::active(PAGE)).await? {
             let r = &record.value;
@@ -172,6 +172,15 @@ impl Inner {
                 && r.launches.iter().any(Launch::is_live)
             {
                 self.limiter.restore(r.key, account, &r.repository);
+            }
+            // A launch this replica had in flight when it stopped: its claim
+            // still looks live to the plan, but no task holds it any more.
+            let own_claim = r
+                .lease
+                .as_ref()
+                .is_some_and(|l| l.owner == self.config.replica_id);
+            if r.state == JobState::Launching && own_claim {
+                self.schedule_launch(r.key);
             }
         }
         self.process_due().await

@@ -34,8 +34,12 @@ pub(crate) fn instances(world: &mut World, config: &EngineConfig, now: Timestamp
         .collect();
     // A spare may idle for the grace period once the engine knows its job
     // no longer waits; when the webhook saying so was lost, the engine
-    // learns it by asking GitHub after `queued_timeout`.
-    let limit = config.idle_grace + config.queued_timeout + slack(config);
+    // learns it by asking GitHub after `queued_timeout`. Each of the two
+    // steps may take a pass more for a failed call or a crash.
+    let limit = config.idle_grace
+        + config.queued_timeout
+        + slack(config)
+        + config.reconcile_interval.saturating_mul(2);
     for (id, vm) in world.vms.iter_mut().filter(|(_, vm)| vm.alive) {
         // A runner busy with another job, or exited, is not this job's.
         if let Some(job) = vm.job
@@ -132,10 +136,22 @@ pub(crate) fn history(
             continue;
         }
         let Some(r) = record else {
-            problems.push(format!(
-                "job {} ({:?}) was never recorded",
-                job.key, job.status
-            ));
+            // Every webhook of a job GitHub cancelled before pickup may be
+            // lost: nothing to know, and nothing may have been launched.
+            let cancelled_unseen =
+                matches!(
+                    job.status,
+                    Status::Completed {
+                        conclusion: Conclusion::Cancelled,
+                        runner: None
+                    }
+                ) && !ec2.instances().iter().any(|i| i.info.job == Some(job.key));
+            if !cancelled_unseen {
+                problems.push(format!(
+                    "job {} ({:?}) was never recorded",
+                    job.key, job.status
+                ));
+            }
             continue;
         };
         let key = job.key;
