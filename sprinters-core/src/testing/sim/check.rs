@@ -136,17 +136,13 @@ pub(crate) fn history(
             continue;
         }
         let Some(r) = record else {
-            // Every webhook of a job GitHub cancelled before pickup may be
-            // lost: nothing to know, and nothing may have been launched.
-            let cancelled_unseen =
-                matches!(
-                    job.status,
-                    Status::Completed {
-                        conclusion: Conclusion::Cancelled,
-                        runner: None
-                    }
-                ) && !ec2.instances().iter().any(|i| i.info.job == Some(job.key));
-            if !cancelled_unseen {
+            // A job every webhook of which was lost for good (GitHub has
+            // no failed delivery to redeliver) and that a spare runner took
+            // before the reconciler saw it queued: nothing could know of
+            // it. Nothing may have been launched for it, though.
+            let unknowable = !world.heard_of.contains(&job.key)
+                && !ec2.instances().iter().any(|i| i.info.job == Some(job.key));
+            if !unknowable {
                 problems.push(format!(
                     "job {} ({:?}) was never recorded",
                     job.key, job.status

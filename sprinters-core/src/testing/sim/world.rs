@@ -127,6 +127,8 @@ pub(crate) struct World {
     reruns_seen: usize,
     spot_out_until: Option<Timestamp>,
     max_lifetime: Duration,
+    /// Jobs at least one webhook of which was not lost for good.
+    pub(crate) heard_of: BTreeSet<JobKey>,
     pub(crate) tally: Tally,
 }
 
@@ -178,6 +180,7 @@ impl World {
             reruns_seen: 0,
             spot_out_until: None,
             max_lifetime,
+            heard_of: BTreeSet::new(),
             tally: Tally::default(),
         }
     }
@@ -257,6 +260,9 @@ impl World {
         self.seq += 1;
         let id = format!("{}-{:?}-{}", self.seq, event.action, event.job);
         let roll = self.rng.u8(..100);
+        if roll > 1 {
+            self.heard_of.insert(event.job);
+        }
         let due = match roll {
             0..=1 => {
                 self.tally.lost += 1;
