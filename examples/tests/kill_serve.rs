@@ -196,6 +196,18 @@ async fn instances(
     ec2: &aws_sdk_ec2::Client,
     controller: &str,
 ) -> BTreeMap<u64, Vec<(String, String, bool)>> {
+    for _ in 0..10 {
+        if let Some(seen) = instances_once(ec2, controller).await {
+            return seen;
+        }
+    }
+    panic!("the emulator did not answer DescribeInstances ten times in a row");
+}
+
+async fn instances_once(
+    ec2: &aws_sdk_ec2::Client,
+    controller: &str,
+) -> Option<BTreeMap<u64, Vec<(String, String, bool)>>> {
     let filter = aws_sdk_ec2::types::Filter::builder()
         .name("tag:sprinters:controller")
         .values(controller)
@@ -208,7 +220,15 @@ async fn instances(
         .send();
     let mut reservations = Vec::new();
     while let Some(page) = pages.next().await {
-        reservations.extend(page.unwrap().reservations().iter().cloned());
+        match page {
+            Ok(page) => reservations.extend(page.reservations().iter().cloned()),
+            // The emulator is one Python process; under load it may time
+            // out. Asking again later is what the caller does anyway.
+            Err(e) => {
+                println!("asking the emulator failed ({e}); asking again");
+                return None;
+            }
+        }
     }
     let mut by_job: BTreeMap<u64, Vec<(String, String, bool)>> = BTreeMap::new();
     for instance in reservations.iter().flat_map(|r| r.instances()) {
@@ -234,7 +254,7 @@ async fn instances(
                 alive,
             ));
     }
-    by_job
+    Some(by_job)
 }
 
 fn write_config(dir: &Path, addr: SocketAddr, controller: &str, api: &str, ami: &str) -> PathBuf {
@@ -424,7 +444,7 @@ async fn sigkilled_serve_launches_every_job_exactly_once_and_leaves_nothing_runn
             }
         }
         if !progressed {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
     assert_eq!(killed as u64, kills, "every planned SIGKILL happened");
