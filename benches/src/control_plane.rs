@@ -238,16 +238,7 @@ max_concurrent_per_account = 100000
         let (assumed, jit) = tokio::join!(assume, jit);
         assumed.unwrap();
         jit.unwrap();
-        baseline
-            .ec2
-            .run_instances()
-            .image_id(X64_AMI)
-            .min_count(1)
-            .max_count(1)
-            .subnet_id("subnet-0a5a1d10000000001")
-            .send()
-            .await
-            .unwrap();
+        self.run_instances_alone(baseline).await;
         started.elapsed()
     }
 

@@ -31,7 +31,11 @@ impl Inner {
         // Whatever the job's state (a cancel may arrive mid-launch), a launch
         // under a live claim has not recorded its instance yet: ending it now
         // would leak that instance. The reconciler ends it once recorded.
-        let in_flight = launch.instance_id.is_none() && self.claimed_in_flight(record);
+        let in_flight = launch.instance_id.is_none()
+            && record
+                .lease
+                .as_ref()
+                .is_some_and(|l| l.expires_at > self.clock.now());
         if in_flight {
             return Ok(());
         }
@@ -84,22 +88,6 @@ impl Inner {
             .await?;
         self.release_slot_if_idle_in(&updated.value);
         self.settle_from(updated).await
-    }
-
-    /// Whether a launch of `record` may be in flight: a live claim of
-    /// another replica, or of this one with its task still running. A claim
-    /// of this replica's left from before a restart holds no launch.
-    pub(super) fn claimed_in_flight(&self, record: &JobRecord) -> bool {
-        let Some(lease) = record.lease.as_ref() else {
-            return false;
-        };
-        lease.expires_at > self.clock.now()
-            && (lease.owner != self.config.replica_id
-                || self
-                    .scheduled
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .contains(&record.key))
     }
 
     /// Once a finished job's instance is ended: its estimated cost, and

@@ -72,7 +72,7 @@ impl Inner {
         self.end_expired_and_finished(&active, &mut report).await;
         self.end_spares(&active, &mut report).await;
         self.check_waiting(&active, &mut report).await;
-        self.end_unregistered(&mut report).await;
+        self.end_unregistered(&active, &mut report).await;
         self.find_unseen_queued(&active, &mut report).await;
         self.sweep_cloud(&active, &mut report).await;
         self.process_due().await?;
@@ -276,17 +276,17 @@ impl Inner {
     /// covered, is launched again. The waiting jobs of its label set are
     /// checked with GitHub first, in case the webhook saying the runner
     /// took one was lost.
-    async fn end_unregistered(&self, report: &mut ReconcileReport) {
+    ///
+    /// `active` is the pass's snapshot: each candidate is re-read before it
+    /// is ended, after the checks with GitHub may have changed it.
+    async fn end_unregistered(
+        &self,
+        active: &[Versioned<JobRecord>],
+        report: &mut ReconcileReport,
+    ) {
         let now = self.clock.now();
-        let active = match self.list_all(ListJobs::active(1000)).await {
-            Ok(active) => active,
-            Err(e) => {
-                tracing::warn!(error = %e, "listing jobs failed");
-                return;
-            }
-        };
         let mut by_set: BTreeMap<LabelSetKey, Vec<&JobRecord>> = BTreeMap::new();
-        for r in &active {
+        for r in active {
             by_set.entry(r.value.label_set).or_default().push(&r.value);
         }
         for records in by_set.values() {
@@ -309,7 +309,11 @@ impl Inner {
             if stale.is_empty() || waiting.is_empty() {
                 continue;
             }
-            for record in waiting {
+            // Those waiting past `queued_timeout` were asked in this pass.
+            for record in waiting
+                .into_iter()
+                .filter(|r| now.since(r.queued_at) < self.config.queued_timeout)
+            {
                 self.ask_github(record).await;
             }
             for (key, number) in stale {

@@ -129,13 +129,7 @@ impl Inner {
             };
             let r = &record.value;
             let backoff_over = r.next_attempt_at.is_none_or(|t| t <= now);
-            // A claim of this replica's own is free to take again: a task
-            // holding it is in `scheduled` (so not started twice), and one
-            // left from before a restart must not hold the job for its TTL.
-            let claim_free = r
-                .lease
-                .as_ref()
-                .is_none_or(|l| l.expires_at <= now || l.owner == self.config.replica_id);
+            let claim_free = r.lease.as_ref().is_none_or(|l| l.expires_at <= now);
             if backoff_over && claim_free {
                 self.schedule_launch(key);
             }
@@ -163,8 +157,11 @@ impl Inner {
         });
     }
 
-    /// After a restart: slots for the jobs with live instances, the
-    /// launches this replica had in flight, then whatever launches are due.
+    /// After a restart: slots for the jobs with live instances, then
+    /// whatever launches are due. Claims this replica left from before it
+    /// stopped hold no launch any more: they are released first, so every
+    /// rule that trusts a live claim (the plan, the sweep, ending a launch)
+    /// sees them as lapsed and the launch resumes at once.
     pub(super) async fn recover(&self) -> Result<()> {
         for record in self.list_all(ListJobs::active(PAGE)).await? {
             let r = &record.value;
@@ -173,14 +170,14 @@ impl Inner {
             {
                 self.limiter.restore(r.key, account, &r.repository);
             }
-            // A launch this replica had in flight when it stopped: its claim
-            // still looks live to the plan, but no task holds it any more.
-            let own_claim = r
-                .lease
-                .as_ref()
-                .is_some_and(|l| l.owner == self.config.replica_id);
-            if r.state == JobState::Launching && own_claim {
-                self.schedule_launch(r.key);
+            let own_claim = |r: &JobRecord| {
+                r.lease
+                    .as_ref()
+                    .is_some_and(|l| l.owner == self.config.replica_id)
+            };
+            if own_claim(r) {
+                self.update_from(record.clone(), |r| own_claim(r) && r.lease.take().is_some())
+                    .await?;
             }
         }
         self.process_due().await

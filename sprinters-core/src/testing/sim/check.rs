@@ -103,7 +103,8 @@ pub(crate) fn history(
     // One instance per launch (job, attempt, launch number), ever: the
     // client token and the intent record must make a retry find it.
     let mut by_runner: BTreeMap<RunnerName, Vec<String>> = BTreeMap::new();
-    for i in ec2.instances() {
+    let all = ec2.instances();
+    for i in &all {
         if let Some(r) = &i.info.runner_name {
             by_runner
                 .entry(r.clone())
@@ -111,6 +112,7 @@ pub(crate) fn history(
                 .push(i.info.instance_id.to_string());
         }
     }
+    let launched: BTreeSet<JobKey> = all.iter().filter_map(|i| i.info.job).collect();
     for (runner, ids) in by_runner.iter().filter(|(_, ids)| ids.len() > 1) {
         problems.push(format!(
             "runner {runner} was launched {} times: {ids:?}",
@@ -140,8 +142,7 @@ pub(crate) fn history(
             // no failed delivery to redeliver) and that a spare runner took
             // before the reconciler saw it queued: nothing could know of
             // it. Nothing may have been launched for it, though.
-            let unknowable = !world.heard_of.contains(&job.key)
-                && !ec2.instances().iter().any(|i| i.info.job == Some(job.key));
+            let unknowable = !world.heard_of.contains(&job.key) && !launched.contains(&job.key);
             if !unknowable {
                 problems.push(format!(
                     "job {} ({:?}) was never recorded",
@@ -249,4 +250,115 @@ pub(crate) fn history(
         }
     }
     problems
+}
+
+#[cfg(test)]
+mod tests {
+    //! The checker is not vacuous: what it looks for, it reports.
+
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::domain::{InstanceId, JobId, RunAttempt};
+    use crate::testing::sample_record;
+    use crate::testing::sim::sim_engine_config;
+    use crate::testing::sim::world::{SimJob, Vm};
+    use crate::time::{Clock, ManualClock};
+
+    fn vm(job: JobKey, launched_at: Timestamp, runner: Runner) -> Vm {
+        Vm {
+            job: Some(job),
+            runner_name: Some(RunnerName::for_launch(job, 1)),
+            launched_at,
+            boots_at: Some(launched_at),
+            registers: true,
+            reclaim_at: None,
+            shutdown_at: None,
+            runner,
+            alive: true,
+            useless_since: None,
+        }
+    }
+
+    #[test]
+    fn overlong_idle_and_doubled_instances_are_reported() {
+        let config = sim_engine_config();
+        let start = Timestamp::from_millis(0);
+        let mut world = World::new(1, 0, start, config.max_lifetime);
+        let job = JobKey::new(JobId::new(7), RunAttempt::FIRST);
+        for n in 1..=2 {
+            let id = InstanceId::parse(&format!("i-{n:017x}")).unwrap();
+            world.vms.insert(id, vm(job, start, Runner::Idle));
+        }
+        assert!(
+            instances(&mut world, &config, start)
+                .iter()
+                .any(|p| p.contains("2 instances at once"))
+        );
+        let late = start.saturating_add(config.max_lifetime + Duration::from_secs(3600));
+        let problems = instances(&mut world, &config, late);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("past the maximum lifetime")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.contains("served no job")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_stuck_job_a_wrong_conclusion_and_a_leftover_instance_are_reported() {
+        let clock = Arc::new(ManualClock::default());
+        let ec2 = MemoryLauncher::new(clock.clone());
+        let mut world = World::new(1, 2, clock.now(), Duration::from_secs(3600));
+        let keys: Vec<JobKey> = world.jobs.keys().copied().collect();
+        let runner = RunnerName::for_launch(keys[0], 1);
+        for key in &keys {
+            let job: &mut SimJob = world.jobs.get_mut(key).unwrap();
+            job.kind = Kind::Ours;
+            job.status = Status::Completed {
+                conclusion: Conclusion::Success,
+                runner: Some(runner.clone()),
+            };
+        }
+        let mut records = BTreeMap::new();
+        let mut stuck = sample_record(keys[0].job_id.get(), "octo-org/app", 0);
+        stuck.key = keys[0];
+        stuck.state = JobState::Running;
+        let mut wrong = sample_record(keys[1].job_id.get(), "octo-org/app", 0);
+        wrong.key = keys[1];
+        wrong.state = JobState::Cleaned;
+        wrong.conclusion = Some(Conclusion::Failure);
+        records.insert(stuck.key, stuck);
+        records.insert(wrong.key, wrong);
+        let mut orphan = crate::memory::SimInstance {
+            info: crate::ports::InstanceInfo::new(
+                InstanceId::parse("i-00000000000000099").unwrap(),
+                crate::ports::InstanceState::Running,
+            ),
+            account: crate::domain::AccountId::parse(super::super::world::ACCOUNT).unwrap(),
+            region: crate::domain::Region::us_east_1(),
+            availability_zone: crate::domain::AvailabilityZone::parse("us-east-1a").unwrap(),
+            instance_type: crate::domain::InstanceType::parse("t3.large").unwrap(),
+            controller_id: "sim-controller".into(),
+            idempotency_token: "t".into(),
+        };
+        orphan.info.job = Some(keys[0]);
+        ec2.insert(orphan);
+
+        let problems = history(&world, &records, &ec2);
+        for expected in [
+            "is stuck in Running",
+            "concluded Success on GitHub",
+            "is still running",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.contains(expected)),
+                "{expected}: {problems:?}"
+            );
+        }
+    }
 }

@@ -48,7 +48,6 @@ pub(crate) struct SimJob {
     pub(crate) repository: Repository,
     pub(crate) labels: Vec<String>,
     pub(crate) kind: Kind,
-    pub(crate) spot_rerun: bool,
     pub(crate) arrives_at: Timestamp,
     pub(crate) run_for: Duration,
     /// Cancelled while queued at this time, if still queued.
@@ -160,7 +159,6 @@ impl World {
                 }),
                 labels: Vec::new(),
                 kind: Kind::Ours,
-                spot_rerun: false,
                 arrives_at: at,
                 run_for: secs(&mut rng, 20..900),
                 cancel_queued_at: (rng.u8(..100) < 5)
@@ -216,7 +214,6 @@ impl World {
             ),
             _ => (vec!["ubuntu-latest".into()], Kind::NotOurs),
         };
-        job.spot_rerun = labels[0].ends_with("spot=rerun");
         job.labels = labels;
         job.kind = kind;
         job
