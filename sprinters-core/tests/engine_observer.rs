@@ -113,3 +113,64 @@ async fn the_observer_hears_launches_ends_and_port_calls() {
             .contains(&(Api::Launcher, "terminate", None))
     );
 }
+
+/// An end that reaches EC2 but not the store (a crash between the two) is
+/// ended again later; the observer hears of the instance once, from the end
+/// that was recorded, so the metric counts instances rather than calls.
+#[tokio::test]
+async fn an_instance_ended_twice_is_heard_of_once() {
+    let bed = TestBed::new();
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let hook_armed = armed.clone();
+    let store = Arc::new(sprinters_core::testing::HookedStore::new(
+        bed.store.clone(),
+        move |record| {
+            let records_end = record.launches.iter().any(|l| l.ended.is_some());
+            if records_end && hook_armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                return Err(sprinters_core::Error::unavailable(
+                    "crashed after terminating",
+                ));
+            }
+            Ok(())
+        },
+    ));
+    let recorder = Arc::new(Recorder::default());
+    let engine = bed
+        .builder()
+        .store(store)
+        .observer(recorder.clone())
+        .build()
+        .unwrap();
+
+    let job = bed.job(1);
+    bed.tell_github(&job.queued());
+    engine
+        .handle(bed.delivery("d-1", job.queued()))
+        .await
+        .unwrap();
+    engine.drain().await;
+    let runner = TestBed::runner(&job, 1);
+    for (id, event) in [
+        ("d-2", job.in_progress(&runner)),
+        ("d-3", job.completed(Conclusion::Success, Some(&runner))),
+    ] {
+        bed.tell_github(&event);
+        engine.handle(bed.delivery(id, event)).await.unwrap();
+    }
+    engine.drain().await;
+    assert!(
+        !armed.load(std::sync::atomic::Ordering::SeqCst),
+        "the first end reached EC2 and failed to record"
+    );
+    assert!(
+        recorder.ended.lock().unwrap().is_empty(),
+        "nothing recorded yet"
+    );
+
+    engine.reconcile().await.unwrap();
+    let ended = recorder.ended.lock().unwrap().clone();
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert_eq!(ended[0].0, EndReason::JobCompleted);
+    let record = bed.record(&job).await;
+    assert!(record.launches[0].ended.is_some(), "{record:?}");
+}

@@ -39,6 +39,7 @@ impl Inner {
         if in_flight {
             return Ok(());
         }
+        let mut terminated = None;
         if let (Some(instance_id), Some(account)) = (&launch.instance_id, &record.account) {
             let credentials = self
                 .credentials
@@ -54,11 +55,7 @@ impl Inner {
                 instance_id.clone(),
             );
             let outcome = self.launcher.terminate(request).await?;
-            self.observer.instance_ended(&InstanceEnded {
-                reason,
-                was_running: outcome.was_running,
-            });
-            tracing::info!(instance = %instance_id, reason = reason.as_str(), was_running = outcome.was_running, "instance ended");
+            terminated = Some((instance_id.clone(), outcome.was_running));
         }
         if reason != EndReason::JobCompleted
             && let Some(runner_id) = launch.runner_id
@@ -71,8 +68,10 @@ impl Inner {
             }
         }
         let now = self.clock.now();
+        let mut recorded = false;
         let updated = self
             .update_from(current, |r| {
+                recorded = false;
                 let Some(l) = r.launches.iter_mut().find(|l| l.number == number) else {
                     return false;
                 };
@@ -83,9 +82,20 @@ impl Inner {
                 if l.taken_by.is_none() {
                     l.taken_by = taken_by;
                 }
+                recorded = true;
                 true
             })
             .await?;
+        // Two paths may end one launch at once (the completed webhook and the
+        // reconciler): both terminate (idempotent), only the one that records
+        // the end counts it, so the metric counts instances, not calls.
+        if recorded && let Some((instance_id, was_running)) = terminated {
+            self.observer.instance_ended(&InstanceEnded {
+                reason,
+                was_running,
+            });
+            tracing::info!(instance = %instance_id, reason = reason.as_str(), was_running, "instance ended");
+        }
         self.release_slot_if_idle_in(&updated.value);
         self.settle_from(updated).await
     }
