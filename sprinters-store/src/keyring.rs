@@ -30,7 +30,7 @@ const RESERVE_BLOCK: u64 = 1 << 20;
 /// A data key is retired after this many seals: far below the 2^32 that
 /// NIST allows for random 96-bit nonces.
 pub(crate) const SEALS_PER_KEY: u64 = if cfg!(test) { 5 } else { 1 << 30 };
-const CHECK: &[u8] = b"sprinters key ring v1";
+pub(crate) const CHECK: &[u8] = b"sprinters key ring v1";
 const FILE: &str = "keyring.json";
 
 /// Records of no account (a rejected job, a delivery id) use this scope.
@@ -92,20 +92,20 @@ impl std::fmt::Debug for KeyRing {
     }
 }
 
-fn wrap_aad(id: u32, scope: &str) -> Vec<u8> {
+pub(crate) fn wrap_aad(id: u32, scope: &str) -> Vec<u8> {
     let mut aad = b"sprinters data key ".to_vec();
     aad.extend_from_slice(&id.to_le_bytes());
     aad.extend_from_slice(scope.as_bytes());
     aad
 }
 
-fn encode(nonce: &[u8; NONCE_LEN], ct: &[u8]) -> String {
+pub(crate) fn encode(nonce: &[u8; NONCE_LEN], ct: &[u8]) -> String {
     let mut bytes = nonce.to_vec();
     bytes.extend_from_slice(ct);
     STANDARD.encode(bytes)
 }
 
-fn decode(text: &str) -> Option<([u8; NONCE_LEN], Vec<u8>)> {
+pub(crate) fn decode(text: &str) -> Option<([u8; NONCE_LEN], Vec<u8>)> {
     let bytes = STANDARD.decode(text).ok()?;
     if bytes.len() < NONCE_LEN {
         return None;
@@ -114,7 +114,7 @@ fn decode(text: &str) -> Option<([u8; NONCE_LEN], Vec<u8>)> {
     Some((nonce.try_into().ok()?, ct.to_vec()))
 }
 
-fn random_key() -> Zeroizing<[u8; 32]> {
+pub(crate) fn random_key() -> Zeroizing<[u8; 32]> {
     let mut key = Zeroizing::new([0u8; 32]);
     OsRng.fill_bytes(key.as_mut());
     key
@@ -435,6 +435,11 @@ impl std::fmt::Debug for OpaqueIds {
 }
 
 impl OpaqueIds {
+    /// Keyed hashes under `key`.
+    pub(crate) fn new(key: Zeroizing<[u8; 32]>) -> Self {
+        Self(key)
+    }
+
     pub(crate) fn id(&self, domain: &str, data: &[u8]) -> [u8; 16] {
         // HMAC pads a key shorter than the hash's block with zeros; doing
         // it here makes the construction infallible.

@@ -12,6 +12,8 @@ mod keyring;
 mod keys;
 mod latency;
 mod log;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod store;
 mod vault;
 
@@ -20,4 +22,6 @@ pub use keys::{
     EnvKeyProvider, FileKeyProvider, KeyProvider, MASTER_KEY_ENV, MasterKey, StaticKeyProvider,
 };
 pub use latency::SyncLatency;
+#[cfg(feature = "postgres")]
+pub use postgres::{DATABASE_URL_ENV, PostgresJobStore, PostgresStoreBuilder};
 pub use store::{FileJobStore, OpenReport};

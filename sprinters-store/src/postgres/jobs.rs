@@ -1,0 +1,446 @@
+//! The `JobStore` on PostgreSQL: one row per job, compare-and-swap on its
+//! `version`, the launch claim in two columns taken under a row lock.
+
+use async_trait::async_trait;
+use sprinters_core::domain::{DeliveryId, JobKey};
+use sprinters_core::job::{JobRecord, Lease};
+use sprinters_core::ports::{
+    AcquireLease, ClaimJob, DeliveryRecorded, JobCursor, JobPage, JobStore, LeaseGrant, ListJobs,
+    Purge, Purged, PutJob, RecordDelivery, ReleaseLease, Version, Versioned,
+};
+use sprinters_core::time::Timestamp;
+use sprinters_core::{Error, Result};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use super::PostgresJobStore;
+use crate::frame::{self, Kind};
+
+/// Retention deletes this many rows per statement, so that a large purge
+/// never holds many locks or one long transaction.
+const PURGE_BATCH: i64 = 1000;
+
+const COLUMNS: &str = "version, sealed_version, key_id, body, lease_owner, lease_expires";
+
+fn millis(t: Timestamp) -> i64 {
+    i64::try_from(t.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn job_id_bytes(key: JobKey) -> [u8; 12] {
+    let mut b = [0u8; 12];
+    b[..8].copy_from_slice(&key.job_id.get().to_le_bytes());
+    b[8..].copy_from_slice(&key.run_attempt.get().to_le_bytes());
+    b
+}
+
+/// The columns a write sets, computed from the record.
+struct Columns {
+    id: Vec<u8>,
+    queued_at: i64,
+    state: &'static str,
+    active: bool,
+    owner_h: Vec<u8>,
+    account_h: Option<Vec<u8>>,
+    label_h: Vec<u8>,
+    lease_owner: Option<String>,
+    lease_expires: Option<i64>,
+}
+
+impl PostgresJobStore {
+    fn record_id(&self, key: JobKey) -> Vec<u8> {
+        self.inner.keys.opaque("job", &job_id_bytes(key))
+    }
+
+    fn columns(&self, record: &JobRecord) -> Result<Columns> {
+        let keys = &self.inner.keys;
+        let labels = postcard::to_allocvec(&record.label_set)
+            .map_err(|e| Error::integrity(format!("encoding a label set: {e}")))?;
+        Ok(Columns {
+            id: self.record_id(record.key),
+            queued_at: millis(record.queued_at),
+            state: record.state.as_str(),
+            active: record.is_active(),
+            owner_h: keys.opaque(
+                "owner",
+                record.owner().as_str().to_ascii_lowercase().as_bytes(),
+            ),
+            account_h: record
+                .account
+                .as_ref()
+                .map(|a| keys.opaque("account", a.as_str().as_bytes())),
+            label_h: keys.opaque("labels", &labels),
+            lease_owner: record.lease.as_ref().map(|l| l.owner.clone()),
+            lease_expires: record.lease.as_ref().map(|l| millis(l.expires_at)),
+        })
+    }
+
+    /// The body of `record` sealed for `version`. The claim lives in its
+    /// columns, so the body is sealed without it.
+    async fn seal(&self, record: &JobRecord, id: &[u8], version: u64) -> Result<(u32, Vec<u8>)> {
+        let mut bare = record.clone();
+        bare.lease = None;
+        let plaintext = zeroize::Zeroizing::new(
+            postcard::to_allocvec(&bare)
+                .map_err(|e| Error::integrity(format!("encoding a record: {e}")))?,
+        );
+        let record_id: [u8; 16] = id
+            .try_into()
+            .map_err(|_| Error::integrity("a record id is not 16 bytes"))?;
+        let scope = self.inner.keys.scope_of(record.account.as_ref());
+        self.inner
+            .keys
+            .seal(
+                &self.inner.db,
+                &scope,
+                |key_id| frame::aad(Kind::Job, key_id, &record_id, version).to_vec(),
+                &plaintext,
+            )
+            .await
+    }
+
+    /// A row of [`COLUMNS`] back to a record; `None` when shredded.
+    async fn open_row(&self, id: &[u8], row: &Row) -> Result<Option<Versioned<JobRecord>>> {
+        let version: i64 = row.get(0);
+        let sealed_version: i64 = row.get(1);
+        let key_id: i32 = row.get(2);
+        let body: &[u8] = row.get(3);
+        let lease_owner: Option<String> = row.get(4);
+        let lease_expires: Option<i64> = row.get(5);
+        let record_id: [u8; 16] = id
+            .try_into()
+            .map_err(|_| Error::integrity("a record id in the database is not 16 bytes"))?;
+        let aad = frame::aad(Kind::Job, key_id as u32, &record_id, sealed_version as u64);
+        let Some(plaintext) = self
+            .inner
+            .keys
+            .open_body(&self.inner.db, key_id as u32, &aad, body, "a job record")
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut record: JobRecord = postcard::from_bytes(&plaintext)
+            .map_err(|e| Error::integrity(format!("a job record is undecodable: {e}")))?;
+        record.lease = match (lease_owner, lease_expires) {
+            (Some(owner), Some(at)) => Some(Lease {
+                owner,
+                expires_at: Timestamp::from_millis(at.max(0) as u64),
+            }),
+            _ => None,
+        };
+        Ok(Some(Versioned {
+            value: record,
+            version: version as u64,
+        }))
+    }
+}
+
+#[async_trait]
+impl JobStore for PostgresJobStore {
+    async fn get_job(&self, key: JobKey) -> Result<Option<Versioned<JobRecord>>> {
+        let db = &self.inner.db;
+        let id = self.record_id(key);
+        let client = db.client().await?;
+        let sql = format!("SELECT {COLUMNS} FROM sprinters_jobs WHERE id = $1");
+        match db.query_opt(&client, &sql, &[&id]).await? {
+            Some(row) => self.open_row(&id, &row).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn put_job(&self, request: PutJob) -> Result<Version> {
+        let db = &self.inner.db;
+        let record = &request.record;
+        let c = self.columns(record)?;
+        let version = request.expected.map_or(1, |v| v + 1);
+        let (key_id, body) = self.seal(record, &c.id, version).await?;
+        let version_sql = version as i64;
+        let key_id = key_id as i32;
+        let client = db.client().await?;
+        let written = match request.expected {
+            None => {
+                db.execute(
+                    &client,
+                    "INSERT INTO sprinters_jobs (id, version, sealed_version, key_id, body, \
+                     queued_at, state, active, owner_h, account_h, label_h, lease_owner, lease_expires) \
+                     VALUES ($1, $2, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                     ON CONFLICT (id) DO NOTHING",
+                    &[
+                        &c.id, &version_sql, &key_id, &body, &c.queued_at, &c.state, &c.active,
+                        &c.owner_h, &c.account_h, &c.label_h, &c.lease_owner, &c.lease_expires,
+                    ],
+                )
+                .await?
+            }
+            Some(expected) => {
+                db.execute(
+                    &client,
+                    "UPDATE sprinters_jobs SET version = $2, sealed_version = $2, key_id = $3, \
+                     body = $4, queued_at = $5, state = $6, active = $7, owner_h = $8, \
+                     account_h = $9, label_h = $10, lease_owner = $11, lease_expires = $12 \
+                     WHERE id = $1 AND version = $13",
+                    &[
+                        &c.id, &version_sql, &key_id, &body, &c.queued_at, &c.state, &c.active,
+                        &c.owner_h, &c.account_h, &c.label_h, &c.lease_owner, &c.lease_expires,
+                        &(expected as i64),
+                    ],
+                )
+                .await?
+            }
+        };
+        if written == 1 {
+            return Ok(version);
+        }
+        Err(match request.expected {
+            None => Error::conflict(format!("job {} already exists", record.key)),
+            Some(expected) => Error::conflict(format!(
+                "job {} is not at version {expected} (changed by another writer, or absent)",
+                record.key
+            )),
+        })
+    }
+
+    async fn claim_job(&self, request: ClaimJob) -> Result<Option<Versioned<JobRecord>>> {
+        let db = &self.inner.db;
+        let id = self.record_id(request.key);
+        let now = millis(request.now);
+        let until = millis(request.now.saturating_add(request.ttl));
+        let client = db.client().await?;
+        // One statement: lock the row unless another writer has it, take
+        // the claim if it is free, ours or lapsed, and return the record.
+        let claim = format!(
+            "WITH free AS (SELECT id FROM sprinters_jobs WHERE id = $1 \
+               AND (lease_owner IS NULL OR lease_owner = $2 OR lease_expires <= $3) \
+               FOR UPDATE SKIP LOCKED) \
+             UPDATE sprinters_jobs j SET lease_owner = $2, lease_expires = $4, version = j.version + 1 \
+             FROM free WHERE j.id = free.id RETURNING {}",
+            COLUMNS
+                .split(", ")
+                .map(|c| format!("j.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for _ in 0..8 {
+            if let Some(row) = db
+                .query_opt(&client, &claim, &[&id, &request.owner, &now, &until])
+                .await?
+            {
+                return self.open_row(&id, &row).await;
+            }
+            // Not taken: absent, claimed by another, or locked by a write
+            // in flight (a single statement: it is over in an instant).
+            let held = db
+                .query_opt(
+                    &client,
+                    "SELECT lease_owner, lease_expires FROM sprinters_jobs WHERE id = $1",
+                    &[&id],
+                )
+                .await?;
+            let Some(held) = held else {
+                return Ok(None);
+            };
+            let owner: Option<String> = held.get(0);
+            let expires: Option<i64> = held.get(1);
+            let taken =
+                owner.is_some_and(|o| o != request.owner) && expires.is_some_and(|e| e > now);
+            if taken {
+                return Ok(None);
+            }
+        }
+        Ok(None)
+    }
+
+    async fn list_jobs(&self, request: ListJobs) -> Result<JobPage> {
+        let db = &self.inner.db;
+        let keys = &self.inner.keys;
+        let mut clauses: Vec<String> = Vec::new();
+        let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+        let mut bind = |clause: &str, value: Box<dyn ToSql + Sync + Send>| {
+            params.push(value);
+            clauses.push(clause.replace('?', &format!("${}", params.len())));
+        };
+        if let Some(owner) = &request.owner {
+            let h = keys.opaque("owner", owner.as_str().to_ascii_lowercase().as_bytes());
+            bind("owner_h = ?", Box::new(h));
+        }
+        if let Some(account) = &request.account {
+            bind(
+                "account_h = ?",
+                Box::new(keys.opaque("account", account.as_str().as_bytes())),
+            );
+        }
+        if let Some(labels) = request.label_set {
+            let bytes = postcard::to_allocvec(&labels)
+                .map_err(|e| Error::integrity(format!("encoding a label set: {e}")))?;
+            bind("label_h = ?", Box::new(keys.opaque("labels", &bytes)));
+        }
+        if let Some(states) = &request.states {
+            let names: Vec<String> = states.iter().map(|s| s.as_str().to_owned()).collect();
+            bind("state = ANY(?)", Box::new(names));
+        }
+        if let Some(from) = request.queued_from {
+            bind("queued_at >= ?", Box::new(millis(from)));
+        }
+        if let Some(until) = request.queued_until {
+            bind("queued_at < ?", Box::new(millis(until)));
+        }
+        if let Some(cursor) = request.cursor {
+            bind("queued_at <= ?", Box::new(millis(cursor.queued_at)));
+            let n = params.len();
+            params.push(Box::new(self.record_id(cursor.key)));
+            clauses.push(format!("(queued_at, id) < (${n}, ${})", n + 1));
+        }
+        if request.active_only {
+            clauses.push("active".to_owned());
+        }
+        let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
+        params.push(Box::new(limit));
+        let filter = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        let sql = format!(
+            "SELECT {COLUMNS}, id FROM sprinters_jobs {filter} \
+             ORDER BY queued_at DESC, id DESC LIMIT ${}",
+            params.len()
+        );
+        let refs: Vec<&(dyn ToSql + Sync)> = params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        let client = db.client().await?;
+        let rows = db.query(&client, &sql, &refs).await?;
+        let full = rows.len() == request.limit && request.limit > 0;
+        let mut jobs = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: Vec<u8> = row.get(6);
+            // A shredded record (its account deleted) is no longer history.
+            if let Some(record) = self.open_row(&id, row).await? {
+                jobs.push(record);
+            }
+        }
+        let next = full
+            .then(|| jobs.last().map(|j| JobCursor::after(&j.value)))
+            .flatten();
+        Ok(JobPage::new(jobs, next))
+    }
+
+    async fn delivery_seen(&self, id: DeliveryId) -> Result<bool> {
+        let db = &self.inner.db;
+        let h = self.inner.keys.opaque("delivery", id.as_str().as_bytes());
+        let client = db.client().await?;
+        Ok(db
+            .query_opt(
+                &client,
+                "SELECT 1 FROM sprinters_deliveries WHERE id = $1",
+                &[&h],
+            )
+            .await?
+            .is_some())
+    }
+
+    async fn record_delivery(&self, request: RecordDelivery) -> Result<DeliveryRecorded> {
+        let db = &self.inner.db;
+        let h = self
+            .inner
+            .keys
+            .opaque("delivery", request.id.as_str().as_bytes());
+        let client = db.client().await?;
+        // The primary key de-duplicates: of two replicas recording one
+        // delivery at once, exactly one inserts.
+        let inserted = db
+            .execute(
+                &client,
+                "INSERT INTO sprinters_deliveries (id, received_at) VALUES ($1, $2) \
+                 ON CONFLICT (id) DO NOTHING",
+                &[&h, &millis(request.received_at)],
+            )
+            .await?;
+        Ok(DeliveryRecorded::new(inserted == 1))
+    }
+
+    async fn acquire_lease(&self, request: AcquireLease) -> Result<LeaseGrant> {
+        let db = &self.inner.db;
+        let now = millis(request.now);
+        let until = millis(request.now.saturating_add(request.ttl));
+        let client = db.client().await?;
+        let granted = db
+            .query_opt(
+                &client,
+                "INSERT INTO sprinters_leases (name, holder, expires_at) VALUES ($1, $2, $4) \
+                 ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at \
+                 WHERE sprinters_leases.holder = EXCLUDED.holder OR sprinters_leases.expires_at <= $3 \
+                 RETURNING holder, expires_at",
+                &[&request.name, &request.owner, &now, &until],
+            )
+            .await?;
+        let (acquired, row) = match granted {
+            Some(row) => (true, row),
+            None => (
+                false,
+                db.query_one(
+                    &client,
+                    "SELECT holder, expires_at FROM sprinters_leases WHERE name = $1",
+                    &[&request.name],
+                )
+                .await?,
+            ),
+        };
+        let expires: i64 = row.get(1);
+        Ok(LeaseGrant::new(
+            acquired,
+            row.get(0),
+            Timestamp::from_millis(expires.max(0) as u64),
+        ))
+    }
+
+    async fn release_lease(&self, request: ReleaseLease) -> Result<()> {
+        let db = &self.inner.db;
+        let client = db.client().await?;
+        db.execute(
+            &client,
+            "DELETE FROM sprinters_leases WHERE name = $1 AND holder = $2",
+            &[&request.name, &request.owner],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn purge(&self, request: Purge) -> Result<Purged> {
+        let db = &self.inner.db;
+        let before = millis(request.before);
+        let client = db.client().await?;
+        let mut purged = Purged::default();
+        // In batches: each statement is short, and concurrent writers skip
+        // nothing (rows being written are skipped here, not waited for).
+        loop {
+            let n = db
+                .execute(
+                    &client,
+                    "DELETE FROM sprinters_jobs WHERE id IN (SELECT id FROM sprinters_jobs \
+                     WHERE NOT active AND queued_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                    &[&before, &PURGE_BATCH],
+                )
+                .await?;
+            purged.jobs += n as usize;
+            if n < PURGE_BATCH as u64 {
+                break;
+            }
+        }
+        loop {
+            let n = db
+                .execute(
+                    &client,
+                    "DELETE FROM sprinters_deliveries WHERE id IN (SELECT id FROM sprinters_deliveries \
+                     WHERE received_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                    &[&before, &PURGE_BATCH],
+                )
+                .await?;
+            purged.deliveries += n as usize;
+            if n < PURGE_BATCH as u64 {
+                break;
+            }
+        }
+        Ok(purged)
+    }
+}

@@ -1,0 +1,305 @@
+//! The key ring in the database: the master-key check and the index key in
+//! `sprinters_keyring`, one row per data key in `sprinters_data_keys`, every
+//! key wrapped by the master key exactly as in `keyring.json`.
+//!
+//! Replicas share the data keys. Seals are counted by reserving blocks in
+//! the key's row (`reserved`), so that, summed over replicas and crashes,
+//! a key is never used past its limit; a replica's unused rest of a block
+//! is simply lost.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use sprinters_core::{Error, Result};
+use zeroize::Zeroizing;
+
+use super::Db;
+use crate::crypto::{Cipher, NONCE_LEN};
+use crate::keyring::{
+    CHECK, OpaqueIds, SEALS_PER_KEY, SYSTEM_SCOPE, decode, encode, random_key, wrap_aad,
+};
+use crate::keys::MasterKey;
+
+/// Seals reserved from a key's row at a time.
+const BLOCK: u64 = if SEALS_PER_KEY < 1 << 20 {
+    SEALS_PER_KEY
+} else {
+    1 << 20
+};
+
+#[derive(Default)]
+struct Known {
+    /// Every data key seen, by id; `None` once destroyed.
+    ciphers: HashMap<u32, Option<Arc<Cipher>>>,
+    /// Per scope: the key new records use and the seals left of this
+    /// replica's block.
+    sealing: HashMap<String, (u32, u64)>,
+}
+
+/// The key ring of one replica: the master cipher, the index key and the
+/// data keys it has used so far. `Debug` shows nothing of the keys.
+pub(crate) struct DbKeys {
+    master: Cipher,
+    ids: OpaqueIds,
+    known: Mutex<Known>,
+}
+
+impl std::fmt::Debug for DbKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DbKeys([REDACTED])")
+    }
+}
+
+impl DbKeys {
+    /// Reads the key ring, creating it on first use. A wrong master key is
+    /// refused before anything is written.
+    pub(crate) async fn open(db: &Db, master: &MasterKey) -> Result<Self> {
+        let cipher = Cipher::new(master.bytes());
+        let index_key = random_key();
+        let (n, ct) = cipher.seal(b"check", CHECK);
+        let (n2, ct2) = cipher.seal(b"index key", index_key.as_ref());
+        let client = db.client().await?;
+        // Two replicas creating it at once: one insert wins, both read it.
+        db.execute(
+            &client,
+            "INSERT INTO sprinters_keyring (id, check_sealed, index_key_sealed) \
+             VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING",
+            &[&encode(&n, &ct), &encode(&n2, &ct2)],
+        )
+        .await?;
+        let row = db
+            .query_one(
+                &client,
+                "SELECT check_sealed, index_key_sealed FROM sprinters_keyring WHERE id = 1",
+                &[],
+            )
+            .await?;
+        let wrong_key = || {
+            Error::config(
+                "the master key does not open the database's key ring (a different key, or a damaged row); nothing was changed",
+            )
+        };
+        let (n, ct) = decode(row.get(0)).ok_or_else(wrong_key)?;
+        if cipher.open(&n, b"check", &ct).ok().as_deref() != Some(CHECK) {
+            return Err(wrong_key());
+        }
+        let (n, ct) = decode(row.get(1)).ok_or_else(wrong_key)?;
+        let raw = Zeroizing::new(
+            cipher
+                .open(&n, b"index key", &ct)
+                .map_err(|_| wrong_key())?,
+        );
+        let index_key: Zeroizing<[u8; 32]> =
+            Zeroizing::new(raw.as_slice().try_into().map_err(|_| wrong_key())?);
+        Ok(Self {
+            master: cipher,
+            ids: OpaqueIds::new(index_key),
+            known: Mutex::new(Known::default()),
+        })
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A keyed hash naming a record or a filter value without saying what.
+    pub(crate) fn opaque(&self, domain: &str, data: &[u8]) -> Vec<u8> {
+        self.ids.id(domain, data).to_vec()
+    }
+
+    /// The scope of an account's records (a keyed hash), or the system's.
+    pub(crate) fn scope_of(&self, account: Option<&sprinters_core::domain::AccountId>) -> String {
+        match account {
+            None => SYSTEM_SCOPE.to_owned(),
+            Some(a) => self
+                .ids
+                .id("account", a.as_str().as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        }
+    }
+
+    /// Seals `plaintext` bound to `aad` under the current key of `scope`:
+    /// the key's id and `nonce || ciphertext`.
+    pub(crate) async fn seal(
+        &self,
+        db: &Db,
+        scope: &str,
+        aad: impl Fn(u32) -> Vec<u8>,
+        plaintext: &[u8],
+    ) -> Result<(u32, Vec<u8>)> {
+        let (id, cipher) = self.sealing_key(db, scope).await?;
+        let (nonce, ct) = cipher.seal(&aad(id), plaintext);
+        let mut body = Vec::with_capacity(NONCE_LEN + ct.len());
+        body.extend_from_slice(&nonce);
+        body.extend_from_slice(&ct);
+        Ok((id, body))
+    }
+
+    /// Opens a body sealed by [`DbKeys::seal`]; `None` when its key was
+    /// destroyed (the record is shredded).
+    pub(crate) async fn open_body(
+        &self,
+        db: &Db,
+        key_id: u32,
+        aad: &[u8],
+        body: &[u8],
+        what: &str,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        let Some(cipher) = self.cipher(db, key_id).await? else {
+            return Ok(None);
+        };
+        let unauthentic = || Error::integrity(format!("{what} fails authentication"));
+        if body.len() < NONCE_LEN {
+            return Err(unauthentic());
+        }
+        let (nonce, ct) = body.split_at(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| unauthentic())?;
+        cipher
+            .open(&nonce, aad, ct)
+            .map(|p| Some(Zeroizing::new(p)))
+            .map_err(|_| unauthentic())
+    }
+
+    async fn sealing_key(&self, db: &Db, scope: &str) -> Result<(u32, Arc<Cipher>)> {
+        {
+            let mut known = self.known();
+            let current = known.sealing.get(scope).copied();
+            if let Some((id, left)) = current
+                && left > 0
+                && let Some(Some(cipher)) = known.ciphers.get(&id).cloned()
+            {
+                known.sealing.insert(scope.to_owned(), (id, left - 1));
+                return Ok((id, cipher));
+            }
+        }
+        self.reserve(db, scope).await
+    }
+
+    /// Reserves a block of seals of the scope's active key, rotating a key
+    /// at its limit and creating the first one; replicas racing here agree
+    /// through the one-active-key-per-scope unique index.
+    async fn reserve(&self, db: &Db, scope: &str) -> Result<(u32, Arc<Cipher>)> {
+        let client = db.client().await?;
+        for _ in 0..16 {
+            let active = db
+                .query_opt(
+                    &client,
+                    "SELECT id FROM sprinters_data_keys WHERE scope = $1 AND active",
+                    &[&scope],
+                )
+                .await?;
+            if let Some(row) = active {
+                let id: i32 = row.get(0);
+                let reserved = db
+                    .query_opt(
+                        &client,
+                        "UPDATE sprinters_data_keys SET reserved = reserved + $2 \
+                         WHERE id = $1 AND active RETURNING reserved",
+                        &[&id, &(BLOCK as i64)],
+                    )
+                    .await?;
+                let Some(reserved) = reserved.map(|r| r.get::<_, i64>(0)) else {
+                    continue; // rotated meanwhile
+                };
+                if reserved as u64 > SEALS_PER_KEY {
+                    db.execute(
+                        &client,
+                        "UPDATE sprinters_data_keys SET active = false WHERE id = $1",
+                        &[&id],
+                    )
+                    .await?;
+                    continue;
+                }
+                let id = id as u32;
+                let Some(cipher) = self.cipher(db, id).await? else {
+                    continue;
+                };
+                self.known()
+                    .sealing
+                    .insert(scope.to_owned(), (id, BLOCK - 1));
+                return Ok((id, cipher));
+            }
+            let id: i64 = db
+                .query_one(&client, "SELECT nextval('sprinters_data_key_ids')", &[])
+                .await?
+                .get(0);
+            let id =
+                u32::try_from(id).map_err(|_| Error::integrity("data key ids are exhausted"))?;
+            let raw = random_key();
+            let (n, ct) = self.master.seal(&wrap_aad(id, scope), raw.as_ref());
+            let inserted = db
+                .execute(
+                    &client,
+                    "INSERT INTO sprinters_data_keys (id, scope, wrapped, reserved, active) \
+                     VALUES ($1, $2, $3, $4, true) ON CONFLICT (scope) WHERE active DO NOTHING",
+                    &[&(id as i32), &scope, &encode(&n, &ct), &(BLOCK as i64)],
+                )
+                .await?;
+            if inserted == 1 {
+                let cipher = Arc::new(Cipher::new(&raw));
+                let mut known = self.known();
+                known.ciphers.insert(id, Some(cipher.clone()));
+                known.sealing.insert(scope.to_owned(), (id, BLOCK - 1));
+                return Ok((id, cipher));
+            }
+        }
+        Err(Error::unavailable(
+            "could not settle on a data key: too many replicas rotating at once",
+        ))
+    }
+
+    async fn cipher(&self, db: &Db, id: u32) -> Result<Option<Arc<Cipher>>> {
+        if let Some(known) = self.known().ciphers.get(&id) {
+            return Ok(known.clone());
+        }
+        let client = db.client().await?;
+        let row = db
+            .query_opt(
+                &client,
+                "SELECT scope, wrapped FROM sprinters_data_keys WHERE id = $1",
+                &[&(id as i32)],
+            )
+            .await?
+            .ok_or_else(|| Error::integrity(format!("no data key {id} in the key ring")))?;
+        let scope: String = row.get(0);
+        let wrapped: Option<String> = row.get(1);
+        let cipher = match wrapped {
+            None => None,
+            Some(w) => {
+                let bad = || Error::integrity(format!("data key {id} fails authentication"));
+                let (n, ct) = decode(&w).ok_or_else(bad)?;
+                let raw = Zeroizing::new(
+                    self.master
+                        .open(&n, &wrap_aad(id, &scope), &ct)
+                        .map_err(|_| bad())?,
+                );
+                let bytes: Zeroizing<[u8; 32]> =
+                    Zeroizing::new(raw.as_slice().try_into().map_err(|_| bad())?);
+                Some(Arc::new(Cipher::new(&bytes)))
+            }
+        };
+        self.known().ciphers.insert(id, cipher.clone());
+        Ok(cipher)
+    }
+
+    /// Destroys every data key of `scope` (crypto-shredding); returns how
+    /// many. Other replicas forget them when they restart; the records
+    /// themselves are deleted by the caller.
+    pub(crate) async fn destroy(&self, db: &Db, scope: &str) -> Result<u64> {
+        let client = db.client().await?;
+        let n = db
+            .execute(
+                &client,
+                "UPDATE sprinters_data_keys SET wrapped = NULL, active = false \
+                 WHERE scope = $1 AND wrapped IS NOT NULL",
+                &[&scope],
+            )
+            .await?;
+        let mut known = self.known();
+        known.sealing.remove(scope);
+        known.ciphers.clear();
+        Ok(n)
+    }
+}

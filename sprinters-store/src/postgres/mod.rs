@@ -1,0 +1,297 @@
+//! The PostgreSQL job store: several control-plane replicas share one
+//! database (the `postgres` feature).
+//!
+//! What the database sees: sealed record bodies (AES-256-GCM under the same
+//! per-account data keys as the file store, the key ring itself wrapped by
+//! the master key in the database) and the few columns the queries need:
+//! keyed hashes of the record id, owner, account and label set, the queue
+//! time, the state, and the launch claim's holder and expiry. No
+//! repository, label, instance id or name in clear.
+
+mod jobs;
+mod keys;
+mod schema;
+mod vault;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use secrecy::{ExposeSecret, SecretString};
+use sprinters_core::{Error, Result};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+use crate::keys::KeyProvider;
+use keys::DbKeys;
+
+/// The environment variable [`PostgresStoreBuilder::from_env`] reads.
+pub const DATABASE_URL_ENV: &str = "SPRINTERS_DATABASE_URL";
+
+/// A [`JobStore`](sprinters_core::ports::JobStore) and
+/// [`CredentialVault`](sprinters_core::vault::CredentialVault) on
+/// PostgreSQL. Cheap to clone; clones share the pool.
+#[derive(Clone)]
+pub struct PostgresJobStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    keys: DbKeys,
+}
+
+impl fmt::Debug for PostgresJobStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresJobStore")
+            .field("database", &self.inner.db.target)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Connects a [`PostgresJobStore`]: the URL (a secret: it may hold a
+/// password) and the pool size.
+pub struct PostgresStoreBuilder {
+    url: SecretString,
+    max_connections: usize,
+}
+
+impl fmt::Debug for PostgresStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStoreBuilder")
+            .field("url", &"[REDACTED]")
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+impl PostgresStoreBuilder {
+    /// A builder for `url` (`postgres://user:password@host:port/db`, or the
+    /// key-value form), with a pool of 16 connections.
+    pub fn new(url: SecretString) -> Self {
+        Self {
+            url,
+            max_connections: 16,
+        }
+    }
+
+    /// The URL from `SPRINTERS_DATABASE_URL`.
+    pub fn from_env() -> Result<Self> {
+        let url = std::env::var(DATABASE_URL_ENV)
+            .map_err(|_| Error::config(format!("{DATABASE_URL_ENV} is not set")))?;
+        Ok(Self::new(SecretString::from(url)))
+    }
+
+    /// At most `n` connections (at least 1).
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// Connects, applies the migrations this build has and the database
+    /// lacks, and opens (or creates) the key ring with the master key that
+    /// `keys` supplies. A wrong key, an unreachable server or a database
+    /// newer than this build is an error that names it; nothing is written
+    /// then but the migrations.
+    pub async fn connect(self, keys: &dyn KeyProvider) -> Result<PostgresJobStore> {
+        let config = tokio_postgres::Config::from_str(self.url.expose_secret()).map_err(|e| {
+            // The parser's message never repeats the URL.
+            Error::config(format!("the database URL is not valid: {e}"))
+        })?;
+        let target = describe(&config);
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(self.max_connections)
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| Error::config(format!("building the connection pool: {e}")))?;
+        let db = Db {
+            pool,
+            target,
+            round_trips: AtomicU64::new(0),
+        };
+        {
+            let mut client = db.client().await?;
+            schema::migrate(&mut client).await?;
+        }
+        let master = keys.master_key().await?;
+        let keys = DbKeys::open(&db, &master).await?;
+        Ok(PostgresJobStore {
+            inner: Arc::new(Inner { db, keys }),
+        })
+    }
+}
+
+impl PostgresJobStore {
+    /// [`PostgresStoreBuilder::new`].
+    pub fn builder(url: SecretString) -> PostgresStoreBuilder {
+        PostgresStoreBuilder::new(url)
+    }
+
+    /// Statements sent to the server so far (each one network round trip;
+    /// the first use of a statement on a connection adds one to prepare it).
+    pub fn round_trips(&self) -> u64 {
+        self.inner.db.round_trips.load(Ordering::Relaxed)
+    }
+
+    /// The schema version this build migrates to.
+    pub fn schema_version() -> i32 {
+        schema::LATEST
+    }
+
+    /// Destroys the data keys of `account` and deletes its records and its
+    /// stored access key: nobody can read them any more (crypto-shredding),
+    /// even from a backup of the database. Returns the keys destroyed.
+    pub async fn delete_account(&self, account: &sprinters_core::domain::AccountId) -> Result<u64> {
+        let db = &self.inner.db;
+        let account_h = self
+            .inner
+            .keys
+            .opaque("account", account.as_str().as_bytes());
+        let scope = self.inner.keys.scope_of(Some(account));
+        let n = self.inner.keys.destroy(db, &scope).await?;
+        let client = db.client().await?;
+        db.execute(
+            &client,
+            "DELETE FROM sprinters_jobs WHERE account_h = $1",
+            &[&account_h],
+        )
+        .await?;
+        db.execute(
+            &client,
+            "DELETE FROM sprinters_vault WHERE account_h = $1",
+            &[&account_h],
+        )
+        .await?;
+        Ok(n)
+    }
+}
+
+/// The pool and the statement counter.
+pub(crate) struct Db {
+    pool: Pool,
+    /// `host:port/dbname`, for messages: never the user or password.
+    target: String,
+    round_trips: AtomicU64,
+}
+
+impl Db {
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Client> {
+        self.pool.get().await.map_err(|e| {
+            let message = format!("connecting to the database at {}: {e}", self.target);
+            match e {
+                deadpool_postgres::PoolError::Backend(source) => pg_error(&message, source),
+                _ => Error::unavailable(message),
+            }
+        })
+    }
+
+    async fn statement(
+        &self,
+        client: &deadpool_postgres::Client,
+        sql: &str,
+    ) -> Result<tokio_postgres::Statement> {
+        client
+            .prepare_cached(sql)
+            .await
+            .map_err(|e| pg_error("preparing a statement", e))
+    }
+
+    pub(crate) async fn query(
+        &self,
+        client: &deadpool_postgres::Client,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>> {
+        let statement = self.statement(client, sql).await?;
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        client
+            .query(&statement, params)
+            .await
+            .map_err(|e| pg_error("querying", e))
+    }
+
+    pub(crate) async fn query_opt(
+        &self,
+        client: &deadpool_postgres::Client,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>> {
+        let statement = self.statement(client, sql).await?;
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        client
+            .query_opt(&statement, params)
+            .await
+            .map_err(|e| pg_error("querying", e))
+    }
+
+    pub(crate) async fn query_one(
+        &self,
+        client: &deadpool_postgres::Client,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row> {
+        self.query_opt(client, sql, params)
+            .await?
+            .ok_or_else(|| Error::integrity("the database returned no row where one was due"))
+    }
+
+    pub(crate) async fn execute(
+        &self,
+        client: &deadpool_postgres::Client,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64> {
+        let statement = self.statement(client, sql).await?;
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        client
+            .execute(&statement, params)
+            .await
+            .map_err(|e| pg_error("writing", e))
+    }
+}
+
+fn describe(config: &tokio_postgres::Config) -> String {
+    use tokio_postgres::config::Host;
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config.get_dbname().unwrap_or("(default)");
+    format!("{host}:{port}/{db}")
+}
+
+/// Maps a driver error: a lost or refused connection and the server's
+/// transient states are retryable, a unique violation is a `Conflict`,
+/// missing privileges are `PermissionDenied`, the rest `Unavailable`.
+pub(crate) fn pg_error(doing: &str, e: tokio_postgres::Error) -> Error {
+    use tokio_postgres::error::SqlState;
+    let message = match e.as_db_error() {
+        Some(db) => format!("{doing}: {} ({})", db.message(), db.code().code()),
+        None => format!("{doing}: {e}"),
+    };
+    let error = match e.code() {
+        Some(c) if *c == SqlState::UNIQUE_VIOLATION => Error::conflict(message),
+        Some(c) if *c == SqlState::INSUFFICIENT_PRIVILEGE => Error::permission_denied(format!(
+            "{message}: the database user needs SELECT, INSERT, UPDATE and DELETE on the sprinters_* tables (and CREATE for the migrations)"
+        )),
+        Some(c)
+            if *c == SqlState::INVALID_PASSWORD
+                || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION =>
+        {
+            Error::permission_denied(message)
+        }
+        _ => Error::unavailable(message),
+    };
+    error.with_source(e)
+}

@@ -1,0 +1,143 @@
+//! Versioned schema migrations, applied at start under an advisory lock so
+//! that replicas starting together apply each one exactly once.
+
+use deadpool_postgres::Client;
+use sprinters_core::Result;
+
+use super::pg_error;
+
+/// Held while migrating; any constant unlikely to collide with the
+/// application's own advisory locks.
+const MIGRATION_LOCK: i64 = 0x5370_7269_6e74_6572; // "Sprinter"
+
+/// The migrations, in order; a migration is never edited once released,
+/// only followed by a new one.
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    r#"
+CREATE TABLE sprinters_keyring (
+    id smallint PRIMARY KEY CHECK (id = 1),
+    check_sealed text NOT NULL,
+    index_key_sealed text NOT NULL
+);
+CREATE TABLE sprinters_data_keys (
+    id integer PRIMARY KEY,
+    scope text NOT NULL,
+    wrapped text,
+    reserved bigint NOT NULL,
+    active boolean NOT NULL
+);
+CREATE SEQUENCE sprinters_data_key_ids;
+CREATE UNIQUE INDEX sprinters_data_keys_one_active ON sprinters_data_keys (scope) WHERE active;
+
+CREATE TABLE sprinters_jobs (
+    id bytea PRIMARY KEY,
+    version bigint NOT NULL,
+    sealed_version bigint NOT NULL,
+    key_id integer NOT NULL,
+    body bytea NOT NULL,
+    queued_at bigint NOT NULL,
+    state text NOT NULL,
+    active boolean NOT NULL,
+    owner_h bytea NOT NULL,
+    account_h bytea,
+    label_h bytea NOT NULL,
+    lease_owner text,
+    lease_expires bigint
+);
+CREATE INDEX sprinters_jobs_newest ON sprinters_jobs (queued_at DESC, id DESC);
+CREATE INDEX sprinters_jobs_by_owner ON sprinters_jobs (owner_h, queued_at DESC, id DESC);
+CREATE INDEX sprinters_jobs_by_account ON sprinters_jobs (account_h, queued_at DESC, id DESC);
+CREATE INDEX sprinters_jobs_by_labels ON sprinters_jobs (label_h, queued_at DESC, id DESC);
+CREATE INDEX sprinters_jobs_active ON sprinters_jobs (queued_at DESC, id DESC) WHERE active;
+CREATE INDEX sprinters_jobs_purgeable ON sprinters_jobs (queued_at) WHERE NOT active;
+
+CREATE TABLE sprinters_deliveries (
+    id bytea PRIMARY KEY,
+    received_at bigint NOT NULL
+);
+CREATE INDEX sprinters_deliveries_by_age ON sprinters_deliveries (received_at);
+
+CREATE TABLE sprinters_leases (
+    name text PRIMARY KEY,
+    holder text NOT NULL,
+    expires_at bigint NOT NULL
+);
+
+CREATE TABLE sprinters_vault (
+    id bytea PRIMARY KEY,
+    account_h bytea NOT NULL,
+    version bigint NOT NULL,
+    key_id integer NOT NULL,
+    body bytea NOT NULL
+);
+"#,
+)];
+
+/// The schema version this build expects.
+pub(crate) const LATEST: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
+/// Applies what is missing; returns the migrations applied now. A database
+/// newer than this build is refused rather than written to.
+pub(crate) async fn migrate(client: &mut Client) -> Result<Vec<i32>> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(|e| pg_error("taking the migration lock", e))?;
+    let applied = apply(client).await;
+    // Released even when a migration failed; a lost connection releases it too.
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(|e| pg_error("releasing the migration lock", e));
+    let applied = applied?;
+    unlocked?;
+    Ok(applied)
+}
+
+async fn apply(client: &mut Client) -> Result<Vec<i32>> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS sprinters_migrations (
+                version integer PRIMARY KEY,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )",
+        )
+        .await
+        .map_err(|e| pg_error("creating the migrations table", e))?;
+    let current: i32 = client
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM sprinters_migrations",
+            &[],
+        )
+        .await
+        .map_err(|e| pg_error("reading the schema version", e))?
+        .get(0);
+    if current > LATEST {
+        return Err(sprinters_core::Error::config(format!(
+            "the database's schema is at version {current}, newer than this build's {LATEST}: upgrade Sprinters before pointing it at this database"
+        )));
+    }
+    let mut done = Vec::new();
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| pg_error("starting a migration", e))?;
+        tx.batch_execute(sql)
+            .await
+            .map_err(|e| pg_error(&format!("applying migration {version}"), e))?;
+        tx.execute(
+            "INSERT INTO sprinters_migrations (version) VALUES ($1)",
+            &[version],
+        )
+        .await
+        .map_err(|e| pg_error(&format!("recording migration {version}"), e))?;
+        tx.commit()
+            .await
+            .map_err(|e| pg_error(&format!("committing migration {version}"), e))?;
+        tracing::info!(version, "schema migration applied");
+        done.push(*version);
+    }
+    Ok(done)
+}

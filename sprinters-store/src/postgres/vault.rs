@@ -1,0 +1,196 @@
+//! The credential vault on PostgreSQL: each access key sealed under the
+//! data key of its own account, in `sprinters_vault`.
+
+use async_trait::async_trait;
+use secrecy::{ExposeSecret, SecretString};
+use sprinters_core::domain::AccountId;
+use sprinters_core::vault::{CredentialVault, StoredAccessKey};
+use sprinters_core::{Error, Result};
+use zeroize::Zeroizing;
+
+use super::PostgresJobStore;
+use crate::frame::{self, Kind};
+
+impl PostgresJobStore {
+    fn vault_id(&self, account: &AccountId) -> [u8; 16] {
+        let id = self.inner.keys.opaque("vault", account.as_str().as_bytes());
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&id[..16]);
+        out
+    }
+
+    async fn open_key(
+        &self,
+        id: [u8; 16],
+        row: &tokio_postgres::Row,
+    ) -> Result<Option<(AccountId, StoredAccessKey)>> {
+        let version: i64 = row.get(0);
+        let key_id: i32 = row.get(1);
+        let body: &[u8] = row.get(2);
+        let aad = frame::aad(Kind::Vault, key_id as u32, &id, version as u64);
+        let Some(plaintext) = self
+            .inner
+            .keys
+            .open_body(
+                &self.inner.db,
+                key_id as u32,
+                &aad,
+                body,
+                "a stored access key",
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let (account, access_key_id, secret): (AccountId, String, String) =
+            postcard::from_bytes(&plaintext).map_err(|e| {
+                Error::integrity(format!("a stored access key is undecodable: {e}"))
+            })?;
+        let secret = Zeroizing::new(secret);
+        Ok(Some((
+            account,
+            StoredAccessKey {
+                access_key_id,
+                secret_access_key: SecretString::from(secret.as_str().to_owned()),
+            },
+        )))
+    }
+}
+
+#[async_trait]
+impl CredentialVault for PostgresJobStore {
+    async fn put_access_key(&self, account: AccountId, key: StoredAccessKey) -> Result<()> {
+        let db = &self.inner.db;
+        let id = self.vault_id(&account);
+        let account_h = self
+            .inner
+            .keys
+            .opaque("account", account.as_str().as_bytes());
+        let plaintext = Zeroizing::new(
+            postcard::to_allocvec(&(
+                &account,
+                &key.access_key_id,
+                key.secret_access_key.expose_secret(),
+            ))
+            .map_err(|e| Error::integrity(format!("encoding an access key: {e}")))?,
+        );
+        let scope = self.inner.keys.scope_of(Some(&account));
+        let client = db.client().await?;
+        // Versions bind each sealed key to its place; replacing one is a
+        // compare-and-swap like any record.
+        for _ in 0..8 {
+            let current = db
+                .query_opt(
+                    &client,
+                    "SELECT version FROM sprinters_vault WHERE id = $1",
+                    &[&id.as_slice()],
+                )
+                .await?
+                .map(|r| r.get::<_, i64>(0));
+            let version = current.map_or(1, |v| v + 1);
+            let (key_id, body) = self
+                .inner
+                .keys
+                .seal(
+                    db,
+                    &scope,
+                    |key_id| frame::aad(Kind::Vault, key_id, &id, version as u64).to_vec(),
+                    &plaintext,
+                )
+                .await?;
+            let written = match current {
+                None => {
+                    db.execute(
+                        &client,
+                        "INSERT INTO sprinters_vault (id, account_h, version, key_id, body) \
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+                        &[
+                            &id.as_slice(),
+                            &account_h,
+                            &version,
+                            &(key_id as i32),
+                            &body,
+                        ],
+                    )
+                    .await?
+                }
+                Some(old) => {
+                    db.execute(
+                        &client,
+                        "UPDATE sprinters_vault SET version = $3, key_id = $4, body = $5 \
+                         WHERE id = $1 AND account_h = $2 AND version = $6",
+                        &[
+                            &id.as_slice(),
+                            &account_h,
+                            &version,
+                            &(key_id as i32),
+                            &body,
+                            &old,
+                        ],
+                    )
+                    .await?
+                }
+            };
+            if written == 1 {
+                return Ok(());
+            }
+        }
+        Err(Error::conflict(format!(
+            "the access key of account {account} kept changing while being stored"
+        )))
+    }
+
+    async fn access_key(&self, account: AccountId) -> Result<Option<StoredAccessKey>> {
+        let db = &self.inner.db;
+        let id = self.vault_id(&account);
+        let client = db.client().await?;
+        let Some(row) = db
+            .query_opt(
+                &client,
+                "SELECT version, key_id, body FROM sprinters_vault WHERE id = $1",
+                &[&id.as_slice()],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(self.open_key(id, &row).await?.map(|(_, key)| key))
+    }
+
+    async fn delete_access_key(&self, account: AccountId) -> Result<()> {
+        let db = &self.inner.db;
+        let id = self.vault_id(&account);
+        let client = db.client().await?;
+        db.execute(
+            &client,
+            "DELETE FROM sprinters_vault WHERE id = $1",
+            &[&id.as_slice()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn accounts(&self) -> Result<Vec<AccountId>> {
+        let db = &self.inner.db;
+        let client = db.client().await?;
+        let rows = db
+            .query(
+                &client,
+                "SELECT version, key_id, body, id FROM sprinters_vault",
+                &[],
+            )
+            .await?;
+        let mut accounts = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let raw: &[u8] = row.get(3);
+            let id: [u8; 16] = raw
+                .try_into()
+                .map_err(|_| Error::integrity("a vault id in the database is not 16 bytes"))?;
+            if let Some((account, _)) = self.open_key(id, row).await? {
+                accounts.push(account);
+            }
+        }
+        accounts.sort();
+        Ok(accounts)
+    }
+}

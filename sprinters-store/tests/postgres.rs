@@ -1,0 +1,353 @@
+//! The PostgreSQL store against a real server (started by `scripts/test`,
+//! which exports `SPRINTERS_TEST_POSTGRES_URL`): the core conformance
+//! suites, replicas sharing one database, the schema, and what the database
+//! can see.
+#![cfg(feature = "postgres")]
+// Test helpers fail the test by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use sprinters_core::ErrorKind;
+use sprinters_core::domain::{AccountId, DeliveryId};
+use sprinters_core::job::JobState;
+use sprinters_core::ports::{ClaimJob, JobStore, ListJobs, Purge, PutJob, RecordDelivery};
+use sprinters_core::testing;
+use sprinters_core::time::Timestamp;
+use sprinters_core::vault::{CredentialVault, StoredAccessKey};
+use sprinters_store::{MasterKey, PostgresJobStore, StaticKeyProvider};
+
+/// A fresh database on the test server: its URL.
+async fn fresh_database() -> String {
+    let server = std::env::var("SPRINTERS_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!(
+            "SPRINTERS_TEST_POSTGRES_URL is not set: run scripts/test, which starts PostgreSQL \
+             (or `. scripts/postgres.sh; start_postgres` in the shell that runs cargo test)"
+        )
+    });
+    let (client, connection) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let name = format!("sprinters_test_{:016x}", fastrand_u64());
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let base = server.rsplit_once('/').unwrap().0;
+    format!("{base}/{name}")
+}
+
+fn fastrand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    h.finish()
+}
+
+async fn connect(url: &str, key: &MasterKey) -> PostgresJobStore {
+    PostgresJobStore::builder(SecretString::from(url.to_owned()))
+        .max_connections(8)
+        .connect(&StaticKeyProvider::new(key.clone()))
+        .await
+        .unwrap()
+}
+
+async fn raw(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+#[tokio::test]
+async fn postgres_store_passes_the_job_store_suite() {
+    let url = fresh_database().await;
+    let store = connect(&url, &MasterKey::generate()).await;
+    testing::job_store(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_store_passes_the_vault_suite() {
+    let url = fresh_database().await;
+    let store = connect(&url, &MasterKey::generate()).await;
+    testing::credential_vault(&store).await;
+}
+
+#[tokio::test]
+async fn a_second_replica_reads_what_the_first_wrote_and_stale_writes_lose() {
+    let url = fresh_database().await;
+    let key = MasterKey::generate();
+    let a = connect(&url, &key).await;
+    let b = connect(&url, &key).await;
+    let mut r = testing::sample_record(1, "octo/app", 1_000);
+    r.account = AccountId::parse("111111111111").ok();
+    let v = a.put_job(PutJob::create(r.clone())).await.unwrap();
+    let read = b.get_job(r.key).await.unwrap().unwrap();
+    assert_eq!(read.value, r, "b opens a's record with the shared data key");
+    let mut changed = r.clone();
+    changed.state = JobState::Launched;
+    b.put_job(PutJob::replace(changed, v)).await.unwrap();
+    let stale = a.put_job(PutJob::replace(r, v)).await.unwrap_err();
+    assert_eq!(*stale.kind(), ErrorKind::Conflict, "a's stale write loses");
+    a.put_access_key(
+        AccountId::parse("111111111111").unwrap(),
+        StoredAccessKey {
+            access_key_id: "AKIAEXAMPLE".into(),
+            secret_access_key: SecretString::from("secret".to_owned()),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        b.access_key(AccountId::parse("111111111111").unwrap())
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn of_many_replicas_claiming_one_job_at_once_exactly_one_wins() {
+    let url = fresh_database().await;
+    let key = MasterKey::generate();
+    let mut stores = Vec::new();
+    for _ in 0..3 {
+        stores.push(Arc::new(connect(&url, &key).await));
+    }
+    for job in 0..20u64 {
+        let record = testing::sample_record(100 + job, "octo/app", 1_000);
+        stores[0]
+            .put_job(PutJob::create(record.clone()))
+            .await
+            .unwrap();
+        let now = Timestamp::from_millis(50_000);
+        let mut claims = Vec::new();
+        for (i, store) in stores.iter().enumerate() {
+            for n in 0..4 {
+                let store = store.clone();
+                let request = ClaimJob::new(
+                    record.key,
+                    format!("replica-{i}-{n}"),
+                    now,
+                    Duration::from_secs(60),
+                );
+                claims.push(tokio::spawn(async move { store.claim_job(request).await }));
+            }
+        }
+        let mut winners = Vec::new();
+        for c in claims {
+            if let Some(won) = c.await.unwrap().unwrap() {
+                winners.push(won.value.lease.unwrap().owner);
+            }
+        }
+        assert_eq!(winners.len(), 1, "job {job}: {winners:?}");
+        let stored = stores[1].get_job(record.key).await.unwrap().unwrap();
+        assert_eq!(stored.value.lease.unwrap().owner, winners[0]);
+    }
+}
+
+#[tokio::test]
+async fn a_delivery_recorded_by_two_replicas_at_once_is_first_once() {
+    let url = fresh_database().await;
+    let key = MasterKey::generate();
+    let a = Arc::new(connect(&url, &key).await);
+    let b = Arc::new(connect(&url, &key).await);
+    for i in 0..50 {
+        let id = DeliveryId::parse(&format!("delivery-{i}")).unwrap();
+        let at = Timestamp::from_millis(1_000);
+        let (x, y) = tokio::join!(
+            a.record_delivery(RecordDelivery::new(id.clone(), at)),
+            b.record_delivery(RecordDelivery::new(id, at)),
+        );
+        assert!(x.unwrap().first ^ y.unwrap().first, "delivery {i}");
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_master_key_is_refused_and_changes_nothing() {
+    let url = fresh_database().await;
+    let store = connect(&url, &MasterKey::generate()).await;
+    store
+        .put_job(PutJob::create(testing::sample_record(1, "octo/app", 1)))
+        .await
+        .unwrap();
+    let err = PostgresJobStore::builder(SecretString::from(url.clone()))
+        .connect(&StaticKeyProvider::new(MasterKey::generate()))
+        .await
+        .unwrap_err();
+    assert_eq!(*err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("master key"), "{err}");
+    let client = raw(&url).await;
+    let rows = client
+        .query("SELECT count(*) FROM sprinters_data_keys", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows[0].get::<_, i64>(0), 1, "no key was added");
+}
+
+#[tokio::test]
+async fn migrations_apply_once_and_a_newer_schema_is_refused() {
+    let url = fresh_database().await;
+    let key = MasterKey::generate();
+    // Three replicas starting at once: the advisory lock serializes them.
+    let (a, b, c) = tokio::join!(
+        connect(&url, &key),
+        connect(&url, &key),
+        connect(&url, &key)
+    );
+    drop((a, b, c));
+    let client = raw(&url).await;
+    let versions: Vec<i32> = client
+        .query(
+            "SELECT version FROM sprinters_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let expected: Vec<i32> = (1..=PostgresJobStore::schema_version()).collect();
+    assert_eq!(versions, expected);
+
+    client
+        .execute(
+            "INSERT INTO sprinters_migrations (version) VALUES ($1)",
+            &[&(PostgresJobStore::schema_version() + 1)],
+        )
+        .await
+        .unwrap();
+    let err = PostgresJobStore::builder(SecretString::from(url))
+        .connect(&StaticKeyProvider::new(key))
+        .await
+        .unwrap_err();
+    assert_eq!(*err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("newer than this build"), "{err}");
+}
+
+#[tokio::test]
+async fn the_database_sees_no_repository_label_name_or_secret() {
+    let url = fresh_database().await;
+    let store = connect(&url, &MasterKey::generate()).await;
+    let mut r = testing::sample_record(42, "secret-org/hidden-repo", 1_000);
+    r.account = AccountId::parse("111111111111").ok();
+    r.labels
+        .push("sprinters:aws:ubuntu-latest:c7i.large-pin".into());
+    store.put_job(PutJob::create(r)).await.unwrap();
+    store
+        .put_access_key(
+            AccountId::parse("111111111111").unwrap(),
+            StoredAccessKey {
+                access_key_id: "AKIAHIDDENKEYID".into(),
+                secret_access_key: SecretString::from("very-secret-value".to_owned()),
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .record_delivery(RecordDelivery::new(
+            DeliveryId::parse("delivery-hidden-guid").unwrap(),
+            Timestamp::from_millis(1),
+        ))
+        .await
+        .unwrap();
+    let client = raw(&url).await;
+    let dump = client
+        .query(
+            "SELECT string_agg(t::text, ' ') FROM (\
+               SELECT row_to_json(j)::text AS t FROM sprinters_jobs j UNION ALL \
+               SELECT row_to_json(v)::text FROM sprinters_vault v UNION ALL \
+               SELECT row_to_json(d)::text FROM sprinters_deliveries d UNION ALL \
+               SELECT row_to_json(k)::text FROM sprinters_data_keys k UNION ALL \
+               SELECT row_to_json(r)::text FROM sprinters_keyring r) x",
+            &[],
+        )
+        .await
+        .unwrap();
+    let dump: String = dump[0].get(0);
+    assert!(dump.len() > 200, "the tables hold something: {dump}");
+    let hex = |s: &str| s.bytes().map(|b| format!("{b:02x}")).collect::<String>();
+    for secret in [
+        "secret-org",
+        "hidden-repo",
+        "c7i.large",
+        "build 42",
+        "111111111111",
+        "AKIAHIDDENKEYID",
+        "very-secret-value",
+        "delivery-hidden-guid",
+    ] {
+        assert!(!dump.contains(secret), "{secret} in clear");
+        assert!(!dump.contains(&hex(secret)), "{secret} in clear (as bytea)");
+    }
+}
+
+#[tokio::test]
+async fn retention_purges_in_batches_and_keeps_active_jobs() {
+    let url = fresh_database().await;
+    let store = connect(&url, &MasterKey::generate()).await;
+    for i in 0..2_100u64 {
+        let mut r = testing::sample_record(1 + i, "octo/app", 1_000 + i);
+        r.state = if i % 700 == 0 {
+            JobState::Running
+        } else {
+            JobState::Cleaned
+        };
+        store.put_job(PutJob::create(r)).await.unwrap();
+    }
+    let purged = store
+        .purge(Purge::before(Timestamp::from_millis(10_000)))
+        .await
+        .unwrap();
+    assert_eq!(purged.jobs, 2_100 - 3);
+    let left = store.list_jobs(ListJobs::newest(100)).await.unwrap();
+    assert_eq!(left.jobs.len(), 3, "the active ones stay");
+}
+
+#[tokio::test]
+async fn deleting_an_account_shreds_its_records_and_key() {
+    let url = fresh_database().await;
+    let store = connect(&url, &MasterKey::generate()).await;
+    let account = AccountId::parse("222222222222").unwrap();
+    let mut r = testing::sample_record(7, "octo/app", 1_000);
+    r.account = Some(account.clone());
+    let other = testing::sample_record(8, "octo/app", 1_000);
+    store.put_job(PutJob::create(r.clone())).await.unwrap();
+    store.put_job(PutJob::create(other.clone())).await.unwrap();
+    assert_eq!(store.delete_account(&account).await.unwrap(), 1);
+    assert!(store.get_job(r.key).await.unwrap().is_none());
+    assert!(store.get_job(other.key).await.unwrap().is_some());
+    let client = raw(&url).await;
+    let live: i64 = client
+        .query_one(
+            "SELECT count(*) FROM sprinters_data_keys WHERE wrapped IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(live, 1, "only the system scope's key is left");
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_retryable_error_naming_it_without_the_password() {
+    let err = PostgresJobStore::builder(SecretString::from(
+        "postgres://sprinters:hunter2@127.0.0.1:1/sprinters".to_owned(),
+    ))
+    .connect(&StaticKeyProvider::new(MasterKey::generate()))
+    .await
+    .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    let text = format!("{err} {err:?}");
+    assert!(text.contains("127.0.0.1:1/sprinters"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+}
