@@ -4,6 +4,7 @@
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod control_plane;
+pub mod postgres;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sprinters_aws::CustomerRole;
 
@@ -56,6 +56,23 @@ pub struct Config {
     pub accounts: Vec<AccountConfig>,
     /// `[limits]`.
     pub limits: LimitsConfig,
+    /// `[store]`: the encrypted file store in `server.data_dir` unless a
+    /// database is named.
+    pub store: StoreConfig,
+}
+
+/// Where job records live.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// The encrypted file store in `server.data_dir` (one process).
+    File,
+    /// PostgreSQL, shared by several replicas.
+    Postgres {
+        /// `postgres://…`; a secret, since it may hold a password.
+        url: SecretString,
+        /// The pool size of this replica.
+        max_connections: usize,
+    },
 }
 
 /// `[server]`.
@@ -155,6 +172,12 @@ pub struct LimitsConfig {
     pub max_concurrent_per_account: usize,
     /// How often the reconciler looks for orphans, spares and lost jobs.
     pub reconcile_interval_seconds: u64,
+    /// How long a replica's launch claim lasts: a replica that dies
+    /// mid-launch holds its jobs this long.
+    pub claim_ttl_seconds: u64,
+    /// How long the reconciler's leadership lasts unrenewed: how soon
+    /// another replica leads after the leader dies.
+    pub leader_ttl_seconds: u64,
 }
 
 // The file as written. Unknown keys are errors that name them.
@@ -172,6 +195,16 @@ struct RawFile {
     accounts: Vec<RawAccount>,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    store: RawStore,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    url: Option<String>,
+    url_file: Option<PathBuf>,
+    max_connections: Option<toml::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -237,6 +270,8 @@ struct RawLimits {
     idle_grace_seconds: Option<toml::Value>,
     max_concurrent_per_account: Option<toml::Value>,
     reconcile_interval_seconds: Option<toml::Value>,
+    claim_ttl_seconds: Option<toml::Value>,
+    leader_ttl_seconds: Option<toml::Value>,
 }
 
 /// The keys `SPRINTERS_<SECTION>_<KEY>` may override.
@@ -263,6 +298,11 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("limits", "idle_grace_seconds"),
     ("limits", "max_concurrent_per_account"),
     ("limits", "reconcile_interval_seconds"),
+    ("limits", "claim_ttl_seconds"),
+    ("limits", "leader_ttl_seconds"),
+    ("store", "url"),
+    ("store", "url_file"),
+    ("store", "max_connections"),
 ];
 
 impl Config {
@@ -297,6 +337,41 @@ impl Config {
         let raw = RawFile::deserialize(toml::Value::Table(doc))
             .map_err(|e| err("", e.message().to_string()))?;
         raw.validate()
+    }
+}
+
+impl RawStore {
+    fn validate(self) -> Result<StoreConfig, ConfigError> {
+        let url = match (self.url, self.url_file) {
+            (Some(_), Some(_)) => return Err(err("store.url", "set url or url_file, not both")),
+            (Some(url), None) => SecretString::from(url),
+            (None, Some(file)) => secret_file("store.url_file", &file)?,
+            (None, None) => {
+                if self.max_connections.is_some() {
+                    return Err(err(
+                        "store.max_connections",
+                        "only applies with store.url (a database)",
+                    ));
+                }
+                return Ok(StoreConfig::File);
+            }
+        };
+        let text = url.expose_secret();
+        if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
+            // Never repeat the value: it may hold a password.
+            return Err(err(
+                "store.url",
+                "must be a postgres:// or postgresql:// URL",
+            ));
+        }
+        let max_connections = number("store.max_connections", self.max_connections.as_ref(), 16)?;
+        if max_connections == 0 || max_connections > 1000 {
+            return Err(err("store.max_connections", "between 1 and 1000"));
+        }
+        Ok(StoreConfig::Postgres {
+            url,
+            max_connections: max_connections as usize,
+        })
     }
 }
 
@@ -587,7 +662,25 @@ impl RawFile {
                 l.reconcile_interval_seconds.as_ref(),
                 60,
             )?,
+            claim_ttl_seconds: number(
+                "limits.claim_ttl_seconds",
+                l.claim_ttl_seconds.as_ref(),
+                300,
+            )?,
+            leader_ttl_seconds: number(
+                "limits.leader_ttl_seconds",
+                l.leader_ttl_seconds.as_ref(),
+                15,
+            )?,
         };
+        for (key, n) in [
+            ("limits.claim_ttl_seconds", limits.claim_ttl_seconds),
+            ("limits.leader_ttl_seconds", limits.leader_ttl_seconds),
+        ] {
+            if n < 3 || n > 3600 {
+                return Err(err(key, "between 3 and 3600 seconds"));
+            }
+        }
         if limits.reconcile_interval_seconds == 0 {
             return Err(err(
                 "limits.reconcile_interval_seconds",
@@ -601,7 +694,10 @@ impl RawFile {
             ));
         }
 
+        let store = self.store.validate()?;
+
         Ok(Config {
+            store,
             server: ServerConfig {
                 listen,
                 data_dir,

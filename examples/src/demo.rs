@@ -231,7 +231,7 @@ pub async fn run(
         .observer(times.clone())
         .build()
         .await?;
-    let store = plane.store().clone();
+    let store = plane.store().jobs();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| format!("cannot listen on loopback: {e}"))?;
@@ -267,7 +267,7 @@ pub async fn run(
             tokio::spawn(async move {
                 // A steady trickle rather than one burst: like a busy repository.
                 tokio::time::sleep(Duration::from_millis(40 * n as u64)).await;
-                drive(&client, &store, &times, &job).await
+                drive(&client, store.as_ref(), &times, &job).await
             })
         })
         .collect();
@@ -305,7 +305,7 @@ pub async fn run(
 
     // Spares of cancelled jobs end after the (short) idle grace.
     let records = loop {
-        let records = records(&store, &jobs).await?;
+        let records = records(store.as_ref(), &jobs).await?;
         let settled = records.values().all(|r| {
             matches!(
                 r.state,
@@ -456,7 +456,7 @@ fn report(
 }
 
 async fn records(
-    store: &FileJobStore,
+    store: &dyn JobStore,
     jobs: &[DemoJob],
 ) -> Result<BTreeMap<JobKey, JobRecord>, String> {
     let mut out = BTreeMap::new();
@@ -475,7 +475,7 @@ async fn records(
 /// Sends a job's webhooks as GitHub would, as the job's life goes.
 async fn drive(
     client: &Client,
-    store: &FileJobStore,
+    store: &dyn JobStore,
     times: &LaunchTimes,
     job: &DemoJob,
 ) -> Result<(), String> {

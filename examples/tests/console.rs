@@ -115,7 +115,11 @@ async fn serve(store: Arc<FileJobStore>) -> std::net::SocketAddr {
             owners: None,
         },
     ];
-    let router = api_router(store, tokens, Arc::new(Metrics::default()));
+    let router = api_router(
+        sprinters_examples::server::PlaneStore::File(store),
+        tokens,
+        Arc::new(Metrics::default()),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });

@@ -342,6 +342,53 @@ async fn a_launch_that_reached_ec2_before_a_crash_is_adopted_not_repeated() {
     );
 }
 
+/// A launch cut short (the instance exists, the store never heard of it)
+/// whose job then ran and finished elsewhere: once nothing is active any
+/// more, the sweep still looks in the account and ends the instance.
+#[tokio::test]
+async fn an_instance_a_crash_left_unrecorded_is_ended_once_nothing_is_active() {
+    let armed = std::sync::atomic::AtomicBool::new(true);
+    let bed = TestBed::with_store_hook(move |record| {
+        let records_instance = record.launches.iter().any(|l| l.instance_id.is_some());
+        if records_instance && armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::unavailable("crashed before recording the instance"));
+        }
+        Ok(())
+    });
+    let engine = bed.engine.clone();
+    let job = bed.job(1);
+    engine
+        .handle(bed.delivery("d-1", job.queued()))
+        .await
+        .unwrap();
+    engine.drain().await;
+    let runner = TestBed::runner(&job, 1);
+    for (id, event) in [
+        ("d-2", job.in_progress(&runner)),
+        (
+            "d-3",
+            job.completed(sprinters_core::events::Conclusion::Success, Some(&runner)),
+        ),
+    ] {
+        bed.tell_github(&event);
+        engine.handle(bed.delivery(id, event)).await.unwrap();
+    }
+    engine.drain().await;
+    assert!(bed.launcher.instances()[0].info.state.is_alive());
+
+    // The claim lapses; the launch is closed, then the sweep finds the
+    // instance although no job is active.
+    bed.advance(Duration::from_secs(301));
+    engine.reconcile().await.unwrap();
+    engine.reconcile().await.unwrap();
+    let record = bed.record(&job).await;
+    assert!(!record.is_active(), "{record:?}");
+    assert!(
+        !bed.launcher.instances()[0].info.state.is_alive(),
+        "the unrecorded instance is ended"
+    );
+}
+
 #[tokio::test]
 async fn the_jit_runner_is_registered_with_every_label_of_the_job() {
     let bed = TestBed::new();

@@ -541,3 +541,34 @@ async fn the_sweep_never_ends_an_instance_of_a_job_launched_after_its_snapshot()
     );
     assert_eq!(bed.launcher.alive().len(), 2);
 }
+
+/// Two replicas on one store: one leads the reconciler at a time; when the
+/// leader stops renewing (it died), the other leads within `leader_ttl`;
+/// a leader that shuts down cleanly hands over at once.
+#[tokio::test]
+async fn leadership_is_held_by_one_replica_and_moves_when_it_lapses() {
+    let bed = TestBed::new();
+    let replica = |id: &str| {
+        let mut config = bed.engine.config().clone();
+        config.replica_id = id.into();
+        bed.builder().config(config).build().unwrap()
+    };
+    let a = replica("replica-a");
+    let b = replica("replica-b");
+    assert!(a.leads().await.unwrap());
+    assert!(!b.leads().await.unwrap(), "one leader at a time");
+    assert!(!b.reconcile().await.unwrap().leader, "b does not reconcile");
+    let ttl = bed.engine.config().leader_ttl;
+    bed.advance(ttl / 2);
+    assert!(a.leads().await.unwrap(), "a renews");
+    bed.advance(ttl / 2 + std::time::Duration::from_millis(1));
+    assert!(!b.leads().await.unwrap(), "renewed: still a's");
+    bed.advance(ttl);
+    assert!(b.leads().await.unwrap(), "a stopped renewing: b takes over");
+    assert!(!a.leads().await.unwrap());
+
+    // b shuts down cleanly: a leads at once.
+    let run = b.run(async {});
+    run.await.unwrap();
+    assert!(a.leads().await.unwrap(), "b resigned on shutdown");
+}

@@ -16,9 +16,9 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use sprinters_core::domain::Owner;
-use sprinters_core::ports::{JobCursor, JobStore, ListJobs};
-use sprinters_store::FileJobStore;
+use sprinters_core::ports::{JobCursor, ListJobs};
 
+use super::PlaneStore;
 use super::metrics::Metrics;
 use crate::config::ApiToken;
 use crate::view::JobView;
@@ -26,7 +26,7 @@ use crate::view::JobView;
 /// What the handlers share.
 #[derive(Clone)]
 pub(crate) struct ApiState {
-    pub(crate) store: Arc<FileJobStore>,
+    pub(crate) store: PlaneStore,
     pub(crate) tokens: Arc<Vec<ApiToken>>,
     pub(crate) metrics: Arc<Metrics>,
 }
@@ -37,7 +37,7 @@ pub(crate) async fn healthz() -> &'static str {
 
 /// Ready when the store answers.
 pub(crate) async fn readyz(State(state): State<ApiState>) -> Response {
-    match state.store.list_jobs(ListJobs::newest(1)).await {
+    match state.store.jobs().list_jobs(ListJobs::newest(1)).await {
         Ok(_) => (StatusCode::OK, "ready").into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")).into_response(),
     }
@@ -45,7 +45,7 @@ pub(crate) async fn readyz(State(state): State<ApiState>) -> Response {
 
 pub(crate) async fn metrics(State(state): State<ApiState>) -> Response {
     let mut by_state: BTreeMap<String, u64> = BTreeMap::new();
-    if let Ok(page) = state.store.list_jobs(ListJobs::newest(1000)).await {
+    if let Ok(page) = state.store.jobs().list_jobs(ListJobs::newest(1000)).await {
         for job in &page.jobs {
             *by_state
                 .entry(job.value.state.as_str().to_owned())
@@ -54,9 +54,7 @@ pub(crate) async fn metrics(State(state): State<ApiState>) -> Response {
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state
-            .metrics
-            .render(&by_state, state.store.syncs(), &state.store.sync_latency()),
+        state.metrics.render(&by_state, &state.store),
     )
         .into_response()
 }
@@ -186,7 +184,7 @@ pub(crate) async fn jobs(
             }
         }
     }
-    match state.store.list_jobs(list).await {
+    match state.store.jobs().list_jobs(list).await {
         Ok(page) => {
             let jobs: Vec<JobView> = page.jobs.iter().map(|v| JobView::of(&v.value)).collect();
             let next = page

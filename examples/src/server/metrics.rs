@@ -20,6 +20,8 @@ use std::time::Duration;
 use sprinters_core::observe::{EngineObserver, InstanceEnded, Launching, PortCall};
 use sprinters_store::SyncLatency;
 
+use super::PlaneStore;
+
 /// Bucket bounds of the webhook-to-launch histogram, in seconds.
 const LAUNCH_BOUNDS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -74,12 +76,7 @@ impl Metrics {
 
     /// The text exposition, with `jobs` (state → count) as a gauge and the
     /// store's sync figures.
-    pub fn render(
-        &self,
-        jobs: &BTreeMap<String, u64>,
-        store_syncs: u64,
-        sync_latency: &SyncLatency,
-    ) -> String {
+    pub fn render(&self, jobs: &BTreeMap<String, u64>, store: &PlaneStore) -> String {
         let c = self.counters();
         let mut out = String::new();
         family(
@@ -162,38 +159,57 @@ impl Metrics {
                 "sprinters_api_errors_total{{api=\"{api}\",operation=\"{operation}\",kind=\"{kind}\"}} {n}"
             );
         }
-        family(
-            &mut out,
-            "sprinters_store_syncs_total",
-            "counter",
-            "Durable syncs of the store (group commits).",
-        );
-        let _ = writeln!(out, "sprinters_store_syncs_total {store_syncs}");
-        family(
-            &mut out,
-            "sprinters_store_sync_seconds",
-            "histogram",
-            "Write and fdatasync of one group commit.",
-        );
-        for (bound, n) in sync_latency.buckets() {
-            let le = bound.map_or_else(|| "+Inf".to_owned(), |b| b.as_secs_f64().to_string());
-            let _ = writeln!(
-                out,
-                "sprinters_store_sync_seconds_bucket{{le=\"{le}\"}} {n}"
-            );
+        match store {
+            PlaneStore::File(file) => store_syncs(&mut out, file.syncs(), &file.sync_latency()),
+            PlaneStore::Postgres(db) => {
+                family(
+                    &mut out,
+                    "sprinters_store_round_trips_total",
+                    "counter",
+                    "Statements sent to PostgreSQL by this replica.",
+                );
+                let _ = writeln!(
+                    out,
+                    "sprinters_store_round_trips_total {}",
+                    db.round_trips()
+                );
+            }
         }
-        let _ = writeln!(
-            out,
-            "sprinters_store_sync_seconds_sum {}",
-            sync_latency.sum().as_secs_f64()
-        );
-        let _ = writeln!(
-            out,
-            "sprinters_store_sync_seconds_count {}",
-            sync_latency.count()
-        );
         out
     }
+}
+
+fn store_syncs(out: &mut String, store_syncs: u64, sync_latency: &SyncLatency) {
+    family(
+        out,
+        "sprinters_store_syncs_total",
+        "counter",
+        "Durable syncs of the store (group commits).",
+    );
+    let _ = writeln!(out, "sprinters_store_syncs_total {store_syncs}");
+    family(
+        out,
+        "sprinters_store_sync_seconds",
+        "histogram",
+        "Write and fdatasync of one group commit.",
+    );
+    for (bound, n) in sync_latency.buckets() {
+        let le = bound.map_or_else(|| "+Inf".to_owned(), |b| b.as_secs_f64().to_string());
+        let _ = writeln!(
+            out,
+            "sprinters_store_sync_seconds_bucket{{le=\"{le}\"}} {n}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "sprinters_store_sync_seconds_sum {}",
+        sync_latency.sum().as_secs_f64()
+    );
+    let _ = writeln!(
+        out,
+        "sprinters_store_sync_seconds_count {}",
+        sync_latency.count()
+    );
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {

@@ -1,6 +1,6 @@
 //! `sprinters serve`: every default adapter composed into a control plane.
 //!
-//! The encrypted file store, the GitHub App (webhooks, registry, delivery
+//! The encrypted file store (or PostgreSQL, shared by replicas), the GitHub App (webhooks, registry, delivery
 //! recovery), the AWS adapters (EC2 launcher, credentials per account) and
 //! the engine, behind one axum server.
 
@@ -26,14 +26,15 @@ use sprinters_core::engine::{AccountDirectory, Engine, EngineConfig, Limits};
 use sprinters_core::labels::LabelParser;
 use sprinters_core::observe::{EngineObserver, NoObserver, Observers};
 use sprinters_core::ports::CredentialProvider;
+use sprinters_core::ports::JobStore;
 use sprinters_core::time::{Clock, SystemClock};
 use sprinters_core::vault::CredentialVault;
 use sprinters_github::{
     DeliveryRecovery, GithubApp, GithubAppConfig, GithubRegistry, WebhookVerifier, webhook_router,
 };
-use sprinters_store::{FileJobStore, FileKeyProvider};
+use sprinters_store::{FileJobStore, FileKeyProvider, PostgresJobStore};
 
-use crate::config::{AccountCredentials, ApiToken, Config};
+use crate::config::{AccountCredentials, ApiToken, Config, StoreConfig};
 pub use listener::{
     BODY_LIMIT, EdgeLimits, HEADER_TIMEOUT, REQUEST_TIMEOUT, guard, serve_http, tls_config,
 };
@@ -44,10 +45,37 @@ pub use metrics::Metrics;
 const RECOVERY_EVERY: Duration = Duration::from_secs(300);
 const RECOVERY_LOOKBACK: Duration = Duration::from_secs(6 * 3600);
 
+/// The store a control plane runs on.
+#[derive(Debug, Clone)]
+pub enum PlaneStore {
+    /// The encrypted file store: one process.
+    File(Arc<FileJobStore>),
+    /// PostgreSQL: any number of replicas.
+    Postgres(Arc<PostgresJobStore>),
+}
+
+impl PlaneStore {
+    /// As a job store.
+    pub fn jobs(&self) -> Arc<dyn JobStore> {
+        match self {
+            PlaneStore::File(s) => s.clone(),
+            PlaneStore::Postgres(s) => s.clone(),
+        }
+    }
+
+    /// As the vault of stored access keys.
+    pub fn vault(&self) -> Arc<dyn CredentialVault> {
+        match self {
+            PlaneStore::File(s) => s.clone(),
+            PlaneStore::Postgres(s) => s.clone(),
+        }
+    }
+}
+
 /// A composed control plane, ready to serve.
 pub struct ControlPlane {
     engine: Arc<Engine>,
-    store: Arc<FileJobStore>,
+    store: PlaneStore,
     recovery: DeliveryRecovery,
     router: Router,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -130,14 +158,24 @@ impl ControlPlaneBuilder {
             None => None,
         };
         crate::data_dir::create(&config.server.data_dir)?;
-        let store = Arc::new(
-            FileJobStore::open(
-                &config.server.data_dir,
-                &FileKeyProvider::new(&config.server.master_key_file),
-            )
-            .await
-            .map_err(|e| format!("store {}: {e}", config.server.data_dir.display()))?,
-        );
+        let keys = FileKeyProvider::new(&config.server.master_key_file);
+        let store = match &config.store {
+            StoreConfig::File => PlaneStore::File(Arc::new(
+                FileJobStore::open(&config.server.data_dir, &keys)
+                    .await
+                    .map_err(|e| format!("store {}: {e}", config.server.data_dir.display()))?,
+            )),
+            StoreConfig::Postgres {
+                url,
+                max_connections,
+            } => PlaneStore::Postgres(Arc::new(
+                PostgresJobStore::builder(url.clone())
+                    .max_connections(*max_connections)
+                    .connect(&keys)
+                    .await
+                    .map_err(|e| format!("store (PostgreSQL): {e}"))?,
+            )),
+        };
 
         let github_config =
             GithubAppConfig::from_key_file(config.github.app_id, &config.github.private_key_file)
@@ -165,7 +203,7 @@ impl ControlPlaneBuilder {
             &config,
             &aws,
             platform_credentials,
-            store.clone(),
+            store.vault(),
             clock.clone(),
         )
         .await?;
@@ -185,15 +223,27 @@ impl ControlPlaneBuilder {
             accounts.connect(account.github_owner.clone(), account.aws_account_id.clone());
         }
         let mut engine_config = EngineConfig::new(config.server.controller_id.clone(), accounts);
-        // Only one process can open the file store, so a serve restarted
-        // after a crash is the same replica: with a stable id it takes its
-        // own claims and the reconciler's lease back at once, instead of
-        // waiting them out.
-        engine_config.replica_id = format!("{}-file-store", config.server.controller_id);
+        engine_config.replica_id = match &store {
+            // Only one process can open the file store, so a serve restarted
+            // after a crash is the same replica: with a stable id it takes
+            // its own claims and the reconciler's lease back at once,
+            // instead of waiting them out.
+            PlaneStore::File(_) => format!("{}-file-store", config.server.controller_id),
+            // Replicas sharing a database each need their own id; one that
+            // dies loses its claims and leadership when they lapse.
+            PlaneStore::Postgres(_) => format!(
+                "{}-{}-{:08x}",
+                config.server.controller_id,
+                std::process::id(),
+                fastrand::u32(..)
+            ),
+        };
         engine_config.max_lifetime = Duration::from_secs(config.limits.max_lifetime_minutes * 60);
         engine_config.idle_grace = Duration::from_secs(config.limits.idle_grace_seconds);
         engine_config.reconcile_interval =
             Duration::from_secs(config.limits.reconcile_interval_seconds);
+        engine_config.claim_ttl = Duration::from_secs(config.limits.claim_ttl_seconds);
+        engine_config.leader_ttl = Duration::from_secs(config.limits.leader_ttl_seconds);
         let mut limits = Limits::default();
         limits.per_account = Some(config.limits.max_concurrent_per_account);
         engine_config.limits = limits;
@@ -208,7 +258,7 @@ impl ControlPlaneBuilder {
                 .registry(Arc::new(GithubRegistry::new(github.clone())))
                 .credentials(credentials)
                 .launcher(Arc::new(launcher))
-                .store(store.clone())
+                .store(store.jobs())
                 .clock(clock.clone())
                 .labels(labels)
                 .config(engine_config)
@@ -253,7 +303,7 @@ impl ControlPlane {
     }
 
     /// The store.
-    pub fn store(&self) -> &Arc<FileJobStore> {
+    pub fn store(&self) -> &PlaneStore {
         &self.store
     }
 
@@ -277,9 +327,7 @@ impl ControlPlane {
             wait(stopped.clone()),
         );
         let engine = self.engine.run(wait(stopped.clone()));
-        let recovery = self
-            .recovery
-            .run(RECOVERY_EVERY, RECOVERY_LOOKBACK, wait(stopped.clone()));
+        let recovery = recover_while_leading(&self.recovery, &self.engine, wait(stopped.clone()));
         let trigger = async move {
             shutdown.await;
             tracing::info!("shutting down: draining in-flight work");
@@ -297,11 +345,7 @@ impl ControlPlane {
 
 /// The routes that read the store: `/` (the console), `/api/jobs`,
 /// `/healthz`, `/readyz` and `/metrics`.
-pub fn api_router(
-    store: Arc<FileJobStore>,
-    tokens: Vec<ApiToken>,
-    metrics: Arc<Metrics>,
-) -> Router {
+pub fn api_router(store: PlaneStore, tokens: Vec<ApiToken>, metrics: Arc<Metrics>) -> Router {
     let state = api::ApiState {
         store,
         tokens: Arc::new(tokens),
@@ -339,7 +383,7 @@ async fn credentials(
     config: &Config,
     aws: &AwsClientConfig,
     platform: Option<SharedCredentialsProvider>,
-    vault: Arc<FileJobStore>,
+    vault: Arc<dyn CredentialVault>,
     clock: Arc<dyn Clock>,
 ) -> Result<Arc<dyn CredentialProvider>, String> {
     let mut roles = AssumeRoleProvider::builder(aws.clone()).clock(clock.clone());
@@ -367,8 +411,39 @@ async fn credentials(
         providers.insert(0, Arc::new(roles.build().await));
     }
     if any_vault {
-        let vault: Arc<dyn CredentialVault> = vault;
         providers.push(Arc::new(StoredKeyProvider::new(vault)));
     }
     Ok(Arc::new(CredentialChain::new(providers)))
+}
+
+/// The webhook-log recovery, on the replica that leads the reconciler only
+/// (replicas sharing a database would otherwise each redeliver the same
+/// failed deliveries). A replica that becomes leader looks back to where
+/// it last looked, at most [`RECOVERY_LOOKBACK`].
+async fn recover_while_leading(
+    recovery: &DeliveryRecovery,
+    engine: &Engine,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let clock = SystemClock;
+    let mut since = clock.now().saturating_sub(RECOVERY_LOOKBACK);
+    let passes = async {
+        loop {
+            let started = clock.now();
+            since = since.max(started.saturating_sub(RECOVERY_LOOKBACK));
+            match engine.leads().await {
+                Ok(true) => match recovery.recover_since(since).await {
+                    Ok(_) => since = started.saturating_sub(Duration::from_secs(60)),
+                    Err(e) => tracing::warn!(error = %e, "webhook recovery pass failed"),
+                },
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "asking for leadership failed"),
+            }
+            clock.sleep(RECOVERY_EVERY).await;
+        }
+    };
+    tokio::select! {
+        _ = shutdown => {}
+        _ = passes => {}
+    }
 }

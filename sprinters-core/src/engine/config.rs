@@ -184,6 +184,10 @@ pub struct EngineConfig {
     pub retry: RetryPolicy,
     /// How often `run` reconciles.
     pub reconcile_interval: Duration,
+    /// How long the reconciler's leadership lasts unless renewed. `run`
+    /// renews it every third of this, so when the leading replica dies
+    /// another takes over within this time.
+    pub leader_ttl: Duration,
     /// How often `run` starts launches that are due (retries, recoveries).
     pub tick_interval: Duration,
     /// History older than this is purged.
@@ -211,6 +215,7 @@ impl EngineConfig {
             claim_ttl: Duration::from_secs(300),
             retry: RetryPolicy::default(),
             reconcile_interval: Duration::from_secs(60),
+            leader_ttl: Duration::from_secs(15),
             tick_interval: Duration::from_secs(1),
             retention: Duration::from_secs(90 * 24 * 3600),
             prices: PriceTable::us_east_1(),
@@ -235,9 +240,10 @@ impl EngineConfig {
             || self.boot_timeout.is_zero()
             || self.tick_interval.is_zero()
             || self.reconcile_interval.is_zero()
+            || self.leader_ttl.is_zero()
         {
             return bad(
-                "claim_ttl, boot_timeout, tick_interval and reconcile_interval must be above zero",
+                "claim_ttl, boot_timeout, tick_interval, reconcile_interval and leader_ttl must be above zero",
             );
         }
         if self.limits.per_account == Some(0) || self.limits.per_repository == Some(0) {

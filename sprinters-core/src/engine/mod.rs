@@ -267,6 +267,7 @@ impl Engine {
         inner.recover().await?;
         tokio::pin!(shutdown);
         let mut next_reconcile = inner.clock.now();
+        let mut next_renewal = inner.clock.now();
         loop {
             let tick = inner.clock.sleep(inner.config.tick_interval);
             let poll = async {
@@ -285,6 +286,14 @@ impl Engine {
                     if let Err(e) = inner.process_due().await {
                         tracing::warn!(error = %e, "starting due launches failed");
                     }
+                    // Leadership is renewed more often than passes run,
+                    // so a long pass or a long interval never lets it lapse.
+                    if inner.clock.now() >= next_renewal {
+                        if let Err(e) = inner.lead().await {
+                            tracing::warn!(error = %e, "renewing the reconciler's leadership failed");
+                        }
+                        next_renewal = inner.clock.now().saturating_add(inner.config.leader_ttl / 3);
+                    }
                     if inner.clock.now() >= next_reconcile {
                         if let Err(e) = inner.reconcile().await {
                             tracing::warn!(error = %e, "reconciling failed");
@@ -295,6 +304,9 @@ impl Engine {
             }
         }
         self.shutdown().await;
+        if let Err(e) = inner.resign().await {
+            tracing::warn!(error = %e, "giving up the reconciler's leadership failed");
+        }
         Ok(())
     }
 
@@ -323,6 +335,13 @@ impl Engine {
     /// it after a restart when driving the engine without `run`.
     pub async fn recover(&self) -> Result<()> {
         self.inner.recover().await
+    }
+
+    /// Takes or renews the reconciler's leadership; true while this
+    /// replica leads. Work that must run on one replica at a time (the
+    /// webhook-log recovery of `serve`, say) runs when this is true.
+    pub async fn leads(&self) -> Result<bool> {
+        self.inner.lead().await
     }
 
     /// One reconciliation pass (what `run` does every interval).

@@ -12,8 +12,8 @@ use crate::labels::LabelSetKey;
 use crate::observe::InstanceEnded;
 use crate::ports::{
     AcquireLease, CredentialsRequest, DescribeInstance, GetJobStatus, InstanceState, ListJobs,
-    ListOwned, ListQueuedJobs, Purge, RemoteJobStatus, RerunJob, StateReason, TerminateRequest,
-    Versioned,
+    ListOwned, ListQueuedJobs, Purge, ReleaseLease, RemoteJobStatus, RerunJob, StateReason,
+    TerminateRequest, Versioned,
 };
 use crate::time::Timestamp;
 use crate::{ErrorKind, Result};
@@ -57,13 +57,7 @@ impl Inner {
     pub(super) async fn reconcile(&self) -> Result<ReconcileReport> {
         let mut report = ReconcileReport::default();
         let now = self.clock.now();
-        let lease = AcquireLease::new(
-            LEADER_LEASE,
-            self.config.replica_id.clone(),
-            now,
-            self.config.reconcile_interval.saturating_mul(3),
-        );
-        if !self.store.acquire_lease(lease).await?.acquired {
+        if !self.lead().await? {
             return Ok(report);
         }
         report.leader = true;
@@ -73,8 +67,19 @@ impl Inner {
         self.end_spares(&active, &mut report).await;
         self.check_waiting(&active, &mut report).await;
         self.end_unregistered(&active, &mut report).await;
-        self.find_unseen_queued(&active, &mut report).await;
-        self.sweep_cloud(&active, &mut report).await;
+        // The newest jobs, finished or not: repositories in use lately (for
+        // lost `queued` webhooks), and the accounts and regions to sweep
+        // even when nothing is active any more (a launch cut short by a
+        // crash leaves an instance no record names).
+        let recent = match self.store.list_jobs(ListJobs::newest(RECENT_JOBS)).await {
+            Ok(page) => page.jobs,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing recent jobs failed");
+                Vec::new()
+            }
+        };
+        self.find_unseen_queued(&active, &recent, &mut report).await;
+        self.sweep_cloud(&active, &recent, &mut report).await;
         self.process_due().await?;
         let purged = self
             .store
@@ -90,6 +95,30 @@ impl Inner {
             tracing::info!(?report, "reconciled");
         }
         Ok(report)
+    }
+
+    /// Takes or renews the reconciler's leadership: true while this
+    /// replica holds it. One replica at a time leads; the lease lapses
+    /// `leader_ttl` after its holder stops renewing it.
+    pub(super) async fn lead(&self) -> Result<bool> {
+        let lease = AcquireLease::new(
+            LEADER_LEASE,
+            self.config.replica_id.clone(),
+            self.clock.now(),
+            self.config.leader_ttl,
+        );
+        Ok(self.store.acquire_lease(lease).await?.acquired)
+    }
+
+    /// Gives leadership up (a clean shutdown), so another replica takes
+    /// over at its next renewal rather than after `leader_ttl`.
+    pub(super) async fn resign(&self) -> Result<()> {
+        self.store
+            .release_lease(ReleaseLease::new(
+                LEADER_LEASE,
+                self.config.replica_id.clone(),
+            ))
+            .await
     }
 
     /// Past the maximum lifetime, or serving a job that is over.
@@ -347,6 +376,7 @@ impl Inner {
     async fn find_unseen_queued(
         &self,
         active: &[Versioned<JobRecord>],
+        newest: &[Versioned<JobRecord>],
         report: &mut ReconcileReport,
     ) {
         // The repositories with jobs in flight, and those with a job queued
@@ -357,15 +387,12 @@ impl Inner {
             .map(|r| (r.value.installation_id, r.value.repository.clone()))
             .collect();
         let recent = self.clock.now().saturating_sub(RECENT);
-        match self.store.list_jobs(ListJobs::newest(RECENT_JOBS)).await {
-            Ok(page) => repositories.extend(
-                page.jobs
-                    .iter()
-                    .filter(|r| r.value.queued_at >= recent)
-                    .map(|r| (r.value.installation_id, r.value.repository.clone())),
-            ),
-            Err(e) => tracing::warn!(error = %e, "listing recent jobs failed"),
-        }
+        repositories.extend(
+            newest
+                .iter()
+                .filter(|r| r.value.queued_at >= recent)
+                .map(|r| (r.value.installation_id, r.value.repository.clone())),
+        );
         for (installation_id, repository) in repositories {
             let request = ListQueuedJobs::new(installation_id, repository.clone());
             let queued = match self.registry.list_queued_jobs(request).await {
@@ -413,10 +440,15 @@ impl Inner {
 
     /// Compares what EC2 runs with what the store knows: ends orphans, and
     /// notices instances that went away on their own (spot reclaims).
-    async fn sweep_cloud(&self, active: &[Versioned<JobRecord>], report: &mut ReconcileReport) {
+    async fn sweep_cloud(
+        &self,
+        active: &[Versioned<JobRecord>],
+        newest: &[Versioned<JobRecord>],
+        report: &mut ReconcileReport,
+    ) {
         let mut targets: BTreeSet<(AccountId, Region)> = BTreeSet::new();
         let mut owners = HashMap::new();
-        for r in active.iter().map(|r| &r.value) {
+        for r in active.iter().chain(newest).map(|r| &r.value) {
             if let Some(account) = &r.account {
                 owners
                     .entry(account.clone())

@@ -1,0 +1,376 @@
+//! Three `sprinters serve` replicas sharing one PostgreSQL database (started
+//! by `scripts/test`), the AWS emulator and the GitHub stand-in. Jobs are
+//! sent round-robin, every delivery also to a different replica at the same
+//! moment (as a load balancer retrying would); the replica that leads the
+//! reconciler is killed with SIGKILL half-way. Afterwards: another replica
+//! leads within seconds, every job was launched exactly once (the job tag
+//! on the instances), nothing is left running, no job is stuck.
+//!
+//! `SPRINTERS_REPLICA_JOBS` sizes it (1,000 by default).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use secrecy::SecretString;
+use sprinters_aws::AwsClientConfig;
+use sprinters_core::domain::{AccountId, JobId, JobKey, Region, RunAttempt};
+use sprinters_core::job::JobState;
+use sprinters_core::ports::JobStore;
+use sprinters_core::vault::{CredentialVault, StoredAccessKey};
+use sprinters_github::testing::{
+    GithubStandIn, TEST_APP_PRIVATE_KEY_PEM, TEST_APP_PUBLIC_KEY_PEM, WorkflowJobWebhook,
+};
+use sprinters_store::{MasterKey, PostgresJobStore, StaticKeyProvider};
+
+mod serve_process;
+use serve_process::{Server, deliver, endpoint, env_number, instances, key};
+
+const ACCOUNT: &str = "123456789012";
+const SECRET: &str = "replica-test-webhook-secret";
+
+async fn fresh_database() -> String {
+    let server = std::env::var("SPRINTERS_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!("SPRINTERS_TEST_POSTGRES_URL is not set: run scripts/test, which starts PostgreSQL")
+    });
+    let (client, connection) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let name = format!("sprinters_replicas_{:016x}", fastrand::u64(..));
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    format!("{}/{name}", server.rsplit_once('/').unwrap().0)
+}
+
+/// The replica id holding the reconciler's leadership, if any.
+async fn leader(db: &tokio_postgres::Client) -> Option<String> {
+    db.query_opt(
+        "SELECT holder FROM sprinters_leases WHERE name = 'sprinters/reconciler' \
+         AND expires_at > (extract(epoch from now()) * 1000)::bigint",
+        &[],
+    )
+    .await
+    .unwrap()
+    .map(|r| r.get(0))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_config(
+    dir: &Path,
+    n: usize,
+    addr: SocketAddr,
+    controller: &str,
+    api: &str,
+    ami: &str,
+    db: &str,
+) -> std::path::PathBuf {
+    let data = dir.join(format!("replica-{n}"));
+    sprinters_examples::data_dir::create(&data).unwrap();
+    let text = format!(
+        r#"
+[server]
+listen = "{addr}"
+data_dir = "{data}"
+master_key_file = "{dir}/master.key"
+controller_id = "{controller}"
+
+[store]
+url = "{db}"
+max_connections = 8
+
+[github]
+app_id = 778
+private_key_file = "{dir}/app.pem"
+webhook_secret_file = "{dir}/webhook-secret"
+api_url = "{api}"
+
+[aws]
+endpoint_url = "{aws}"
+[aws.images."ubuntu-24.04"]
+us-east-1 = "{ami}"
+
+[[accounts]]
+github_owner = "octo-org"
+aws_account_id = "{ACCOUNT}"
+credentials = "vault"
+
+[limits]
+idle_grace_seconds = 2
+reconcile_interval_seconds = 1
+claim_ttl_seconds = 10
+leader_ttl_seconds = 3
+"#,
+        data = data.display(),
+        dir = dir.display(),
+        aws = endpoint(),
+    );
+    let path = dir.join(format!("replica-{n}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Sends `body` to replica `to` and, at the same moment, to the next live
+/// one; a replica that is down is skipped as a load balancer would.
+/// Panics on a refusal; returns once some replica took it in.
+async fn deliver_twice(servers: &mut [Server], alive: &[bool], to: usize, id: &str, body: &[u8]) {
+    let live: Vec<usize> = (0..servers.len())
+        .map(|i| (to + i) % servers.len())
+        .filter(|i| alive[*i])
+        .collect();
+    let first = servers[live[0]].addr;
+    let second = servers[live[live.len().min(2) - 1]].addr;
+    for _ in 0..50 {
+        let (a, b) = tokio::join!(
+            deliver(first, SECRET, id, body),
+            deliver(second, SECRET, id, body)
+        );
+        let a = a.unwrap_or_else(|e| panic!("{e}"));
+        let b = b.unwrap_or_else(|e| panic!("{e}"));
+        if a || b {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no replica took in delivery {id}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_on_one_database_launch_every_job_once_through_a_sigkill() {
+    let jobs = env_number("SPRINTERS_REPLICA_JOBS", 1000);
+    let seed = env_number("SEED", fastrand::u64(..));
+    println!("SEED={seed} ({jobs} jobs, 3 replicas)");
+
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterKey::create_file(&dir.path().join("master.key")).unwrap();
+    std::fs::write(dir.path().join("webhook-secret"), SECRET).unwrap();
+    std::fs::write(dir.path().join("app.pem"), TEST_APP_PRIVATE_KEY_PEM).unwrap();
+    let db_url = fresh_database().await;
+    let store = PostgresJobStore::builder(SecretString::from(db_url.clone()))
+        .connect(&StaticKeyProvider::new(master.clone()))
+        .await
+        .unwrap();
+    let k = key();
+    store
+        .put_access_key(
+            AccountId::parse(ACCOUNT).unwrap(),
+            StoredAccessKey {
+                access_key_id: k.access_key_id,
+                secret_access_key: k.secret_access_key,
+            },
+        )
+        .await
+        .unwrap();
+    let (db, connection) = tokio_postgres::connect(&db_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+
+    let ec2 = AwsClientConfig::new()
+        .endpoint_url(endpoint())
+        .unwrap()
+        .ec2(&Region::us_east_1(), &key());
+    let images = ec2
+        .describe_images()
+        .owners("099720109477")
+        .send()
+        .await
+        .unwrap();
+    let ami = images.images()[0].image_id().unwrap().to_owned();
+    let github = GithubStandIn::start(778, TEST_APP_PUBLIC_KEY_PEM.as_bytes())
+        .await
+        .unwrap();
+    let controller = format!("replicas-{seed:016x}");
+    let mut servers: Vec<Server> = (0..3)
+        .map(|n| {
+            let addr = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap();
+            Server {
+                config: write_config(
+                    dir.path(),
+                    n,
+                    addr,
+                    &controller,
+                    &github.uri(),
+                    &ami,
+                    &db_url,
+                ),
+                log: dir.path().join(format!("replica-{n}.log")),
+                addr,
+                child: None,
+                starts: 0,
+            }
+        })
+        .collect();
+    for s in &mut servers {
+        s.start().await;
+    }
+    let mut alive = vec![true; 3];
+
+    let first = 1 + (seed % 1000) * 1_000_000;
+    let webhook = |n: u64| WorkflowJobWebhook {
+        job_id: first + n,
+        run_id: 7_000_000 + first + n,
+        run_attempt: 1,
+        repository: "octo-org/replicas".to_owned(),
+        installation_id: 4343,
+        labels: vec![
+            "sprinters:aws:ubuntu-24.04".to_owned(),
+            format!("{}-1-build", 7_000_000 + first + n),
+        ],
+        name: format!("job {n}"),
+    };
+
+    let started_at = Instant::now();
+    let deadline = started_at + Duration::from_secs(600 + jobs);
+    let mut started = vec![false; jobs as usize];
+    let mut next_job = 0u64;
+    let mut round = 0usize;
+    let mut failover = None;
+    let mut round_logged = Instant::now();
+    while started.iter().any(|s| !s) {
+        assert!(Instant::now() < deadline, "the run did not finish");
+        // A steady stream: ten new jobs per round.
+        for _ in 0..10 {
+            if next_job < jobs {
+                let id = format!("{}-queued", first + next_job);
+                let body = webhook(next_job).body("queued", None, None);
+                deliver_twice(&mut servers, &alive, next_job as usize % 3, &id, &body).await;
+                next_job += 1;
+            }
+        }
+        // Half-way, the leader dies.
+        if failover.is_none() && next_job >= jobs / 2 {
+            let holder = leader(&db).await.expect("a replica leads");
+            let victim = servers
+                .iter()
+                .position(|s| {
+                    s.child
+                        .as_ref()
+                        .is_some_and(|c| holder.contains(&format!("-{}-", c.id())))
+                })
+                .unwrap_or_else(|| panic!("the leader {holder} is none of the replicas"));
+            servers[victim].kill();
+            alive[victim] = false;
+            let killed_at = Instant::now();
+            let taken_over = loop {
+                if let Some(h) = leader(&db).await
+                    && h != holder
+                {
+                    break killed_at.elapsed();
+                }
+                assert!(
+                    killed_at.elapsed() < Duration::from_secs(30),
+                    "nobody took over"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            println!("replica {victim} (the leader) SIGKILLed; another led after {taken_over:?}");
+            failover = Some(taken_over);
+        }
+        // GitHub hands each runner that came up its job.
+        let seen = instances(&ec2, &controller).await;
+        for n in 0..next_job {
+            let job_id = first + n;
+            if started[n as usize] {
+                continue;
+            }
+            if let Some((_, runner, _)) = seen.get(&job_id).and_then(|v| v.first()) {
+                let runner = Some((1, runner.as_str()));
+                let w = webhook(n);
+                round += 1;
+                deliver_twice(
+                    &mut servers,
+                    &alive,
+                    round % 3,
+                    &format!("{job_id}-started"),
+                    &w.body("in_progress", runner, None),
+                )
+                .await;
+                deliver_twice(
+                    &mut servers,
+                    &alive,
+                    round % 3,
+                    &format!("{job_id}-done"),
+                    &w.body("completed", runner, Some("success")),
+                )
+                .await;
+                started[n as usize] = true;
+            }
+        }
+        if next_job >= jobs {
+            let waiting = started.iter().filter(|s| !**s).count();
+            if round_logged.elapsed() > Duration::from_secs(10) {
+                println!(
+                    "{waiting} jobs not launched yet, {:.0} s",
+                    started_at.elapsed().as_secs_f64()
+                );
+                round_logged = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    let failover = failover.expect("the leader was killed");
+    assert!(
+        failover <= Duration::from_secs(10),
+        "failover took {failover:?}"
+    );
+
+    // Settle: every instance ends (completions, and the reconciler).
+    let settle_by = Instant::now() + Duration::from_secs(120);
+    let (live, seen) = loop {
+        let seen = instances(&ec2, &controller).await;
+        let live: usize = seen.values().flatten().filter(|(_, _, a)| *a).count();
+        if live == 0 || Instant::now() > settle_by {
+            break (live, seen);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    if live > 0 {
+        for (job, found) in &seen {
+            if found.iter().any(|(_, _, alive)| *alive) {
+                println!("job {job} still has a live instance: {found:?}");
+                for s in &servers {
+                    let log = std::fs::read_to_string(&s.log).unwrap_or_default();
+                    for line in log.lines().filter(|l| l.contains(&job.to_string())) {
+                        println!("  {}: {line}", s.log.display());
+                    }
+                }
+            }
+        }
+    }
+    for (s, alive) in servers.iter_mut().zip(&alive) {
+        if *alive {
+            s.stop();
+        }
+    }
+    assert_eq!(live, 0, "instances left running");
+    for n in 0..jobs {
+        let launched = seen.get(&(first + n)).map_or(0, Vec::len);
+        assert_eq!(
+            launched,
+            1,
+            "job {} was launched {launched} times",
+            first + n
+        );
+        let key = JobKey::new(JobId::new(first + n), RunAttempt::FIRST);
+        let record = store.get_job(key).await.unwrap().unwrap();
+        assert_eq!(record.value.state, JobState::Cleaned, "job {key} is stuck");
+    }
+    println!(
+        "{jobs} jobs over 3 replicas (every delivery twice), the leader SIGKILLed, another led after {failover:?}; every job launched once, 0 instances left, {:.0} s",
+        started_at.elapsed().as_secs_f64()
+    );
+}
