@@ -180,3 +180,61 @@ fn errors_name_the_key() {
     assert_eq!(err.key, "github.private_key_file");
     assert!(err.message.contains("/nonexistent/app.pem"), "{err}");
 }
+
+#[test]
+fn the_store_is_the_file_store_unless_a_database_is_named() {
+    use sprinters_examples::config::StoreConfig;
+    let mut f = files();
+    let config = Config::parse(&example(), &f.env).unwrap();
+    assert!(matches!(config.store, StoreConfig::File));
+    assert_eq!(config.limits.claim_ttl_seconds, 300);
+    assert_eq!(config.limits.leader_ttl_seconds, 15);
+
+    let url = "postgres://sprinters:hunter2@db.internal:5432/sprinters";
+    let url_file = f._dir.path().join("database-url");
+    std::fs::write(&url_file, format!("{url}\n")).unwrap();
+    let with_store = |extra: &str| format!("{}\n[store]\n{extra}\n", example());
+    let config = Config::parse(
+        &with_store(&format!(
+            "url_file = \"{}\"\nmax_connections = 4",
+            url_file.display()
+        )),
+        &f.env,
+    )
+    .unwrap();
+    match &config.store {
+        StoreConfig::Postgres {
+            url: got,
+            max_connections,
+        } => {
+            assert_eq!(got.expose_secret(), url);
+            assert_eq!(*max_connections, 4);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        !format!("{config:?}").contains("hunter2"),
+        "the URL's password never reaches Debug"
+    );
+
+    f.env.insert("SPRINTERS_STORE_URL".into(), url.into());
+    let config = Config::parse(&example(), &f.env).unwrap();
+    assert!(matches!(config.store, StoreConfig::Postgres { .. }));
+    f.env.remove("SPRINTERS_STORE_URL");
+
+    let err =
+        Config::parse(&with_store("url = \"mysql://root:hunter2@db/x\""), &f.env).unwrap_err();
+    assert_eq!(err.key, "store.url");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    let err = Config::parse(&with_store("max_connections = 4"), &f.env).unwrap_err();
+    assert_eq!(err.key, "store.max_connections");
+    let err = Config::parse(
+        &format!(
+            "{}\nleader_ttl_seconds = 1\n",
+            example().replace("leader_ttl_seconds = 15\n", "")
+        ),
+        &f.env,
+    )
+    .unwrap_err();
+    assert_eq!(err.key, "limits.leader_ttl_seconds");
+}

@@ -35,7 +35,7 @@ use sprinters_github::testing::{
 use sprinters_store::{FileJobStore, MasterKey};
 
 mod serve_process;
-use serve_process::{Server, deliver, endpoint, env_number, instances, key};
+use serve_process::{Server, deliver, endpoint, env_number, instances, key, live_instances};
 
 const ACCOUNT: &str = "123456789012";
 const SECRET: &str = "kill-test-webhook-secret";
@@ -204,7 +204,7 @@ async fn sigkilled_serve_launches_every_job_exactly_once_and_leaves_nothing_runn
             continue;
         }
         // Nothing to send: GitHub hands each launched runner its job.
-        let seen = instances(&ec2, &controller).await;
+        let seen = live_instances(&ec2, &controller).await;
         let mut progressed = false;
         for n in 0..jobs {
             let job_id = first + n;

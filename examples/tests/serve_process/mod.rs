@@ -175,28 +175,52 @@ pub(crate) async fn instances(
     ec2: &aws_sdk_ec2::Client,
     controller: &str,
 ) -> BTreeMap<u64, Vec<(String, String, bool)>> {
+    instances_in(ec2, controller, false).await
+}
+
+/// [`instances`], only those pending or running: a far smaller answer once
+/// most have ended, which keeps a long run's polling cheap for the emulator.
+pub(crate) async fn live_instances(
+    ec2: &aws_sdk_ec2::Client,
+    controller: &str,
+) -> BTreeMap<u64, Vec<(String, String, bool)>> {
+    instances_in(ec2, controller, true).await
+}
+
+async fn instances_in(
+    ec2: &aws_sdk_ec2::Client,
+    controller: &str,
+    live_only: bool,
+) -> BTreeMap<u64, Vec<(String, String, bool)>> {
     for _ in 0..10 {
-        if let Some(seen) = instances_once(ec2, controller).await {
+        if let Some(seen) = instances_once(ec2, controller, live_only).await {
             return seen;
         }
     }
     panic!("the emulator did not answer DescribeInstances ten times in a row");
 }
 
-pub(crate) async fn instances_once(
+async fn instances_once(
     ec2: &aws_sdk_ec2::Client,
     controller: &str,
+    live_only: bool,
 ) -> Option<BTreeMap<u64, Vec<(String, String, bool)>>> {
     let filter = aws_sdk_ec2::types::Filter::builder()
         .name("tag:sprinters:controller")
         .values(controller)
         .build();
+    let mut request = ec2.describe_instances().filters(filter);
+    if live_only {
+        request = request.filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("instance-state-name")
+                .values("pending")
+                .values("running")
+                .build(),
+        );
+    }
     // Every page: the emulator, like EC2, answers 100 reservations at most.
-    let mut pages = ec2
-        .describe_instances()
-        .filters(filter)
-        .into_paginator()
-        .send();
+    let mut pages = request.into_paginator().send();
     let mut reservations = Vec::new();
     while let Some(page) = pages.next().await {
         match page {

@@ -21,6 +21,19 @@ impl Inner {
         let Some(current) = self.store.get_job(launched_for).await? else {
             return Ok(());
         };
+        self.end_launch_from(current, number, reason, taken_by)
+            .await
+    }
+
+    /// [`Inner::end_launch`] from the launching job's record as just read
+    /// or written (a stale one costs a lost compare-and-swap, no more).
+    pub(super) async fn end_launch_from(
+        &self,
+        current: Versioned<JobRecord>,
+        number: u32,
+        reason: EndReason,
+        taken_by: Option<JobKey>,
+    ) -> Result<()> {
         let record = &current.value;
         let Some(launch) = record.launches.iter().find(|l| l.number == number).cloned() else {
             return Ok(());

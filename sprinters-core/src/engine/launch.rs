@@ -44,14 +44,19 @@ impl Inner {
 
     /// Launches for `key` if it still needs a runner. Errors are recorded on
     /// the job, or left for the next tick when the store itself failed.
-    pub(super) async fn launch_job(self: &Arc<Self>, key: JobKey) {
-        let record = match self.store.get_job(key).await {
-            Ok(Some(r)) => r.value,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!(job = %key, error = %e, "reading job before launch failed");
-                return;
-            }
+    pub(super) async fn launch_job(self: &Arc<Self>, key: JobKey, known: Option<JobRecord>) {
+        // Only the account and repository are used before the claim, which
+        // reads the current record: a known one, however recent, will do.
+        let record = match known {
+            Some(record) => record,
+            None => match self.store.get_job(key).await {
+                Ok(Some(r)) => r.value,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(job = %key, error = %e, "reading job before launch failed");
+                    return;
+                }
+            },
         };
         let span = job_span(key, &record.repository);
         async {

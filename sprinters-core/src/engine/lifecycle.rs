@@ -75,14 +75,14 @@ impl Inner {
             JobState::Queued,
             self.clock.now(),
         );
-        let (stored, created) = self.upsert(record, |_| false).await?;
+        let (stored, created) = self.create_or_update(record, |_| false).await?;
         if created {
             tracing::info!(labels = ?event.labels, "job queued");
         }
         if stored.value.state.is_waiting() {
             // The launch task decides under its claim whether a spare
-            // runner already covers the job.
-            self.schedule_launch(event.job);
+            // runner already covers the job; it starts from this read.
+            self.schedule_launch_from(event.job, Some(stored.value));
         }
         Ok(Handled::Accepted(event.job))
     }
@@ -192,16 +192,29 @@ impl Inner {
         // The completion is durable by now: an instance that will not end
         // yet (EC2 down) is the reconciler's to end, not a reason to have
         // GitHub deliver the webhook again.
-        if let Some((launched_for, number)) = ran_on
-            && let Err(e) = self
-                .end_launch(
+        let ended = match ran_on {
+            // Its own runner: the record just written is the one to end.
+            Some((launched_for, number)) if launched_for == event.job => Some(
+                self.end_launch_from(
+                    stored.clone(),
+                    number,
+                    EndReason::JobCompleted,
+                    Some(event.job),
+                )
+                .await,
+            ),
+            Some((launched_for, number)) => Some(
+                self.end_launch(
                     launched_for,
                     number,
                     EndReason::JobCompleted,
                     Some(event.job),
                 )
-                .await
-        {
+                .await,
+            ),
+            None => None,
+        };
+        if let Some(Err(e)) = ended {
             tracing::warn!(error = %e, "ending the finished job's instance failed; the reconciler will");
         }
         // The job's own idle runners are now spares: a waiting job with the

@@ -75,6 +75,36 @@ impl Inner {
         )))
     }
 
+    /// [`Inner::upsert`] for an event that usually is a job's first (its
+    /// `queued`): the create is tried first, saving the read; a record that
+    /// exists already is updated as `upsert` would.
+    pub(super) async fn create_or_update<F>(
+        &self,
+        fresh: JobRecord,
+        change: F,
+    ) -> Result<(Versioned<JobRecord>, bool)>
+    where
+        F: FnMut(&mut JobRecord) -> bool + Send,
+    {
+        let key = fresh.key;
+        match self.store.put_job(PutJob::create(fresh.clone())).await {
+            Ok(version) => Ok((
+                Versioned {
+                    value: fresh,
+                    version,
+                },
+                true,
+            )),
+            Err(e) if *e.kind() == ErrorKind::Conflict => match self.update(key, change).await? {
+                Some(record) => Ok((record, false)),
+                None => Err(crate::Error::conflict(format!(
+                    "job {key} vanished while being written"
+                ))),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
     /// Creates `fresh` if the job has no record yet, otherwise applies
     /// `change` to the stored one. Returns the record and whether it was
     /// created.

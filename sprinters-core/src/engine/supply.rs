@@ -138,6 +138,13 @@ impl Inner {
 
     /// Spawns the launch task of `key` unless one runs in this replica.
     pub(super) fn schedule_launch(&self, key: JobKey) {
+        self.schedule_launch_from(key, None);
+    }
+
+    /// [`Inner::schedule_launch`] with the record just read or written, if
+    /// any: the task then starts without reading it again (its claim reads
+    /// the current one anyway).
+    pub(super) fn schedule_launch_from(&self, key: JobKey, known: Option<JobRecord>) {
         if self.shutdown.is_cancelled() {
             return;
         }
@@ -149,7 +156,7 @@ impl Inner {
         }
         let Some(this) = self.me() else { return };
         self.tasks.spawn(async move {
-            this.launch_job(key).await;
+            this.launch_job(key, known).await;
             this.scheduled
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
