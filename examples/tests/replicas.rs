@@ -268,7 +268,17 @@ async fn three_replicas_on_one_database_launch_every_job_once_through_a_sigkill(
         deliver_all(&addrs, &alive, batch).await;
         // Half-way, the leader dies.
         if failover.is_none() && next_job >= jobs / 2 {
-            let holder = leader(&db).await.expect("a replica leads");
+            let asked = Instant::now();
+            let holder = loop {
+                if let Some(h) = leader(&db).await {
+                    break h;
+                }
+                assert!(
+                    asked.elapsed() < Duration::from_secs(10),
+                    "no replica leads"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
             let victim = servers
                 .iter()
                 .position(|s| {

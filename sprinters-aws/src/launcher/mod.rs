@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use aws_sdk_ec2::types::InstanceStateName;
+use aws_sdk_ec2::types::{Filter, InstanceStateName};
 use futures::FutureExt as _;
 use sprinters_core::domain::{AccountId, AvailabilityZone, InstanceType, Region, SecurityGroupId};
 use sprinters_core::labels::Image;
@@ -432,6 +432,18 @@ impl CloudLauncher for Ec2Launcher {
                 &format!("tag:{CONTROLLER_TAG}"),
                 &request.controller_id,
             ))
+            // Terminated instances stay listed for about an hour: leaving
+            // them out keeps every reconciler pass's answer small.
+            .filters(
+                Filter::builder()
+                    .name("instance-state-name")
+                    .set_values(Some(
+                        ["pending", "running", "shutting-down", "stopping", "stopped"]
+                            .map(str::to_owned)
+                            .to_vec(),
+                    ))
+                    .build(),
+            )
             .max_results(1000);
         if let Some(job) = request.job {
             call = call

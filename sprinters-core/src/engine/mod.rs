@@ -266,42 +266,49 @@ impl Engine {
         let inner = &self.inner;
         inner.recover().await?;
         tokio::pin!(shutdown);
-        let mut next_reconcile = inner.clock.now();
-        let mut next_renewal = inner.clock.now();
-        loop {
-            let tick = inner.clock.sleep(inner.config.tick_interval);
-            let poll = async {
-                match &inner.source {
-                    Some(source) => source.poll(Poll::new(64)).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = &mut shutdown => break,
-                polled = poll => match polled {
-                    Ok(polled) => self.take_in(polled.deliveries).await,
-                    Err(e) => tracing::warn!(error = %e, "polling the event source failed"),
-                },
-                _ = tick => {
-                    if let Err(e) = inner.process_due().await {
-                        tracing::warn!(error = %e, "starting due launches failed");
+        let work = async {
+            let mut next_reconcile = inner.clock.now();
+            loop {
+                let tick = inner.clock.sleep(inner.config.tick_interval);
+                let poll = async {
+                    match &inner.source {
+                        Some(source) => source.poll(Poll::new(64)).await,
+                        None => std::future::pending().await,
                     }
-                    // Leadership is renewed more often than passes run,
-                    // so a long pass or a long interval never lets it lapse.
-                    if inner.clock.now() >= next_renewal {
-                        if let Err(e) = inner.lead().await {
-                            tracing::warn!(error = %e, "renewing the reconciler's leadership failed");
+                };
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    polled = poll => match polled {
+                        Ok(polled) => self.take_in(polled.deliveries).await,
+                        Err(e) => tracing::warn!(error = %e, "polling the event source failed"),
+                    },
+                    _ = tick => {
+                        if let Err(e) = inner.process_due().await {
+                            tracing::warn!(error = %e, "starting due launches failed");
                         }
-                        next_renewal = inner.clock.now().saturating_add(inner.config.leader_ttl / 3);
-                    }
-                    if inner.clock.now() >= next_reconcile {
-                        if let Err(e) = inner.reconcile().await {
-                            tracing::warn!(error = %e, "reconciling failed");
+                        if inner.clock.now() >= next_reconcile {
+                            if let Err(e) = inner.reconcile().await {
+                                tracing::warn!(error = %e, "reconciling failed");
+                            }
+                            next_reconcile = inner.clock.now().saturating_add(inner.config.reconcile_interval);
                         }
-                        next_reconcile = inner.clock.now().saturating_add(inner.config.reconcile_interval);
                     }
                 }
             }
+        };
+        // Leadership is renewed beside the work, every third of its TTL, so
+        // that a long pass (a slow cloud API) never lets it lapse.
+        let heartbeat = async {
+            loop {
+                if let Err(e) = inner.lead().await {
+                    tracing::warn!(error = %e, "renewing the reconciler's leadership failed");
+                }
+                inner.clock.sleep(inner.config.leader_ttl / 3).await;
+            }
+        };
+        tokio::select! {
+            () = work => {}
+            () = heartbeat => {}
         }
         self.shutdown().await;
         if let Err(e) = inner.resign().await {

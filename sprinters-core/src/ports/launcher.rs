@@ -223,7 +223,8 @@ pub struct ListOwned {
 }
 
 impl ListOwned {
-    /// Every instance of `controller_id` in the account and region.
+    /// Every instance of `controller_id` in the account and region that
+    /// is not terminated yet.
     pub fn new(
         account: AccountId,
         credentials: Credentials,
@@ -373,7 +374,8 @@ pub trait CloudLauncher: Send + Sync + fmt::Debug + 'static {
     async fn launch(&self, request: LaunchRequest) -> Result<Launched>;
     /// Terminates an instance; one already gone is success.
     async fn terminate(&self, request: TerminateRequest) -> Result<Terminated>;
-    /// The instances this control plane owns, every page of them.
+    /// The instances this control plane owns and that are not terminated
+    /// yet, every page of them.
     async fn list_owned(&self, request: ListOwned) -> Result<OwnedInstances>;
     /// One instance; `NotFound` when EC2 does not know it.
     async fn describe(&self, request: DescribeInstance) -> Result<InstanceInfo>;
