@@ -572,3 +572,49 @@ async fn leadership_is_held_by_one_replica_and_moves_when_it_lapses() {
     run.await.unwrap();
     assert!(a.leads().await.unwrap(), "b resigned on shutdown");
 }
+
+/// A slot is held by the replica that launched the job; when another
+/// replica ends the job's instance (it took the `completed` webhook), the
+/// launching replica frees the slot at its next tick, so its limit does
+/// not fill up with jobs that are over.
+#[tokio::test]
+async fn a_slot_is_freed_when_another_replica_ends_the_job() {
+    let bed = TestBed::with_config(|c| c.limits.per_account = Some(1));
+    let a = bed.engine.clone();
+    let mut config = a.config().clone();
+    config.replica_id = "replica-b".into();
+    let b = bed.builder().config(config).build().unwrap();
+
+    let first = bed.job(1);
+    bed.tell_github(&first.queued());
+    a.handle(bed.delivery("d-1", first.queued())).await.unwrap();
+    a.drain().await;
+    assert_eq!(a.slots_held(), 1);
+    let runner = TestBed::runner(&first, 1);
+    for (id, event) in [
+        ("d-2", first.in_progress(&runner)),
+        ("d-3", first.completed(Conclusion::Success, Some(&runner))),
+    ] {
+        bed.tell_github(&event);
+        b.handle(bed.delivery(id, event)).await.unwrap();
+    }
+    b.drain().await;
+    assert_eq!(bed.record(&first).await.state, JobState::Cleaned);
+    assert_eq!(a.slots_held(), 1, "a has not looked yet");
+
+    let second = bed.job(2);
+    bed.tell_github(&second.queued());
+    a.handle(bed.delivery("d-4", second.queued()))
+        .await
+        .unwrap();
+    a.process_due().await.unwrap();
+    // A leaked slot would leave the launch waiting for ever: fail instead.
+    tokio::time::timeout(Duration::from_secs(10), a.drain())
+        .await
+        .expect("the second job's launch got a slot");
+    assert_eq!(
+        bed.record(&second).await.state,
+        JobState::Launched,
+        "the slot the first job held is free again"
+    );
+}

@@ -106,6 +106,13 @@ impl Limiter {
     pub(crate) fn held(&self) -> usize {
         self.lock().jobs.len()
     }
+
+    /// The jobs holding a slot.
+    pub(crate) fn holders(&self) -> Vec<JobKey> {
+        let mut jobs: Vec<JobKey> = self.lock().jobs.keys().copied().collect();
+        jobs.sort();
+        jobs
+    }
 }
 
 impl Held {

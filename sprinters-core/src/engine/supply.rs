@@ -107,6 +107,7 @@ impl Inner {
     /// Starts every launch that is due, over all label sets.
     pub(super) async fn process_due(&self) -> Result<()> {
         let active = self.list_all(ListJobs::active(PAGE)).await?;
+        self.release_slots_of_inactive(&active);
         // Ordered, so that a simulation replays a seed exactly.
         let mut by_set: BTreeMap<LabelSetKey, Vec<Versioned<JobRecord>>> = BTreeMap::new();
         for record in active {
@@ -120,6 +121,25 @@ impl Inner {
             self.start_due(records, now);
         }
         Ok(())
+    }
+
+    /// Another replica may end the instance of a job this one launched
+    /// (it took the job's `completed` webhook, or it leads the reconciler):
+    /// the slot this replica holds for it is freed here, once the job is no
+    /// longer active and no launch task of it runs in this replica.
+    fn release_slots_of_inactive(&self, active: &[Versioned<JobRecord>]) {
+        let active: std::collections::HashSet<JobKey> =
+            active.iter().map(|r| r.value.key).collect();
+        let scheduled = self
+            .scheduled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for job in self.limiter.holders() {
+            if !active.contains(&job) && !scheduled.contains(&job) {
+                self.limiter.release(job);
+            }
+        }
     }
 
     fn start_due(&self, active: &[Versioned<JobRecord>], now: Timestamp) {
