@@ -108,7 +108,9 @@ max_concurrent_per_account = 100000
             .build()
             .await
             .unwrap();
-        let store = plane.store().clone();
+        let sprinters_examples::server::PlaneStore::File(store) = plane.store().clone() else {
+            panic!("the rig runs on the file store");
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
