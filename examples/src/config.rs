@@ -677,7 +677,7 @@ impl RawFile {
             ("limits.claim_ttl_seconds", limits.claim_ttl_seconds),
             ("limits.leader_ttl_seconds", limits.leader_ttl_seconds),
         ] {
-            if n < 3 || n > 3600 {
+            if !(3..=3600).contains(&n) {
                 return Err(err(key, "between 3 and 3600 seconds"));
             }
         }
