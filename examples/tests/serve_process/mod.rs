@@ -145,6 +145,25 @@ pub(crate) async fn deliver(
     id: &str,
     body: &[u8],
 ) -> Result<bool, String> {
+    // A connection the server never answers (it died holding it) is a
+    // failed delivery, sent again, not a test that hangs.
+    match tokio::time::timeout(
+        Duration::from_secs(60),
+        deliver_once(addr, secret, id, body),
+    )
+    .await
+    {
+        Ok(answer) => answer,
+        Err(_) => Ok(false),
+    }
+}
+
+async fn deliver_once(
+    addr: SocketAddr,
+    secret: &str,
+    id: &str,
+    body: &[u8],
+) -> Result<bool, String> {
     let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
         return Ok(false);
     };
@@ -195,7 +214,13 @@ async fn instances_in(
     live_only: bool,
 ) -> BTreeMap<u64, Vec<(String, String, bool)>> {
     for _ in 0..10 {
-        if let Some(seen) = instances_once(ec2, controller, live_only).await {
+        // The SDK has no read timeout by default: an answer the emulator
+        // never sends is asked for again.
+        let once = tokio::time::timeout(
+            Duration::from_secs(60),
+            instances_once(ec2, controller, live_only),
+        );
+        if let Ok(Some(seen)) = once.await {
             return seen;
         }
     }
