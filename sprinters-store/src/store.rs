@@ -87,7 +87,7 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], at: &str) -> Result<T> {
         .map_err(|e| Error::integrity(format!("{at}: undecodable record: {e}")))
 }
 
-fn job_id_bytes(key: JobKey) -> [u8; 12] {
+pub(crate) fn job_id_bytes(key: JobKey) -> [u8; 12] {
     let mut b = [0u8; 12];
     b[..8].copy_from_slice(&key.job_id.get().to_le_bytes());
     b[8..].copy_from_slice(&key.run_attempt.get().to_le_bytes());

@@ -31,25 +31,13 @@ async fn fresh_database() -> String {
         .await
         .unwrap();
     tokio::spawn(connection);
-    let name = format!("sprinters_test_{:016x}", fastrand_u64());
+    let name = format!("sprinters_test_{:016x}", rand::random::<u64>());
     client
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await
         .unwrap();
     let base = server.rsplit_once('/').unwrap().0;
     format!("{base}/{name}")
-}
-
-fn fastrand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    );
-    h.finish()
 }
 
 async fn connect(url: &str, key: &MasterKey) -> PostgresJobStore {

@@ -116,27 +116,10 @@ impl Inner {
     where
         F: FnMut(&mut JobRecord) -> bool + Send,
     {
-        let key = fresh.key;
-        if let Some(current) = self.store.get_job(key).await? {
+        if let Some(current) = self.store.get_job(fresh.key).await? {
             return Ok((self.update_from(current, change).await?, false));
         }
-        match self.store.put_job(PutJob::create(fresh.clone())).await {
-            Ok(version) => Ok((
-                Versioned {
-                    value: fresh,
-                    version,
-                },
-                true,
-            )),
-            // Created by someone else since the read.
-            Err(e) if *e.kind() == ErrorKind::Conflict => match self.update(key, change).await? {
-                Some(record) => Ok((record, false)),
-                None => Err(crate::Error::conflict(format!(
-                    "job {key} vanished while being written"
-                ))),
-            },
-            Err(e) => Err(e),
-        }
+        self.create_or_update(fresh, change).await
     }
 }
 

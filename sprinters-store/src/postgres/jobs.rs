@@ -15,6 +15,7 @@ use tokio_postgres::types::ToSql;
 
 use super::PostgresJobStore;
 use crate::frame::{self, Kind};
+use crate::store::job_id_bytes;
 
 /// Retention deletes this many rows per statement, so that a large purge
 /// never holds many locks or one long transaction.
@@ -24,13 +25,6 @@ const COLUMNS: &str = "version, sealed_version, key_id, body, lease_owner, lease
 
 fn millis(t: Timestamp) -> i64 {
     i64::try_from(t.as_millis()).unwrap_or(i64::MAX)
-}
-
-fn job_id_bytes(key: JobKey) -> [u8; 12] {
-    let mut b = [0u8; 12];
-    b[..8].copy_from_slice(&key.job_id.get().to_le_bytes());
-    b[8..].copy_from_slice(&key.run_attempt.get().to_le_bytes());
-    b
 }
 
 /// The columns a write sets, computed from the record.
