@@ -49,8 +49,14 @@ impl Replicas {
         let mut rigs = Vec::new();
         let mut stores = Vec::new();
         for i in 0..n {
-            let store = PostgresJobStore::builder(SecretString::from(url.to_owned()))
-                .max_connections(connections)
+            let mut builder = PostgresJobStore::builder(SecretString::from(url.to_owned()))
+                .max_connections(connections);
+            // Over TLS, as in production, when the server has it (the one
+            // scripts/bench-postgres and scripts/test start does).
+            if let Ok(ca) = std::env::var("SPRINTERS_TEST_POSTGRES_CA") {
+                builder = builder.ca_file(ca);
+            }
+            let store = builder
                 .connect(&StaticKeyProvider::new(key.clone()))
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));

@@ -72,6 +72,9 @@ pub enum StoreConfig {
         url: SecretString,
         /// The pool size of this replica.
         max_connections: usize,
+        /// The CA certificates (PEM) the server's certificate must chain
+        /// to; the system's roots when absent.
+        ca_file: Option<PathBuf>,
     },
 }
 
@@ -205,6 +208,7 @@ struct RawStore {
     url: Option<String>,
     url_file: Option<PathBuf>,
     max_connections: Option<toml::Value>,
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -303,6 +307,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("store", "url"),
     ("store", "url_file"),
     ("store", "max_connections"),
+    ("store", "ca_file"),
 ];
 
 impl Config {
@@ -347,11 +352,13 @@ impl RawStore {
             (Some(url), None) => SecretString::from(url),
             (None, Some(file)) => secret_file("store.url_file", &file)?,
             (None, None) => {
-                if self.max_connections.is_some() {
-                    return Err(err(
-                        "store.max_connections",
-                        "only applies with store.url (a database)",
-                    ));
+                for (key, set) in [
+                    ("store.max_connections", self.max_connections.is_some()),
+                    ("store.ca_file", self.ca_file.is_some()),
+                ] {
+                    if set {
+                        return Err(err(key, "only applies with store.url (a database)"));
+                    }
                 }
                 return Ok(StoreConfig::File);
             }
@@ -368,9 +375,16 @@ impl RawStore {
         if max_connections == 0 || max_connections > 1000 {
             return Err(err("store.max_connections", "between 1 and 1000"));
         }
+        if let Some(file) = self.ca_file.as_ref().filter(|f| !f.is_file()) {
+            return Err(err(
+                "store.ca_file",
+                format!("{} is not a readable file", file.display()),
+            ));
+        }
         Ok(StoreConfig::Postgres {
             url,
             max_connections: max_connections as usize,
+            ca_file: self.ca_file,
         })
     }
 }

@@ -196,7 +196,8 @@ fn the_store_is_the_file_store_unless_a_database_is_named() {
     let with_store = |extra: &str| format!("{}\n[store]\n{extra}\n", example());
     let config = Config::parse(
         &with_store(&format!(
-            "url_file = \"{}\"\nmax_connections = 4",
+            "url_file = \"{}\"\nmax_connections = 4\nca_file = \"{}\"",
+            url_file.display(),
             url_file.display()
         )),
         &f.env,
@@ -206,9 +207,11 @@ fn the_store_is_the_file_store_unless_a_database_is_named() {
         StoreConfig::Postgres {
             url: got,
             max_connections,
+            ca_file,
         } => {
             assert_eq!(got.expose_secret(), url);
             assert_eq!(*max_connections, 4);
+            assert_eq!(ca_file.as_deref(), Some(url_file.as_path()));
         }
         other => panic!("{other:?}"),
     }
@@ -228,6 +231,17 @@ fn the_store_is_the_file_store_unless_a_database_is_named() {
     assert!(!err.to_string().contains("hunter2"), "{err}");
     let err = Config::parse(&with_store("max_connections = 4"), &f.env).unwrap_err();
     assert_eq!(err.key, "store.max_connections");
+    let err = Config::parse(&with_store("ca_file = \"/etc/ca.pem\""), &f.env).unwrap_err();
+    assert_eq!(err.key, "store.ca_file", "a CA file without a database");
+    let err = Config::parse(
+        &with_store(&format!(
+            "url = \"{url}\"\nca_file = \"/nonexistent/ca.pem\""
+        )),
+        &f.env,
+    )
+    .unwrap_err();
+    assert_eq!(err.key, "store.ca_file");
+    assert!(err.message.contains("/nonexistent/ca.pem"), "{err}");
     let err = Config::parse(
         &format!(
             "{}\nleader_ttl_seconds = 1\n",

@@ -53,6 +53,13 @@ async fn fresh_database() -> String {
     format!("{}/{name}", server.rsplit_once('/').unwrap().0)
 }
 
+/// The test server's CA: the replicas talk to it over verified TLS.
+fn ca_file() -> String {
+    std::env::var("SPRINTERS_TEST_POSTGRES_CA").unwrap_or_else(|_| {
+        panic!("SPRINTERS_TEST_POSTGRES_CA is not set: run scripts/test, which starts PostgreSQL")
+    })
+}
+
 /// The replica id holding the reconciler's leadership, if any.
 async fn leader(db: &tokio_postgres::Client) -> Option<String> {
     db.query_opt(
@@ -88,6 +95,7 @@ controller_id = "{controller}"
 [store]
 url = "{db}"
 max_connections = 8
+ca_file = "{ca}"
 
 [github]
 app_id = 778
@@ -114,6 +122,7 @@ leader_ttl_seconds = 3
         data = data.display(),
         dir = dir.display(),
         aws = endpoint(),
+        ca = ca_file(),
     );
     let path = dir.join(format!("replica-{n}.toml"));
     std::fs::write(&path, text).unwrap();
@@ -169,6 +178,7 @@ async fn three_replicas_on_one_database_launch_every_job_once_through_a_sigkill(
     std::fs::write(dir.path().join("app.pem"), TEST_APP_PRIVATE_KEY_PEM).unwrap();
     let db_url = fresh_database().await;
     let store = PostgresJobStore::builder(SecretString::from(db_url.clone()))
+        .ca_file(ca_file())
         .connect(&StaticKeyProvider::new(master.clone()))
         .await
         .unwrap();

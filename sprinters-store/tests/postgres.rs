@@ -40,9 +40,16 @@ async fn fresh_database() -> String {
     format!("{base}/{name}")
 }
 
+/// The test server's CA (its certificate is for 127.0.0.1).
+fn ca_file() -> String {
+    std::env::var("SPRINTERS_TEST_POSTGRES_CA")
+        .unwrap_or_else(|_| panic!("SPRINTERS_TEST_POSTGRES_CA is not set: run scripts/test"))
+}
+
 async fn connect(url: &str, key: &MasterKey) -> PostgresJobStore {
     PostgresJobStore::builder(SecretString::from(url.to_owned()))
         .max_connections(8)
+        .ca_file(ca_file())
         .connect(&StaticKeyProvider::new(key.clone()))
         .await
         .unwrap()
@@ -169,6 +176,7 @@ async fn a_wrong_master_key_is_refused_and_changes_nothing() {
         .await
         .unwrap();
     let err = PostgresJobStore::builder(SecretString::from(url.clone()))
+        .ca_file(ca_file())
         .connect(&StaticKeyProvider::new(MasterKey::generate()))
         .await
         .unwrap_err();
@@ -215,6 +223,7 @@ async fn migrations_apply_once_and_a_newer_schema_is_refused() {
         .await
         .unwrap();
     let err = PostgresJobStore::builder(SecretString::from(url))
+        .ca_file(ca_file())
         .connect(&StaticKeyProvider::new(key))
         .await
         .unwrap_err();
@@ -338,4 +347,82 @@ async fn an_unreachable_server_is_a_retryable_error_naming_it_without_the_passwo
     let text = format!("{err} {err:?}");
     assert!(text.contains("127.0.0.1:1/sprinters"), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
+}
+
+/// (ssl, TLS version) of every server process connected to `url`'s database.
+async fn connections_to(url: &str) -> Vec<(bool, Option<String>)> {
+    let name = url.rsplit_once('/').unwrap().1.to_owned();
+    let admin = raw(&std::env::var("SPRINTERS_TEST_POSTGRES_URL").unwrap()).await;
+    admin
+        .query(
+            "SELECT s.ssl, s.version FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.datname = $1",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_store_talks_to_the_server_over_verified_tls_1_3() {
+    let url = fresh_database().await;
+    let store = connect(&url, &MasterKey::generate()).await;
+    store
+        .get_job(testing::sample_record(1, "octo/app", 1).key)
+        .await
+        .unwrap();
+    let seen = connections_to(&url).await;
+    assert!(!seen.is_empty());
+    for (ssl, version) in &seen {
+        assert!(*ssl, "a connection in clear: {seen:?}");
+        assert_eq!(version.as_deref(), Some("TLSv1.3"), "{seen:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_server_certificate_no_trusted_ca_signed_is_refused_before_anything_is_written() {
+    let url = fresh_database().await;
+    // The system's roots do not include the test CA.
+    let err = PostgresJobStore::builder(SecretString::from(url.clone()))
+        .connect(&StaticKeyProvider::new(MasterKey::generate()))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("invalid peer certificate"), "{text}");
+    let tables = raw(&url)
+        .await
+        .query(
+            "SELECT 1 FROM information_schema.tables WHERE table_name LIKE 'sprinters_%'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(tables.is_empty(), "nothing migrated over an untrusted link");
+}
+
+#[tokio::test]
+async fn plain_text_needs_sslmode_disable_and_a_server_on_this_machine() {
+    let url = fresh_database().await;
+    let plain = format!("{url}?sslmode=disable");
+    let store = PostgresJobStore::builder(SecretString::from(plain))
+        .connect(&StaticKeyProvider::new(MasterKey::generate()))
+        .await
+        .unwrap();
+    store
+        .get_job(testing::sample_record(1, "octo/app", 1).key)
+        .await
+        .unwrap();
+    assert!(connections_to(&url).await.iter().all(|(ssl, _)| !ssl));
+
+    let remote = "postgres://sprinters:hunter2@db.example.com/sprinters?sslmode=disable";
+    let err = PostgresJobStore::builder(SecretString::from(remote.to_owned()))
+        .connect(&StaticKeyProvider::new(MasterKey::generate()))
+        .await
+        .unwrap_err();
+    assert_eq!(*err.kind(), ErrorKind::Config, "{err}");
+    assert!(err.to_string().contains("sslmode=disable"), "{err}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
 }

@@ -168,13 +168,18 @@ impl ControlPlaneBuilder {
             StoreConfig::Postgres {
                 url,
                 max_connections,
-            } => PlaneStore::Postgres(Arc::new(
-                PostgresJobStore::builder(url.clone())
-                    .max_connections(*max_connections)
+                ca_file,
+            } => PlaneStore::Postgres(Arc::new({
+                let mut builder =
+                    PostgresJobStore::builder(url.clone()).max_connections(*max_connections);
+                if let Some(file) = ca_file {
+                    builder = builder.ca_file(file);
+                }
+                builder
                     .connect(&keys)
                     .await
-                    .map_err(|e| format!("store (PostgreSQL): {e}"))?,
-            )),
+                    .map_err(|e| format!("store (PostgreSQL): {e}"))?
+            })),
         };
 
         let github_config =

@@ -11,9 +11,11 @@
 mod jobs;
 mod keys;
 mod schema;
+mod tls;
 mod vault;
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,8 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use secrecy::{ExposeSecret, SecretString};
 use sprinters_core::{Error, Result};
+use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row};
 
 use crate::keys::KeyProvider;
 use keys::DbKeys;
@@ -52,10 +54,17 @@ impl fmt::Debug for PostgresJobStore {
 }
 
 /// Connects a [`PostgresJobStore`]: the URL (a secret: it may hold a
-/// password) and the pool size.
+/// password), the pool size and the roots TLS trusts.
+///
+/// TLS (1.3 or 1.2, certificate and host name verified) is required, with
+/// one exception: a server on this machine (a loopback address or a Unix
+/// socket) with `sslmode=disable` in the URL. The driver's own default,
+/// `sslmode=prefer`, is taken as `require`, since it falls back to plain
+/// text whenever the other end declines TLS.
 pub struct PostgresStoreBuilder {
     url: SecretString,
     max_connections: usize,
+    roots: tls::Roots,
 }
 
 impl fmt::Debug for PostgresStoreBuilder {
@@ -63,6 +72,7 @@ impl fmt::Debug for PostgresStoreBuilder {
         f.debug_struct("PostgresStoreBuilder")
             .field("url", &"[REDACTED]")
             .field("max_connections", &self.max_connections)
+            .field("roots", &self.roots)
             .finish()
     }
 }
@@ -74,6 +84,7 @@ impl PostgresStoreBuilder {
         Self {
             url,
             max_connections: 16,
+            roots: tls::Roots::System,
         }
     }
 
@@ -90,20 +101,30 @@ impl PostgresStoreBuilder {
         self
     }
 
+    /// Trusts only the CA certificates in this PEM file for the server's
+    /// certificate (a private CA, or a provider's bundle such as RDS's
+    /// `global-bundle.pem`) instead of the system's roots.
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.roots = tls::Roots::File(path.into());
+        self
+    }
+
     /// Connects, applies the migrations this build has and the database
     /// lacks, and opens (or creates) the key ring with the master key that
     /// `keys` supplies. A wrong key, an unreachable server or a database
     /// newer than this build is an error that names it; nothing is written
     /// then but the migrations.
     pub async fn connect(self, keys: &dyn KeyProvider) -> Result<PostgresJobStore> {
-        let config = tokio_postgres::Config::from_str(self.url.expose_secret()).map_err(|e| {
-            // The parser's message never repeats the URL.
-            Error::config(format!("the database URL is not valid: {e}"))
-        })?;
+        let mut config =
+            tokio_postgres::Config::from_str(self.url.expose_secret()).map_err(|e| {
+                // The parser's message never repeats the URL.
+                Error::config(format!("the database URL is not valid: {e}"))
+            })?;
         let target = describe(&config);
+        tls::settle_ssl_mode(&mut config, &target)?;
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls::connector(&self.roots)?,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -186,7 +207,11 @@ pub(crate) struct Db {
 impl Db {
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Client> {
         self.pool.get().await.map_err(|e| {
-            let message = format!("connecting to the database at {}: {e}", self.target);
+            let message = format!(
+                "connecting to the database at {}: {}",
+                self.target,
+                causes(&e)
+            );
             match e {
                 deadpool_postgres::PoolError::Backend(source) => pg_error(&message, source),
                 _ => Error::unavailable(message),
@@ -257,6 +282,23 @@ impl Db {
             .await
             .map_err(|e| pg_error("writing", e))
     }
+}
+
+/// An error and its sources, each message once: the driver's "error
+/// performing TLS handshake" alone does not say that the certificate was
+/// refused, its source does.
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
 }
 
 fn describe(config: &tokio_postgres::Config) -> String {
