@@ -7,7 +7,10 @@ start_moto() {
     local port log
     port=$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     log=$(mktemp -t sprinters-moto.XXXXXX)
-    .venv/bin/moto_server -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+    # scripts/moto_server.py: moto_server with its per-resource tag lookup
+    # made direct (same answers; a listing no longer slows quadratically
+    # as a long run's instances accumulate).
+    .venv/bin/python scripts/moto_server.py -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
     MOTO_PID=$!
     trap 'kill "$MOTO_PID" 2>/dev/null || true; wait "$MOTO_PID" 2>/dev/null || true' EXIT
     export SPRINTERS_TEST_AWS_ENDPOINT="http://127.0.0.1:$port"
