@@ -67,10 +67,13 @@ fn every_boot_script_variant_passes_shellcheck() {
 #[test]
 fn the_repository_scripts_pass_shellcheck() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    // Every script of the repository: a new one is checked without asking.
+    // Every shell script of the repository: a new one is checked without
+    // asking. (The one Python file there, the emulator's launcher, is not
+    // shell.)
     let mut scripts: Vec<String> = std::fs::read_dir(root.join("scripts"))
         .unwrap()
         .map(|e| format!("scripts/{}", e.unwrap().file_name().to_string_lossy()))
+        .filter(|name| !name.ends_with(".py"))
         .collect();
     scripts.sort();
     assert!(scripts.contains(&"scripts/demo".to_owned()), "{scripts:?}");
