@@ -110,11 +110,13 @@ impl Rig {
         let launcher = Arc::new(SignallingLauncher::new(bed.launcher.clone()));
         let recorded: Waiters<()> = Arc::default();
         let waiters = recorded.clone();
-        // Tells a lifecycle when its instance is in the store, so it can go
-        // on the way GitHub would, without polling.
+        // Tells a lifecycle when its instance is in the store (written, not
+        // about to be: with a database the write takes a round trip, and a
+        // completion arriving before it would find the launch in flight), so
+        // it can go on the way GitHub would, without polling.
         let writes = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counted = writes.clone();
-        let store = HookedStore::new(store, move |record| {
+        let store = HookedStore::after_write(store, move |record| {
             counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if record.launches.iter().any(|l| l.instance_id.is_some()) {
                 let tx = waiters

@@ -7,7 +7,7 @@
 use sprinters_benches::postgres::{Replicas, fresh_database};
 use sprinters_core::ports::JobStore;
 
-/// Measured 18.3: see the README's PostgreSQL section.
+/// Measured 18.0: see the README's PostgreSQL section.
 const MOST_PER_LIFECYCLE: u64 = 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

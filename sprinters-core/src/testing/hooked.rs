@@ -16,10 +16,12 @@ use crate::ports::{
 type Hook = Box<dyn FnMut(&JobRecord) -> Result<()> + Send>;
 
 /// Wraps a store; `hook` sees every record about to be written by
-/// `put_job` and may fail the write (a crash at that point).
+/// `put_job` and may fail the write (a crash at that point), or, made with
+/// [`HookedStore::after_write`], every record once it is written.
 pub struct HookedStore {
     inner: Arc<dyn JobStore>,
     hook: Mutex<Hook>,
+    after: bool,
 }
 
 impl HookedStore {
@@ -31,7 +33,25 @@ impl HookedStore {
         Self {
             inner,
             hook: Mutex::new(Box::new(hook)),
+            after: false,
         }
+    }
+
+    /// Wraps `inner`; `hook` sees each record once `put_job` has stored it
+    /// (what a test waits on to know a write is durable; its error is
+    /// ignored, the write being done).
+    pub fn after_write(
+        inner: Arc<dyn JobStore>,
+        hook: impl FnMut(&JobRecord) -> Result<()> + Send + 'static,
+    ) -> Self {
+        Self {
+            after: true,
+            ..Self::new(inner, hook)
+        }
+    }
+
+    fn see(&self, record: &JobRecord) -> Result<()> {
+        (self.hook.lock().unwrap_or_else(|e| e.into_inner()))(record)
     }
 }
 
@@ -49,7 +69,13 @@ impl JobStore for HookedStore {
         self.inner.get_job(key).await
     }
     async fn put_job(&self, request: PutJob) -> Result<Version> {
-        (self.hook.lock().unwrap_or_else(|e| e.into_inner()))(&request.record)?;
+        if self.after {
+            let record = request.record.clone();
+            let version = self.inner.put_job(request).await?;
+            let _ = self.see(&record);
+            return Ok(version);
+        }
+        self.see(&request.record)?;
         self.inner.put_job(request).await
     }
     async fn claim_job(&self, request: ClaimJob) -> Result<Option<Versioned<JobRecord>>> {
