@@ -426,3 +426,64 @@ async fn plain_text_needs_sslmode_disable_and_a_server_on_this_machine() {
     assert!(err.to_string().contains("sslmode=disable"), "{err}");
     assert!(!err.to_string().contains("hunter2"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_queries_are_served_by_their_indexes() {
+    use sprinters_core::domain::Owner;
+    let url = fresh_database().await;
+    let store = connect(&url, &MasterKey::generate()).await;
+    // 4,000 jobs of 40 owners in 20 accounts, one in 50 still active: the
+    // shape of a real history, where each filter is selective.
+    let mut writers = tokio::task::JoinSet::new();
+    for chunk in 0..8u64 {
+        let store = store.clone();
+        writers.spawn(async move {
+            for n in chunk * 500..(chunk + 1) * 500 {
+                let mut r = testing::sample_record(n + 1, &format!("org{}/app", n % 40), n * 1_000);
+                r.account = AccountId::parse(&format!("{:012}", 100_000_000_000 + n % 20)).ok();
+                r.state = if n % 50 == 0 {
+                    JobState::Queued
+                } else {
+                    JobState::Cleaned
+                };
+                store.put_job(PutJob::create(r)).await.unwrap();
+            }
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.unwrap();
+    }
+    raw(&url)
+        .await
+        .batch_execute("ANALYZE sprinters_jobs")
+        .await
+        .unwrap();
+
+    let newest = ListJobs::newest(50);
+    let mut by_owner = ListJobs::newest(50);
+    by_owner.owner = Some(Owner::parse("org7").unwrap());
+    let mut by_account = ListJobs::newest(50);
+    by_account.account = AccountId::parse("100000000003").ok();
+    let mut next_page = by_owner.clone();
+    let page = store.list_jobs(by_owner.clone()).await.unwrap();
+    assert_eq!(page.jobs.len(), 50);
+    next_page.cursor = page.next;
+    assert!(next_page.cursor.is_some());
+    for (query, index) in [
+        (&newest, "sprinters_jobs_newest"),
+        (&by_owner, "sprinters_jobs_by_owner"),
+        (&next_page, "sprinters_jobs_by_owner"),
+        (&by_account, "sprinters_jobs_by_account"),
+        (&ListJobs::active(500), "sprinters_jobs_active"),
+    ] {
+        let plan = store.explain_list(query).await.unwrap();
+        assert!(
+            plan.contains(index),
+            "{query:?} is not served by {index}:\n{plan}"
+        );
+        assert!(
+            !plan.contains("Seq Scan"),
+            "{query:?} scans the table:\n{plan}"
+        );
+    }
+}

@@ -14,6 +14,9 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::PostgresJobStore;
+
+/// A statement's parameters, built up clause by clause.
+type Params = Vec<Box<dyn ToSql + Sync + Send>>;
 use crate::frame::{self, Kind};
 use crate::store::job_id_bytes;
 
@@ -125,6 +128,84 @@ impl PostgresJobStore {
             value: record,
             version: version as u64,
         }))
+    }
+
+    /// The history query for `request`: its SQL and parameters.
+    pub(super) fn list_query(&self, request: &ListJobs) -> Result<(String, Params)> {
+        let keys = &self.inner.keys;
+        let mut clauses: Vec<String> = Vec::new();
+        let mut params: Params = Vec::new();
+        let mut bind = |clause: &str, value: Box<dyn ToSql + Sync + Send>| {
+            params.push(value);
+            clauses.push(clause.replace('?', &format!("${}", params.len())));
+        };
+        if let Some(owner) = &request.owner {
+            let h = keys.opaque("owner", owner.as_str().to_ascii_lowercase().as_bytes());
+            bind("owner_h = ?", Box::new(h));
+        }
+        if let Some(account) = &request.account {
+            bind(
+                "account_h = ?",
+                Box::new(keys.opaque("account", account.as_str().as_bytes())),
+            );
+        }
+        if let Some(labels) = request.label_set {
+            let bytes = postcard::to_allocvec(&labels)
+                .map_err(|e| Error::integrity(format!("encoding a label set: {e}")))?;
+            bind("label_h = ?", Box::new(keys.opaque("labels", &bytes)));
+        }
+        if let Some(states) = &request.states {
+            let names: Vec<String> = states.iter().map(|s| s.as_str().to_owned()).collect();
+            bind("state = ANY(?)", Box::new(names));
+        }
+        if let Some(from) = request.queued_from {
+            bind("queued_at >= ?", Box::new(millis(from)));
+        }
+        if let Some(until) = request.queued_until {
+            bind("queued_at < ?", Box::new(millis(until)));
+        }
+        if let Some(cursor) = request.cursor {
+            bind("queued_at <= ?", Box::new(millis(cursor.queued_at)));
+            let n = params.len();
+            params.push(Box::new(self.record_id(cursor.key)));
+            clauses.push(format!("(queued_at, id) < (${n}, ${})", n + 1));
+        }
+        if request.active_only {
+            clauses.push("active".to_owned());
+        }
+        let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
+        params.push(Box::new(limit));
+        let filter = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        let sql = format!(
+            "SELECT {COLUMNS}, id FROM sprinters_jobs {filter} \
+             ORDER BY queued_at DESC, id DESC LIMIT ${}",
+            params.len()
+        );
+        Ok((sql, params))
+    }
+
+    /// The plan PostgreSQL picks for the history page `request` asks for
+    /// (`EXPLAIN`: nothing is read), so an operator or a test can see which
+    /// index serves it.
+    pub async fn explain_list(&self, request: &ListJobs) -> Result<String> {
+        let db = &self.inner.db;
+        let (sql, params) = self.list_query(request)?;
+        let refs: Vec<&(dyn ToSql + Sync)> = params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        let client = db.client().await?;
+        let rows = db.query(&client, &format!("EXPLAIN {sql}"), &refs).await?;
+        let lines = rows
+            .iter()
+            .map(|r| r.try_get::<_, String>(0))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::integrity(format!("reading a query plan: {e}")).with_source(e))?;
+        Ok(lines.join("\n"))
     }
 }
 
@@ -245,59 +326,7 @@ impl JobStore for PostgresJobStore {
 
     async fn list_jobs(&self, request: ListJobs) -> Result<JobPage> {
         let db = &self.inner.db;
-        let keys = &self.inner.keys;
-        let mut clauses: Vec<String> = Vec::new();
-        let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
-        let mut bind = |clause: &str, value: Box<dyn ToSql + Sync + Send>| {
-            params.push(value);
-            clauses.push(clause.replace('?', &format!("${}", params.len())));
-        };
-        if let Some(owner) = &request.owner {
-            let h = keys.opaque("owner", owner.as_str().to_ascii_lowercase().as_bytes());
-            bind("owner_h = ?", Box::new(h));
-        }
-        if let Some(account) = &request.account {
-            bind(
-                "account_h = ?",
-                Box::new(keys.opaque("account", account.as_str().as_bytes())),
-            );
-        }
-        if let Some(labels) = request.label_set {
-            let bytes = postcard::to_allocvec(&labels)
-                .map_err(|e| Error::integrity(format!("encoding a label set: {e}")))?;
-            bind("label_h = ?", Box::new(keys.opaque("labels", &bytes)));
-        }
-        if let Some(states) = &request.states {
-            let names: Vec<String> = states.iter().map(|s| s.as_str().to_owned()).collect();
-            bind("state = ANY(?)", Box::new(names));
-        }
-        if let Some(from) = request.queued_from {
-            bind("queued_at >= ?", Box::new(millis(from)));
-        }
-        if let Some(until) = request.queued_until {
-            bind("queued_at < ?", Box::new(millis(until)));
-        }
-        if let Some(cursor) = request.cursor {
-            bind("queued_at <= ?", Box::new(millis(cursor.queued_at)));
-            let n = params.len();
-            params.push(Box::new(self.record_id(cursor.key)));
-            clauses.push(format!("(queued_at, id) < (${n}, ${})", n + 1));
-        }
-        if request.active_only {
-            clauses.push("active".to_owned());
-        }
-        let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
-        params.push(Box::new(limit));
-        let filter = if clauses.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", clauses.join(" AND "))
-        };
-        let sql = format!(
-            "SELECT {COLUMNS}, id FROM sprinters_jobs {filter} \
-             ORDER BY queued_at DESC, id DESC LIMIT ${}",
-            params.len()
-        );
+        let (sql, params) = self.list_query(&request)?;
         let refs: Vec<&(dyn ToSql + Sync)> = params
             .iter()
             .map(|p| p.as_ref() as &(dyn ToSql + Sync))
