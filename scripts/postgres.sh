@@ -23,6 +23,11 @@ start_postgres() {
         apt-get install -y -q postgresql
         bin=$(newest_postgres_bin)
     fi
+    if ! command -v openssl >/dev/null; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -q
+        apt-get install -y -q openssl
+    fi
     port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     dir=$(mktemp -d -t sprinters-pg.XXXXXX)
     log="$dir/server.log"
