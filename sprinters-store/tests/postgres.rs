@@ -415,7 +415,9 @@ async fn plain_text_needs_sslmode_disable_and_a_server_on_this_machine() {
         .get_job(testing::sample_record(1, "octo/app", 1).key)
         .await
         .unwrap();
-    assert!(connections_to(&url).await.iter().all(|(ssl, _)| !ssl));
+    let seen = connections_to(&url).await;
+    assert!(!seen.is_empty());
+    assert!(seen.iter().all(|(ssl, _)| !ssl), "{seen:?}");
 
     let remote = "postgres://sprinters:hunter2@db.example.com/sprinters?sslmode=disable";
     let err = PostgresJobStore::builder(SecretString::from(remote.to_owned()))

@@ -266,21 +266,18 @@ mod tests {
     }
 
     #[test]
-    fn a_ca_file_without_certificates_is_refused() {
-        let dir = std::env::temp_dir().join(format!("sprinters-ca-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let path = dir.join("empty.pem");
-        let _ = std::fs::write(&path, "not a certificate\n");
-        let error = connector(&Roots::File(path.clone()))
-            .err()
-            .map(|e| e.to_string());
+    fn a_ca_file_without_certificates_is_refused() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("empty.pem");
+        std::fs::write(&path, "not a certificate\n")?;
+        let error = connector(&Roots::File(path)).err().map(|e| e.to_string());
         assert!(
             error
                 .as_deref()
                 .is_some_and(|e| e.contains("no PEM certificate")),
             "{error:?}"
         );
-        let missing = connector(&Roots::File(dir.join("missing.pem")))
+        let missing = connector(&Roots::File(dir.path().join("missing.pem")))
             .err()
             .map(|e| e.to_string());
         assert!(
@@ -289,5 +286,6 @@ mod tests {
                 .is_some_and(|e| e.contains("missing.pem")),
             "{missing:?}"
         );
+        Ok(())
     }
 }
