@@ -15,6 +15,9 @@ pub enum ErrorKind {
     NotFound,
     /// A compare-and-swap lost: someone else changed the record first.
     Conflict,
+    /// A delivery was processed already: the write that carried it was
+    /// not made (see [`crate::ports::PutJob::delivery`]).
+    Duplicate,
     /// The caller lacks a permission; the message says what to grant.
     PermissionDenied,
     /// An API asked us to slow down, possibly saying for how long.
@@ -40,6 +43,7 @@ impl ErrorKind {
         match self {
             ErrorKind::NotFound => "not_found",
             ErrorKind::Conflict => "conflict",
+            ErrorKind::Duplicate => "duplicate",
             ErrorKind::PermissionDenied => "permission_denied",
             ErrorKind::RateLimited { .. } => "rate_limited",
             ErrorKind::CapacityUnavailable => "capacity_unavailable",
@@ -118,6 +122,10 @@ impl Error {
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Conflict, message)
     }
+    /// [`ErrorKind::Duplicate`].
+    pub fn duplicate(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Duplicate, message)
+    }
     /// [`ErrorKind::PermissionDenied`].
     pub fn permission_denied(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::PermissionDenied, message)
@@ -178,6 +186,7 @@ mod tests {
         }
         let permanent = [
             Error::not_found("x"),
+            Error::duplicate("x"),
             Error::permission_denied("x"),
             Error::capacity_unavailable("x"),
             Error::invalid_label("x"),

@@ -435,8 +435,24 @@ impl JobStore for FileJobStore {
         let summary = Summary::of(record);
         let plaintext = Zeroizing::new(encode_job(&summary, record)?);
         let record_id = self.inner.ids.id("job", &job_id_bytes(key));
+        let delivery = match &request.delivery {
+            Some(d) => Some((
+                self.inner.ids.id("delivery", d.id.as_str().as_bytes()),
+                encode(&d.received_at)?,
+                d,
+            )),
+            None => None,
+        };
         let (version, seq) = {
             let mut index = lock(&self.inner.index);
+            if let Some((id, _, d)) = &delivery
+                && index.deliveries.contains_key(id)
+            {
+                return Err(Error::duplicate(format!(
+                    "delivery {} was processed already",
+                    d.id
+                )));
+            }
             let current = index.jobs.get(&key).map(|e| e.version);
             let version = match (request.expected, current) {
                 (None, None) => 1,
@@ -460,6 +476,16 @@ impl JobStore for FileJobStore {
             )?;
             index.put_job(&summary, loc, version, key_id);
             index.keep_hot(version, record);
+            // After the record in the log: a torn tail can lose the
+            // delivery (processed again), never keep it without the record.
+            let seq = match &delivery {
+                Some((id, plaintext, d)) => {
+                    let (loc, seq, key_id) = self.write(Kind::Delivery, None, *id, 1, plaintext)?;
+                    index.deliveries.insert(*id, (d.received_at, loc, key_id));
+                    seq
+                }
+                None => seq,
+            };
             (version, seq)
         };
         self.inner.log.durable(seq).await?;

@@ -24,6 +24,8 @@ enum Op {
         id: u64,
         version: Option<u64>,
         done: bool,
+        /// A delivery recorded with the write.
+        delivery: Option<u8>,
     },
     Claim {
         id: u64,
@@ -49,7 +51,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (1..6u64, prop::option::of(0..5u64), any::<bool>()).prop_map(|(id, version, done)| Op::Put { id, version, done }),
+        4 => (1..6u64, prop::option::of(0..5u64), any::<bool>(), prop::option::of(0..4u8))
+            .prop_map(|(id, version, done, delivery)| Op::Put { id, version, done, delivery }),
         2 => (1..6u64, any::<bool>(), 0..200u64).prop_map(|(id, owner, at)| Op::Claim { id, owner, at }),
         2 => (0..4u8).prop_map(|id| Op::Delivery { id }),
         1 => (any::<bool>(), 0..200u64).prop_map(|(owner, at)| Op::Lease { owner, at }),
@@ -68,16 +71,25 @@ fn owner(b: bool) -> &'static str {
 async fn apply(store: &dyn JobStore, op: &Op) -> String {
     let key = |id: u64| JobKey::new(JobId::new(id), RunAttempt::FIRST);
     match op {
-        Op::Put { id, version, done } => {
+        Op::Put {
+            id,
+            version,
+            done,
+            delivery,
+        } => {
             let mut r = sample_record(*id, "octo/app", *id);
             if *done {
                 r.state = JobState::Cleaned;
             }
             r.name = Some(format!("{version:?}"));
-            let put = match version {
+            let mut put = match version {
                 None => PutJob::create(r),
                 Some(v) => PutJob::replace(r, *v),
             };
+            if let Some(d) = delivery {
+                let d = DeliveryId::parse(&format!("d-{d}")).unwrap();
+                put = put.with_delivery(RecordDelivery::new(d, Timestamp::from_millis(*id)));
+            }
             format!(
                 "{:?}",
                 store.put_job(put).await.map_err(|e| e.kind().clone())

@@ -167,6 +167,53 @@ async fn a_delivery_recorded_by_two_replicas_at_once_is_first_once() {
     }
 }
 
+/// Two replicas handling one delivery at once (GitHub redelivers to the
+/// other behind the load balancer): one write wins and records it; the
+/// other records nothing and learns why. A create and a replace each.
+#[tokio::test]
+async fn one_delivery_written_by_two_replicas_at_once_is_recorded_by_one_write() {
+    let url = fresh_database().await;
+    let key = MasterKey::generate();
+    let a = Arc::new(connect(&url, &key).await);
+    let b = Arc::new(connect(&url, &key).await);
+    let at = Timestamp::from_millis(1_000);
+    for i in 0..40u64 {
+        let record = testing::sample_record(7_000 + i, "octo/race", 1_000 + i);
+        let queued = RecordDelivery::new(DeliveryId::parse(&format!("race-q-{i}")).unwrap(), at);
+        let (x, y) = tokio::join!(
+            a.put_job(PutJob::create(record.clone()).with_delivery(queued.clone())),
+            b.put_job(PutJob::create(record.clone()).with_delivery(queued)),
+        );
+        let lost = match (&x, &y) {
+            (Ok(1), Err(e)) | (Err(e), Ok(1)) => e.kind().clone(),
+            other => panic!("create {i}: {other:?}"),
+        };
+        // Either it saw the winner's row (exists) or its delivery.
+        assert!(
+            matches!(lost, ErrorKind::Conflict | ErrorKind::Duplicate),
+            "create {i}: {lost:?}"
+        );
+
+        let mut running = record.clone();
+        running.state = JobState::Running;
+        let started = RecordDelivery::new(DeliveryId::parse(&format!("race-p-{i}")).unwrap(), at);
+        let (x, y) = tokio::join!(
+            a.put_job(PutJob::replace(running.clone(), 1).with_delivery(started.clone())),
+            b.put_job(PutJob::replace(running, 1).with_delivery(started.clone())),
+        );
+        assert!(
+            matches!((&x, &y), (Ok(2), Err(_)) | (Err(_), Ok(2))),
+            "replace {i}: {x:?} {y:?}"
+        );
+        let stored = a.get_job(record.key).await.unwrap().unwrap();
+        assert_eq!(stored.version, 2, "replace {i}: one write");
+        assert!(
+            !b.record_delivery(started).await.unwrap().first,
+            "replace {i}: the winning write recorded the delivery"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_wrong_master_key_is_refused_and_changes_nothing() {
     let url = fresh_database().await;

@@ -7,6 +7,26 @@ use crate::job::{EndReason, JobRecord, JobState, Launch};
 use crate::observe::InstanceEnded;
 use crate::ports::{CredentialsRequest, RemoveRunner, TerminateRequest, Versioned};
 
+/// What settling did to a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    /// Nothing to change.
+    No,
+    /// Its cost or its state changed.
+    Changed,
+    /// It ran on another job's launch that was not read: settle it again.
+    Unknown,
+}
+
+/// The launch of another job that a job ran on.
+#[derive(Debug, Clone)]
+struct RanOnElsewhere {
+    launched_for: JobKey,
+    number: u32,
+    /// `None` when that job or launch is gone.
+    launch: Option<Launch>,
+}
+
 impl Inner {
     /// Terminates the instance of launch `number` of job `launched_for` and
     /// records why; `taken_by` notes which job ran on it, when known.
@@ -80,23 +100,30 @@ impl Inner {
                 tracing::warn!(error = %e, runner = %launch.runner_name, "removing the runner failed");
             }
         }
+        // The job's settling (below) needs the launch it ran on; when that
+        // is another job's, it is read before the write, not after.
+        let elsewhere = self.ran_on_elsewhere(&current.value).await?;
         let now = self.clock.now();
         let mut recorded = false;
+        let mut settled = Settled::No;
         let updated = self
             .update_from(current, |r| {
                 recorded = false;
+                settled = Settled::No;
                 let Some(l) = r.launches.iter_mut().find(|l| l.number == number) else {
                     return false;
                 };
-                if l.ended.is_some() {
-                    return false;
+                if l.ended.is_none() {
+                    l.ended = Some((now, reason));
+                    if l.taken_by.is_none() {
+                        l.taken_by = taken_by;
+                    }
+                    recorded = true;
                 }
-                l.ended = Some((now, reason));
-                if l.taken_by.is_none() {
-                    l.taken_by = taken_by;
-                }
-                recorded = true;
-                true
+                // Settled in the same write: one round trip, and no crash
+                // between the end and the settling can leave it Completed.
+                settled = self.settle_in(r, elsewhere.as_ref());
+                recorded || settled == Settled::Changed
             })
             .await?;
         // Two paths may end one launch at once (the completed webhook and the
@@ -110,7 +137,11 @@ impl Inner {
             tracing::info!(instance = %instance_id, reason = reason.as_str(), was_running, "instance ended");
         }
         self.release_slot_if_idle_in(&updated.value);
-        self.settle_from(updated).await
+        if settled == Settled::Unknown {
+            // It ran on a launch not read above (it changed meanwhile).
+            return self.settle_from(updated).await;
+        }
+        Ok(())
     }
 
     /// Once a finished job's instance is ended: its estimated cost, and
@@ -126,40 +157,73 @@ impl Inner {
         if !current.value.state.is_finished() {
             return Ok(());
         }
-        let ran_on = self.launch_ran_on(&current.value).await?;
-        let cost = ran_on
-            .as_ref()
-            .and_then(|l| self.cost_of(l, &current.value));
-        let ran_on_ended = ran_on.as_ref().is_none_or(|l| l.ended.is_some());
+        let elsewhere = self.ran_on_elsewhere(&current.value).await?;
         self.update_from(current, |r| {
-            let mut changed = false;
-            if r.cost_micros.is_none() && cost.is_some() {
-                r.cost_micros = cost;
-                changed = true;
-            }
-            let own_idle = r.launches.iter().any(Launch::is_idle);
-            if r.state == JobState::Completed && ran_on_ended && !own_idle {
-                r.state = JobState::Cleaned;
-                changed = true;
-            }
-            changed
+            self.settle_in(r, elsewhere.as_ref()) == Settled::Changed
         })
         .await?;
         Ok(())
     }
 
-    /// The launch whose runner ran `record`'s job (it may be another job's).
-    async fn launch_ran_on(&self, record: &JobRecord) -> Result<Option<Launch>> {
+    /// Settles `r` in place: its cost, and Cleaned once the launch it ran on
+    /// is ended and none of its own is idle. `elsewhere` is the launch it ran
+    /// on when that is another job's, as read before.
+    fn settle_in(&self, r: &mut JobRecord, elsewhere: Option<&RanOnElsewhere>) -> Settled {
+        if !r.state.is_finished() {
+            return Settled::No;
+        }
+        let ran_on = match r.ran_on.as_ref().and_then(|n| n.launch_ref()) {
+            None => None,
+            Some((launched_for, number)) if launched_for == r.key => {
+                r.launches.iter().find(|l| l.number == number).cloned()
+            }
+            Some(at) => match elsewhere {
+                Some(e) if (e.launched_for, e.number) == at => e.launch.clone(),
+                _ => return Settled::Unknown,
+            },
+        };
+        let mut changed = false;
+        let cost = ran_on.as_ref().and_then(|l| self.cost_of(l, r));
+        if r.cost_micros.is_none() && cost.is_some() {
+            r.cost_micros = cost;
+            changed = true;
+        }
+        let ran_on_ended = ran_on.as_ref().is_none_or(|l| l.ended.is_some());
+        let own_idle = r.launches.iter().any(Launch::is_idle);
+        if r.state == JobState::Completed && ran_on_ended && !own_idle {
+            r.state = JobState::Cleaned;
+            changed = true;
+        }
+        if changed {
+            Settled::Changed
+        } else {
+            Settled::No
+        }
+    }
+
+    /// The launch of another job that `record`'s job ran on, read now;
+    /// `None` when it ran on its own or on none, or is not finished.
+    async fn ran_on_elsewhere(&self, record: &JobRecord) -> Result<Option<RanOnElsewhere>> {
+        if !record.state.is_finished() {
+            return Ok(None);
+        }
         let Some((launched_for, number)) = record.ran_on.as_ref().and_then(|r| r.launch_ref())
         else {
             return Ok(None);
         };
-        let owner = if launched_for == record.key {
-            Some(record.clone())
-        } else {
-            self.store.get_job(launched_for).await?.map(|v| v.value)
-        };
-        Ok(owner.and_then(|o| o.launches.into_iter().find(|l| l.number == number)))
+        if launched_for == record.key {
+            return Ok(None);
+        }
+        let launch = self
+            .store
+            .get_job(launched_for)
+            .await?
+            .and_then(|v| v.value.launches.into_iter().find(|l| l.number == number));
+        Ok(Some(RanOnElsewhere {
+            launched_for,
+            number,
+            launch,
+        }))
     }
 
     /// Price per hour times the time from launch to the job's end.

@@ -69,16 +69,23 @@ impl Inner {
                 _ = self.shutdown.cancelled() => return,
                 _ = self.limiter.acquire(key, &account, &record.repository) => {}
             }
-            if let Err(e) = self.claim_and_launch(key).await {
-                tracing::warn!(error = %e, "launch step failed; it is retried when due");
+            match self.claim_and_launch(key).await {
+                // The record as this task left it: no read to decide.
+                Ok(Some(record)) => self.release_slot_if_idle_in(&record),
+                Ok(None) => self.release_slot_if_idle(key).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "launch step failed; it is retried when due");
+                    self.release_slot_if_idle(key).await;
+                }
             }
-            self.release_slot_if_idle(key).await;
         }
         .instrument(span)
         .await;
     }
 
-    async fn claim_and_launch(&self, key: JobKey) -> Result<()> {
+    /// Returns the job's record as last written or read here; `None` when
+    /// another replica holds the claim.
+    async fn claim_and_launch(&self, key: JobKey) -> Result<Option<JobRecord>> {
         let now = self.clock.now();
         let claim = ClaimJob::new(
             key,
@@ -87,17 +94,17 @@ impl Inner {
             self.config.claim_ttl,
         );
         let Some(claimed) = self.store.claim_job(claim).await? else {
-            return Ok(()); // another replica holds it
+            return Ok(None); // another replica holds it
         };
         let record = claimed.value.clone();
         let due = record.next_attempt_at.is_none_or(|t| t <= now);
         let still_needed =
             record.state.is_waiting() && due && self.needs_launch(&record, now).await?;
         if !still_needed {
-            return self.release_claim(key).await;
+            return self.release_claim(claimed).await;
         }
         let (Some(spec), Some(account)) = (record.spec.clone(), record.account.clone()) else {
-            return self.release_claim(key).await;
+            return self.release_claim(claimed).await;
         };
 
         // The intent is durable before any API call: after a crash, a
@@ -139,7 +146,7 @@ impl Inner {
             })
             .await?;
         if written.value.state != JobState::Launching {
-            return Ok(());
+            return Ok(Some(written.value));
         }
         tracing::info!(runner = %runner_name, launch = number, "launching");
 
@@ -157,6 +164,7 @@ impl Inner {
             Ok(outcome) => self.record_launched(written, number, outcome).await,
             Err(e) => self.record_failure(written, number, e).await,
         }
+        .map(Some)
     }
 
     async fn launch_instance(
@@ -377,43 +385,44 @@ impl Inner {
         written: Versioned<JobRecord>,
         number: u32,
         outcome: Outcome,
-    ) -> Result<()> {
+    ) -> Result<JobRecord> {
         let Outcome {
             launched,
             runner_id,
             spot_fallback,
         } = outcome;
         let instance_id: InstanceId = launched.instance_id.clone();
-        self.update_from(written, |r| {
-            let Some(l) = r.launches.iter_mut().find(|l| l.number == number) else {
-                return false;
-            };
-            l.instance_id = Some(launched.instance_id.clone());
-            l.availability_zone = launched
-                .availability_zone
-                .clone()
-                .or(l.availability_zone.take());
-            l.instance_type = launched.instance_type.clone();
-            l.region = launched.region.clone();
-            l.spot = launched.spot;
-            l.spot_fallback = spot_fallback;
-            l.hourly_price_micros = launched.hourly_price_micros;
-            l.launched_at = Some(launched.launched_at);
-            if runner_id.is_some() {
-                l.runner_id = runner_id;
-            }
-            if r.state.rank() < JobState::Launched.rank() {
-                r.state = JobState::Launched;
-            }
-            r.lease = None;
-            r.failed_attempts = 0;
-            r.next_attempt_at = None;
-            r.message = None;
-            true
-        })
-        .await?;
+        let updated = self
+            .update_from(written, |r| {
+                let Some(l) = r.launches.iter_mut().find(|l| l.number == number) else {
+                    return false;
+                };
+                l.instance_id = Some(launched.instance_id.clone());
+                l.availability_zone = launched
+                    .availability_zone
+                    .clone()
+                    .or(l.availability_zone.take());
+                l.instance_type = launched.instance_type.clone();
+                l.region = launched.region.clone();
+                l.spot = launched.spot;
+                l.spot_fallback = spot_fallback;
+                l.hourly_price_micros = launched.hourly_price_micros;
+                l.launched_at = Some(launched.launched_at);
+                if runner_id.is_some() {
+                    l.runner_id = runner_id;
+                }
+                if r.state.rank() < JobState::Launched.rank() {
+                    r.state = JobState::Launched;
+                }
+                r.lease = None;
+                r.failed_attempts = 0;
+                r.next_attempt_at = None;
+                r.message = None;
+                true
+            })
+            .await?;
         tracing::info!(instance = %instance_id, spot = launched.spot, spot_fallback, "launched");
-        Ok(())
+        Ok(updated.value)
     }
 
     async fn record_failure(
@@ -421,7 +430,7 @@ impl Inner {
         written: Versioned<JobRecord>,
         number: u32,
         error: Error,
-    ) -> Result<()> {
+    ) -> Result<JobRecord> {
         let record = written.value.clone();
         let now = self.clock.now();
         let policy = self.config.retry;
@@ -438,52 +447,55 @@ impl Inner {
         } else {
             format!("launch failed: {error}")
         };
-        self.update_from(written, |r| {
-            if !r.state.is_waiting() {
-                r.lease = None;
-                return true;
-            }
-            r.failed_attempts = failed;
-            r.message = Some(message.clone());
-            r.lease = None;
-            if retry {
-                r.state = JobState::Queued;
-                r.next_attempt_at = Some(now.saturating_add(delay));
-            } else {
-                r.state = JobState::Failed;
-                r.completed_at = Some(now);
-                r.next_attempt_at = None;
-                if let Some(l) = r
-                    .launches
-                    .iter_mut()
-                    .find(|l| l.number == number && l.instance_id.is_none())
-                {
-                    l.ended = Some((now, EndReason::LaunchFailed));
+        let updated = self
+            .update_from(written, |r| {
+                if !r.state.is_waiting() {
+                    r.lease = None;
+                    return true;
                 }
-            }
-            true
-        })
-        .await?;
+                r.failed_attempts = failed;
+                r.message = Some(message.clone());
+                r.lease = None;
+                if retry {
+                    r.state = JobState::Queued;
+                    r.next_attempt_at = Some(now.saturating_add(delay));
+                } else {
+                    r.state = JobState::Failed;
+                    r.completed_at = Some(now);
+                    r.next_attempt_at = None;
+                    if let Some(l) = r
+                        .launches
+                        .iter_mut()
+                        .find(|l| l.number == number && l.instance_id.is_none())
+                    {
+                        l.ended = Some((now, EndReason::LaunchFailed));
+                    }
+                }
+                true
+            })
+            .await?;
         if retry {
             tracing::warn!(error = %error, attempt = failed, retry_in_ms = delay.as_millis() as u64, "launch failed; retrying");
         } else {
             tracing::error!(error = %error, "launch failed for good");
         }
-        Ok(())
+        Ok(updated.value)
     }
 
-    async fn release_claim(&self, key: JobKey) -> Result<()> {
+    /// Gives up the claim just taken: the job needs no launch (yet).
+    async fn release_claim(&self, claimed: Versioned<JobRecord>) -> Result<Option<JobRecord>> {
         let replica = self.config.replica_id.clone();
-        self.update(key, |r| {
-            if r.lease.as_ref().is_some_and(|l| l.owner == replica) {
-                r.lease = None;
-                true
-            } else {
-                false
-            }
-        })
-        .await?;
-        Ok(())
+        let updated = self
+            .update_from(claimed, |r| {
+                if r.lease.as_ref().is_some_and(|l| l.owner == replica) {
+                    r.lease = None;
+                    true
+                } else {
+                    false
+                }
+            })
+            .await?;
+        Ok(Some(updated.value))
     }
 
     /// A job keeps its slot while it has a live instance.

@@ -2,7 +2,7 @@
 //! idempotent and only moves forward, so duplicates, redeliveries and
 //! events out of order are harmless.
 
-use super::records::new_record;
+use super::records::{Receipt, new_record};
 use super::{Handled, Inner};
 use crate::Result;
 use crate::domain::{AccountId, JobKey};
@@ -11,13 +11,20 @@ use crate::job::{EndReason, JobRecord, JobState};
 use crate::labels::JobLabels;
 
 impl Inner {
-    pub(super) async fn on_workflow_job(&self, event: WorkflowJobEvent) -> Result<Handled> {
+    /// Applies `event`. `receipt`, the delivery it came in, is recorded by
+    /// the write that makes the event durable where nothing after that
+    /// write would be lost in a crash; the caller records it otherwise.
+    pub(super) async fn on_workflow_job(
+        &self,
+        event: WorkflowJobEvent,
+        receipt: Option<&Receipt>,
+    ) -> Result<Handled> {
         let labels = match self.parser.parse_job(&event.labels) {
             Ok(None) => return Ok(Handled::Ignored),
             Ok(Some(labels)) => labels,
             Err(e) => {
                 let message = format!("invalid runs-on label `{}`: {e}", e.label());
-                return self.reject(&event, None, message).await;
+                return self.reject(&event, None, message, receipt).await;
             }
         };
         if event.action == WorkflowJobAction::Waiting {
@@ -32,12 +39,16 @@ impl Inner {
             Ok(account) => account,
             // Decided from configuration alone: no call is made that would
             // let one customer probe another's account.
-            Err(message) => return self.reject(&event, Some(&labels), message).await,
+            Err(message) => return self.reject(&event, Some(&labels), message, receipt).await,
         };
         match event.action {
-            WorkflowJobAction::Queued => self.on_queued(&event, &labels, account).await,
-            WorkflowJobAction::InProgress => self.on_started(&event, &labels, account).await,
-            WorkflowJobAction::Completed => self.on_completed(&event, &labels, account).await,
+            WorkflowJobAction::Queued => self.on_queued(&event, &labels, account, receipt).await,
+            WorkflowJobAction::InProgress => {
+                self.on_started(&event, &labels, account, receipt).await
+            }
+            WorkflowJobAction::Completed => {
+                self.on_completed(&event, &labels, account, receipt).await
+            }
             WorkflowJobAction::Waiting => Ok(Handled::Ignored),
         }
     }
@@ -48,10 +59,11 @@ impl Inner {
         event: &WorkflowJobEvent,
         labels: Option<&JobLabels>,
         message: String,
+        receipt: Option<&Receipt>,
     ) -> Result<Handled> {
         let mut record = new_record(event, labels, None, JobState::Rejected, self.clock.now());
         record.message = Some(message.clone());
-        let (stored, created) = self.upsert(record, |_| false).await?;
+        let (stored, created) = self.upsert(record, |_| false, receipt).await?;
         if created {
             tracing::warn!(%message, "job rejected");
         }
@@ -67,6 +79,7 @@ impl Inner {
         event: &WorkflowJobEvent,
         labels: &JobLabels,
         account: AccountId,
+        receipt: Option<&Receipt>,
     ) -> Result<Handled> {
         let record = new_record(
             event,
@@ -75,7 +88,9 @@ impl Inner {
             JobState::Queued,
             self.clock.now(),
         );
-        let (stored, created) = self.create_or_update(record, |_| false).await?;
+        // A launch lost to a crash after this write is started by
+        // `process_due`: the delivery is recorded with the job.
+        let (stored, created) = self.create_or_update(record, |_| false, receipt).await?;
         if created {
             tracing::info!(labels = ?event.labels, "job queued");
         }
@@ -92,6 +107,7 @@ impl Inner {
         event: &WorkflowJobEvent,
         labels: &JobLabels,
         account: AccountId,
+        receipt: Option<&Receipt>,
     ) -> Result<Handled> {
         let now = event.at.unwrap_or_else(|| self.clock.now());
         let runner = event.runner_name.clone();
@@ -102,24 +118,35 @@ impl Inner {
             .as_ref()
             .and_then(|r| r.launch_ref())
             .filter(|(k, _)| *k == event.job);
+        // Another job's runner must be marked taken below, which nothing
+        // repairs after a crash: that delivery is recorded at the end.
+        let foreign = runner
+            .as_ref()
+            .and_then(|r| r.launch_ref())
+            .is_some_and(|(k, _)| k != event.job);
+        let receipt = receipt.filter(|_| !foreign);
         let (stored, _) = self
-            .upsert(fresh, |r| {
-                // Its own runner is marked taken in the same write: for a
-                // moment in between, it would look like an idle spare and
-                // a job queued meanwhile would wait for it in vain.
-                let took_own = own.is_some_and(|(_, n)| mark_taken(r, n, event.job));
-                // Failed is the engine's verdict; a runner taking the job
-                // is GitHub's fact, and wins.
-                if r.state.rank() >= JobState::Running.rank() && r.state != JobState::Failed {
-                    return took_own;
-                }
-                r.state = JobState::Running;
-                r.started_at = Some(now);
-                r.ran_on = runner.clone();
-                r.next_attempt_at = None;
-                r.message = None;
-                true
-            })
+            .upsert(
+                fresh,
+                |r| {
+                    // Its own runner is marked taken in the same write: for a
+                    // moment in between, it would look like an idle spare and
+                    // a job queued meanwhile would wait for it in vain.
+                    let took_own = own.is_some_and(|(_, n)| mark_taken(r, n, event.job));
+                    // Failed is the engine's verdict; a runner taking the job
+                    // is GitHub's fact, and wins.
+                    if r.state.rank() >= JobState::Running.rank() && r.state != JobState::Failed {
+                        return took_own;
+                    }
+                    r.state = JobState::Running;
+                    r.started_at = Some(now);
+                    r.ran_on = runner.clone();
+                    r.next_attempt_at = None;
+                    r.message = None;
+                    true
+                },
+                receipt,
+            )
             .await?;
         tracing::info!(runner = ?stored.value.ran_on, "job started");
 
@@ -142,6 +169,7 @@ impl Inner {
         event: &WorkflowJobEvent,
         labels: &JobLabels,
         account: AccountId,
+        receipt: Option<&Receipt>,
     ) -> Result<Handled> {
         let now = event.at.unwrap_or_else(|| self.clock.now());
         let state = match event.conclusion {
@@ -153,36 +181,45 @@ impl Inner {
             .as_ref()
             .and_then(|r| r.launch_ref())
             .filter(|(k, _)| *k == event.job);
+        // On its own runner, the reconciler ends the instance and settles
+        // the job if a crash cuts this short (the launch is marked taken by
+        // a finished job in the first write); otherwise the delivery is
+        // recorded at the end.
+        let receipt = receipt.filter(|_| own.is_some());
         let mut fresh = new_record(event, Some(labels), Some(account), state, now);
         fresh.completed_at = Some(now);
         fresh.conclusion = event.conclusion;
         fresh.ran_on = runner.clone();
         let (stored, _) = self
-            .upsert(fresh, |r| {
-                // As in `on_started`: never let its own runner look idle.
-                let took_own = own.is_some_and(|(_, n)| mark_taken(r, n, event.job));
-                let ran_after_failing = r.state == JobState::Failed && runner.is_some();
-                if r.state.is_finished() && !ran_after_failing {
-                    // Already over (say, recovered from GitHub): still learn
-                    // the runner, so its instance is ended below.
-                    if r.ran_on.is_none() && runner.is_some() {
-                        r.ran_on = runner.clone();
-                        return true;
+            .upsert(
+                fresh,
+                |r| {
+                    // As in `on_started`: never let its own runner look idle.
+                    let took_own = own.is_some_and(|(_, n)| mark_taken(r, n, event.job));
+                    let ran_after_failing = r.state == JobState::Failed && runner.is_some();
+                    if r.state.is_finished() && !ran_after_failing {
+                        // Already over (say, recovered from GitHub): still learn
+                        // the runner, so its instance is ended below.
+                        if r.ran_on.is_none() && runner.is_some() {
+                            r.ran_on = runner.clone();
+                            return true;
+                        }
+                        return took_own;
                     }
-                    return took_own;
-                }
-                r.state = state;
-                r.conclusion = event.conclusion;
-                r.completed_at = Some(now);
-                if ran_after_failing {
-                    r.message = None;
-                }
-                if r.ran_on.is_none() {
-                    r.ran_on = runner.clone();
-                }
-                r.next_attempt_at = None;
-                true
-            })
+                    r.state = state;
+                    r.conclusion = event.conclusion;
+                    r.completed_at = Some(now);
+                    if ran_after_failing {
+                        r.message = None;
+                    }
+                    if r.ran_on.is_none() {
+                        r.ran_on = runner.clone();
+                    }
+                    r.next_attempt_at = None;
+                    true
+                },
+                receipt,
+            )
             .await?;
         tracing::info!(conclusion = ?event.conclusion, "job finished");
 

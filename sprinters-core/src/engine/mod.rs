@@ -54,8 +54,9 @@ use crate::ports::{
     Poll, RecordDelivery,
 };
 use crate::time::{Clock, SystemClock};
-use crate::{Error, Result};
+use crate::{Error, ErrorKind, Result};
 use limits::Limiter;
+use records::Receipt;
 
 /// What [`Engine::handle`] did with a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,23 +240,42 @@ impl Engine {
     /// answer GitHub at once. Safe to call again with the same delivery.
     pub async fn handle(&self, delivery: Delivery) -> Result<Handled> {
         let inner = &self.inner;
-        if inner.store.delivery_seen(delivery.id.clone()).await? {
-            tracing::debug!(delivery = %delivery.id, "duplicate delivery");
-            return Ok(Handled::Duplicate);
-        }
+        // No look-up first: the delivery is recorded with the write that
+        // processes it, which fails with `Duplicate` if it was processed
+        // already. A duplicate that writes nothing is found out below.
+        let id = delivery.id.clone();
+        let receipt = Receipt::new(RecordDelivery::new(delivery.id, delivery.received_at));
         let handled = match delivery.event {
             Event::WorkflowJob(event) => {
                 let span = job_span(event.job, &event.repository);
-                inner.on_workflow_job(event).instrument(span).await?
+                inner
+                    .on_workflow_job(event, Some(&receipt))
+                    .instrument(span)
+                    .await
             }
-            _ => Handled::Ignored,
+            _ => Ok(Handled::Ignored),
         };
-        // Recorded only once processed: a crash before this line means the
-        // delivery is processed again, which every transition tolerates.
-        inner
-            .store
-            .record_delivery(RecordDelivery::new(delivery.id, delivery.received_at))
-            .await?;
+        let handled = match handled {
+            Ok(handled) => handled,
+            Err(e) if *e.kind() == ErrorKind::Duplicate => {
+                tracing::debug!(delivery = %id, "duplicate delivery");
+                return Ok(Handled::Duplicate);
+            }
+            Err(e) => return Err(e),
+        };
+        // Otherwise recorded only once processed: a crash before this line
+        // means the delivery is processed again, which every transition
+        // tolerates.
+        if !receipt.recorded()
+            && !inner
+                .store
+                .record_delivery(receipt.into_delivery())
+                .await?
+                .first
+        {
+            tracing::debug!(delivery = %id, "duplicate delivery");
+            return Ok(Handled::Duplicate);
+        }
         Ok(handled)
     }
 

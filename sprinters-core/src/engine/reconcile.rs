@@ -293,7 +293,7 @@ impl Inner {
             conclusion,
             at: None,
         };
-        if let Err(e) = self.on_workflow_job(event).await {
+        if let Err(e) = self.on_workflow_job(event, None).await {
             tracing::warn!(error = %e, job = %record.key, "applying a recovered event failed");
         }
     }
@@ -424,7 +424,7 @@ impl Inner {
                     conclusion: None,
                     at: None,
                 };
-                match self.on_workflow_job(event).await {
+                match self.on_workflow_job(event, None).await {
                     Ok(Handled::Ignored) => {}
                     Ok(_) => {
                         tracing::info!(job = %job.job, "took in a queued job whose webhook was lost");

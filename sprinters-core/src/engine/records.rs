@@ -1,16 +1,56 @@
-//! Reading and writing job records by compare-and-swap.
+//! Reading and writing job records by compare-and-swap, and recording the
+//! delivery being handled with the write that processes it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::Inner;
 use crate::domain::{AccountId, JobKey};
 use crate::events::WorkflowJobEvent;
 use crate::job::{JobRecord, JobState};
 use crate::labels::{JobLabels, LabelSetKey};
-use crate::ports::{PutJob, Versioned};
+use crate::ports::{PutJob, RecordDelivery, Versioned};
 use crate::time::Timestamp;
 use crate::{ErrorKind, Result};
 
 /// A compare-and-swap that keeps losing means something is badly wrong.
 const MAX_CAS_ROUNDS: usize = 64;
+
+/// The delivery being handled. A handler hands it to the write whose
+/// success makes the delivery's effect durable, if what follows that
+/// write is repaired without the delivery (by `process_due` or the
+/// reconciler); otherwise [`super::Engine::handle`] records it after.
+#[derive(Debug)]
+pub(super) struct Receipt {
+    delivery: RecordDelivery,
+    recorded: AtomicBool,
+}
+
+impl Receipt {
+    pub(super) fn new(delivery: RecordDelivery) -> Self {
+        Self {
+            delivery,
+            recorded: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether a write has recorded the delivery.
+    pub(super) fn recorded(&self) -> bool {
+        self.recorded.load(Ordering::Acquire)
+    }
+
+    pub(super) fn into_delivery(self) -> RecordDelivery {
+        self.delivery
+    }
+
+    /// `request`, carrying the delivery unless a write recorded it already.
+    fn attach(&self, request: PutJob) -> PutJob {
+        if self.recorded() {
+            request
+        } else {
+            request.with_delivery(self.delivery.clone())
+        }
+    }
+}
 
 impl Inner {
     /// Applies `change` to the stored record until the write wins. `change`
@@ -34,8 +74,34 @@ impl Inner {
     /// common case costs one write and no read.
     pub(super) async fn update_from<F>(
         &self,
+        current: Versioned<JobRecord>,
+        change: F,
+    ) -> Result<Versioned<JobRecord>>
+    where
+        F: FnMut(&mut JobRecord) -> bool + Send,
+    {
+        self.update_recording(current, change, None).await
+    }
+
+    /// Writes `request`, recording `receipt`'s delivery with it when given.
+    async fn put(&self, request: PutJob, receipt: Option<&Receipt>) -> Result<u64> {
+        match receipt {
+            Some(receipt) if !receipt.recorded() => {
+                let version = self.store.put_job(receipt.attach(request)).await?;
+                receipt.recorded.store(true, Ordering::Release);
+                Ok(version)
+            }
+            _ => self.store.put_job(request).await,
+        }
+    }
+
+    /// [`Inner::update_from`] whose first write also records `receipt`'s
+    /// delivery (failing with `Duplicate` if it was processed already).
+    async fn update_recording<F>(
+        &self,
         mut current: Versioned<JobRecord>,
         mut change: F,
+        receipt: Option<&Receipt>,
     ) -> Result<Versioned<JobRecord>>
     where
         F: FnMut(&mut JobRecord) -> bool + Send,
@@ -47,8 +113,7 @@ impl Inner {
                 return Ok(current);
             }
             match self
-                .store
-                .put_job(PutJob::replace(record.clone(), current.version))
+                .put(PutJob::replace(record.clone(), current.version), receipt)
                 .await
             {
                 Ok(version) => {
@@ -82,12 +147,13 @@ impl Inner {
         &self,
         fresh: JobRecord,
         change: F,
+        receipt: Option<&Receipt>,
     ) -> Result<(Versioned<JobRecord>, bool)>
     where
         F: FnMut(&mut JobRecord) -> bool + Send,
     {
         let key = fresh.key;
-        match self.store.put_job(PutJob::create(fresh.clone())).await {
+        match self.put(PutJob::create(fresh.clone()), receipt).await {
             Ok(version) => Ok((
                 Versioned {
                     value: fresh,
@@ -95,8 +161,11 @@ impl Inner {
                 },
                 true,
             )),
-            Err(e) if *e.kind() == ErrorKind::Conflict => match self.update(key, change).await? {
-                Some(record) => Ok((record, false)),
+            Err(e) if *e.kind() == ErrorKind::Conflict => match self.store.get_job(key).await? {
+                Some(current) => Ok((
+                    self.update_recording(current, change, receipt).await?,
+                    false,
+                )),
                 None => Err(crate::Error::conflict(format!(
                     "job {key} vanished while being written"
                 ))),
@@ -107,19 +176,23 @@ impl Inner {
 
     /// Creates `fresh` if the job has no record yet, otherwise applies
     /// `change` to the stored one. Returns the record and whether it was
-    /// created.
+    /// created. The first write records `receipt`'s delivery, if given.
     pub(super) async fn upsert<F>(
         &self,
         fresh: JobRecord,
         change: F,
+        receipt: Option<&Receipt>,
     ) -> Result<(Versioned<JobRecord>, bool)>
     where
         F: FnMut(&mut JobRecord) -> bool + Send,
     {
         if let Some(current) = self.store.get_job(fresh.key).await? {
-            return Ok((self.update_from(current, change).await?, false));
+            return Ok((
+                self.update_recording(current, change, receipt).await?,
+                false,
+            ));
         }
-        self.create_or_update(fresh, change).await
+        self.create_or_update(fresh, change, receipt).await
     }
 }
 

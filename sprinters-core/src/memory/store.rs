@@ -103,6 +103,14 @@ impl JobStore for MemoryJobStore {
         self.faults.check("put_job")?;
         let mut s = lock(&self.state);
         let key = request.record.key;
+        if let Some(d) = &request.delivery
+            && s.deliveries.contains_key(&d.id)
+        {
+            return Err(Error::duplicate(format!(
+                "delivery {} was processed already",
+                d.id
+            )));
+        }
         let current = s.jobs.get(&key).map(|(_, v)| *v);
         let version = match (request.expected, current) {
             (None, None) => 1,
@@ -115,6 +123,9 @@ impl JobStore for MemoryJobStore {
                 )));
             }
         };
+        if let Some(d) = request.delivery {
+            s.deliveries.insert(d.id, d.received_at);
+        }
         s.write(request.record, version);
         Ok(version)
     }

@@ -34,6 +34,10 @@ pub struct PutJob {
     /// `None`: create, failing with `Conflict` if it exists. `Some(v)`:
     /// replace, failing with `Conflict` unless the stored version is `v`.
     pub expected: Option<Version>,
+    /// The delivery this write processes, recorded with it: the record is
+    /// written and the delivery recorded together, or neither is. Already
+    /// recorded, the put fails with `Duplicate` and writes nothing.
+    pub delivery: Option<RecordDelivery>,
 }
 
 impl PutJob {
@@ -42,6 +46,7 @@ impl PutJob {
         Self {
             record,
             expected: None,
+            delivery: None,
         }
     }
 
@@ -50,7 +55,15 @@ impl PutJob {
         Self {
             record,
             expected: Some(version),
+            delivery: None,
         }
+    }
+
+    /// Records `delivery` as processed by this write (see
+    /// [`PutJob::delivery`]): one round trip where there were two.
+    pub fn with_delivery(mut self, delivery: RecordDelivery) -> Self {
+        self.delivery = Some(delivery);
+        self
     }
 }
 
@@ -335,7 +348,12 @@ impl Purged {
 pub trait JobStore: Send + Sync + fmt::Debug + 'static {
     /// A job record and its version.
     async fn get_job(&self, key: JobKey) -> Result<Option<Versioned<JobRecord>>>;
-    /// Creates or replaces a record by compare-and-swap; returns the new version.
+    /// Creates or replaces a record by compare-and-swap; returns the new
+    /// version. With a [`PutJob::delivery`], the delivery is checked first
+    /// (`Duplicate` when recorded), then the version (`Conflict`), and
+    /// recorded only with the write. After a crash a store may have kept
+    /// the write without the delivery (it is then processed again, which
+    /// the engine tolerates), never the delivery without the write.
     async fn put_job(&self, request: PutJob) -> Result<Version>;
     /// Claims a job for launching; `None` when it does not exist or another
     /// owner holds an unexpired claim. Re-claiming one's own claim renews it.

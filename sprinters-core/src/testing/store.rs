@@ -48,6 +48,7 @@ pub async fn job_store(store: &dyn JobStore) {
     put_get_and_compare_and_swap(store).await;
     claims(store).await;
     deliveries(store).await;
+    deliveries_recorded_with_writes(store).await;
     leases(store).await;
     history(store).await;
     retention(store).await;
@@ -195,6 +196,84 @@ async fn deliveries(store: &dyn JobStore) {
             .unwrap()
             .first,
         "the second time is a duplicate"
+    );
+}
+
+async fn deliveries_recorded_with_writes(store: &dyn JobStore) {
+    let at = Timestamp::from_millis(5_000);
+    let delivery = |id: &str| RecordDelivery::new(DeliveryId::parse(id).unwrap(), at);
+    let created = sample_record(BASE + 30, "octo/deliveries", 1_000);
+    let key = created.key;
+    let v1 = store
+        .put_job(PutJob::create(created.clone()).with_delivery(delivery("conformance-write-1")))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .delivery_seen(DeliveryId::parse("conformance-write-1").unwrap())
+            .await
+            .unwrap(),
+        "a create records the delivery it carries"
+    );
+
+    // The same delivery again: nothing is written, whatever the version.
+    let mut running = created.clone();
+    running.state = JobState::Running;
+    let duplicate = store
+        .put_job(
+            PutJob::replace(running.clone(), v1).with_delivery(delivery("conformance-write-1")),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(*duplicate.kind(), ErrorKind::Duplicate, "{duplicate}");
+    assert!(!duplicate.is_retryable(), "a duplicate is final");
+    let after = store.get_job(key).await.unwrap().unwrap();
+    assert_eq!(
+        (after.version, after.value.state),
+        (v1, JobState::Queued),
+        "a duplicate delivery writes nothing"
+    );
+    let again = store
+        .put_job(PutJob::create(created).with_delivery(delivery("conformance-write-1")))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        *again.kind(),
+        ErrorKind::Duplicate,
+        "checked before the create"
+    );
+
+    // A lost compare-and-swap records nothing either.
+    let stale = store
+        .put_job(
+            PutJob::replace(running.clone(), v1 + 7).with_delivery(delivery("conformance-write-2")),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(*stale.kind(), ErrorKind::Conflict, "{stale}");
+    assert!(
+        !store
+            .delivery_seen(DeliveryId::parse("conformance-write-2").unwrap())
+            .await
+            .unwrap(),
+        "a delivery is never recorded without its write"
+    );
+
+    // The write that wins records it, and it is then a duplicate for
+    // `record_delivery` too.
+    let v2 = store
+        .put_job(PutJob::replace(running, v1).with_delivery(delivery("conformance-write-2")))
+        .await
+        .unwrap();
+    let read = store.get_job(key).await.unwrap().unwrap();
+    assert_eq!((read.version, read.value.state), (v2, JobState::Running));
+    assert!(
+        !store
+            .record_delivery(delivery("conformance-write-2"))
+            .await
+            .unwrap()
+            .first,
+        "recorded by the write"
     );
 }
 

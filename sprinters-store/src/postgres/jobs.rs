@@ -43,6 +43,52 @@ struct Columns {
     lease_expires: Option<i64>,
 }
 
+/// The statement of a put: `$1`..`$12` are the [`Columns`] (version and
+/// sealed version both `$2`), then the expected version of a replace, then
+/// the delivery's id and time. With a delivery it is one statement that
+/// writes the record and records the delivery together (data-modifying
+/// CTEs commit as one), unless the delivery is recorded already; it
+/// answers (rows written, delivery seen before).
+fn put_statement(replace: bool, delivery: bool) -> String {
+    const SET: &str = "version = $2, sealed_version = $2, key_id = $3, body = $4, \
+        queued_at = $5, state = $6, active = $7, owner_h = $8, account_h = $9, label_h = $10, \
+        lease_owner = $11, lease_expires = $12";
+    const INSERT: &str = "INSERT INTO sprinters_jobs (id, version, sealed_version, key_id, \
+        body, queued_at, state, active, owner_h, account_h, label_h, lease_owner, lease_expires)";
+    let d = if replace { 14 } else { 13 };
+    match (replace, delivery) {
+        (false, false) => format!(
+            "{INSERT} VALUES ($1, $2, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             ON CONFLICT (id) DO NOTHING"
+        ),
+        (true, false) => format!("UPDATE sprinters_jobs SET {SET} WHERE id = $1 AND version = $13"),
+        (replace, true) => {
+            let write = if replace {
+                format!(
+                    "UPDATE sprinters_jobs SET {SET} WHERE id = $1 AND version = $13 \
+                     AND NOT EXISTS (SELECT 1 FROM seen) RETURNING 1"
+                )
+            } else {
+                // Typed: a SELECT's bare parameters would be taken as text.
+                format!(
+                    "{INSERT} SELECT $1::bytea, $2::bigint, $2::bigint, $3::integer, $4::bytea, \
+                     $5::bigint, $6::text, $7::boolean, $8::bytea, $9::bytea, $10::bytea, \
+                     $11::text, $12::bigint WHERE NOT EXISTS (SELECT 1 FROM seen) \
+                     ON CONFLICT (id) DO NOTHING RETURNING 1"
+                )
+            };
+            format!(
+                "WITH seen AS (SELECT 1 FROM sprinters_deliveries WHERE id = ${d}::bytea), \
+                 written AS ({write}), \
+                 recorded AS (INSERT INTO sprinters_deliveries (id, received_at) \
+                   SELECT ${d}::bytea, ${e}::bigint FROM written ON CONFLICT (id) DO NOTHING) \
+                 SELECT (SELECT count(*) FROM written), EXISTS (SELECT 1 FROM seen)",
+                e = d + 1
+            )
+        }
+    }
+}
+
 impl PostgresJobStore {
     fn record_id(&self, key: JobKey) -> Vec<u8> {
         self.inner.keys.opaque("job", &job_id_bytes(key))
@@ -230,44 +276,50 @@ impl JobStore for PostgresJobStore {
         let (key_id, body) = self.seal(record, &c.id, version).await?;
         let version_sql = version as i64;
         let key_id = key_id as i32;
+        let expected = request.expected.map(|v| v as i64);
+        let delivery = request.delivery.as_ref().map(|d| {
+            let h = self.inner.keys.opaque("delivery", d.id.as_str().as_bytes());
+            (h, millis(d.received_at))
+        });
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+            &c.id,
+            &version_sql,
+            &key_id,
+            &body,
+            &c.queued_at,
+            &c.state,
+            &c.active,
+            &c.owner_h,
+            &c.account_h,
+            &c.label_h,
+            &c.lease_owner,
+            &c.lease_expires,
+        ];
+        if let Some(expected) = &expected {
+            params.push(expected);
+        }
+        if let Some((h, at)) = &delivery {
+            params.push(h);
+            params.push(at);
+        }
         let client = db.client().await?;
-        let written = match request.expected {
-            None => {
-                db.execute(
-                    &client,
-                    "INSERT INTO sprinters_jobs (id, version, sealed_version, key_id, body, \
-                     queued_at, state, active, owner_h, account_h, label_h, lease_owner, lease_expires) \
-                     VALUES ($1, $2, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-                     ON CONFLICT (id) DO NOTHING",
-                    &[
-                        &c.id, &version_sql, &key_id, &body, &c.queued_at, &c.state, &c.active,
-                        &c.owner_h, &c.account_h, &c.label_h, &c.lease_owner, &c.lease_expires,
-                    ],
-                )
-                .await?
-            }
-            Some(expected) => {
-                db.execute(
-                    &client,
-                    "UPDATE sprinters_jobs SET version = $2, sealed_version = $2, key_id = $3, \
-                     body = $4, queued_at = $5, state = $6, active = $7, owner_h = $8, \
-                     account_h = $9, label_h = $10, lease_owner = $11, lease_expires = $12 \
-                     WHERE id = $1 AND version = $13",
-                    &[
-                        &c.id, &version_sql, &key_id, &body, &c.queued_at, &c.state, &c.active,
-                        &c.owner_h, &c.account_h, &c.label_h, &c.lease_owner, &c.lease_expires,
-                        &(expected as i64),
-                    ],
-                )
-                .await?
-            }
+        let sql = put_statement(expected.is_some(), delivery.is_some());
+        let (written, duplicate) = if delivery.is_some() {
+            let row = db.query_one(&client, &sql, &params).await?;
+            let written: i64 = row.get(0);
+            (written == 1, row.get::<_, bool>(1))
+        } else {
+            (db.execute(&client, &sql, &params).await? == 1, false)
         };
-        if written == 1 {
+        if written {
             return Ok(version);
         }
-        Err(match request.expected {
-            None => Error::conflict(format!("job {} already exists", record.key)),
-            Some(expected) => Error::conflict(format!(
+        Err(match (request.delivery, request.expected) {
+            (Some(d), _) if duplicate => {
+                Error::duplicate(format!("delivery {} was processed already", d.id))
+            }
+            (_, None) => Error::conflict(format!("job {} already exists", record.key)),
+            (_, Some(expected)) => Error::conflict(format!(
                 "job {} is not at version {expected} (changed by another writer, or absent)",
                 record.key
             )),
