@@ -208,6 +208,66 @@ async fn duplicate_deliveries_and_redeliveries_never_launch_twice() {
     assert_eq!(bed.record(&job).await.launches.len(), 1);
 }
 
+/// Each event is answered `Duplicate` the second time under one delivery
+/// id, whether its first write recorded the delivery (queued, started and
+/// completed on its own runner) or it was recorded after (on a runner
+/// another job launched, an event not ours), and the duplicate writes
+/// nothing.
+#[tokio::test]
+async fn every_event_delivered_twice_is_a_duplicate_that_writes_nothing() {
+    let bed = TestBed::new();
+    let (a, b, c) = (bed.job(1), bed.job(2), bed.job(4));
+    let versions = || async {
+        let mut v = Vec::new();
+        for job in [&a, &b, &c] {
+            v.push(bed.store.get_job(job.key).await.unwrap().map(|r| r.version));
+        }
+        v
+    };
+    assert_eq!(
+        bed.send_as("a-q", a.queued()).await,
+        Handled::Accepted(a.key)
+    );
+    assert_eq!(bed.send_as("a-q", a.queued()).await, Handled::Duplicate);
+    bed.send_as("b-q", b.queued()).await;
+    bed.send_as("c-q", c.queued()).await;
+    bed.settle().await;
+    assert_eq!(bed.launcher.instances().len(), 3);
+
+    let a_runner = TestBed::runner(&a, 1);
+    let c_runner = TestBed::runner(&c, 1);
+    let events = [
+        ("b-started-on-a", b.in_progress(&a_runner)),
+        ("c-started", c.in_progress(&c_runner)),
+        ("not-ours", bed.job(3).labels(&["ubuntu-latest"]).queued()),
+        (
+            "c-completed",
+            c.completed(Conclusion::Success, Some(&c_runner)),
+        ),
+        (
+            "b-completed-on-a",
+            b.completed(Conclusion::Success, Some(&a_runner)),
+        ),
+    ];
+    for (id, event) in events {
+        let first = bed.send_as(id, event.clone()).await;
+        assert_ne!(first, Handled::Duplicate, "{id}: the first time");
+        bed.settle().await;
+        let before = versions().await;
+        assert_eq!(bed.send_as(id, event).await, Handled::Duplicate, "{id}");
+        bed.settle().await;
+        assert_eq!(versions().await, before, "{id}: a duplicate writes nothing");
+    }
+    // b's own runner is a spare now, so b stays Completed until it ends.
+    assert_eq!(bed.record(&b).await.state, JobState::Completed);
+    assert_eq!(bed.record(&c).await.state, JobState::Cleaned);
+    assert_eq!(
+        bed.launcher.instances().len(),
+        3,
+        "no launch for a duplicate"
+    );
+}
+
 #[tokio::test]
 async fn concurrent_duplicates_still_launch_once() {
     let bed = TestBed::new();

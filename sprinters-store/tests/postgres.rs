@@ -214,6 +214,52 @@ async fn one_delivery_written_by_two_replicas_at_once_is_recorded_by_one_write()
     }
 }
 
+/// `work`, or a failure naming `what` if it hangs (a deadlock guard).
+async fn within<T>(what: &str, work: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), work)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: stuck waiting for a second connection"))
+}
+
+/// A replica loads a data key another replica made on the connection it
+/// already holds: taking a second one from the pool meanwhile deadlocked
+/// a pool every task held one of (the 3-replica benchmark hung so). With
+/// one connection, each first read and write of a key must still finish.
+#[tokio::test]
+async fn loading_another_replicas_data_key_needs_no_second_connection() {
+    let url = fresh_database().await;
+    let key = MasterKey::generate();
+    let first = connect(&url, &key).await;
+    let record = testing::sample_record(8_000, "octo/pool", 1_000);
+    first.put_job(PutJob::create(record.clone())).await.unwrap();
+    let provider = StaticKeyProvider::new(key.clone());
+    let one_connection = |url: &str| {
+        PostgresJobStore::builder(SecretString::from(url.to_owned()))
+            .max_connections(1)
+            .ca_file(ca_file())
+            .connect(&provider)
+    };
+    // Its first read opens a record sealed under a key it has not loaded.
+    let reader = one_connection(&url).await.unwrap();
+    let read = within("the first read", reader.get_job(record.key)).await;
+    assert_eq!(read.unwrap().unwrap().value, record);
+    // Its first writes, at once, reserve seals of that key and load it.
+    let writer = Arc::new(one_connection(&url).await.unwrap());
+    let writes = (1..=8u64).map(|i| {
+        let writer = writer.clone();
+        tokio::spawn(async move {
+            let r = testing::sample_record(8_000 + i, "octo/pool", 1_000 + i);
+            writer.put_job(PutJob::create(r)).await
+        })
+    });
+    let all = async {
+        for w in writes.collect::<Vec<_>>() {
+            assert_eq!(w.await.unwrap().unwrap(), 1);
+        }
+    };
+    within("eight first writes", all).await;
+}
+
 #[tokio::test]
 async fn a_wrong_master_key_is_refused_and_changes_nothing() {
     let url = fresh_database().await;

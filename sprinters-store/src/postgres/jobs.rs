@@ -2,6 +2,7 @@
 //! `version`, the launch claim in two columns taken under a row lock.
 
 use async_trait::async_trait;
+use deadpool_postgres::Client;
 use sprinters_core::domain::{DeliveryId, JobKey};
 use sprinters_core::job::{JobRecord, Lease};
 use sprinters_core::ports::{
@@ -119,7 +120,13 @@ impl PostgresJobStore {
 
     /// The body of `record` sealed for `version`. The claim lives in its
     /// columns, so the body is sealed without it.
-    async fn seal(&self, record: &JobRecord, id: &[u8], version: u64) -> Result<(u32, Vec<u8>)> {
+    async fn seal(
+        &self,
+        client: &Client,
+        record: &JobRecord,
+        id: &[u8],
+        version: u64,
+    ) -> Result<(u32, Vec<u8>)> {
         let mut bare = record.clone();
         bare.lease = None;
         let plaintext = zeroize::Zeroizing::new(
@@ -134,6 +141,7 @@ impl PostgresJobStore {
             .keys
             .seal(
                 &self.inner.db,
+                client,
                 &scope,
                 |key_id| frame::aad(Kind::Job, key_id, &record_id, version).to_vec(),
                 &plaintext,
@@ -142,7 +150,12 @@ impl PostgresJobStore {
     }
 
     /// A row of [`COLUMNS`] back to a record; `None` when shredded.
-    async fn open_row(&self, id: &[u8], row: &Row) -> Result<Option<Versioned<JobRecord>>> {
+    async fn open_row(
+        &self,
+        client: &Client,
+        id: &[u8],
+        row: &Row,
+    ) -> Result<Option<Versioned<JobRecord>>> {
         let version: i64 = row.get(0);
         let sealed_version: i64 = row.get(1);
         let key_id: i32 = row.get(2);
@@ -156,7 +169,14 @@ impl PostgresJobStore {
         let Some(plaintext) = self
             .inner
             .keys
-            .open_body(&self.inner.db, key_id as u32, &aad, body, "a job record")
+            .open_body(
+                &self.inner.db,
+                client,
+                key_id as u32,
+                &aad,
+                body,
+                "a job record",
+            )
             .await?
         else {
             return Ok(None);
@@ -263,7 +283,7 @@ impl JobStore for PostgresJobStore {
         let client = db.client().await?;
         let sql = format!("SELECT {COLUMNS} FROM sprinters_jobs WHERE id = $1");
         match db.query_opt(&client, &sql, &[&id]).await? {
-            Some(row) => self.open_row(&id, &row).await,
+            Some(row) => self.open_row(&client, &id, &row).await,
             None => Ok(None),
         }
     }
@@ -273,7 +293,8 @@ impl JobStore for PostgresJobStore {
         let record = &request.record;
         let c = self.columns(record)?;
         let version = request.expected.map_or(1, |v| v + 1);
-        let (key_id, body) = self.seal(record, &c.id, version).await?;
+        let client = db.client().await?;
+        let (key_id, body) = self.seal(&client, record, &c.id, version).await?;
         let version_sql = version as i64;
         let key_id = key_id as i32;
         let expected = request.expected.map(|v| v as i64);
@@ -302,7 +323,6 @@ impl JobStore for PostgresJobStore {
             params.push(h);
             params.push(at);
         }
-        let client = db.client().await?;
         let sql = put_statement(expected.is_some(), delivery.is_some());
         let (written, duplicate) = if delivery.is_some() {
             let row = db.query_one(&client, &sql, &params).await?;
@@ -351,7 +371,7 @@ impl JobStore for PostgresJobStore {
                 .query_opt(&client, &claim, &[&id, &request.owner, &now, &until])
                 .await?
             {
-                return self.open_row(&id, &row).await;
+                return self.open_row(&client, &id, &row).await;
             }
             // Not taken: absent, claimed by another, or locked by a write
             // in flight (a single statement: it is over in an instant).
@@ -390,7 +410,7 @@ impl JobStore for PostgresJobStore {
         for row in &rows {
             let id: Vec<u8> = row.get(6);
             // A shredded record (its account deleted) is no longer history.
-            if let Some(record) = self.open_row(&id, row).await? {
+            if let Some(record) = self.open_row(&client, &id, row).await? {
                 jobs.push(record);
             }
         }

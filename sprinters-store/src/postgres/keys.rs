@@ -19,6 +19,7 @@ use crate::keyring::{
     CHECK, OpaqueIds, SEALS_PER_KEY, SYSTEM_SCOPE, decode, encode, random_key, wrap_aad,
 };
 use crate::keys::MasterKey;
+use deadpool_postgres::Client;
 
 /// Seals reserved from a key's row at a time.
 const BLOCK: u64 = if SEALS_PER_KEY < 1 << 20 {
@@ -58,10 +59,10 @@ impl DbKeys {
         let index_key = random_key();
         let (n, ct) = cipher.seal(b"check", CHECK);
         let (n2, ct2) = cipher.seal(b"index key", index_key.as_ref());
-        let client = db.client().await?;
+        let client = &db.client().await?;
         // Two replicas creating it at once: one insert wins, both read it.
         db.execute(
-            &client,
+            client,
             "INSERT INTO sprinters_keyring (id, check_sealed, index_key_sealed) \
              VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING",
             &[&encode(&n, &ct), &encode(&n2, &ct2)],
@@ -69,7 +70,7 @@ impl DbKeys {
         .await?;
         let row = db
             .query_one(
-                &client,
+                client,
                 "SELECT check_sealed, index_key_sealed FROM sprinters_keyring WHERE id = 1",
                 &[],
             )
@@ -125,11 +126,12 @@ impl DbKeys {
     pub(crate) async fn seal(
         &self,
         db: &Db,
+        client: &Client,
         scope: &str,
         aad: impl Fn(u32) -> Vec<u8>,
         plaintext: &[u8],
     ) -> Result<(u32, Vec<u8>)> {
-        let (id, cipher) = self.sealing_key(db, scope).await?;
+        let (id, cipher) = self.sealing_key(db, client, scope).await?;
         let (nonce, ct) = cipher.seal(&aad(id), plaintext);
         let mut body = Vec::with_capacity(NONCE_LEN + ct.len());
         body.extend_from_slice(&nonce);
@@ -142,12 +144,13 @@ impl DbKeys {
     pub(crate) async fn open_body(
         &self,
         db: &Db,
+        client: &Client,
         key_id: u32,
         aad: &[u8],
         body: &[u8],
         what: &str,
     ) -> Result<Option<Zeroizing<Vec<u8>>>> {
-        let Some(cipher) = self.cipher(db, key_id).await? else {
+        let Some(cipher) = self.cipher(db, client, key_id).await? else {
             return Ok(None);
         };
         let unauthentic = || Error::integrity(format!("{what} fails authentication"));
@@ -162,7 +165,12 @@ impl DbKeys {
             .map_err(|_| unauthentic())
     }
 
-    async fn sealing_key(&self, db: &Db, scope: &str) -> Result<(u32, Arc<Cipher>)> {
+    async fn sealing_key(
+        &self,
+        db: &Db,
+        client: &Client,
+        scope: &str,
+    ) -> Result<(u32, Arc<Cipher>)> {
         {
             let mut known = self.known();
             let current = known.sealing.get(scope).copied();
@@ -174,18 +182,17 @@ impl DbKeys {
                 return Ok((id, cipher));
             }
         }
-        self.reserve(db, scope).await
+        self.reserve(db, client, scope).await
     }
 
     /// Reserves a block of seals of the scope's active key, rotating a key
     /// at its limit and creating the first one; replicas racing here agree
     /// through the one-active-key-per-scope unique index.
-    async fn reserve(&self, db: &Db, scope: &str) -> Result<(u32, Arc<Cipher>)> {
-        let client = db.client().await?;
+    async fn reserve(&self, db: &Db, client: &Client, scope: &str) -> Result<(u32, Arc<Cipher>)> {
         for _ in 0..16 {
             let active = db
                 .query_opt(
-                    &client,
+                    client,
                     "SELECT id FROM sprinters_data_keys WHERE scope = $1 AND active",
                     &[&scope],
                 )
@@ -194,7 +201,7 @@ impl DbKeys {
                 let id: i32 = row.get(0);
                 let reserved = db
                     .query_opt(
-                        &client,
+                        client,
                         "UPDATE sprinters_data_keys SET reserved = reserved + $2 \
                          WHERE id = $1 AND active RETURNING reserved",
                         &[&id, &(BLOCK as i64)],
@@ -205,7 +212,7 @@ impl DbKeys {
                 };
                 if reserved as u64 > SEALS_PER_KEY {
                     db.execute(
-                        &client,
+                        client,
                         "UPDATE sprinters_data_keys SET active = false WHERE id = $1",
                         &[&id],
                     )
@@ -213,7 +220,7 @@ impl DbKeys {
                     continue;
                 }
                 let id = id as u32;
-                let Some(cipher) = self.cipher(db, id).await? else {
+                let Some(cipher) = self.cipher(db, client, id).await? else {
                     continue;
                 };
                 self.known()
@@ -222,7 +229,7 @@ impl DbKeys {
                 return Ok((id, cipher));
             }
             let id: i64 = db
-                .query_one(&client, "SELECT nextval('sprinters_data_key_ids')", &[])
+                .query_one(client, "SELECT nextval('sprinters_data_key_ids')", &[])
                 .await?
                 .get(0);
             let id =
@@ -231,7 +238,7 @@ impl DbKeys {
             let (n, ct) = self.master.seal(&wrap_aad(id, scope), raw.as_ref());
             let inserted = db
                 .execute(
-                    &client,
+                    client,
                     "INSERT INTO sprinters_data_keys (id, scope, wrapped, reserved, active) \
                      VALUES ($1, $2, $3, $4, true) ON CONFLICT (scope) WHERE active DO NOTHING",
                     &[&(id as i32), &scope, &encode(&n, &ct), &(BLOCK as i64)],
@@ -250,14 +257,16 @@ impl DbKeys {
         ))
     }
 
-    async fn cipher(&self, db: &Db, id: u32) -> Result<Option<Arc<Cipher>>> {
+    /// A data key by id, loaded once. It takes the caller's connection:
+    /// taking a second one from the pool while holding the first would
+    /// deadlock a pool that every task holds one of.
+    async fn cipher(&self, db: &Db, client: &Client, id: u32) -> Result<Option<Arc<Cipher>>> {
         if let Some(known) = self.known().ciphers.get(&id) {
             return Ok(known.clone());
         }
-        let client = db.client().await?;
         let row = db
             .query_opt(
-                &client,
+                client,
                 "SELECT scope, wrapped FROM sprinters_data_keys WHERE id = $1",
                 &[&(id as i32)],
             )
@@ -288,10 +297,10 @@ impl DbKeys {
     /// many. Other replicas forget them when they restart; the records
     /// themselves are deleted by the caller.
     pub(crate) async fn destroy(&self, db: &Db, scope: &str) -> Result<u64> {
-        let client = db.client().await?;
+        let client = &db.client().await?;
         let n = db
             .execute(
-                &client,
+                client,
                 "UPDATE sprinters_data_keys SET wrapped = NULL, active = false \
                  WHERE scope = $1 AND wrapped IS NOT NULL",
                 &[&scope],

@@ -21,6 +21,7 @@ impl PostgresJobStore {
 
     async fn open_key(
         &self,
+        client: &deadpool_postgres::Client,
         id: [u8; 16],
         row: &tokio_postgres::Row,
     ) -> Result<Option<(AccountId, StoredAccessKey)>> {
@@ -33,6 +34,7 @@ impl PostgresJobStore {
             .keys
             .open_body(
                 &self.inner.db,
+                client,
                 key_id as u32,
                 &aad,
                 body,
@@ -93,6 +95,7 @@ impl CredentialVault for PostgresJobStore {
                 .keys
                 .seal(
                     db,
+                    &client,
                     &scope,
                     |key_id| frame::aad(Kind::Vault, key_id, &id, version as u64).to_vec(),
                     &plaintext,
@@ -154,7 +157,7 @@ impl CredentialVault for PostgresJobStore {
         else {
             return Ok(None);
         };
-        Ok(self.open_key(id, &row).await?.map(|(_, key)| key))
+        Ok(self.open_key(&client, id, &row).await?.map(|(_, key)| key))
     }
 
     async fn delete_access_key(&self, account: AccountId) -> Result<()> {
@@ -186,7 +189,7 @@ impl CredentialVault for PostgresJobStore {
             let id: [u8; 16] = raw
                 .try_into()
                 .map_err(|_| Error::integrity("a vault id in the database is not 16 bytes"))?;
-            if let Some((account, _)) = self.open_key(id, row).await? {
+            if let Some((account, _)) = self.open_key(&client, id, row).await? {
                 accounts.push(account);
             }
         }
