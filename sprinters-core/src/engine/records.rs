@@ -41,15 +41,6 @@ impl Receipt {
     pub(super) fn into_delivery(self) -> RecordDelivery {
         self.delivery
     }
-
-    /// `request`, carrying the delivery unless a write recorded it already.
-    fn attach(&self, request: PutJob) -> PutJob {
-        if self.recorded() {
-            request
-        } else {
-            request.with_delivery(self.delivery.clone())
-        }
-    }
 }
 
 impl Inner {
@@ -87,7 +78,8 @@ impl Inner {
     async fn put(&self, request: PutJob, receipt: Option<&Receipt>) -> Result<u64> {
         match receipt {
             Some(receipt) if !receipt.recorded() => {
-                let version = self.store.put_job(receipt.attach(request)).await?;
+                let request = request.with_delivery(receipt.delivery.clone());
+                let version = self.store.put_job(request).await?;
                 receipt.recorded.store(true, Ordering::Release);
                 Ok(version)
             }
