@@ -114,17 +114,11 @@ impl Inner {
         let mut fresh = new_record(event, Some(labels), Some(account), JobState::Running, now);
         fresh.started_at = Some(now);
         fresh.ran_on = runner.clone();
-        let own = runner
-            .as_ref()
-            .and_then(|r| r.launch_ref())
-            .filter(|(k, _)| *k == event.job);
+        let launch = runner.as_ref().and_then(|r| r.launch_ref());
+        let own = launch.filter(|(k, _)| *k == event.job);
         // Another job's runner must be marked taken below, which nothing
         // repairs after a crash: that delivery is recorded at the end.
-        let foreign = runner
-            .as_ref()
-            .and_then(|r| r.launch_ref())
-            .is_some_and(|(k, _)| k != event.job);
-        let receipt = receipt.filter(|_| !foreign);
+        let receipt = receipt.filter(|_| launch.is_none() || own.is_some());
         let (stored, _) = self
             .upsert(
                 fresh,
@@ -150,7 +144,7 @@ impl Inner {
             .await?;
         tracing::info!(runner = ?stored.value.ran_on, "job started");
 
-        let Some((launched_for, number)) = runner.as_ref().and_then(|r| r.launch_ref()) else {
+        let Some((launched_for, number)) = launch else {
             return Ok(Handled::Updated(event.job));
         };
         let taker = event.job;

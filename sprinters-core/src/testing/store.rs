@@ -216,7 +216,7 @@ async fn deliveries_recorded_with_writes(store: &dyn JobStore) {
         "a create records the delivery it carries"
     );
 
-    // The same delivery again: nothing is written, whatever the version.
+    // The same delivery again: nothing is written, even at the right version.
     let mut running = created.clone();
     running.state = JobState::Running;
     let duplicate = store

@@ -1,6 +1,8 @@
 //! The `JobStore` on PostgreSQL: one row per job, compare-and-swap on its
 //! `version`, the launch claim in two columns taken under a row lock.
 
+use std::sync::LazyLock;
+
 use async_trait::async_trait;
 use deadpool_postgres::Client;
 use sprinters_core::domain::{DeliveryId, JobKey};
@@ -15,11 +17,11 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::PostgresJobStore;
+use crate::frame::{self, Kind};
+use crate::store::job_id_bytes;
 
 /// A statement's parameters, built up clause by clause.
 type Params = Vec<Box<dyn ToSql + Sync + Send>>;
-use crate::frame::{self, Kind};
-use crate::store::job_id_bytes;
 
 /// Retention deletes this many rows per statement, so that a large purge
 /// never holds many locks or one long transaction.
@@ -50,7 +52,16 @@ struct Columns {
 /// writes the record and records the delivery together (data-modifying
 /// CTEs commit as one), unless the delivery is recorded already; it
 /// answers (rows written, delivery seen before).
-fn put_statement(replace: bool, delivery: bool) -> String {
+fn put_statement(replace: bool, delivery: bool) -> &'static str {
+    // Built once: a put is on every job's launch path.
+    static STATEMENTS: LazyLock<[String; 4]> = LazyLock::new(|| {
+        [(false, false), (false, true), (true, false), (true, true)]
+            .map(|(replace, delivery)| build_put_statement(replace, delivery))
+    });
+    &STATEMENTS[usize::from(replace) * 2 + usize::from(delivery)]
+}
+
+fn build_put_statement(replace: bool, delivery: bool) -> String {
     const SET: &str = "version = $2, sealed_version = $2, key_id = $3, body = $4, \
         queued_at = $5, state = $6, active = $7, owner_h = $8, account_h = $9, label_h = $10, \
         lease_owner = $11, lease_expires = $12";
@@ -93,6 +104,11 @@ fn put_statement(replace: bool, delivery: bool) -> String {
 impl PostgresJobStore {
     fn record_id(&self, key: JobKey) -> Vec<u8> {
         self.inner.keys.opaque("job", &job_id_bytes(key))
+    }
+
+    /// A delivery id as the database keeps it: a keyed hash.
+    fn delivery_id(&self, id: &DeliveryId) -> Vec<u8> {
+        self.inner.keys.opaque("delivery", id.as_str().as_bytes())
     }
 
     fn columns(&self, record: &JobRecord) -> Result<Columns> {
@@ -298,10 +314,10 @@ impl JobStore for PostgresJobStore {
         let version_sql = version as i64;
         let key_id = key_id as i32;
         let expected = request.expected.map(|v| v as i64);
-        let delivery = request.delivery.as_ref().map(|d| {
-            let h = self.inner.keys.opaque("delivery", d.id.as_str().as_bytes());
-            (h, millis(d.received_at))
-        });
+        let delivery = request
+            .delivery
+            .as_ref()
+            .map(|d| (self.delivery_id(&d.id), millis(d.received_at)));
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![
             &c.id,
             &version_sql,
@@ -325,11 +341,11 @@ impl JobStore for PostgresJobStore {
         }
         let sql = put_statement(expected.is_some(), delivery.is_some());
         let (written, duplicate) = if delivery.is_some() {
-            let row = db.query_one(&client, &sql, &params).await?;
+            let row = db.query_one(&client, sql, &params).await?;
             let written: i64 = row.get(0);
             (written == 1, row.get::<_, bool>(1))
         } else {
-            (db.execute(&client, &sql, &params).await? == 1, false)
+            (db.execute(&client, sql, &params).await? == 1, false)
         };
         if written {
             return Ok(version);
@@ -422,7 +438,7 @@ impl JobStore for PostgresJobStore {
 
     async fn delivery_seen(&self, id: DeliveryId) -> Result<bool> {
         let db = &self.inner.db;
-        let h = self.inner.keys.opaque("delivery", id.as_str().as_bytes());
+        let h = self.delivery_id(&id);
         let client = db.client().await?;
         Ok(db
             .query_opt(
@@ -436,10 +452,7 @@ impl JobStore for PostgresJobStore {
 
     async fn record_delivery(&self, request: RecordDelivery) -> Result<DeliveryRecorded> {
         let db = &self.inner.db;
-        let h = self
-            .inner
-            .keys
-            .opaque("delivery", request.id.as_str().as_bytes());
+        let h = self.delivery_id(&request.id);
         let client = db.client().await?;
         // The primary key de-duplicates: of two replicas recording one
         // delivery at once, exactly one inserts.
