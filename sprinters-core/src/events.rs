@@ -4,7 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{DeliveryId, InstallationId, JobKey, Owner, Repository, RunId, RunnerName};
+use crate::domain::{
+    DeliveryId, InstallationId, JobKey, Owner, OwnerId, Repository, RunId, RunnerName,
+};
 use crate::time::Timestamp;
 
 /// One delivery from an event source.
@@ -114,8 +116,11 @@ pub struct WorkflowJobEvent {
     pub job: JobKey,
     /// The run.
     pub run_id: RunId,
-    /// The repository.
+    /// The repository (its owner's login is a display name only).
     pub repository: Repository,
+    /// The repository owner's account id (`repository.owner.id`): the
+    /// tenant the event claims, checked against the installation.
+    pub owner_id: OwnerId,
     /// The App installation that delivered it.
     pub installation_id: InstallationId,
     /// The job's `runs-on` labels, in order.
@@ -156,6 +161,14 @@ pub struct InstallationEvent {
     pub action: InstallationAction,
     /// The installation.
     pub installation_id: InstallationId,
-    /// The user or organization it is installed on.
+    /// The login of the user or organization it is installed on (a
+    /// display name).
     pub owner: Owner,
+    /// That user or organization's account id (`installation.account.id`).
+    pub owner_id: OwnerId,
+    /// Repositories taken out of the installation
+    /// (`installation_repositories.removed`).
+    pub repositories_removed: Vec<Repository>,
+    /// Repositories added to it (`installation_repositories.added`).
+    pub repositories_added: Vec<Repository>,
 }

@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    AccountId, AvailabilityZone, InstallationId, InstanceId, InstanceType, JobKey, Region,
-    Repository, RunId, RunnerName,
+    AccountId, AvailabilityZone, InstallationId, InstanceId, InstanceType, JobKey, OwnerId,
+    Region, Repository, RunId, RunnerName,
 };
 use crate::events::Conclusion;
 use crate::labels::{LabelSetKey, RunnerSpec};
@@ -184,6 +184,8 @@ pub struct JobRecord {
     pub run_id: RunId,
     /// Its repository.
     pub repository: Repository,
+    /// Its owner's GitHub account id: the tenant it belongs to.
+    pub owner_id: OwnerId,
     /// The GitHub App installation that reported it.
     pub installation_id: InstallationId,
     /// The job's name, for the console.
@@ -202,8 +204,13 @@ pub struct JobRecord {
     pub message: Option<String>,
     /// Instances launched for it, oldest first.
     pub launches: Vec<Launch>,
-    /// The runner that picked it up (maybe launched for another job).
+    /// The runner that picked it up (maybe launched for another job), as
+    /// GitHub names it: a display name, since anyone can name a runner.
     pub ran_on: Option<RunnerName>,
+    /// The launch (job and launch number) whose runner picked it up, once
+    /// checked to be ours: a launch of the same owner and repository with
+    /// GitHub's runner id. Only this leads from a job to an instance.
+    pub ran_on_launch: Option<(JobKey, u32)>,
     /// GitHub's conclusion.
     pub conclusion: Option<Conclusion>,
     /// When it was queued.
@@ -230,7 +237,8 @@ impl JobRecord {
         !self.state.is_finished() || self.launches.iter().any(Launch::is_live)
     }
 
-    /// The owner (user or organization) of its repository.
+    /// The login of its repository's owner when it was recorded (a display
+    /// name: the tenant is [`JobRecord::owner_id`]).
     pub fn owner(&self) -> &crate::domain::Owner {
         self.repository.owner()
     }

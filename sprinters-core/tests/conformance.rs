@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use sprinters_core::domain::{
-    AccountId, InstallationId, JobId, JobKey, Owner, Repository, RunAttempt, RunId,
+    AccountId, InstallationId, JobId, JobKey, Owner, OwnerId, Repository, RunAttempt, RunId,
 };
 use sprinters_core::labels::LabelParser;
 use sprinters_core::memory::{
@@ -30,6 +30,7 @@ async fn memory_launcher_passes_the_suite() {
         credentials: credentials
             .credentials(CredentialsRequest::new(
                 account.clone(),
+                OwnerId::new(1),
                 Owner::parse("octo").unwrap(),
             ))
             .await
@@ -69,6 +70,7 @@ async fn memory_registry_passes_the_suite() {
 async fn memory_credentials_pass_the_suite() {
     let fixture = testing::CredentialsFixture {
         account: AccountId::parse("123456789012").unwrap(),
+        owner_id: OwnerId::new(1),
         owner: Owner::parse("octo").unwrap(),
         now: ManualClock::default().now(),
     };

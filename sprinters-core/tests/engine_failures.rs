@@ -55,7 +55,7 @@ async fn an_account_the_owner_has_not_connected_is_rejected_without_any_call() {
         "{message}"
     );
 
-    let stranger = bed.job(2).repository("intruder/app");
+    let stranger = bed.job(2).repository("intruder/app").owner(9999, 99);
     let Handled::Rejected { message, .. } = bed.send(stranger.queued()).await else {
         panic!("not rejected")
     };
@@ -68,6 +68,7 @@ async fn an_account_the_owner_has_not_connected_is_rejected_without_any_call() {
     let probe = bed
         .job(3)
         .repository("intruder/app")
+        .owner(9999, 99)
         .labels(&["sprinters:aws/123456789012"]);
     assert!(matches!(
         bed.send(probe.queued()).await,

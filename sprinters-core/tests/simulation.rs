@@ -75,7 +75,7 @@ fn every_seed_keeps_every_invariant() {
     let sum = |f: fn(&SimReport) -> u64| totals.iter().map(f).sum::<u64>();
     println!(
         "{} seeds passed, {} failed: {} jobs, {} instances, {} crashes, {} failed calls, \
-         {} webhooks ({} lost, {} redelivered, {} duplicated, {} delayed), {} stolen, \
+         {} webhooks ({} lost, {} redelivered, {} duplicated, {} delayed), {} stolen, {} forged, \
          {} reclaimed, {} re-runs, {} dead on arrival, {} cancelled",
         totals.len(),
         failures.len(),
@@ -89,6 +89,7 @@ fn every_seed_keeps_every_invariant() {
         sum(|r| r.duplicated),
         sum(|r| r.delayed),
         sum(|r| r.stolen),
+        sum(|r| r.forged),
         sum(|r| r.reclaimed),
         sum(|r| r.reruns),
         sum(|r| r.dead_on_arrival),
@@ -126,7 +127,7 @@ fn every_kind_of_fault_happens() {
         .map(|seed| simulate(seed, &SimConfig::default()).unwrap_or_else(|f| panic!("{f}")))
         .collect();
     let sum = |f: Count| reports.iter().map(f).sum::<u64>();
-    let kinds: [(&str, Count); 11] = [
+    let kinds: [(&str, Count); 12] = [
         ("crashes", |r| r.crashes),
         ("failed calls", |r| r.failed_calls),
         ("lost webhooks", |r| r.lost),
@@ -134,6 +135,7 @@ fn every_kind_of_fault_happens() {
         ("duplicated webhooks", |r| r.duplicated),
         ("delayed webhooks", |r| r.delayed),
         ("stolen runners", |r| r.stolen),
+        ("forged runner names", |r| r.forged),
         ("spot reclaims", |r| r.reclaimed),
         ("re-runs", |r| r.reruns),
         ("dead instances", |r| r.dead_on_arrival),

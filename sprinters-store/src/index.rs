@@ -66,7 +66,7 @@ impl Summary {
         Summary {
             key: record.key,
             queued_at: record.queued_at,
-            owner: record.owner().as_str().to_ascii_lowercase(),
+            owner: record.owner_id.to_string(),
             account: record.account.clone(),
             label_set: record.label_set,
             state: record.state,
@@ -180,8 +180,8 @@ impl Index {
     /// extra one tells whether there is a next page).
     pub(crate) fn select(&self, q: &ListJobs) -> Vec<(JobKey, JobEntry)> {
         // A filter on an owner or account never seen selects nothing.
-        let owner = match &q.owner {
-            Some(o) => match self.owners.get(&o.as_str().to_ascii_lowercase()) {
+        let owner = match &q.owner_id {
+            Some(o) => match self.owners.get(&o.to_string()) {
                 Some(id) => Some(id),
                 None => return Vec::new(),
             },

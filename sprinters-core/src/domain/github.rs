@@ -44,6 +44,12 @@ numeric_id!(
     /// A GitHub App installation id.
     InstallationId
 );
+numeric_id!(
+    /// A GitHub user or organization's account id (`repository.owner.id`,
+    /// `installation.account.id`). Unlike the login, which GitHub lets
+    /// anyone take after a rename, it never changes: it is the tenant.
+    OwnerId
+);
 
 /// A workflow run attempt, starting at 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

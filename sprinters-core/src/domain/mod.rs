@@ -8,7 +8,8 @@ pub use aws::{
     AccountId, Arch, AvailabilityZone, InstanceId, InstanceType, Region, SecurityGroupId, SubnetId,
 };
 pub use github::{
-    DeliveryId, InstallationId, JobId, JobKey, Owner, Repository, RunAttempt, RunId, RunnerName,
+    DeliveryId, InstallationId, JobId, JobKey, Owner, OwnerId, Repository, RunAttempt, RunId,
+    RunnerName,
 };
 
 /// Why a value was refused: which type and what was wrong with it.

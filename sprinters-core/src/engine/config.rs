@@ -3,63 +3,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::domain::{AccountId, InstanceType, Owner};
-
-/// Which AWS accounts each GitHub owner has connected. A label may only name
-/// an account its job's owner connected: one customer must never launch
-/// into, or even probe, another customer's account.
-#[derive(Debug, Clone, Default)]
-pub struct AccountDirectory {
-    // Keyed by lower-cased login: GitHub logins are case-insensitive.
-    owners: HashMap<String, Vec<AccountId>>,
-}
-
-impl AccountDirectory {
-    /// An empty directory: every job is rejected until owners connect.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Connects `account` to `owner`. The first account connected is the
-    /// owner's default.
-    pub fn connect(&mut self, owner: Owner, account: AccountId) -> &mut Self {
-        let accounts = self
-            .owners
-            .entry(owner.as_str().to_ascii_lowercase())
-            .or_default();
-        if !accounts.contains(&account) {
-            accounts.push(account);
-        }
-        self
-    }
-
-    /// The account a job of `owner` launches in: the one its label names,
-    /// if connected, or the owner's default.
-    pub fn resolve(&self, owner: &Owner, named: Option<&AccountId>) -> Result<AccountId, String> {
-        let accounts = self
-            .owners
-            .get(&owner.as_str().to_ascii_lowercase())
-            .filter(|a| !a.is_empty());
-        match (accounts, named) {
-            (None, _) => Err(format!(
-                "{owner} has no AWS account connected; connect one before using Sprinters labels"
-            )),
-            (Some(accounts), None) => Ok(accounts[0].clone()),
-            (Some(accounts), Some(named)) if accounts.contains(named) => Ok(named.clone()),
-            (Some(_), Some(named)) => Err(format!(
-                "AWS account {named} is not connected to {owner}; use one of the owner's connected accounts or leave the account out of the label"
-            )),
-        }
-    }
-
-    /// Every connected account, once each.
-    pub fn accounts(&self) -> Vec<AccountId> {
-        let mut all: Vec<AccountId> = self.owners.values().flatten().cloned().collect();
-        all.sort();
-        all.dedup();
-        all
-    }
-}
+use super::Tenants;
+use crate::domain::InstanceType;
 
 /// Concurrency limits: jobs over a limit wait their turn, never dropped.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -165,8 +110,9 @@ pub struct EngineConfig {
     pub controller_id: String,
     /// This replica's name in claims and leases; random by default.
     pub replica_id: String,
-    /// Owners and their accounts.
-    pub accounts: AccountDirectory,
+    /// The owners served and their accounts; shared with whoever changes
+    /// them at run time.
+    pub tenants: Tenants,
     /// Concurrency limits.
     pub limits: Limits,
     /// How long a spare runner may idle before it is terminated.
@@ -201,12 +147,12 @@ pub struct EngineConfig {
 }
 
 impl EngineConfig {
-    /// Defaults for a deployment named `controller_id` serving `accounts`.
-    pub fn new(controller_id: impl Into<String>, accounts: AccountDirectory) -> Self {
+    /// Defaults for a deployment named `controller_id` serving `tenants`.
+    pub fn new(controller_id: impl Into<String>, tenants: Tenants) -> Self {
         Self {
             controller_id: controller_id.into(),
             replica_id: format!("replica-{:016x}", fastrand::u64(..)),
-            accounts,
+            tenants,
             limits: Limits::default(),
             idle_grace: Duration::from_secs(300),
             max_lifetime: Duration::from_secs(6 * 3600 + 900),
@@ -260,43 +206,6 @@ impl EngineConfig {
 mod tests {
     use super::*;
 
-    fn owner(s: &str) -> Owner {
-        Owner::parse(s).unwrap()
-    }
-    fn account(s: &str) -> AccountId {
-        AccountId::parse(s).unwrap()
-    }
-
-    #[test]
-    fn accounts_resolve_to_the_default_or_a_connected_one_only() {
-        let mut dir = AccountDirectory::new();
-        dir.connect(owner("Octo-Org"), account("111111111111"))
-            .connect(owner("octo-org"), account("222222222222"));
-        let octo = owner("OCTO-ORG");
-        assert_eq!(
-            dir.resolve(&octo, None),
-            Ok(account("111111111111")),
-            "the first is the default; logins ignore case"
-        );
-        assert_eq!(
-            dir.resolve(&octo, Some(&account("222222222222"))),
-            Ok(account("222222222222"))
-        );
-        let err = dir
-            .resolve(&octo, Some(&account("333333333333")))
-            .unwrap_err();
-        assert!(
-            err.contains("333333333333 is not connected to OCTO-ORG"),
-            "{err}"
-        );
-        assert!(
-            dir.resolve(&owner("other"), None)
-                .unwrap_err()
-                .contains("no AWS account connected")
-        );
-        assert_eq!(dir.accounts().len(), 2);
-    }
-
     #[test]
     fn backoff_doubles_up_to_the_cap_with_half_of_it_random() {
         let policy = RetryPolicy {
@@ -318,7 +227,7 @@ mod tests {
 
     #[test]
     fn validation_names_the_bad_setting() {
-        let ok = EngineConfig::new("c", AccountDirectory::new());
+        let ok = EngineConfig::new("c", Tenants::new());
         assert!(ok.validate().is_ok());
         let mut c = ok.clone();
         c.limits.per_account = Some(0);

@@ -78,6 +78,7 @@ impl Inner {
                 .credentials
                 .credentials(CredentialsRequest::new(
                     account.clone(),
+                    record.owner_id,
                     record.owner().clone(),
                 ))
                 .await?;
@@ -172,7 +173,7 @@ impl Inner {
         if !r.state.is_finished() {
             return Settled::No;
         }
-        let ran_on = match r.ran_on.as_ref().and_then(|n| n.launch_ref()) {
+        let ran_on = match r.ran_on_launch {
             None => None,
             Some((launched_for, number)) if launched_for == r.key => {
                 r.launches.iter().find(|l| l.number == number).cloned()
@@ -207,8 +208,7 @@ impl Inner {
         if !record.state.is_finished() {
             return Ok(None);
         }
-        let Some((launched_for, number)) = record.ran_on.as_ref().and_then(|r| r.launch_ref())
-        else {
+        let Some((launched_for, number)) = record.ran_on_launch else {
             return Ok(None);
         };
         if launched_for == record.key {

@@ -106,6 +106,23 @@ impl Inner {
         let (Some(spec), Some(account)) = (record.spec.clone(), record.account.clone()) else {
             return self.release_claim(claimed).await;
         };
+        // The tenant may have changed since the job was queued: uninstalled,
+        // suspended, the repository or the account taken out.
+        if let Some(message) = self.tenant_refuses(&record) {
+            tracing::warn!(%message, "launch refused");
+            let written = self
+                .update_from(claimed, |r| {
+                    if !r.state.is_waiting() {
+                        return false;
+                    }
+                    r.state = JobState::Rejected;
+                    r.message = Some(message.clone());
+                    r.lease = None;
+                    true
+                })
+                .await?;
+            return Ok(Some(written.value));
+        }
 
         // The intent is durable before any API call: after a crash, a
         // pending launch tells the next attempt to look for its instance.
@@ -178,7 +195,7 @@ impl Inner {
     ) -> Result<Outcome> {
         let key = record.key;
         let owner = record.owner().clone();
-        let credentials_request = CredentialsRequest::new(account.clone(), owner);
+        let credentials_request = CredentialsRequest::new(account.clone(), record.owner_id, owner);
         let jit_request = CreateJitRunner {
             runner_group_id: self.config.runner_group_id,
             ..CreateJitRunner::new(

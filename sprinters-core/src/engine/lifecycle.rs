@@ -3,11 +3,11 @@
 //! events out of order are harmless.
 
 use super::records::{Receipt, new_record};
-use super::{Handled, Inner};
+use super::{Handled, Inner, Refusal};
 use crate::Result;
-use crate::domain::{AccountId, JobKey};
+use crate::domain::{AccountId, JobKey, Repository};
 use crate::events::{Conclusion, WorkflowJobAction, WorkflowJobEvent};
-use crate::job::{EndReason, JobRecord, JobState};
+use crate::job::{EndReason, JobRecord, JobState, Launch};
 use crate::labels::JobLabels;
 
 impl Inner {
@@ -31,16 +31,33 @@ impl Inner {
             // Waiting for an approval: GitHub sends `queued` once approved.
             return Ok(Handled::Ignored);
         }
-        let account = match self
-            .config
-            .accounts
-            .resolve(event.repository.owner(), labels.spec.account.as_ref())
-        {
+        let account = match self.config.tenants.resolve(
+            event.owner_id,
+            event.installation_id,
+            event.repository.owner(),
+            labels.spec.account.as_ref(),
+        ) {
             Ok(account) => account,
-            // Decided from configuration alone: no call is made that would
+            // Decided from the directory alone: no call is made that would
             // let one customer probe another's account.
-            Err(message) => return self.reject(&event, Some(&labels), message, receipt).await,
+            Err(Refusal::Rejected(message)) => {
+                return self.reject(&event, Some(&labels), message, receipt).await;
+            }
+            // The ids do not match the owner the login names: nothing is
+            // written, launched or ended.
+            Err(Refusal::Impostor(reason)) => {
+                tracing::warn!(owner_id = %event.owner_id, installation = %event.installation_id, %reason, "event ignored");
+                return Ok(Handled::Ignored);
+            }
         };
+        // A suspended installation or a repository taken out of it stops
+        // new launches; jobs already running still end as they should.
+        if event.action == WorkflowJobAction::Queued {
+            let record = new_record(&event, Some(&labels), Some(account.clone()), JobState::Queued, self.clock.now());
+            if let Some(message) = self.tenant_refuses(&record) {
+                return self.reject(&event, Some(&labels), message, receipt).await;
+            }
+        }
         match event.action {
             WorkflowJobAction::Queued => self.on_queued(&event, &labels, account, receipt).await,
             WorkflowJobAction::InProgress => {
@@ -72,6 +89,39 @@ impl Inner {
             job: event.job,
             message,
         })
+    }
+
+    /// The launch whose runner `event` names, if that runner can be ours.
+    /// The job's own launch is checked by the write that marks it taken;
+    /// another job's must belong to the same owner and repository (the
+    /// scope its JIT runner was registered in) and carry the event's
+    /// GitHub runner id. A runner merely named like ours leads nowhere:
+    /// anyone may register a self-hosted runner under any name.
+    async fn runner_launch(&self, event: &WorkflowJobEvent) -> Result<Option<(JobKey, u32)>> {
+        let Some(name) = &event.runner_name else {
+            return Ok(None);
+        };
+        let Some((job, number)) = name.launch_ref() else {
+            return Ok(None);
+        };
+        if job == event.job {
+            return Ok(Some((job, number)));
+        }
+        let Some(record) = self.store.get_job(job).await? else {
+            return Ok(None);
+        };
+        let r = &record.value;
+        let ours = r.owner_id == event.owner_id
+            && same_repository(&r.repository, &event.repository)
+            && r
+                .launches
+                .iter()
+                .any(|l| l.number == number && runner_id_matches(l, event.runner_id));
+        if !ours {
+            tracing::warn!(runner = %name, runner_id = ?event.runner_id, "a runner named like one of ours that is not: ignored");
+            return Ok(None);
+        }
+        Ok(Some((job, number)))
     }
 
     async fn on_queued(
@@ -114,8 +164,10 @@ impl Inner {
         let mut fresh = new_record(event, Some(labels), Some(account), JobState::Running, now);
         fresh.started_at = Some(now);
         fresh.ran_on = runner.clone();
-        let launch = runner.as_ref().and_then(|r| r.launch_ref());
+        let launch = self.runner_launch(event).await?;
         let own = launch.filter(|(k, _)| *k == event.job);
+        let other = launch.filter(|(k, _)| *k != event.job);
+        fresh.ran_on_launch = other;
         // Another job's runner must be marked taken below, which nothing
         // repairs after a crash: that delivery is recorded at the end.
         let receipt = receipt.filter(|_| launch.is_none() || own.is_some());
@@ -126,7 +178,7 @@ impl Inner {
                     // Its own runner is marked taken in the same write: for a
                     // moment in between, it would look like an idle spare and
                     // a job queued meanwhile would wait for it in vain.
-                    let took_own = own.is_some_and(|(_, n)| mark_taken(r, n, event.job));
+                    let took_own = own.is_some_and(|(_, n)| take_own(r, n, event));
                     // Failed is the engine's verdict; a runner taking the job
                     // is GitHub's fact, and wins.
                     if r.state.rank() >= JobState::Running.rank() && r.state != JobState::Failed {
@@ -135,6 +187,9 @@ impl Inner {
                     r.state = JobState::Running;
                     r.started_at = Some(now);
                     r.ran_on = runner.clone();
+                    if !took_own {
+                        r.ran_on_launch = other;
+                    }
                     r.next_attempt_at = None;
                     r.message = None;
                     true
@@ -144,11 +199,11 @@ impl Inner {
             .await?;
         tracing::info!(runner = ?stored.value.ran_on, "job started");
 
-        let Some((launched_for, number)) = launch else {
+        let Some((launched_for, number)) = other else {
             return Ok(Handled::Updated(event.job));
         };
         let taker = event.job;
-        if launched_for != taker {
+        {
             self.update(launched_for, |r| mark_taken(r, number, taker))
                 .await?;
             // Another job's runner took this one: that job may now lack one.
@@ -171,10 +226,9 @@ impl Inner {
             _ => JobState::Completed,
         };
         let runner = event.runner_name.clone();
-        let own = runner
-            .as_ref()
-            .and_then(|r| r.launch_ref())
-            .filter(|(k, _)| *k == event.job);
+        let launch = self.runner_launch(event).await?;
+        let own = launch.filter(|(k, _)| *k == event.job);
+        let other = launch.filter(|(k, _)| *k != event.job);
         // On its own runner, the reconciler ends the instance and settles
         // the job if a crash cuts this short (the launch is marked taken by
         // a finished job in the first write); otherwise the delivery is
@@ -184,18 +238,22 @@ impl Inner {
         fresh.completed_at = Some(now);
         fresh.conclusion = event.conclusion;
         fresh.ran_on = runner.clone();
+        fresh.ran_on_launch = other;
         let (stored, _) = self
             .upsert(
                 fresh,
                 |r| {
                     // As in `on_started`: never let its own runner look idle.
-                    let took_own = own.is_some_and(|(_, n)| mark_taken(r, n, event.job));
+                    let took_own = own.is_some_and(|(_, n)| take_own(r, n, event));
                     let ran_after_failing = r.state == JobState::Failed && runner.is_some();
                     if r.state.is_finished() && !ran_after_failing {
                         // Already over (say, recovered from GitHub): still learn
                         // the runner, so its instance is ended below.
                         if r.ran_on.is_none() && runner.is_some() {
                             r.ran_on = runner.clone();
+                            if !took_own {
+                                r.ran_on_launch = other;
+                            }
                             return true;
                         }
                         return took_own;
@@ -208,6 +266,9 @@ impl Inner {
                     }
                     if r.ran_on.is_none() {
                         r.ran_on = runner.clone();
+                        if !took_own {
+                            r.ran_on_launch = other;
+                        }
                     }
                     r.next_attempt_at = None;
                     true
@@ -219,7 +280,8 @@ impl Inner {
 
         // End the instance the job ran on (the runner exits after one job,
         // and the instance shuts itself down; this makes sure of it).
-        let ran_on = stored.value.ran_on.as_ref().and_then(|r| r.launch_ref());
+        // Only a runner checked to be ours leads to a launch.
+        let ran_on = stored.value.ran_on_launch;
         // The completion is durable by now: an instance that will not end
         // yet (EC2 down) is the reconciler's to end, not a reason to have
         // GitHub deliver the webhook again.
@@ -258,6 +320,39 @@ impl Inner {
     }
 }
 
+/// Marks the job's own launch `number` taken by it, if the event's runner
+/// is that launch's: GitHub's runner id must be the one recorded when the
+/// JIT runner was created (a launch adopted after a crash lost it, and
+/// learns it here, within its own job).
+fn take_own(record: &mut JobRecord, number: u32, event: &WorkflowJobEvent) -> bool {
+    let Some(launch) = record.launches.iter_mut().find(|l| l.number == number) else {
+        return false;
+    };
+    if !runner_id_matches(launch, event.runner_id) {
+        tracing::warn!(runner = ?event.runner_name, runner_id = ?event.runner_id, "a runner named like this job's own has another runner id: ignored");
+        return false;
+    }
+    if launch.runner_id.is_none() {
+        launch.runner_id = event.runner_id;
+    }
+    let took = mark_taken(record, number, event.job);
+    if took && record.ran_on_launch.is_none() {
+        record.ran_on_launch = Some((event.job, number));
+    }
+    took
+}
+
+/// Whether the runner GitHub reports (`runner_id`) is `launch`'s.
+fn runner_id_matches(launch: &Launch, runner_id: Option<u64>) -> bool {
+    match (launch.runner_id, runner_id) {
+        (Some(recorded), Some(reported)) => recorded == reported,
+        // Adopted after a crash: the id was lost with the attempt that
+        // created the runner; the owner and repository still match.
+        (None, _) => true,
+        (Some(_), None) => false,
+    }
+}
+
 /// Marks launch `number` of `record` as taken by `taker`, if it was free.
 fn mark_taken(record: &mut JobRecord, number: u32, taker: JobKey) -> bool {
     match record.launches.iter_mut().find(|l| l.number == number) {
@@ -267,4 +362,9 @@ fn mark_taken(record: &mut JobRecord, number: u32, taker: JobKey) -> bool {
         }
         _ => false,
     }
+}
+
+/// Repositories compared as GitHub does: without case.
+fn same_repository(a: &Repository, b: &Repository) -> bool {
+    a.to_string().eq_ignore_ascii_case(&b.to_string())
 }

@@ -27,12 +27,14 @@
 
 mod config;
 mod ending;
+mod installations;
 mod launch;
 mod lifecycle;
 mod limits;
 mod reconcile;
 mod records;
 mod supply;
+mod tenants;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -42,7 +44,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-pub use config::{AccountDirectory, EngineConfig, Limits, PriceTable, RetryPolicy};
+pub use config::{EngineConfig, Limits, PriceTable, RetryPolicy};
+pub use tenants::{Refusal, Tenant, Tenants};
 pub use reconcile::ReconcileReport;
 
 use crate::domain::{JobKey, Repository};
@@ -253,6 +256,7 @@ impl Engine {
                     .instrument(span)
                     .await
             }
+            Event::Installation(event) => inner.on_installation(event).await,
             _ => Ok(Handled::Ignored),
         };
         let handled = match handled {

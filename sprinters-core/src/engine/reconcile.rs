@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::supply::supplies;
 use super::{Handled, Inner};
-use crate::domain::{AccountId, JobKey, Region};
+use crate::domain::{AccountId, JobKey, OwnerId, Region};
 use crate::events::{Conclusion, WorkflowJobAction, WorkflowJobEvent};
 use crate::job::{EndReason, JobRecord, JobState};
 use crate::labels::LabelSetKey;
@@ -236,12 +236,17 @@ impl Inner {
             // Its instance ended (the runner exits after its one job), so
             // the job is over: its `completed` webhook was lost.
             let runner_gone = record.state == JobState::Running
-                && record
-                    .ran_on
-                    .as_ref()
-                    .is_some_and(|r| r.launch_ref().is_some())
+                && record.ran_on_launch.is_some()
                 && !served.contains(&record.key);
-            if !waited_too_long && !runner_gone {
+            // On a runner that is none of our launches (a self-hosted one,
+            // or one merely named like ours): no instance tells when it
+            // ends, so GitHub is asked once it has run a while.
+            let foreign_runner = record.state == JobState::Running
+                && record.ran_on_launch.is_none()
+                && record
+                    .started_at
+                    .is_some_and(|t| now.since(t) >= self.config.queued_timeout);
+            if !waited_too_long && !runner_gone && !foreign_runner {
                 continue;
             }
             report.jobs_checked += 1;
@@ -257,21 +262,27 @@ impl Inner {
             record.repository.clone(),
             record.key.job_id,
         );
-        let (action, conclusion, runner) = match self.registry.job_status(request).await {
+        let (action, conclusion, runner, runner_id) = match self.registry.job_status(request).await
+        {
             Ok(status) => match status.status {
                 RemoteJobStatus::Completed => (
                     WorkflowJobAction::Completed,
                     status.conclusion,
                     status.runner_name,
+                    status.runner_id,
                 ),
-                RemoteJobStatus::InProgress if record.state.is_waiting() => {
-                    (WorkflowJobAction::InProgress, None, status.runner_name)
-                }
+                RemoteJobStatus::InProgress if record.state.is_waiting() => (
+                    WorkflowJobAction::InProgress,
+                    None,
+                    status.runner_name,
+                    status.runner_id,
+                ),
                 _ => return, // as we thought: process_due launches if it lacks a runner
             },
             Err(e) if *e.kind() == ErrorKind::NotFound => (
                 WorkflowJobAction::Completed,
                 Some(Conclusion::Cancelled),
+                None,
                 None,
             ),
             Err(e) => {
@@ -285,11 +296,12 @@ impl Inner {
             job: record.key,
             run_id: record.run_id,
             repository: record.repository.clone(),
+            owner_id: record.owner_id,
             installation_id: record.installation_id,
             labels: record.labels.clone(),
             name: record.name.clone(),
             runner_name: runner,
-            runner_id: None,
+            runner_id,
             conclusion,
             at: None,
         };
@@ -382,18 +394,22 @@ impl Inner {
         // The repositories with jobs in flight, and those with a job queued
         // in the last hour: a repository whose only new job lost its
         // webhook has nothing in flight.
-        let mut repositories: BTreeSet<_> = active
-            .iter()
-            .map(|r| (r.value.installation_id, r.value.repository.clone()))
-            .collect();
+        let scope = |r: &Versioned<JobRecord>| {
+            (
+                r.value.installation_id,
+                r.value.owner_id,
+                r.value.repository.clone(),
+            )
+        };
+        let mut repositories: BTreeSet<_> = active.iter().map(scope).collect();
         let recent = self.clock.now().saturating_sub(RECENT);
         repositories.extend(
             newest
                 .iter()
                 .filter(|r| r.value.queued_at >= recent)
-                .map(|r| (r.value.installation_id, r.value.repository.clone())),
+                .map(scope),
         );
-        for (installation_id, repository) in repositories {
+        for (installation_id, owner_id, repository) in repositories {
             let request = ListQueuedJobs::new(installation_id, repository.clone());
             let queued = match self.registry.list_queued_jobs(request).await {
                 Ok(queued) => queued,
@@ -416,6 +432,7 @@ impl Inner {
                     job: job.job,
                     run_id: job.run_id,
                     repository: repository.clone(),
+                    owner_id,
                     installation_id,
                     labels: job.labels,
                     name: job.name,
@@ -446,31 +463,37 @@ impl Inner {
         newest: &[Versioned<JobRecord>],
         report: &mut ReconcileReport,
     ) {
-        let mut targets: BTreeSet<(AccountId, Region)> = BTreeSet::new();
+        // Each owner's connection to an account is swept with that
+        // connection's own credentials, never another owner's.
+        let mut targets: BTreeSet<(OwnerId, AccountId, Region)> = BTreeSet::new();
         let mut owners = HashMap::new();
         for r in active.iter().chain(newest).map(|r| &r.value) {
             if let Some(account) = &r.account {
                 owners
-                    .entry(account.clone())
+                    .entry(r.owner_id)
                     .or_insert_with(|| r.owner().clone());
                 if let Some(spec) = &r.spec {
-                    targets.insert((account.clone(), spec.region.clone()));
+                    targets.insert((r.owner_id, account.clone(), spec.region.clone()));
                 }
                 for l in &r.launches {
-                    targets.insert((account.clone(), l.region.clone()));
+                    targets.insert((r.owner_id, account.clone(), l.region.clone()));
                 }
             }
         }
         let now = self.clock.now();
         let snapshot: HashMap<JobKey, &JobRecord> =
             active.iter().map(|r| (r.value.key, &r.value)).collect();
-        for (account, region) in targets {
-            let Some(owner) = owners.get(&account) else {
+        for (owner_id, account, region) in targets {
+            let Some(owner) = owners.get(&owner_id) else {
                 continue;
             };
             let credentials = match self
                 .credentials
-                .credentials(CredentialsRequest::new(account.clone(), owner.clone()))
+                .credentials(CredentialsRequest::new(
+                    account.clone(),
+                    owner_id,
+                    owner.clone(),
+                ))
                 .await
             {
                 Ok(c) => c,

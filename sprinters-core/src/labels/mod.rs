@@ -110,13 +110,32 @@ impl LabelSetKey {
     /// The key of `labels`: a stable FNV-1a hash of the sorted, de-duplicated,
     /// lower-cased labels (stable across releases because it is stored).
     pub fn of<S: AsRef<str>>(labels: &[S]) -> Self {
+        Self::hash(0xcbf2_9ce4_8422_2325, labels)
+    }
+
+    /// The key of `labels` within one registration scope: a JIT runner is
+    /// registered on one repository of one owner, so only jobs of that
+    /// repository can ever take it. Jobs of different scopes never share a
+    /// key (the engine also compares the scope itself, since a 64-bit hash
+    /// can collide).
+    pub fn scoped<S: AsRef<str>>(
+        owner: crate::domain::OwnerId,
+        repository: &crate::domain::Repository,
+        labels: &[S],
+    ) -> Self {
+        let scope = format!("{owner}/{}", repository.to_string().to_ascii_lowercase());
+        let seed = Self::hash(0xcbf2_9ce4_8422_2325, &[scope]).0;
+        Self::hash(seed, labels)
+    }
+
+    fn hash<S: AsRef<str>>(seed: u64, labels: &[S]) -> Self {
         let mut sorted: Vec<String> = labels
             .iter()
             .map(|l| l.as_ref().to_ascii_lowercase())
             .collect();
         sorted.sort_unstable();
         sorted.dedup();
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut hash = seed;
         for label in &sorted {
             for b in label.bytes().chain(std::iter::once(0)) {
                 hash ^= u64::from(b);

@@ -353,6 +353,22 @@ fn label_set_keys_ignore_order_and_case() {
     assert_ne!(LabelSetKey::of(&["ab", "c"]), LabelSetKey::of(&["a", "bc"]));
 }
 
+#[test]
+fn scoped_label_set_keys_differ_across_owners_and_repositories() {
+    use crate::domain::{OwnerId, Repository};
+    let repo = |s: &str| Repository::parse(s).unwrap();
+    let labels = ["sprinters:aws", "Pin-1"];
+    let a = LabelSetKey::scoped(OwnerId::new(1), &repo("acme/app"), &labels);
+    assert_eq!(
+        a,
+        LabelSetKey::scoped(OwnerId::new(1), &repo("ACME/App"), &["pin-1", "SPRINTERS:AWS"]),
+        "order and case still do not matter"
+    );
+    assert_ne!(a, LabelSetKey::scoped(OwnerId::new(2), &repo("acme/app"), &labels));
+    assert_ne!(a, LabelSetKey::scoped(OwnerId::new(1), &repo("acme/web"), &labels));
+    assert_ne!(a, LabelSetKey::of(&labels));
+}
+
 fn arb_spec() -> impl Strategy<Value = RunnerSpec> {
     let images = prop::sample::select(super::IMAGE_NAMES.to_vec());
     let x64 = prop::sample::select(vec![

@@ -80,6 +80,15 @@ impl MemoryRegistry {
         lock(&self.state).runners.values().cloned().collect()
     }
 
+    /// The id of the runner named `name` in `repository`, as GitHub
+    /// reports it in `workflow_job` events.
+    pub fn runner_id(&self, repository: &Repository, name: &RunnerName) -> Option<u64> {
+        lock(&self.state)
+            .by_name
+            .get(&(repository.clone(), name.clone()))
+            .copied()
+    }
+
     /// How many JIT configs were generated.
     pub fn jit_configs(&self) -> u64 {
         lock(&self.state).jit_configs

@@ -6,23 +6,32 @@ use async_trait::async_trait;
 use secrecy::SecretString;
 
 use crate::Result;
-use crate::domain::{AccountId, Owner};
+use crate::domain::{AccountId, Owner, OwnerId};
 use crate::time::Timestamp;
 
-/// Which account, on whose behalf (the owner names the STS session).
+/// Which account, on whose behalf. A connection is one owner's to one
+/// account: providers key roles, external ids, stored keys and caches on
+/// both, so an owner naming another owner's account gets nothing of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CredentialsRequest {
     /// The customer's AWS account.
     pub account: AccountId,
-    /// The GitHub owner the credentials are for.
+    /// The GitHub owner the credentials are for: the tenant.
+    pub owner_id: OwnerId,
+    /// Its login, a display name (it names the STS session).
     pub owner: Owner,
 }
 
 impl CredentialsRequest {
-    /// Credentials for `account` on behalf of `owner`.
-    pub fn new(account: AccountId, owner: Owner) -> Self {
-        Self { account, owner }
+    /// Credentials for `account` on behalf of the owner `owner_id`, whose
+    /// login is `owner`.
+    pub fn new(account: AccountId, owner_id: OwnerId, owner: Owner) -> Self {
+        Self {
+            account,
+            owner_id,
+            owner,
+        }
     }
 }
 

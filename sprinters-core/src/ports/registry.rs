@@ -142,6 +142,9 @@ pub struct JobStatus {
     pub conclusion: Option<Conclusion>,
     /// The runner that took it.
     pub runner_name: Option<RunnerName>,
+    /// That runner's GitHub id: a runner is ours only with the id recorded
+    /// when its JIT config was made.
+    pub runner_id: Option<u64>,
 }
 
 impl JobStatus {
@@ -155,7 +158,14 @@ impl JobStatus {
             status,
             conclusion,
             runner_name,
+            runner_id: None,
         }
+    }
+
+    /// With the runner's GitHub id.
+    pub fn with_runner_id(mut self, runner_id: Option<u64>) -> Self {
+        self.runner_id = runner_id;
+        self
     }
 }
 

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
-use crate::domain::{AccountId, DeliveryId, JobKey, Owner};
+use crate::domain::{AccountId, DeliveryId, JobKey, OwnerId};
 use crate::job::{JobRecord, JobState};
 use crate::labels::LabelSetKey;
 use crate::time::Timestamp;
@@ -117,8 +117,9 @@ impl JobCursor {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ListJobs {
-    /// Only this owner's jobs (compared without case).
-    pub owner: Option<Owner>,
+    /// Only this owner's jobs (by GitHub account id: a login may change
+    /// hands).
+    pub owner_id: Option<OwnerId>,
     /// Only jobs in this account.
     pub account: Option<AccountId>,
     /// Only jobs with this label set.
@@ -141,7 +142,7 @@ impl ListJobs {
     /// The newest `limit` jobs, unfiltered.
     pub fn newest(limit: usize) -> Self {
         Self {
-            owner: None,
+            owner_id: None,
             account: None,
             label_set: None,
             states: None,
@@ -164,9 +165,7 @@ impl ListJobs {
     /// Whether `record` passes the filters (not the cursor or limit). Stores
     /// may use it, or answer the same through their indexes.
     pub fn matches(&self, record: &JobRecord) -> bool {
-        self.owner
-            .as_ref()
-            .is_none_or(|o| o.eq_ignore_case(record.owner()))
+        self.owner_id.is_none_or(|o| o == record.owner_id)
             && self
                 .account
                 .as_ref()

@@ -5,10 +5,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::domain::{
-    AccountId, DeliveryId, InstallationId, JobId, JobKey, Owner, Repository, RunAttempt, RunId,
-    RunnerName,
+    AccountId, DeliveryId, InstallationId, JobId, JobKey, Owner, OwnerId, Repository, RunAttempt,
+    RunId, RunnerName,
 };
-use crate::engine::{AccountDirectory, Engine, EngineBuilder, EngineConfig, Handled};
+use crate::engine::{Engine, EngineBuilder, EngineConfig, Handled, Tenants};
 use crate::events::{Conclusion, Delivery, Event, WorkflowJobAction, WorkflowJobEvent};
 use crate::job::JobRecord;
 use crate::memory::{
@@ -20,7 +20,8 @@ use crate::time::{Clock, ManualClock};
 use super::HookedStore;
 
 /// The engine wired to in-memory adapters, for tests and benchmarks. The
-/// owner `octo-org` has connected account `123456789012`.
+/// owner `octo-org` (GitHub account id [`TestBed::OWNER_ID`], installation
+/// [`TestBed::INSTALLATION_ID`]) has connected account `123456789012`.
 #[derive(Debug)]
 pub struct TestBed {
     /// The engine.
@@ -37,8 +38,10 @@ pub struct TestBed {
     pub credentials: Arc<MemoryCredentials>,
     /// A queue the engine polls in `run`.
     pub source: Arc<MemoryEventSource>,
-    /// The connected owner.
+    /// The connected owner's login.
     pub owner: Owner,
+    /// The owners served; connect more with [`TestBed::connect`].
+    pub tenants: Tenants,
     /// Its account.
     pub account: AccountId,
     /// A repository of the owner.
@@ -53,6 +56,21 @@ impl Default for TestBed {
 }
 
 impl TestBed {
+    /// The GitHub account id of `octo-org`, the bed's owner.
+    pub const OWNER_ID: OwnerId = OwnerId::new(4242);
+    /// Its installation of the App.
+    pub const INSTALLATION_ID: InstallationId = InstallationId::new(1);
+
+    /// Connects `account` to another owner, bound to its ids.
+    pub fn connect(&self, login: &str, owner_id: u64, installation_id: u64, account: &str) {
+        self.tenants.connect(
+            OwnerId::new(owner_id),
+            InstallationId::new(installation_id),
+            Owner::parse(login).unwrap(),
+            AccountId::parse(account).unwrap(),
+        );
+    }
+
     /// A bed with the default configuration.
     pub fn new() -> Self {
         Self::with_config(|_| {})
@@ -77,9 +95,14 @@ impl TestBed {
     ) -> Self {
         let owner = Owner::parse("octo-org").unwrap();
         let account = AccountId::parse("123456789012").unwrap();
-        let mut accounts = AccountDirectory::new();
-        accounts.connect(owner.clone(), account.clone());
-        let mut config = EngineConfig::new("test-controller", accounts);
+        let tenants = Tenants::new();
+        tenants.connect(
+            Self::OWNER_ID,
+            Self::INSTALLATION_ID,
+            owner.clone(),
+            account.clone(),
+        );
+        let mut config = EngineConfig::new("test-controller", tenants.clone());
         config.replica_id = "replica-1".into();
         adjust(&mut config);
 
@@ -112,6 +135,7 @@ impl TestBed {
             credentials,
             source,
             owner,
+            tenants,
             account,
             repository: Repository::parse("octo-org/app").unwrap(),
             deliveries: AtomicU64::new(0),
@@ -137,6 +161,8 @@ impl TestBed {
             key: JobKey::new(JobId::new(id), RunAttempt::FIRST),
             run_id: RunId::new(id * 100),
             repository: self.repository.clone(),
+            owner_id: Self::OWNER_ID,
+            installation_id: Self::INSTALLATION_ID,
             labels: vec!["sprinters:aws:ubuntu-latest".to_owned()],
         }
     }
@@ -157,6 +183,7 @@ impl TestBed {
     /// Sets the simulated GitHub's view of a job without delivering anything
     /// (an event GitHub sent that was lost on the way).
     pub fn tell_github(&self, event: &WorkflowJobEvent) {
+        let event = &self.with_runner_id(event.clone());
         let status = match event.action {
             WorkflowJobAction::Queued | WorkflowJobAction::Waiting => RemoteJobStatus::Queued,
             WorkflowJobAction::InProgress => RemoteJobStatus::InProgress,
@@ -167,7 +194,8 @@ impl TestBed {
             event.run_id,
             event.job,
             event.labels.clone(),
-            JobStatus::new(status, event.conclusion, event.runner_name.clone()),
+            JobStatus::new(status, event.conclusion, event.runner_name.clone())
+                .with_runner_id(event.runner_id),
         );
     }
 
@@ -176,8 +204,19 @@ impl TestBed {
         Delivery {
             id: DeliveryId::parse(id).unwrap(),
             received_at: self.clock.now(),
-            event: Event::WorkflowJob(event),
+            event: Event::WorkflowJob(self.with_runner_id(event)),
         }
+    }
+
+    /// `event` with the id of its runner as GitHub reports it, when the
+    /// event names a runner registered in its repository and sets no id.
+    pub fn with_runner_id(&self, mut event: WorkflowJobEvent) -> WorkflowJobEvent {
+        if event.runner_id.is_none()
+            && let Some(name) = &event.runner_name
+        {
+            event.runner_id = self.registry.runner_id(&event.repository, name);
+        }
+        event
     }
 
     /// Waits for every background launch and clean-up to finish.
@@ -216,6 +255,10 @@ pub struct JobEvents {
     pub run_id: RunId,
     /// Its repository.
     pub repository: Repository,
+    /// Its owner's GitHub account id.
+    pub owner_id: OwnerId,
+    /// The installation that reports it.
+    pub installation_id: InstallationId,
     /// Its labels.
     pub labels: Vec<String>,
 }
@@ -239,13 +282,45 @@ impl JobEvents {
         self
     }
 
+    /// Of the owner with GitHub account id `owner_id`, reported by
+    /// installation `installation_id` (what its events carry, whatever the
+    /// repository's login says).
+    pub fn owner(mut self, owner_id: u64, installation_id: u64) -> Self {
+        self.owner_id = OwnerId::new(owner_id);
+        self.installation_id = InstallationId::new(installation_id);
+        self
+    }
+
+    /// `in_progress` on a runner named `runner` whose GitHub id is
+    /// `runner_id` (a runner someone else registered under that name).
+    pub fn in_progress_on(&self, runner: &RunnerName, runner_id: u64) -> WorkflowJobEvent {
+        WorkflowJobEvent {
+            runner_id: Some(runner_id),
+            ..self.in_progress(runner)
+        }
+    }
+
+    /// `completed` on a runner named `runner` whose GitHub id is `runner_id`.
+    pub fn completed_on(
+        &self,
+        conclusion: Conclusion,
+        runner: &RunnerName,
+        runner_id: u64,
+    ) -> WorkflowJobEvent {
+        WorkflowJobEvent {
+            runner_id: Some(runner_id),
+            ..self.completed(conclusion, Some(runner))
+        }
+    }
+
     fn event(&self, action: WorkflowJobAction) -> WorkflowJobEvent {
         WorkflowJobEvent {
             action,
             job: self.key,
             run_id: self.run_id,
             repository: self.repository.clone(),
-            installation_id: InstallationId::new(1),
+            owner_id: self.owner_id,
+            installation_id: self.installation_id,
             labels: self.labels.clone(),
             name: Some(format!("build-{}", self.key.job_id)),
             runner_name: None,

@@ -2,7 +2,7 @@
 
 use secrecy::ExposeSecret;
 
-use crate::domain::{AccountId, Owner};
+use crate::domain::{AccountId, Owner, OwnerId};
 use crate::ports::{CredentialProvider, CredentialsRequest};
 use crate::time::Timestamp;
 
@@ -11,7 +11,9 @@ use crate::time::Timestamp;
 pub struct CredentialsFixture {
     /// The account.
     pub account: AccountId,
-    /// On whose behalf.
+    /// On whose behalf: the owner's GitHub account id.
+    pub owner_id: OwnerId,
+    /// Its login.
     pub owner: Owner,
     /// The time now, to check expiries against.
     pub now: Timestamp,
@@ -19,7 +21,7 @@ pub struct CredentialsFixture {
 
 /// Runs every check.
 pub async fn credential_provider(provider: &dyn CredentialProvider, f: &CredentialsFixture) {
-    let request = CredentialsRequest::new(f.account.clone(), f.owner.clone());
+    let request = CredentialsRequest::new(f.account.clone(), f.owner_id, f.owner.clone());
     let first = provider.credentials(request.clone()).await.unwrap();
     assert!(!first.access_key_id.is_empty(), "an access key id");
     let secret = first.secret_access_key.expose_secret();

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::ErrorKind;
 use crate::domain::{
-    DeliveryId, InstallationId, JobId, JobKey, Owner, Repository, RunAttempt, RunId,
+    DeliveryId, InstallationId, JobId, JobKey, OwnerId, Repository, RunAttempt, RunId,
 };
 use crate::job::{JobRecord, JobState, Lease};
 use crate::labels::LabelSetKey;
@@ -13,13 +13,28 @@ use crate::ports::{
 };
 use crate::time::Timestamp;
 
-/// A record for `repository` (`owner/name`), queued at `queued_at` ms.
+/// The account id the samples give the owner `login`: stable, and
+/// different for different logins (lower-cased).
+pub fn sample_owner_id(login: &str) -> OwnerId {
+    let hash = login
+        .to_ascii_lowercase()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    OwnerId::new(hash >> 12)
+}
+
+/// A record for `repository` (`owner/name`), queued at `queued_at` ms; its
+/// owner's id is [`sample_owner_id`] of the login.
 pub fn sample_record(job_id: u64, repository: &str, queued_at: u64) -> JobRecord {
     let labels = vec!["sprinters:aws:ubuntu-latest".to_owned()];
+    let repository = Repository::parse(repository).unwrap_or_else(|e| panic!("{e}"));
     JobRecord {
         key: JobKey::new(JobId::new(job_id), RunAttempt::FIRST),
         run_id: RunId::new(job_id * 10),
-        repository: Repository::parse(repository).unwrap_or_else(|e| panic!("{e}")),
+        owner_id: sample_owner_id(repository.owner().as_str()),
+        repository,
         installation_id: InstallationId::new(7),
         name: Some(format!("build {job_id}")),
         label_set: LabelSetKey::of(&labels),
@@ -30,6 +45,7 @@ pub fn sample_record(job_id: u64, repository: &str, queued_at: u64) -> JobRecord
         message: None,
         launches: Vec::new(),
         ran_on: None,
+        ran_on_launch: None,
         conclusion: None,
         queued_at: Timestamp::from_millis(queued_at),
         started_at: None,
@@ -333,7 +349,7 @@ async fn history(store: &dyn JobStore) {
         store.put_job(PutJob::create(r)).await.unwrap();
     }
     let mut query = ListJobs::newest(10);
-    query.owner = Some(Owner::parse("ALPHA").unwrap());
+    query.owner_id = Some(sample_owner_id("ALPHA"));
     query.queued_from = Some(Timestamp::from_millis(1_000_000));
     let mut seen = Vec::new();
     loop {
@@ -352,7 +368,27 @@ async fn history(store: &dyn JobStore) {
         .collect();
     assert_eq!(
         seen, expected,
-        "owner filter (without case), newest first, pages without gaps or repeats"
+        "owner filter, newest first, pages without gaps or repeats"
+    );
+
+    // A login taken over by another GitHub account after a rename: the
+    // filter is the account id, so the newcomer sees nothing of the old
+    // owner's history, and the other way round.
+    let mut usurper = sample_record(BASE + 190, "alpha/app", 1_000_000 + 90_000);
+    usurper.owner_id = OwnerId::new(sample_owner_id("alpha").get() + 1);
+    usurper.state = JobState::Rejected;
+    store.put_job(PutJob::create(usurper.clone())).await.unwrap();
+    let mut q = ListJobs::newest(100);
+    q.owner_id = Some(usurper.owner_id);
+    let page = store.list_jobs(q).await.unwrap();
+    let ids: Vec<JobKey> = page.jobs.iter().map(|j| j.value.key).collect();
+    assert_eq!(ids, vec![usurper.key], "the same login under another id");
+    let mut q = ListJobs::newest(100);
+    q.owner_id = Some(sample_owner_id("alpha"));
+    let page = store.list_jobs(q).await.unwrap();
+    assert!(
+        page.jobs.iter().all(|j| j.value.key != usurper.key),
+        "the old owner's filter leaves the newcomer's job out"
     );
 
     let mut q = ListJobs::newest(100);

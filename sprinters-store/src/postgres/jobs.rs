@@ -120,10 +120,7 @@ impl PostgresJobStore {
             queued_at: millis(record.queued_at),
             state: record.state.as_str(),
             active: record.is_active(),
-            owner_h: keys.opaque(
-                "owner",
-                record.owner().as_str().to_ascii_lowercase().as_bytes(),
-            ),
+            owner_h: keys.opaque("owner", record.owner_id.to_string().as_bytes()),
             account_h: record
                 .account
                 .as_ref()
@@ -221,8 +218,8 @@ impl PostgresJobStore {
             params.push(value);
             clauses.push(clause.replace('?', &format!("${}", params.len())));
         };
-        if let Some(owner) = &request.owner {
-            let h = keys.opaque("owner", owner.as_str().to_ascii_lowercase().as_bytes());
+        if let Some(owner) = &request.owner_id {
+            let h = keys.opaque("owner", owner.to_string().as_bytes());
             bind("owner_h = ?", Box::new(h));
         }
         if let Some(account) = &request.account {

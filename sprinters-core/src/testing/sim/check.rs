@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use super::world::{Kind, Runner, Status, World};
+use super::world::{Kind, Runner, Status, World, tenant_of};
 use crate::domain::{JobKey, RunnerName};
 use crate::engine::EngineConfig;
 use crate::events::Conclusion;
@@ -26,11 +26,12 @@ pub(crate) fn instances(world: &mut World, config: &EngineConfig, now: Timestamp
     // At most one live instance meant for each (job, attempt): instances
     // of a job busy with another job (stolen) do not count.
     let mut meant_for: BTreeMap<JobKey, Vec<String>> = BTreeMap::new();
-    let covered: BTreeSet<Vec<String>> = world
+    // A JIT runner serves its own repository only.
+    let covered: BTreeSet<(String, Vec<String>)> = world
         .jobs
         .values()
         .filter(|j| j.status == Status::Queued)
-        .map(|j| j.labels.clone())
+        .map(|j| (j.repository.to_string(), j.labels.clone()))
         .collect();
     // A spare may idle for the grace period once the engine knows its job
     // no longer waits; when the webhook saying so was lost, the engine
@@ -65,9 +66,12 @@ pub(crate) fn instances(world: &mut World, config: &EngineConfig, now: Timestamp
             Runner::Exited => false,
             Runner::Idle => {
                 let job = world.jobs.values().find(|j| Some(j.key) == vm.job);
-                covered
-                    .iter()
-                    .any(|labels| job.is_some_and(|j| labels.iter().all(|l| j.labels.contains(l))))
+                covered.iter().any(|(repository, labels)| {
+                    job.is_some_and(|j| {
+                        *repository == j.repository.to_string()
+                            && labels.iter().all(|l| j.labels.contains(l))
+                    })
+                })
             }
         };
         if useful {
@@ -89,6 +93,57 @@ pub(crate) fn instances(world: &mut World, config: &EngineConfig, now: Timestamp
             "job {job} had {} instances at once: {ids:?}",
             ids.len()
         ));
+    }
+    problems
+}
+
+/// No owner's event ever changes another owner's records or instances:
+/// every record is its repository owner's; a runner taken, or ran on,
+/// belongs to a job of the same owner and repository; every instance runs
+/// in the account of the owner whose job it was launched for.
+fn tenants(records: &BTreeMap<JobKey, JobRecord>, all: &[crate::memory::SimInstance]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let same_scope = |a: &JobRecord, b: JobKey| {
+        records
+            .get(&b)
+            .is_none_or(|b| b.owner_id == a.owner_id && b.repository == a.repository)
+    };
+    for r in records.values() {
+        let (login, owner_id, _, _) = tenant_of(&r.repository);
+        if r.owner_id.get() != owner_id {
+            problems.push(format!(
+                "job {} of {login} is recorded for owner {}",
+                r.key, r.owner_id
+            ));
+        }
+        for l in &r.launches {
+            if let Some(taker) = l.taken_by.filter(|t| !same_scope(r, *t)) {
+                problems.push(format!(
+                    "launch {} of job {} ({}) was marked taken by job {taker} of another owner or repository",
+                    l.number, r.key, r.repository
+                ));
+            }
+        }
+        if let Some((launched_for, _)) = r.ran_on_launch
+            && !same_scope(r, launched_for)
+        {
+            problems.push(format!(
+                "job {} ({}) is recorded as running on a launch of job {launched_for} of another owner or repository",
+                r.key, r.repository
+            ));
+        }
+    }
+    for i in all {
+        let Some(record) = i.info.job.and_then(|k| records.get(&k)) else {
+            continue;
+        };
+        let (login, _, _, account) = tenant_of(&record.repository);
+        if i.account.as_str() != account {
+            problems.push(format!(
+                "instance {} of {login}'s job {} runs in account {}, not {account}",
+                i.info.instance_id, record.key, i.account
+            ));
+        }
     }
     problems
 }
@@ -119,6 +174,7 @@ pub(crate) fn history(
             ids.len()
         ));
     }
+    problems.extend(tenants(records, &all));
     for i in ec2.alive() {
         problems.push(format!(
             "instance {} of job {:?} is still running",

@@ -26,8 +26,8 @@ use std::time::Duration;
 use chaos::{Chaos, Chaotic};
 use world::World;
 
-use crate::domain::{AccountId, Owner};
-use crate::engine::{AccountDirectory, Engine, EngineConfig};
+use crate::domain::{AccountId, InstallationId, Owner, OwnerId};
+use crate::engine::{Engine, EngineConfig, Tenants};
 use crate::job::{JobRecord, JobState};
 use crate::memory::{MemoryCredentials, MemoryJobStore, MemoryLauncher, MemoryRegistry};
 use crate::ports::{CloudLauncher, CredentialProvider, JobStore, ListJobs, RunnerRegistry};
@@ -82,6 +82,9 @@ pub struct SimReport {
     pub delayed: u64,
     /// Jobs a runner launched for another job took.
     pub stolen: u64,
+    /// Jobs of one owner that ran on a runner it named like another
+    /// owner's.
+    pub forged: u64,
     /// Spot instances reclaimed.
     pub reclaimed: u64,
     /// Jobs re-run after a reclaim.
@@ -126,12 +129,16 @@ const STEP: Duration = Duration::from_secs(5);
 
 /// The configuration the simulated control plane runs with.
 pub fn sim_engine_config() -> EngineConfig {
-    let mut accounts = AccountDirectory::new();
-    accounts.connect(
-        Owner::parse(world::OWNER).unwrap(),
-        AccountId::parse(world::ACCOUNT).unwrap(),
-    );
-    let mut config = EngineConfig::new("sim-controller", accounts);
+    let tenants = Tenants::new();
+    for (login, owner_id, installation_id, account) in world::TENANTS {
+        tenants.connect(
+            OwnerId::new(owner_id),
+            InstallationId::new(installation_id),
+            Owner::parse(login).unwrap(),
+            AccountId::parse(account).unwrap(),
+        );
+    }
+    let mut config = EngineConfig::new("sim-controller", tenants);
     config.replica_id = "sim-replica".into();
     config.tick_interval = STEP;
     config
@@ -275,6 +282,7 @@ pub fn simulate(seed: u64, sim: &SimConfig) -> Result<SimReport, SimFailure> {
         duplicated: t.duplicated,
         delayed: t.delayed,
         stolen: t.stolen,
+        forged: t.forged,
         reclaimed: t.reclaimed,
         reruns: t.reruns,
         dead_on_arrival: t.never_booted + t.never_registered,

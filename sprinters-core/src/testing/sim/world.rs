@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::domain::{
-    DeliveryId, InstallationId, InstanceId, JobId, JobKey, Repository, RunAttempt, RunId,
+    DeliveryId, InstallationId, InstanceId, JobId, JobKey, OwnerId, Repository, RunAttempt, RunId,
     RunnerName,
 };
 use crate::events::{Conclusion, Delivery, Event, WorkflowJobAction, WorkflowJobEvent};
@@ -55,6 +55,8 @@ pub(crate) struct SimJob {
     /// Cancelled this long after pickup, if still running.
     pub(crate) cancel_after: Option<Duration>,
     pub(crate) status: Status,
+    /// GitHub's id of the runner that took it.
+    pub(crate) runner_id: Option<u64>,
 }
 
 /// A runner process on an instance, as GitHub sees it.
@@ -102,6 +104,7 @@ pub(crate) struct Tally {
     pub(crate) duplicated: u64,
     pub(crate) delayed: u64,
     pub(crate) stolen: u64,
+    pub(crate) forged: u64,
     pub(crate) reclaimed: u64,
     pub(crate) never_booted: u64,
     pub(crate) never_registered: u64,
@@ -112,9 +115,24 @@ pub(crate) struct Tally {
 
 pub(crate) const OWNER: &str = "octo-org";
 pub(crate) const ACCOUNT: &str = "123456789012";
+/// The tenants: login, GitHub account id, installation id, AWS account.
+/// Two owners whose repositories share label sets (and a repository name),
+/// so that any leak of a runner, a spare or a record across owners shows.
+pub(crate) const TENANTS: [(&str, u64, u64, &str); 2] = [
+    (OWNER, 4242, 7, ACCOUNT),
+    ("rival-org", 5353, 8, "210987654321"),
+];
+
+/// The tenant of `repository`'s owner.
+pub(crate) fn tenant_of(repository: &Repository) -> (&'static str, u64, u64, &'static str) {
+    TENANTS
+        .into_iter()
+        .find(|t| repository.owner().as_str() == t.0)
+        .unwrap_or(TENANTS[0])
+}
 /// Job ids of re-runs start here (first attempts count up from 1,000).
 const RERUN_IDS: u64 = 1_000_000;
-const REPOSITORIES: [&str; 3] = ["octo-org/app", "octo-org/api", "octo-org/web"];
+const REPOSITORIES: [&str; 4] = ["octo-org/app", "octo-org/api", "octo-org/web", "rival-org/app"];
 
 #[derive(Debug)]
 pub(crate) struct World {
@@ -154,7 +172,7 @@ impl World {
             let job = SimJob {
                 key,
                 run_id,
-                repository: Repository::parse(REPOSITORIES[rng.usize(..3)]).unwrap_or_else(|_| {
+                repository: Repository::parse(REPOSITORIES[rng.usize(..REPOSITORIES.len())]).unwrap_or_else(|_| {
                     unreachable!("the simulation's repository names are valid")
                 }),
                 labels: Vec::new(),
@@ -165,6 +183,7 @@ impl World {
                     .then(|| at.saturating_add(secs(&mut rng, 1..120))),
                 cancel_after: (rng.u8(..100) < 4).then(|| secs(&mut rng, 5..300)),
                 status: Status::NotYet,
+                runner_id: None,
             };
             let job = Self::label(&mut rng, job);
             all.insert(key, job);
@@ -239,7 +258,8 @@ impl World {
             job: job.key,
             run_id: job.run_id,
             repository: job.repository.clone(),
-            installation_id: InstallationId::new(7),
+            owner_id: OwnerId::new(tenant_of(&job.repository).1),
+            installation_id: InstallationId::new(tenant_of(&job.repository).2),
             labels: job.labels.clone(),
             name: Some(format!("build {}", job.key)),
             runner_name: runner.map(|(n, _)| n.clone()),
@@ -322,12 +342,14 @@ impl World {
             Status::Queued => JobStatus::new(RemoteJobStatus::Queued, None, None),
             Status::InProgress { runner, .. } => {
                 JobStatus::new(RemoteJobStatus::InProgress, None, Some(runner.clone()))
+                    .with_runner_id(job.runner_id)
             }
             Status::Completed { conclusion, runner } => JobStatus::new(
                 RemoteJobStatus::Completed,
                 Some(*conclusion),
                 runner.clone(),
-            ),
+            )
+            .with_runner_id(runner.as_ref().and(job.runner_id)),
         };
         registry.set_job(
             job.repository.clone(),
@@ -541,7 +563,7 @@ impl World {
         let event = Self::event(
             &job,
             WorkflowJobAction::Completed,
-            Some((&runner, 1)),
+            Some((&runner, job.runner_id.unwrap_or(0))),
             Some(conclusion),
         );
         self.send(now, event);
@@ -577,6 +599,9 @@ impl World {
                 })
                 .collect();
             if idle.is_empty() {
+                if tenant_of(&job.repository).0 != OWNER && self.rng.u8(..100) < 3 {
+                    self.forge_runner(now, registry, &job);
+                }
                 continue;
             }
             let (id, name, runner_id) = idle[self.rng.usize(..idle.len())].clone();
@@ -585,6 +610,9 @@ impl World {
             }
             if let Some(vm) = self.vms.get_mut(&id) {
                 vm.runner = Runner::Busy(key);
+            }
+            if let Some(j) = self.jobs.get_mut(&key) {
+                j.runner_id = Some(runner_id);
             }
             let running = Status::InProgress {
                 runner: name.clone(),
@@ -599,6 +627,47 @@ impl World {
             );
             self.send(now, event);
         }
+    }
+
+    /// A hostile tenant: the rival registers a self-hosted runner of its own
+    /// under the name of one of the first owner's live runners, and its job
+    /// runs there. Nothing of the first owner's may change for it.
+    fn forge_runner(&mut self, now: Timestamp, registry: &MemoryRegistry, job: &SimJob) {
+        let victims: Vec<RunnerName> = self
+            .vms
+            .values()
+            .filter(|vm| vm.alive)
+            .filter(|vm| {
+                vm.job.is_some_and(|k| {
+                    self.jobs
+                        .get(&k)
+                        .is_some_and(|j| tenant_of(&j.repository).0 == OWNER)
+                })
+            })
+            .filter_map(|vm| vm.runner_name.clone())
+            .collect();
+        if victims.is_empty() {
+            return;
+        }
+        let name = victims[self.rng.usize(..victims.len())].clone();
+        self.tally.forged += 1;
+        // The rival's own runner id: GitHub numbers runners globally.
+        let runner_id = 9_000_000 + self.tally.forged;
+        if let Some(j) = self.jobs.get_mut(&job.key) {
+            j.runner_id = Some(runner_id);
+        }
+        let running = Status::InProgress {
+            runner: name.clone(),
+            since: now,
+        };
+        self.set_status(registry, job.key, running);
+        let event = Self::event(
+            job,
+            WorkflowJobAction::InProgress,
+            Some((&name, runner_id)),
+            None,
+        );
+        self.send(now, event);
     }
 
     /// Jobs finish (or are cancelled); their runners exit and their

@@ -1,0 +1,335 @@
+//! Tenants: the GitHub owners one control plane serves, each bound to
+//! GitHub's immutable ids, and the AWS accounts each has connected.
+//!
+//! A login is only a display name: GitHub lets anyone register a login
+//! once its owner renamed itself. So an owner is its numeric account id
+//! ([`OwnerId`]) bound to its App installation ([`InstallationId`]); an
+//! event is resolved by both, and one whose login names an owner but whose
+//! ids differ launches and ends nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::domain::{AccountId, InstallationId, Owner, OwnerId, Repository};
+
+/// One owner, bound to its ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Tenant {
+    /// GitHub's account id: the tenant.
+    pub owner_id: OwnerId,
+    /// Its installation of the App.
+    pub installation_id: InstallationId,
+    /// Its login as last seen (renames update it).
+    pub login: Owner,
+    /// Its connected accounts; the first is its default.
+    pub accounts: Vec<AccountId>,
+    /// Whether its installation is suspended: its jobs are rejected.
+    pub suspended: bool,
+    /// Repositories taken out of its installation (lower-cased `owner/name`).
+    removed: BTreeSet<String>,
+}
+
+impl Tenant {
+    /// Whether `repository` was taken out of the installation.
+    pub fn repository_removed(&self, repository: &Repository) -> bool {
+        self.removed
+            .contains(&repository.to_string().to_ascii_lowercase())
+    }
+}
+
+/// A configured owner known by its login only, until GitHub says which
+/// account holds that login ([`Tenants::bind`]).
+#[derive(Debug, Clone)]
+struct Seed {
+    login: Owner,
+    accounts: Vec<AccountId>,
+    // The operator may pin the id; a binding to any other is refused.
+    pinned: Option<OwnerId>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    bound: BTreeMap<OwnerId, Tenant>,
+    // By lower-cased login: logins are case-insensitive on GitHub.
+    seeds: BTreeMap<String, Seed>,
+}
+
+/// Why an event's tenant may not launch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The ids do not match the owner the login names, or the owner is not
+    /// bound to its ids yet: nothing is recorded, launched or ended.
+    Impostor(String),
+    /// A tenant (or a stranger) the engine records as Rejected with this
+    /// message: nothing connected, suspended, a repository removed, an
+    /// account not connected.
+    Rejected(String),
+}
+
+/// The owners served and their accounts. Cheap to clone: clones share one
+/// directory, so a change made at run time (an installation event, an
+/// operator's connection) is seen by the engine at once.
+#[derive(Debug, Clone, Default)]
+pub struct Tenants {
+    state: Arc<RwLock<State>>,
+}
+
+impl Tenants {
+    /// An empty directory: every job is rejected until owners connect.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    // The lock is never held across an await; a panic while holding it
+    // leaves a consistent map (every change is one insert or remove).
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Connects `account` to the owner GitHub knows by `owner_id`, bound to
+    /// `installation_id`. The first account connected is the default.
+    pub fn connect(
+        &self,
+        owner_id: OwnerId,
+        installation_id: InstallationId,
+        login: Owner,
+        account: AccountId,
+    ) -> &Self {
+        let mut state = self.write();
+        let tenant = state.bound.entry(owner_id).or_insert_with(|| Tenant {
+            owner_id,
+            installation_id,
+            login,
+            accounts: Vec::new(),
+            suspended: false,
+            removed: BTreeSet::new(),
+        });
+        if !tenant.accounts.contains(&account) {
+            tenant.accounts.push(account);
+        }
+        self
+    }
+
+    /// Connects `account` to the owner that holds `login` when
+    /// [`Tenants::bind`] is called for it (at start, from GitHub's answer
+    /// for the login's installation, or on `installation.created`). Until
+    /// then its jobs launch nothing. With `pinned`, only that account id
+    /// may bind.
+    pub fn seed(&self, login: Owner, account: AccountId, pinned: Option<OwnerId>) -> &Self {
+        let mut state = self.write();
+        let seed = state
+            .seeds
+            .entry(login.as_str().to_ascii_lowercase())
+            .or_insert_with(|| Seed {
+                login,
+                accounts: Vec::new(),
+                pinned,
+            });
+        seed.pinned = seed.pinned.or(pinned);
+        if !seed.accounts.contains(&account) {
+            seed.accounts.push(account);
+        }
+        self
+    }
+
+    /// Logins configured but not bound yet.
+    pub fn unbound(&self) -> Vec<Owner> {
+        self.read().seeds.values().map(|s| s.login.clone()).collect()
+    }
+
+    /// Binds the seed of `login` to the account GitHub reports for it.
+    /// `Ok(true)` if a seed was bound, `Ok(false)` if none waits for
+    /// `login`; an error if the seed is pinned to another id. Once bound,
+    /// the id is authoritative: whoever holds the login later gets nothing.
+    pub fn bind(
+        &self,
+        login: &Owner,
+        owner_id: OwnerId,
+        installation_id: InstallationId,
+    ) -> Result<bool, String> {
+        let mut state = self.write();
+        let key = login.as_str().to_ascii_lowercase();
+        let Some(seed) = state.seeds.get(&key) else {
+            return Ok(false);
+        };
+        if let Some(pinned) = seed.pinned
+            && pinned != owner_id
+        {
+            return Err(format!(
+                "{login} is configured for GitHub account id {pinned}, but GitHub reports {owner_id} for that login; not bound"
+            ));
+        }
+        let Some(seed) = state.seeds.remove(&key) else {
+            return Ok(false);
+        };
+        let tenant = state.bound.entry(owner_id).or_insert_with(|| Tenant {
+            owner_id,
+            installation_id,
+            login: seed.login.clone(),
+            accounts: Vec::new(),
+            suspended: false,
+            removed: BTreeSet::new(),
+        });
+        tenant.installation_id = installation_id;
+        for account in seed.accounts {
+            if !tenant.accounts.contains(&account) {
+                tenant.accounts.push(account);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The owner bound to `owner_id`.
+    pub fn get(&self, owner_id: OwnerId) -> Option<Tenant> {
+        self.read().bound.get(&owner_id).cloned()
+    }
+
+    /// The bound owner whose current login is `login`.
+    pub fn by_login(&self, login: &Owner) -> Option<Tenant> {
+        self.read()
+            .bound
+            .values()
+            .find(|t| t.login.eq_ignore_case(login))
+            .cloned()
+    }
+
+    /// Every bound owner.
+    pub fn all(&self) -> Vec<Tenant> {
+        self.read().bound.values().cloned().collect()
+    }
+
+    /// Disconnects the owner: nothing launches for it any more. Returns it.
+    pub fn disconnect(&self, owner_id: OwnerId) -> Option<Tenant> {
+        self.write().bound.remove(&owner_id)
+    }
+
+    /// Changes the bound owner `owner_id` with `change`, if it is bound
+    /// to `installation_id`; false otherwise (nothing changed).
+    pub(crate) fn update(
+        &self,
+        owner_id: OwnerId,
+        installation_id: InstallationId,
+        change: impl FnOnce(&mut Tenant),
+    ) -> bool {
+        let mut state = self.write();
+        match state.bound.get_mut(&owner_id) {
+            Some(t) if t.installation_id == installation_id => {
+                change(t);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A reinstall: the owner `owner_id` is now bound to `installation_id`.
+    pub(crate) fn rebind(&self, owner_id: OwnerId, installation_id: InstallationId, login: Owner) {
+        if let Some(t) = self.write().bound.get_mut(&owner_id) {
+            t.installation_id = installation_id;
+            t.login = login;
+        }
+    }
+
+    /// Takes `repositories` out of, or back into, the owner's launches.
+    pub(crate) fn mark_removed(tenant: &mut Tenant, repositories: &[Repository], removed: bool) {
+        for r in repositories {
+            let name = r.to_string().to_ascii_lowercase();
+            if removed {
+                tenant.removed.insert(name);
+            } else {
+                tenant.removed.remove(&name);
+            }
+        }
+    }
+
+    /// The account a job launches in: the one its label names, if the
+    /// owner connected it, or the owner's default. Checks the event's ids
+    /// against the owner its login names, and learns a rename.
+    pub fn resolve(
+        &self,
+        owner_id: OwnerId,
+        installation_id: InstallationId,
+        login: &Owner,
+        named: Option<&AccountId>,
+    ) -> Result<AccountId, Refusal> {
+        let tenant = match self.get(owner_id) {
+            Some(tenant) => tenant,
+            None => {
+                self.bind_pinned(owner_id, installation_id, login);
+                self.get(owner_id)
+                    .ok_or_else(|| self.stranger(owner_id, login))?
+            }
+        };
+        if tenant.installation_id != installation_id {
+            return Err(Refusal::Impostor(format!(
+                "installation {installation_id} is not the installation {} of GitHub account {owner_id} ({})",
+                tenant.installation_id, tenant.login
+            )));
+        }
+        if tenant.login.as_str() != login.as_str() {
+            // A rename: the id is the tenant, the login follows it.
+            self.update(owner_id, installation_id, |t| t.login = login.clone());
+        }
+        match (tenant.accounts.first(), named) {
+            (None, _) => Err(Refusal::Rejected(format!(
+                "{login} has no AWS account connected; connect one before using Sprinters labels"
+            ))),
+            (Some(default), None) => Ok(default.clone()),
+            (Some(_), Some(named)) if tenant.accounts.contains(named) => Ok(named.clone()),
+            (Some(_), Some(named)) => Err(Refusal::Rejected(format!(
+                "AWS account {named} is not connected to {login}; use one of the owner's connected accounts or leave the account out of the label"
+            ))),
+        }
+    }
+
+    /// Binds a seed pinned to `owner_id` on GitHub's signed word that
+    /// this account holds `login`.
+    fn bind_pinned(&self, owner_id: OwnerId, installation_id: InstallationId, login: &Owner) {
+        let key = login.as_str().to_ascii_lowercase();
+        let pinned = self.read().seeds.get(&key).and_then(|s| s.pinned);
+        if pinned == Some(owner_id) {
+            // Cannot fail: the pin is the id being bound.
+            let _ = self.bind(login, owner_id, installation_id);
+        }
+    }
+
+    /// Why an owner with no binding for `owner_id` gets nothing.
+    fn stranger(&self, owner_id: OwnerId, login: &Owner) -> Refusal {
+        if let Some(holder) = self.by_login(login) {
+            return Refusal::Impostor(format!(
+                "login {login} belongs to GitHub account {} here, not {owner_id}: a login reused after a rename",
+                holder.owner_id
+            ));
+        }
+        if self
+            .read()
+            .seeds
+            .contains_key(&login.as_str().to_ascii_lowercase())
+        {
+            return Refusal::Impostor(format!(
+                "{login} is configured but not yet bound to its GitHub account id; events from account {owner_id} launch nothing until it is"
+            ));
+        }
+        Refusal::Rejected(format!(
+            "{login} has no AWS account connected; connect one before using Sprinters labels"
+        ))
+    }
+
+    /// Every connected account, once each.
+    pub fn accounts(&self) -> Vec<AccountId> {
+        let state = self.read();
+        let mut all: Vec<AccountId> = state
+            .bound
+            .values()
+            .flat_map(|t| t.accounts.iter().cloned())
+            .chain(state.seeds.values().flat_map(|s| s.accounts.iter().cloned()))
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+}
