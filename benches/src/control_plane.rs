@@ -27,6 +27,8 @@ use tokio::net::TcpStream;
 
 const APP_ID: u64 = 515151;
 const INSTALLATION: u64 = 4242;
+/// The GitHub account id of `octo-org`.
+const OWNER_ID: u64 = 31337;
 const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/sprinters-bench";
 
 /// The control plane and its stand-ins.
@@ -67,6 +69,7 @@ impl ControlPlaneRig {
         let github = GithubStandIn::start(APP_ID, TEST_APP_PUBLIC_KEY_PEM.as_bytes())
             .await
             .unwrap();
+        github.install("octo-org", OWNER_ID, INSTALLATION);
         aws.set_delay(delay);
         github.set_delay(delay);
         let text = format!(
@@ -168,6 +171,7 @@ max_concurrent_per_account = 100000
             run_attempt: 1,
             repository: "octo-org/bench".to_owned(),
             installation_id: INSTALLATION,
+            owner_id: OWNER_ID,
             // Pinned: each job's runner is its own.
             labels: vec![
                 "sprinters:aws:ubuntu-24.04".to_owned(),

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use sprinters_aws::CustomerRole;
 
 pub use crate::server::EdgeLimits;
-use sprinters_core::domain::{AccountId, Owner, Region};
+use sprinters_core::domain::{AccountId, Owner, OwnerId, Region};
 use sprinters_core::labels::Image;
 
 /// A configuration error: the key and what is wrong with it.
@@ -156,8 +156,12 @@ pub enum AccountCredentials {
 /// `[[accounts]]`.
 #[derive(Debug, Clone)]
 pub struct AccountConfig {
-    /// The GitHub user or organization.
+    /// The GitHub user or organization, by login: bound at start to the
+    /// account id GitHub reports for the App's installation on that login.
     pub github_owner: Owner,
+    /// The account id the login must be bound to, when the operator pins
+    /// it (`github_owner_id`): a binding to any other id is refused.
+    pub github_owner_id: Option<OwnerId>,
     /// Its AWS account.
     pub aws_account_id: AccountId,
     /// How to get credentials for it.
@@ -260,6 +264,7 @@ struct RawAws {
 #[serde(deny_unknown_fields)]
 struct RawAccount {
     github_owner: String,
+    github_owner_id: Option<u64>,
     aws_account_id: toml::Value,
     role_arn: Option<String>,
     external_id: Option<String>,
@@ -647,8 +652,40 @@ impl RawFile {
                     ));
                 }
             };
+            // One connection per owner and account; two owners sharing an
+            // account each need a role with an external id of their own, or
+            // the second would assume the first one's role.
+            for earlier in &accounts {
+                let earlier: &AccountConfig = earlier;
+                if earlier.aws_account_id != aws_account_id {
+                    continue;
+                }
+                if earlier.github_owner.eq_ignore_case(&github_owner) {
+                    return Err(err(
+                        &key,
+                        format!("{github_owner} already connects {aws_account_id}"),
+                    ));
+                }
+                let shared = match (&earlier.credentials, &credentials) {
+                    (AccountCredentials::Role(a), AccountCredentials::Role(b)) => {
+                        a.same_external_id(b)
+                    }
+                    // The vault and the environment hold one key per account.
+                    _ => true,
+                };
+                if shared {
+                    return Err(err(
+                        &format!("{key}.external_id"),
+                        format!(
+                            "{github_owner} and {} both connect {aws_account_id}; each owner's connection needs a role with an external id of its own",
+                            earlier.github_owner
+                        ),
+                    ));
+                }
+            }
             accounts.push(AccountConfig {
                 github_owner,
+                github_owner_id: raw.github_owner_id.map(OwnerId::new),
                 aws_account_id,
                 credentials,
             });

@@ -30,6 +30,8 @@ use crate::server::ControlPlane;
 const ACCOUNT: &str = "123456789012";
 const APP_ID: u64 = 424242;
 const INSTALLATION: u64 = 4242;
+/// The GitHub account id of `octo-org`.
+const OWNER_ID: u64 = 31337;
 const REPOSITORY: &str = "octo-org/demo";
 /// How long the whole demo may take before it gives up.
 const DEADLINE: Duration = Duration::from_secs(180);
@@ -105,6 +107,7 @@ fn demo_jobs(count: usize, first_id: u64) -> Vec<DemoJob> {
                     run_attempt: 1,
                     repository: REPOSITORY.to_owned(),
                     installation_id: INSTALLATION,
+                    owner_id: OWNER_ID,
                     labels,
                     name: format!("build #{}", n + 1),
                 },
@@ -653,6 +656,7 @@ impl Setup {
         write_secret_file(&data_dir.join("webhook-secret"), &secret)?;
         write_secret_file(&data_dir.join("github-app.pem"), TEST_APP_PRIVATE_KEY_PEM)?;
         let github = GithubStandIn::start(APP_ID, TEST_APP_PUBLIC_KEY_PEM.as_bytes()).await?;
+        github.install("octo-org", OWNER_ID, INSTALLATION);
 
         let aws = AwsClientConfig::new()
             .endpoint_url(options.aws_endpoint.clone())

@@ -16,7 +16,7 @@ use sprinters_core::domain::{
 use sprinters_core::events::Conclusion;
 use sprinters_core::job::{JobRecord, JobState, Launch};
 use sprinters_core::ports::{JobStore, PutJob};
-use sprinters_core::testing::sample_record;
+use sprinters_core::testing::{sample_owner_id, sample_record};
 use sprinters_core::time::Timestamp;
 use sprinters_examples::config::ApiToken;
 use sprinters_examples::server::{Metrics, api_router};
@@ -115,10 +115,21 @@ async fn serve(store: Arc<FileJobStore>) -> std::net::SocketAddr {
             owners: None,
         },
     ];
+    // Both owners bound to the ids their records carry.
+    let tenants = sprinters_core::engine::Tenants::new();
+    for (login, account) in [("octo-org", "123456789012"), ("acme-corp", "210987654321")] {
+        tenants.connect(
+            sample_owner_id(login),
+            sprinters_core::domain::InstallationId::new(7),
+            sprinters_core::domain::Owner::parse(login).unwrap(),
+            sprinters_core::domain::AccountId::parse(account).unwrap(),
+        );
+    }
     let router = api_router(
         sprinters_examples::server::PlaneStore::File(store),
         tokens,
         Arc::new(Metrics::default()),
+        tenants,
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -120,6 +120,7 @@ async fn sigkilled_serve_launches_every_job_exactly_once_and_leaves_nothing_runn
     let github = GithubStandIn::start(777, TEST_APP_PUBLIC_KEY_PEM.as_bytes())
         .await
         .unwrap();
+    github.install("octo-org", 31337, 4242);
     let addr = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap()
@@ -141,6 +142,7 @@ async fn sigkilled_serve_launches_every_job_exactly_once_and_leaves_nothing_runn
         run_attempt: 1,
         repository: "octo-org/kill".to_owned(),
         installation_id: 4242,
+        owner_id: 31337,
         labels: vec![
             "sprinters:aws:ubuntu-24.04".to_owned(),
             format!("{}-1-build", 9_000_000 + first + n),

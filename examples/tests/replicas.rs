@@ -212,6 +212,7 @@ async fn three_replicas_on_one_database_launch_every_job_once_through_a_sigkill(
     let github = GithubStandIn::start(778, TEST_APP_PUBLIC_KEY_PEM.as_bytes())
         .await
         .unwrap();
+    github.install("octo-org", 31337, 4343);
     let controller = format!("replicas-{seed:016x}");
     let mut servers: Vec<Server> = (0..3)
         .map(|n| {
@@ -248,6 +249,7 @@ async fn three_replicas_on_one_database_launch_every_job_once_through_a_sigkill(
         run_attempt: 1,
         repository: "octo-org/replicas".to_owned(),
         installation_id: 4343,
+        owner_id: 31337,
         labels: vec![
             "sprinters:aws:ubuntu-24.04".to_owned(),
             format!("{}-1-build", 7_000_000 + first + n),

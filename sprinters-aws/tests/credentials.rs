@@ -15,7 +15,7 @@ use sprinters_aws::{
     AmbientProvider, AssumeRoleProvider, CredentialChain, CustomerRole, StoredKeyProvider,
 };
 use sprinters_core::ErrorKind;
-use sprinters_core::domain::{AccountId, Owner, Region};
+use sprinters_core::domain::{AccountId, Owner, OwnerId, Region};
 use sprinters_core::ports::{CredentialProvider, Credentials, CredentialsRequest};
 use sprinters_core::testing::{CredentialsFixture, credential_provider};
 use sprinters_core::time::Timestamp;
@@ -41,7 +41,7 @@ async fn role_provider(accounts: &[&AccountId], log: Option<&OperationLog>) -> A
             SecretString::from("agreed-external-id".to_owned()),
         )
         .unwrap();
-        builder = builder.role((*account).clone(), role);
+        builder = builder.role(OwnerId::new(31337), (*account).clone(), role);
     }
     builder.build().await
 }
@@ -80,13 +80,18 @@ async fn an_assumed_role_passes_the_conformance_suite_and_acts_in_the_customer_a
         &provider,
         &CredentialsFixture {
             account: account.clone(),
+            owner_id: OwnerId::new(31337),
             owner: owner(),
             now: now(),
         },
     )
     .await;
     let credentials = provider
-        .credentials(CredentialsRequest::new(account.clone(), owner()))
+        .credentials(CredentialsRequest::new(
+            account.clone(),
+            OwnerId::new(31337),
+            owner(),
+        ))
         .await
         .unwrap();
     assert!(credentials.session_token.is_some(), "temporary credentials");
@@ -103,7 +108,11 @@ async fn an_assumed_role_passes_the_conformance_suite_and_acts_in_the_customer_a
 async fn an_account_without_a_role_is_not_found() {
     let provider = role_provider(&[], None).await;
     let err = provider
-        .credentials(CredentialsRequest::new(fresh_account(), owner()))
+        .credentials(CredentialsRequest::new(
+            fresh_account(),
+            OwnerId::new(31337),
+            owner(),
+        ))
         .await
         .unwrap_err();
     assert_eq!(*err.kind(), ErrorKind::NotFound);
@@ -129,13 +138,18 @@ async fn stored_keys_come_from_the_vault_and_are_not_kept() {
         &provider,
         &CredentialsFixture {
             account: account.clone(),
+            owner_id: OwnerId::new(31337),
             owner: owner(),
             now: now(),
         },
     )
     .await;
     let got = provider
-        .credentials(CredentialsRequest::new(account.clone(), owner()))
+        .credentials(CredentialsRequest::new(
+            account.clone(),
+            OwnerId::new(31337),
+            owner(),
+        ))
         .await
         .unwrap();
     assert_eq!(got.secret_access_key.expose_secret(), "stored-secret");
@@ -144,7 +158,11 @@ async fn stored_keys_come_from_the_vault_and_are_not_kept() {
 
     vault.delete_access_key(account.clone()).await.unwrap();
     let err = provider
-        .credentials(CredentialsRequest::new(account.clone(), owner()))
+        .credentials(CredentialsRequest::new(
+            account.clone(),
+            OwnerId::new(31337),
+            owner(),
+        ))
         .await
         .unwrap_err();
     assert_eq!(
@@ -166,13 +184,18 @@ async fn ambient_credentials_serve_their_own_account_only() {
         &provider,
         &CredentialsFixture {
             account: account.clone(),
+            owner_id: OwnerId::new(31337),
             owner: owner(),
             now: now(),
         },
     )
     .await;
     let err = provider
-        .credentials(CredentialsRequest::new(fresh_account(), owner()))
+        .credentials(CredentialsRequest::new(
+            fresh_account(),
+            OwnerId::new(31337),
+            owner(),
+        ))
         .await
         .unwrap_err();
     assert_eq!(*err.kind(), ErrorKind::NotFound);
@@ -198,7 +221,13 @@ async fn the_chain_serves_each_account_from_the_provider_that_has_it() {
         Arc::new(role_provider(&[&with_role], None).await),
         Arc::new(StoredKeyProvider::new(vault)),
     ]);
-    let ask = |a: &AccountId| chain.credentials(CredentialsRequest::new(a.clone(), owner()));
+    let ask = |a: &AccountId| {
+        chain.credentials(CredentialsRequest::new(
+            a.clone(),
+            OwnerId::new(31337),
+            owner(),
+        ))
+    };
     let role = ask(&with_role).await.unwrap();
     assert_eq!(caller_account(&role).await, with_role.as_str());
     assert_eq!(

@@ -34,7 +34,7 @@ use secrecy::SecretString;
 use sprinters_aws::{AssumeRoleProvider, AwsClientConfig, CustomerRole, Ec2Launcher};
 use sprinters_core::ErrorKind;
 use sprinters_core::domain::{
-    AccountId, JobId, JobKey, Owner, Region, Repository, RunAttempt, RunId, RunnerName,
+    AccountId, JobId, JobKey, Owner, OwnerId, Region, Repository, RunAttempt, RunId, RunnerName,
 };
 use sprinters_core::labels::LabelParser;
 use sprinters_core::ports::{
@@ -502,7 +502,11 @@ fn platform() -> SharedCredentialsProvider {
 }
 
 fn ask() -> CredentialsRequest {
-    CredentialsRequest::new(account(), Owner::parse("octo-org").unwrap())
+    CredentialsRequest::new(
+        account(),
+        OwnerId::new(31337),
+        Owner::parse("octo-org").unwrap(),
+    )
 }
 
 #[tokio::test]
@@ -518,7 +522,7 @@ async fn a_refused_role_says_what_the_trust_policy_must_contain() {
     let provider = AssumeRoleProvider::builder(mocked(&[&refuse]))
         .platform_credentials(platform())
         .platform_account(AccountId::parse("999988887777").unwrap())
-        .role(account(), role())
+        .role(OwnerId::new(31337), account(), role())
         .build()
         .await;
     let err = provider.credentials(ask()).await.unwrap_err();
@@ -578,7 +582,7 @@ async fn assumed_credentials_are_shared_and_refreshed_before_they_expire() {
     let provider = Arc::new(
         AssumeRoleProvider::builder(mocked(&[&assume]))
             .platform_credentials(platform())
-            .role(account(), role())
+            .role(OwnerId::new(31337), account(), role())
             .clock(clock.clone())
             .build()
             .await,

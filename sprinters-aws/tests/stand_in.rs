@@ -11,7 +11,7 @@ use secrecy::SecretString;
 use sprinters_aws::testing::{AwsStandIn, STAND_IN_ACCOUNT};
 use sprinters_aws::{AssumeRoleProvider, AwsClientConfig, CustomerRole, Ec2Launcher};
 use sprinters_core::domain::{
-    AccountId, JobId, JobKey, Owner, Repository, RunAttempt, RunId, RunnerName,
+    AccountId, JobId, JobKey, Owner, OwnerId, Repository, RunAttempt, RunId, RunnerName,
 };
 use sprinters_core::labels::LabelParser;
 use sprinters_core::ports::{
@@ -31,12 +31,13 @@ async fn assumed(stand_in: &AwsStandIn) -> (AssumeRoleProvider, Credentials) {
         .platform_credentials(SharedCredentialsProvider::new(
             aws_credential_types::Credentials::new("AKIAPLATFORM", "platform", None, None, "test"),
         ))
-        .role(account.clone(), role)
+        .role(OwnerId::new(31337), account.clone(), role)
         .build()
         .await;
     let credentials = provider
         .credentials(CredentialsRequest::new(
             account,
+            OwnerId::new(31337),
             Owner::parse("octo-org").unwrap(),
         ))
         .await
@@ -150,6 +151,7 @@ async fn every_call_waits_the_delay() {
     provider
         .credentials(CredentialsRequest::new(
             AccountId::parse(STAND_IN_ACCOUNT).unwrap(),
+            OwnerId::new(31337),
             Owner::parse("octo-org").unwrap(),
         ))
         .await

@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    AccountId, AvailabilityZone, InstallationId, InstanceId, InstanceType, JobKey, OwnerId,
-    Region, Repository, RunId, RunnerName,
+    AccountId, AvailabilityZone, InstallationId, InstanceId, InstanceType, JobKey, OwnerId, Region,
+    Repository, RunId, RunnerName,
 };
 use crate::events::Conclusion;
 use crate::labels::{LabelSetKey, RunnerSpec};

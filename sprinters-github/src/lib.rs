@@ -4,6 +4,7 @@
 mod app;
 #[cfg(feature = "axum")]
 mod axum;
+mod installations;
 mod recovery;
 mod registry;
 mod sink;
@@ -16,6 +17,7 @@ pub use app::{
 };
 #[cfg(feature = "axum")]
 pub use axum::webhook_router;
+pub use installations::Installation;
 pub use recovery::{DeliveryRecovery, RecoveryReport};
 pub use registry::GithubRegistry;
 pub use sink::DeliverySink;

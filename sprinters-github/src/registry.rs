@@ -67,6 +67,7 @@ struct Job {
     status: String,
     conclusion: Option<String>,
     runner_name: Option<String>,
+    runner_id: Option<u64>,
     #[serde(default)]
     labels: Vec<String>,
     name: Option<String>,
@@ -233,7 +234,8 @@ impl RunnerRegistry for GithubRegistry {
             job.runner_name
                 .as_deref()
                 .and_then(|n| RunnerName::parse(n).ok()),
-        ))
+        )
+        .with_runner_id(job.runner_id.filter(|id| *id != 0)))
     }
 
     async fn rerun_job(&self, request: RerunJob) -> Result<()> {

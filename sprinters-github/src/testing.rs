@@ -74,6 +74,9 @@ struct State {
     // (repository, runner name) of every runner, so that a registration
     // checks for a duplicate name in constant time.
     runner_names: HashSet<(String, String)>,
+    // Lower-cased login → (kind: "orgs" or "users", account id,
+    // installation id, login as spelled).
+    installations: BTreeMap<String, (&'static str, u64, u64, String)>,
     jobs: BTreeMap<u64, StandInJob>,
     deliveries: Vec<LoggedDelivery>,
     redelivered: Vec<u64>,
@@ -143,6 +146,31 @@ impl GithubStandIn {
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Installs the App on the organization `login` (account id
+    /// `owner_id`) as installation `installation_id`; a later call for the
+    /// same login replaces it (a rename and a new holder of the login).
+    pub fn install(&self, login: &str, owner_id: u64, installation_id: u64) {
+        self.state().installations.insert(
+            login.to_ascii_lowercase(),
+            ("orgs", owner_id, installation_id, login.to_owned()),
+        );
+    }
+
+    /// Installs the App on the user `login`.
+    pub fn install_on_user(&self, login: &str, owner_id: u64, installation_id: u64) {
+        self.state().installations.insert(
+            login.to_ascii_lowercase(),
+            ("users", owner_id, installation_id, login.to_owned()),
+        );
+    }
+
+    /// Uninstalls the App from `login`.
+    pub fn uninstall(&self, login: &str) {
+        self.state()
+            .installations
+            .remove(&login.to_ascii_lowercase());
     }
 
     /// Adds or replaces a job.
@@ -268,6 +296,26 @@ impl Responder {
             .unwrap_or("")
             .to_owned();
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        if let [kind @ ("orgs" | "users"), login, "installation"] = segments.as_slice() {
+            // GitHub answers these to the App's JWT only.
+            if !self.valid_jwt(&bearer) {
+                return error(401, "A JSON web token could not be decoded");
+            }
+            return match state.installations.get(&login.to_ascii_lowercase()) {
+                // An organization's installation is not found under
+                // /users, nor a user's under /orgs.
+                Some((k, owner_id, installation_id, login)) if k == kind => {
+                    ResponseTemplate::new(200).set_body_json(json!({
+                        "id": installation_id,
+                        "account": { "login": login, "id": owner_id,
+                                     "type": if *k == "orgs" { "Organization" } else { "User" } },
+                        "app_id": self.app_id,
+                        "target_type": if *k == "orgs" { "Organization" } else { "User" },
+                    }))
+                }
+                _ => error(404, "Not Found"),
+            };
+        }
         if segments.first() == Some(&"app") {
             if !self.valid_jwt(&bearer) {
                 return error(401, "A JSON web token could not be decoded");
@@ -389,11 +437,20 @@ fn param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
         .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
 }
 
-fn job_json(id: u64, job: &StandInJob) -> Value {
+fn job_json(state: &State, id: u64, job: &StandInJob) -> Value {
+    // GitHub reports the id of the runner that took the job.
+    let runner_id = job.runner_name.as_ref().and_then(|name| {
+        state
+            .runners
+            .iter()
+            .find(|(_, (repo, n, _))| *repo == job.repository && n == name)
+            .map(|(id, _)| *id)
+    });
     json!({
         "id": id, "run_id": job.run_id, "run_attempt": job.run_attempt,
         "status": job.status, "conclusion": job.conclusion,
-        "runner_name": job.runner_name, "labels": job.labels, "name": "build"
+        "runner_name": job.runner_name, "runner_id": runner_id,
+        "labels": job.labels, "name": "build"
     })
 }
 
@@ -461,7 +518,7 @@ fn repo_route(
             .and_then(|id| Some((id, state.jobs.get(&id)?)))
         {
             Some((id, job)) if job.repository == repo => {
-                ResponseTemplate::new(200).set_body_json(job_json(id, job))
+                ResponseTemplate::new(200).set_body_json(job_json(state, id, job))
             }
             _ => error(404, "Not Found"),
         },
@@ -526,7 +583,7 @@ fn repo_route(
                 .jobs
                 .iter()
                 .filter(|(_, j)| j.run_id == run && j.repository == repo)
-                .map(|(id, j)| job_json(*id, j))
+                .map(|(id, j)| job_json(state, *id, j))
                 .collect();
             ResponseTemplate::new(200)
                 .set_body_json(json!({ "total_count": jobs.len(), "jobs": jobs }))
@@ -549,6 +606,8 @@ pub struct WorkflowJobWebhook {
     pub repository: String,
     /// The App installation.
     pub installation_id: u64,
+    /// The repository owner's GitHub account id.
+    pub owner_id: u64,
     /// The job's `runs-on` labels.
     pub labels: Vec<String>,
     /// Its name.
@@ -590,7 +649,7 @@ impl WorkflowJobWebhook {
             "repository": {
                 "full_name": self.repository,
                 "name": self.repository.split('/').nth(1).unwrap_or_default(),
-                "owner": { "login": owner },
+                "owner": { "login": owner, "id": self.owner_id },
             },
             "installation": { "id": self.installation_id },
             "sender": { "login": "octocat" },

@@ -506,6 +506,7 @@ fn the_stand_ins_webhook_bodies_parse_like_githubs() {
         run_attempt: 2,
         repository: "octo-org/app".into(),
         installation_id: 4242,
+        owner_id: 31337,
         labels: vec!["sprinters:aws:ubuntu-latest".into(), "77-2-build".into()],
         name: "build".into(),
     };

@@ -549,7 +549,8 @@ impl JobStore for FileJobStore {
                 }),
                 None => self.read_current(key, entry)?,
             };
-            jobs.extend(record);
+            // The index chose it; the sealed record decides.
+            jobs.extend(record.filter(|r| request.admits(&r.value)));
         }
         Ok(JobPage::new(jobs, next))
     }

@@ -524,7 +524,6 @@ async fn plain_text_needs_sslmode_disable_and_a_server_on_this_machine() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_queries_are_served_by_their_indexes() {
-    use sprinters_core::domain::Owner;
     let url = fresh_database().await;
     let store = connect(&url, &MasterKey::generate()).await;
     // 4,000 jobs of 40 owners in 20 accounts, one in 50 still active: the
@@ -556,7 +555,7 @@ async fn history_queries_are_served_by_their_indexes() {
 
     let newest = ListJobs::newest(50);
     let mut by_owner = ListJobs::newest(50);
-    by_owner.owner = Some(Owner::parse("org7").unwrap());
+    by_owner.owner_id = Some(testing::sample_owner_id("org7"));
     let mut by_account = ListJobs::newest(50);
     by_account.account = AccountId::parse("100000000003").ok();
     let mut next_page = by_owner.clone();
@@ -581,4 +580,57 @@ async fn history_queries_are_served_by_their_indexes() {
             "{query:?} scans the table:\n{plan}"
         );
     }
+}
+
+/// The clear filter columns only choose rows: a row whose `owner_h` was
+/// rewritten to another tenant's (by anyone with write access to the
+/// table) still never shows that tenant the record, because the store
+/// checks each decrypted record against the query's filters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewritten_owner_column_never_shows_a_record_to_another_tenant() {
+    let url = fresh_database().await;
+    let store = connect(&url, &MasterKey::generate()).await;
+    let victim = testing::sample_record(1, "victim-org/secret", 1_000);
+    let attacker = testing::sample_record(2, "attacker-org/app", 2_000);
+    for r in [&victim, &attacker] {
+        store.put_job(PutJob::create(r.clone())).await.unwrap();
+    }
+    let db = raw(&url).await;
+    let rewritten = db
+        .execute(
+            "UPDATE sprinters_jobs SET owner_h = \
+             (SELECT owner_h FROM sprinters_jobs WHERE queued_at = 2000) \
+             WHERE queued_at = 1000",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rewritten, 1);
+    let selected: i64 = db
+        .query_one(
+            "SELECT count(*) FROM sprinters_jobs WHERE owner_h = \
+             (SELECT owner_h FROM sprinters_jobs WHERE queued_at = 2000)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(selected, 2, "the clear column now selects the victim's row");
+
+    let mut query = ListJobs::newest(50);
+    query.owner_id = Some(attacker.owner_id);
+    let page = store.list_jobs(query).await.unwrap();
+    let keys: Vec<_> = page.jobs.iter().map(|j| j.value.key).collect();
+    assert_eq!(keys, vec![attacker.key], "only the attacker's own job");
+
+    // The victim's own query still finds nothing under its rewritten row
+    // (the index no longer selects it), and leaks nothing either way.
+    let mut query = ListJobs::newest(50);
+    query.owner_id = Some(victim.owner_id);
+    let page = store.list_jobs(query).await.unwrap();
+    assert!(
+        page.jobs
+            .iter()
+            .all(|j| j.value.owner_id == victim.owner_id)
+    );
 }

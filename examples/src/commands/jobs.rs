@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use sprinters_core::domain::Owner;
+use sprinters_core::domain::OwnerId;
 use sprinters_core::ports::{JobStore, ListJobs};
 use sprinters_examples::view::JobView;
 
@@ -18,7 +18,8 @@ pub(crate) enum JobsCommand {
         /// The data directory.
         #[arg(long)]
         data_dir: PathBuf,
-        /// Only this GitHub owner's jobs.
+        /// Only this GitHub owner's jobs, by its numeric account id (a
+        /// login changes hands after a rename; the id never does).
         #[arg(long)]
         owner: Option<String>,
         /// At most this many.
@@ -37,16 +38,21 @@ pub(crate) fn run(command: JobsCommand) -> ExitCode {
         limit,
         json,
     } = command;
-    let owner = match owner.as_deref().map(Owner::parse).transpose() {
-        Ok(owner) => owner,
-        Err(e) => return usage_error(format!("--owner: {e}")),
+    let owner = match owner.as_deref().map(str::parse::<u64>).transpose() {
+        Ok(owner) => owner.map(OwnerId::new),
+        Err(_) => {
+            return usage_error(
+                "--owner: expected the owner's numeric GitHub account id (logins change hands)"
+                    .to_owned(),
+            );
+        }
     };
     let store = match open_store(&data_dir) {
         Ok(store) => store,
         Err(e) => return fail(e),
     };
     let mut query = ListJobs::newest(limit.clamp(1, 10_000));
-    query.owner = owner;
+    query.owner_id = owner;
     let page = match runtime().and_then(|rt| {
         rt.block_on(store.list_jobs(query))
             .map_err(|e| e.to_string())

@@ -29,6 +29,7 @@ pub(crate) struct ApiState {
     pub(crate) store: PlaneStore,
     pub(crate) tokens: Arc<Vec<ApiToken>>,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) tenants: sprinters_core::engine::Tenants,
 }
 
 pub(crate) async fn healthz() -> &'static str {
@@ -170,7 +171,17 @@ pub(crate) async fn jobs(
         Err(refusal) => return refusal.into_response(),
     };
     let mut list = ListJobs::newest(query.limit.unwrap_or(50).clamp(1, 500));
-    list.owner = owner;
+    if let Some(login) = owner {
+        // The account id the login was bound to: a scoped token sees that
+        // owner's jobs, never those of whoever holds the login now.
+        match state.tenants.owner_id_of(&login) {
+            Some(id) => list.owner_id = Some(id),
+            None => {
+                return Json(serde_json::json!({ "jobs": [], "next_cursor": null }))
+                    .into_response();
+            }
+        }
+    }
     if let Some(cursor) = &query.cursor {
         let decoded = URL_SAFE_NO_PAD
             .decode(cursor)

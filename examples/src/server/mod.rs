@@ -8,6 +8,7 @@ mod api;
 mod console;
 mod listener;
 mod metrics;
+mod tenants;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +23,7 @@ use sprinters_aws::{
     AmbientProvider, AssumeRoleProvider, AwsClientConfig, CredentialChain, Ec2Launcher,
     ImageCatalog, StoredKeyProvider,
 };
-use sprinters_core::engine::{AccountDirectory, Engine, EngineConfig, Limits};
+use sprinters_core::engine::{Engine, EngineConfig, Limits, Tenants};
 use sprinters_core::labels::LabelParser;
 use sprinters_core::observe::{EngineObserver, NoObserver, Observers};
 use sprinters_core::ports::CredentialProvider;
@@ -76,6 +77,8 @@ impl PlaneStore {
 pub struct ControlPlane {
     engine: Arc<Engine>,
     store: PlaneStore,
+    // The App, to bind configured owners not bound at start, and the owners.
+    binding: (Arc<GithubApp>, Tenants),
     recovery: DeliveryRecovery,
     router: Router,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -204,12 +207,17 @@ impl ControlPlaneBuilder {
         if let Some(url) = &config.aws.endpoint_url {
             aws = aws.endpoint_url(url.clone()).map_err(describe)?;
         }
+        // Each configured login is bound to GitHub's ids before anything
+        // is served: from then on the id is the tenant.
+        let tenants = tenants::seed(&config.accounts);
+        tenants::bind_configured(&github, &tenants).await;
         let credentials = credentials(
             &config,
             &aws,
             platform_credentials,
             store.vault(),
             clock.clone(),
+            tenants.clone(),
         )
         .await?;
         let mut images = ImageCatalog::new();
@@ -223,11 +231,8 @@ impl ControlPlaneBuilder {
             .clock(clock.clone())
             .build();
 
-        let mut accounts = AccountDirectory::new();
-        for account in &config.accounts {
-            accounts.connect(account.github_owner.clone(), account.aws_account_id.clone());
-        }
-        let mut engine_config = EngineConfig::new(config.server.controller_id.clone(), accounts);
+        let mut engine_config =
+            EngineConfig::new(config.server.controller_id.clone(), tenants.clone());
         engine_config.replica_id = match &store {
             // Only one process can open the file store, so a serve restarted
             // after a crash is the same replica: with a stable id it takes
@@ -281,12 +286,14 @@ impl ControlPlaneBuilder {
                     store.clone(),
                     config.server.api_tokens.clone(),
                     metrics,
+                    tenants.clone(),
                 )),
             config.server.edge,
         );
         Ok(ControlPlane {
             engine,
             store,
+            binding: (github.clone(), tenants),
             recovery: DeliveryRecovery::new(github, clock),
             router,
             tls,
@@ -312,6 +319,11 @@ impl ControlPlane {
         &self.store
     }
 
+    /// The owners served, bound to their GitHub ids.
+    pub fn tenants(&self) -> &Tenants {
+        &self.binding.1
+    }
+
     /// Serves on `listener` (over TLS when configured) until `shutdown`
     /// resolves, then stops taking requests, lets in-flight requests and
     /// launches finish and returns.
@@ -333,12 +345,13 @@ impl ControlPlane {
         );
         let engine = self.engine.run(wait(stopped.clone()));
         let recovery = recover_while_leading(&self.recovery, &self.engine, wait(stopped.clone()));
+        let binding = bind_unbound(&self.binding.0, &self.binding.1, wait(stopped.clone()));
         let trigger = async move {
             shutdown.await;
             tracing::info!("shutting down: draining in-flight work");
             let _ = stop.send(true);
         };
-        let ((), ran, (), ()) = tokio::join!(http, engine, recovery, trigger);
+        let ((), ran, (), (), ()) = tokio::join!(http, engine, recovery, binding, trigger);
         ran.map_err(describe)
     }
 
@@ -350,11 +363,19 @@ impl ControlPlane {
 
 /// The routes that read the store: `/` (the console), `/api/jobs`,
 /// `/healthz`, `/readyz` and `/metrics`.
-pub fn api_router(store: PlaneStore, tokens: Vec<ApiToken>, metrics: Arc<Metrics>) -> Router {
+/// A token scoped to owners sees the jobs of the account ids those logins
+/// were bound to in `tenants`, and nothing of whoever holds a login later.
+pub fn api_router(
+    store: PlaneStore,
+    tokens: Vec<ApiToken>,
+    metrics: Arc<Metrics>,
+    tenants: Tenants,
+) -> Router {
     let state = api::ApiState {
         store,
         tokens: Arc::new(tokens),
         metrics,
+        tenants,
     };
     Router::new()
         .route("/", get(console::page))
@@ -382,43 +403,66 @@ async fn count_webhooks(
     response
 }
 
-/// One provider per account, chained: assumed roles, stored keys, and the
-/// ambient chain for at most one account.
+/// The configured connections' credentials: assumed roles per (owner,
+/// account), stored keys, and the ambient chain for at most one account,
+/// each reached only by the owner the connection's login was bound to.
 async fn credentials(
     config: &Config,
     aws: &AwsClientConfig,
     platform: Option<SharedCredentialsProvider>,
     vault: Arc<dyn CredentialVault>,
     clock: Arc<dyn Clock>,
+    tenants: Tenants,
 ) -> Result<Arc<dyn CredentialProvider>, String> {
     let mut roles = AssumeRoleProvider::builder(aws.clone()).clock(clock.clone());
     if let Some(platform) = platform {
         roles = roles.platform_credentials(platform);
     }
-    let mut providers: Vec<Arc<dyn CredentialProvider>> = Vec::new();
-    let mut any_role = false;
+    let mut others: Vec<Arc<dyn CredentialProvider>> = Vec::new();
     let mut any_vault = false;
     for account in &config.accounts {
         match &account.credentials {
-            AccountCredentials::Role(role) => {
-                roles = roles.role(account.aws_account_id.clone(), role.clone());
-                any_role = true;
-            }
+            // Connected once the owner is bound: see `ConfiguredCredentials`.
+            AccountCredentials::Role(_) => {}
             AccountCredentials::Vault => any_vault = true,
             AccountCredentials::Ambient => {
-                providers.push(Arc::new(
+                others.push(Arc::new(
                     AmbientProvider::load(account.aws_account_id.clone()).await,
                 ));
             }
         }
     }
-    if any_role {
-        providers.insert(0, Arc::new(roles.build().await));
-    }
     if any_vault {
-        providers.push(Arc::new(StoredKeyProvider::new(vault)));
+        others.push(Arc::new(StoredKeyProvider::new(vault)));
     }
-    Ok(Arc::new(CredentialChain::new(providers)))
+    Ok(Arc::new(tenants::ConfiguredCredentials {
+        tenants,
+        accounts: config.accounts.clone(),
+        roles: Arc::new(roles.build().await),
+        others: Arc::new(CredentialChain::new(others)),
+    }))
+}
+
+/// Configured owners the App was not installed on at start are looked up
+/// again every few minutes (an `installation.created` binds them sooner).
+async fn bind_unbound(
+    github: &GithubApp,
+    tenants: &Tenants,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let clock = SystemClock;
+    let passes = async {
+        loop {
+            clock.sleep(RECOVERY_EVERY).await;
+            if !tenants.unbound().is_empty() {
+                tenants::bind_configured(github, tenants).await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = shutdown => {}
+        _ = passes => {}
+    }
 }
 
 /// The webhook-log recovery, on the replica that leads the reconciler only

@@ -64,7 +64,7 @@ impl CredentialProvider for AmbientProvider {
             )));
         }
         self.cache
-            .get(&request.account, || async {
+            .get(&(request.owner_id, request.account.clone()), || async {
                 let c = self.chain.provide_credentials().await.map_err(|e| {
                     Error::permission_denied(format!(
                         "no credentials in the environment for account {}: {e}",

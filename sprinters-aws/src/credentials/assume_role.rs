@@ -3,18 +3,18 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use secrecy::{ExposeSecret, SecretString};
-use sprinters_core::domain::{AccountId, Owner, Region};
+use sprinters_core::domain::{AccountId, Owner, OwnerId, Region};
 use sprinters_core::ports::{CredentialProvider, Credentials, CredentialsRequest};
 use sprinters_core::time::{Clock, SystemClock, Timestamp};
 use sprinters_core::{Error, ErrorKind, Result};
 
-use super::cache::CredentialCache;
+use super::cache::{ConnectionKey, CredentialCache};
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
@@ -62,6 +62,12 @@ impl CustomerRole {
     pub fn role_arn(&self) -> &str {
         &self.role_arn
     }
+
+    /// Whether `other` is assumed with the same external id: two owners'
+    /// connections to one account must not share one.
+    pub fn same_external_id(&self, other: &CustomerRole) -> bool {
+        self.external_id.expose_secret() == other.external_id.expose_secret()
+    }
 }
 
 impl fmt::Debug for CustomerRole {
@@ -75,11 +81,16 @@ impl fmt::Debug for CustomerRole {
 
 /// Assumes each customer's role with `sts:AssumeRole` and its external id,
 /// for 15 minutes, and keeps the credentials until 5 minutes before they
-/// expire. Concurrent callers for one account share one call.
+/// expire. Concurrent callers for one connection share one call.
+///
+/// Roles are kept per connection, an owner (GitHub account id) and an AWS
+/// account: an owner naming another owner's account finds no role, and
+/// two owners sharing an account each assume their own role with their own
+/// external id. Connections can be added and removed while it runs.
 #[derive(Debug)]
 pub struct AssumeRoleProvider {
     sts: aws_sdk_sts::Client,
-    roles: HashMap<AccountId, CustomerRole>,
+    roles: RwLock<HashMap<ConnectionKey, CustomerRole>>,
     platform_account: Option<AccountId>,
     cache: CredentialCache,
     clock: Arc<dyn Clock>,
@@ -97,6 +108,31 @@ impl AssumeRoleProvider {
             roles: HashMap::new(),
             clock: Arc::new(SystemClock),
         }
+    }
+
+    fn role(&self, key: &ConnectionKey) -> Option<CustomerRole> {
+        self.roles
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    /// Connects `account` to the owner `owner_id` through `role`, replacing
+    /// the connection's role if it had one.
+    pub fn connect(&self, owner_id: OwnerId, account: AccountId, role: CustomerRole) {
+        self.roles
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((owner_id, account), role);
+    }
+
+    /// Removes the connection: its role is never assumed again.
+    pub fn disconnect(&self, owner_id: OwnerId, account: &AccountId) {
+        self.roles
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(owner_id, account.clone()));
     }
 
     fn session_name(owner: &Owner) -> String {
@@ -174,15 +210,14 @@ impl AssumeRoleProvider {
 #[async_trait]
 impl CredentialProvider for AssumeRoleProvider {
     async fn credentials(&self, request: CredentialsRequest) -> Result<Credentials> {
-        let role = self.roles.get(&request.account).ok_or_else(|| {
+        let key = (request.owner_id, request.account.clone());
+        let role = self.role(&key).ok_or_else(|| {
             Error::not_found(format!(
-                "no role is configured for account {}; add its RoleArn and external id",
-                request.account
+                "no role is connected for account {} of {} ({}); connect its RoleArn and external id",
+                request.account, request.owner, request.owner_id
             ))
         })?;
-        self.cache
-            .get(&request.account, || self.assume(role, &request))
-            .await
+        self.cache.get(&key, || self.assume(&role, &request)).await
     }
 }
 
@@ -193,7 +228,7 @@ pub struct AssumeRoleProviderBuilder {
     region: Region,
     platform_credentials: Option<SharedCredentialsProvider>,
     platform_account: Option<AccountId>,
-    roles: HashMap<AccountId, CustomerRole>,
+    roles: HashMap<ConnectionKey, CustomerRole>,
     clock: Arc<dyn Clock>,
 }
 
@@ -216,9 +251,9 @@ impl AssumeRoleProviderBuilder {
         self
     }
 
-    /// The role to assume for `account`.
-    pub fn role(mut self, account: AccountId, role: CustomerRole) -> Self {
-        self.roles.insert(account, role);
+    /// The role to assume for `account` on behalf of the owner `owner_id`.
+    pub fn role(mut self, owner_id: OwnerId, account: AccountId, role: CustomerRole) -> Self {
+        self.roles.insert((owner_id, account), role);
         self
     }
 
@@ -241,7 +276,7 @@ impl AssumeRoleProviderBuilder {
         };
         AssumeRoleProvider {
             sts: self.config.sts(&self.region, platform),
-            roles: self.roles,
+            roles: RwLock::new(self.roles),
             platform_account: self.platform_account,
             cache: CredentialCache::new(self.clock.clone(), REFRESH_BEFORE),
             clock: self.clock,

@@ -7,18 +7,22 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sprinters_core::Result;
-use sprinters_core::domain::AccountId;
+use sprinters_core::domain::{AccountId, OwnerId};
 use sprinters_core::ports::Credentials;
 use sprinters_core::time::Clock;
 
 type Slot = Arc<tokio::sync::Mutex<Option<Credentials>>>;
 
-/// A cache of credentials by account.
+/// One owner's connection to one account: credentials are never shared
+/// between two owners' connections, even to the same account.
+pub(crate) type ConnectionKey = (OwnerId, AccountId);
+
+/// A cache of credentials by connection.
 #[derive(Debug)]
 pub(crate) struct CredentialCache {
     clock: Arc<dyn Clock>,
     refresh_before: Duration,
-    slots: Mutex<HashMap<AccountId, Slot>>,
+    slots: Mutex<HashMap<ConnectionKey, Slot>>,
 }
 
 impl CredentialCache {
@@ -31,16 +35,16 @@ impl CredentialCache {
         }
     }
 
-    /// The cached credentials of `account` while fresh, else what `fetch`
+    /// The cached credentials of `key` while fresh, else what `fetch`
     /// gets (once for all concurrent callers). Errors are not cached.
-    pub(crate) async fn get<F, Fut>(&self, account: &AccountId, fetch: F) -> Result<Credentials>
+    pub(crate) async fn get<F, Fut>(&self, key: &ConnectionKey, fetch: F) -> Result<Credentials>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Credentials>>,
     {
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-            slots.entry(account.clone()).or_default().clone()
+            slots.entry(key.clone()).or_default().clone()
         };
         // Callers queue here while one refreshes, then find it fresh.
         let mut cached = slot.lock().await;

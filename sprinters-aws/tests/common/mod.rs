@@ -17,7 +17,7 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use secrecy::SecretString;
 use sprinters_aws::{AssumeRoleProvider, AwsClientConfig, CustomerRole};
-use sprinters_core::domain::{AccountId, Owner, Region};
+use sprinters_core::domain::{AccountId, Owner, OwnerId, Region};
 use sprinters_core::ports::{CredentialProvider, Credentials, CredentialsRequest};
 
 /// The emulator's URL.
@@ -73,12 +73,13 @@ pub async fn customer_credentials(account: &AccountId) -> Credentials {
     .unwrap();
     let provider = AssumeRoleProvider::builder(config())
         .platform_credentials(platform_credentials())
-        .role(account.clone(), role)
+        .role(OwnerId::new(31337), account.clone(), role)
         .build()
         .await;
     provider
         .credentials(CredentialsRequest::new(
             account.clone(),
+            OwnerId::new(31337),
             Owner::parse("octo-org").unwrap(),
         ))
         .await

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use secrecy::SecretString;
 use tracing::Instrument;
 
-use super::supply::{plan, supplies};
+use super::supply::{plan, scope, supplies};
 use super::{Inner, job_span};
 use crate::domain::{InstanceId, JobKey, RunnerName};
 use crate::job::{EndReason, JobRecord, JobState, Launch};
@@ -317,10 +317,12 @@ impl Inner {
         let mut query = ListJobs::active(1000);
         query.label_set = Some(record.label_set);
         query.states = Some(NOT_WAITING.to_vec());
+        let within = scope(record);
         let spares: usize = self
             .list_all(query)
             .await?
             .iter()
+            .filter(|r| scope(&r.value) == within)
             .map(|r| {
                 r.value
                     .launches
@@ -333,7 +335,7 @@ impl Inner {
             return Ok(true);
         }
         // Spares go to the longest-waiting jobs first: decide with everything.
-        Ok(plan(&self.active_in(record.label_set).await?, now, Some(key)).contains(&key))
+        Ok(plan(&self.active_in(record).await?, now, Some(key)).contains(&key))
     }
 
     /// Removes a JIT runner that will never start, so it does not linger

@@ -53,7 +53,13 @@ impl Inner {
         // A suspended installation or a repository taken out of it stops
         // new launches; jobs already running still end as they should.
         if event.action == WorkflowJobAction::Queued {
-            let record = new_record(&event, Some(&labels), Some(account.clone()), JobState::Queued, self.clock.now());
+            let record = new_record(
+                &event,
+                Some(&labels),
+                Some(account.clone()),
+                JobState::Queued,
+                self.clock.now(),
+            );
             if let Some(message) = self.tenant_refuses(&record) {
                 return self.reject(&event, Some(&labels), message, receipt).await;
             }
@@ -113,8 +119,7 @@ impl Inner {
         let r = &record.value;
         let ours = r.owner_id == event.owner_id
             && same_repository(&r.repository, &event.repository)
-            && r
-                .launches
+            && r.launches
                 .iter()
                 .any(|l| l.number == number && runner_id_matches(l, event.runner_id));
         if !ours {
@@ -208,7 +213,7 @@ impl Inner {
                 .await?;
             // Another job's runner took this one: that job may now lack one.
             tracing::info!(launched_for = %launched_for, "runner taken by another job with the same labels");
-            self.rebalance(stored.value.label_set).await?;
+            self.rebalance(&stored.value).await?;
         }
         Ok(Handled::Updated(event.job))
     }

@@ -45,8 +45,8 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 pub use config::{EngineConfig, Limits, PriceTable, RetryPolicy};
-pub use tenants::{Refusal, Tenant, Tenants};
 pub use reconcile::ReconcileReport;
+pub use tenants::{Refusal, Tenant, Tenants};
 
 use crate::domain::{JobKey, Repository};
 use crate::events::{Delivery, Event};

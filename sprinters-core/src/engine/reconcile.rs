@@ -3,12 +3,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use super::supply::supplies;
+use super::supply::{Scope, scope, supplies};
 use super::{Handled, Inner};
 use crate::domain::{AccountId, JobKey, OwnerId, Region};
 use crate::events::{Conclusion, WorkflowJobAction, WorkflowJobEvent};
 use crate::job::{EndReason, JobRecord, JobState};
-use crate::labels::LabelSetKey;
 use crate::observe::InstanceEnded;
 use crate::ports::{
     AcquireLease, CredentialsRequest, DescribeInstance, GetJobStatus, InstanceState, ListJobs,
@@ -170,9 +169,9 @@ impl Inner {
     async fn end_spares(&self, active: &[Versioned<JobRecord>], report: &mut ReconcileReport) {
         let now = self.clock.now();
         // Ordered, so that a simulation replays a seed exactly.
-        let mut by_set: BTreeMap<LabelSetKey, Vec<Versioned<JobRecord>>> = BTreeMap::new();
+        let mut by_set: BTreeMap<Scope, Vec<Versioned<JobRecord>>> = BTreeMap::new();
         for r in active {
-            by_set.entry(r.value.label_set).or_default().push(r.clone());
+            by_set.entry(scope(&r.value)).or_default().push(r.clone());
         }
         for records in by_set.values() {
             // Spares first cover the waiting jobs that have no runner.
@@ -326,9 +325,9 @@ impl Inner {
         report: &mut ReconcileReport,
     ) {
         let now = self.clock.now();
-        let mut by_set: BTreeMap<LabelSetKey, Vec<&JobRecord>> = BTreeMap::new();
+        let mut by_set: BTreeMap<Scope, Vec<&JobRecord>> = BTreeMap::new();
         for r in active {
-            by_set.entry(r.value.label_set).or_default().push(&r.value);
+            by_set.entry(scope(&r.value)).or_default().push(&r.value);
         }
         for records in by_set.values() {
             let stale: Vec<(JobKey, u32)> = records

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::Inner;
 use crate::Result;
-use crate::domain::JobKey;
+use crate::domain::{JobKey, OwnerId};
 use crate::job::{JobRecord, JobState, Launch};
 use crate::labels::LabelSetKey;
 use crate::ports::{ListJobs, Versioned};
@@ -13,6 +13,22 @@ use crate::time::Timestamp;
 
 /// Enough for any real backlog of one label set; paging covers the rest.
 const PAGE: usize = 1000;
+
+/// Where runners and jobs can meet: a JIT runner is registered on one
+/// repository of one owner and serves that repository's jobs with its
+/// labels only. The label-set key already hashes the scope in; the scope
+/// itself is compared too, since a 64-bit hash of labels an attacker
+/// writes can be made to collide.
+pub(super) type Scope = (LabelSetKey, OwnerId, String);
+
+/// The scope of `record`.
+pub(super) fn scope(record: &JobRecord) -> Scope {
+    (
+        record.label_set,
+        record.owner_id,
+        record.repository.to_string().to_ascii_lowercase(),
+    )
+}
 
 /// Whether a launch counts as a runner for some waiting job: an idle
 /// instance, or a launch in flight under a live claim. `deciding` is the
@@ -74,14 +90,15 @@ pub(super) fn plan(
 }
 
 impl Inner {
-    /// The active jobs of one label set.
-    pub(super) async fn active_in(
-        &self,
-        label_set: LabelSetKey,
-    ) -> Result<Vec<Versioned<JobRecord>>> {
+    /// The active jobs of `of`'s scope (its label set, owner and
+    /// repository).
+    pub(super) async fn active_in(&self, of: &JobRecord) -> Result<Vec<Versioned<JobRecord>>> {
         let mut query = ListJobs::active(PAGE);
-        query.label_set = Some(label_set);
-        self.list_all(query).await
+        query.label_set = Some(of.label_set);
+        let within = scope(of);
+        let mut active = self.list_all(query).await?;
+        active.retain(|r| scope(&r.value) == within);
+        Ok(active)
     }
 
     /// Every page of a query.
@@ -97,9 +114,9 @@ impl Inner {
         }
     }
 
-    /// Starts launches for the jobs of `label_set` that lack a runner.
-    pub(super) async fn rebalance(&self, label_set: LabelSetKey) -> Result<()> {
-        let active = self.active_in(label_set).await?;
+    /// Starts launches for the jobs of `of`'s scope that lack a runner.
+    pub(super) async fn rebalance(&self, of: &JobRecord) -> Result<()> {
+        let active = self.active_in(of).await?;
         self.start_due(&active, self.clock.now());
         Ok(())
     }
@@ -109,12 +126,9 @@ impl Inner {
         let active = self.list_all(ListJobs::active(PAGE)).await?;
         self.release_slots_of_inactive(&active);
         // Ordered, so that a simulation replays a seed exactly.
-        let mut by_set: BTreeMap<LabelSetKey, Vec<Versioned<JobRecord>>> = BTreeMap::new();
+        let mut by_set: BTreeMap<Scope, Vec<Versioned<JobRecord>>> = BTreeMap::new();
         for record in active {
-            by_set
-                .entry(record.value.label_set)
-                .or_default()
-                .push(record);
+            by_set.entry(scope(&record.value)).or_default().push(record);
         }
         let now = self.clock.now();
         for records in by_set.values() {

@@ -51,6 +51,10 @@ struct Seed {
 #[derive(Debug, Default)]
 struct State {
     bound: BTreeMap<OwnerId, Tenant>,
+    // The login each owner was configured or connected under (lower-cased)
+    // and the id it was bound to then: what a token scoped to that login
+    // sees, whoever holds the login now.
+    configured: BTreeMap<String, OwnerId>,
     // By lower-cased login: logins are case-insensitive on GitHub.
     seeds: BTreeMap<String, Seed>,
 }
@@ -101,6 +105,9 @@ impl Tenants {
         account: AccountId,
     ) -> &Self {
         let mut state = self.write();
+        state
+            .configured
+            .insert(login.as_str().to_ascii_lowercase(), owner_id);
         let tenant = state.bound.entry(owner_id).or_insert_with(|| Tenant {
             owner_id,
             installation_id,
@@ -113,6 +120,16 @@ impl Tenants {
             tenant.accounts.push(account);
         }
         self
+    }
+
+    /// The account id the login `login` was configured or connected under
+    /// was bound to: a rename keeps it, and whoever registers the old login
+    /// later gets none of it. `None` until bound.
+    pub fn owner_id_of(&self, login: &Owner) -> Option<OwnerId> {
+        self.read()
+            .configured
+            .get(&login.as_str().to_ascii_lowercase())
+            .copied()
     }
 
     /// Connects `account` to the owner that holds `login` when
@@ -139,7 +156,11 @@ impl Tenants {
 
     /// Logins configured but not bound yet.
     pub fn unbound(&self) -> Vec<Owner> {
-        self.read().seeds.values().map(|s| s.login.clone()).collect()
+        self.read()
+            .seeds
+            .values()
+            .map(|s| s.login.clone())
+            .collect()
     }
 
     /// Binds the seed of `login` to the account GitHub reports for it.
@@ -167,6 +188,7 @@ impl Tenants {
         let Some(seed) = state.seeds.remove(&key) else {
             return Ok(false);
         };
+        state.configured.insert(key, owner_id);
         let tenant = state.bound.entry(owner_id).or_insert_with(|| Tenant {
             owner_id,
             installation_id,
@@ -326,7 +348,12 @@ impl Tenants {
             .bound
             .values()
             .flat_map(|t| t.accounts.iter().cloned())
-            .chain(state.seeds.values().flat_map(|s| s.accounts.iter().cloned()))
+            .chain(
+                state
+                    .seeds
+                    .values()
+                    .flat_map(|s| s.accounts.iter().cloned()),
+            )
             .collect();
         all.sort();
         all.dedup();

@@ -361,11 +361,21 @@ fn scoped_label_set_keys_differ_across_owners_and_repositories() {
     let a = LabelSetKey::scoped(OwnerId::new(1), &repo("acme/app"), &labels);
     assert_eq!(
         a,
-        LabelSetKey::scoped(OwnerId::new(1), &repo("ACME/App"), &["pin-1", "SPRINTERS:AWS"]),
+        LabelSetKey::scoped(
+            OwnerId::new(1),
+            &repo("ACME/App"),
+            &["pin-1", "SPRINTERS:AWS"]
+        ),
         "order and case still do not matter"
     );
-    assert_ne!(a, LabelSetKey::scoped(OwnerId::new(2), &repo("acme/app"), &labels));
-    assert_ne!(a, LabelSetKey::scoped(OwnerId::new(1), &repo("acme/web"), &labels));
+    assert_ne!(
+        a,
+        LabelSetKey::scoped(OwnerId::new(2), &repo("acme/app"), &labels)
+    );
+    assert_ne!(
+        a,
+        LabelSetKey::scoped(OwnerId::new(1), &repo("acme/web"), &labels)
+    );
     assert_ne!(a, LabelSetKey::of(&labels));
 }
 

@@ -162,9 +162,22 @@ impl ListJobs {
         }
     }
 
-    /// Whether `record` passes the filters (not the cursor or limit). Stores
-    /// may use it, or answer the same through their indexes.
+    /// Whether `record` passes the filters and comes after the cursor (the
+    /// limit aside). Stores may use it, or answer the same through their
+    /// indexes.
     pub fn matches(&self, record: &JobRecord) -> bool {
+        self.admits(record)
+            && self
+                .cursor
+                .is_none_or(|c| (record.queued_at, record.key) < (c.queued_at, c.key))
+    }
+
+    /// Whether `record` passes every filter (owner, account, label set,
+    /// states, activity, time window). A store that selects rows by clear
+    /// index columns checks each decrypted record with this before
+    /// returning it: a rewritten column must not hand one tenant's record
+    /// to a query for another's.
+    pub fn admits(&self, record: &JobRecord) -> bool {
         self.owner_id.is_none_or(|o| o == record.owner_id)
             && self
                 .account
@@ -178,9 +191,6 @@ impl ListJobs {
             && (!self.active_only || record.is_active())
             && self.queued_from.is_none_or(|t| record.queued_at >= t)
             && self.queued_until.is_none_or(|t| record.queued_at < t)
-            && self
-                .cursor
-                .is_none_or(|c| (record.queued_at, record.key) < (c.queued_at, c.key))
     }
 }
 

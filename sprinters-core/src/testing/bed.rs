@@ -9,7 +9,10 @@ use crate::domain::{
     RunId, RunnerName,
 };
 use crate::engine::{Engine, EngineBuilder, EngineConfig, Handled, Tenants};
-use crate::events::{Conclusion, Delivery, Event, WorkflowJobAction, WorkflowJobEvent};
+use crate::events::{
+    Conclusion, Delivery, Event, InstallationAction, InstallationEvent, WorkflowJobAction,
+    WorkflowJobEvent,
+};
 use crate::job::JobRecord;
 use crate::memory::{
     MemoryCredentials, MemoryEventSource, MemoryJobStore, MemoryLauncher, MemoryRegistry,
@@ -197,6 +200,42 @@ impl TestBed {
             JobStatus::new(status, event.conclusion, event.runner_name.clone())
                 .with_runner_id(event.runner_id),
         );
+    }
+
+    /// Delivers an `installation` or `installation_repositories` event:
+    /// `action` on installation `installation_id` of the account `owner_id`
+    /// whose login is `login`; `removed` and `added` repositories for
+    /// [`InstallationAction::RepositoriesChanged`].
+    pub async fn send_installation(
+        &self,
+        action: InstallationAction,
+        login: &str,
+        owner_id: u64,
+        installation_id: u64,
+        removed: &[&str],
+        added: &[&str],
+    ) -> Handled {
+        let n = self.deliveries.fetch_add(1, Ordering::Relaxed);
+        let repositories = |names: &[&str]| {
+            names
+                .iter()
+                .map(|r| Repository::parse(r).unwrap())
+                .collect()
+        };
+        let event = InstallationEvent {
+            action,
+            installation_id: InstallationId::new(installation_id),
+            owner: Owner::parse(login).unwrap(),
+            owner_id: OwnerId::new(owner_id),
+            repositories_removed: repositories(removed),
+            repositories_added: repositories(added),
+        };
+        let delivery = Delivery {
+            id: DeliveryId::parse(&format!("installation-{n}")).unwrap(),
+            received_at: self.clock.now(),
+            event: Event::Installation(event),
+        };
+        self.engine.handle(delivery).await.unwrap()
     }
 
     /// A delivery of `event` under `id`, received now.

@@ -377,7 +377,10 @@ async fn history(store: &dyn JobStore) {
     let mut usurper = sample_record(BASE + 190, "alpha/app", 1_000_000 + 90_000);
     usurper.owner_id = OwnerId::new(sample_owner_id("alpha").get() + 1);
     usurper.state = JobState::Rejected;
-    store.put_job(PutJob::create(usurper.clone())).await.unwrap();
+    store
+        .put_job(PutJob::create(usurper.clone()))
+        .await
+        .unwrap();
     let mut q = ListJobs::newest(100);
     q.owner_id = Some(usurper.owner_id);
     let page = store.list_jobs(q).await.unwrap();

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 use sprinters_core::domain::{
-    InstallationId, JobId, JobKey, Owner, Repository, RunAttempt, RunId, RunnerName,
+    InstallationId, JobId, JobKey, Owner, OwnerId, Repository, RunAttempt, RunId, RunnerName,
 };
 use sprinters_core::events::{
     Conclusion, Event, InstallationAction, InstallationEvent, WorkflowJobAction, WorkflowJobEvent,
@@ -41,6 +41,7 @@ struct Job {
 #[derive(Deserialize)]
 struct Repo {
     full_name: String,
+    owner: Account,
 }
 
 #[derive(Deserialize)]
@@ -52,11 +53,22 @@ struct Installation {
 #[derive(Deserialize)]
 struct Account {
     login: String,
+    // The tenant: logins change hands, account ids never do.
+    id: u64,
 }
 
 #[derive(Deserialize)]
 struct InstallationPayload {
     installation: Installation,
+    #[serde(default)]
+    repositories_added: Vec<RepoName>,
+    #[serde(default)]
+    repositories_removed: Vec<RepoName>,
+}
+
+#[derive(Deserialize)]
+struct RepoName {
+    full_name: String,
 }
 
 /// Parses the body of event `event` (the `X-GitHub-Event` header). Events
@@ -142,6 +154,7 @@ fn workflow_job(
         action,
         job: JobKey::new(JobId::new(job.id), attempt),
         run_id: RunId::new(job.run_id),
+        owner_id: OwnerId::new(p.repository.owner.id),
         repository,
         installation_id: InstallationId::new(installation.id),
         labels: job.labels,
@@ -164,15 +177,27 @@ fn installation(
 ) -> Result<InstallationEvent, WebhookError> {
     let p = InstallationPayload::deserialize(value)
         .map_err(|e| invalid(format!("installation: {e}")))?;
-    let login = p
+    let account = p
         .installation
         .account
-        .ok_or_else(|| invalid("installation without an account"))?
-        .login;
+        .ok_or_else(|| invalid("installation without an account"))?;
+    let repositories = |names: Vec<RepoName>| {
+        names
+            .iter()
+            .map(|r| {
+                Repository::parse(&r.full_name)
+                    .map_err(|e| invalid(format!("installation repository: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
     Ok(InstallationEvent {
         action,
         installation_id: InstallationId::new(p.installation.id),
-        owner: Owner::parse(&login).map_err(|e| invalid(format!("installation account: {e}")))?,
+        owner: Owner::parse(&account.login)
+            .map_err(|e| invalid(format!("installation account: {e}")))?,
+        owner_id: OwnerId::new(account.id),
+        repositories_removed: repositories(p.repositories_removed)?,
+        repositories_added: repositories(p.repositories_added)?,
     })
 }
 

@@ -420,16 +420,27 @@ impl JobStore for PostgresJobStore {
         let rows = db.query(&client, &sql, &refs).await?;
         let full = rows.len() == request.limit && request.limit > 0;
         let mut jobs = Vec::with_capacity(rows.len());
+        let mut last = None;
         for row in &rows {
             let id: Vec<u8> = row.get(6);
             // A shredded record (its account deleted) is no longer history.
-            if let Some(record) = self.open_row(&client, &id, row).await? {
+            let Some(record) = self.open_row(&client, &id, row).await? else {
+                continue;
+            };
+            last = Some(JobCursor::after(&record.value));
+            // The clear columns chose the row; the sealed body decides. A
+            // row whose columns were rewritten (owner_h of another tenant)
+            // is never returned for a query it does not match.
+            if request.admits(&record.value) {
                 jobs.push(record);
+            } else {
+                tracing::error!(
+                    job = %record.value.key,
+                    "a row's clear columns disagree with its sealed record: left out of a history query"
+                );
             }
         }
-        let next = full
-            .then(|| jobs.last().map(|j| JobCursor::after(&j.value)))
-            .flatten();
+        let next = full.then_some(last).flatten();
         Ok(JobPage::new(jobs, next))
     }
 

@@ -101,7 +101,10 @@ pub(crate) fn instances(world: &mut World, config: &EngineConfig, now: Timestamp
 /// every record is its repository owner's; a runner taken, or ran on,
 /// belongs to a job of the same owner and repository; every instance runs
 /// in the account of the owner whose job it was launched for.
-fn tenants(records: &BTreeMap<JobKey, JobRecord>, all: &[crate::memory::SimInstance]) -> Vec<String> {
+fn tenants(
+    records: &BTreeMap<JobKey, JobRecord>,
+    all: &[crate::memory::SimInstance],
+) -> Vec<String> {
     let mut problems = Vec::new();
     let same_scope = |a: &JobRecord, b: JobKey| {
         records

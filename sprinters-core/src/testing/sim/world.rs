@@ -132,7 +132,12 @@ pub(crate) fn tenant_of(repository: &Repository) -> (&'static str, u64, u64, &'s
 }
 /// Job ids of re-runs start here (first attempts count up from 1,000).
 const RERUN_IDS: u64 = 1_000_000;
-const REPOSITORIES: [&str; 4] = ["octo-org/app", "octo-org/api", "octo-org/web", "rival-org/app"];
+const REPOSITORIES: [&str; 4] = [
+    "octo-org/app",
+    "octo-org/api",
+    "octo-org/web",
+    "rival-org/app",
+];
 
 #[derive(Debug)]
 pub(crate) struct World {
@@ -172,9 +177,10 @@ impl World {
             let job = SimJob {
                 key,
                 run_id,
-                repository: Repository::parse(REPOSITORIES[rng.usize(..REPOSITORIES.len())]).unwrap_or_else(|_| {
-                    unreachable!("the simulation's repository names are valid")
-                }),
+                repository: Repository::parse(REPOSITORIES[rng.usize(..REPOSITORIES.len())])
+                    .unwrap_or_else(|_| {
+                        unreachable!("the simulation's repository names are valid")
+                    }),
                 labels: Vec::new(),
                 kind: Kind::Ours,
                 arrives_at: at,
