@@ -10,6 +10,7 @@ pub mod labels;
 pub mod memory;
 pub mod observe;
 pub mod ports;
+pub mod tenant;
 // Test support: a failed check panics, which is how a test fails.
 #[cfg(feature = "testing")]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -112,6 +112,13 @@ impl FileJobStore {
             used_keys.insert(key_id);
             moved_vault.push((account, loc, key_id));
         }
+        let tenants: Vec<_> = index.tenants.iter().map(|(o, e)| (*o, *e)).collect();
+        let mut moved_tenants = Vec::new();
+        for (owner_id, entry) in tenants {
+            let (loc, key_id) = copy(entry.loc, &mut buf, &mut segment, &mut segments)?;
+            used_keys.insert(key_id);
+            moved_tenants.push((owner_id, loc, key_id));
+        }
         log.write_segment(segment, &buf)?;
         segments.push(segment);
         log.replace_all(segments.clone())?;
@@ -132,6 +139,12 @@ impl FileJobStore {
         }
         for (account, loc, key_id) in moved_vault {
             if let Some(e) = index.vault.get_mut(&account) {
+                e.loc = loc;
+                e.key_id = key_id;
+            }
+        }
+        for (owner_id, loc, key_id) in moved_tenants {
+            if let Some(e) = index.tenants.get_mut(&owner_id) {
                 e.loc = loc;
                 e.key_id = key_id;
             }

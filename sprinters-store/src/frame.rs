@@ -33,6 +33,8 @@ pub(crate) enum Kind {
     Lease = 5,
     Vault = 6,
     VaultTombstone = 7,
+    Tenant = 8,
+    TenantTombstone = 9,
 }
 
 impl Kind {
@@ -45,6 +47,8 @@ impl Kind {
             5 => Kind::Lease,
             6 => Kind::Vault,
             7 => Kind::VaultTombstone,
+            8 => Kind::Tenant,
+            9 => Kind::TenantTombstone,
             _ => return None,
         })
     }

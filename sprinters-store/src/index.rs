@@ -105,6 +105,8 @@ pub(crate) struct Index {
     pub(crate) delivery_purges: u64,
     pub(crate) leases: HashMap<String, LeaseEntry>,
     pub(crate) vault: BTreeMap<AccountId, VaultEntry>,
+    /// Owners' records, by GitHub account id.
+    pub(crate) tenants: BTreeMap<sprinters_core::domain::OwnerId, VaultEntry>,
     /// The latest version of active jobs, decoded: reading it again costs a
     /// clone instead of a read, an AES-GCM open and a decode. Only jobs
     /// written since open, at most [`HOT_JOBS`].
@@ -246,7 +248,8 @@ impl Index {
             .sum();
         let leases: u64 = self.leases.values().map(|e| u64::from(e.loc.len)).sum();
         let vault: u64 = self.vault.values().map(|e| u64::from(e.loc.len)).sum();
-        jobs + deliveries + leases + vault
+        let tenants: u64 = self.tenants.values().map(|e| u64::from(e.loc.len)).sum();
+        jobs + deliveries + leases + vault + tenants
     }
 
     /// Finished jobs queued before `before`: what retention removes.

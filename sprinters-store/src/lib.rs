@@ -15,6 +15,7 @@ mod log;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod store;
+mod tenants;
 mod vault;
 
 pub use compact::CompactionReport;

@@ -406,6 +406,22 @@ fn apply(
             index.vault.remove(&account);
             versions.remove(&f.record_id);
         }
+        Kind::Tenant => {
+            let record: sprinters_core::tenant::TenantRecord = decode(plaintext, &here)?;
+            index.tenants.insert(
+                record.owner_id,
+                VaultEntry {
+                    loc,
+                    version: f.version,
+                    key_id: f.key_id,
+                },
+            );
+        }
+        Kind::TenantTombstone => {
+            let owner_id: sprinters_core::domain::OwnerId = decode(plaintext, &here)?;
+            index.tenants.remove(&owner_id);
+            versions.remove(&f.record_id);
+        }
     }
     Ok(())
 }
@@ -643,6 +659,29 @@ impl JobStore for FileJobStore {
             seq
         };
         self.inner.log.durable(seq).await
+    }
+
+    async fn get_tenant(
+        &self,
+        owner_id: sprinters_core::domain::OwnerId,
+    ) -> Result<Option<Versioned<sprinters_core::tenant::TenantRecord>>> {
+        self.get_tenant_record(owner_id).await
+    }
+
+    async fn put_tenant(&self, request: sprinters_core::ports::PutTenant) -> Result<u64> {
+        self.put_tenant_record(request).await
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<Versioned<sprinters_core::tenant::TenantRecord>>> {
+        self.list_tenant_records().await
+    }
+
+    async fn delete_tenant(
+        &self,
+        owner_id: sprinters_core::domain::OwnerId,
+        version: u64,
+    ) -> Result<()> {
+        self.delete_tenant_record(owner_id, version).await
     }
 
     async fn purge(&self, request: Purge) -> Result<Purged> {

@@ -122,3 +122,52 @@ async fn a_second_opener_fails_fast_with_a_clear_message() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn tenant_records_survive_a_reopen_and_a_compaction() {
+    use sprinters_core::domain::{AccountId, InstallationId, Owner, OwnerId};
+    use sprinters_core::ports::PutTenant;
+    use sprinters_core::tenant::{Connection, TenantRecord};
+    use sprinters_core::time::Timestamp;
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = MasterKey::generate();
+    let mut kept = TenantRecord::new(
+        OwnerId::new(1),
+        InstallationId::new(10),
+        Owner::parse("kept-org").unwrap(),
+    );
+    kept.connections.push(Connection::pending(
+        AccountId::parse("111111111111").unwrap(),
+        Timestamp::from_millis(1),
+    ));
+    {
+        let (store, _) = FileJobStore::open_with_key(dir.path(), &key).unwrap();
+        let v = store
+            .put_tenant(PutTenant::create(kept.clone()))
+            .await
+            .unwrap();
+        kept.suspended = true;
+        store
+            .put_tenant(PutTenant::replace(kept.clone(), v))
+            .await
+            .unwrap();
+        let gone = TenantRecord::new(
+            OwnerId::new(2),
+            InstallationId::new(20),
+            Owner::parse("gone-org").unwrap(),
+        );
+        let v = store.put_tenant(PutTenant::create(gone)).await.unwrap();
+        store.delete_tenant(OwnerId::new(2), v).await.unwrap();
+    }
+    let (store, _) = FileJobStore::open_with_key(dir.path(), &key).unwrap();
+    let listed = store.list_tenants().await.unwrap();
+    assert_eq!(listed.len(), 1, "the deleted owner stays deleted");
+    assert_eq!(listed[0].value, kept);
+    assert_eq!(listed[0].version, 2);
+    store.compact().unwrap();
+    drop(store);
+    let (store, _) = FileJobStore::open_with_key(dir.path(), &key).unwrap();
+    let after = store.get_tenant(OwnerId::new(1)).await.unwrap().unwrap();
+    assert_eq!(after.value, kept, "compaction moved the record");
+}

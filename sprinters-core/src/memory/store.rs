@@ -7,13 +7,14 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{Faults, lock};
-use crate::domain::{DeliveryId, JobKey};
+use crate::domain::{DeliveryId, JobKey, OwnerId};
 use crate::job::{JobRecord, Lease};
 use crate::labels::LabelSetKey;
 use crate::ports::{
     AcquireLease, ClaimJob, DeliveryRecorded, JobCursor, JobPage, JobStore, LeaseGrant, ListJobs,
-    Purge, Purged, PutJob, RecordDelivery, ReleaseLease, Version, Versioned,
+    Purge, Purged, PutJob, PutTenant, RecordDelivery, ReleaseLease, Version, Versioned,
 };
+use crate::tenant::TenantRecord;
 use crate::time::Timestamp;
 use crate::{Error, Result};
 
@@ -32,6 +33,7 @@ struct StoreState {
     active_by_label_set: HashMap<LabelSetKey, HashSet<JobKey>>,
     deliveries: HashMap<DeliveryId, Timestamp>,
     leases: HashMap<String, (String, Timestamp)>,
+    tenants: std::collections::BTreeMap<OwnerId, (TenantRecord, Version)>,
 }
 
 impl StoreState {
@@ -241,6 +243,60 @@ impl JobStore for MemoryJobStore {
             s.leases.remove(&request.name);
         }
         Ok(())
+    }
+
+    async fn get_tenant(&self, owner_id: OwnerId) -> Result<Option<Versioned<TenantRecord>>> {
+        self.faults.check("get_tenant")?;
+        Ok(lock(&self.state)
+            .tenants
+            .get(&owner_id)
+            .map(|(r, v)| Versioned {
+                value: r.clone(),
+                version: *v,
+            }))
+    }
+
+    async fn put_tenant(&self, request: PutTenant) -> Result<Version> {
+        self.faults.check("put_tenant")?;
+        let mut s = lock(&self.state);
+        let owner_id = request.record.owner_id;
+        let current = s.tenants.get(&owner_id).map(|(_, v)| *v);
+        if current != request.expected {
+            return Err(Error::conflict(format!(
+                "owner {owner_id} is at version {current:?}, not {:?}",
+                request.expected
+            )));
+        }
+        let version = current.unwrap_or(0) + 1;
+        s.tenants.insert(owner_id, (request.record, version));
+        Ok(version)
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<Versioned<TenantRecord>>> {
+        self.faults.check("list_tenants")?;
+        Ok(lock(&self.state)
+            .tenants
+            .values()
+            .map(|(r, v)| Versioned {
+                value: r.clone(),
+                version: *v,
+            })
+            .collect())
+    }
+
+    async fn delete_tenant(&self, owner_id: OwnerId, version: Version) -> Result<()> {
+        self.faults.check("delete_tenant")?;
+        let mut s = lock(&self.state);
+        match s.tenants.get(&owner_id) {
+            None => Ok(()),
+            Some((_, v)) if *v == version => {
+                s.tenants.remove(&owner_id);
+                Ok(())
+            }
+            Some((_, v)) => Err(Error::conflict(format!(
+                "owner {owner_id} is at version {v}, not {version}"
+            ))),
+        }
     }
 
     async fn purge(&self, request: Purge) -> Result<Purged> {

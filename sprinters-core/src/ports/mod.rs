@@ -28,7 +28,7 @@ pub use registry::{
 };
 pub use store::{
     AcquireLease, ClaimJob, DeliveryRecorded, JobCursor, JobPage, JobStore, LeaseGrant, ListJobs,
-    Purge, Purged, PutJob, RecordDelivery, ReleaseLease, Version, Versioned,
+    Purge, Purged, PutJob, PutTenant, RecordDelivery, ReleaseLease, Version, Versioned,
 };
 
 #[cfg(feature = "mock")]

@@ -11,6 +11,7 @@ use crate::Result;
 use crate::domain::{AccountId, DeliveryId, JobKey, OwnerId};
 use crate::job::{JobRecord, JobState};
 use crate::labels::LabelSetKey;
+use crate::tenant::TenantRecord;
 use crate::time::Timestamp;
 
 /// A record's version: starts at 1, goes up by one on every write.
@@ -64,6 +65,35 @@ impl PutJob {
     pub fn with_delivery(mut self, delivery: RecordDelivery) -> Self {
         self.delivery = Some(delivery);
         self
+    }
+}
+
+/// Writes an owner's record if its version is still `expected`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PutTenant {
+    /// The record.
+    pub record: TenantRecord,
+    /// `None`: create, failing with `Conflict` if it exists. `Some(v)`:
+    /// replace, failing with `Conflict` unless the stored version is `v`.
+    pub expected: Option<Version>,
+}
+
+impl PutTenant {
+    /// Creates `record`.
+    pub fn create(record: TenantRecord) -> Self {
+        Self {
+            record,
+            expected: None,
+        }
+    }
+
+    /// Replaces the record read at `version`.
+    pub fn replace(record: TenantRecord, version: Version) -> Self {
+        Self {
+            record,
+            expected: Some(version),
+        }
     }
 }
 
@@ -377,6 +407,16 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
     async fn acquire_lease(&self, request: AcquireLease) -> Result<LeaseGrant>;
     /// Gives up a named lease held by the caller.
     async fn release_lease(&self, request: ReleaseLease) -> Result<()>;
+    /// An owner's record and its version.
+    async fn get_tenant(&self, owner_id: OwnerId) -> Result<Option<Versioned<TenantRecord>>>;
+    /// Creates or replaces an owner's record by compare-and-swap; returns
+    /// the new version.
+    async fn put_tenant(&self, request: PutTenant) -> Result<Version>;
+    /// Every owner's record (a few thousand at most: read every tick).
+    async fn list_tenants(&self) -> Result<Vec<Versioned<TenantRecord>>>;
+    /// Deletes an owner's record if its version is still `version`
+    /// (`Conflict` otherwise); nothing if it does not exist.
+    async fn delete_tenant(&self, owner_id: OwnerId, version: Version) -> Result<()>;
     /// Removes inactive jobs and deliveries older than the cut-off.
     async fn purge(&self, request: Purge) -> Result<Purged>;
 }

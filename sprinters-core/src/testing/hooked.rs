@@ -96,6 +96,25 @@ impl JobStore for HookedStore {
     async fn release_lease(&self, request: ReleaseLease) -> Result<()> {
         self.inner.release_lease(request).await
     }
+    async fn get_tenant(
+        &self,
+        owner_id: crate::domain::OwnerId,
+    ) -> Result<Option<Versioned<crate::tenant::TenantRecord>>> {
+        self.inner.get_tenant(owner_id).await
+    }
+    async fn put_tenant(&self, request: crate::ports::PutTenant) -> Result<Version> {
+        self.inner.put_tenant(request).await
+    }
+    async fn list_tenants(&self) -> Result<Vec<Versioned<crate::tenant::TenantRecord>>> {
+        self.inner.list_tenants().await
+    }
+    async fn delete_tenant(
+        &self,
+        owner_id: crate::domain::OwnerId,
+        version: Version,
+    ) -> Result<()> {
+        self.inner.delete_tenant(owner_id, version).await
+    }
     async fn purge(&self, request: Purge) -> Result<Purged> {
         self.inner.purge(request).await
     }

@@ -68,6 +68,70 @@ pub async fn job_store(store: &dyn JobStore) {
     leases(store).await;
     history(store).await;
     retention(store).await;
+    tenants(store).await;
+}
+
+async fn tenants(store: &dyn JobStore) {
+    use crate::domain::{AccountId, Owner};
+    use crate::ports::PutTenant;
+    use crate::tenant::{Connection, TenantRecord};
+    let owner_id = OwnerId::new(BASE + 900);
+    let mut record = TenantRecord::new(
+        owner_id,
+        InstallationId::new(77),
+        Owner::parse("conformance-org").unwrap(),
+    );
+    let connection = Connection::pending(
+        AccountId::parse("123456789012").unwrap(),
+        Timestamp::from_millis(5),
+    );
+    record.connections.push(connection.clone());
+    assert!(store.get_tenant(owner_id).await.unwrap().is_none());
+    let v1 = store
+        .put_tenant(PutTenant::create(record.clone()))
+        .await
+        .unwrap();
+    let err = store
+        .put_tenant(PutTenant::create(record.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(*err.kind(), ErrorKind::Conflict, "create on an existing owner");
+    let read = store.get_tenant(owner_id).await.unwrap().unwrap();
+    assert_eq!(read.version, v1);
+    assert_eq!(read.value, record, "the record, external id included");
+
+    record.suspended = true;
+    let v2 = store
+        .put_tenant(PutTenant::replace(record.clone(), v1))
+        .await
+        .unwrap();
+    assert!(v2 > v1);
+    let stale = store
+        .put_tenant(PutTenant::replace(record.clone(), v1))
+        .await
+        .unwrap_err();
+    assert_eq!(*stale.kind(), ErrorKind::Conflict, "a stale replace");
+    let listed = store.list_tenants().await.unwrap();
+    let mine: Vec<_> = listed
+        .iter()
+        .filter(|t| t.value.owner_id == owner_id)
+        .collect();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].version, v2);
+    assert!(mine[0].value.suspended);
+
+    let err = store.delete_tenant(owner_id, v1).await.unwrap_err();
+    assert_eq!(*err.kind(), ErrorKind::Conflict, "a stale delete");
+    store.delete_tenant(owner_id, v2).await.unwrap();
+    assert!(store.get_tenant(owner_id).await.unwrap().is_none());
+    store.delete_tenant(owner_id, v2).await.unwrap();
+    // Created again from nothing, as after an uninstall and a reinstall.
+    store
+        .put_tenant(PutTenant::create(record.clone()))
+        .await
+        .unwrap();
+    let again = store.get_tenant(owner_id).await.unwrap().unwrap();
+    store.delete_tenant(owner_id, again.version).await.unwrap();
 }
 
 const BASE: u64 = 9_000_000_000;

@@ -444,6 +444,29 @@ impl JobStore for PostgresJobStore {
         Ok(JobPage::new(jobs, next))
     }
 
+    async fn get_tenant(
+        &self,
+        owner_id: sprinters_core::domain::OwnerId,
+    ) -> Result<Option<Versioned<sprinters_core::tenant::TenantRecord>>> {
+        self.get_tenant_record(owner_id).await
+    }
+
+    async fn put_tenant(&self, request: sprinters_core::ports::PutTenant) -> Result<u64> {
+        self.put_tenant_record(request).await
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<Versioned<sprinters_core::tenant::TenantRecord>>> {
+        self.list_tenant_records().await
+    }
+
+    async fn delete_tenant(
+        &self,
+        owner_id: sprinters_core::domain::OwnerId,
+        version: u64,
+    ) -> Result<()> {
+        self.delete_tenant_record(owner_id, version).await
+    }
+
     async fn delivery_seen(&self, id: DeliveryId) -> Result<bool> {
         let db = &self.inner.db;
         let h = self.delivery_id(&id);

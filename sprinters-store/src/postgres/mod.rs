@@ -11,6 +11,7 @@
 mod jobs;
 mod keys;
 mod schema;
+mod tenants;
 mod tls;
 mod vault;
 

@@ -12,9 +12,10 @@ const MIGRATION_LOCK: i64 = 0x5370_7269_6e74_6572; // "Sprinter"
 
 /// The migrations, in order; a migration is never edited once released,
 /// only followed by a new one.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE sprinters_keyring (
     id smallint PRIMARY KEY CHECK (id = 1),
     check_sealed text NOT NULL,
@@ -72,7 +73,19 @@ CREATE TABLE sprinters_vault (
     body bytea NOT NULL
 );
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+CREATE TABLE sprinters_tenants (
+    id bytea PRIMARY KEY,
+    version bigint NOT NULL,
+    key_id integer NOT NULL,
+    body bytea NOT NULL
+);
+"#,
+    ),
+];
 
 /// The schema version this build expects.
 pub(crate) const LATEST: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
