@@ -5,11 +5,14 @@
 // Test helpers fail the test by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use sprinters_core::domain::{OwnerId, RunnerName};
-use sprinters_core::engine::Handled;
+use secrecy::ExposeSecret;
+use sprinters_core::ErrorKind;
+use sprinters_core::domain::{AccountId, InstallationId, Owner, OwnerId, RunnerName};
+use sprinters_core::engine::{Handled, Tenants};
 use sprinters_core::events::{Conclusion, InstallationAction};
 use sprinters_core::job::{EndReason, JobState};
 use sprinters_core::ports::{JobStore, ListJobs};
+use sprinters_core::tenant::ConnectionState;
 use sprinters_core::testing::{JobEvents, TestBed};
 
 /// The rival: another GitHub account with the App installed and an AWS
@@ -387,4 +390,128 @@ async fn a_configured_login_is_bound_by_its_installation_and_then_only_by_its_id
         .await,
         Handled::Ignored
     );
+}
+
+/// A second replica over the bed's store and adapters, with a directory of
+/// its own (what another process would have).
+fn second_replica(bed: &TestBed) -> (sprinters_core::engine::Engine, Tenants) {
+    let tenants = Tenants::new();
+    let mut config = bed.engine.config().clone();
+    config.tenants = tenants.clone();
+    config.replica_id = "replica-2".into();
+    let engine = bed.builder().config(config).build().unwrap();
+    (engine, tenants)
+}
+
+fn account(s: &str) -> AccountId {
+    AccountId::parse(s).unwrap()
+}
+
+#[tokio::test]
+async fn a_connection_made_at_run_time_launches_only_once_verified_on_every_replica() {
+    let bed = TestBed::new();
+    let (replica, replica_tenants) = second_replica(&bed);
+    let owner = OwnerId::new(7000);
+    let login = Owner::parse("newco").unwrap();
+    let opened = bed
+        .engine
+        .open_connection(
+            owner,
+            InstallationId::new(70),
+            login.clone(),
+            account("444444444444"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(opened.state, ConnectionState::Pending);
+    assert_eq!(opened.external_id.secret().expose_secret().len(), 64);
+    let again = bed
+        .engine
+        .open_connection(
+            owner,
+            InstallationId::new(70),
+            login.clone(),
+            account("444444444444"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        *again.kind(),
+        ErrorKind::Conflict,
+        "one connection per account"
+    );
+
+    let job = |id: u64| bed.job(id).repository("newco/app").owner(7000, 70);
+    let Handled::Rejected { message, .. } = bed.send(job(1).queued()).await else {
+        panic!("a pending connection launches nothing")
+    };
+    assert!(message.contains("no AWS account connected"), "{message}");
+
+    // Verified through the first replica; the second sees it after a tick.
+    bed.engine
+        .confirm_connection(
+            owner,
+            &account("444444444444"),
+            "arn:aws:iam::444444444444:role/r",
+        )
+        .await
+        .unwrap();
+    assert!(replica_tenants.get(owner).is_none());
+    replica.sync_tenants().await.unwrap();
+    let seen = replica_tenants.get(owner).unwrap();
+    assert_eq!(seen.accounts(), vec![account("444444444444")]);
+    assert_eq!(
+        seen.connection(&account("444444444444"))
+            .unwrap()
+            .external_id,
+        opened.external_id,
+        "the same external id on every replica"
+    );
+    let delivery = bed.delivery("replica-2-queued", job(2).queued());
+    assert!(matches!(
+        replica.handle(delivery).await.unwrap(),
+        Handled::Accepted(_)
+    ));
+    replica.drain().await;
+    let alive = bed.launcher.alive();
+    assert_eq!(alive.len(), 1);
+    assert_eq!(alive[0].account.as_str(), "444444444444");
+
+    // Disconnected through the second replica: the instance ends, and the
+    // first replica launches nothing there after its next tick.
+    assert!(
+        replica
+            .close_connection(owner, &account("444444444444"))
+            .await
+            .unwrap()
+    );
+    assert!(bed.launcher.alive().is_empty(), "its instance is ended");
+    bed.engine.sync_tenants().await.unwrap();
+    let Handled::Rejected { .. } = bed.send(job(3).queued()).await else {
+        panic!("a closed connection launches nothing")
+    };
+}
+
+#[tokio::test]
+async fn a_binding_kept_in_the_store_holds_after_a_restart_whoever_has_the_login() {
+    let bed = TestBed::new();
+    let login = Owner::parse("acme").unwrap();
+    bed.tenants
+        .seed(login.clone(), account("555555555555"), None);
+    assert!(
+        bed.engine
+            .bind_owner(&login, OwnerId::new(8000), InstallationId::new(80))
+            .await
+            .unwrap()
+    );
+    // A restart: a fresh directory seeded from the same configuration.
+    let (replica, tenants) = second_replica(&bed);
+    tenants.seed(login.clone(), account("555555555555"), None);
+    replica.sync_tenants().await.unwrap();
+    assert_eq!(tenants.owner_id_of(&login), Some(OwnerId::new(8000)));
+    assert!(tenants.unbound().is_empty(), "bound without asking GitHub");
+    // acme renamed itself and a stranger took the login: nothing for it.
+    let stranger = bed.job(1).repository("acme/app").owner(9000, 90);
+    let delivery = bed.delivery("stranger-queued", stranger.queued());
+    assert_eq!(replica.handle(delivery).await.unwrap(), Handled::Ignored);
 }

@@ -1,12 +1,10 @@
 //! What `installation` and `installation_repositories` events do to a
 //! tenant, and the check every launch makes against its tenant.
 
-use super::tenants::Tenants;
 use super::{Handled, Inner};
-use crate::Result;
 use crate::events::{InstallationAction, InstallationEvent};
-use crate::job::{EndReason, JobRecord, JobState};
-use crate::ports::ListJobs;
+use crate::job::JobRecord;
+use crate::{Error, Result};
 
 impl Inner {
     /// Applies an installation event. Each acts only on the owner bound to
@@ -20,74 +18,98 @@ impl Inner {
             .is_some_and(|t| t.installation_id == installation_id);
         match event.action {
             InstallationAction::Created => {
-                if let Some(tenant) = tenants.get(owner_id) {
+                if tenants.get(owner_id).is_some() {
                     // A reinstall: same account, new installation.
-                    tenants.rebind(owner_id, installation_id, event.owner.clone());
-                    tracing::info!(owner_id = %owner_id, login = %tenant.login, installation = %installation_id, "installation of a connected owner renewed");
+                    let login = event.owner.clone();
+                    self.save_tenant(owner_id, |r| {
+                        r.installation_id = installation_id;
+                        r.login = login.clone();
+                        true
+                    })
+                    .await?;
+                    tracing::info!(owner_id = %owner_id, installation = %installation_id, "installation of a connected owner renewed");
                     return Ok(Handled::Ignored);
                 }
-                match tenants.bind(&event.owner, owner_id, installation_id) {
+                match self
+                    .bind_owner(&event.owner, owner_id, installation_id)
+                    .await
+                {
                     Ok(true) => {
                         tracing::info!(owner_id = %owner_id, login = %event.owner, installation = %installation_id, "configured owner bound to its GitHub ids");
                     }
                     Ok(false) => {}
-                    Err(e) => tracing::warn!(reason = %e, "installation not bound"),
+                    Err(e) if e.kind() == &crate::ErrorKind::Config => {
+                        tracing::warn!(reason = %e, "installation not bound");
+                    }
+                    Err(e) => return Err(e),
                 }
             }
             _ if !known => {
                 tracing::warn!(owner_id = %owner_id, installation = %installation_id, login = %event.owner, "installation event for no connected owner: ignored");
             }
-            InstallationAction::Deleted => self.disconnect_owner(tenants, event).await?,
+            InstallationAction::Deleted => {
+                let message = format!(
+                    "the Sprinters GitHub App was uninstalled from {}",
+                    event.owner
+                );
+                self.remove_owner(owner_id, &message).await?;
+            }
             InstallationAction::Suspend | InstallationAction::Unsuspend => {
                 let suspended = event.action == InstallationAction::Suspend;
-                tenants.update(owner_id, installation_id, |t| t.suspended = suspended);
+                self.save_tenant(owner_id, |r| {
+                    r.installation_id == installation_id && {
+                        r.suspended = suspended;
+                        true
+                    }
+                })
+                .await?;
                 tracing::info!(owner_id = %owner_id, login = %event.owner, suspended, "installation suspension changed");
             }
             InstallationAction::RepositoriesChanged => {
-                tenants.update(owner_id, installation_id, |t| {
-                    Tenants::mark_removed(t, &event.repositories_removed, true);
-                    Tenants::mark_removed(t, &event.repositories_added, false);
-                });
+                self.save_tenant(owner_id, |r| {
+                    if r.installation_id != installation_id {
+                        return false;
+                    }
+                    let lower = |r: &crate::domain::Repository| r.to_string().to_ascii_lowercase();
+                    let removed: Vec<String> =
+                        event.repositories_removed.iter().map(lower).collect();
+                    let added: Vec<String> = event.repositories_added.iter().map(lower).collect();
+                    r.removed_repositories
+                        .retain(|x| !added.contains(&lower(x)));
+                    for repo in &event.repositories_removed {
+                        if !r
+                            .removed_repositories
+                            .iter()
+                            .any(|x| lower(x) == lower(repo))
+                        {
+                            r.removed_repositories.push(repo.clone());
+                        }
+                    }
+                    !removed.is_empty() || !added.is_empty()
+                })
+                .await?;
             }
         }
         Ok(Handled::Ignored)
     }
 
-    /// The App was uninstalled: nothing launches for the owner any more,
-    /// its waiting jobs are rejected and its live instances ended.
-    async fn disconnect_owner(&self, tenants: &Tenants, event: InstallationEvent) -> Result<()> {
-        let Some(tenant) = tenants.disconnect(event.owner_id) else {
-            return Ok(());
-        };
-        tracing::warn!(owner_id = %tenant.owner_id, login = %tenant.login, "the App was uninstalled: owner disconnected");
-        let mut query = ListJobs::active(1000);
-        query.owner_id = Some(tenant.owner_id);
-        let message = format!(
-            "the Sprinters GitHub App was uninstalled from {}",
-            tenant.login
-        );
-        for record in self.list_all(query).await? {
-            let key = record.value.key;
-            let written = self
-                .update_from(record, |r| {
-                    if !r.state.is_waiting() {
-                        return false;
-                    }
-                    r.state = JobState::Rejected;
-                    r.message = Some(message.clone());
-                    true
-                })
-                .await?;
-            for launch in written.value.launches.iter().filter(|l| l.is_live()) {
-                if let Err(e) = self
-                    .end_launch(key, launch.number, EndReason::Orphan, None)
-                    .await
-                {
-                    tracing::warn!(error = %e, job = %key, "ending an instance of a disconnected owner failed; the reconciler will");
-                }
+    /// Binds a configured login to the ids GitHub reports for it, and keeps
+    /// the binding in the store: after a restart it holds without asking
+    /// GitHub again. A seed pinned to another id is a `Config` error.
+    pub(super) async fn bind_owner(
+        &self,
+        login: &crate::domain::Owner,
+        owner_id: crate::domain::OwnerId,
+        installation_id: crate::domain::InstallationId,
+    ) -> Result<bool> {
+        match self.config.tenants.bind(login, owner_id, installation_id) {
+            Ok(true) => {
+                self.save_tenant(owner_id, |_| true).await?;
+                Ok(true)
             }
+            Ok(false) => Ok(false),
+            Err(reason) => Err(Error::config(reason)),
         }
-        Ok(())
     }
 
     /// Why the tenant of `record` may not launch now, if it may not: it was
@@ -119,7 +141,7 @@ impl Inner {
             ));
         }
         match &record.account {
-            Some(account) if !tenant.accounts.contains(account) => Some(format!(
+            Some(account) if !tenant.accounts().contains(account) => Some(format!(
                 "AWS account {account} is no longer connected to {}",
                 tenant.login
             )),

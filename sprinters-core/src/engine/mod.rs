@@ -25,6 +25,7 @@
 //! Every state change is a compare-and-swap on the job's record, so the
 //! engine is safe to run on several replicas sharing one store.
 
+mod admin;
 mod config;
 mod ending;
 mod installations;
@@ -307,6 +308,11 @@ impl Engine {
                         Err(e) => tracing::warn!(error = %e, "polling the event source failed"),
                     },
                     _ = tick => {
+                        // Owners connected, changed or removed through
+                        // another replica, seen within a tick.
+                        if let Err(e) = inner.sync_tenants().await {
+                            tracing::warn!(error = %e, "reading the owners' records failed");
+                        }
                         if let Err(e) = inner.process_due().await {
                             tracing::warn!(error = %e, "starting due launches failed");
                         }

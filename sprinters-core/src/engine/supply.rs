@@ -204,6 +204,7 @@ impl Inner {
     /// rule that trusts a live claim (the plan, the sweep, ending a launch)
     /// sees them as lapsed and the launch resumes at once.
     pub(super) async fn recover(&self) -> Result<()> {
+        self.sync_tenants().await?;
         for record in self.list_all(ListJobs::active(PAGE)).await? {
             let r = &record.value;
             if let Some(account) = &r.account

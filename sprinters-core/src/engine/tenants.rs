@@ -6,11 +6,17 @@
 //! ([`OwnerId`]) bound to its App installation ([`InstallationId`]); an
 //! event is resolved by both, and one whose login names an owner but whose
 //! ids differ launches and ends nothing.
+//!
+//! This is the engine's directory in memory. Owners connected at run time
+//! (and configured owners once bound) live in the store as
+//! [`TenantRecord`]s; the engine re-reads them every tick, so a change made
+//! through one replica is seen by every replica.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::domain::{AccountId, InstallationId, Owner, OwnerId, Repository};
+use crate::tenant::{Connection, ConnectionState, TenantRecord};
 
 /// One owner, bound to its ids.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,19 +28,77 @@ pub struct Tenant {
     pub installation_id: InstallationId,
     /// Its login as last seen (renames update it).
     pub login: Owner,
-    /// Its connected accounts; the first is its default.
-    pub accounts: Vec<AccountId>,
+    /// Accounts connected by configuration (the TOML, or
+    /// [`Tenants::connect`]); the first is the owner's default.
+    pub configured: Vec<AccountId>,
+    /// Connections made at run time, kept in the store.
+    pub connections: Vec<Connection>,
     /// Whether its installation is suspended: its jobs are rejected.
     pub suspended: bool,
+    /// The login a configured entry named when it was bound.
+    pub configured_as: Option<Owner>,
     /// Repositories taken out of its installation (lower-cased `owner/name`).
     removed: BTreeSet<String>,
+    /// Whether the store holds it: then the store is its truth, and an owner
+    /// deleted there (by another replica) is deleted here.
+    persisted: bool,
 }
 
 impl Tenant {
+    fn new(owner_id: OwnerId, installation_id: InstallationId, login: Owner) -> Self {
+        Self {
+            owner_id,
+            installation_id,
+            login,
+            configured: Vec::new(),
+            connections: Vec::new(),
+            suspended: false,
+            configured_as: None,
+            removed: BTreeSet::new(),
+            persisted: false,
+        }
+    }
+
+    /// The accounts its jobs may launch in: configured ones first (the
+    /// first is the default), then verified connections.
+    pub fn accounts(&self) -> Vec<AccountId> {
+        let mut all = self.configured.clone();
+        for c in &self.connections {
+            if c.state == ConnectionState::Connected && !all.contains(&c.account) {
+                all.push(c.account.clone());
+            }
+        }
+        all
+    }
+
+    /// Its run-time connection to `account`.
+    pub fn connection(&self, account: &AccountId) -> Option<&Connection> {
+        self.connections.iter().find(|c| &c.account == account)
+    }
+
     /// Whether `repository` was taken out of the installation.
     pub fn repository_removed(&self, repository: &Repository) -> bool {
         self.removed
             .contains(&repository.to_string().to_ascii_lowercase())
+    }
+
+    /// Whether the store holds it.
+    pub fn persisted(&self) -> bool {
+        self.persisted
+    }
+
+    /// What the store keeps of it.
+    pub fn record(&self) -> TenantRecord {
+        let mut record = TenantRecord::new(self.owner_id, self.installation_id, self.login.clone());
+        record.configured_as = self.configured_as.clone();
+        record.suspended = self.suspended;
+        record.removed_repositories = self
+            .removed
+            .iter()
+            .filter_map(|r| Repository::parse(r).ok())
+            .collect();
+        record.connections = self.connections.clone();
+        record
     }
 }
 
@@ -59,6 +123,25 @@ struct State {
     seeds: BTreeMap<String, Seed>,
 }
 
+impl State {
+    /// Moves the seed of `login` (if any) into the owner `owner_id`.
+    fn absorb_seed(&mut self, login: &Owner, owner_id: OwnerId) {
+        let key = login.as_str().to_ascii_lowercase();
+        let Some(seed) = self.seeds.remove(&key) else {
+            return;
+        };
+        self.configured.insert(key, owner_id);
+        if let Some(tenant) = self.bound.get_mut(&owner_id) {
+            tenant.configured_as = Some(seed.login);
+            for account in seed.accounts {
+                if !tenant.configured.contains(&account) {
+                    tenant.configured.push(account);
+                }
+            }
+        }
+    }
+}
+
 /// Why an event's tenant may not launch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -66,8 +149,7 @@ pub enum Refusal {
     /// bound to its ids yet: nothing is recorded, launched or ended.
     Impostor(String),
     /// A tenant (or a stranger) the engine records as Rejected with this
-    /// message: nothing connected, suspended, a repository removed, an
-    /// account not connected.
+    /// message: nothing connected, an account not connected.
     Rejected(String),
 }
 
@@ -96,7 +178,8 @@ impl Tenants {
     }
 
     /// Connects `account` to the owner GitHub knows by `owner_id`, bound to
-    /// `installation_id`. The first account connected is the default.
+    /// `installation_id`, in this process (the store is not written: an
+    /// embedder's own configuration). The first account is the default.
     pub fn connect(
         &self,
         owner_id: OwnerId,
@@ -108,28 +191,14 @@ impl Tenants {
         state
             .configured
             .insert(login.as_str().to_ascii_lowercase(), owner_id);
-        let tenant = state.bound.entry(owner_id).or_insert_with(|| Tenant {
-            owner_id,
-            installation_id,
-            login,
-            accounts: Vec::new(),
-            suspended: false,
-            removed: BTreeSet::new(),
-        });
-        if !tenant.accounts.contains(&account) {
-            tenant.accounts.push(account);
+        let tenant = state
+            .bound
+            .entry(owner_id)
+            .or_insert_with(|| Tenant::new(owner_id, installation_id, login));
+        if !tenant.configured.contains(&account) {
+            tenant.configured.push(account);
         }
         self
-    }
-
-    /// The account id the login `login` was configured or connected under
-    /// was bound to: a rename keeps it, and whoever registers the old login
-    /// later gets none of it. `None` until bound.
-    pub fn owner_id_of(&self, login: &Owner) -> Option<OwnerId> {
-        self.read()
-            .configured
-            .get(&login.as_str().to_ascii_lowercase())
-            .copied()
     }
 
     /// Connects `account` to the owner that holds `login` when
@@ -163,6 +232,16 @@ impl Tenants {
             .collect()
     }
 
+    /// The account id the login `login` was configured or connected under
+    /// was bound to: a rename keeps it, and whoever registers the old login
+    /// later gets none of it. `None` until bound.
+    pub fn owner_id_of(&self, login: &Owner) -> Option<OwnerId> {
+        self.read()
+            .configured
+            .get(&login.as_str().to_ascii_lowercase())
+            .copied()
+    }
+
     /// Binds the seed of `login` to the account GitHub reports for it.
     /// `Ok(true)` if a seed was bound, `Ok(false)` if none waits for
     /// `login`; an error if the seed is pinned to another id. Once bound,
@@ -185,24 +264,13 @@ impl Tenants {
                 "{login} is configured for GitHub account id {pinned}, but GitHub reports {owner_id} for that login; not bound"
             ));
         }
-        let Some(seed) = state.seeds.remove(&key) else {
-            return Ok(false);
-        };
-        state.configured.insert(key, owner_id);
-        let tenant = state.bound.entry(owner_id).or_insert_with(|| Tenant {
-            owner_id,
-            installation_id,
-            login: seed.login.clone(),
-            accounts: Vec::new(),
-            suspended: false,
-            removed: BTreeSet::new(),
-        });
+        let seed_login = seed.login.clone();
+        let tenant = state
+            .bound
+            .entry(owner_id)
+            .or_insert_with(|| Tenant::new(owner_id, installation_id, seed_login));
         tenant.installation_id = installation_id;
-        for account in seed.accounts {
-            if !tenant.accounts.contains(&account) {
-                tenant.accounts.push(account);
-            }
-        }
+        state.absorb_seed(login, owner_id);
         Ok(true)
     }
 
@@ -227,7 +295,9 @@ impl Tenants {
 
     /// Disconnects the owner: nothing launches for it any more. Returns it.
     pub fn disconnect(&self, owner_id: OwnerId) -> Option<Tenant> {
-        self.write().bound.remove(&owner_id)
+        let mut state = self.write();
+        state.configured.retain(|_, id| *id != owner_id);
+        state.bound.remove(&owner_id)
     }
 
     /// Changes the bound owner `owner_id` with `change`, if it is bound
@@ -248,23 +318,60 @@ impl Tenants {
         }
     }
 
-    /// A reinstall: the owner `owner_id` is now bound to `installation_id`.
-    pub(crate) fn rebind(&self, owner_id: OwnerId, installation_id: InstallationId, login: Owner) {
-        if let Some(t) = self.write().bound.get_mut(&owner_id) {
-            t.installation_id = installation_id;
-            t.login = login;
+    /// Takes in an owner's record as the store holds it: its installation,
+    /// login, suspension, removed repositories and connections. A seed the
+    /// record was bound from is bound to it again, without asking GitHub.
+    pub fn apply(&self, record: &TenantRecord) {
+        let mut state = self.write();
+        let tenant = state.bound.entry(record.owner_id).or_insert_with(|| {
+            Tenant::new(
+                record.owner_id,
+                record.installation_id,
+                record.login.clone(),
+            )
+        });
+        tenant.installation_id = record.installation_id;
+        tenant.login = record.login.clone();
+        tenant.suspended = record.suspended;
+        tenant.removed = record
+            .removed_repositories
+            .iter()
+            .map(|r| r.to_string().to_ascii_lowercase())
+            .collect();
+        tenant.connections = record.connections.clone();
+        tenant.configured_as = record.configured_as.clone();
+        tenant.persisted = true;
+        if let Some(login) = &record.configured_as {
+            state.absorb_seed(login, record.owner_id);
+            state
+                .configured
+                .insert(login.as_str().to_ascii_lowercase(), record.owner_id);
+        }
+        if !record.connections.is_empty() {
+            // An owner connected at run time: tokens name it by its login.
+            state
+                .configured
+                .entry(record.login.as_str().to_ascii_lowercase())
+                .or_insert(record.owner_id);
         }
     }
 
-    /// Takes `repositories` out of, or back into, the owner's launches.
-    pub(crate) fn mark_removed(tenant: &mut Tenant, repositories: &[Repository], removed: bool) {
-        for r in repositories {
-            let name = r.to_string().to_ascii_lowercase();
-            if removed {
-                tenant.removed.insert(name);
-            } else {
-                tenant.removed.remove(&name);
-            }
+    /// Takes in every owner's record: applies each, and drops owners the
+    /// store held before but holds no more (disconnected elsewhere).
+    pub fn sync(&self, records: &[TenantRecord]) {
+        for record in records {
+            self.apply(record);
+        }
+        let present: BTreeSet<OwnerId> = records.iter().map(|r| r.owner_id).collect();
+        let gone: Vec<OwnerId> = self
+            .read()
+            .bound
+            .values()
+            .filter(|t| t.persisted && !present.contains(&t.owner_id))
+            .map(|t| t.owner_id)
+            .collect();
+        for owner_id in gone {
+            self.disconnect(owner_id);
         }
     }
 
@@ -296,12 +403,22 @@ impl Tenants {
             // A rename: the id is the tenant, the login follows it.
             self.update(owner_id, installation_id, |t| t.login = login.clone());
         }
-        match (tenant.accounts.first(), named) {
+        let accounts = tenant.accounts();
+        match (accounts.first(), named) {
+            (_, Some(named)) if accounts.contains(named) => Ok(named.clone()),
+            (_, Some(named))
+                if tenant
+                    .connection(named)
+                    .is_some_and(|c| c.state == ConnectionState::Pending) =>
+            {
+                Err(Refusal::Rejected(format!(
+                    "the connection of AWS account {named} to {login} is not verified yet; give its role to Sprinters to verify it"
+                )))
+            }
             (None, _) => Err(Refusal::Rejected(format!(
                 "{login} has no AWS account connected; connect one before using Sprinters labels"
             ))),
             (Some(default), None) => Ok(default.clone()),
-            (Some(_), Some(named)) if tenant.accounts.contains(named) => Ok(named.clone()),
             (Some(_), Some(named)) => Err(Refusal::Rejected(format!(
                 "AWS account {named} is not connected to {login}; use one of the owner's connected accounts or leave the account out of the label"
             ))),
@@ -347,7 +464,7 @@ impl Tenants {
         let mut all: Vec<AccountId> = state
             .bound
             .values()
-            .flat_map(|t| t.accounts.iter().cloned())
+            .flat_map(Tenant::accounts)
             .chain(
                 state
                     .seeds

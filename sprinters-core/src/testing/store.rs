@@ -95,7 +95,11 @@ async fn tenants(store: &dyn JobStore) {
         .put_tenant(PutTenant::create(record.clone()))
         .await
         .unwrap_err();
-    assert_eq!(*err.kind(), ErrorKind::Conflict, "create on an existing owner");
+    assert_eq!(
+        *err.kind(),
+        ErrorKind::Conflict,
+        "create on an existing owner"
+    );
     let read = store.get_tenant(owner_id).await.unwrap().unwrap();
     assert_eq!(read.version, v1);
     assert_eq!(read.value, record, "the record, external id included");

@@ -1,0 +1,280 @@
+//! Owners and their connections changed at run time: kept in the store
+//! (so every replica sees a change within a tick), then in the directory.
+
+use super::{Engine, Inner, Tenants};
+use crate::domain::{AccountId, InstallationId, Owner, OwnerId};
+use crate::job::{EndReason, JobState};
+use crate::ports::{ListJobs, PutTenant};
+use crate::tenant::{Connection, ConnectionState, TenantRecord};
+use crate::{Error, ErrorKind, Result};
+
+/// How often a write of an owner's record is tried against concurrent
+/// writers before giving up.
+const TRIES: usize = 8;
+
+impl Inner {
+    /// Changes the owner's record in the store with `change` (which says
+    /// whether it changed anything), by compare-and-swap, then the
+    /// directory. An owner the store does not hold yet is written from the
+    /// directory. `None` when the owner is unknown.
+    pub(super) async fn save_tenant(
+        &self,
+        owner_id: OwnerId,
+        mut change: impl FnMut(&mut TenantRecord) -> bool + Send,
+    ) -> Result<Option<TenantRecord>> {
+        for _ in 0..TRIES {
+            let (mut record, expected) = match self.store.get_tenant(owner_id).await? {
+                Some(stored) => (stored.value, Some(stored.version)),
+                None => match self.config.tenants.get(owner_id) {
+                    Some(tenant) => (tenant.record(), None),
+                    None => return Ok(None),
+                },
+            };
+            let changed = change(&mut record);
+            if !changed && expected.is_some() {
+                self.config.tenants.apply(&record);
+                return Ok(Some(record));
+            }
+            let put = match expected {
+                Some(version) => PutTenant::replace(record.clone(), version),
+                None => PutTenant::create(record.clone()),
+            };
+            match self.store.put_tenant(put).await {
+                Ok(_) => {
+                    self.config.tenants.apply(&record);
+                    return Ok(Some(record));
+                }
+                Err(e) if *e.kind() == ErrorKind::Conflict => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::conflict(format!(
+            "the record of owner {owner_id} kept changing while being written"
+        )))
+    }
+
+    /// Re-reads every owner's record: what another replica changed.
+    pub(super) async fn sync_tenants(&self) -> Result<()> {
+        let records: Vec<TenantRecord> = self
+            .store
+            .list_tenants()
+            .await?
+            .into_iter()
+            .map(|v| v.value)
+            .collect();
+        self.config.tenants.sync(&records);
+        Ok(())
+    }
+
+    /// Deletes the owner (its record and its place in the directory), then
+    /// rejects its waiting jobs with `message` and ends its instances.
+    pub(super) async fn remove_owner(&self, owner_id: OwnerId, message: &str) -> Result<()> {
+        for _ in 0..TRIES {
+            match self.store.get_tenant(owner_id).await? {
+                None => break,
+                Some(stored) => match self.store.delete_tenant(owner_id, stored.version).await {
+                    Ok(()) => break,
+                    Err(e) if *e.kind() == ErrorKind::Conflict => continue,
+                    Err(e) => return Err(e),
+                },
+            }
+        }
+        if let Some(tenant) = self.config.tenants.disconnect(owner_id) {
+            tracing::warn!(owner_id = %owner_id, login = %tenant.login, %message, "owner disconnected");
+        }
+        self.end_owner_jobs(owner_id, None, message).await
+    }
+
+    /// Rejects the waiting jobs of `owner_id` (in `account` only, if given)
+    /// and ends their live instances.
+    async fn end_owner_jobs(
+        &self,
+        owner_id: OwnerId,
+        account: Option<&AccountId>,
+        message: &str,
+    ) -> Result<()> {
+        let mut query = ListJobs::active(1000);
+        query.owner_id = Some(owner_id);
+        query.account = account.cloned();
+        for record in self.list_all(query).await? {
+            let key = record.value.key;
+            let written = self
+                .update_from(record, |r| {
+                    if !r.state.is_waiting() {
+                        return false;
+                    }
+                    r.state = JobState::Rejected;
+                    r.message = Some(message.to_owned());
+                    true
+                })
+                .await?;
+            for launch in written.value.launches.iter().filter(|l| l.is_live()) {
+                if let Err(e) = self
+                    .end_launch(key, launch.number, EndReason::Orphan, None)
+                    .await
+                {
+                    tracing::warn!(error = %e, job = %key, "ending an instance of a disconnected owner failed; the reconciler will");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Engine {
+    /// The owners served. Changes made through the directory alone live
+    /// in this process; the methods below keep them in the store too.
+    pub fn tenants(&self) -> &Tenants {
+        &self.inner.config.tenants
+    }
+
+    /// Re-reads every owner's record from the store (what [`Engine::run`]
+    /// does every tick).
+    pub async fn sync_tenants(&self) -> Result<()> {
+        self.inner.sync_tenants().await
+    }
+
+    /// Binds the configured login `login` to the ids GitHub reports for
+    /// its installation, and keeps the binding in the store. `Ok(false)`
+    /// when no configured entry waits for the login; a `Config` error when
+    /// the entry is pinned to another account id.
+    pub async fn bind_owner(
+        &self,
+        login: &Owner,
+        owner_id: OwnerId,
+        installation_id: InstallationId,
+    ) -> Result<bool> {
+        self.inner
+            .bind_owner(login, owner_id, installation_id)
+            .await
+    }
+
+    /// Opens a connection of `account` to the owner `owner_id` (bound to
+    /// `installation_id`, whose login is `login`) with a fresh external id,
+    /// pending until [`Engine::confirm_connection`]. A `Conflict` if the
+    /// owner already connects the account.
+    pub async fn open_connection(
+        &self,
+        owner_id: OwnerId,
+        installation_id: InstallationId,
+        login: Owner,
+        account: AccountId,
+    ) -> Result<Connection> {
+        let inner = &self.inner;
+        let now = inner.clock.now();
+        let fresh = Connection::pending(account.clone(), now);
+        if inner.config.tenants.get(owner_id).is_none() {
+            let mut record = TenantRecord::new(owner_id, installation_id, login.clone());
+            record.connections.push(fresh.clone());
+            match inner
+                .store
+                .put_tenant(PutTenant::create(record.clone()))
+                .await
+            {
+                Ok(_) => {
+                    inner.config.tenants.apply(&record);
+                    return Ok(fresh);
+                }
+                // Written meanwhile (another replica): change it below.
+                Err(e) if *e.kind() == ErrorKind::Conflict => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let configured = inner
+            .config
+            .tenants
+            .get(owner_id)
+            .is_some_and(|t| t.configured.contains(&account));
+        if configured {
+            return Err(Error::conflict(format!(
+                "{login} connects AWS account {account} in the configuration already"
+            )));
+        }
+        let mut already = false;
+        let written = inner
+            .save_tenant(owner_id, |r| {
+                if r.installation_id != installation_id {
+                    return false;
+                }
+                already = r.connection(&account).is_some();
+                if already {
+                    return false;
+                }
+                r.login = login.clone();
+                r.connections.push(fresh.clone());
+                true
+            })
+            .await?;
+        match written {
+            Some(r) if r.installation_id != installation_id => Err(Error::conflict(format!(
+                "installation {installation_id} is not the installation of GitHub account {owner_id}"
+            ))),
+            _ if already => Err(Error::conflict(format!(
+                "{login} connects AWS account {account} already; disconnect it first to make a new external id"
+            ))),
+            Some(_) => Ok(fresh),
+            None => Err(Error::not_found(format!("no owner {owner_id}"))),
+        }
+    }
+
+    /// Marks the connection verified with `role_arn` (the role was assumed
+    /// with its external id and a dry-run launch allowed): jobs launch
+    /// through it from now on, on every replica within a tick.
+    pub async fn confirm_connection(
+        &self,
+        owner_id: OwnerId,
+        account: &AccountId,
+        role_arn: &str,
+    ) -> Result<Connection> {
+        let now = self.inner.clock.now();
+        let written = self
+            .inner
+            .save_tenant(owner_id, |r| {
+                match r.connections.iter_mut().find(|c| &c.account == account) {
+                    Some(c) => {
+                        c.role_arn = Some(role_arn.to_owned());
+                        c.state = ConnectionState::Connected;
+                        c.verified_at = Some(now);
+                        true
+                    }
+                    None => false,
+                }
+            })
+            .await?;
+        written
+            .and_then(|r| r.connection(account).cloned())
+            .filter(|c| c.state == ConnectionState::Connected)
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "owner {owner_id} has no connection to AWS account {account}"
+                ))
+            })
+    }
+
+    /// Closes the connection of `account` to `owner_id`: nothing launches
+    /// there any more, the owner's waiting jobs there are rejected and its
+    /// instances there ended. `Ok(false)` if there was no such connection.
+    pub async fn close_connection(&self, owner_id: OwnerId, account: &AccountId) -> Result<bool> {
+        let mut found = false;
+        self.inner
+            .save_tenant(owner_id, |r| {
+                let before = r.connections.len();
+                r.connections.retain(|c| &c.account != account);
+                found = r.connections.len() != before;
+                found
+            })
+            .await?;
+        if found {
+            let message = format!("AWS account {account} was disconnected");
+            self.inner
+                .end_owner_jobs(owner_id, Some(account), &message)
+                .await?;
+        }
+        Ok(found)
+    }
+
+    /// Disconnects the owner altogether (as uninstalling the App does).
+    pub async fn remove_owner(&self, owner_id: OwnerId, message: &str) -> Result<()> {
+        self.inner.remove_owner(owner_id, message).await
+    }
+}
