@@ -139,6 +139,13 @@ pub struct AwsConfig {
     pub default_region: Region,
     /// Pinned AMIs: (image, region, AMI id).
     pub images: Vec<(Image, Region, String)>,
+    /// The platform's own AWS account, which customers' roles trust: a
+    /// parameter of their CloudFormation stack.
+    pub platform_account_id: Option<AccountId>,
+    /// Where the platform publishes the role's CloudFormation template
+    /// (`sprinters policy cloudformation`, on S3): with it, connecting an
+    /// account answers a quick-create link.
+    pub cloudformation_template_url: Option<String>,
 }
 
 /// How an account's credentials are obtained.
@@ -256,6 +263,8 @@ struct RawGithub {
 struct RawAws {
     endpoint_url: Option<String>,
     default_region: Option<String>,
+    platform_account_id: Option<toml::Value>,
+    cloudformation_template_url: Option<String>,
     #[serde(default)]
     images: BTreeMap<String, BTreeMap<String, String>>,
 }
@@ -586,6 +595,29 @@ impl RawFile {
         let region = a.default_region.unwrap_or_else(|| "us-east-1".to_owned());
         let default_region =
             Region::parse(&region).map_err(|e| err("aws.default_region", e.to_string()))?;
+        let platform_account_id = match &a.platform_account_id {
+            None => None,
+            Some(v) => {
+                let id = match v {
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Integer(n) => format!("{n:012}"),
+                    other => other.to_string(),
+                };
+                Some(
+                    AccountId::parse(&id)
+                        .map_err(|e| err("aws.platform_account_id", e.to_string()))?,
+                )
+            }
+        };
+        let cloudformation_template_url = match a.cloudformation_template_url {
+            Some(url) if !url.starts_with("https://") => {
+                return Err(err(
+                    "aws.cloudformation_template_url",
+                    format!("{url:?}: expected an https:// URL (the template on S3)"),
+                ));
+            }
+            other => other,
+        };
         let mut images = Vec::new();
         for (image, regions) in a.images {
             let key = format!("aws.images.\"{image}\"");
@@ -769,6 +801,8 @@ impl RawFile {
                 endpoint_url: a.endpoint_url,
                 default_region,
                 images,
+                platform_account_id,
+                cloudformation_template_url,
             },
             accounts,
             limits,

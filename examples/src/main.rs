@@ -2,7 +2,7 @@
 //!
 //! Commands so far: `labels parse`, `policy iam|trust|cloudformation`,
 //! `user-data`, `keys init|rotate|add-access-key`, `jobs list`, `serve`,
-//! `demo`.
+//! `demo`, `accounts connect|verify|list|disconnect`.
 
 // A command-line tool prints by design.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -50,6 +50,12 @@ enum Command {
         #[command(subcommand)]
         command: commands::jobs::JobsCommand,
     },
+    /// Owners' AWS accounts on a running control plane: connect, verify,
+    /// list, disconnect.
+    Accounts {
+        #[command(subcommand)]
+        command: commands::accounts::AccountsCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -60,6 +66,7 @@ fn main() -> ExitCode {
         Command::UserData(args) => commands::policy::user_data(args),
         Command::Keys { command } => commands::keys::run(command),
         Command::Jobs { command } => commands::jobs::run(command),
+        Command::Accounts { command } => commands::accounts::run(command),
         Command::Serve(args) => commands::serve::run(args),
         Command::Demo(args) => commands::demo::run(args),
     }

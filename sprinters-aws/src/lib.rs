@@ -9,9 +9,11 @@ pub mod sdk;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod user_data;
+mod verify;
 
 pub use credentials::{
     AmbientProvider, AssumeRoleProvider, CredentialChain, CustomerRole, StoredKeyProvider,
 };
 pub use launcher::{Ec2Launcher, ImageCatalog, ImageLookup};
 pub use sdk::AwsClientConfig;
+pub use verify::{ConnectionCheck, verify_connection};

@@ -615,3 +615,102 @@ async fn assumed_credentials_are_shared_and_refreshed_before_they_expire() {
         "refreshed 5 minutes before expiry"
     );
 }
+
+fn assumed() -> Rule {
+    mock!(aws_sdk_sts::Client::assume_role).then_output(|| {
+        AssumeRoleOutput::builder()
+            .credentials(
+                aws_sdk_sts::types::Credentials::builder()
+                    .access_key_id("ASIAVERIFY")
+                    .secret_access_key("s")
+                    .session_token("t")
+                    .expiration(DateTime::from(SystemTime::now() + Duration::from_secs(900)))
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+    })
+}
+
+fn check() -> sprinters_aws::ConnectionCheck {
+    sprinters_aws::ConnectionCheck::new(
+        OwnerId::new(31337),
+        Owner::parse("octo-org").unwrap(),
+        account(),
+        role(),
+        LabelParser::new().parse_label(PINNED).unwrap(),
+        "ctrl",
+    )
+}
+
+/// Verification against AWS's documented answers: STS refusing the role
+/// (`AccessDenied`), and EC2's dry run answering `UnauthorizedOperation`
+/// without the permission, `DryRunOperation` with it
+/// (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_RunInstances.html).
+#[tokio::test]
+async fn verifying_a_connection_says_what_is_missing() {
+    // A role that cannot be assumed: nothing is asked of EC2.
+    let refuse = mock!(aws_sdk_sts::Client::assume_role).then_error(|| {
+        AssumeRoleError::generic(
+            ErrorMetadata::builder()
+                .code("AccessDenied")
+                .message("not authorized to perform: sts:AssumeRole")
+                .build(),
+        )
+    });
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let config = mocked(&[&refuse, &images(), &capture(&seen)]);
+    let launcher = Ec2Launcher::new(config.clone());
+    let err = sprinters_aws::verify_connection(&config, Some(platform()), &launcher, check())
+        .await
+        .unwrap_err();
+    assert_eq!(*err.kind(), ErrorKind::PermissionDenied);
+    assert!(err.message().contains("trust policy"), "{err}");
+    assert!(seen.lock().unwrap().is_empty(), "no launch was asked");
+
+    // Assumed, but the role may not launch.
+    let unauthorized = mock!(aws_sdk_ec2::Client::run_instances).then_error(|| {
+        RunInstancesError::generic(
+            ErrorMetadata::builder()
+                .code("UnauthorizedOperation")
+                .message("You are not authorized to perform this operation. Encoded authorization failure message: AbCdEf")
+                .build(),
+        )
+    });
+    let config = mocked(&[&assumed(), &images(), &unauthorized]);
+    let launcher = Ec2Launcher::new(config.clone());
+    let err = sprinters_aws::verify_connection(&config, Some(platform()), &launcher, check())
+        .await
+        .unwrap_err();
+    assert_eq!(*err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert!(err.message().contains("ec2:RunInstances"), "{err}");
+
+    // Allowed: EC2 answers the dry run with DryRunOperation, and the
+    // request was a dry run of the locked-down launch.
+    let dry = Arc::new(Mutex::new(Vec::new()));
+    let log = dry.clone();
+    let would = mock!(aws_sdk_ec2::Client::run_instances)
+        .match_requests(move |input: &RunInstancesInput| {
+            log.lock().unwrap().push(input.clone());
+            true
+        })
+        .then_error(|| {
+            RunInstancesError::generic(
+                ErrorMetadata::builder()
+                    .code("DryRunOperation")
+                    .message("Request would have succeeded, but DryRun flag is set.")
+                    .build(),
+            )
+        });
+    let config = mocked(&[&assumed(), &images(), &would]);
+    let launcher = Ec2Launcher::new(config.clone());
+    sprinters_aws::verify_connection(&config, Some(platform()), &launcher, check())
+        .await
+        .unwrap();
+    let input = dry.lock().unwrap()[0].clone();
+    assert_eq!(input.dry_run(), Some(true));
+    assert_eq!(
+        input.metadata_options().unwrap().http_tokens(),
+        Some(&HttpTokensState::Required)
+    );
+}

@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+pub(crate) mod accounts;
 pub(crate) mod demo;
 pub(crate) mod jobs;
 pub(crate) mod keys;

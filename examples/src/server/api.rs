@@ -63,8 +63,8 @@ pub(crate) async fn metrics(State(state): State<ApiState>) -> Response {
 /// Why a request is refused.
 #[derive(Debug)]
 pub(crate) struct Refusal {
-    status: StatusCode,
-    message: String,
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
 }
 
 impl IntoResponse for Refusal {
@@ -84,7 +84,7 @@ impl IntoResponse for Refusal {
 
 /// The owners a request's token may see: `Ok(None)` for every owner.
 pub(crate) fn authorize(
-    state: &ApiState,
+    tokens: &[ApiToken],
     headers: &HeaderMap,
 ) -> Result<Option<Vec<Owner>>, Refusal> {
     let presented = headers
@@ -94,8 +94,7 @@ pub(crate) fn authorize(
         .ok_or_else(|| unauthorized("a bearer token is required"))?;
     // Compare digests: the time taken says nothing about the token.
     let digest = Sha256::digest(presented.as_bytes());
-    state
-        .tokens
+    tokens
         .iter()
         .find(|t| Sha256::digest(t.token.expose_secret().as_bytes()) == digest)
         .map(|t| t.owners.clone())
@@ -162,7 +161,7 @@ pub(crate) async fn jobs(
     headers: HeaderMap,
     Query(query): Query<JobsQuery>,
 ) -> Response {
-    let allowed = match authorize(&state, &headers) {
+    let allowed = match authorize(&state.tokens, &headers) {
         Ok(allowed) => allowed,
         Err(refusal) => return refusal.into_response(),
     };

@@ -8,6 +8,7 @@ mod api;
 mod console;
 mod listener;
 mod metrics;
+mod owners;
 mod tenants;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use sprinters_aws::{
     AmbientProvider, AssumeRoleProvider, AwsClientConfig, CredentialChain, Ec2Launcher,
     ImageCatalog, StoredKeyProvider,
 };
+use sprinters_core::domain::AccountId;
 use sprinters_core::engine::{Engine, EngineConfig, Limits, Tenants};
 use sprinters_core::labels::LabelParser;
 use sprinters_core::observe::{EngineObserver, NoObserver, Observers};
@@ -71,6 +73,22 @@ impl PlaneStore {
             PlaneStore::Postgres(s) => s.clone(),
         }
     }
+
+    /// Crypto-shreds `account`: its data keys destroyed, its records and
+    /// stored key deleted.
+    pub async fn delete_account(&self, account: &AccountId) -> sprinters_core::Result<()> {
+        match self {
+            PlaneStore::File(s) => {
+                // The file store writes and syncs: off the async threads.
+                let (s, account) = (s.clone(), account.clone());
+                tokio::task::spawn_blocking(move || s.delete_account(&account))
+                    .await
+                    .map_err(|e| sprinters_core::Error::unavailable(e.to_string()))?
+                    .map(|_| ())
+            }
+            PlaneStore::Postgres(s) => s.delete_account(account).await.map(|_| ()),
+        }
+    }
 }
 
 /// A composed control plane, ready to serve.
@@ -78,7 +96,7 @@ pub struct ControlPlane {
     engine: Arc<Engine>,
     store: PlaneStore,
     // The App, to bind configured owners not bound at start, and the owners.
-    binding: (Arc<GithubApp>, Tenants),
+    binding: (Arc<GithubApp>, Arc<Engine>),
     recovery: DeliveryRecovery,
     router: Router,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -207,14 +225,13 @@ impl ControlPlaneBuilder {
         if let Some(url) = &config.aws.endpoint_url {
             aws = aws.endpoint_url(url.clone()).map_err(describe)?;
         }
-        // Each configured login is bound to GitHub's ids before anything
-        // is served: from then on the id is the tenant.
+        // Configured logins wait for their binding to GitHub's ids (below,
+        // once the engine can keep it in the store).
         let tenants = tenants::seed(&config.accounts);
-        tenants::bind_configured(&github, &tenants).await;
         let credentials = credentials(
             &config,
             &aws,
-            platform_credentials,
+            platform_credentials.clone(),
             store.vault(),
             clock.clone(),
             tenants.clone(),
@@ -226,10 +243,12 @@ impl ControlPlaneBuilder {
                 .pin(region.clone(), *image, ami.clone())
                 .map_err(describe)?;
         }
-        let launcher = Ec2Launcher::builder(aws)
-            .images(images)
-            .clock(clock.clone())
-            .build();
+        let launcher = Arc::new(
+            Ec2Launcher::builder(aws.clone())
+                .images(images)
+                .clock(clock.clone())
+                .build(),
+        );
 
         let mut engine_config =
             EngineConfig::new(config.server.controller_id.clone(), tenants.clone());
@@ -267,14 +286,35 @@ impl ControlPlaneBuilder {
                 .observer(Arc::new(Observers(vec![metrics.clone(), observer])))
                 .registry(Arc::new(GithubRegistry::new(github.clone())))
                 .credentials(credentials)
-                .launcher(Arc::new(launcher))
+                .launcher(launcher.clone())
                 .store(store.jobs())
                 .clock(clock.clone())
-                .labels(labels)
+                .labels(labels.clone())
                 .config(engine_config)
                 .build()
                 .map_err(describe)?,
         );
+        // Bindings kept in the store first (a restart asks GitHub nothing
+        // about a login bound before, whoever holds it now), then GitHub
+        // for the rest: from then on the id is the tenant.
+        engine.sync_tenants().await.map_err(describe)?;
+        tenants::bind_configured(&github, &engine).await;
+        let default_spec = labels
+            .parse_label(&format!("{}:aws", labels.prefix()))
+            .map_err(describe)?;
+        let owners = owners::OwnersState {
+            tokens: Arc::new(config.server.api_tokens.clone()),
+            engine: engine.clone(),
+            github: github.clone(),
+            store: store.clone(),
+            aws,
+            platform: platform_credentials,
+            launcher,
+            default_spec,
+            controller_id: config.server.controller_id.clone(),
+            platform_account_id: config.aws.platform_account_id.clone(),
+            template_url: config.aws.cloudformation_template_url.clone(),
+        };
 
         let webhooks = webhook_router(verifier, engine.clone(), clock.clone()).layer(
             middleware::from_fn_with_state(metrics.clone(), count_webhooks),
@@ -287,13 +327,14 @@ impl ControlPlaneBuilder {
                     config.server.api_tokens.clone(),
                     metrics,
                     tenants.clone(),
-                )),
+                ))
+                .merge(owners_router(owners)),
             config.server.edge,
         );
         Ok(ControlPlane {
-            engine,
+            engine: engine.clone(),
             store,
-            binding: (github.clone(), tenants),
+            binding: (github.clone(), engine),
             recovery: DeliveryRecovery::new(github, clock),
             router,
             tls,
@@ -321,7 +362,7 @@ impl ControlPlane {
 
     /// The owners served, bound to their GitHub ids.
     pub fn tenants(&self) -> &Tenants {
-        &self.binding.1
+        self.engine.tenants()
     }
 
     /// Serves on `listener` (over TLS when configured) until `shutdown`
@@ -386,6 +427,22 @@ pub fn api_router(
         .with_state(state)
 }
 
+/// `/api/owners/{owner}/accounts[/{account}]`: connecting owners' AWS
+/// accounts at run time (unscoped tokens only).
+fn owners_router(state: owners::OwnersState) -> Router {
+    use axum::routing::put;
+    Router::new()
+        .route(
+            "/api/owners/{owner}/accounts",
+            get(owners::list).post(owners::connect),
+        )
+        .route(
+            "/api/owners/{owner}/accounts/{account}",
+            put(owners::verify).delete(owners::disconnect),
+        )
+        .with_state(state)
+}
+
 /// Counts webhook requests by event and outcome.
 async fn count_webhooks(
     axum::extract::State(metrics): axum::extract::State<Arc<Metrics>>,
@@ -447,15 +504,15 @@ async fn credentials(
 /// again every few minutes (an `installation.created` binds them sooner).
 async fn bind_unbound(
     github: &GithubApp,
-    tenants: &Tenants,
+    engine: &Engine,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let clock = SystemClock;
     let passes = async {
         loop {
             clock.sleep(RECOVERY_EVERY).await;
-            if !tenants.unbound().is_empty() {
-                tenants::bind_configured(github, tenants).await;
+            if !engine.tenants().unbound().is_empty() {
+                tenants::bind_configured(github, engine).await;
             }
         }
     };

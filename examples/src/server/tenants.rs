@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sprinters_aws::AssumeRoleProvider;
-use sprinters_core::engine::Tenants;
+use sprinters_aws::{AssumeRoleProvider, CustomerRole};
+use sprinters_core::engine::{Engine, Tenants};
 use sprinters_core::ports::{CredentialProvider, Credentials, CredentialsRequest};
+use sprinters_core::tenant::ConnectionState;
 use sprinters_core::{Error, Result};
 use sprinters_github::GithubApp;
 
@@ -30,17 +31,20 @@ pub(crate) fn seed(accounts: &[AccountConfig]) -> Tenants {
 /// it, as GitHub reports it. A login the App is not installed on stays
 /// unbound (its `installation.created` binds it); a failure is logged and
 /// tried again on the next call.
-pub(crate) async fn bind_configured(github: &GithubApp, tenants: &Tenants) {
-    for login in tenants.unbound() {
+pub(crate) async fn bind_configured(github: &GithubApp, engine: &Engine) {
+    for login in engine.tenants().unbound() {
         match github.installation_of(&login).await {
-            Ok(Some(found)) => match tenants.bind(&login, found.owner_id, found.installation_id) {
+            Ok(Some(found)) => match engine
+                .bind_owner(&login, found.owner_id, found.installation_id)
+                .await
+            {
                 Ok(_) => tracing::info!(
                     %login,
                     owner_id = %found.owner_id,
                     installation = %found.installation_id,
                     "configured owner bound to its GitHub ids"
                 ),
-                Err(reason) => tracing::warn!(%login, %reason, "configured owner not bound"),
+                Err(e) => tracing::warn!(%login, error = %e, "configured owner not bound"),
             },
             Ok(None) => tracing::warn!(
                 %login,
@@ -74,10 +78,26 @@ impl CredentialProvider for ConfiguredCredentials {
                 && self.tenants.owner_id_of(&a.github_owner) == Some(request.owner_id)
         });
         match connection.map(|c| &c.credentials) {
-            None => Err(Error::not_found(format!(
-                "AWS account {} is not connected to {} ({})",
-                request.account, request.owner, request.owner_id
-            ))),
+            // A connection made at run time, once verified.
+            None => {
+                let role = self
+                    .tenants
+                    .get(request.owner_id)
+                    .and_then(|t| t.connection(&request.account).cloned())
+                    .filter(|c| c.state == ConnectionState::Connected)
+                    .and_then(|c| Some((c.role_arn?, c.external_id)));
+                let Some((role_arn, external_id)) = role else {
+                    return Err(Error::not_found(format!(
+                        "AWS account {} is not connected to {} ({})",
+                        request.account, request.owner, request.owner_id
+                    )));
+                };
+                let role =
+                    CustomerRole::new(&request.account, &role_arn, external_id.secret().clone())?;
+                self.roles
+                    .connect(request.owner_id, request.account.clone(), role);
+                self.roles.credentials(request).await
+            }
             Some(AccountCredentials::Role(role)) => {
                 self.roles
                     .connect(request.owner_id, request.account.clone(), role.clone());

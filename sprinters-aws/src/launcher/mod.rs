@@ -310,6 +310,52 @@ impl Ec2Launcher {
     }
 }
 
+impl Ec2Launcher {
+    /// Asks EC2 whether `request` would launch, with `DryRun`: `Ok` when
+    /// EC2 answers `DryRunOperation` ("Request would have succeeded"),
+    /// `PermissionDenied` naming `ec2:RunInstances` when it answers
+    /// `UnauthorizedOperation`. No instance is started; the image, subnet
+    /// and security-group look-ups run as for a launch (and our group is
+    /// made if missing). How a connection is verified before jobs use it.
+    pub async fn dry_run(&self, request: LaunchRequest) -> Result<()> {
+        use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+        let spec = &request.spec;
+        let client = self.client(&request.account, &spec.region, &request.credentials);
+        let target = Target {
+            client: &client,
+            account: &request.account,
+            region: &spec.region,
+        };
+        let script = boot_script(
+            spec,
+            &request.jit_config,
+            request.max_lifetime,
+            &self.layout,
+        )?;
+        let (placement, _) = self.place(&target, &request).await?;
+        let context = format!(
+            "a dry-run launch of {} in account {}, {}",
+            spec.instance_type, request.account, spec.region
+        );
+        // https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_RunInstances.html:
+        // "DryRun: Checks whether you have the required permissions for the
+        // operation, without actually making the request ... If you have the
+        // required permissions, the error response is DryRunOperation.
+        // Otherwise, it is UnauthorizedOperation."
+        match run::run_instances(&client, &request, &placement, &script)
+            .dry_run(true)
+            .send()
+            .await
+        {
+            Err(e) if e.code() == Some("DryRunOperation") => Ok(()),
+            Err(e) => Err(map_sdk_error(e, "ec2:RunInstances", &context)),
+            Ok(_) => Err(Error::integrity(format!(
+                "{context}: EC2 answered a dry run with a launch"
+            ))),
+        }
+    }
+}
+
 #[async_trait]
 impl CloudLauncher for Ec2Launcher {
     async fn launch(&self, request: LaunchRequest) -> Result<Launched> {
