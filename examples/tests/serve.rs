@@ -138,6 +138,9 @@ async fn a_signed_webhook_launches_in_the_emulator_and_completion_ends_it() {
     )
     .await
     .unwrap();
+    // The App on octo-org (the fixtures' account and installation ids):
+    // serve binds the configured login to them at start.
+    github.install("octo-org", 9919, 4242);
     std::fs::write(dir.path().join("webhook-secret"), SECRET).unwrap();
     let controller = format!("serve-test-{:08x}", fastrand::u32(..));
     let text = format!(
@@ -278,9 +281,16 @@ credentials = "vault"
 
     // The job ran on its runner (sprinters-30433642-2-1, the name the
     // engine gave it) and finished: its instance is ended.
-    let in_progress =
-        std::fs::read(github_fixture("webhooks/workflow_job.in_progress.json")).unwrap();
-    let done = std::fs::read(github_fixture("webhooks/workflow_job.completed.json")).unwrap();
+    // GitHub reports the id of the runner the engine registered.
+    let runner_id = *github.runners().keys().next().unwrap();
+    let with_runner_id = |name: &str| {
+        let mut body: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(github_fixture(name)).unwrap()).unwrap();
+        body["workflow_job"]["runner_id"] = runner_id.into();
+        body.to_string().into_bytes()
+    };
+    let in_progress = with_runner_id("webhooks/workflow_job.in_progress.json");
+    let done = with_runner_id("webhooks/workflow_job.completed.json");
     assert_eq!(
         webhook(addr, "workflow_job", "delivery-started", &in_progress).await,
         202
