@@ -204,7 +204,9 @@ max_concurrent_per_account = 100000
         let latency = instance.launched.duration_since(sent);
         let terminated = self.aws.expect_termination(&instance.id);
         let runner = instance.tags.get("sprinters:runner").unwrap().clone();
-        let picked = Some((7, runner.as_str()));
+        // GitHub reports the id of the runner the engine registered.
+        let runner_id = self.github.runner_id(&job.repository, &runner).unwrap();
+        let picked = Some((runner_id, runner.as_str()));
         self.deliver(
             connection,
             &format!("{id}-p"),

@@ -214,8 +214,12 @@ async fn sigkilled_serve_launches_every_job_exactly_once_and_leaves_nothing_runn
                 continue;
             }
             if let Some((_, runner, _)) = seen.get(&job_id).and_then(|v| v.first()) {
-                let runner = Some((1, runner.as_str()));
                 let w = webhook(n);
+                // GitHub reports the id of the runner the engine registered.
+                let Some(runner_id) = github.runner_id(&w.repository, runner) else {
+                    continue;
+                };
+                let runner = Some((runner_id, runner.as_str()));
                 pending.push_back((
                     format!("{job_id}-started"),
                     w.body("in_progress", runner, None),

@@ -335,8 +335,12 @@ async fn three_replicas_on_one_database_launch_every_job_once_through_a_sigkill(
                 continue;
             }
             if let Some((_, runner, _)) = seen.get(&job_id).and_then(|v| v.first()) {
-                let runner = Some((1, runner.as_str()));
                 let w = webhook(n);
+                // GitHub reports the id of the runner the engine registered.
+                let Some(runner_id) = github.runner_id(&w.repository, runner) else {
+                    continue;
+                };
+                let runner = Some((runner_id, runner.as_str()));
                 round += 1;
                 batch.push((
                     round % 3,

@@ -188,6 +188,16 @@ impl GithubStandIn {
         self.state().runners.clone()
     }
 
+    /// The id of the runner named `name` registered on `repository`, as
+    /// GitHub reports it in `workflow_job` events (`runner_id`).
+    pub fn runner_id(&self, repository: &str, name: &str) -> Option<u64> {
+        self.state()
+            .runners
+            .iter()
+            .find(|(_, (repo, n, _))| repo == repository && n == name)
+            .map(|(id, _)| *id)
+    }
+
     /// How many installation tokens were issued per installation.
     pub fn token_requests(&self) -> BTreeMap<u64, usize> {
         self.state().token_requests.clone()

@@ -44,23 +44,26 @@ pub(crate) struct OwnersState {
     pub(crate) template_url: Option<String>,
 }
 
-fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
+fn refusal(status: StatusCode, message: impl Into<String>) -> Refusal {
     Refusal {
         status,
         message: message.into(),
     }
-    .into_response()
+}
+
+fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
+    refusal(status, message).into_response()
 }
 
 /// Only an unscoped (`*`) token administers owners.
-fn admin(state: &OwnersState, headers: &HeaderMap) -> Result<(), Response> {
+fn admin(state: &OwnersState, headers: &HeaderMap) -> Result<(), Refusal> {
     match authorize(&state.tokens, headers) {
         Ok(None) => Ok(()),
-        Ok(Some(_)) => Err(refuse(
+        Ok(Some(_)) => Err(refusal(
             StatusCode::FORBIDDEN,
             "connecting accounts needs a token whose owners are [\"*\"]",
         )),
-        Err(refusal) => Err(refusal.into_response()),
+        Err(refused) => Err(refused),
     }
 }
 
@@ -70,14 +73,14 @@ fn admin(state: &OwnersState, headers: &HeaderMap) -> Result<(), Response> {
 async fn resolve(
     state: &OwnersState,
     owner: &str,
-) -> Result<(OwnerId, InstallationId, Owner), Response> {
+) -> Result<(OwnerId, InstallationId, Owner), Refusal> {
     let tenants = state.engine.tenants();
     if let Ok(id) = owner.parse::<u64>() {
         return tenants
             .get(OwnerId::new(id))
             .map(|t| (t.owner_id, t.installation_id, t.login))
             .ok_or_else(|| {
-                refuse(
+                refusal(
                     StatusCode::NOT_FOUND,
                     format!(
                         "no owner with GitHub account id {id} here; name a new owner by its login"
@@ -86,7 +89,7 @@ async fn resolve(
             });
     }
     let login =
-        Owner::parse(owner).map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("owner: {e}")))?;
+        Owner::parse(owner).map_err(|e| refusal(StatusCode::BAD_REQUEST, format!("owner: {e}")))?;
     if let Some(t) = tenants.owner_id_of(&login).and_then(|id| tenants.get(id)) {
         return Ok((t.owner_id, t.installation_id, t.login));
     }
@@ -96,7 +99,7 @@ async fn resolve(
             if let Some(holder) = tenants.by_login(&login)
                 && holder.owner_id != found.owner_id
             {
-                return Err(refuse(
+                return Err(refusal(
                     StatusCode::CONFLICT,
                     format!(
                         "{login} is GitHub account {} now, but account {} was connected under that login here; name the owner by its numeric id",
@@ -106,20 +109,20 @@ async fn resolve(
             }
             Ok((found.owner_id, found.installation_id, found.login))
         }
-        Ok(None) => Err(refuse(
+        Ok(None) => Err(refusal(
             StatusCode::NOT_FOUND,
             format!("the Sprinters GitHub App is not installed on {login}; install it first"),
         )),
-        Err(e) => Err(refuse(
+        Err(e) => Err(refusal(
             StatusCode::BAD_GATEWAY,
             format!("asking GitHub about {login}: {e}"),
         )),
     }
 }
 
-fn account_of(raw: &str) -> Result<AccountId, Response> {
+fn account_of(raw: &str) -> Result<AccountId, Refusal> {
     AccountId::parse(raw)
-        .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("aws_account_id: {e}")))
+        .map_err(|e| refusal(StatusCode::BAD_REQUEST, format!("aws_account_id: {e}")))
 }
 
 fn error_status(e: &Error) -> StatusCode {
@@ -157,7 +160,7 @@ pub(crate) async fn connect(
     body: Option<Json<ConnectBody>>,
 ) -> Response {
     if let Err(r) = admin(&state, &headers) {
-        return r;
+        return r.into_response();
     }
     let Some(Json(body)) = body else {
         return refuse(
@@ -167,11 +170,11 @@ pub(crate) async fn connect(
     };
     let account = match account_of(&body.aws_account_id) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let (owner_id, installation_id, login) = match resolve(&state, &owner).await {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let connection = match state
         .engine
@@ -242,7 +245,7 @@ pub(crate) async fn verify(
     body: Option<Json<VerifyBody>>,
 ) -> Response {
     if let Err(r) = admin(&state, &headers) {
-        return r;
+        return r.into_response();
     }
     let Some(Json(body)) = body else {
         return refuse(
@@ -252,11 +255,11 @@ pub(crate) async fn verify(
     };
     let account = match account_of(&account) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let (owner_id, _, login) = match resolve(&state, &owner).await {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let Some(connection) = state
         .engine
@@ -326,11 +329,11 @@ pub(crate) async fn list(
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = admin(&state, &headers) {
-        return r;
+        return r.into_response();
     }
     let (owner_id, _, login) = match resolve(&state, &owner).await {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let tenant: Option<Tenant> = state.engine.tenants().get(owner_id);
     let mut accounts: Vec<Value> = Vec::new();
@@ -365,15 +368,15 @@ pub(crate) async fn disconnect(
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = admin(&state, &headers) {
-        return r;
+        return r.into_response();
     }
     let account = match account_of(&account) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let (owner_id, _, login) = match resolve(&state, &owner).await {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match state.engine.close_connection(owner_id, &account).await {
         Ok(true) => {}
