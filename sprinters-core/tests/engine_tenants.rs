@@ -223,7 +223,11 @@ async fn a_renamed_owner_keeps_working_under_its_new_login() {
 #[tokio::test]
 async fn a_suspended_installation_rejects_new_jobs_until_unsuspended() {
     let bed = TestBed::new();
-    let (owner, id, installation) = ("octo-org", TestBed::OWNER_ID.get(), 1);
+    let (owner, id, installation) = (
+        "octo-org",
+        TestBed::OWNER_ID.get(),
+        TestBed::INSTALLATION_ID.get(),
+    );
     bed.send_installation(
         InstallationAction::Suspend,
         owner,
@@ -285,7 +289,7 @@ async fn uninstalling_the_app_disconnects_the_owner_and_ends_its_instances() {
         InstallationAction::Deleted,
         "octo-org",
         TestBed::OWNER_ID.get(),
-        1,
+        TestBed::INSTALLATION_ID.get(),
         &[],
         &[],
     )
@@ -321,7 +325,7 @@ async fn a_repository_taken_out_of_the_installation_launches_nothing() {
         InstallationAction::RepositoriesChanged,
         "octo-org",
         id,
-        1,
+        TestBed::INSTALLATION_ID.get(),
         &["octo-org/app"],
         &[],
     )
@@ -339,7 +343,7 @@ async fn a_repository_taken_out_of_the_installation_launches_nothing() {
         InstallationAction::RepositoriesChanged,
         "octo-org",
         id,
-        1,
+        TestBed::INSTALLATION_ID.get(),
         &[],
         &["octo-org/app"],
     )

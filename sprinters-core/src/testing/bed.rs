@@ -60,9 +60,9 @@ impl Default for TestBed {
 
 impl TestBed {
     /// The GitHub account id of `octo-org`, the bed's owner.
-    pub const OWNER_ID: OwnerId = OwnerId::new(4242);
+    pub const OWNER_ID: OwnerId = OwnerId::new(9919);
     /// Its installation of the App.
-    pub const INSTALLATION_ID: InstallationId = InstallationId::new(1);
+    pub const INSTALLATION_ID: InstallationId = InstallationId::new(4242);
 
     /// Connects `account` to another owner, bound to its ids.
     pub fn connect(&self, login: &str, owner_id: u64, installation_id: u64, account: &str) {
