@@ -252,3 +252,96 @@ fn the_store_is_the_file_store_unless_a_database_is_named() {
     .unwrap_err();
     assert_eq!(err.key, "limits.leader_ttl_seconds");
 }
+
+/// One owner's connection never lends its credentials to another: two
+/// owners may connect one AWS account only with roles of their own, each
+/// with its own external id (the vault and the environment hold one key
+/// per account, so they cannot be shared at all).
+#[test]
+fn two_owners_connect_one_account_only_through_separate_connections() {
+    let f = files();
+    let base = example();
+    let with = |extra: &str| format!("{base}\n{extra}");
+    let same_id = with(
+        r#"
+[[accounts]]
+github_owner = "rival-org"
+aws_account_id = "123456789012"
+role_arn = "arn:aws:iam::123456789012:role/Other"
+external_id = "agreed-external-id"
+"#,
+    );
+    let err = Config::parse(&same_id, &f.env).unwrap_err().to_string();
+    assert!(err.contains("accounts[2]"), "{err}");
+    assert!(err.contains("external id of its own"), "{err}");
+
+    let shared_vault = with(
+        r#"
+[[accounts]]
+github_owner = "rival-org"
+aws_account_id = "210987654321"
+credentials = "vault"
+"#,
+    );
+    let err = Config::parse(&shared_vault, &f.env)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("both connect 210987654321"), "{err}");
+
+    let separate = with(
+        r#"
+[[accounts]]
+github_owner = "rival-org"
+github_owner_id = 5353
+aws_account_id = "123456789012"
+role_arn = "arn:aws:iam::123456789012:role/Other"
+external_id = "the-rivals-own-external-id"
+"#,
+    );
+    let config = Config::parse(&separate, &f.env).unwrap();
+    assert_eq!(config.accounts.len(), 3);
+    assert_eq!(
+        config.accounts[2].github_owner_id.map(|o| o.get()),
+        Some(5353)
+    );
+
+    let twice = with(
+        r#"
+[[accounts]]
+github_owner = "OCTO-org"
+aws_account_id = "123456789012"
+credentials = "vault"
+"#,
+    );
+    let err = Config::parse(&twice, &f.env).unwrap_err().to_string();
+    assert!(err.contains("already connects"), "{err}");
+}
+
+#[test]
+fn the_platform_account_and_template_url_are_checked() {
+    let f = files();
+    let text = example().replace(
+        "default_region = \"us-east-1\"",
+        "default_region = \"us-east-1\"\nplatform_account_id = \"99\"",
+    );
+    let err = Config::parse(&text, &f.env).unwrap_err().to_string();
+    assert!(err.contains("aws.platform_account_id"), "{err}");
+    let text = example().replace(
+        "default_region = \"us-east-1\"",
+        "default_region = \"us-east-1\"\ncloudformation_template_url = \"http://insecure\"",
+    );
+    let err = Config::parse(&text, &f.env).unwrap_err().to_string();
+    assert!(err.contains("aws.cloudformation_template_url"), "{err}");
+    let text = example().replace(
+        "default_region = \"us-east-1\"",
+        "default_region = \"us-east-1\"\nplatform_account_id = 999988887777",
+    );
+    let config = Config::parse(&text, &f.env).unwrap();
+    assert_eq!(
+        config
+            .aws
+            .platform_account_id
+            .map(|a| a.as_str().to_owned()),
+        Some("999988887777".to_owned())
+    );
+}

@@ -204,9 +204,15 @@ async fn the_console_shows_a_token_its_owners_jobs_and_nothing_else() {
         "deploy",
         "typo job",
         "invalid runs-on label",
+        "AWS 123456789012",
+        "badge connected",
     ] {
         assert!(dom.contains(seen), "a person sees {seen:?}:\n{dom}");
     }
+    assert!(
+        !dom.contains("210987654321"),
+        "another owner's account is shown:\n{dom}"
+    );
     assert!(
         dom.contains("badge success")
             && dom.contains("badge failure")

@@ -155,6 +155,63 @@ pub(crate) fn scope(
     }
 }
 
+/// `GET /api/accounts?owner=`: the AWS accounts of the owners a token may
+/// see, with their state (never an external id). A scoped token sees the
+/// owners its logins were bound to; an unscoped one every owner.
+pub(crate) async fn accounts(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Query(query): Query<JobsQuery>,
+) -> Response {
+    let allowed = match authorize(&state.tokens, &headers) {
+        Ok(allowed) => allowed,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let tenants = &state.tenants;
+    let owners: Vec<sprinters_core::engine::Tenant> = match (allowed, query.owner.as_deref()) {
+        (None, None) => tenants.all(),
+        (allowed, asked) => {
+            let logins = match (allowed, asked) {
+                (None, Some(asked)) => match Owner::parse(asked) {
+                    Ok(o) => vec![o],
+                    Err(e) => return bad_request(format!("owner: {e}")).into_response(),
+                },
+                (Some(allowed), None) => allowed,
+                (Some(allowed), Some(asked)) => match scope(Some(allowed), Some(asked)) {
+                    Ok(Some(o)) => vec![o],
+                    Ok(None) => Vec::new(),
+                    Err(refusal) => return refusal.into_response(),
+                },
+                (None, None) => Vec::new(),
+            };
+            logins
+                .iter()
+                .filter_map(|l| tenants.owner_id_of(l).and_then(|id| tenants.get(id)))
+                .collect()
+        }
+    };
+    let owners: Vec<serde_json::Value> = owners
+        .iter()
+        .map(|t| {
+            let mut accounts: Vec<serde_json::Value> = t
+                .configured
+                .iter()
+                .map(|a| serde_json::json!({ "aws_account_id": a.as_str(), "state": "connected" }))
+                .collect();
+            accounts.extend(t.connections.iter().map(|c| {
+                serde_json::json!({ "aws_account_id": c.account.as_str(), "state": c.state.as_str() })
+            }));
+            serde_json::json!({
+                "owner": t.login.as_str(),
+                "owner_id": t.owner_id.get(),
+                "suspended": t.suspended,
+                "accounts": accounts,
+            })
+        })
+        .collect();
+    Json(serde_json::json!({ "owners": owners })).into_response()
+}
+
 /// `GET /api/jobs?limit=&cursor=&owner=`: newest first.
 pub(crate) async fn jobs(
     State(state): State<ApiState>,

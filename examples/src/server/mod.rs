@@ -424,6 +424,7 @@ pub fn api_router(
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(api::metrics))
         .route("/api/jobs", get(api::jobs))
+        .route("/api/accounts", get(api::accounts))
         .with_state(state)
 }
 
