@@ -519,3 +519,28 @@ async fn a_binding_kept_in_the_store_holds_after_a_restart_whoever_has_the_login
     let delivery = bed.delivery("stranger-queued", stranger.queued());
     assert_eq!(replica.handle(delivery).await.unwrap(), Handled::Ignored);
 }
+
+#[tokio::test]
+async fn a_configured_owner_that_reinstalls_the_app_is_bound_again_by_its_id_only() {
+    let bed = TestBed::new();
+    let login = Owner::parse("acme").unwrap();
+    bed.tenants
+        .seed(login.clone(), account("555555555555"), None);
+    bed.engine
+        .bind_owner(&login, OwnerId::new(8000), InstallationId::new(80))
+        .await
+        .unwrap();
+    bed.send_installation(InstallationAction::Deleted, "acme", 8000, 80, &[], &[])
+        .await;
+    assert!(bed.tenants.get(OwnerId::new(8000)).is_none());
+    // Someone else installs the App under the login: nothing.
+    bed.send_installation(InstallationAction::Created, "acme", 9000, 90, &[], &[])
+        .await;
+    assert!(bed.tenants.get(OwnerId::new(9000)).is_none());
+    // The owner itself reinstalls: bound again, with its configured account.
+    bed.send_installation(InstallationAction::Created, "acme", 8000, 81, &[], &[])
+        .await;
+    let tenant = bed.tenants.get(OwnerId::new(8000)).unwrap();
+    assert_eq!(tenant.installation_id, InstallationId::new(81));
+    assert_eq!(tenant.accounts(), vec![account("555555555555")]);
+}

@@ -294,10 +294,26 @@ impl Tenants {
     }
 
     /// Disconnects the owner: nothing launches for it any more. Returns it.
+    /// A configured owner goes back to waiting for its binding, pinned to
+    /// the id it had: the same account reinstalling the App binds again,
+    /// whoever holds the login by then gets nothing.
     pub fn disconnect(&self, owner_id: OwnerId) -> Option<Tenant> {
         let mut state = self.write();
         state.configured.retain(|_, id| *id != owner_id);
-        state.bound.remove(&owner_id)
+        let tenant = state.bound.remove(&owner_id)?;
+        if let Some(login) = &tenant.configured_as
+            && !tenant.configured.is_empty()
+        {
+            state.seeds.insert(
+                login.as_str().to_ascii_lowercase(),
+                Seed {
+                    login: login.clone(),
+                    accounts: tenant.configured.clone(),
+                    pinned: Some(owner_id),
+                },
+            );
+        }
+        Some(tenant)
     }
 
     /// Changes the bound owner `owner_id` with `change`, if it is bound
