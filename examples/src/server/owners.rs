@@ -120,6 +120,46 @@ async fn resolve(
     }
 }
 
+/// What a request is about, once the token, the owner and the account
+/// (when the route names one) are checked.
+struct Subject {
+    owner_id: OwnerId,
+    installation_id: InstallationId,
+    login: Owner,
+    account: Option<AccountId>,
+}
+
+async fn subject(
+    state: &OwnersState,
+    headers: &HeaderMap,
+    owner: &str,
+    account: Option<&str>,
+) -> Result<Subject, Refusal> {
+    admin(state, headers)?;
+    let account = account.map(account_of).transpose()?;
+    let (owner_id, installation_id, login) = resolve(state, owner).await?;
+    Ok(Subject {
+        owner_id,
+        installation_id,
+        login,
+        account,
+    })
+}
+
+/// The owner and the account a route names.
+async fn connection_of(
+    state: &OwnersState,
+    headers: &HeaderMap,
+    owner: &str,
+    account: &str,
+) -> Result<(OwnerId, Owner, AccountId), Refusal> {
+    let s = subject(state, headers, owner, Some(account)).await?;
+    let account = s
+        .account
+        .ok_or_else(|| refusal(StatusCode::BAD_REQUEST, "account: missing"))?;
+    Ok((s.owner_id, s.login, account))
+}
+
 fn account_of(raw: &str) -> Result<AccountId, Refusal> {
     AccountId::parse(raw)
         .map_err(|e| refusal(StatusCode::BAD_REQUEST, format!("aws_account_id: {e}")))
@@ -168,13 +208,17 @@ pub(crate) async fn connect(
             "expected a JSON body {\"aws_account_id\": \"<12 digits>\"}",
         );
     };
-    let account = match account_of(&body.aws_account_id) {
-        Ok(a) => a,
+    let Subject {
+        owner_id,
+        installation_id,
+        login,
+        account,
+    } = match subject(&state, &headers, &owner, Some(&body.aws_account_id)).await {
+        Ok(s) => s,
         Err(r) => return r.into_response(),
     };
-    let (owner_id, installation_id, login) = match resolve(&state, &owner).await {
-        Ok(o) => o,
-        Err(r) => return r.into_response(),
+    let Some(account) = account else {
+        return refuse(StatusCode::BAD_REQUEST, "aws_account_id: missing");
     };
     let connection = match state
         .engine
@@ -244,22 +288,15 @@ pub(crate) async fn verify(
     headers: HeaderMap,
     body: Option<Json<VerifyBody>>,
 ) -> Response {
-    if let Err(r) = admin(&state, &headers) {
-        return r.into_response();
-    }
+    let (owner_id, login, account) = match connection_of(&state, &headers, &owner, &account).await {
+        Ok(found) => found,
+        Err(r) => return r.into_response(),
+    };
     let Some(Json(body)) = body else {
         return refuse(
             StatusCode::BAD_REQUEST,
             "expected a JSON body {\"role_arn\": \"arn:aws:iam::<account>:role/<name>\"}",
         );
-    };
-    let account = match account_of(&account) {
-        Ok(a) => a,
-        Err(r) => return r.into_response(),
-    };
-    let (owner_id, _, login) = match resolve(&state, &owner).await {
-        Ok(o) => o,
-        Err(r) => return r.into_response(),
     };
     let Some(connection) = state
         .engine
@@ -328,11 +365,8 @@ pub(crate) async fn list(
     Path(owner): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = admin(&state, &headers) {
-        return r.into_response();
-    }
-    let (owner_id, _, login) = match resolve(&state, &owner).await {
-        Ok(o) => o,
+    let (owner_id, login) = match subject(&state, &headers, &owner, None).await {
+        Ok(s) => (s.owner_id, s.login),
         Err(r) => return r.into_response(),
     };
     let tenant: Option<Tenant> = state.engine.tenants().get(owner_id);
@@ -367,15 +401,8 @@ pub(crate) async fn disconnect(
     Path((owner, account)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = admin(&state, &headers) {
-        return r.into_response();
-    }
-    let account = match account_of(&account) {
-        Ok(a) => a,
-        Err(r) => return r.into_response(),
-    };
-    let (owner_id, _, login) = match resolve(&state, &owner).await {
-        Ok(o) => o,
+    let (owner_id, login, account) = match connection_of(&state, &headers, &owner, &account).await {
+        Ok(found) => found,
         Err(r) => return r.into_response(),
     };
     match state.engine.close_connection(owner_id, &account).await {

@@ -311,6 +311,22 @@ impl Ec2Launcher {
 }
 
 impl Ec2Launcher {
+    /// The client of the request's account and region, and its boot script.
+    fn prepare(
+        &self,
+        request: &LaunchRequest,
+    ) -> Result<(aws_sdk_ec2::Client, secrecy::SecretString)> {
+        let spec = &request.spec;
+        let client = self.client(&request.account, &spec.region, &request.credentials);
+        let script = boot_script(
+            spec,
+            &request.jit_config,
+            request.max_lifetime,
+            &self.layout,
+        )?;
+        Ok((client, script))
+    }
+
     /// Asks EC2 whether `request` would launch, with `DryRun`: `Ok` when
     /// EC2 answers `DryRunOperation` ("Request would have succeeded"),
     /// `PermissionDenied` naming `ec2:RunInstances` when it answers
@@ -320,18 +336,12 @@ impl Ec2Launcher {
     pub async fn dry_run(&self, request: LaunchRequest) -> Result<()> {
         use aws_smithy_types::error::metadata::ProvideErrorMetadata;
         let spec = &request.spec;
-        let client = self.client(&request.account, &spec.region, &request.credentials);
+        let (client, script) = self.prepare(&request)?;
         let target = Target {
             client: &client,
             account: &request.account,
             region: &spec.region,
         };
-        let script = boot_script(
-            spec,
-            &request.jit_config,
-            request.max_lifetime,
-            &self.layout,
-        )?;
         let (placement, _) = self.place(&target, &request).await?;
         let context = format!(
             "a dry-run launch of {} in account {}, {}",
@@ -368,18 +378,12 @@ impl CloudLauncher for Ec2Launcher {
             return Ok(launched);
         }
         let spec = &request.spec;
-        let client = self.client(&request.account, &spec.region, &request.credentials);
+        let (client, script) = self.prepare(&request)?;
         let target = Target {
             client: &client,
             account: &request.account,
             region: &spec.region,
         };
-        let script = boot_script(
-            spec,
-            &request.jit_config,
-            request.max_lifetime,
-            &self.layout,
-        )?;
         let (placement, spot_price) = self.place(&target, &request).await?;
         let context = format!(
             "launching {} for job {} (attempt {}) in account {}, {}",
