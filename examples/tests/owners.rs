@@ -233,6 +233,55 @@ async fn stand_in() -> GithubStandIn {
     github
 }
 
+/// The state EC2 reports for `instance` in `account`, asked with the
+/// customer's role as the platform would assume it.
+async fn instance_state(
+    account: &str,
+    role_arn: &str,
+    external_id: &str,
+    instance: &str,
+) -> String {
+    let aws = AwsClientConfig::new().endpoint_url(endpoint()).unwrap();
+    let platform = aws_credential_types::provider::SharedCredentialsProvider::new(
+        aws_credential_types::Credentials::new(
+            "AKIAPLATFORMEXAMPLE",
+            "platform-secret",
+            None,
+            None,
+            "test",
+        ),
+    );
+    let assumed = aws
+        .sts(&Region::us_east_1(), platform)
+        .assume_role()
+        .role_arn(role_arn)
+        .role_session_name("owners-test")
+        .external_id(external_id)
+        .send()
+        .await
+        .unwrap();
+    let c = assumed.credentials().unwrap();
+    let credentials = Credentials {
+        access_key_id: c.access_key_id().to_owned(),
+        secret_access_key: SecretString::from(c.secret_access_key().to_owned()),
+        session_token: Some(SecretString::from(c.session_token().to_owned())),
+        expires_at: None,
+    };
+    let _ = account;
+    let found = aws
+        .ec2(&Region::us_east_1(), &credentials)
+        .describe_instances()
+        .instance_ids(instance)
+        .send()
+        .await
+        .unwrap();
+    found.reservations()[0].instances()[0]
+        .state()
+        .and_then(|s| s.name())
+        .map(|n| n.as_str().to_owned())
+        .unwrap_or_default()
+}
+
 /// The newest job of newco through the scoped token.
 async fn newest_job(addr: std::net::SocketAddr) -> Value {
     let (status, page) = json_call(addr, "GET", "/api/jobs", Some(SCOPED), None).await;
@@ -365,13 +414,20 @@ async fn an_account_is_connected_verified_used_and_disconnected_while_serving() 
     assert_eq!(record["job_id"], second.job_id, "{record}");
     assert_eq!(record["state"], "launched", "{record}");
     assert_eq!(record["account"], account.as_str());
-    assert!(record["instance_id"].as_str().unwrap().starts_with("i-"));
+    let instance = record["instance_id"].as_str().unwrap().to_owned();
+    assert!(instance.starts_with("i-"));
 
     // Disconnected: its instance ends, its records are shredded, and
     // nothing launches there any more.
     let (status, gone) = json_call(addr, "DELETE", &put, Some(ADMIN), None).await;
     assert_eq!(status, 200, "{gone}");
     assert_eq!(gone["records_shredded"], true, "{gone}");
+    // Seen from EC2, with the customer's role: the instance is ending.
+    let state = instance_state(&account, &role_arn, &external_id, &instance).await;
+    assert!(
+        matches!(state.as_str(), "shutting-down" | "terminated"),
+        "{instance} is {state}"
+    );
     let (_, page) = json_call(addr, "GET", "/api/jobs", Some(SCOPED), None).await;
     assert!(
         page["jobs"]
@@ -383,6 +439,27 @@ async fn an_account_is_connected_verified_used_and_disconnected_while_serving() 
     );
     let (_, listed) = json_call(addr, "GET", path, Some(ADMIN), None).await;
     assert_eq!(listed["accounts"], json!([]), "{listed}");
+    // A connection never verified proves no control of the account: its
+    // removal shreds nothing (another owner's history could be there).
+    let other = fresh_account();
+    json_call(
+        addr,
+        "POST",
+        path,
+        Some(ADMIN),
+        Some(json!({ "aws_account_id": other })),
+    )
+    .await;
+    let (status, gone) = json_call(
+        addr,
+        "DELETE",
+        &format!("{path}/{other}"),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{gone}");
+    assert_eq!(gone["records_shredded"], false, "{gone}");
     let third = job(3);
     webhook(addr, "d-3", &third.body("queued", None, None)).await;
     engine.drain().await;

@@ -74,6 +74,9 @@ pub enum ConnectionState {
     /// Verified: the role was assumed with the external id and a dry-run
     /// launch was allowed.
     Connected,
+    /// Being disconnected: nothing launches through it, and its
+    /// credentials serve only to end what runs there.
+    Closing,
 }
 
 impl ConnectionState {
@@ -82,6 +85,7 @@ impl ConnectionState {
         match self {
             ConnectionState::Pending => "pending",
             ConnectionState::Connected => "connected",
+            ConnectionState::Closing => "closing",
         }
     }
 }
@@ -139,6 +143,11 @@ pub struct TenantRecord {
     /// Connections made at run time (the configured ones live in the
     /// configuration).
     pub connections: Vec<Connection>,
+    /// The App was uninstalled. A configured owner keeps its record so
+    /// that its login stays bound to its id across restarts: whoever takes
+    /// the login meanwhile gets nothing, and the owner reinstalling gets
+    /// its configuration back.
+    pub uninstalled: bool,
 }
 
 impl TenantRecord {
@@ -152,6 +161,7 @@ impl TenantRecord {
             suspended: false,
             removed_repositories: Vec::new(),
             connections: Vec::new(),
+            uninstalled: false,
         }
     }
 

@@ -457,6 +457,7 @@ async fn a_connection_made_at_run_time_launches_only_once_verified_on_every_repl
             owner,
             &account("444444444444"),
             "arn:aws:iam::444444444444:role/r",
+            &opened.external_id,
         )
         .await
         .unwrap();
@@ -483,12 +484,12 @@ async fn a_connection_made_at_run_time_launches_only_once_verified_on_every_repl
 
     // Disconnected through the second replica: the instance ends, and the
     // first replica launches nothing there after its next tick.
-    assert!(
-        replica
-            .close_connection(owner, &account("444444444444"))
-            .await
-            .unwrap()
-    );
+    let closed = replica
+        .close_connection(owner, &account("444444444444"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(closed.state, ConnectionState::Connected, "as it was");
     assert!(bed.launcher.alive().is_empty(), "its instance is ended");
     bed.engine.sync_tenants().await.unwrap();
     let Handled::Rejected { .. } = bed.send(job(3).queued()).await else {
@@ -532,11 +533,30 @@ async fn a_configured_owner_that_reinstalls_the_app_is_bound_again_by_its_id_onl
         .unwrap();
     bed.send_installation(InstallationAction::Deleted, "acme", 8000, 80, &[], &[])
         .await;
-    assert!(bed.tenants.get(OwnerId::new(8000)).is_none());
-    // Someone else installs the App under the login: nothing.
+    assert!(bed.tenants.get(OwnerId::new(8000)).unwrap().uninstalled);
+    let Handled::Rejected { message, .. } = bed
+        .send(bed.job(1).repository("acme/app").owner(8000, 80).queued())
+        .await
+    else {
+        panic!("an uninstalled owner launches nothing")
+    };
+    assert!(message.contains("uninstalled"), "{message}");
+    // Someone else installs the App under the login: nothing, here and
+    // after a restart (the binding is in the store, pinned to the id).
     bed.send_installation(InstallationAction::Created, "acme", 9000, 90, &[], &[])
         .await;
     assert!(bed.tenants.get(OwnerId::new(9000)).is_none());
+    let (replica, tenants) = second_replica(&bed);
+    tenants.seed(login.clone(), account("555555555555"), None);
+    replica.sync_tenants().await.unwrap();
+    assert_eq!(tenants.owner_id_of(&login), Some(OwnerId::new(8000)));
+    assert!(
+        !replica
+            .bind_owner(&login, OwnerId::new(9000), InstallationId::new(90))
+            .await
+            .unwrap(),
+        "GitHub's answer for the login binds nothing any more"
+    );
     // The owner itself reinstalls: bound again, with its configured account.
     bed.send_installation(InstallationAction::Created, "acme", 8000, 81, &[], &[])
         .await;

@@ -313,6 +313,11 @@ impl ControlPlaneBuilder {
             default_spec,
             controller_id: config.server.controller_id.clone(),
             platform_account_id: config.aws.platform_account_id.clone(),
+            configured_accounts: config
+                .accounts
+                .iter()
+                .map(|a| a.aws_account_id.clone())
+                .collect(),
             template_url: config.aws.cloudformation_template_url.clone(),
         };
 

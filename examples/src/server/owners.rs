@@ -19,6 +19,7 @@ use sprinters_aws::{
 use sprinters_core::domain::{AccountId, InstallationId, Owner, OwnerId};
 use sprinters_core::engine::{Engine, Tenant};
 use sprinters_core::labels::RunnerSpec;
+use sprinters_core::ports::ListJobs;
 use sprinters_core::tenant::Connection;
 use sprinters_core::{Error, ErrorKind};
 use sprinters_github::GithubApp;
@@ -41,6 +42,8 @@ pub(crate) struct OwnersState {
     pub(crate) default_spec: RunnerSpec,
     pub(crate) controller_id: String,
     pub(crate) platform_account_id: Option<AccountId>,
+    /// Every account of the configuration: never shredded through the API.
+    pub(crate) configured_accounts: Vec<AccountId>,
     pub(crate) template_url: Option<String>,
 }
 
@@ -67,48 +70,42 @@ fn admin(state: &OwnersState, headers: &HeaderMap) -> Result<(), Refusal> {
     }
 }
 
-/// The owner `{owner}` names: by numeric id, a bound owner; by login, the
-/// id that login was configured or connected under here, else the account
-/// GitHub reports for the App's installation on that login now.
+/// The owner `{owner}` names. A number is the id of an owner known here
+/// (else it is read as a login: GitHub logins may be all digits). A login
+/// is looked up with GitHub (the App's installation on it): the account
+/// that holds it now. If this control plane bound the login to another
+/// account (it was renamed, and someone else holds the old login), that is
+/// a 409 naming both ids: the owner is then named by its id.
 async fn resolve(
     state: &OwnersState,
     owner: &str,
 ) -> Result<(OwnerId, InstallationId, Owner), Refusal> {
     let tenants = state.engine.tenants();
-    if let Ok(id) = owner.parse::<u64>() {
-        return tenants
-            .get(OwnerId::new(id))
-            .map(|t| (t.owner_id, t.installation_id, t.login))
-            .ok_or_else(|| {
-                refusal(
-                    StatusCode::NOT_FOUND,
-                    format!(
-                        "no owner with GitHub account id {id} here; name a new owner by its login"
-                    ),
-                )
-            });
+    if let Some(t) = owner
+        .parse::<u64>()
+        .ok()
+        .and_then(|id| tenants.get(OwnerId::new(id)))
+    {
+        return Ok((t.owner_id, t.installation_id, t.login));
     }
     let login =
         Owner::parse(owner).map_err(|e| refusal(StatusCode::BAD_REQUEST, format!("owner: {e}")))?;
-    if let Some(t) = tenants.owner_id_of(&login).and_then(|id| tenants.get(id)) {
-        return Ok((t.owner_id, t.installation_id, t.login));
-    }
+    let bound = tenants
+        .owner_id_of(&login)
+        .and_then(|id| tenants.get(id))
+        .or_else(|| tenants.by_login(&login));
     match state.github.installation_of(&login).await {
-        Ok(Some(found)) => {
-            // A login bound here to another account belongs to that one.
-            if let Some(holder) = tenants.by_login(&login)
-                && holder.owner_id != found.owner_id
-            {
-                return Err(refusal(
-                    StatusCode::CONFLICT,
-                    format!(
-                        "{login} is GitHub account {} now, but account {} was connected under that login here; name the owner by its numeric id",
-                        found.owner_id, holder.owner_id
-                    ),
-                ));
-            }
-            Ok((found.owner_id, found.installation_id, found.login))
-        }
+        Ok(Some(found)) => match bound {
+            Some(holder) if holder.owner_id != found.owner_id => Err(refusal(
+                StatusCode::CONFLICT,
+                format!(
+                    "{login} is GitHub account {} now, but account {} was connected under that login here; name the owner by its numeric id",
+                    found.owner_id, holder.owner_id
+                ),
+            )),
+            Some(holder) => Ok((holder.owner_id, holder.installation_id, holder.login)),
+            None => Ok((found.owner_id, found.installation_id, found.login)),
+        },
         Ok(None) => Err(refusal(
             StatusCode::NOT_FOUND,
             format!("the Sprinters GitHub App is not installed on {login}; install it first"),
@@ -169,6 +166,7 @@ fn error_status(e: &Error) -> StatusCode {
     match e.kind() {
         ErrorKind::Conflict => StatusCode::CONFLICT,
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Config | ErrorKind::InvalidLabel => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
@@ -347,7 +345,7 @@ pub(crate) async fn verify(
     }
     match state
         .engine
-        .confirm_connection(owner_id, &account, &body.role_arn)
+        .confirm_connection(owner_id, &account, &body.role_arn, &connection.external_id)
         .await
     {
         Ok(c) => {
@@ -393,6 +391,42 @@ pub(crate) async fn list(
     .into_response()
 }
 
+/// Whether the records and data keys of `account` may be shredded now that
+/// `owner_id`'s connection `closed` is gone. Data keys are per account, so
+/// only when the connection was verified (the owner showed it controls the
+/// account) and nobody else uses the account: no configured entry, no other
+/// owner's connection of any state, no other owner's job in the history.
+async fn may_shred(
+    state: &OwnersState,
+    owner_id: OwnerId,
+    account: &AccountId,
+    closed: &Connection,
+) -> sprinters_core::Result<bool> {
+    if closed.verified_at.is_none() || state.configured_accounts.contains(account) {
+        return Ok(false);
+    }
+    let tenants = state.engine.tenants();
+    let elsewhere = tenants.all().iter().any(|t| {
+        t.owner_id != owner_id
+            && (t.configured.contains(account) || t.connection(account).is_some())
+    }) || tenants.accounts().contains(account);
+    if elsewhere {
+        return Ok(false);
+    }
+    let mut query = ListJobs::newest(1000);
+    query.account = Some(account.clone());
+    loop {
+        let page = state.store.jobs().list_jobs(query.clone()).await?;
+        if page.jobs.iter().any(|j| j.value.owner_id != owner_id) {
+            return Ok(false);
+        }
+        match page.next {
+            Some(next) => query.cursor = Some(next),
+            None => return Ok(true),
+        }
+    }
+}
+
 /// `DELETE /api/owners/{owner}/accounts/{account}`: nothing launches there
 /// any more, the owner's instances there are ended, and when no other
 /// owner connects the account its records and data keys are shredded.
@@ -405,32 +439,28 @@ pub(crate) async fn disconnect(
         Ok(found) => found,
         Err(r) => return r.into_response(),
     };
-    match state.engine.close_connection(owner_id, &account).await {
-        Ok(true) => {}
-        Ok(false) => {
+    let closed = match state.engine.close_connection(owner_id, &account).await {
+        Ok(Some(closed)) => closed,
+        Ok(None) => {
             return refuse(
                 StatusCode::NOT_FOUND,
                 format!("{login} has no connection to {account} made through this API"),
             );
         }
         Err(e) => return refuse(error_status(&e), e.message().to_owned()),
-    }
-    // Data keys are per account: shred only what no other owner uses.
-    let shared = state
-        .engine
-        .tenants()
-        .all()
-        .iter()
-        .any(|t| t.owner_id != owner_id && t.accounts().contains(&account));
-    let shredded = if shared {
-        false
-    } else {
-        match state.store.delete_account(&account).await {
+    };
+    let shredded = match may_shred(&state, owner_id, &account, &closed).await {
+        Ok(true) => match state.store.delete_account(&account).await {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(%account, error = %e, "shredding a disconnected account's records failed");
                 false
             }
+        },
+        Ok(false) => false,
+        Err(e) => {
+            tracing::warn!(%account, error = %e, "could not tell whether others use the account; not shredded");
+            false
         }
     };
     tracing::warn!(owner_id = %owner_id, %account, shredded, "account disconnected");

@@ -84,7 +84,14 @@ impl CredentialProvider for ConfiguredCredentials {
                     .tenants
                     .get(request.owner_id)
                     .and_then(|t| t.connection(&request.account).cloned())
-                    .filter(|c| c.state == ConnectionState::Connected)
+                    // A closing connection still serves: what runs there is
+                    // ended with its credentials.
+                    .filter(|c| {
+                        matches!(
+                            c.state,
+                            ConnectionState::Connected | ConnectionState::Closing
+                        )
+                    })
                     .and_then(|c| Some((c.role_arn?, c.external_id)));
                 let Some((role_arn, external_id)) = role else {
                     return Err(Error::not_found(format!(

@@ -121,18 +121,26 @@ impl AssumeRoleProvider {
     /// Connects `account` to the owner `owner_id` through `role`, replacing
     /// the connection's role if it had one.
     pub fn connect(&self, owner_id: OwnerId, account: AccountId, role: CustomerRole) {
-        self.roles
+        let key = (owner_id, account);
+        let previous = self
+            .roles
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert((owner_id, account), role);
+            .insert(key.clone(), role.clone());
+        // Another role or external id: credentials of the old one go.
+        if previous.is_some_and(|p| p.role_arn != role.role_arn || !p.same_external_id(&role)) {
+            self.cache.evict(&key);
+        }
     }
 
     /// Removes the connection: its role is never assumed again.
     pub fn disconnect(&self, owner_id: OwnerId, account: &AccountId) {
+        let key = (owner_id, account.clone());
         self.roles
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&(owner_id, account.clone()));
+            .remove(&key);
+        self.cache.evict(&key);
     }
 
     fn session_name(owner: &Owner) -> String {

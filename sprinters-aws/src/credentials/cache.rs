@@ -56,6 +56,14 @@ impl CredentialCache {
         Ok(fresh)
     }
 
+    /// Forgets the credentials of `key` (its role changed or went).
+    pub(crate) fn evict(&self, key: &ConnectionKey) {
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+
     fn is_fresh(&self, credentials: &Credentials) -> bool {
         match credentials.expires_at {
             None => true,

@@ -26,6 +26,11 @@ impl Inner {
             let (mut record, expected) = match self.store.get_tenant(owner_id).await? {
                 Some(stored) => (stored.value, Some(stored.version)),
                 None => match self.config.tenants.get(owner_id) {
+                    // Deleted through another replica: never written back.
+                    Some(tenant) if tenant.persisted() => {
+                        self.config.tenants.disconnect(owner_id);
+                        return Ok(None);
+                    }
                     Some(tenant) => (tenant.record(), None),
                     None => return Ok(None),
                 },
@@ -62,27 +67,65 @@ impl Inner {
             .into_iter()
             .map(|v| v.value)
             .collect();
-        self.config.tenants.sync(&records);
+        for missing in self.config.tenants.sync(&records) {
+            // Listed before a write of this replica, or deleted elsewhere:
+            // only the store's current answer drops an owner.
+            match self.store.get_tenant(missing).await? {
+                Some(current) => self.config.tenants.apply(&current.value),
+                None => {
+                    self.config.tenants.disconnect(missing);
+                }
+            }
+        }
         Ok(())
     }
 
-    /// Deletes the owner (its record and its place in the directory), then
-    /// rejects its waiting jobs with `message` and ends its instances.
+    /// Removes the owner. First it is marked uninstalled (nothing launches
+    /// for it on any replica), then its waiting jobs are rejected with
+    /// `message` and its instances ended while its credentials still
+    /// resolve, and only then is it forgotten. A configured owner keeps its
+    /// record, so that its login stays bound to its id across restarts.
+    /// Safe to run again after an interruption.
     pub(super) async fn remove_owner(&self, owner_id: OwnerId, message: &str) -> Result<()> {
+        let Some(record) = self
+            .save_tenant(owner_id, |r| {
+                let was = r.uninstalled;
+                r.uninstalled = true;
+                !was
+            })
+            .await?
+        else {
+            return Ok(());
+        };
+        tracing::warn!(owner_id = %owner_id, login = %record.login, %message, "owner disconnected");
+        self.end_owner_jobs(owner_id, None, message).await?;
+        if record.configured_as.is_some() {
+            return Ok(());
+        }
+        let mut deleted = false;
         for _ in 0..TRIES {
             match self.store.get_tenant(owner_id).await? {
-                None => break,
+                None => {
+                    deleted = true;
+                    break;
+                }
                 Some(stored) => match self.store.delete_tenant(owner_id, stored.version).await {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        deleted = true;
+                        break;
+                    }
                     Err(e) if *e.kind() == ErrorKind::Conflict => continue,
                     Err(e) => return Err(e),
                 },
             }
         }
-        if let Some(tenant) = self.config.tenants.disconnect(owner_id) {
-            tracing::warn!(owner_id = %owner_id, login = %tenant.login, %message, "owner disconnected");
+        if !deleted {
+            return Err(Error::conflict(format!(
+                "the record of owner {owner_id} kept changing while being deleted"
+            )));
         }
-        self.end_owner_jobs(owner_id, None, message).await
+        self.config.tenants.disconnect(owner_id);
+        Ok(())
     }
 
     /// Rejects the waiting jobs of `owner_id` (in `account` only, if given)
@@ -218,19 +261,26 @@ impl Engine {
     }
 
     /// Marks the connection verified with `role_arn` (the role was assumed
-    /// with its external id and a dry-run launch allowed): jobs launch
-    /// through it from now on, on every replica within a tick.
+    /// with `external_id`, the connection's, and a dry-run launch allowed):
+    /// jobs launch through it from now on, on every replica within a tick.
+    /// A connection closed or made anew since (another external id) is not
+    /// touched: `NotFound`.
     pub async fn confirm_connection(
         &self,
         owner_id: OwnerId,
         account: &AccountId,
         role_arn: &str,
+        external_id: &crate::tenant::ExternalId,
     ) -> Result<Connection> {
         let now = self.inner.clock.now();
         let written = self
             .inner
             .save_tenant(owner_id, |r| {
-                match r.connections.iter_mut().find(|c| &c.account == account) {
+                match r.connections.iter_mut().find(|c| {
+                    &c.account == account
+                        && &c.external_id == external_id
+                        && c.state != ConnectionState::Closing
+                }) {
                     Some(c) => {
                         c.role_arn = Some(role_arn.to_owned());
                         c.state = ConnectionState::Connected;
@@ -251,26 +301,44 @@ impl Engine {
             })
     }
 
-    /// Closes the connection of `account` to `owner_id`: nothing launches
-    /// there any more, the owner's waiting jobs there are rejected and its
-    /// instances there ended. `Ok(false)` if there was no such connection.
-    pub async fn close_connection(&self, owner_id: OwnerId, account: &AccountId) -> Result<bool> {
-        let mut found = false;
+    /// Closes the connection of `account` to `owner_id`. It is marked
+    /// closing first (nothing launches there any more, on any replica), the
+    /// owner's waiting jobs there are rejected and its instances there
+    /// ended while its credentials still serve, and only then is it
+    /// removed. Returns the connection as it was; `None` if there was none.
+    /// Safe to run again after an interruption.
+    pub async fn close_connection(
+        &self,
+        owner_id: OwnerId,
+        account: &AccountId,
+    ) -> Result<Option<Connection>> {
+        let mut before = None;
         self.inner
             .save_tenant(owner_id, |r| {
-                let before = r.connections.len();
-                r.connections.retain(|c| &c.account != account);
-                found = r.connections.len() != before;
-                found
+                let Some(c) = r.connections.iter_mut().find(|c| &c.account == account) else {
+                    return false;
+                };
+                before = Some(c.clone());
+                let was = c.state;
+                c.state = ConnectionState::Closing;
+                was != ConnectionState::Closing
             })
             .await?;
-        if found {
-            let message = format!("AWS account {account} was disconnected");
-            self.inner
-                .end_owner_jobs(owner_id, Some(account), &message)
-                .await?;
-        }
-        Ok(found)
+        let Some(before) = before else {
+            return Ok(None);
+        };
+        let message = format!("AWS account {account} was disconnected");
+        self.inner
+            .end_owner_jobs(owner_id, Some(account), &message)
+            .await?;
+        self.inner
+            .save_tenant(owner_id, |r| {
+                let n = r.connections.len();
+                r.connections.retain(|c| &c.account != account);
+                r.connections.len() != n
+            })
+            .await?;
+        Ok(Some(before))
     }
 
     /// Disconnects the owner altogether (as uninstalling the App does).

@@ -18,12 +18,22 @@ impl Inner {
             .is_some_and(|t| t.installation_id == installation_id);
         match event.action {
             InstallationAction::Created => {
-                if tenants.get(owner_id).is_some() {
-                    // A reinstall: same account, new installation.
+                if let Some(known) = tenants.get(owner_id) {
+                    // A reinstall: same account, a new installation, which
+                    // starts unsuspended with all its repositories. GitHub
+                    // numbers installations upwards: an older one is a
+                    // replayed event.
+                    if installation_id < known.installation_id {
+                        tracing::warn!(owner_id = %owner_id, installation = %installation_id, "an older installation's created event: ignored");
+                        return Ok(Handled::Ignored);
+                    }
                     let login = event.owner.clone();
                     self.save_tenant(owner_id, |r| {
                         r.installation_id = installation_id;
                         r.login = login.clone();
+                        r.suspended = false;
+                        r.uninstalled = false;
+                        r.removed_repositories.clear();
                         true
                     })
                     .await?;
@@ -44,6 +54,8 @@ impl Inner {
                     Err(e) => return Err(e),
                 }
             }
+            // An uninstall is acted on again if an earlier try was cut
+            // short (the owner is still known then).
             _ if !known => {
                 tracing::warn!(owner_id = %owner_id, installation = %installation_id, login = %event.owner, "installation event for no connected owner: ignored");
             }
@@ -126,6 +138,12 @@ impl Inner {
             return Some(format!(
                 "installation {} that reported this job is no longer {}'s",
                 record.installation_id, tenant.login
+            ));
+        }
+        if tenant.uninstalled {
+            return Some(format!(
+                "the Sprinters GitHub App was uninstalled from {}",
+                tenant.login
             ));
         }
         if tenant.suspended {

@@ -31,12 +31,40 @@ impl Inner {
             // Waiting for an approval: GitHub sends `queued` once approved.
             return Ok(Handled::Ignored);
         }
-        let account = match self.config.tenants.resolve(
-            event.owner_id,
-            event.installation_id,
-            event.repository.owner(),
-            labels.spec.account.as_ref(),
-        ) {
+        let tenants = &self.config.tenants;
+        let login = event.repository.owner();
+        let resolve = || {
+            tenants.resolve(
+                event.owner_id,
+                event.installation_id,
+                login,
+                labels.spec.account.as_ref(),
+            )
+        };
+        let renamed = tenants.get(event.owner_id).is_some_and(|t| {
+            t.installation_id == event.installation_id && t.login.as_str() != login.as_str()
+        });
+        let mut resolved = resolve();
+        if matches!(resolved, Err(Refusal::Impostor(_))) && tenants.get(event.owner_id).is_some() {
+            // A known owner through another installation: a reinstall another
+            // replica took in and this one has not read yet. Only the owner's
+            // own (signed) events get here, so strangers cause no reads.
+            if let Some(current) = self.store.get_tenant(event.owner_id).await? {
+                tenants.apply(&current.value);
+            }
+            resolved = resolve();
+        }
+        if renamed && resolved.is_ok() {
+            // The id is the tenant; its display name follows, on every replica.
+            let new = login.clone();
+            self.save_tenant(event.owner_id, |r| {
+                let changed = r.login.as_str() != new.as_str();
+                r.login = new.clone();
+                changed
+            })
+            .await?;
+        }
+        let account = match resolved {
             Ok(account) => account,
             // Decided from the directory alone: no call is made that would
             // let one customer probe another's account.

@@ -23,6 +23,8 @@ const LEADER_LEASE: &str = "sprinters/reconciler";
 /// fallback, and how many of the newest jobs are looked at for it.
 const RECENT: std::time::Duration = std::time::Duration::from_secs(3600);
 const RECENT_JOBS: usize = 500;
+/// Jobs on runners that are none of ours, asked about per pass at most.
+const FOREIGN_CHECKS_PER_PASS: usize = 20;
 
 /// What one reconciliation pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -229,6 +231,10 @@ impl Inner {
             })
             .filter_map(|l| l.taken_by)
             .collect();
+        // Jobs on runners not ours cost a GitHub call each and nothing of
+        // ours waits on them: a few a pass, so that one owner running many
+        // jobs on its own runners never slows the pass for everyone.
+        let mut foreign_checks = 0usize;
         for record in active.iter().map(|r| &r.value) {
             let waited_too_long = record.state.is_waiting()
                 && now.since(record.queued_at) >= self.config.queued_timeout;
@@ -247,6 +253,12 @@ impl Inner {
                     .is_some_and(|t| now.since(t) >= self.config.queued_timeout);
             if !waited_too_long && !runner_gone && !foreign_runner {
                 continue;
+            }
+            if !waited_too_long && !runner_gone {
+                if foreign_checks >= FOREIGN_CHECKS_PER_PASS {
+                    continue;
+                }
+                foreign_checks += 1;
             }
             report.jobs_checked += 1;
             self.ask_github(record).await;

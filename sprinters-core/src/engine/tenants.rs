@@ -37,6 +37,8 @@ pub struct Tenant {
     pub suspended: bool,
     /// The login a configured entry named when it was bound.
     pub configured_as: Option<Owner>,
+    /// The App was uninstalled: nothing launches for it.
+    pub uninstalled: bool,
     /// Repositories taken out of its installation (lower-cased `owner/name`).
     removed: BTreeSet<String>,
     /// Whether the store holds it: then the store is its truth, and an owner
@@ -54,6 +56,7 @@ impl Tenant {
             connections: Vec::new(),
             suspended: false,
             configured_as: None,
+            uninstalled: false,
             removed: BTreeSet::new(),
             persisted: false,
         }
@@ -98,6 +101,7 @@ impl Tenant {
             .filter_map(|r| Repository::parse(r).ok())
             .collect();
         record.connections = self.connections.clone();
+        record.uninstalled = self.uninstalled;
         record
     }
 }
@@ -124,9 +128,17 @@ struct State {
 }
 
 impl State {
-    /// Moves the seed of `login` (if any) into the owner `owner_id`.
+    /// Moves the seed of `login` (if any) into the owner `owner_id`,
+    /// unless the seed is pinned to another id.
     fn absorb_seed(&mut self, login: &Owner, owner_id: OwnerId) {
         let key = login.as_str().to_ascii_lowercase();
+        if self
+            .seeds
+            .get(&key)
+            .is_some_and(|s| s.pinned.is_some_and(|p| p != owner_id))
+        {
+            return;
+        }
         let Some(seed) = self.seeds.remove(&key) else {
             return;
         };
@@ -356,12 +368,18 @@ impl Tenants {
             .collect();
         tenant.connections = record.connections.clone();
         tenant.configured_as = record.configured_as.clone();
+        tenant.uninstalled = record.uninstalled;
         tenant.persisted = true;
         if let Some(login) = &record.configured_as {
-            state.absorb_seed(login, record.owner_id);
-            state
-                .configured
-                .insert(login.as_str().to_ascii_lowercase(), record.owner_id);
+            let key = login.as_str().to_ascii_lowercase();
+            let pinned_elsewhere = state
+                .seeds
+                .get(&key)
+                .is_some_and(|s| s.pinned.is_some_and(|p| p != record.owner_id));
+            if !pinned_elsewhere {
+                state.absorb_seed(login, record.owner_id);
+                state.configured.insert(key, record.owner_id);
+            }
         }
         if !record.connections.is_empty() {
             // An owner connected at run time: tokens name it by its login.
@@ -372,23 +390,20 @@ impl Tenants {
         }
     }
 
-    /// Takes in every owner's record: applies each, and drops owners the
-    /// store held before but holds no more (disconnected elsewhere).
-    pub fn sync(&self, records: &[TenantRecord]) {
+    /// Takes in every owner's record, and returns the owners the store
+    /// held before but did not list: deleted elsewhere, or written after
+    /// the list was read (the caller looks again before dropping them).
+    pub fn sync(&self, records: &[TenantRecord]) -> Vec<OwnerId> {
         for record in records {
             self.apply(record);
         }
         let present: BTreeSet<OwnerId> = records.iter().map(|r| r.owner_id).collect();
-        let gone: Vec<OwnerId> = self
-            .read()
+        self.read()
             .bound
             .values()
             .filter(|t| t.persisted && !present.contains(&t.owner_id))
             .map(|t| t.owner_id)
-            .collect();
-        for owner_id in gone {
-            self.disconnect(owner_id);
-        }
+            .collect()
     }
 
     /// The account a job launches in: the one its label names, if the
