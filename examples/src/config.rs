@@ -702,14 +702,16 @@ impl RawFile {
                     (AccountCredentials::Role(a), AccountCredentials::Role(b)) => {
                         a.same_external_id(b)
                     }
-                    // The vault and the environment hold one key per account.
-                    _ => true,
+                    // The environment holds one key, the process's own.
+                    (AccountCredentials::Ambient, _) | (_, AccountCredentials::Ambient) => true,
+                    // Stored keys are kept per owner and account.
+                    _ => false,
                 };
                 if shared {
                     return Err(err(
                         &format!("{key}.external_id"),
                         format!(
-                            "{github_owner} and {} both connect {aws_account_id}; each owner's connection needs a role with an external id of its own",
+                            "{github_owner} and {} both connect {aws_account_id} with the same credentials; each owner's connection needs a role with an external id of its own, or a stored key of its own",
                             earlier.github_owner
                         ),
                     ));

@@ -643,6 +643,7 @@ impl Setup {
             let key = demo_key();
             store
                 .put_access_key(
+                    sprinters_core::domain::OwnerId::new(OWNER_ID),
                     AccountId::parse(ACCOUNT).map_err(|e| e.to_string())?,
                     StoredAccessKey {
                         access_key_id: key.access_key_id,

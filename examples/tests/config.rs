@@ -275,7 +275,8 @@ external_id = "agreed-external-id"
     assert!(err.contains("accounts[2]"), "{err}");
     assert!(err.contains("external id of its own"), "{err}");
 
-    let shared_vault = with(
+    // Stored keys are per owner and account: each owner stores its own.
+    let both_vault = with(
         r#"
 [[accounts]]
 github_owner = "rival-org"
@@ -283,10 +284,18 @@ aws_account_id = "210987654321"
 credentials = "vault"
 "#,
     );
-    let err = Config::parse(&shared_vault, &f.env)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("both connect 210987654321"), "{err}");
+    assert!(Config::parse(&both_vault, &f.env).is_ok());
+    // The environment's credentials are the process's own: one owner.
+    let ambient = with(
+        r#"
+[[accounts]]
+github_owner = "rival-org"
+aws_account_id = "123456789012"
+credentials = "ambient"
+"#,
+    );
+    let err = Config::parse(&ambient, &f.env).unwrap_err().to_string();
+    assert!(err.contains("both connect 123456789012"), "{err}");
 
     let separate = with(
         r#"

@@ -97,6 +97,7 @@ async fn sigkilled_serve_launches_every_job_exactly_once_and_leaves_nothing_runn
         let k = key();
         store
             .put_access_key(
+                sprinters_core::domain::OwnerId::new(31337),
                 AccountId::parse(ACCOUNT).unwrap(),
                 StoredAccessKey {
                     access_key_id: k.access_key_id,

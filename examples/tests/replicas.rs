@@ -185,6 +185,7 @@ async fn three_replicas_on_one_database_launch_every_job_once_through_a_sigkill(
     let k = key();
     store
         .put_access_key(
+            sprinters_core::domain::OwnerId::new(31337),
             AccountId::parse(ACCOUNT).unwrap(),
             StoredAccessKey {
                 access_key_id: k.access_key_id,

@@ -104,6 +104,7 @@ async fn a_signed_webhook_launches_in_the_emulator_and_completion_ends_it() {
         let k = key();
         store
             .put_access_key(
+                sprinters_core::domain::OwnerId::new(9919),
                 account,
                 StoredAccessKey {
                     access_key_id: k.access_key_id,

@@ -125,6 +125,7 @@ async fn stored_keys_come_from_the_vault_and_are_not_kept() {
     let account = fresh_account();
     vault
         .put_access_key(
+            OwnerId::new(31337),
             account.clone(),
             StoredAccessKey {
                 access_key_id: "AKIASTOREDEXAMPLE".to_owned(),
@@ -156,7 +157,21 @@ async fn stored_keys_come_from_the_vault_and_are_not_kept() {
     // The emulator accepts the key (AWS would check it).
     assert_eq!(caller_account(&got).await.len(), 12);
 
-    vault.delete_access_key(account.clone()).await.unwrap();
+    // Another owner naming the same account gets nothing of this key.
+    let theirs = provider
+        .credentials(CredentialsRequest::new(
+            account.clone(),
+            OwnerId::new(4040),
+            Owner::parse("rival-org").unwrap(),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(*theirs.kind(), ErrorKind::NotFound, "{theirs}");
+
+    vault
+        .delete_access_key(OwnerId::new(31337), account.clone())
+        .await
+        .unwrap();
     let err = provider
         .credentials(CredentialsRequest::new(
             account.clone(),
@@ -209,6 +224,7 @@ async fn the_chain_serves_each_account_from_the_provider_that_has_it() {
     let vault = Arc::new(MemoryVault::new());
     vault
         .put_access_key(
+            OwnerId::new(31337),
             with_key.clone(),
             StoredAccessKey {
                 access_key_id: "AKIACHAINEXAMPLE".to_owned(),

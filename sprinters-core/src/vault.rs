@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use secrecy::SecretString;
 
 use crate::Result;
-use crate::domain::AccountId;
+use crate::domain::{AccountId, OwnerId};
 
 /// An access key of one AWS account. `Debug` shows the key id only.
 #[derive(Clone)]
@@ -31,23 +31,34 @@ impl fmt::Debug for StoredAccessKey {
     }
 }
 
-/// Access keys by account.
+/// Access keys by connection: one owner's (GitHub account id's) key to one
+/// AWS account. Two owners connecting the same account each have their own
+/// key, and one never gets the other's.
 #[async_trait]
 pub trait CredentialVault: Send + Sync + fmt::Debug + 'static {
-    /// Stores (or replaces) the key of `account`.
-    async fn put_access_key(&self, account: AccountId, key: StoredAccessKey) -> Result<()>;
-    /// The key of `account`, if one is stored.
-    async fn access_key(&self, account: AccountId) -> Result<Option<StoredAccessKey>>;
-    /// Forgets the key of `account`; forgetting an absent key succeeds.
-    async fn delete_access_key(&self, account: AccountId) -> Result<()>;
-    /// The accounts with a stored key, in order.
-    async fn accounts(&self) -> Result<Vec<AccountId>>;
+    /// Stores (or replaces) the key of `owner`'s connection to `account`.
+    async fn put_access_key(
+        &self,
+        owner: OwnerId,
+        account: AccountId,
+        key: StoredAccessKey,
+    ) -> Result<()>;
+    /// The key of `owner`'s connection to `account`, if one is stored.
+    async fn access_key(
+        &self,
+        owner: OwnerId,
+        account: AccountId,
+    ) -> Result<Option<StoredAccessKey>>;
+    /// Forgets that key; forgetting an absent key succeeds.
+    async fn delete_access_key(&self, owner: OwnerId, account: AccountId) -> Result<()>;
+    /// The connections with a stored key, in order.
+    async fn accounts(&self) -> Result<Vec<(OwnerId, AccountId)>>;
 }
 
 /// A vault in memory, for tests.
 #[derive(Debug, Default)]
 pub struct MemoryVault {
-    keys: Mutex<BTreeMap<AccountId, StoredAccessKey>>,
+    keys: Mutex<BTreeMap<(OwnerId, AccountId), StoredAccessKey>>,
 }
 
 impl MemoryVault {
@@ -56,25 +67,34 @@ impl MemoryVault {
         Self::default()
     }
 
-    fn keys(&self) -> std::sync::MutexGuard<'_, BTreeMap<AccountId, StoredAccessKey>> {
+    fn keys(&self) -> std::sync::MutexGuard<'_, BTreeMap<(OwnerId, AccountId), StoredAccessKey>> {
         self.keys.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 #[async_trait]
 impl CredentialVault for MemoryVault {
-    async fn put_access_key(&self, account: AccountId, key: StoredAccessKey) -> Result<()> {
-        self.keys().insert(account, key);
+    async fn put_access_key(
+        &self,
+        owner: OwnerId,
+        account: AccountId,
+        key: StoredAccessKey,
+    ) -> Result<()> {
+        self.keys().insert((owner, account), key);
         Ok(())
     }
-    async fn access_key(&self, account: AccountId) -> Result<Option<StoredAccessKey>> {
-        Ok(self.keys().get(&account).cloned())
+    async fn access_key(
+        &self,
+        owner: OwnerId,
+        account: AccountId,
+    ) -> Result<Option<StoredAccessKey>> {
+        Ok(self.keys().get(&(owner, account)).cloned())
     }
-    async fn delete_access_key(&self, account: AccountId) -> Result<()> {
-        self.keys().remove(&account);
+    async fn delete_access_key(&self, owner: OwnerId, account: AccountId) -> Result<()> {
+        self.keys().remove(&(owner, account));
         Ok(())
     }
-    async fn accounts(&self) -> Result<Vec<AccountId>> {
+    async fn accounts(&self) -> Result<Vec<(OwnerId, AccountId)>> {
         Ok(self.keys().keys().cloned().collect())
     }
 }

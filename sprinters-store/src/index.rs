@@ -104,7 +104,8 @@ pub(crate) struct Index {
     pub(crate) deliveries: HashMap<[u8; 16], (Timestamp, Loc, u32)>,
     pub(crate) delivery_purges: u64,
     pub(crate) leases: HashMap<String, LeaseEntry>,
-    pub(crate) vault: BTreeMap<AccountId, VaultEntry>,
+    /// Stored access keys, by owner and account.
+    pub(crate) vault: BTreeMap<(sprinters_core::domain::OwnerId, AccountId), VaultEntry>,
     /// Owners' records, by GitHub account id.
     pub(crate) tenants: BTreeMap<sprinters_core::domain::OwnerId, VaultEntry>,
     /// The latest version of active jobs, decoded: reading it again costs a

@@ -264,7 +264,7 @@ impl FileJobStore {
         for key in &doomed {
             index.remove_job(*key);
         }
-        index.vault.remove(account);
+        index.vault.retain(|(_, a), _| a != account);
         tracing::info!(jobs = doomed.len(), "account's data keys destroyed");
         Ok(doomed.len())
     }
@@ -391,9 +391,14 @@ fn apply(
             );
         }
         Kind::Vault => {
-            let (account, _, _): (AccountId, String, String) = decode(plaintext, &here)?;
+            let (owner, account, _, _): (
+                sprinters_core::domain::OwnerId,
+                AccountId,
+                String,
+                String,
+            ) = decode(plaintext, &here)?;
             index.vault.insert(
-                account,
+                (owner, account),
                 VaultEntry {
                     loc,
                     version: f.version,
@@ -402,8 +407,8 @@ fn apply(
             );
         }
         Kind::VaultTombstone => {
-            let account: AccountId = decode(plaintext, &here)?;
-            index.vault.remove(&account);
+            let slot: (sprinters_core::domain::OwnerId, AccountId) = decode(plaintext, &here)?;
+            index.vault.remove(&slot);
             versions.remove(&f.record_id);
         }
         Kind::Tenant => {

@@ -24,7 +24,7 @@ async fn file_store_passes_the_vault_suite() {
 
 #[tokio::test]
 async fn everything_survives_a_reopen() {
-    use sprinters_core::domain::{AccountId, DeliveryId};
+    use sprinters_core::domain::{AccountId, DeliveryId, OwnerId};
     use sprinters_core::ports::{AcquireLease, PutJob, RecordDelivery};
     use sprinters_core::time::Timestamp;
     use sprinters_core::vault::{CredentialVault, StoredAccessKey};
@@ -68,7 +68,11 @@ async fn everything_survives_a_reopen() {
             secret_access_key: "s3cr3t".to_owned().into(),
         };
         store
-            .put_access_key(AccountId::parse("111111111111").unwrap(), secret)
+            .put_access_key(
+                OwnerId::new(1),
+                AccountId::parse("111111111111").unwrap(),
+                secret,
+            )
             .await
             .unwrap();
     }
@@ -104,7 +108,7 @@ async fn everything_survives_a_reopen() {
         .unwrap();
     assert!(!grant.acquired, "the lease survived the reopen");
     let stored = store
-        .access_key(AccountId::parse("111111111111").unwrap())
+        .access_key(OwnerId::new(1), AccountId::parse("111111111111").unwrap())
         .await
         .unwrap()
         .unwrap();

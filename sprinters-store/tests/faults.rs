@@ -359,7 +359,14 @@ async fn deleting_an_account_shreds_its_records_for_good() {
         access_key_id: "AKIA".into(),
         secret_access_key: "x".to_owned().into(),
     };
-    store.put_access_key(account.clone(), secret).await.unwrap();
+    store
+        .put_access_key(
+            sprinters_core::domain::OwnerId::new(1),
+            account.clone(),
+            secret,
+        )
+        .await
+        .unwrap();
 
     assert_eq!(store.delete_account(&account).unwrap(), 4);
     assert!(store.get_job(key(1)).await.unwrap().is_none());
@@ -367,7 +374,13 @@ async fn deleting_an_account_shreds_its_records_for_good() {
         store.get_job(key(11)).await.unwrap().is_none(),
         "no decoded copy outlives its account's key"
     );
-    assert!(store.access_key(account.clone()).await.unwrap().is_none());
+    assert!(
+        store
+            .access_key(sprinters_core::domain::OwnerId::new(1), account.clone())
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(
         store.get_job(key(10)).await.unwrap().is_some(),
         "other accounts are untouched"

@@ -94,6 +94,7 @@ async fn a_second_replica_reads_what_the_first_wrote_and_stale_writes_lose() {
     let stale = a.put_job(PutJob::replace(r, v)).await.unwrap_err();
     assert_eq!(*stale.kind(), ErrorKind::Conflict, "a's stale write loses");
     a.put_access_key(
+        sprinters_core::domain::OwnerId::new(1),
         AccountId::parse("111111111111").unwrap(),
         StoredAccessKey {
             access_key_id: "AKIAEXAMPLE".into(),
@@ -103,10 +104,13 @@ async fn a_second_replica_reads_what_the_first_wrote_and_stale_writes_lose() {
     .await
     .unwrap();
     assert!(
-        b.access_key(AccountId::parse("111111111111").unwrap())
-            .await
-            .unwrap()
-            .is_some()
+        b.access_key(
+            sprinters_core::domain::OwnerId::new(1),
+            AccountId::parse("111111111111").unwrap()
+        )
+        .await
+        .unwrap()
+        .is_some()
     );
 }
 
@@ -335,6 +339,7 @@ async fn the_database_sees_no_repository_label_name_or_secret() {
     store.put_job(PutJob::create(r)).await.unwrap();
     store
         .put_access_key(
+            sprinters_core::domain::OwnerId::new(1),
             AccountId::parse("111111111111").unwrap(),
             StoredAccessKey {
                 access_key_id: "AKIAHIDDENKEYID".into(),

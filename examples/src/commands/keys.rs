@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use secrecy::SecretString;
-use sprinters_core::domain::AccountId;
+use sprinters_core::domain::{AccountId, OwnerId};
 use sprinters_core::vault::{CredentialVault, StoredAccessKey};
 use sprinters_store::{FileJobStore, MasterKey};
 
@@ -32,12 +32,17 @@ pub(crate) enum KeysCommand {
         #[arg(long)]
         data_dir: PathBuf,
     },
-    /// Store an AWS access key for an account, encrypted. The secret access
-    /// key is read from standard input, never from an argument.
+    /// Store an AWS access key for one owner's connection to an account,
+    /// encrypted. The secret access key is read from standard input, never
+    /// from an argument.
     AddAccessKey {
         /// The data directory.
         #[arg(long)]
         data_dir: PathBuf,
+        /// The owner's numeric GitHub account id (its `github_owner_id`):
+        /// the key serves that owner's jobs only.
+        #[arg(long)]
+        owner_id: u64,
         /// The 12-digit AWS account id.
         #[arg(long)]
         account: String,
@@ -53,9 +58,10 @@ pub(crate) fn run(command: KeysCommand) -> ExitCode {
         KeysCommand::Rotate { data_dir } => rotate(&data_dir),
         KeysCommand::AddAccessKey {
             data_dir,
+            owner_id,
             account,
             access_key_id,
-        } => add_access_key(&data_dir, &account, access_key_id),
+        } => add_access_key(&data_dir, OwnerId::new(owner_id), &account, access_key_id),
     }
 }
 
@@ -129,7 +135,7 @@ fn rotate(dir: &Path) -> ExitCode {
     }
 }
 
-fn add_access_key(dir: &Path, account: &str, access_key_id: String) -> ExitCode {
+fn add_access_key(dir: &Path, owner: OwnerId, account: &str, access_key_id: String) -> ExitCode {
     let account = match AccountId::parse(account) {
         Ok(a) => a,
         Err(e) => return usage_error(format!("--account: {e}")),
@@ -156,13 +162,13 @@ fn add_access_key(dir: &Path, account: &str, access_key_id: String) -> ExitCode 
         secret_access_key: secret,
     };
     let stored = runtime().and_then(|rt| {
-        rt.block_on(store.put_access_key(account.clone(), key))
+        rt.block_on(store.put_access_key(owner, account.clone(), key))
             .map_err(|e| e.to_string())
     });
     match stored {
         Ok(()) => {
             println!(
-                "stored the access key of account {account}, encrypted under its own data key"
+                "stored the access key of owner {owner} for account {account}, encrypted under the account's data key"
             );
             ExitCode::SUCCESS
         }

@@ -25,12 +25,15 @@ impl StoredKeyProvider {
 #[async_trait]
 impl CredentialProvider for StoredKeyProvider {
     async fn credentials(&self, request: CredentialsRequest) -> Result<Credentials> {
-        let key = self.vault.access_key(request.account.clone()).await?;
+        let key = self
+            .vault
+            .access_key(request.owner_id, request.account.clone())
+            .await?;
         let key = key.ok_or_else(|| {
             Error::not_found(format!(
-                "no access key is stored for account {}; add one with \
-                 `sprinters keys add-access-key --account {}`",
-                request.account, request.account
+                "no access key is stored for account {} of {} ({}); add one with \
+                 `sprinters keys add-access-key --owner-id {} --account {}`",
+                request.account, request.owner, request.owner_id, request.owner_id, request.account
             ))
         })?;
         Ok(Credentials {

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
-use sprinters_core::domain::AccountId;
+use sprinters_core::domain::{AccountId, OwnerId};
 use sprinters_core::vault::{CredentialVault, StoredAccessKey};
 use sprinters_core::{Error, Result};
 use zeroize::Zeroizing;
@@ -12,8 +12,10 @@ use super::PostgresJobStore;
 use crate::frame::{self, Kind};
 
 impl PostgresJobStore {
-    fn vault_id(&self, account: &AccountId) -> [u8; 16] {
-        let id = self.inner.keys.opaque("vault", account.as_str().as_bytes());
+    fn vault_id(&self, owner: OwnerId, account: &AccountId) -> [u8; 16] {
+        let mut name = owner.get().to_le_bytes().to_vec();
+        name.extend_from_slice(account.as_str().as_bytes());
+        let id = self.inner.keys.opaque("vault", &name);
         let mut out = [0u8; 16];
         out.copy_from_slice(&id[..16]);
         out
@@ -24,7 +26,7 @@ impl PostgresJobStore {
         client: &deadpool_postgres::Client,
         id: [u8; 16],
         row: &tokio_postgres::Row,
-    ) -> Result<Option<(AccountId, StoredAccessKey)>> {
+    ) -> Result<Option<((OwnerId, AccountId), StoredAccessKey)>> {
         let version: i64 = row.get(0);
         let key_id: i32 = row.get(1);
         let body: &[u8] = row.get(2);
@@ -44,13 +46,13 @@ impl PostgresJobStore {
         else {
             return Ok(None);
         };
-        let (account, access_key_id, secret): (AccountId, String, String) =
+        let (owner, account, access_key_id, secret): (OwnerId, AccountId, String, String) =
             postcard::from_bytes(&plaintext).map_err(|e| {
                 Error::integrity(format!("a stored access key is undecodable: {e}"))
             })?;
         let secret = Zeroizing::new(secret);
         Ok(Some((
-            account,
+            (owner, account),
             StoredAccessKey {
                 access_key_id,
                 secret_access_key: SecretString::from(secret.as_str().to_owned()),
@@ -61,15 +63,21 @@ impl PostgresJobStore {
 
 #[async_trait]
 impl CredentialVault for PostgresJobStore {
-    async fn put_access_key(&self, account: AccountId, key: StoredAccessKey) -> Result<()> {
+    async fn put_access_key(
+        &self,
+        owner: OwnerId,
+        account: AccountId,
+        key: StoredAccessKey,
+    ) -> Result<()> {
         let db = &self.inner.db;
-        let id = self.vault_id(&account);
+        let id = self.vault_id(owner, &account);
         let account_h = self
             .inner
             .keys
             .opaque("account", account.as_str().as_bytes());
         let plaintext = Zeroizing::new(
             postcard::to_allocvec(&(
+                owner,
                 &account,
                 &key.access_key_id,
                 key.secret_access_key.expose_secret(),
@@ -143,9 +151,13 @@ impl CredentialVault for PostgresJobStore {
         )))
     }
 
-    async fn access_key(&self, account: AccountId) -> Result<Option<StoredAccessKey>> {
+    async fn access_key(
+        &self,
+        owner: OwnerId,
+        account: AccountId,
+    ) -> Result<Option<StoredAccessKey>> {
         let db = &self.inner.db;
-        let id = self.vault_id(&account);
+        let id = self.vault_id(owner, &account);
         let client = db.client().await?;
         let Some(row) = db
             .query_opt(
@@ -160,9 +172,9 @@ impl CredentialVault for PostgresJobStore {
         Ok(self.open_key(&client, id, &row).await?.map(|(_, key)| key))
     }
 
-    async fn delete_access_key(&self, account: AccountId) -> Result<()> {
+    async fn delete_access_key(&self, owner: OwnerId, account: AccountId) -> Result<()> {
         let db = &self.inner.db;
-        let id = self.vault_id(&account);
+        let id = self.vault_id(owner, &account);
         let client = db.client().await?;
         db.execute(
             &client,
@@ -173,7 +185,7 @@ impl CredentialVault for PostgresJobStore {
         Ok(())
     }
 
-    async fn accounts(&self) -> Result<Vec<AccountId>> {
+    async fn accounts(&self) -> Result<Vec<(OwnerId, AccountId)>> {
         let db = &self.inner.db;
         let client = db.client().await?;
         let rows = db
