@@ -124,8 +124,12 @@ async fn json_call(
 }
 
 async fn webhook(addr: std::net::SocketAddr, id: &str, body: &[u8]) -> u16 {
+    event(addr, "workflow_job", id, body).await
+}
+
+async fn event(addr: std::net::SocketAddr, kind: &str, id: &str, body: &[u8]) -> u16 {
     let headers = [
-        ("X-GitHub-Event", "workflow_job".to_owned()),
+        ("X-GitHub-Event", kind.to_owned()),
         ("X-GitHub-Delivery", id.to_owned()),
         (
             "X-Hub-Signature-256",
@@ -599,5 +603,92 @@ async fn operators_connect_list_and_disconnect_with_the_cli() {
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("403"),
         "{out:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uninstalling_the_app_ends_the_owners_instances_and_shreds_its_accounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let github = stand_in().await;
+    let ami = stock_ami().await;
+    let plane = plane(dir.path(), &github, &ami, "").await;
+    let engine = plane.engine().clone();
+    let addr = listen(&plane).await;
+    let account = fresh_account();
+    let path = "/api/owners/newco/accounts";
+    let (status, opened) = json_call(
+        addr,
+        "POST",
+        path,
+        Some(ADMIN),
+        Some(json!({ "aws_account_id": account })),
+    )
+    .await;
+    assert_eq!(status, 201, "{opened}");
+    let external_id = opened["external_id"].as_str().unwrap().to_owned();
+    let role_arn = format!("arn:aws:iam::{account}:role/Sprinters");
+    let (status, _) = json_call(
+        addr,
+        "PUT",
+        &format!("{path}/{account}"),
+        Some(ADMIN),
+        Some(json!({ "role_arn": role_arn })),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let j = job(1);
+    webhook(addr, "u-1", &j.body("queued", None, None)).await;
+    engine.drain().await;
+    let record = newest_job(addr).await;
+    assert_eq!(record["state"], "launched", "{record}");
+    let instance = record["instance_id"].as_str().unwrap().to_owned();
+
+    // GitHub's installation.deleted for newco (its ids, as GitHub signs them).
+    let deleted = json!({
+        "action": "deleted",
+        "installation": { "id": INSTALLATION, "account": { "login": "newco", "id": OWNER_ID } },
+        "sender": { "login": "newco" },
+    })
+    .to_string();
+    let status = event(addr, "installation", "u-2", deleted.as_bytes()).await;
+    assert!((200..300).contains(&status), "{status}");
+    engine.drain().await;
+    let state = instance_state(&account, &role_arn, &external_id, &instance).await;
+    assert!(
+        matches!(state.as_str(), "shutting-down" | "terminated"),
+        "{instance} is {state}"
+    );
+    // The shredding runs beside the webhook: its history goes.
+    let mut gone = false;
+    for _ in 0..200 {
+        let (_, page) = json_call(addr, "GET", "/api/jobs", Some(ADMIN), None).await;
+        if page["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["account"] != account.as_str())
+        {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(gone, "the account's records are shredded");
+    // And nothing launches for newco any more.
+    let next = job(2);
+    webhook(addr, "u-3", &next.body("queued", None, None)).await;
+    engine.drain().await;
+    let (_, page) = json_call(addr, "GET", "/api/jobs", Some(ADMIN), None).await;
+    let theirs: Vec<&Value> = page["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["job_id"] == next.job_id)
+        .collect();
+    assert!(
+        theirs
+            .iter()
+            .all(|j| j["state"] == "rejected" && j["instance_id"].is_null()),
+        "{page}"
     );
 }

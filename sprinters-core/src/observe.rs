@@ -40,6 +40,22 @@ pub trait EngineObserver: Send + Sync + fmt::Debug + 'static {
     fn port_call(&self, call: &PortCall<'_>) {
         let _ = call;
     }
+    /// The engine removed an owner (its App was uninstalled): nothing
+    /// launches for it any more and its instances were ended. A platform
+    /// shreds here what it keeps of the owner's accounts.
+    fn owner_removed(&self, event: &OwnerRemoved) {
+        let _ = event;
+    }
+}
+
+/// An owner removed.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct OwnerRemoved {
+    /// Its GitHub account id.
+    pub owner_id: crate::domain::OwnerId,
+    /// The accounts it had connected or configured (verified ones only).
+    pub accounts: Vec<crate::domain::AccountId>,
 }
 
 /// A launch about to be made.
@@ -125,6 +141,9 @@ impl EngineObserver for Observers {
     }
     fn port_call(&self, call: &PortCall<'_>) {
         self.0.iter().for_each(|o| o.port_call(call));
+    }
+    fn owner_removed(&self, event: &OwnerRemoved) {
+        self.0.iter().for_each(|o| o.owner_removed(event));
     }
 }
 

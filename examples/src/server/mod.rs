@@ -250,6 +250,16 @@ impl ControlPlaneBuilder {
                 .build(),
         );
 
+        let configured_accounts: Vec<_> = config
+            .accounts
+            .iter()
+            .map(|a| (a.github_owner.clone(), a.aws_account_id.clone()))
+            .collect();
+        let shredder = Arc::new(owners::Shredder {
+            tenants: tenants.clone(),
+            store: store.clone(),
+            configured: configured_accounts.clone(),
+        });
         let mut engine_config =
             EngineConfig::new(config.server.controller_id.clone(), tenants.clone());
         engine_config.replica_id = match &store {
@@ -283,7 +293,11 @@ impl ControlPlaneBuilder {
         let metrics = Arc::new(Metrics::default());
         let engine = Arc::new(
             Engine::builder()
-                .observer(Arc::new(Observers(vec![metrics.clone(), observer])))
+                .observer(Arc::new(Observers(vec![
+                    metrics.clone(),
+                    shredder,
+                    observer,
+                ])))
                 .registry(Arc::new(GithubRegistry::new(github.clone())))
                 .credentials(credentials)
                 .launcher(launcher.clone())
@@ -313,11 +327,7 @@ impl ControlPlaneBuilder {
             default_spec,
             controller_id: config.server.controller_id.clone(),
             platform_account_id: config.aws.platform_account_id.clone(),
-            configured_accounts: config
-                .accounts
-                .iter()
-                .map(|a| a.aws_account_id.clone())
-                .collect(),
+            configured_accounts: configured_accounts.clone(),
             template_url: config.aws.cloudformation_template_url.clone(),
         };
 

@@ -42,8 +42,8 @@ pub(crate) struct OwnersState {
     pub(crate) default_spec: RunnerSpec,
     pub(crate) controller_id: String,
     pub(crate) platform_account_id: Option<AccountId>,
-    /// Every account of the configuration: never shredded through the API.
-    pub(crate) configured_accounts: Vec<AccountId>,
+    /// Every entry of the configuration: login and account.
+    pub(crate) configured_accounts: Vec<(Owner, AccountId)>,
     pub(crate) template_url: Option<String>,
 }
 
@@ -392,38 +392,99 @@ pub(crate) async fn list(
 }
 
 /// Whether the records and data keys of `account` may be shredded now that
-/// `owner_id`'s connection `closed` is gone. Data keys are per account, so
-/// only when the connection was verified (the owner showed it controls the
-/// account) and nobody else uses the account: no configured entry, no other
-/// owner's connection of any state, no other owner's job in the history.
+/// `owner_id`'s connection `closed` is gone: only when it was verified (the
+/// owner showed it controls the account) and nobody else uses it.
 async fn may_shred(
     state: &OwnersState,
     owner_id: OwnerId,
     account: &AccountId,
     closed: &Connection,
 ) -> sprinters_core::Result<bool> {
-    if closed.verified_at.is_none() || state.configured_accounts.contains(account) {
+    if closed.verified_at.is_none() {
         return Ok(false);
     }
-    let tenants = state.engine.tenants();
-    let elsewhere = tenants.all().iter().any(|t| {
+    let used = used_elsewhere(
+        state.engine.tenants(),
+        &state.store,
+        &state.configured_accounts,
+        owner_id,
+        account,
+    )
+    .await?;
+    Ok(!used)
+}
+
+/// Whether anyone but `owner_id` uses `account`: a configured entry of
+/// another login (bound or not), another owner's connection of any state,
+/// or another owner's job in the history. Data keys are per account, so
+/// shredding one owner's records of it would shred theirs too.
+pub(crate) async fn used_elsewhere(
+    tenants: &sprinters_core::engine::Tenants,
+    store: &PlaneStore,
+    configured: &[(Owner, AccountId)],
+    owner_id: OwnerId,
+    account: &AccountId,
+) -> sprinters_core::Result<bool> {
+    let configured_elsewhere = configured
+        .iter()
+        .any(|(login, a)| a == account && tenants.owner_id_of(login) != Some(owner_id));
+    let connected_elsewhere = tenants.all().iter().any(|t| {
         t.owner_id != owner_id
             && (t.configured.contains(account) || t.connection(account).is_some())
-    }) || tenants.accounts().contains(account);
-    if elsewhere {
-        return Ok(false);
+    });
+    if configured_elsewhere || connected_elsewhere {
+        return Ok(true);
     }
     let mut query = ListJobs::newest(1000);
     query.account = Some(account.clone());
     loop {
-        let page = state.store.jobs().list_jobs(query.clone()).await?;
+        let page = store.jobs().list_jobs(query.clone()).await?;
         if page.jobs.iter().any(|j| j.value.owner_id != owner_id) {
-            return Ok(false);
+            return Ok(true);
         }
         match page.next {
             Some(next) => query.cursor = Some(next),
-            None => return Ok(true),
+            None => return Ok(false),
         }
+    }
+}
+
+/// Shreds what the store keeps of a removed owner's accounts (an uninstalled
+/// App), as `DELETE` does for one connection: each account nobody else uses.
+#[derive(Debug)]
+pub(crate) struct Shredder {
+    pub(crate) tenants: sprinters_core::engine::Tenants,
+    pub(crate) store: PlaneStore,
+    pub(crate) configured: Vec<(Owner, AccountId)>,
+}
+
+impl sprinters_core::observe::EngineObserver for Shredder {
+    fn owner_removed(&self, event: &sprinters_core::observe::OwnerRemoved) {
+        let (tenants, store, configured) = (
+            self.tenants.clone(),
+            self.store.clone(),
+            self.configured.clone(),
+        );
+        let (owner_id, accounts) = (event.owner_id, event.accounts.clone());
+        // Off the webhook's request: shredding walks the account's history.
+        tokio::spawn(async move {
+            for account in accounts {
+                match used_elsewhere(&tenants, &store, &configured, owner_id, &account).await {
+                    Ok(false) => match store.delete_account(&account).await {
+                        Ok(()) => {
+                            tracing::warn!(owner_id = %owner_id, %account, "a removed owner's account shredded")
+                        }
+                        Err(e) => {
+                            tracing::warn!(%account, error = %e, "shredding a removed owner's account failed")
+                        }
+                    },
+                    Ok(true) => {}
+                    Err(e) => {
+                        tracing::warn!(%account, error = %e, "could not tell whether others use the account; not shredded")
+                    }
+                }
+            }
+        });
     }
 }
 

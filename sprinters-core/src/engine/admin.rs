@@ -99,6 +99,21 @@ impl Inner {
         };
         tracing::warn!(owner_id = %owner_id, login = %record.login, %message, "owner disconnected");
         self.end_owner_jobs(owner_id, None, message).await?;
+        let mut accounts = self
+            .config
+            .tenants
+            .get(owner_id)
+            .map(|t| t.configured)
+            .unwrap_or_default();
+        accounts.extend(
+            record
+                .connections
+                .iter()
+                .filter(|c| c.verified_at.is_some())
+                .map(|c| c.account.clone()),
+        );
+        self.observer
+            .owner_removed(&crate::observe::OwnerRemoved { owner_id, accounts });
         if record.configured_as.is_some() {
             return Ok(());
         }
