@@ -98,7 +98,12 @@ async fn seeded_store(dir: &Path) -> Arc<FileJobStore> {
     theirs.name = Some("acme confidential build".into());
     theirs.state = JobState::Cleaned;
     theirs.conclusion = Some(Conclusion::Success);
-    for record in [ok, failed, rejected, theirs] {
+    // Someone who took the login octo-org after a rename: another GitHub
+    // account under the same login. The octo-org token sees none of it.
+    let mut usurper = sample_record(301, "octo-org/hello", base + 4);
+    usurper.owner_id = sprinters_core::domain::OwnerId::new(sample_owner_id("octo-org").get() + 1);
+    usurper.name = Some("usurper build".into());
+    for record in [ok, failed, rejected, theirs, usurper] {
         store.put_job(PutJob::create(record)).await.unwrap();
     }
     Arc::new(store)
@@ -219,7 +224,7 @@ async fn the_console_shows_a_token_its_owners_jobs_and_nothing_else() {
             && dom.contains("badge rejected")
     );
     assert_eq!(dom.matches("badge spot").count(), 1, "one spot job");
-    for hidden in ["acme", "secret-project", "confidential"] {
+    for hidden in ["acme", "secret-project", "confidential", "usurper build"] {
         assert!(
             !dom.contains(hidden),
             "another owner's {hidden:?} is shown:\n{dom}"

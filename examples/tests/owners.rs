@@ -286,6 +286,33 @@ async fn instance_state(
         .unwrap_or_default()
 }
 
+/// Connects `account` to newco and verifies it with the stack's role:
+/// (external id, role ARN).
+async fn connect_and_verify(addr: std::net::SocketAddr, account: &str) -> (String, String) {
+    let path = "/api/owners/newco/accounts";
+    let (status, opened) = json_call(
+        addr,
+        "POST",
+        path,
+        Some(ADMIN),
+        Some(json!({ "aws_account_id": account })),
+    )
+    .await;
+    assert_eq!(status, 201, "{opened}");
+    let external_id = opened["external_id"].as_str().unwrap().to_owned();
+    let role_arn = format!("arn:aws:iam::{account}:role/Sprinters");
+    let (status, verified) = json_call(
+        addr,
+        "PUT",
+        &format!("{path}/{account}"),
+        Some(ADMIN),
+        Some(json!({ "role_arn": role_arn })),
+    )
+    .await;
+    assert_eq!(status, 200, "{verified}");
+    (external_id, role_arn)
+}
+
 /// The newest job of newco through the scoped token.
 async fn newest_job(addr: std::net::SocketAddr) -> Value {
     let (status, page) = json_call(addr, "GET", "/api/jobs", Some(SCOPED), None).await;
@@ -506,24 +533,7 @@ async fn a_connection_made_through_one_postgres_replica_is_used_by_another() {
     let (addr_a, addr_b) = (listen(&a).await, listen(&b).await);
     let account = fresh_account();
     let path = "/api/owners/newco/accounts";
-    let (status, opened) = json_call(
-        addr_a,
-        "POST",
-        path,
-        Some(ADMIN),
-        Some(json!({ "aws_account_id": account })),
-    )
-    .await;
-    assert_eq!(status, 201, "{opened}");
-    let (status, verified) = json_call(
-        addr_a,
-        "PUT",
-        &format!("{path}/{account}"),
-        Some(ADMIN),
-        Some(json!({ "role_arn": format!("arn:aws:iam::{account}:role/Sprinters") })),
-    )
-    .await;
-    assert_eq!(status, 200, "{verified}");
+    connect_and_verify(addr_a, &account).await;
 
     // Replica B learns it on its next tick.
     b.engine().sync_tenants().await.unwrap();
@@ -615,27 +625,7 @@ async fn uninstalling_the_app_ends_the_owners_instances_and_shreds_its_accounts(
     let engine = plane.engine().clone();
     let addr = listen(&plane).await;
     let account = fresh_account();
-    let path = "/api/owners/newco/accounts";
-    let (status, opened) = json_call(
-        addr,
-        "POST",
-        path,
-        Some(ADMIN),
-        Some(json!({ "aws_account_id": account })),
-    )
-    .await;
-    assert_eq!(status, 201, "{opened}");
-    let external_id = opened["external_id"].as_str().unwrap().to_owned();
-    let role_arn = format!("arn:aws:iam::{account}:role/Sprinters");
-    let (status, _) = json_call(
-        addr,
-        "PUT",
-        &format!("{path}/{account}"),
-        Some(ADMIN),
-        Some(json!({ "role_arn": role_arn })),
-    )
-    .await;
-    assert_eq!(status, 200);
+    let (external_id, role_arn) = connect_and_verify(addr, &account).await;
     let j = job(1);
     webhook(addr, "u-1", &j.body("queued", None, None)).await;
     engine.drain().await;

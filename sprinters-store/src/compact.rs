@@ -112,7 +112,7 @@ impl FileJobStore {
             used_keys.insert(key_id);
             moved_vault.push((account, loc, key_id));
         }
-        let tenants: Vec<_> = index.tenants.iter().map(|(o, e)| (*o, *e)).collect();
+        let tenants: Vec<_> = index.tenants.iter().map(|(o, (e, _))| (*o, *e)).collect();
         let mut moved_tenants = Vec::new();
         for (owner_id, entry) in tenants {
             let (loc, key_id) = copy(entry.loc, &mut buf, &mut segment, &mut segments)?;
@@ -144,7 +144,7 @@ impl FileJobStore {
             }
         }
         for (owner_id, loc, key_id) in moved_tenants {
-            if let Some(e) = index.tenants.get_mut(&owner_id) {
+            if let Some((e, _)) = index.tenants.get_mut(&owner_id) {
                 e.loc = loc;
                 e.key_id = key_id;
             }

@@ -107,7 +107,11 @@ pub(crate) struct Index {
     /// Stored access keys, by owner and account.
     pub(crate) vault: BTreeMap<(sprinters_core::domain::OwnerId, AccountId), VaultEntry>,
     /// Owners' records, by GitHub account id.
-    pub(crate) tenants: BTreeMap<sprinters_core::domain::OwnerId, VaultEntry>,
+    /// Kept decoded too: they are few, and the engine lists them every tick.
+    pub(crate) tenants: BTreeMap<
+        sprinters_core::domain::OwnerId,
+        (VaultEntry, sprinters_core::tenant::TenantRecord),
+    >,
     /// The latest version of active jobs, decoded: reading it again costs a
     /// clone instead of a read, an AES-GCM open and a decode. Only jobs
     /// written since open, at most [`HOT_JOBS`].
@@ -249,7 +253,11 @@ impl Index {
             .sum();
         let leases: u64 = self.leases.values().map(|e| u64::from(e.loc.len)).sum();
         let vault: u64 = self.vault.values().map(|e| u64::from(e.loc.len)).sum();
-        let tenants: u64 = self.tenants.values().map(|e| u64::from(e.loc.len)).sum();
+        let tenants: u64 = self
+            .tenants
+            .values()
+            .map(|(e, _)| u64::from(e.loc.len))
+            .sum();
         jobs + deliveries + leases + vault + tenants
     }
 

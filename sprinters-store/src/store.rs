@@ -413,14 +413,12 @@ fn apply(
         }
         Kind::Tenant => {
             let record: sprinters_core::tenant::TenantRecord = decode(plaintext, &here)?;
-            index.tenants.insert(
-                record.owner_id,
-                VaultEntry {
-                    loc,
-                    version: f.version,
-                    key_id: f.key_id,
-                },
-            );
+            let entry = VaultEntry {
+                loc,
+                version: f.version,
+                key_id: f.key_id,
+            };
+            index.tenants.insert(record.owner_id, (entry, record));
         }
         Kind::TenantTombstone => {
             let owner_id: sprinters_core::domain::OwnerId = decode(plaintext, &here)?;

@@ -9,29 +9,26 @@ use zeroize::Zeroizing;
 
 use crate::frame::Kind;
 use crate::index::VaultEntry;
-use crate::store::{FileJobStore, decode, encode, lock};
+use crate::store::{FileJobStore, encode, lock};
 
 impl FileJobStore {
     fn tenant_id(&self, owner_id: OwnerId) -> [u8; 16] {
         self.inner.ids.id("tenant", &owner_id.get().to_le_bytes())
     }
 
-    fn read_tenant(&self, entry: VaultEntry) -> Result<TenantRecord> {
-        let plaintext = self.read_sealed(entry.loc, Kind::Tenant, entry.version)?;
-        decode(&plaintext, "tenant")
-    }
-
+    // Records are kept decoded in the index (opened once, at replay or
+    // write): the engine lists them every tick without touching the disk.
     pub(crate) async fn get_tenant_record(
         &self,
         owner_id: OwnerId,
     ) -> Result<Option<Versioned<TenantRecord>>> {
-        let Some(entry) = lock(&self.inner.index).tenants.get(&owner_id).copied() else {
-            return Ok(None);
-        };
-        Ok(Some(Versioned {
-            value: self.read_tenant(entry)?,
-            version: entry.version,
-        }))
+        Ok(lock(&self.inner.index)
+            .tenants
+            .get(&owner_id)
+            .map(|(entry, record)| Versioned {
+                value: record.clone(),
+                version: entry.version,
+            }))
     }
 
     pub(crate) async fn put_tenant_record(&self, request: PutTenant) -> Result<Version> {
@@ -41,7 +38,7 @@ impl FileJobStore {
         let plaintext = Zeroizing::new(encode(&request.record)?);
         let (seq, version) = {
             let mut index = lock(&self.inner.index);
-            let current = index.tenants.get(&owner_id).map(|e| e.version);
+            let current = index.tenants.get(&owner_id).map(|(e, _)| e.version);
             if current != request.expected {
                 return Err(Error::conflict(format!(
                     "owner {owner_id} is at version {current:?}, not {:?}",
@@ -51,14 +48,12 @@ impl FileJobStore {
             let version = current.unwrap_or(0) + 1;
             let (loc, seq, key_id) =
                 self.write(Kind::Tenant, None, record_id, version, &plaintext)?;
-            index.tenants.insert(
-                owner_id,
-                VaultEntry {
-                    loc,
-                    version,
-                    key_id,
-                },
-            );
+            let entry = VaultEntry {
+                loc,
+                version,
+                key_id,
+            };
+            index.tenants.insert(owner_id, (entry, request.record));
             (seq, version)
         };
         self.inner.log.durable(seq).await?;
@@ -66,16 +61,14 @@ impl FileJobStore {
     }
 
     pub(crate) async fn list_tenant_records(&self) -> Result<Vec<Versioned<TenantRecord>>> {
-        let entries: Vec<VaultEntry> = lock(&self.inner.index).tenants.values().copied().collect();
-        entries
-            .into_iter()
-            .map(|entry| {
-                Ok(Versioned {
-                    value: self.read_tenant(entry)?,
-                    version: entry.version,
-                })
+        Ok(lock(&self.inner.index)
+            .tenants
+            .values()
+            .map(|(entry, record)| Versioned {
+                value: record.clone(),
+                version: entry.version,
             })
-            .collect()
+            .collect())
     }
 
     pub(crate) async fn delete_tenant_record(
@@ -86,20 +79,19 @@ impl FileJobStore {
         let record_id = self.tenant_id(owner_id);
         let seq = {
             let mut index = lock(&self.inner.index);
-            let Some(entry) = index.tenants.get(&owner_id).copied() else {
+            let Some(current) = index.tenants.get(&owner_id).map(|(e, _)| e.version) else {
                 return Ok(());
             };
-            if entry.version != version {
+            if current != version {
                 return Err(Error::conflict(format!(
-                    "owner {owner_id} is at version {}, not {version}",
-                    entry.version
+                    "owner {owner_id} is at version {current}, not {version}"
                 )));
             }
             let (_, seq, _) = self.write(
                 Kind::TenantTombstone,
                 None,
                 record_id,
-                entry.version + 1,
+                current + 1,
                 &encode(&owner_id)?,
             )?;
             index.tenants.remove(&owner_id);

@@ -2,6 +2,7 @@
 //! tenant, and the check every launch makes against its tenant.
 
 use super::{Handled, Inner};
+use crate::domain::{AccountId, InstallationId, OwnerId, Repository};
 use crate::events::{InstallationAction, InstallationEvent};
 use crate::job::JobRecord;
 use crate::{Error, Result};
@@ -124,20 +125,38 @@ impl Inner {
         }
     }
 
-    /// Why the tenant of `record` may not launch now, if it may not: it was
-    /// disconnected, reinstalled under another installation, suspended, the
-    /// repository was taken out, or the account is no longer connected.
+    /// Why the tenant of `record` may not launch now, if it may not.
     pub(super) fn tenant_refuses(&self, record: &JobRecord) -> Option<String> {
-        let Some(tenant) = self.config.tenants.get(record.owner_id) else {
+        self.tenant_refuses_job(
+            record.owner_id,
+            record.installation_id,
+            &record.repository,
+            record.account.as_ref(),
+        )
+    }
+
+    /// Why the owner `owner_id` may not launch a job of `repository`
+    /// reported by `installation_id` in `account` now, if it may not: it was
+    /// disconnected, reinstalled under another installation, uninstalled,
+    /// suspended, the repository was taken out, or the account is no longer
+    /// connected.
+    pub(super) fn tenant_refuses_job(
+        &self,
+        owner_id: OwnerId,
+        installation_id: InstallationId,
+        repository: &Repository,
+        account: Option<&AccountId>,
+    ) -> Option<String> {
+        let Some(tenant) = self.config.tenants.get(owner_id) else {
             return Some(format!(
                 "{} is not connected to Sprinters any more",
-                record.owner()
+                repository.owner()
             ));
         };
-        if tenant.installation_id != record.installation_id {
+        if tenant.installation_id != installation_id {
             return Some(format!(
-                "installation {} that reported this job is no longer {}'s",
-                record.installation_id, tenant.login
+                "installation {installation_id} that reported this job is no longer {}'s",
+                tenant.login
             ));
         }
         if tenant.uninstalled {
@@ -152,13 +171,13 @@ impl Inner {
                 tenant.login
             ));
         }
-        if tenant.repository_removed(&record.repository) {
+        if tenant.repository_removed(repository) {
             return Some(format!(
-                "{} is no longer in the Sprinters GitHub App installation of {}",
-                record.repository, tenant.login
+                "{repository} is no longer in the Sprinters GitHub App installation of {}",
+                tenant.login
             ));
         }
-        match &record.account {
+        match account {
             Some(account) if !tenant.accounts().contains(account) => Some(format!(
                 "AWS account {account} is no longer connected to {}",
                 tenant.login

@@ -81,14 +81,12 @@ impl Inner {
         // A suspended installation or a repository taken out of it stops
         // new launches; jobs already running still end as they should.
         if event.action == WorkflowJobAction::Queued {
-            let record = new_record(
-                &event,
-                Some(&labels),
-                Some(account.clone()),
-                JobState::Queued,
-                self.clock.now(),
-            );
-            if let Some(message) = self.tenant_refuses(&record) {
+            if let Some(message) = self.tenant_refuses_job(
+                event.owner_id,
+                event.installation_id,
+                &event.repository,
+                Some(&account),
+            ) {
                 return self.reject(&event, Some(&labels), message, receipt).await;
             }
         }
