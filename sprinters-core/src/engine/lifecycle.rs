@@ -80,15 +80,15 @@ impl Inner {
         };
         // A suspended installation or a repository taken out of it stops
         // new launches; jobs already running still end as they should.
-        if event.action == WorkflowJobAction::Queued {
-            if let Some(message) = self.tenant_refuses_job(
+        if event.action == WorkflowJobAction::Queued
+            && let Some(message) = self.tenant_refuses_job(
                 event.owner_id,
                 event.installation_id,
                 &event.repository,
                 Some(&account),
-            ) {
-                return self.reject(&event, Some(&labels), message, receipt).await;
-            }
+            )
+        {
+            return self.reject(&event, Some(&labels), message, receipt).await;
         }
         match event.action {
             WorkflowJobAction::Queued => self.on_queued(&event, &labels, account, receipt).await,
