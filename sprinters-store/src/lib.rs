@@ -14,6 +14,7 @@ mod latency;
 mod log;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod sqlite;
 mod store;
 mod tenants;
 mod vault;
@@ -25,4 +26,5 @@ pub use keys::{
 pub use latency::SyncLatency;
 #[cfg(feature = "postgres")]
 pub use postgres::{DATABASE_URL_ENV, PostgresJobStore, PostgresStoreBuilder};
+pub use sqlite::{BackupReport, DATABASE_FILE, SqliteJobStore, backup};
 pub use store::{FileJobStore, OpenReport};

@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use sprinters_core::domain::{JobId, JobKey, RunAttempt};
 use sprinters_core::ports::{JobStore, PutJob};
 use sprinters_core::testing::sample_record;
-use sprinters_store::{FileJobStore, MasterKey};
+use sprinters_store::{MasterKey, SqliteJobStore};
 
 const CHILD_DIR: &str = "SPRINTERS_KILL_TEST_DIR";
 const CHILD_KEY: &str = "SPRINTERS_KILL_TEST_KEY";
@@ -44,9 +44,7 @@ fn child(dir: &str) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let store = FileJobStore::open_with_key(std::path::Path::new(dir), &key)
-            .unwrap()
-            .0;
+        let store = SqliteJobStore::open_with_key(std::path::Path::new(dir), &key).unwrap();
         let out = std::sync::Arc::new(std::sync::Mutex::new(std::io::stdout()));
         let writers: Vec<_> = (0..WRITERS)
             .map(|w| {
@@ -109,26 +107,25 @@ fn parent() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let (store, report) = FileJobStore::open_with_key(dir.path(), &key).unwrap_or_else(|e| {
+        let store = SqliteJobStore::open_with_key(dir.path(), &key).unwrap_or_else(|e| {
             panic!("round {round}: the store does not reopen after SIGKILL: {e}")
         });
-        rt.block_on(async {
+        let records = rt.block_on(async {
             for id in &acknowledged {
                 let key = JobKey::new(JobId::new(*id), RunAttempt::FIRST);
                 assert!(
                     store.get_job(key).await.unwrap().is_some(),
-                    "round {round}: acknowledged write {id} is missing ({} acknowledged, torn {} bytes)",
+                    "round {round}: acknowledged write {id} is missing ({} acknowledged)",
                     acknowledged.len(),
-                    report.torn_bytes
                 );
             }
+            store.job_count().await.unwrap()
         });
         println!(
-            "round {round}: killed after {this_round} acknowledgements; {} records, {} acknowledged kept, torn tail {} bytes",
-            store.job_count(),
+            "round {round}: killed after {this_round} acknowledgements; {records} records, {} acknowledged kept",
             acknowledged.len(),
-            report.torn_bytes
         );
+        drop(store);
     }
 }
 

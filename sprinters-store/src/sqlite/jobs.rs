@@ -1,0 +1,479 @@
+//! The `JobStore` on SQLite: one row per job, compare-and-swap on its
+//! `version` checked by the one writer, the launch claim in two columns.
+
+use async_trait::async_trait;
+use rusqlite::types::ToSql;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use sprinters_core::domain::{DeliveryId, JobKey, OwnerId};
+use sprinters_core::job::{JobRecord, Lease};
+use sprinters_core::ports::{
+    AcquireLease, ClaimJob, DeliveryRecorded, JobCursor, JobPage, JobStore, LeaseGrant, ListJobs,
+    Purge, Purged, PutJob, PutTenant, RecordDelivery, ReleaseLease, Version, Versioned,
+};
+use sprinters_core::tenant::TenantRecord;
+use sprinters_core::time::Timestamp;
+use sprinters_core::{Error, Result};
+
+use super::keys::Keys;
+use super::{SqliteJobStore, millis, sql_error};
+use crate::frame::{self, Kind};
+use crate::store::job_id_bytes;
+
+/// Retention deletes this many rows per transaction, so that a large purge
+/// never holds the writer long.
+const PURGE_BATCH: i64 = 1000;
+
+const COLUMNS: &str = "version, sealed_version, key_id, body, lease_owner, lease_expires";
+
+/// The clear columns a write sets, computed from the record.
+struct Columns {
+    id: [u8; 16],
+    queued_at: i64,
+    state: &'static str,
+    active: bool,
+    owner_h: [u8; 16],
+    account_h: Option<[u8; 16]>,
+    label_h: [u8; 16],
+    lease_owner: Option<String>,
+    lease_expires: Option<i64>,
+}
+
+pub(super) fn record_id(keys: &Keys, key: JobKey) -> [u8; 16] {
+    keys.opaque("job", &job_id_bytes(key))
+}
+
+fn owner_h(keys: &Keys, owner: OwnerId) -> [u8; 16] {
+    keys.opaque("owner", owner.to_string().as_bytes())
+}
+
+fn columns(keys: &Keys, record: &JobRecord) -> Result<Columns> {
+    let labels = postcard::to_allocvec(&record.label_set)
+        .map_err(|e| Error::integrity(format!("encoding a label set: {e}")))?;
+    Ok(Columns {
+        id: record_id(keys, record.key),
+        queued_at: millis(record.queued_at),
+        state: record.state.as_str(),
+        active: record.is_active(),
+        owner_h: owner_h(keys, record.owner_id),
+        account_h: record
+            .account
+            .as_ref()
+            .map(|a| keys.opaque("account", a.as_str().as_bytes())),
+        label_h: keys.opaque("labels", &labels),
+        lease_owner: record.lease.as_ref().map(|l| l.owner.clone()),
+        lease_expires: record.lease.as_ref().map(|l| millis(l.expires_at)),
+    })
+}
+
+/// A row of [`COLUMNS`] back to a record; `None` when shredded.
+fn open_row(keys: &Keys, id: &[u8; 16], row: &Row<'_>) -> Result<Option<Versioned<JobRecord>>> {
+    let read = |e| sql_error("reading a job row", e);
+    let version: i64 = row.get(0).map_err(read)?;
+    let sealed_version: i64 = row.get(1).map_err(read)?;
+    let key_id: u32 = row.get(2).map_err(read)?;
+    let body: Vec<u8> = row.get(3).map_err(read)?;
+    let lease_owner: Option<String> = row.get(4).map_err(read)?;
+    let lease_expires: Option<i64> = row.get(5).map_err(read)?;
+    let aad = frame::aad(Kind::Job, key_id, id, sealed_version as u64);
+    let Some(plaintext) = keys.open_body(key_id, &aad, &body, "a job record")? else {
+        return Ok(None);
+    };
+    let mut record: JobRecord = postcard::from_bytes(&plaintext)
+        .map_err(|e| Error::integrity(format!("a job record is undecodable: {e}")))?;
+    record.lease = match (lease_owner, lease_expires) {
+        (Some(owner), Some(at)) => Some(Lease {
+            owner,
+            expires_at: Timestamp::from_millis(at.max(0) as u64),
+        }),
+        _ => None,
+    };
+    Ok(Some(Versioned {
+        value: record,
+        version: version as u64,
+    }))
+}
+
+fn get_row(conn: &Connection, keys: &Keys, id: &[u8; 16]) -> Result<Option<Versioned<JobRecord>>> {
+    let mut s = conn
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"))
+        .map_err(|e| sql_error("reading a job", e))?;
+    let mut rows = s
+        .query([&id[..]])
+        .map_err(|e| sql_error("reading a job", e))?;
+    match rows.next().map_err(|e| sql_error("reading a job", e))? {
+        Some(row) => open_row(keys, id, row),
+        None => Ok(None),
+    }
+}
+
+fn delivery_h(keys: &Keys, id: &DeliveryId) -> [u8; 16] {
+    keys.opaque("delivery", id.as_str().as_bytes())
+}
+
+/// The history query for `request`: its SQL and parameters.
+fn list_query(keys: &Keys, request: &ListJobs) -> Result<(String, Vec<Box<dyn ToSql + Send>>)> {
+    let mut clauses: Vec<String> = Vec::new();
+    let mut params: Vec<Box<dyn ToSql + Send>> = Vec::new();
+    if let Some(owner) = request.owner_id {
+        clauses.push("owner_h = ?".into());
+        params.push(Box::new(owner_h(keys, owner).to_vec()));
+    }
+    if let Some(account) = &request.account {
+        clauses.push("account_h = ?".into());
+        params.push(Box::new(
+            keys.opaque("account", account.as_str().as_bytes()).to_vec(),
+        ));
+    }
+    if let Some(labels) = request.label_set {
+        let bytes = postcard::to_allocvec(&labels)
+            .map_err(|e| Error::integrity(format!("encoding a label set: {e}")))?;
+        clauses.push("label_h = ?".into());
+        params.push(Box::new(keys.opaque("labels", &bytes).to_vec()));
+    }
+    if let Some(states) = &request.states {
+        let marks = vec!["?"; states.len()].join(", ");
+        clauses.push(format!("state IN ({marks})"));
+        for s in states {
+            params.push(Box::new(s.as_str()));
+        }
+    }
+    if let Some(from) = request.queued_from {
+        clauses.push("queued_at >= ?".into());
+        params.push(Box::new(millis(from)));
+    }
+    if let Some(until) = request.queued_until {
+        clauses.push("queued_at < ?".into());
+        params.push(Box::new(millis(until)));
+    }
+    if let Some(cursor) = request.cursor {
+        clauses.push("(queued_at, id) < (?, ?)".into());
+        params.push(Box::new(millis(cursor.queued_at)));
+        params.push(Box::new(record_id(keys, cursor.key).to_vec()));
+    }
+    if request.active_only {
+        clauses.push("active".into());
+    }
+    params.push(Box::new(i64::try_from(request.limit).unwrap_or(i64::MAX)));
+    let filter = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    Ok((
+        format!("SELECT {COLUMNS}, id FROM jobs {filter} ORDER BY queued_at DESC, id DESC LIMIT ?"),
+        params,
+    ))
+}
+
+impl SqliteJobStore {
+    /// The plan SQLite picks for the history page `request` asks for
+    /// (`EXPLAIN QUERY PLAN`: nothing is read), so an operator or a test
+    /// can see which index serves it.
+    pub async fn explain_list(&self, request: &ListJobs) -> Result<String> {
+        let request = request.clone();
+        self.read(move |conn, keys| {
+            let (sql, params) = list_query(keys, &request)?;
+            let mut s = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .map_err(|e| sql_error("explaining a query", e))?;
+            let lines: Vec<String> = s
+                .query_map(rusqlite::params_from_iter(params.iter()), |r| r.get(3))
+                .and_then(|rows| rows.collect())
+                .map_err(|e| sql_error("explaining a query", e))?;
+            Ok(lines.join("\n"))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl JobStore for SqliteJobStore {
+    async fn get_job(&self, key: JobKey) -> Result<Option<Versioned<JobRecord>>> {
+        self.read(move |conn, keys| get_row(conn, keys, &record_id(keys, key)))
+            .await
+    }
+
+    async fn put_job(&self, request: PutJob) -> Result<Version> {
+        let keys = self.inner.keys.clone();
+        let c = columns(&keys, &request.record)?;
+        let mut bare = request.record.clone();
+        bare.lease = None;
+        // The claim lives in its columns: the body is sealed without it.
+        let plaintext = zeroize::Zeroizing::new(
+            postcard::to_allocvec(&bare)
+                .map_err(|e| Error::integrity(format!("encoding a record: {e}")))?,
+        );
+        let scope = keys.scope_of(request.record.account.as_ref());
+        let delivery = request.delivery.as_ref().map(|d| {
+            (
+                delivery_h(&keys, &d.id),
+                millis(d.received_at),
+                d.id.clone(),
+            )
+        });
+        let key = request.record.key;
+        let expected = request.expected;
+        self.write(move |w| {
+            if let Some((h, _, id)) = &delivery {
+                let seen = w
+                    .conn
+                    .prepare_cached("SELECT 1 FROM deliveries WHERE id = ?1")
+                    .and_then(|mut s| s.exists([&h[..]]))
+                    .map_err(|e| sql_error("reading a delivery", e))?;
+                if seen {
+                    return Ok(Err(Error::duplicate(format!(
+                        "delivery {id} was processed already"
+                    ))));
+                }
+            }
+            let current: Option<u64> = w
+                .conn
+                .prepare_cached("SELECT version FROM jobs WHERE id = ?1")
+                .and_then(|mut s| s.query_row([&c.id[..]], |r| r.get(0)).optional())
+                .map_err(|e| sql_error("reading a job's version", e))?;
+            if current != expected {
+                return Ok(Err(match expected {
+                    None => Error::conflict(format!("job {key} already exists")),
+                    Some(v) => Error::conflict(format!(
+                        "job {key} is not at version {v} (changed by another writer, or absent)"
+                    )),
+                }));
+            }
+            let version = expected.map_or(1, |v| v + 1);
+            let (key_id, body) = w.seal(
+                &scope,
+                |key_id| frame::aad(Kind::Job, key_id, &c.id, version).to_vec(),
+                &plaintext,
+            )?;
+            w.conn
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO jobs (id, version, sealed_version, key_id, body, \
+                     queued_at, state, active, owner_h, account_h, label_h, lease_owner, lease_expires) \
+                     VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        &c.id[..],
+                        version,
+                        key_id,
+                        body,
+                        c.queued_at,
+                        c.state,
+                        c.active,
+                        &c.owner_h[..],
+                        c.account_h.as_ref().map(|a| &a[..]),
+                        &c.label_h[..],
+                        c.lease_owner,
+                        c.lease_expires,
+                    ])
+                })
+                .map_err(|e| sql_error("writing a job", e))?;
+            if let Some((h, at, _)) = &delivery {
+                w.conn
+                    .prepare_cached("INSERT INTO deliveries (id, received_at) VALUES (?1, ?2)")
+                    .and_then(|mut s| s.execute(params![&h[..], at]))
+                    .map_err(|e| sql_error("recording a delivery", e))?;
+            }
+            Ok(Ok(version))
+        })
+        .await
+    }
+
+    async fn claim_job(&self, request: ClaimJob) -> Result<Option<Versioned<JobRecord>>> {
+        let id = record_id(&self.inner.keys, request.key);
+        let now = millis(request.now);
+        let until = request.now.saturating_add(request.ttl);
+        self.write(move |w| {
+            let Some(mut record) = get_row(&w.conn, &w.keys, &id)? else {
+                return Ok(Ok(None));
+            };
+            let taken = record
+                .value
+                .lease
+                .as_ref()
+                .is_some_and(|l| l.owner != request.owner && millis(l.expires_at) > now);
+            if taken {
+                return Ok(Ok(None));
+            }
+            w.conn
+                .prepare_cached(
+                    "UPDATE jobs SET lease_owner = ?2, lease_expires = ?3, version = version + 1 \
+                     WHERE id = ?1",
+                )
+                .and_then(|mut s| s.execute(params![&id[..], request.owner, millis(until)]))
+                .map_err(|e| sql_error("claiming a job", e))?;
+            record.version += 1;
+            record.value.lease = Some(Lease {
+                owner: request.owner,
+                expires_at: until,
+            });
+            Ok(Ok(Some(record)))
+        })
+        .await
+    }
+
+    async fn list_jobs(&self, request: ListJobs) -> Result<JobPage> {
+        self.read(move |conn, keys| {
+            let (sql, params) = list_query(keys, &request)?;
+            let mut s = conn
+                .prepare_cached(&sql)
+                .map_err(|e| sql_error("listing jobs", e))?;
+            let mut rows = s
+                .query(rusqlite::params_from_iter(params.iter()))
+                .map_err(|e| sql_error("listing jobs", e))?;
+            let mut jobs = Vec::new();
+            let mut seen = 0;
+            let mut last = None;
+            while let Some(row) = rows.next().map_err(|e| sql_error("listing jobs", e))? {
+                seen += 1;
+                let raw: Vec<u8> = row.get(6).map_err(|e| sql_error("listing jobs", e))?;
+                let id: [u8; 16] = raw
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| Error::integrity("a job id in the store is not 16 bytes"))?;
+                // A shredded record (its account deleted) is no longer history.
+                let Some(record) = open_row(keys, &id, row)? else {
+                    continue;
+                };
+                last = Some(JobCursor::after(&record.value));
+                // The clear columns chose the row; the sealed body decides.
+                if request.admits(&record.value) {
+                    jobs.push(record);
+                } else {
+                    tracing::error!(
+                        job = %record.value.key,
+                        "a row's clear columns disagree with its sealed record: left out of a history query"
+                    );
+                }
+            }
+            let full = seen == request.limit && request.limit > 0;
+            Ok(JobPage::new(jobs, full.then_some(last).flatten()))
+        })
+        .await
+    }
+
+    async fn delivery_seen(&self, id: DeliveryId) -> Result<bool> {
+        let h = delivery_h(&self.inner.keys, &id);
+        self.read(move |conn, _| {
+            conn.prepare_cached("SELECT 1 FROM deliveries WHERE id = ?1")
+                .and_then(|mut s| s.exists([&h[..]]))
+                .map_err(|e| sql_error("reading a delivery", e))
+        })
+        .await
+    }
+
+    async fn record_delivery(&self, request: RecordDelivery) -> Result<DeliveryRecorded> {
+        let h = delivery_h(&self.inner.keys, &request.id);
+        let at = millis(request.received_at);
+        self.write(move |w| {
+            let n = w
+                .conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO deliveries (id, received_at) VALUES (?1, ?2)",
+                )
+                .and_then(|mut s| s.execute(params![&h[..], at]))
+                .map_err(|e| sql_error("recording a delivery", e))?;
+            Ok(Ok(DeliveryRecorded::new(n == 1)))
+        })
+        .await
+    }
+
+    async fn acquire_lease(&self, request: AcquireLease) -> Result<LeaseGrant> {
+        let now = millis(request.now);
+        let until = request.now.saturating_add(request.ttl);
+        self.write(move |w| {
+            let held: Option<(String, i64)> = w
+                .conn
+                .prepare_cached("SELECT holder, expires_at FROM leases WHERE name = ?1")
+                .and_then(|mut s| {
+                    s.query_row([&request.name], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()
+                })
+                .map_err(|e| sql_error("reading a lease", e))?;
+            if let Some((holder, expires)) = held
+                && holder != request.owner
+                && expires > now
+            {
+                return Ok(Ok(LeaseGrant::new(
+                    false,
+                    holder,
+                    Timestamp::from_millis(expires.max(0) as u64),
+                )));
+            }
+            w.conn
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO leases (name, holder, expires_at) VALUES (?1, ?2, ?3)",
+                )
+                .and_then(|mut s| s.execute(params![request.name, request.owner, millis(until)]))
+                .map_err(|e| sql_error("writing a lease", e))?;
+            Ok(Ok(LeaseGrant::new(true, request.owner, until)))
+        })
+        .await
+    }
+
+    async fn release_lease(&self, request: ReleaseLease) -> Result<()> {
+        self.write(move |w| {
+            w.conn
+                .prepare_cached("DELETE FROM leases WHERE name = ?1 AND holder = ?2")
+                .and_then(|mut s| s.execute(params![request.name, request.owner]))
+                .map_err(|e| sql_error("releasing a lease", e))?;
+            Ok(Ok(()))
+        })
+        .await
+    }
+
+    async fn get_tenant(&self, owner_id: OwnerId) -> Result<Option<Versioned<TenantRecord>>> {
+        self.get_tenant_record(owner_id).await
+    }
+
+    async fn put_tenant(&self, request: PutTenant) -> Result<Version> {
+        self.put_tenant_record(request).await
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<Versioned<TenantRecord>>> {
+        self.list_tenant_records().await
+    }
+
+    async fn delete_tenant(&self, owner_id: OwnerId, version: Version) -> Result<()> {
+        self.delete_tenant_record(owner_id, version).await
+    }
+
+    async fn purge(&self, request: Purge) -> Result<Purged> {
+        let before = millis(request.before);
+        let mut purged = Purged::default();
+        // In batches, each its own transaction: other writes interleave.
+        for (table, sql) in [
+            (
+                "jobs",
+                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs \
+                 WHERE NOT active AND queued_at < ?1 LIMIT ?2)",
+            ),
+            (
+                "deliveries",
+                "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries \
+                 WHERE received_at < ?1 LIMIT ?2)",
+            ),
+        ] {
+            loop {
+                let n = self
+                    .write(move |w| {
+                        w.conn
+                            .prepare_cached(sql)
+                            .and_then(|mut s| s.execute(params![before, PURGE_BATCH]))
+                            .map(Ok)
+                            .map_err(|e| sql_error("purging", e))
+                    })
+                    .await?;
+                if table == "jobs" {
+                    purged.jobs += n;
+                } else {
+                    purged.deliveries += n;
+                }
+                if n < PURGE_BATCH as usize {
+                    break;
+                }
+            }
+        }
+        Ok(purged)
+    }
+}

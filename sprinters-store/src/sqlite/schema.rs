@@ -1,0 +1,102 @@
+//! The schema, versioned by SQLite's `user_version`: each migration runs
+//! once, in the transaction that opens the store.
+
+use rusqlite::Connection;
+use sprinters_core::{Error, Result};
+
+use super::sql_error;
+
+/// The migrations, in order; a migration is never edited once released,
+/// only followed by a new one. The columns mirror the PostgreSQL store's:
+/// sealed bodies, keyed hashes, and only what the queries need in clear.
+const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    r#"
+CREATE TABLE keyring (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    check_sealed TEXT NOT NULL,
+    index_key_sealed TEXT NOT NULL
+);
+CREATE TABLE data_keys (
+    id INTEGER PRIMARY KEY,
+    scope TEXT NOT NULL,
+    wrapped TEXT,
+    reserved INTEGER NOT NULL,
+    active INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX data_keys_one_active ON data_keys (scope) WHERE active;
+
+CREATE TABLE jobs (
+    id BLOB PRIMARY KEY,
+    version INTEGER NOT NULL,
+    sealed_version INTEGER NOT NULL,
+    key_id INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    queued_at INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    active INTEGER NOT NULL,
+    owner_h BLOB NOT NULL,
+    account_h BLOB,
+    label_h BLOB NOT NULL,
+    lease_owner TEXT,
+    lease_expires INTEGER
+) WITHOUT ROWID;
+CREATE INDEX jobs_newest ON jobs (queued_at DESC, id DESC);
+CREATE INDEX jobs_by_owner ON jobs (owner_h, queued_at DESC, id DESC);
+CREATE INDEX jobs_by_account ON jobs (account_h, queued_at DESC, id DESC);
+CREATE INDEX jobs_by_labels ON jobs (label_h, queued_at DESC, id DESC);
+CREATE INDEX jobs_active ON jobs (queued_at DESC, id DESC) WHERE active;
+CREATE INDEX jobs_purgeable ON jobs (queued_at) WHERE NOT active;
+
+CREATE TABLE deliveries (
+    id BLOB PRIMARY KEY,
+    received_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX deliveries_by_age ON deliveries (received_at);
+
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+
+CREATE TABLE vault (
+    id BLOB PRIMARY KEY,
+    account_h BLOB NOT NULL,
+    version INTEGER NOT NULL,
+    key_id INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+
+CREATE TABLE tenants (
+    id BLOB PRIMARY KEY,
+    version INTEGER NOT NULL,
+    key_id INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+"#,
+)];
+
+/// The schema version this build writes.
+pub(crate) const LATEST: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
+/// Applies what is missing, in `conn`'s open transaction. A file written by
+/// a newer build is refused rather than written to.
+pub(crate) fn migrate(conn: &Connection) -> Result<()> {
+    let current: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| sql_error("reading the schema version", e))?;
+    if current > LATEST {
+        return Err(Error::config(format!(
+            "the store's schema is at version {current}, newer than this build's {LATEST}: upgrade Sprinters before opening it"
+        )));
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        conn.execute_batch(sql)
+            .map_err(|e| sql_error(&format!("applying migration {version}"), e))?;
+        conn.pragma_update(None, "user_version", version)
+            .map_err(|e| sql_error(&format!("recording migration {version}"), e))?;
+        tracing::info!(version, "store schema migration applied");
+    }
+    Ok(())
+}

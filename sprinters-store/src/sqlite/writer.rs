@@ -1,0 +1,295 @@
+//! The one writer: a thread that owns the writing connection and commits
+//! every write waiting for it in one transaction (group commit: one WAL
+//! sync for all of them).
+//!
+//! A caller hands its write over a channel and awaits the answer; dropping
+//! that future (a timeout, a client that hung up) leaves the write to
+//! finish or not as a whole, and nothing shared half-done: the transaction
+//! is the writer's, not the caller's.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::time::Instant;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use sprinters_core::{Error, Result};
+use tokio::sync::oneshot;
+
+use super::keys::Keys;
+use super::sql_error;
+use crate::crypto::Cipher;
+use crate::keyring::{SEALS_PER_KEY, encode, random_key, wrap_aad};
+use crate::latency::SyncTimer;
+
+/// At most this many writes share a transaction.
+const MAX_BATCH: usize = 512;
+
+/// Seals reserved from a key's row at a time, so that a crash can only
+/// over-count a key's use.
+const BLOCK: u64 = if SEALS_PER_KEY < 1 << 20 {
+    SEALS_PER_KEY
+} else {
+    1 << 20
+};
+
+/// The answer to one write, given the batch's fate: `Ok` once committed.
+type Done = Box<dyn FnOnce(std::result::Result<(), &str>) + Send>;
+/// One write, run inside the batch's transaction.
+pub(crate) type Op = Box<dyn FnOnce(&mut Writer) -> Done + Send>;
+
+/// What a write's closure returns: `Err` aborts the whole batch (the
+/// database failed); `Ok(Err)` is a refusal that wrote nothing (a lost
+/// compare-and-swap, a duplicate delivery).
+pub(crate) type Outcome<T> = Result<Result<T>>;
+
+/// A change to the shared key state made in the open transaction, undone
+/// if it rolls back.
+enum Undo {
+    /// A scope's sealing state before the change.
+    Sealing(String, Option<(u32, u64)>),
+    /// A key created: forgotten again.
+    Created(u32),
+    /// A key destroyed: restored.
+    Destroyed(u32, Arc<Cipher>),
+    /// The master key before a rotation.
+    Master(Arc<Cipher>),
+}
+
+/// The writer's connection and sealing state.
+pub(crate) struct Writer {
+    pub(crate) conn: Connection,
+    pub(crate) keys: Arc<Keys>,
+    /// Per scope: the key new records use and the seals left of its block.
+    sealing: HashMap<String, (u32, u64)>,
+    undo: Vec<Undo>,
+    /// Set when a write failed: the batch rolls back.
+    abort: Option<String>,
+}
+
+/// Starts the writer thread; it stops once every sender is dropped.
+pub(crate) fn spawn(
+    conn: Connection,
+    keys: Arc<Keys>,
+    commits: Arc<AtomicU64>,
+    timer: Arc<SyncTimer>,
+) -> Result<Sender<Op>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let writer = Writer {
+        conn,
+        keys,
+        sealing: HashMap::new(),
+        undo: Vec::new(),
+        abort: None,
+    };
+    std::thread::Builder::new()
+        .name("sprinters-store-writer".into())
+        .spawn(move || run(writer, rx, &commits, &timer))
+        .map_err(|e| Error::unavailable(format!("starting the store's writer: {e}")))?;
+    Ok(tx)
+}
+
+fn run(mut w: Writer, rx: Receiver<Op>, commits: &AtomicU64, timer: &SyncTimer) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        w.abort = w
+            .conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .err()
+            .map(|e| format!("starting a write: {e}"));
+        let dones: Vec<Done> = batch.into_iter().map(|op| op(&mut w)).collect();
+        if w.abort.is_none()
+            && let Err(e) = w.conn.execute_batch("COMMIT")
+        {
+            w.abort = Some(format!("committing: {e}"));
+        }
+        match w.abort.take() {
+            None => {
+                w.undo.clear();
+                commits.fetch_add(1, Ordering::Relaxed);
+                timer.record(started.elapsed());
+                for done in dones {
+                    done(Ok(()));
+                }
+            }
+            Some(why) => {
+                if !w.conn.is_autocommit() {
+                    let _ = w.conn.execute_batch("ROLLBACK");
+                }
+                w.undo_all();
+                tracing::warn!(error = %why, "a store write failed: its batch was rolled back");
+                for done in dones {
+                    done(Err(&why));
+                }
+            }
+        }
+    }
+}
+
+/// Wraps a write's closure into an [`Op`] answering on `tx`.
+pub(crate) fn op<T: Send + 'static>(
+    f: impl FnOnce(&mut Writer) -> Outcome<T> + Send + 'static,
+    tx: oneshot::Sender<Result<T>>,
+) -> Op {
+    Box::new(move |w: &mut Writer| -> Done {
+        if let Some(why) = &w.abort {
+            let why = why.clone();
+            return Box::new(move |_| {
+                let _ = tx.send(Err(Error::unavailable(format!(
+                    "the store could not write: {why}"
+                ))));
+            });
+        }
+        match f(w) {
+            Ok(outcome) => Box::new(move |committed| {
+                // The caller may have gone (a dropped future): nothing waits.
+                let _ = tx.send(match committed {
+                    Ok(()) => outcome,
+                    Err(why) => Err(Error::unavailable(format!(
+                        "the store could not write: {why}"
+                    ))),
+                });
+            }),
+            Err(e) => {
+                w.abort = Some(e.to_string());
+                Box::new(move |_| {
+                    let _ = tx.send(Err(e));
+                })
+            }
+        }
+    })
+}
+
+impl Writer {
+    /// Seals `plaintext` under the current data key of `scope` (created or
+    /// rotated in the open transaction as needed): the key's id and `nonce
+    /// || ciphertext`, bound to `aad(key id)`.
+    pub(crate) fn seal(
+        &mut self,
+        scope: &str,
+        aad: impl Fn(u32) -> Vec<u8>,
+        plaintext: &[u8],
+    ) -> Result<(u32, Vec<u8>)> {
+        let (id, cipher) = self.sealing_key(scope)?;
+        Ok((id, Keys::seal_with(&cipher, &aad(id), plaintext)))
+    }
+
+    fn sealing_key(&mut self, scope: &str) -> Result<(u32, Arc<Cipher>)> {
+        if let Some((id, left)) = self.sealing.get(scope).copied()
+            && left > 0
+            && let Some(Some(cipher)) = self.keys.cipher(id)
+        {
+            self.sealing.insert(scope.to_owned(), (id, left - 1));
+            return Ok((id, cipher));
+        }
+        let active: Option<(u32, u64)> = self
+            .conn
+            .query_row(
+                "SELECT id, reserved FROM data_keys WHERE scope = ?1 AND active",
+                [scope],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| sql_error("reading a data key", e))?;
+        if let Some((id, reserved)) = active
+            && let Some(Some(cipher)) = self.keys.cipher(id)
+            && reserved + BLOCK <= SEALS_PER_KEY
+        {
+            self.conn
+                .execute(
+                    "UPDATE data_keys SET reserved = reserved + ?2 WHERE id = ?1",
+                    params![id, BLOCK],
+                )
+                .map_err(|e| sql_error("reserving seals of a data key", e))?;
+            self.set_sealing(scope, (id, BLOCK - 1));
+            return Ok((id, cipher));
+        }
+        self.rotate(scope)
+    }
+
+    fn set_sealing(&mut self, scope: &str, to: (u32, u64)) {
+        let previous = self.sealing.insert(scope.to_owned(), to);
+        // Remembered so that a rollback restores the block's count too.
+        self.undo.push(Undo::Sealing(scope.to_owned(), previous));
+    }
+
+    /// Retires the scope's active key and starts a new one.
+    pub(crate) fn rotate(&mut self, scope: &str) -> Result<(u32, Arc<Cipher>)> {
+        self.conn
+            .execute(
+                "UPDATE data_keys SET active = 0 WHERE scope = ?1 AND active",
+                [scope],
+            )
+            .map_err(|e| sql_error("retiring a data key", e))?;
+        // One writer: the next id cannot be taken by anyone else.
+        let id: u32 = self
+            .conn
+            .query_row("SELECT coalesce(max(id), 0) + 1 FROM data_keys", [], |r| {
+                r.get(0)
+            })
+            .map_err(|e| sql_error("numbering a data key", e))?;
+        let raw = random_key();
+        let (n, ct) = self.keys.master().seal(&wrap_aad(id, scope), raw.as_ref());
+        self.conn
+            .execute(
+                "INSERT INTO data_keys (id, scope, wrapped, reserved, active) VALUES (?1, ?2, ?3, ?4, 1)",
+                params![id, scope, encode(&n, &ct), BLOCK],
+            )
+            .map_err(|e| sql_error("storing a data key", e))?;
+        let cipher = Arc::new(Cipher::new(&raw));
+        // Known before the commit, so that no reader ever meets a row
+        // sealed under a key it does not have.
+        self.keys.insert(id, Some(cipher.clone()));
+        self.undo.push(Undo::Created(id));
+        self.set_sealing(scope, (id, BLOCK - 1));
+        Ok((id, cipher))
+    }
+
+    /// Forgets the sealing state of `scope` (its keys were destroyed).
+    pub(crate) fn forget_scope(&mut self, scope: &str) {
+        if let Some(previous) = self.sealing.remove(scope) {
+            self.undo
+                .push(Undo::Sealing(scope.to_owned(), Some(previous)));
+        }
+    }
+
+    /// Marks data key `id` destroyed for readers at once (its rows are
+    /// being deleted in the open transaction).
+    pub(crate) fn destroy_key(&mut self, id: u32) {
+        if let Some(Some(cipher)) = self.keys.cipher(id) {
+            self.keys.insert(id, None);
+            self.undo.push(Undo::Destroyed(id, cipher));
+        }
+    }
+
+    /// Wraps new keys with `master` from now on (the rows were re-wrapped
+    /// in the open transaction).
+    pub(crate) fn set_master(&mut self, master: Cipher) {
+        self.undo.push(Undo::Master(self.keys.master()));
+        self.keys.set_master(Arc::new(master));
+    }
+
+    fn undo_all(&mut self) {
+        while let Some(change) = self.undo.pop() {
+            match change {
+                Undo::Sealing(scope, Some(p)) => {
+                    self.sealing.insert(scope, p);
+                }
+                Undo::Sealing(scope, None) => {
+                    self.sealing.remove(&scope);
+                }
+                Undo::Created(id) => self.keys.forget(id),
+                Undo::Destroyed(id, cipher) => self.keys.insert(id, Some(cipher)),
+                Undo::Master(cipher) => self.keys.set_master(cipher),
+            }
+        }
+    }
+}
