@@ -1,5 +1,5 @@
 //! `sprinters serve` end to end through real HTTP on loopback: signed
-//! webhooks, the durable file store, and the real AWS SDK and octocrab
+//! webhooks, the durable SQLite store, and the real AWS SDK and octocrab
 //! clients talking to in-process stand-ins for STS, EC2 and GitHub.
 //!
 //! Targets (README): with stand-ins that answer at once, at least 2,000
@@ -99,10 +99,10 @@ fn lifecycles(c: &mut Criterion) {
             }
         })
     });
-    group.bench_function("part_engine_on_the_file_store", |b| {
+    group.bench_function("part_engine_on_the_sqlite_store", |b| {
         b.to_async(&rt).iter_custom(|iters| async move {
             let dir = tempfile::tempdir().unwrap();
-            let (store, _) = sprinters_store::FileJobStore::open_with_key(
+            let store = sprinters_store::SqliteJobStore::open_with_key(
                 dir.path(),
                 &sprinters_store::MasterKey::generate(),
             )

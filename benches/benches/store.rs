@@ -1,11 +1,13 @@
-//! The encrypted file store.
+//! The embedded stores, side by side: the SQLite store and the segment-log
+//! file store it replaces, in one run.
 //! - Durable writes per second, 1 and 64 writers, beside a plain
 //!   `write` + `fdatasync` loop on the same disk (target: 64 writers ≥ 20×
 //!   the plain loop, by group commit).
 //! - Sealing and opening 1 KiB, beside the raw `aes-gcm` crate (target:
 //!   within 1.2×).
-//! - Reopening a store of 1,000,000 job records: index rebuild with every
-//!   record decrypted (target: under 2 s), and the index's memory per job
+//! - Reopening a store of 1,000,000 job records, each written with its
+//!   delivery (target: under 2 s), and the memory per stored job, measured
+//!   in a fresh process that opens the store and reads the active jobs
 //!   (target: under 200 bytes).
 
 // Benchmarks stop loudly and need no docs.
@@ -17,10 +19,12 @@ use std::time::{Duration, Instant};
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sprinters_core::ports::{JobStore, PutJob};
+use sprinters_core::domain::DeliveryId;
+use sprinters_core::ports::{JobStore, ListJobs, PutJob, RecordDelivery};
 use sprinters_core::testing::sample_record;
+use sprinters_core::time::Timestamp;
 use sprinters_store::crypto::Cipher;
-use sprinters_store::{FileJobStore, MasterKey};
+use sprinters_store::{FileJobStore, MasterKey, SqliteJobStore};
 
 const WRITES: u64 = 2048;
 
@@ -56,41 +60,41 @@ fn durable_writes(c: &mut Criterion) {
     });
 
     for writers in [1u64, 64] {
-        group.bench_function(format!("durable_put_job_{writers}_writers"), |b| {
-            b.to_async(&rt).iter_custom(|iters| async move {
-                let dir = tempfile::tempdir().unwrap();
-                let store = FileJobStore::open_with_key(dir.path(), &MasterKey::generate())
-                    .unwrap()
-                    .0;
-                let mut elapsed = Duration::ZERO;
-                for i in 0..iters {
-                    let start = Instant::now();
-                    let tasks: Vec<_> = (0..writers)
-                        .map(|w| {
-                            let store = store.clone();
-                            tokio::spawn(async move {
-                                for n in 0..WRITES / writers {
-                                    let id = i * 10_000_000 + w * 100_000 + n + 1;
-                                    store
-                                        .put_job(PutJob::create(sample_record(
-                                            id,
-                                            "octo-org/app",
-                                            n,
-                                        )))
-                                        .await
-                                        .unwrap();
-                                }
+        for kind in [Kind::File, Kind::Sqlite] {
+            group.bench_function(format!("{}_put_job_{writers}_writers", kind.name()), |b| {
+                b.to_async(&rt).iter_custom(|iters| async move {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = kind.open(dir.path(), &MasterKey::generate());
+                    let mut elapsed = Duration::ZERO;
+                    for i in 0..iters {
+                        let start = Instant::now();
+                        let tasks: Vec<_> = (0..writers)
+                            .map(|w| {
+                                let store = store.clone();
+                                tokio::spawn(async move {
+                                    for n in 0..WRITES / writers {
+                                        let id = i * 10_000_000 + w * 100_000 + n + 1;
+                                        store
+                                            .put_job(PutJob::create(sample_record(
+                                                id,
+                                                "octo-org/app",
+                                                n,
+                                            )))
+                                            .await
+                                            .unwrap();
+                                    }
+                                })
                             })
-                        })
-                        .collect();
-                    for t in tasks {
-                        t.await.unwrap();
+                            .collect();
+                        for t in tasks {
+                            t.await.unwrap();
+                        }
+                        elapsed += start.elapsed();
                     }
-                    elapsed += start.elapsed();
-                }
-                elapsed
-            })
-        });
+                    elapsed
+                })
+            });
+        }
     }
     group.finish();
 }
@@ -149,6 +153,30 @@ fn sealing(c: &mut Criterion) {
 }
 
 const REOPEN_JOBS: u64 = 1_000_000;
+/// Set in the child process that measures a fresh open: `kind:dir:key`.
+const MEASURE_ENV: &str = "SPRINTERS_BENCH_MEASURE_OPEN";
+
+#[derive(Clone, Copy)]
+enum Kind {
+    File,
+    Sqlite,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::File => "file",
+            Kind::Sqlite => "sqlite",
+        }
+    }
+
+    fn open(self, dir: &std::path::Path, key: &MasterKey) -> std::sync::Arc<dyn JobStore> {
+        match self {
+            Kind::File => std::sync::Arc::new(FileJobStore::open_with_key(dir, key).unwrap().0),
+            Kind::Sqlite => std::sync::Arc::new(SqliteJobStore::open_with_key(dir, key).unwrap()),
+        }
+    }
+}
 
 fn resident_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
@@ -156,18 +184,39 @@ fn resident_bytes() -> u64 {
     pages * 4096
 }
 
-fn reopen(c: &mut Criterion) {
-    if !std::env::args().any(|a| a.contains("reopen"))
-        && std::env::args().any(|a| a.starts_with("store/") || a.starts_with("seal"))
-    {
-        // Filtered to other benchmarks: skip the million-record setup.
-        return;
-    }
-    let rt = runtime();
-    let dir = tempfile::tempdir().unwrap();
-    let key = MasterKey::generate();
+/// In the child: opens the store, reads the active jobs (what every tick
+/// does) and one old job, and prints the resident set's growth per job.
+fn measure_open(spec: &str) {
+    let mut parts = spec.splitn(3, ':');
+    let kind = match parts.next().unwrap() {
+        "file" => Kind::File,
+        _ => Kind::Sqlite,
+    };
+    let dir = std::path::PathBuf::from(parts.next().unwrap());
+    let key = MasterKey::from_base64(parts.next().unwrap()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let before = resident_bytes();
+    let store = kind.open(&dir, &key);
     rt.block_on(async {
-        let store = FileJobStore::open_with_key(dir.path(), &key).unwrap().0;
+        store.list_jobs(ListJobs::active(10_000)).await.unwrap();
+        store.list_jobs(ListJobs::newest(100)).await.unwrap();
+    });
+    let after = resident_bytes();
+    println!(
+        "store/{}_memory: {:.1} bytes per stored job in a fresh process (resident set {} KiB -> {} KiB, {} jobs with their deliveries)",
+        kind.name(),
+        after.saturating_sub(before) as f64 / REOPEN_JOBS as f64,
+        before >> 10,
+        after >> 10,
+        REOPEN_JOBS
+    );
+}
+
+fn fill(rt: &tokio::runtime::Runtime, store: std::sync::Arc<dyn JobStore>) {
+    rt.block_on(async {
         let tasks: Vec<_> = (0..64u64)
             .map(|w| {
                 let store = store.clone();
@@ -184,7 +233,15 @@ fn reopen(c: &mut Criterion) {
                             id,
                         );
                         r.state = sprinters_core::job::JobState::Cleaned;
-                        store.put_job(PutJob::create(r)).await.unwrap();
+                        let delivery = RecordDelivery::new(
+                            DeliveryId::parse(&format!("{id:08x}-7c2a-11ef-9d3e-5a1b2c3d4e5f"))
+                                .unwrap(),
+                            Timestamp::from_millis(id),
+                        );
+                        store
+                            .put_job(PutJob::create(r).with_delivery(delivery))
+                            .await
+                            .unwrap();
                     }
                 })
             })
@@ -193,30 +250,47 @@ fn reopen(c: &mut Criterion) {
             t.await.unwrap();
         }
     });
-    let before = resident_bytes();
-    let (store, report) = FileJobStore::open_with_key(dir.path(), &key).unwrap();
-    let after = resident_bytes();
-    println!(
-        "store/reopen: {} frames, {} jobs; index memory {:.0} bytes per job (resident set {} MiB → {} MiB)",
-        report.frames,
-        store.job_count(),
-        after.saturating_sub(before) as f64 / store.job_count() as f64,
-        before >> 20,
-        after >> 20
-    );
-    drop(store);
+}
 
+fn reopen(c: &mut Criterion) {
+    if let Ok(spec) = std::env::var(MEASURE_ENV) {
+        measure_open(&spec);
+        std::process::exit(0);
+    }
+    if !std::env::args().any(|a| a.contains("reopen"))
+        && std::env::args().any(|a| a.starts_with("store/") || a.starts_with("seal"))
+    {
+        // Filtered to other benchmarks: skip the million-record setup.
+        return;
+    }
+    let rt = runtime();
+    let key = MasterKey::generate();
+    let key_text = secrecy::ExposeSecret::expose_secret(&key.to_base64()).to_owned();
     let mut group = c.benchmark_group("store");
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(30));
-    group.bench_function("reopen_1m_jobs", |b| {
-        b.iter(|| {
-            FileJobStore::open_with_key(dir.path(), &key)
-                .unwrap()
-                .0
-                .job_count()
-        })
-    });
+    for kind in [Kind::File, Kind::Sqlite] {
+        let dir = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        fill(&rt, kind.open(dir.path(), &key));
+        println!(
+            "store/{}_fill: {} jobs with deliveries written by 64 writers in {:.1} s",
+            kind.name(),
+            REOPEN_JOBS,
+            started.elapsed().as_secs_f64()
+        );
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .env(
+                MEASURE_ENV,
+                format!("{}:{}:{key_text}", kind.name(), dir.path().display()),
+            )
+            .output()
+            .unwrap();
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+        group.bench_function(format!("{}_reopen_1m_jobs", kind.name()), |b| {
+            b.iter(|| drop(kind.open(dir.path(), &key)))
+        });
+    }
     group.finish();
 }
 

@@ -1,5 +1,5 @@
 //! [`ControlPlaneRig`]: `sprinters serve` as it runs for real, on a
-//! loopback socket: signed webhooks over HTTP, the durable file store, and
+//! loopback socket: signed webhooks over HTTP, the durable SQLite store, and
 //! the real AWS SDK and octocrab clients talking to in-process stand-ins
 //! for STS, EC2 and GitHub, each answering after a chosen delay.
 
@@ -40,7 +40,7 @@ pub struct ControlPlaneRig {
     /// The GitHub stand-in.
     pub github: GithubStandIn,
     /// The control plane's store.
-    pub store: Arc<sprinters_store::FileJobStore>,
+    pub store: Arc<sprinters_store::SqliteJobStore>,
     next_job: AtomicU64,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<Result<(), String>>>,
@@ -111,8 +111,8 @@ max_concurrent_per_account = 100000
             .build()
             .await
             .unwrap();
-        let sprinters_examples::server::PlaneStore::File(store) = plane.store().clone() else {
-            panic!("the rig runs on the file store");
+        let sprinters_examples::server::PlaneStore::Embedded(store) = plane.store().clone() else {
+            panic!("the rig runs on the embedded store");
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -1,5 +1,5 @@
 //! Hostile input at the HTTP edge of a running control plane (the same one
-//! the end-to-end benchmark drives: the file store, the real SDK clients,
+//! the end-to-end benchmark drives: the SQLite store, the real SDK clients,
 //! stand-ins for STS, EC2 and GitHub): bad and missing signatures, a replay,
 //! oversized bodies, a client trickling its headers, thousands of open
 //! connections, malformed and misshapen JSON, unknown events. Each answer
@@ -75,7 +75,7 @@ async fn probe(addr: SocketAddr, secret: &SecretString) {
 async fn hostile_requests_are_refused_and_change_nothing() {
     let rig = ControlPlaneRig::start_with(Duration::ZERO, "header_timeout_seconds = 2").await;
     let (addr, secret) = (rig.addr(), rig.secret().clone());
-    let jobs_before = rig.store.job_count();
+    let jobs_before = rig.store.job_count().await.unwrap();
     let launches_before = rig.aws.calls().get("RunInstances").copied().unwrap_or(0);
     let job = rig.new_job();
     let queued = job.body("queued", None, None);
@@ -246,7 +246,11 @@ async fn hostile_requests_are_refused_and_change_nothing() {
             "{id} left no trace"
         );
     }
-    assert_eq!(rig.store.job_count(), jobs_before + 1, "only the valid job");
+    assert_eq!(
+        rig.store.job_count().await.unwrap(),
+        jobs_before + 1,
+        "only the valid job"
+    );
     tokio::time::timeout(Duration::from_secs(30), launched)
         .await
         .expect("the valid job is launched")

@@ -56,7 +56,7 @@ pub struct Config {
     pub accounts: Vec<AccountConfig>,
     /// `[limits]`.
     pub limits: LimitsConfig,
-    /// `[store]`: the encrypted file store in `server.data_dir` unless a
+    /// `[store]`: the embedded SQLite store in `server.data_dir` unless a
     /// database is named.
     pub store: StoreConfig,
 }
@@ -64,8 +64,8 @@ pub struct Config {
 /// Where job records live.
 #[derive(Debug, Clone)]
 pub enum StoreConfig {
-    /// The encrypted file store in `server.data_dir` (one process).
-    File,
+    /// The embedded SQLite store in `server.data_dir` (one process).
+    Embedded,
     /// PostgreSQL, shared by several replicas.
     Postgres {
         /// `postgres://…`; a secret, since it may hold a password.
@@ -128,6 +128,9 @@ pub struct GithubConfig {
     pub api_url: String,
     /// The label prefix.
     pub label_prefix: String,
+    /// How long one GitHub request may take (`request_timeout_seconds`,
+    /// default 30).
+    pub request_timeout: std::time::Duration,
 }
 
 /// `[aws]`.
@@ -256,6 +259,7 @@ struct RawGithub {
     previous_webhook_secret_file: Option<PathBuf>,
     api_url: Option<String>,
     label_prefix: Option<String>,
+    request_timeout_seconds: Option<toml::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -310,6 +314,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("github", "previous_webhook_secret_file"),
     ("github", "api_url"),
     ("github", "label_prefix"),
+    ("github", "request_timeout_seconds"),
     ("aws", "endpoint_url"),
     ("aws", "default_region"),
     ("limits", "max_lifetime_minutes"),
@@ -374,7 +379,7 @@ impl RawStore {
                         return Err(err(key, "only applies with store.url (a database)"));
                     }
                 }
-                return Ok(StoreConfig::File);
+                return Ok(StoreConfig::Embedded);
             }
         };
         let text = url.expose_secret();
@@ -574,6 +579,17 @@ impl RawFile {
             return Err(err(
                 "github.api_url",
                 format!("{api_url:?} is not an http(s) URL"),
+            ));
+        }
+        let github_timeout = number(
+            "github.request_timeout_seconds",
+            g.request_timeout_seconds.as_ref(),
+            30,
+        )?;
+        if !(1..=600).contains(&github_timeout) {
+            return Err(err(
+                "github.request_timeout_seconds",
+                "between 1 and 600 seconds",
             ));
         }
         let label_prefix = g.label_prefix.unwrap_or_else(|| "sprinters".to_owned());
@@ -798,6 +814,7 @@ impl RawFile {
                 webhook_secrets,
                 api_url,
                 label_prefix,
+                request_timeout: std::time::Duration::from_secs(github_timeout),
             },
             aws: AwsConfig {
                 endpoint_url: a.endpoint_url,

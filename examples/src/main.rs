@@ -1,7 +1,8 @@
 //! `sprinters`: the control plane composed of the SDK's default adapters.
 //!
 //! Commands so far: `labels parse`, `policy iam|trust|cloudformation`,
-//! `user-data`, `keys init|rotate|add-access-key`, `jobs list`, `serve`,
+//! `user-data`, `keys init|rotate|add-access-key`, `jobs list`,
+//! `store backup`, `serve`,
 //! `demo`, `accounts connect|verify|list|disconnect`.
 
 // A command-line tool prints by design.
@@ -40,6 +41,11 @@ enum Command {
         #[command(subcommand)]
         command: commands::keys::KeysCommand,
     },
+    /// The embedded store: an online backup.
+    Store {
+        #[command(subcommand)]
+        command: commands::store::StoreCommand,
+    },
     /// Run the control plane.
     Serve(commands::serve::ServeArgs),
     /// The whole product on this machine: serve, the GitHub stand-in and
@@ -66,6 +72,7 @@ fn main() -> ExitCode {
         Command::UserData(args) => commands::policy::user_data(args),
         Command::Keys { command } => commands::keys::run(command),
         Command::Jobs { command } => commands::jobs::run(command),
+        Command::Store { command } => commands::store::run(command),
         Command::Accounts { command } => commands::accounts::run(command),
         Command::Serve(args) => commands::serve::run(args),
         Command::Demo(args) => commands::demo::run(args),

@@ -182,11 +182,11 @@ fn errors_name_the_key() {
 }
 
 #[test]
-fn the_store_is_the_file_store_unless_a_database_is_named() {
+fn the_store_is_the_embedded_store_unless_a_database_is_named() {
     use sprinters_examples::config::StoreConfig;
     let mut f = files();
     let config = Config::parse(&example(), &f.env).unwrap();
-    assert!(matches!(config.store, StoreConfig::File));
+    assert!(matches!(config.store, StoreConfig::Embedded));
     assert_eq!(config.limits.claim_ttl_seconds, 300);
     assert_eq!(config.limits.leader_ttl_seconds, 15);
 

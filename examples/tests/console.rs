@@ -20,7 +20,7 @@ use sprinters_core::testing::{sample_owner_id, sample_record};
 use sprinters_core::time::Timestamp;
 use sprinters_examples::config::ApiToken;
 use sprinters_examples::server::{Metrics, api_router};
-use sprinters_store::{FileJobStore, MasterKey};
+use sprinters_store::{MasterKey, SqliteJobStore};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const OCTO: &str = "octo-org-token-0123456789";
@@ -59,9 +59,9 @@ fn launched(
     record
 }
 
-async fn seeded_store(dir: &Path) -> Arc<FileJobStore> {
+async fn seeded_store(dir: &Path) -> Arc<SqliteJobStore> {
     let key = MasterKey::create_file(&dir.join("master.key")).unwrap();
-    let (store, _) = FileJobStore::open_with_key(dir, &key).unwrap();
+    let store = SqliteJobStore::open_with_key(dir, &key).unwrap();
     let base = now_ms() - 3_600_000;
     let mut ok = launched(
         sample_record(101, "octo-org/hello", base),
@@ -109,7 +109,7 @@ async fn seeded_store(dir: &Path) -> Arc<FileJobStore> {
     Arc::new(store)
 }
 
-async fn serve(store: Arc<FileJobStore>) -> std::net::SocketAddr {
+async fn serve(store: Arc<SqliteJobStore>) -> std::net::SocketAddr {
     let tokens = vec![
         ApiToken {
             token: SecretString::from(OCTO.to_owned()),
@@ -131,7 +131,7 @@ async fn serve(store: Arc<FileJobStore>) -> std::net::SocketAddr {
         );
     }
     let router = api_router(
-        sprinters_examples::server::PlaneStore::File(store),
+        sprinters_examples::server::PlaneStore::Embedded(store),
         tokens,
         Arc::new(Metrics::default()),
         tenants,

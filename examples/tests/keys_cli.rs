@@ -171,3 +171,78 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_is_taken_while_the_store_is_open_and_opens_with_the_same_key() {
+    use sprinters_core::ports::{JobStore, ListJobs, PutJob};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    sprinters_examples::data_dir::create(&data).unwrap();
+    let key = sprinters_store::MasterKey::create_file(&data.join("master.key")).unwrap();
+    // The store stays open (as serve holds it) during the backup.
+    let store = sprinters_store::SqliteJobStore::open_with_key(&data, &key).unwrap();
+    for id in 1..=20 {
+        store
+            .put_job(PutJob::create(sprinters_core::testing::sample_record(
+                id, "octo/app", id,
+            )))
+            .await
+            .unwrap();
+    }
+    let copy = dir.path().join("copy.db");
+    let out = sprinters(&[
+        "store",
+        "backup",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--to",
+        copy.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mode = std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the copy is private");
+    // Never over an existing file.
+    let again = sprinters(&[
+        "store",
+        "backup",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--to",
+        copy.to_str().unwrap(),
+    ]);
+    assert!(!again.status.success());
+    assert_eq!(stderr(&again).lines().count(), 1, "{}", stderr(&again));
+    let restored = dir.path().join("restored");
+    sprinters_examples::data_dir::create(&restored).unwrap();
+    std::fs::rename(&copy, restored.join(sprinters_store::DATABASE_FILE)).unwrap();
+    let back = sprinters_store::SqliteJobStore::open_with_key(&restored, &key).unwrap();
+    let page = back.list_jobs(ListJobs::newest(100)).await.unwrap();
+    assert_eq!(page.jobs.len(), 20);
+    // Without the master key the copy opens to nothing.
+    let wrong = sprinters_store::MasterKey::generate();
+    drop(back);
+    let err = sprinters_store::SqliteJobStore::open_with_key(&restored, &wrong).unwrap_err();
+    assert!(err.to_string().contains("does not open"), "{err}");
+}
+
+#[test]
+fn a_data_directory_of_the_old_segment_log_is_refused_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    assert!(
+        sprinters(&["keys", "init", "--data-dir", data])
+            .status
+            .success()
+    );
+    std::fs::create_dir(dir.path().join("segments")).unwrap();
+    std::fs::write(dir.path().join("keyring.json"), "{}").unwrap();
+    let out = sprinters(&["jobs", "list", "--data-dir", data]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains("segment-log store"), "{err}");
+    assert!(
+        !dir.path().join(sprinters_store::DATABASE_FILE).exists(),
+        "nothing was created beside it"
+    );
+}

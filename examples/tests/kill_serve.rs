@@ -1,5 +1,5 @@
 //! `sprinters serve` killed with SIGKILL, again and again, while jobs
-//! arrive: the real binary with the file store, the AWS emulator (moto,
+//! arrive: the real binary with the SQLite store, the AWS emulator (moto,
 //! started by `scripts/test`) and the GitHub stand-in in this process.
 //! Jobs are sent as signed webhooks, one after the other; at random points
 //! of that stream (seeded, `SEED=...` replays) the server is killed and
@@ -32,7 +32,7 @@ use sprinters_core::vault::{CredentialVault, StoredAccessKey};
 use sprinters_github::testing::{
     GithubStandIn, TEST_APP_PRIVATE_KEY_PEM, TEST_APP_PUBLIC_KEY_PEM, WorkflowJobWebhook,
 };
-use sprinters_store::{FileJobStore, MasterKey};
+use sprinters_store::{MasterKey, SqliteJobStore};
 
 mod serve_process;
 use serve_process::{Server, deliver, endpoint, env_number, instances, key, live_instances};
@@ -93,7 +93,7 @@ async fn sigkilled_serve_launches_every_job_exactly_once_and_leaves_nothing_runn
     sprinters_examples::data_dir::create(&data).unwrap();
     let master = MasterKey::create_file(&data.join("master.key")).unwrap();
     {
-        let (store, _) = FileJobStore::open_with_key(&data, &master).unwrap();
+        let store = SqliteJobStore::open_with_key(&data, &master).unwrap();
         let k = key();
         store
             .put_access_key(
@@ -270,8 +270,7 @@ async fn sigkilled_serve_launches_every_job_exactly_once_and_leaves_nothing_runn
         );
     }
 
-    let (store, report) = FileJobStore::open_with_key(&data, &master).unwrap();
-    assert_eq!(report.shredded, 0);
+    let store = SqliteJobStore::open_with_key(&data, &master).unwrap();
     assert_eq!(acknowledged_queued.len() as u64, jobs);
     for n in 0..jobs {
         let key = JobKey::new(JobId::new(first + n), RunAttempt::FIRST);

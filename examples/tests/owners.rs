@@ -1,7 +1,7 @@
 //! Owners connected at run time through `/api/owners/{owner}/accounts`:
 //! the control plane on a loopback socket, the AWS emulator (moto, from
 //! `scripts/test`) behind the real STS and EC2 clients, the GitHub
-//! stand-in; the file store, and PostgreSQL shared by two replicas.
+//! stand-in; the SQLite store, and PostgreSQL shared by two replicas.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

@@ -18,7 +18,7 @@ use sprinters_examples::config::Config;
 use sprinters_examples::server::ControlPlane;
 use sprinters_github::testing::GithubStandIn;
 use sprinters_github::webhook::sign;
-use sprinters_store::{FileJobStore, MasterKey};
+use sprinters_store::{MasterKey, SqliteJobStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SECRET: &str = "serve-test-webhook-secret";
@@ -99,7 +99,7 @@ async fn a_signed_webhook_launches_in_the_emulator_and_completion_ends_it() {
     let master = MasterKey::create_file(&data.join("master.key")).unwrap();
     {
         // The customer's access key, in the vault before serve opens it.
-        let (store, _) = FileJobStore::open_with_key(&data, &master).unwrap();
+        let store = SqliteJobStore::open_with_key(&data, &master).unwrap();
         let account = AccountId::parse(ACCOUNT).unwrap();
         let k = key();
         store

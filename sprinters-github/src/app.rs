@@ -30,6 +30,8 @@ pub const PRIVATE_KEY_FILE_ENV: &str = "SPRINTERS_GITHUB_APP_PRIVATE_KEY_FILE";
 pub const API_URL_ENV: &str = "SPRINTERS_GITHUB_API_URL";
 
 const REFRESH_BEFORE: Duration = Duration::from_secs(300);
+/// How long one GitHub request may take unless configured.
+pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What to check when GitHub refuses the App itself.
 pub(crate) const APP_HINT: &str =
@@ -41,6 +43,7 @@ pub struct GithubAppConfig {
     app_id: u64,
     private_key: SecretString,
     api_url: String,
+    request_timeout: Duration,
 }
 
 impl std::fmt::Debug for GithubAppConfig {
@@ -49,6 +52,7 @@ impl std::fmt::Debug for GithubAppConfig {
             .field("app_id", &self.app_id)
             .field("private_key", &"[REDACTED]")
             .field("api_url", &self.api_url)
+            .field("request_timeout", &self.request_timeout)
             .finish()
     }
 }
@@ -60,7 +64,16 @@ impl GithubAppConfig {
             app_id,
             private_key: private_key_pem,
             api_url: "https://api.github.com".to_owned(),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
+    }
+
+    /// How long one request (connecting, sending, the whole answer) may
+    /// take before it fails as retryable; 30 s unless set. GitHub that
+    /// stops answering then holds no webhook, launch or lock for longer.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
     }
 
     /// The private key from a PEM file.
@@ -132,6 +145,7 @@ type TokenSlot = Arc<tokio::sync::Mutex<Option<InstallationToken>>>;
 pub struct GithubApp {
     app: Octocrab,
     clock: Arc<dyn Clock>,
+    timeout: Duration,
     tokens: Mutex<HashMap<InstallationId, TokenSlot>>,
 }
 
@@ -193,6 +207,7 @@ impl GithubApp {
         Ok(Self {
             app,
             clock,
+            timeout: config.request_timeout,
             tokens: Mutex::new(HashMap::new()),
         })
     }
@@ -204,7 +219,8 @@ impl GithubApp {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<Reply> {
-        call(&self.app, method, path, body, APP_HINT, self.clock.as_ref()).await
+        let request = call(&self.app, method, path, body, APP_HINT, self.clock.as_ref());
+        self.bounded(path, request).await
     }
 
     /// Calls the API as `installation`, which needs `permission` (such as
@@ -221,7 +237,24 @@ impl GithubApp {
         let hint = format!(
             "the App needs the permission {permission} and must be installed on the repository"
         );
-        call(&client, method, path, body, &hint, self.clock.as_ref()).await
+        let request = call(&client, method, path, body, &hint, self.clock.as_ref());
+        self.bounded(path, request).await
+    }
+
+    /// `request`, failed as retryable once the configured timeout passed.
+    async fn bounded(
+        &self,
+        path: &str,
+        request: impl std::future::Future<Output = Result<Reply>>,
+    ) -> Result<Reply> {
+        tokio::time::timeout(self.timeout, request)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::unavailable(format!(
+                    "{path}: GitHub did not answer within {:?}",
+                    self.timeout
+                )))
+            })
     }
 
     async fn installation_client(&self, installation: InstallationId) -> Result<Octocrab> {

@@ -5,7 +5,10 @@
 //! control plane that was down, unreachable or answered 5xx missed those
 //! events; GitHub does not retry them on its own. Every few minutes this
 //! reads the log back to where the last pass started, and asks GitHub to
-//! redeliver each delivery none of whose attempts succeeded. Redelivered
+//! redeliver each delivery none of whose attempts succeeded. A pass reads
+//! the whole window, page after page, and the next one starts only past
+//! what was redelivered or found delivered: a pass that hit its cap of
+//! redeliveries, or failed, leaves the rest to the next. Redelivered
 //! events carry their original delivery id, so the engine's
 //! de-duplication makes a redelivery of something already handled
 //! harmless.
@@ -22,7 +25,7 @@ use sprinters_core::time::{Clock, Timestamp};
 use crate::app::GithubApp;
 
 /// What one pass did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RecoveryReport {
     /// Delivery attempts read from the log.
@@ -31,6 +34,11 @@ pub struct RecoveryReport {
     pub failed: usize,
     /// Redeliveries GitHub accepted.
     pub redelivered: usize,
+    /// Failed deliveries left for the next pass (over the cap).
+    pub left: usize,
+    /// Where the next pass starts: this pass's start, or the first failed
+    /// delivery it did not redeliver.
+    pub resume_from: Timestamp,
 }
 
 #[derive(Deserialize)]
@@ -47,18 +55,20 @@ pub struct DeliveryRecovery {
     app: Arc<GithubApp>,
     clock: Arc<dyn Clock>,
     max_redeliveries: usize,
-    max_pages: usize,
 }
 
+/// A pass stops reading the log after this many pages (100 deliveries
+/// each) and fails rather than skip what it did not read.
+const MAX_PAGES: usize = 1000;
+
 impl DeliveryRecovery {
-    /// Recovery for `app`, at most 50 redeliveries and 10 pages of the log
-    /// per pass.
+    /// Recovery for `app`, at most 50 redeliveries per pass (the oldest
+    /// first; the rest in the next pass).
     pub fn new(app: Arc<GithubApp>, clock: Arc<dyn Clock>) -> Self {
         Self {
             app,
             clock,
             max_redeliveries: 50,
-            max_pages: 10,
         }
     }
 
@@ -68,13 +78,24 @@ impl DeliveryRecovery {
         self
     }
 
-    /// One pass over the deliveries made since `since`.
+    /// One pass over the deliveries made since `since`: every page back
+    /// to it, then the failed deliveries redelivered, oldest first, up to
+    /// the cap. An error (GitHub unreachable, a refused redelivery) fails
+    /// the pass: the next one starts from the same point.
     pub async fn recover_since(&self, since: Timestamp) -> Result<RecoveryReport> {
-        let mut report = RecoveryReport::default();
-        // guid -> (succeeded, latest attempt id)
-        let mut by_guid: HashMap<String, (bool, u64)> = HashMap::new();
+        let started = self.clock.now();
+        let mut scanned = 0;
+        // guid -> (succeeded, latest attempt id, first attempt's time)
+        let mut by_guid: HashMap<String, (bool, u64, Timestamp)> = HashMap::new();
         let mut path = "/app/hook/deliveries?per_page=100".to_owned();
-        for _ in 0..self.max_pages {
+        let mut pages = 0;
+        loop {
+            pages += 1;
+            if pages > MAX_PAGES {
+                return Err(sprinters_core::Error::unavailable(format!(
+                    "the webhook delivery log holds more than {MAX_PAGES} pages since the last pass; not moving past what was not read"
+                )));
+            }
             let reply = self.app.as_app(Method::GET, &path, None).await?;
             let page: Vec<LoggedDelivery> = reply.json("the webhook delivery log")?;
             let mut reached_since = page.is_empty();
@@ -89,25 +110,36 @@ impl DeliveryRecovery {
                     reached_since = true;
                     continue;
                 }
-                report.scanned += 1;
+                scanned += 1;
+                let at = at.unwrap_or(started);
                 let ok = d.status_code.is_some_and(|s| (200..300).contains(&s));
-                let entry = by_guid.entry(d.guid).or_insert((false, d.id));
+                let entry = by_guid.entry(d.guid).or_insert((false, d.id, at));
                 entry.0 |= ok;
                 entry.1 = entry.1.max(d.id);
+                entry.2 = entry.2.min(at);
             }
             match next_page(&reply.headers) {
                 Some(next) if !reached_since => path = next,
                 _ => break,
             }
         }
-        let mut failed: Vec<u64> = by_guid
+        let mut failed: Vec<(Timestamp, u64)> = by_guid
             .values()
-            .filter(|(ok, _)| !ok)
-            .map(|(_, id)| *id)
+            .filter(|(ok, _, _)| !ok)
+            .map(|(_, id, at)| (*at, *id))
             .collect();
         failed.sort_unstable();
-        report.failed = failed.len();
-        for id in failed.into_iter().take(self.max_redeliveries) {
+        let mut report = RecoveryReport {
+            scanned,
+            failed: failed.len(),
+            redelivered: 0,
+            left: failed.len().saturating_sub(self.max_redeliveries),
+            resume_from: started,
+        };
+        if let Some((first_left, _)) = failed.get(self.max_redeliveries) {
+            report.resume_from = *first_left;
+        }
+        for (_, id) in failed.into_iter().take(self.max_redeliveries) {
             self.app
                 .as_app(
                     Method::POST,
@@ -121,6 +153,7 @@ impl DeliveryRecovery {
             tracing::info!(
                 failed = report.failed,
                 redelivered = report.redelivered,
+                left = report.left,
                 "asked GitHub to redeliver failed webhooks"
             );
         }
@@ -129,7 +162,8 @@ impl DeliveryRecovery {
 
     /// Runs a pass every `every` until `shutdown` resolves. The first pass
     /// looks back `lookback`; each later one back to where the previous
-    /// one started, with a minute of overlap. A failed pass is logged and
+    /// one left off ([`RecoveryReport::resume_from`]), with a minute of
+    /// overlap. A failed pass is logged and
     /// retried at the next tick.
     pub async fn run(
         &self,
@@ -140,9 +174,10 @@ impl DeliveryRecovery {
         let mut since = self.clock.now().saturating_sub(lookback);
         let passes = async {
             loop {
-                let started = self.clock.now();
                 match self.recover_since(since).await {
-                    Ok(_) => since = started.saturating_sub(Duration::from_secs(60)),
+                    Ok(report) => {
+                        since = report.resume_from.saturating_sub(Duration::from_secs(60))
+                    }
                     Err(e) => tracing::warn!(error = %e, "webhook recovery pass failed"),
                 }
                 self.clock.sleep(every).await;

@@ -405,3 +405,91 @@ async fn recovery_runs_on_the_clock_until_shutdown() {
         "the second pass, five minutes later, redelivered only the new failure"
     );
 }
+
+#[tokio::test]
+async fn a_pass_reads_the_whole_window_however_many_pages() {
+    let w = world().await;
+    let now = w.clock.now().as_millis() / 1000;
+    // The oldest delivery of the window failed; 1,200 newer ones (twelve
+    // pages) came after it.
+    let lost = w.github.log_delivery("guid-lost-early", now - 3000, 502);
+    for i in 0..1200 {
+        w.github
+            .log_delivery(&format!("guid-noise-{i}"), now - 100, 202);
+    }
+    let recovery = DeliveryRecovery::new(w.app.clone(), w.clock.clone());
+    let since = w.clock.now().saturating_sub(Duration::from_secs(3600));
+    let report = recovery.recover_since(since).await.unwrap();
+    assert_eq!(report.scanned, 1201, "{report:?}");
+    assert_eq!(w.github.redelivered(), [lost]);
+    assert_eq!(report.left, 0);
+    assert_eq!(report.resume_from, w.clock.now());
+}
+
+#[tokio::test]
+async fn failures_over_the_cap_are_left_for_the_next_pass_not_skipped() {
+    let w = world().await;
+    let now = w.clock.now().as_millis() / 1000;
+    let lost: Vec<u64> = (0..5u64)
+        .map(|i| {
+            w.github
+                .log_delivery(&format!("guid-lost-{i}"), now - 500 + i * 10, 500)
+        })
+        .collect();
+    let recovery = DeliveryRecovery::new(w.app.clone(), w.clock.clone()).max_redeliveries(2);
+    let mut since = w.clock.now().saturating_sub(Duration::from_secs(3600));
+    let first = recovery.recover_since(since).await.unwrap();
+    assert_eq!((first.failed, first.redelivered, first.left), (5, 2, 3));
+    assert_eq!(w.github.redelivered(), lost[..2], "the oldest first");
+    // The checkpoint stops at the first failure not redelivered.
+    assert_eq!(
+        first.resume_from,
+        Timestamp::from_millis((now - 500 + 20) * 1000)
+    );
+    for _ in 0..3 {
+        since = recovery.recover_since(since).await.unwrap().resume_from;
+    }
+    let mut all = w.github.redelivered();
+    all.sort_unstable();
+    assert_eq!(all, lost, "every failed delivery was redelivered once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn github_that_never_answers_fails_retryable_after_the_timeout() {
+    // Accepts connections and never says a word.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (socket, _) = listener.accept().await.unwrap();
+            held.push(socket);
+        }
+    });
+    let clock = Arc::new(ManualClock::new(Timestamp::from_system_time(
+        std::time::SystemTime::now(),
+    )));
+    let config = GithubAppConfig::new(APP_ID, private_key())
+        .api_url(format!("http://{addr}"))
+        .unwrap()
+        .request_timeout(Duration::from_secs(20));
+    let app = Arc::new(GithubApp::with_clock(config, clock).unwrap());
+    let registry = GithubRegistry::new(app);
+    let started = tokio::time::Instant::now();
+    let err = registry
+        .create_jit_runner(jit("sprinters-95-1-1"))
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(
+        err.to_string().contains("did not answer within 20s"),
+        "{err}"
+    );
+    // The token request and the call each had their 20 s, no more.
+    assert!(
+        started.elapsed() <= Duration::from_secs(41),
+        "{:?}",
+        started.elapsed()
+    );
+    silent.abort();
+}

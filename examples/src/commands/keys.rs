@@ -9,7 +9,7 @@ use clap::Subcommand;
 use secrecy::SecretString;
 use sprinters_core::domain::{AccountId, OwnerId};
 use sprinters_core::vault::{CredentialVault, StoredAccessKey};
-use sprinters_store::{FileJobStore, MasterKey};
+use sprinters_store::{MasterKey, SqliteJobStore};
 
 use super::{fail, runtime, usage_error};
 
@@ -83,16 +83,14 @@ fn init(dir: &Path) -> ExitCode {
 }
 
 /// The store in `dir`, with its master key file.
-pub(crate) fn open_store(dir: &Path) -> Result<FileJobStore, String> {
+pub(crate) fn open_store(dir: &Path) -> Result<SqliteJobStore, String> {
     let key = MasterKey::from_file(&dir.join(MASTER_KEY_FILE)).map_err(|e| {
         format!(
             "{e} (create one with `sprinters keys init --data-dir {}`)",
             dir.display()
         )
     })?;
-    FileJobStore::open_with_key(dir, &key)
-        .map(|(store, _)| store)
-        .map_err(|e| e.to_string())
+    SqliteJobStore::open_with_key(dir, &key).map_err(|e| e.to_string())
 }
 
 fn rotate(dir: &Path) -> ExitCode {
@@ -113,7 +111,11 @@ fn rotate(dir: &Path) -> ExitCode {
         Ok(key) => key,
         Err(e) => return fail(e.to_string()),
     };
-    if let Err(e) = store.rotate_master_key(&key) {
+    let rotated = runtime().and_then(|rt| {
+        rt.block_on(store.rotate_master_key(&key))
+            .map_err(|e| e.to_string())
+    });
+    if let Err(e) = rotated {
         let _ = std::fs::remove_file(&next);
         return fail(e.to_string());
     }

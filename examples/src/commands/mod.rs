@@ -9,6 +9,7 @@ pub(crate) mod keys;
 pub(crate) mod labels;
 pub(crate) mod policy;
 pub(crate) mod serve;
+pub(crate) mod store;
 
 /// Prints one line about what went wrong and fails (exit 1).
 pub(crate) fn fail(message: impl std::fmt::Display) -> ExitCode {

@@ -160,7 +160,7 @@ impl Metrics {
             );
         }
         match store {
-            PlaneStore::File(file) => store_syncs(&mut out, file.syncs(), &file.sync_latency()),
+            PlaneStore::Embedded(file) => store_syncs(&mut out, file.syncs(), &file.sync_latency()),
             PlaneStore::Postgres(db) => {
                 family(
                     &mut out,

@@ -1,6 +1,6 @@
 //! `sprinters serve`: every default adapter composed into a control plane.
 //!
-//! The encrypted file store (or PostgreSQL, shared by replicas), the GitHub App (webhooks, registry, delivery
+//! The embedded SQLite store (or PostgreSQL, shared by replicas), the GitHub App (webhooks, registry, delivery
 //! recovery), the AWS adapters (EC2 launcher, credentials per account) and
 //! the engine, behind one axum server.
 
@@ -35,7 +35,7 @@ use sprinters_core::vault::CredentialVault;
 use sprinters_github::{
     DeliveryRecovery, GithubApp, GithubAppConfig, GithubRegistry, WebhookVerifier, webhook_router,
 };
-use sprinters_store::{FileJobStore, FileKeyProvider, PostgresJobStore};
+use sprinters_store::{FileKeyProvider, PostgresJobStore, SqliteJobStore};
 
 use crate::config::{AccountCredentials, ApiToken, Config, StoreConfig};
 pub use listener::{
@@ -51,8 +51,8 @@ const RECOVERY_LOOKBACK: Duration = Duration::from_secs(6 * 3600);
 /// The store a control plane runs on.
 #[derive(Debug, Clone)]
 pub enum PlaneStore {
-    /// The encrypted file store: one process.
-    File(Arc<FileJobStore>),
+    /// The embedded SQLite store: one process.
+    Embedded(Arc<SqliteJobStore>),
     /// PostgreSQL: any number of replicas.
     Postgres(Arc<PostgresJobStore>),
 }
@@ -61,7 +61,7 @@ impl PlaneStore {
     /// As a job store.
     pub fn jobs(&self) -> Arc<dyn JobStore> {
         match self {
-            PlaneStore::File(s) => s.clone(),
+            PlaneStore::Embedded(s) => s.clone(),
             PlaneStore::Postgres(s) => s.clone(),
         }
     }
@@ -69,7 +69,7 @@ impl PlaneStore {
     /// As the vault of stored access keys.
     pub fn vault(&self) -> Arc<dyn CredentialVault> {
         match self {
-            PlaneStore::File(s) => s.clone(),
+            PlaneStore::Embedded(s) => s.clone(),
             PlaneStore::Postgres(s) => s.clone(),
         }
     }
@@ -78,14 +78,7 @@ impl PlaneStore {
     /// stored key deleted.
     pub async fn delete_account(&self, account: &AccountId) -> sprinters_core::Result<()> {
         match self {
-            PlaneStore::File(s) => {
-                // The file store writes and syncs: off the async threads.
-                let (s, account) = (s.clone(), account.clone());
-                tokio::task::spawn_blocking(move || s.delete_account(&account))
-                    .await
-                    .map_err(|e| sprinters_core::Error::unavailable(e.to_string()))?
-                    .map(|_| ())
-            }
+            PlaneStore::Embedded(s) => s.delete_account(account).await.map(|_| ()),
             PlaneStore::Postgres(s) => s.delete_account(account).await.map(|_| ()),
         }
     }
@@ -181,8 +174,8 @@ impl ControlPlaneBuilder {
         crate::data_dir::create(&config.server.data_dir)?;
         let keys = FileKeyProvider::new(&config.server.master_key_file);
         let store = match &config.store {
-            StoreConfig::File => PlaneStore::File(Arc::new(
-                FileJobStore::open(&config.server.data_dir, &keys)
+            StoreConfig::Embedded => PlaneStore::Embedded(Arc::new(
+                SqliteJobStore::open(&config.server.data_dir, &keys)
                     .await
                     .map_err(|e| format!("store {}: {e}", config.server.data_dir.display()))?,
             )),
@@ -206,6 +199,7 @@ impl ControlPlaneBuilder {
         let github_config =
             GithubAppConfig::from_key_file(config.github.app_id, &config.github.private_key_file)
                 .and_then(|c| c.api_url(config.github.api_url.clone()))
+                .map(|c| c.request_timeout(config.github.request_timeout))
                 .map_err(describe)?;
         let github =
             Arc::new(GithubApp::with_clock(github_config, clock.clone()).map_err(describe)?);
@@ -263,11 +257,11 @@ impl ControlPlaneBuilder {
         let mut engine_config =
             EngineConfig::new(config.server.controller_id.clone(), tenants.clone());
         engine_config.replica_id = match &store {
-            // Only one process can open the file store, so a serve restarted
+            // Only one process can open the embedded store, so a serve restarted
             // after a crash is the same replica: with a stable id it takes
             // its own claims and the reconciler's lease back at once,
             // instead of waiting them out.
-            PlaneStore::File(_) => format!("{}-file-store", config.server.controller_id),
+            PlaneStore::Embedded(_) => format!("{}-file-store", config.server.controller_id),
             // Replicas sharing a database each need their own id; one that
             // dies loses its claims and leadership when they lapse.
             PlaneStore::Postgres(_) => format!(
@@ -555,7 +549,10 @@ async fn recover_while_leading(
             since = since.max(started.saturating_sub(RECOVERY_LOOKBACK));
             match engine.leads().await {
                 Ok(true) => match recovery.recover_since(since).await {
-                    Ok(_) => since = started.saturating_sub(Duration::from_secs(60)),
+                    // Past only what was redelivered or found delivered.
+                    Ok(report) => {
+                        since = report.resume_from.saturating_sub(Duration::from_secs(60))
+                    }
                     Err(e) => tracing::warn!(error = %e, "webhook recovery pass failed"),
                 },
                 Ok(false) => {}

@@ -245,12 +245,18 @@ impl JobStore for SqliteJobStore {
                 |key_id| frame::aad(Kind::Job, key_id, &c.id, version).to_vec(),
                 &plaintext,
             )?;
+            // A replace updates the row in place; a create appends one.
+            let sql = if expected.is_some() {
+                "UPDATE jobs SET version = ?2, sealed_version = ?2, key_id = ?3, body = ?4, \
+                 queued_at = ?5, state = ?6, active = ?7, owner_h = ?8, account_h = ?9, \
+                 label_h = ?10, lease_owner = ?11, lease_expires = ?12 WHERE id = ?1"
+            } else {
+                "INSERT INTO jobs (id, version, sealed_version, key_id, body, queued_at, state, \
+                 active, owner_h, account_h, label_h, lease_owner, lease_expires) \
+                 VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+            };
             w.conn
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO jobs (id, version, sealed_version, key_id, body, \
-                     queued_at, state, active, owner_h, account_h, label_h, lease_owner, lease_expires) \
-                     VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                )
+                .prepare_cached(sql)
                 .and_then(|mut s| {
                     s.execute(params![
                         &c.id[..],

@@ -9,6 +9,11 @@ use super::sql_error;
 /// The migrations, in order; a migration is never edited once released,
 /// only followed by a new one. The columns mirror the PostgreSQL store's:
 /// sealed bodies, keyed hashes, and only what the queries need in clear.
+///
+/// Jobs live in a rowid table: a new record is appended to its last page
+/// (the opaque id is random, and a table ordered by it would rewrite a
+/// random page of bodies for every insert); only the small unique index on
+/// the id takes random inserts.
 const MIGRATIONS: &[(i64, &str)] = &[(
     1,
     r#"
@@ -27,7 +32,8 @@ CREATE TABLE data_keys (
 CREATE UNIQUE INDEX data_keys_one_active ON data_keys (scope) WHERE active;
 
 CREATE TABLE jobs (
-    id BLOB PRIMARY KEY,
+    seq INTEGER PRIMARY KEY,
+    id BLOB NOT NULL UNIQUE,
     version INTEGER NOT NULL,
     sealed_version INTEGER NOT NULL,
     key_id INTEGER NOT NULL,
@@ -40,7 +46,7 @@ CREATE TABLE jobs (
     label_h BLOB NOT NULL,
     lease_owner TEXT,
     lease_expires INTEGER
-) WITHOUT ROWID;
+);
 CREATE INDEX jobs_newest ON jobs (queued_at DESC, id DESC);
 CREATE INDEX jobs_by_owner ON jobs (owner_h, queued_at DESC, id DESC);
 CREATE INDEX jobs_by_account ON jobs (account_h, queued_at DESC, id DESC);
