@@ -581,17 +581,11 @@ impl RawFile {
                 format!("{api_url:?} is not an http(s) URL"),
             ));
         }
-        let github_timeout = number(
+        let github_timeout = seconds(
             "github.request_timeout_seconds",
             g.request_timeout_seconds.as_ref(),
-            30,
+            sprinters_github::DEFAULT_REQUEST_TIMEOUT,
         )?;
-        if !(1..=600).contains(&github_timeout) {
-            return Err(err(
-                "github.request_timeout_seconds",
-                "between 1 and 600 seconds",
-            ));
-        }
         let label_prefix = g.label_prefix.unwrap_or_else(|| "sprinters".to_owned());
         if label_prefix.is_empty() || label_prefix.contains(':') {
             return Err(err("github.label_prefix", "a non-empty word without ':'"));
@@ -814,7 +808,7 @@ impl RawFile {
                 webhook_secrets,
                 api_url,
                 label_prefix,
-                request_timeout: std::time::Duration::from_secs(github_timeout),
+                request_timeout: github_timeout,
             },
             aws: AwsConfig {
                 endpoint_url: a.endpoint_url,

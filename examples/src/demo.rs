@@ -21,7 +21,7 @@ use sprinters_github::testing::{
     GithubStandIn, TEST_APP_PRIVATE_KEY_PEM, TEST_APP_PUBLIC_KEY_PEM, WorkflowJobWebhook,
 };
 use sprinters_github::webhook::sign;
-use sprinters_store::{MasterKey, SqliteJobStore};
+use sprinters_store::{MasterKey, SqliteJobStore, StaticKeyProvider};
 
 use crate::config::Config;
 use crate::server::ControlPlane;
@@ -638,7 +638,8 @@ impl Setup {
         };
         {
             // The customer's access key, encrypted in the store's vault.
-            let store = SqliteJobStore::open_with_key(data_dir, &master)
+            let store = SqliteJobStore::open(data_dir, &StaticKeyProvider::new(master))
+                .await
                 .map_err(|e| format!("store {}: {e}", data_dir.display()))?;
             let key = demo_key();
             store

@@ -58,6 +58,10 @@ fn the_example_file_is_a_valid_configuration() {
     let config = Config::parse(&example(), &f.env).unwrap();
     assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
     assert_eq!(config.github.app_id, 123456);
+    assert_eq!(
+        config.github.request_timeout,
+        std::time::Duration::from_secs(30)
+    );
     assert_eq!(config.github.webhook_secrets.len(), 1);
     assert_eq!(
         config.github.webhook_secrets[0].expose_secret(),
@@ -126,6 +130,15 @@ fn errors_name_the_key() {
     check(
         &|t| t.replace("app_id = 123456", "app_id = \"twelve\""),
         "github.app_id",
+    );
+    check(
+        &|t| {
+            t.replace(
+                "waited on longer.\nrequest_timeout_seconds = 30",
+                "waited on longer.\nrequest_timeout_seconds = 0",
+            )
+        },
+        "github.request_timeout_seconds",
     );
     check(
         &|t| {

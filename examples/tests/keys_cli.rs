@@ -212,6 +212,18 @@ async fn a_backup_is_taken_while_the_store_is_open_and_opens_with_the_same_key()
     ]);
     assert!(!again.status.success());
     assert_eq!(stderr(&again).lines().count(), 1, "{}", stderr(&again));
+    // And with the store closed (no serve running).
+    drop(store);
+    let closed = dir.path().join("closed.db");
+    let out = sprinters(&[
+        "store",
+        "backup",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--to",
+        closed.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
     let restored = dir.path().join("restored");
     sprinters_examples::data_dir::create(&restored).unwrap();
     std::fs::rename(&copy, restored.join(sprinters_store::DATABASE_FILE)).unwrap();

@@ -31,7 +31,7 @@ pub const API_URL_ENV: &str = "SPRINTERS_GITHUB_API_URL";
 
 const REFRESH_BEFORE: Duration = Duration::from_secs(300);
 /// How long one GitHub request may take unless configured.
-pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What to check when GitHub refuses the App itself.
 pub(crate) const APP_HINT: &str =
@@ -68,11 +68,13 @@ impl GithubAppConfig {
         }
     }
 
-    /// How long one request (connecting, sending, the whole answer) may
-    /// take before it fails as retryable; 30 s unless set. GitHub that
-    /// stops answering then holds no webhook, launch or lock for longer.
+    /// How long one call may take before it fails as retryable: connecting,
+    /// sending, the whole answer, and for an installation's call getting
+    /// its token first (waiting for it included). 30 s unless set; at least
+    /// one second. GitHub that stops answering then holds no webhook,
+    /// launch or lock for longer.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout;
+        self.request_timeout = timeout.max(Duration::from_secs(1));
         self
     }
 
@@ -233,11 +235,15 @@ impl GithubApp {
         body: Option<&serde_json::Value>,
         permission: &str,
     ) -> Result<Reply> {
-        let client = self.installation_client(installation).await?;
-        let hint = format!(
-            "the App needs the permission {permission} and must be installed on the repository"
-        );
-        let request = call(&client, method, path, body, &hint, self.clock.as_ref());
+        // One bound for all of it: waiting for the installation's token
+        // (another caller may be fetching it), fetching it, and the call.
+        let request = async {
+            let client = self.installation_client(installation).await?;
+            let hint = format!(
+                "the App needs the permission {permission} and must be installed on the repository"
+            );
+            call(&client, method, path, body, &hint, self.clock.as_ref()).await
+        };
         self.bounded(path, request).await
     }
 

@@ -13,7 +13,8 @@ pub mod testing;
 pub mod webhook;
 
 pub use app::{
-    API_URL_ENV, APP_ID_ENV, GithubApp, GithubAppConfig, PRIVATE_KEY_ENV, PRIVATE_KEY_FILE_ENV,
+    API_URL_ENV, APP_ID_ENV, DEFAULT_REQUEST_TIMEOUT, GithubApp, GithubAppConfig, PRIVATE_KEY_ENV,
+    PRIVATE_KEY_FILE_ENV,
 };
 #[cfg(feature = "axum")]
 pub use axum::webhook_router;

@@ -34,10 +34,14 @@ pub struct RecoveryReport {
     pub failed: usize,
     /// Redeliveries GitHub accepted.
     pub redelivered: usize,
-    /// Failed deliveries left for the next pass (over the cap).
+    /// Failed deliveries left for the next pass (over the cap, or after a
+    /// redelivery that failed and will be retried).
     pub left: usize,
-    /// Where the next pass starts: this pass's start, or the first failed
-    /// delivery it did not redeliver.
+    /// Redeliveries GitHub refused for good (passed over, logged).
+    pub skipped: usize,
+    /// Where the next pass starts: this pass's start; or the first failed
+    /// delivery it left; or, when the log was longer than one pass reads,
+    /// where this pass started reading back to.
     pub resume_from: Timestamp,
 }
 
@@ -80,8 +84,10 @@ impl DeliveryRecovery {
 
     /// One pass over the deliveries made since `since`: every page back
     /// to it, then the failed deliveries redelivered, oldest first, up to
-    /// the cap. An error (GitHub unreachable, a refused redelivery) fails
-    /// the pass: the next one starts from the same point.
+    /// the cap. A redelivery GitHub refuses for good (too old, gone) is
+    /// logged and passed over; a retryable failure stops the pass there,
+    /// and the next starts from that delivery. Reading the log failing
+    /// fails the pass: the next starts from the same point.
     pub async fn recover_since(&self, since: Timestamp) -> Result<RecoveryReport> {
         let started = self.clock.now();
         let mut scanned = 0;
@@ -89,12 +95,18 @@ impl DeliveryRecovery {
         let mut by_guid: HashMap<String, (bool, u64, Timestamp)> = HashMap::new();
         let mut path = "/app/hook/deliveries?per_page=100".to_owned();
         let mut pages = 0;
+        let mut read_all = true;
         loop {
             pages += 1;
             if pages > MAX_PAGES {
-                return Err(sprinters_core::Error::unavailable(format!(
-                    "the webhook delivery log holds more than {MAX_PAGES} pages since the last pass; not moving past what was not read"
-                )));
+                // What was read (the newest) is redelivered; the checkpoint
+                // stays where it was, short of what was not read.
+                tracing::warn!(
+                    pages = MAX_PAGES,
+                    "the webhook delivery log is longer than one pass reads; the rest waits"
+                );
+                read_all = false;
+                break;
             }
             let reply = self.app.as_app(Method::GET, &path, None).await?;
             let page: Vec<LoggedDelivery> = reply.json("the webhook delivery log")?;
@@ -134,20 +146,35 @@ impl DeliveryRecovery {
             failed: failed.len(),
             redelivered: 0,
             left: failed.len().saturating_sub(self.max_redeliveries),
-            resume_from: started,
+            skipped: 0,
+            resume_from: if read_all { started } else { since },
         };
         if let Some((first_left, _)) = failed.get(self.max_redeliveries) {
-            report.resume_from = *first_left;
+            report.resume_from = report.resume_from.min(*first_left);
         }
-        for (_, id) in failed.into_iter().take(self.max_redeliveries) {
-            self.app
+        for (at, id) in failed.into_iter().take(self.max_redeliveries) {
+            let asked = self
+                .app
                 .as_app(
                     Method::POST,
                     &format!("/app/hook/deliveries/{id}/attempts"),
                     None,
                 )
-                .await?;
-            report.redelivered += 1;
+                .await;
+            match asked {
+                Ok(_) => report.redelivered += 1,
+                Err(e) if e.is_retryable() => {
+                    // Stopped here: this one and the rest in the next pass.
+                    tracing::warn!(error = %e, "a redelivery failed; the next pass retries it");
+                    report.left = report.failed - report.redelivered - report.skipped;
+                    report.resume_from = report.resume_from.min(at);
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, delivery = id, "GitHub refused a redelivery; passed over");
+                    report.skipped += 1;
+                }
+            }
         }
         if report.failed > 0 {
             tracing::info!(

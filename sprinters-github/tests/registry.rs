@@ -476,20 +476,64 @@ async fn github_that_never_answers_fails_retryable_after_the_timeout() {
     let app = Arc::new(GithubApp::with_clock(config, clock).unwrap());
     let registry = GithubRegistry::new(app);
     let started = tokio::time::Instant::now();
-    let err = registry
-        .create_jit_runner(jit("sprinters-95-1-1"))
-        .await
-        .unwrap_err();
+    // Two calls for one installation: the second waits for the token the
+    // first is fetching, inside its own bound.
+    let (first, second) = tokio::join!(
+        registry.create_jit_runner(jit("sprinters-95-1-1")),
+        registry.create_jit_runner(jit("sprinters-96-1-1")),
+    );
+    let err = first.unwrap_err();
     assert!(err.is_retryable(), "{err}");
     assert!(
         err.to_string().contains("did not answer within 20s"),
         "{err}"
     );
-    // The token request and the call each had their 20 s, no more.
+    assert!(second.unwrap_err().is_retryable());
+    // One bound for the wait, the token request and the call together.
     assert!(
-        started.elapsed() <= Duration::from_secs(41),
+        started.elapsed() <= Duration::from_secs(21),
         "{:?}",
         started.elapsed()
     );
     silent.abort();
+}
+
+#[tokio::test]
+async fn a_refused_redelivery_is_passed_over_and_a_failed_one_retried_next_pass() {
+    let w = world().await;
+    let now = w.clock.now().as_millis() / 1000;
+    let refused = w.github.log_delivery("guid-too-old", now - 300, 500);
+    let flaky = w.github.log_delivery("guid-flaky", now - 200, 500);
+    let last = w.github.log_delivery("guid-last", now - 100, 500);
+    w.github.fail(
+        &format!("/deliveries/{refused}/attempts"),
+        422,
+        &[],
+        "Validation Failed",
+        1,
+    );
+    // The client retries a 5xx once: both attempts fail.
+    w.github.fail(
+        &format!("/deliveries/{flaky}/attempts"),
+        502,
+        &[],
+        "Bad Gateway",
+        2,
+    );
+    let recovery = DeliveryRecovery::new(w.app.clone(), w.clock.clone());
+    let since = w.clock.now().saturating_sub(Duration::from_secs(3600));
+    let first = recovery.recover_since(since).await.unwrap();
+    assert_eq!(
+        (first.redelivered, first.skipped, first.left),
+        (0, 1, 2),
+        "{first:?}"
+    );
+    assert_eq!(
+        first.resume_from,
+        Timestamp::from_millis((now - 200) * 1000),
+        "the next pass starts at the delivery that failed"
+    );
+    let second = recovery.recover_since(first.resume_from).await.unwrap();
+    assert_eq!((second.redelivered, second.left), (2, 0), "{second:?}");
+    assert_eq!(w.github.redelivered(), [flaky, last]);
 }

@@ -81,6 +81,22 @@ impl Cipher {
             )
             .map_err(|_| Unauthentic)
     }
+
+    /// Seals `plaintext` as one database column: `nonce || ciphertext`.
+    pub(crate) fn seal_body(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        let (nonce, ct) = self.seal(aad, plaintext);
+        let mut body = Vec::with_capacity(NONCE_LEN + ct.len());
+        body.extend_from_slice(&nonce);
+        body.extend_from_slice(&ct);
+        body
+    }
+
+    /// Opens a column sealed by [`Cipher::seal_body`].
+    pub(crate) fn open_body(&self, aad: &[u8], body: &[u8]) -> Result<Vec<u8>, Unauthentic> {
+        let (nonce, ct) = body.split_at_checked(NONCE_LEN).ok_or(Unauthentic)?;
+        let nonce: &[u8; NONCE_LEN] = nonce.try_into().map_err(|_| Unauthentic)?;
+        self.open(nonce, aad, ct)
+    }
 }
 
 #[cfg(test)]

@@ -31,6 +31,14 @@ const RESERVE_BLOCK: u64 = 1 << 20;
 /// NIST allows for random 96-bit nonces.
 pub(crate) const SEALS_PER_KEY: u64 = if cfg!(test) { 5 } else { 1 << 30 };
 pub(crate) const CHECK: &[u8] = b"sprinters key ring v1";
+
+/// Seals the database stores reserve from a key's row at a time, so that
+/// summed over replicas and crashes a key is never used past its limit.
+pub(crate) const BLOCK: u64 = if SEALS_PER_KEY < RESERVE_BLOCK {
+    SEALS_PER_KEY
+} else {
+    RESERVE_BLOCK
+};
 const FILE: &str = "keyring.json";
 
 /// Records of no account (a rejected job, a delivery id) use this scope.
@@ -112,6 +120,24 @@ pub(crate) fn decode(text: &str) -> Option<([u8; NONCE_LEN], Vec<u8>)> {
     }
     let (nonce, ct) = bytes.split_at(NONCE_LEN);
     Some((nonce.try_into().ok()?, ct.to_vec()))
+}
+
+/// A data key unwrapped by the master key, bound to its id and scope.
+pub(crate) fn unwrap_data_key(
+    master: &Cipher,
+    id: u32,
+    scope: &str,
+    wrapped: &str,
+) -> Result<Cipher> {
+    let bad = || Error::integrity(format!("data key {id} fails authentication"));
+    let (n, ct) = decode(wrapped).ok_or_else(bad)?;
+    let raw = Zeroizing::new(
+        master
+            .open(&n, &wrap_aad(id, scope), &ct)
+            .map_err(|_| bad())?,
+    );
+    let bytes: Zeroizing<[u8; 32]> = Zeroizing::new(raw.as_slice().try_into().map_err(|_| bad())?);
+    Ok(Cipher::new(&bytes))
 }
 
 pub(crate) fn random_key() -> Zeroizing<[u8; 32]> {
@@ -212,19 +238,7 @@ impl KeyRing {
     /// The scope of an account's records: a keyed hash, so the file does
     /// not list the accounts.
     pub(crate) fn scope_of(&self, account: Option<&AccountId>) -> String {
-        match account {
-            None => SYSTEM_SCOPE.to_owned(),
-            Some(a) => {
-                let id = self.opaque_id("account", a.as_str().as_bytes());
-                id.iter().map(|b| format!("{b:02x}")).collect()
-            }
-        }
-    }
-
-    /// A 16-byte keyed hash identifying a record on disk without saying
-    /// what it is.
-    pub(crate) fn opaque_id(&self, domain: &str, data: &[u8]) -> [u8; 16] {
-        self.opaque_ids().id(domain, data)
+        self.opaque_ids().scope(account)
     }
 
     /// The keyed hash, to use without holding the key ring.
@@ -438,6 +452,19 @@ impl OpaqueIds {
     /// Keyed hashes under `key`.
     pub(crate) fn new(key: Zeroizing<[u8; 32]>) -> Self {
         Self(key)
+    }
+
+    /// The key scope of an account's records (a keyed hash in hex, so
+    /// that no store lists the accounts), or the system's.
+    pub(crate) fn scope(&self, account: Option<&AccountId>) -> String {
+        match account {
+            None => SYSTEM_SCOPE.to_owned(),
+            Some(a) => self
+                .id("account", a.as_str().as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        }
     }
 
     pub(crate) fn id(&self, domain: &str, data: &[u8]) -> [u8; 16] {

@@ -14,6 +14,7 @@ mod latency;
 mod log;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod rows;
 mod sqlite;
 mod store;
 mod tenants;

@@ -118,31 +118,8 @@ impl FileJobStore {
     /// [`FileJobStore::open`] with the key in hand (blocking), also saying
     /// what was found.
     pub fn open_with_key(dir: &Path, master: &MasterKey) -> Result<(Self, OpenReport)> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| {
-                Error::unavailable(format!("creating {}: {e}", dir.display())).with_source(e)
-            })?;
-        let lock_path = dir.join("LOCK");
-        let lock_file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(|e| {
-                Error::unavailable(format!("opening {}: {e}", lock_path.display())).with_source(e)
-            })?;
-        if lock_file.try_lock().is_err() {
-            return Err(Error::unavailable(format!(
-                "another process has the store in {} open (it holds {}); stop it first",
-                dir.display(),
-                lock_path.display()
-            )));
-        }
+        crate::fsio::create_private_dir(dir)?;
+        let lock_file = crate::fsio::lock_dir(dir)?;
         let ring = KeyRing::open_or_create(dir, master)?;
         let (log, listed) = Log::open(dir)?;
         let mut index = Index::default();

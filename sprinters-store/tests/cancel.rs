@@ -62,10 +62,20 @@ async fn dropped_puts_claims_and_lease_renewals_leave_nothing_half_done() {
     let dir = tempfile::tempdir().unwrap();
     let master = MasterKey::generate();
     let store = SqliteJobStore::open_with_key(dir.path(), &master).unwrap();
+    // Jobs to claim, one per round.
+    for id in 1..=12 {
+        store
+            .put_job(PutJob::create(sample_record(id, "octo/app", id)))
+            .await
+            .unwrap();
+    }
     let mut acknowledged = Vec::new();
     for n in 0..12usize {
         let base = (n as u64 + 1) * 1000;
-        // The victims, each dropped after n polls.
+        let at = Timestamp::from_millis(n as u64);
+        let lease = format!("leader-{n}");
+        // The victims, each dropped after n polls. One poll hands a write
+        // to the writer; none leaves it undone.
         let put = drop_after(
             n,
             store.put_job(PutJob::create(sample_record(base, "octo/app", 1))),
@@ -73,18 +83,18 @@ async fn dropped_puts_claims_and_lease_renewals_leave_nothing_half_done() {
         let claim = drop_after(
             n,
             store.claim_job(ClaimJob::new(
-                key(base - 1000 + 1),
+                key(n as u64 + 1),
                 "replica-a",
-                Timestamp::from_millis(n as u64),
+                at,
                 Duration::from_secs(60),
             )),
         );
         let renew = drop_after(
             n,
             store.acquire_lease(AcquireLease::new(
-                "leader",
+                lease.clone(),
                 "replica-a",
-                Timestamp::from_millis(n as u64),
+                at,
                 Duration::from_secs(60),
             )),
         );
@@ -101,48 +111,51 @@ async fn dropped_puts_claims_and_lease_renewals_leave_nothing_half_done() {
                 })
             })
             .collect();
-        let (put, _, _) = tokio::join!(put, claim, renew);
-        if let Some(Ok(_)) = put {
-            acknowledged.push(base);
-        }
+        let _ = tokio::join!(put, claim, renew);
         for b in bystanders {
             acknowledged.push(within("a bystander's write", b).await.unwrap().unwrap());
         }
-        // The store still takes writes and leases at once.
-        let grant = within(
-            "a lease renewal after a dropped one",
+        // Another replica asks for the lease: a write queued after the
+        // dropped ones, so they are settled when it is answered.
+        let other = within(
+            "a lease request after the dropped ones",
             store.acquire_lease(AcquireLease::new(
-                "leader",
-                "replica-a",
-                Timestamp::from_millis(n as u64 + 1),
+                lease,
+                "replica-b",
+                at,
                 Duration::from_secs(60),
             )),
         )
         .await
         .unwrap();
-        assert!(grant.acquired, "round {n}: the lease is still ours");
-    }
-    // A dropped put either happened whole or not at all.
-    for n in 0..12u64 {
-        let id = (n + 1) * 1000;
-        if let Some(found) = store.get_job(key(id)).await.unwrap() {
-            assert_eq!(found.value, sample_record(id, "octo/app", 1));
+        let put = store.get_job(key(base)).await.unwrap();
+        let claimed = store.get_job(key(n as u64 + 1)).await.unwrap().unwrap();
+        if n == 0 {
+            // Never polled: nothing was asked.
+            assert!(other.acquired, "round 0: the lease was free");
+            assert!(put.is_none());
+            assert!(claimed.value.lease.is_none());
+        } else {
+            // Handed over on the first poll: done whole, though dropped.
+            assert!(
+                !other.acquired,
+                "round {n}: the dropped renewal took the lease"
+            );
+            assert_eq!(other.holder, "replica-a");
+            assert_eq!(put.unwrap().value, sample_record(base, "octo/app", 1));
+            assert_eq!(
+                claimed.value.lease.map(|l| l.owner).as_deref(),
+                Some("replica-a"),
+                "round {n}: the dropped claim was taken"
+            );
+            assert_eq!(claimed.version, 2, "claimed once");
+            acknowledged.push(base);
         }
     }
-    // Closing finishes (the writer thread ends) and the lock is free.
+    // Closing waits for the writer, then frees the lock: reopening works
+    // at once.
     drop(store);
-    let store = within("reopening", async {
-        loop {
-            match SqliteJobStore::open_with_key(dir.path(), &master) {
-                Ok(store) => break store,
-                Err(e) if e.to_string().contains("another process") => {
-                    tokio::task::yield_now().await
-                }
-                Err(e) => panic!("reopening: {e}"),
-            }
-        }
-    })
-    .await;
+    let store = SqliteJobStore::open_with_key(dir.path(), &master).unwrap();
     for id in acknowledged {
         assert!(
             store.get_job(key(id)).await.unwrap().is_some(),

@@ -171,3 +171,42 @@ async fn tenant_records_survive_a_reopen() {
     let after = store.get_tenant(OwnerId::new(1)).await.unwrap().unwrap();
     assert_eq!(after.value, kept);
 }
+
+#[tokio::test]
+async fn rotated_keys_keep_every_record_readable() {
+    use sprinters_core::domain::{AccountId, JobId, JobKey, RunAttempt};
+    use sprinters_core::ports::PutJob;
+
+    let dir = tempfile::tempdir().unwrap();
+    let old = MasterKey::generate();
+    let new = MasterKey::generate();
+    let accounts = ["111111111111", "222222222222"];
+    let store = SqliteJobStore::open_with_key(dir.path(), &old).unwrap();
+    let put = |id: u64, account: &str| {
+        let mut r = testing::sample_record(id, "octo/app", id);
+        r.account = AccountId::parse(account).ok();
+        store.put_job(PutJob::create(r))
+    };
+    for (i, account) in accounts.iter().enumerate() {
+        put(i as u64 + 1, account).await.unwrap();
+    }
+    // A new data key for one account: older records keep theirs.
+    store
+        .rotate_data_key(AccountId::parse(accounts[0]).ok().as_ref())
+        .await
+        .unwrap();
+    put(3, accounts[0]).await.unwrap();
+    store.rotate_master_key(&new).await.unwrap();
+    put(4, accounts[1]).await.unwrap();
+    drop(store);
+    let err = SqliteJobStore::open_with_key(dir.path(), &old).unwrap_err();
+    assert!(err.to_string().contains("does not open"), "{err}");
+    let store = SqliteJobStore::open_with_key(dir.path(), &new).unwrap();
+    for id in 1..=4 {
+        let key = JobKey::new(JobId::new(id), RunAttempt::FIRST);
+        assert!(
+            store.get_job(key).await.unwrap().is_some(),
+            "job {id} reads after the rotations"
+        );
+    }
+}

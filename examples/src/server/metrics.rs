@@ -160,7 +160,9 @@ impl Metrics {
             );
         }
         match store {
-            PlaneStore::Embedded(file) => store_syncs(&mut out, file.syncs(), &file.sync_latency()),
+            PlaneStore::Embedded(embedded) => {
+                store_syncs(&mut out, embedded.syncs(), &embedded.sync_latency())
+            }
             PlaneStore::Postgres(db) => {
                 family(
                     &mut out,
@@ -184,14 +186,14 @@ fn store_syncs(out: &mut String, store_syncs: u64, sync_latency: &SyncLatency) {
         out,
         "sprinters_store_syncs_total",
         "counter",
-        "Durable syncs of the store (group commits).",
+        "Transactions the embedded store committed (group commits: one for many writes).",
     );
     let _ = writeln!(out, "sprinters_store_syncs_total {store_syncs}");
     family(
         out,
         "sprinters_store_sync_seconds",
         "histogram",
-        "Write and fdatasync of one group commit.",
+        "One group commit, from its BEGIN to the synced COMMIT (its writes' SQL and sealing included).",
     );
     for (bound, n) in sync_latency.buckets() {
         let le = bound.map_or_else(|| "+Inf".to_owned(), |b| b.as_secs_f64().to_string());

@@ -261,7 +261,7 @@ impl ControlPlaneBuilder {
             // after a crash is the same replica: with a stable id it takes
             // its own claims and the reconciler's lease back at once,
             // instead of waiting them out.
-            PlaneStore::Embedded(_) => format!("{}-file-store", config.server.controller_id),
+            PlaneStore::Embedded(_) => format!("{}-embedded-store", config.server.controller_id),
             // Replicas sharing a database each need their own id; one that
             // dies loses its claims and leadership when they lapse.
             PlaneStore::Postgres(_) => format!(

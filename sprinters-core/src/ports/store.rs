@@ -143,7 +143,8 @@ impl JobCursor {
     }
 }
 
-/// A history query: newest first (by queue time, then key), filtered.
+/// A history query: newest first by queue time (jobs queued in the same
+/// millisecond in an order of the store's own, stable across pages), filtered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ListJobs {

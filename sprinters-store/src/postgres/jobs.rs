@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use async_trait::async_trait;
 use deadpool_postgres::Client;
 use sprinters_core::domain::{DeliveryId, JobKey};
-use sprinters_core::job::{JobRecord, Lease};
+use sprinters_core::job::JobRecord;
 use sprinters_core::ports::{
     AcquireLease, ClaimJob, DeliveryRecorded, JobCursor, JobPage, JobStore, LeaseGrant, ListJobs,
     Purge, Purged, PutJob, RecordDelivery, ReleaseLease, Version, Versioned,
@@ -18,6 +18,7 @@ use tokio_postgres::types::ToSql;
 
 use super::PostgresJobStore;
 use crate::frame::{self, Kind};
+use crate::rows::{self, millis};
 use crate::store::job_id_bytes;
 
 /// A statement's parameters, built up clause by clause.
@@ -28,10 +29,6 @@ type Params = Vec<Box<dyn ToSql + Sync + Send>>;
 const PURGE_BATCH: i64 = 1000;
 
 const COLUMNS: &str = "version, sealed_version, key_id, body, lease_owner, lease_expires";
-
-fn millis(t: Timestamp) -> i64 {
-    i64::try_from(t.as_millis()).unwrap_or(i64::MAX)
-}
 
 /// The columns a write sets, computed from the record.
 struct Columns {
@@ -113,8 +110,7 @@ impl PostgresJobStore {
 
     fn columns(&self, record: &JobRecord) -> Result<Columns> {
         let keys = &self.inner.keys;
-        let labels = postcard::to_allocvec(&record.label_set)
-            .map_err(|e| Error::integrity(format!("encoding a label set: {e}")))?;
+        let labels = rows::label_set_bytes(&record.label_set)?;
         Ok(Columns {
             id: self.record_id(record.key),
             queued_at: millis(record.queued_at),
@@ -140,15 +136,8 @@ impl PostgresJobStore {
         id: &[u8],
         version: u64,
     ) -> Result<(u32, Vec<u8>)> {
-        let mut bare = record.clone();
-        bare.lease = None;
-        let plaintext = zeroize::Zeroizing::new(
-            postcard::to_allocvec(&bare)
-                .map_err(|e| Error::integrity(format!("encoding a record: {e}")))?,
-        );
-        let record_id: [u8; 16] = id
-            .try_into()
-            .map_err(|_| Error::integrity("a record id is not 16 bytes"))?;
+        let plaintext = rows::job_plaintext(record)?;
+        let record_id = rows::opaque_id(id, "job")?;
         let scope = self.inner.keys.scope_of(record.account.as_ref());
         self.inner
             .keys
@@ -175,9 +164,7 @@ impl PostgresJobStore {
         let body: &[u8] = row.get(3);
         let lease_owner: Option<String> = row.get(4);
         let lease_expires: Option<i64> = row.get(5);
-        let record_id: [u8; 16] = id
-            .try_into()
-            .map_err(|_| Error::integrity("a record id in the database is not 16 bytes"))?;
+        let record_id = rows::opaque_id(id, "job")?;
         let aad = frame::aad(Kind::Job, key_id as u32, &record_id, sealed_version as u64);
         let Some(plaintext) = self
             .inner
@@ -194,15 +181,7 @@ impl PostgresJobStore {
         else {
             return Ok(None);
         };
-        let mut record: JobRecord = postcard::from_bytes(&plaintext)
-            .map_err(|e| Error::integrity(format!("a job record is undecodable: {e}")))?;
-        record.lease = match (lease_owner, lease_expires) {
-            (Some(owner), Some(at)) => Some(Lease {
-                owner,
-                expires_at: Timestamp::from_millis(at.max(0) as u64),
-            }),
-            _ => None,
-        };
+        let record = rows::job_record(&plaintext, lease_owner, lease_expires)?;
         Ok(Some(Versioned {
             value: record,
             version: version as u64,
@@ -229,8 +208,7 @@ impl PostgresJobStore {
             );
         }
         if let Some(labels) = request.label_set {
-            let bytes = postcard::to_allocvec(&labels)
-                .map_err(|e| Error::integrity(format!("encoding a label set: {e}")))?;
+            let bytes = rows::label_set_bytes(&labels)?;
             bind("label_h = ?", Box::new(keys.opaque("labels", &bytes)));
         }
         if let Some(states) = &request.states {

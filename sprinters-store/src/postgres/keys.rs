@@ -14,19 +14,12 @@ use sprinters_core::{Error, Result};
 use zeroize::Zeroizing;
 
 use super::Db;
-use crate::crypto::{Cipher, NONCE_LEN};
+use crate::crypto::Cipher;
 use crate::keyring::{
-    CHECK, OpaqueIds, SEALS_PER_KEY, SYSTEM_SCOPE, decode, encode, random_key, wrap_aad,
+    BLOCK, CHECK, OpaqueIds, SEALS_PER_KEY, decode, encode, random_key, unwrap_data_key, wrap_aad,
 };
 use crate::keys::MasterKey;
 use deadpool_postgres::Client;
-
-/// Seals reserved from a key's row at a time.
-const BLOCK: u64 = if SEALS_PER_KEY < 1 << 20 {
-    SEALS_PER_KEY
-} else {
-    1 << 20
-};
 
 #[derive(Default)]
 struct Known {
@@ -110,15 +103,7 @@ impl DbKeys {
 
     /// The scope of an account's records (a keyed hash), or the system's.
     pub(crate) fn scope_of(&self, account: Option<&sprinters_core::domain::AccountId>) -> String {
-        match account {
-            None => SYSTEM_SCOPE.to_owned(),
-            Some(a) => self
-                .ids
-                .id("account", a.as_str().as_bytes())
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
-        }
+        self.ids.scope(account)
     }
 
     /// Seals `plaintext` bound to `aad` under the current key of `scope`:
@@ -132,11 +117,7 @@ impl DbKeys {
         plaintext: &[u8],
     ) -> Result<(u32, Vec<u8>)> {
         let (id, cipher) = self.sealing_key(db, client, scope).await?;
-        let (nonce, ct) = cipher.seal(&aad(id), plaintext);
-        let mut body = Vec::with_capacity(NONCE_LEN + ct.len());
-        body.extend_from_slice(&nonce);
-        body.extend_from_slice(&ct);
-        Ok((id, body))
+        Ok((id, cipher.seal_body(&aad(id), plaintext)))
     }
 
     /// Opens a body sealed by [`DbKeys::seal`]; `None` when its key was
@@ -153,16 +134,10 @@ impl DbKeys {
         let Some(cipher) = self.cipher(db, client, key_id).await? else {
             return Ok(None);
         };
-        let unauthentic = || Error::integrity(format!("{what} fails authentication"));
-        if body.len() < NONCE_LEN {
-            return Err(unauthentic());
-        }
-        let (nonce, ct) = body.split_at(NONCE_LEN);
-        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| unauthentic())?;
         cipher
-            .open(&nonce, aad, ct)
+            .open_body(aad, body)
             .map(|p| Some(Zeroizing::new(p)))
-            .map_err(|_| unauthentic())
+            .map_err(|_| Error::integrity(format!("{what} fails authentication")))
     }
 
     async fn sealing_key(
@@ -276,18 +251,7 @@ impl DbKeys {
         let wrapped: Option<String> = row.get(1);
         let cipher = match wrapped {
             None => None,
-            Some(w) => {
-                let bad = || Error::integrity(format!("data key {id} fails authentication"));
-                let (n, ct) = decode(&w).ok_or_else(bad)?;
-                let raw = Zeroizing::new(
-                    self.master
-                        .open(&n, &wrap_aad(id, &scope), &ct)
-                        .map_err(|_| bad())?,
-                );
-                let bytes: Zeroizing<[u8; 32]> =
-                    Zeroizing::new(raw.as_slice().try_into().map_err(|_| bad())?);
-                Some(Arc::new(Cipher::new(&bytes)))
-            }
+            Some(w) => Some(Arc::new(unwrap_data_key(&self.master, id, &scope, &w)?)),
         };
         self.known().ciphers.insert(id, cipher.clone());
         Ok(cipher)

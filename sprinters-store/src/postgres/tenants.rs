@@ -28,9 +28,7 @@ impl PostgresJobStore {
         row: &tokio_postgres::Row,
     ) -> Result<Option<Versioned<TenantRecord>>> {
         let raw: &[u8] = row.get(0);
-        let id: [u8; 16] = raw
-            .try_into()
-            .map_err(|_| Error::integrity("a tenant id in the database is not 16 bytes"))?;
+        let id = crate::rows::opaque_id(raw, "tenant")?;
         let version: i64 = row.get(1);
         let key_id: i32 = row.get(2);
         let body: &[u8] = row.get(3);

@@ -2,14 +2,13 @@
 //! data key of its own account, in `sprinters_vault`.
 
 use async_trait::async_trait;
-use secrecy::{ExposeSecret, SecretString};
 use sprinters_core::domain::{AccountId, OwnerId};
 use sprinters_core::vault::{CredentialVault, StoredAccessKey};
 use sprinters_core::{Error, Result};
-use zeroize::Zeroizing;
 
 use super::PostgresJobStore;
 use crate::frame::{self, Kind};
+use crate::rows;
 
 impl PostgresJobStore {
     fn vault_id(&self, owner: OwnerId, account: &AccountId) -> [u8; 16] {
@@ -46,18 +45,7 @@ impl PostgresJobStore {
         else {
             return Ok(None);
         };
-        let (owner, account, access_key_id, secret): (OwnerId, AccountId, String, String) =
-            postcard::from_bytes(&plaintext).map_err(|e| {
-                Error::integrity(format!("a stored access key is undecodable: {e}"))
-            })?;
-        let secret = Zeroizing::new(secret);
-        Ok(Some((
-            (owner, account),
-            StoredAccessKey {
-                access_key_id,
-                secret_access_key: SecretString::from(secret.as_str().to_owned()),
-            },
-        )))
+        rows::access_key(&plaintext).map(Some)
     }
 }
 
@@ -75,15 +63,7 @@ impl CredentialVault for PostgresJobStore {
             .inner
             .keys
             .opaque("account", account.as_str().as_bytes());
-        let plaintext = Zeroizing::new(
-            postcard::to_allocvec(&(
-                owner,
-                &account,
-                &key.access_key_id,
-                key.secret_access_key.expose_secret(),
-            ))
-            .map_err(|e| Error::integrity(format!("encoding an access key: {e}")))?,
-        );
+        let plaintext = rows::access_key_plaintext(owner, &account, &key)?;
         let scope = self.inner.keys.scope_of(Some(&account));
         let client = db.client().await?;
         // Versions bind each sealed key to its place; replacing one is a
@@ -198,9 +178,7 @@ impl CredentialVault for PostgresJobStore {
         let mut accounts = Vec::with_capacity(rows.len());
         for row in &rows {
             let raw: &[u8] = row.get(3);
-            let id: [u8; 16] = raw
-                .try_into()
-                .map_err(|_| Error::integrity("a vault id in the database is not 16 bytes"))?;
+            let id = rows::opaque_id(raw, "vault")?;
             if let Some((account, _)) = self.open_key(&client, id, row).await? {
                 accounts.push(account);
             }

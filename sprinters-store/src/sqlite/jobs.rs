@@ -15,8 +15,9 @@ use sprinters_core::time::Timestamp;
 use sprinters_core::{Error, Result};
 
 use super::keys::Keys;
-use super::{SqliteJobStore, millis, sql_error};
+use super::{SqliteJobStore, sql_error};
 use crate::frame::{self, Kind};
+use crate::rows::{self, millis};
 use crate::store::job_id_bytes;
 
 /// Retention deletes this many rows per transaction, so that a large purge
@@ -47,8 +48,7 @@ fn owner_h(keys: &Keys, owner: OwnerId) -> [u8; 16] {
 }
 
 fn columns(keys: &Keys, record: &JobRecord) -> Result<Columns> {
-    let labels = postcard::to_allocvec(&record.label_set)
-        .map_err(|e| Error::integrity(format!("encoding a label set: {e}")))?;
+    let labels = rows::label_set_bytes(&record.label_set)?;
     Ok(Columns {
         id: record_id(keys, record.key),
         queued_at: millis(record.queued_at),
@@ -78,17 +78,8 @@ fn open_row(keys: &Keys, id: &[u8; 16], row: &Row<'_>) -> Result<Option<Versione
     let Some(plaintext) = keys.open_body(key_id, &aad, &body, "a job record")? else {
         return Ok(None);
     };
-    let mut record: JobRecord = postcard::from_bytes(&plaintext)
-        .map_err(|e| Error::integrity(format!("a job record is undecodable: {e}")))?;
-    record.lease = match (lease_owner, lease_expires) {
-        (Some(owner), Some(at)) => Some(Lease {
-            owner,
-            expires_at: Timestamp::from_millis(at.max(0) as u64),
-        }),
-        _ => None,
-    };
     Ok(Some(Versioned {
-        value: record,
+        value: rows::job_record(&plaintext, lease_owner, lease_expires)?,
         version: version as u64,
     }))
 }
@@ -125,8 +116,7 @@ fn list_query(keys: &Keys, request: &ListJobs) -> Result<(String, Vec<Box<dyn To
         ));
     }
     if let Some(labels) = request.label_set {
-        let bytes = postcard::to_allocvec(&labels)
-            .map_err(|e| Error::integrity(format!("encoding a label set: {e}")))?;
+        let bytes = rows::label_set_bytes(&labels)?;
         clauses.push("label_h = ?".into());
         params.push(Box::new(keys.opaque("labels", &bytes).to_vec()));
     }
@@ -166,6 +156,27 @@ fn list_query(keys: &Keys, request: &ListJobs) -> Result<(String, Vec<Box<dyn To
 }
 
 impl SqliteJobStore {
+    /// Runs `delete` (parameters: the cut-off, the batch size) until it
+    /// deletes less than a batch: each batch is one write of its own, so
+    /// other writes go on between them. Returns the rows deleted.
+    async fn delete_in_batches(&self, delete: &'static str, before: i64) -> Result<usize> {
+        let mut deleted = 0;
+        loop {
+            let n = self
+                .write(move |w| {
+                    w.conn
+                        .prepare_cached(delete)
+                        .and_then(|mut s| s.execute(params![before, PURGE_BATCH]))
+                        .map_err(|e| sql_error("purging", e))
+                })
+                .await?;
+            deleted += n;
+            if n < PURGE_BATCH as usize {
+                return Ok(deleted);
+            }
+        }
+    }
+
     /// The plan SQLite picks for the history page `request` asks for
     /// (`EXPLAIN QUERY PLAN`: nothing is read), so an operator or a test
     /// can see which index serves it.
@@ -196,13 +207,7 @@ impl JobStore for SqliteJobStore {
     async fn put_job(&self, request: PutJob) -> Result<Version> {
         let keys = self.inner.keys.clone();
         let c = columns(&keys, &request.record)?;
-        let mut bare = request.record.clone();
-        bare.lease = None;
-        // The claim lives in its columns: the body is sealed without it.
-        let plaintext = zeroize::Zeroizing::new(
-            postcard::to_allocvec(&bare)
-                .map_err(|e| Error::integrity(format!("encoding a record: {e}")))?,
-        );
+        let plaintext = rows::job_plaintext(&request.record)?;
         let scope = keys.scope_of(request.record.account.as_ref());
         let delivery = request.delivery.as_ref().map(|d| {
             (
@@ -221,23 +226,19 @@ impl JobStore for SqliteJobStore {
                     .and_then(|mut s| s.exists([&h[..]]))
                     .map_err(|e| sql_error("reading a delivery", e))?;
                 if seen {
-                    return Ok(Err(Error::duplicate(format!(
+                    return Err(Error::duplicate(format!(
                         "delivery {id} was processed already"
-                    ))));
+                    )));
                 }
             }
-            let current: Option<u64> = w
-                .conn
-                .prepare_cached("SELECT version FROM jobs WHERE id = ?1")
-                .and_then(|mut s| s.query_row([&c.id[..]], |r| r.get(0)).optional())
-                .map_err(|e| sql_error("reading a job's version", e))?;
+            let current = w.version_of("jobs", &c.id)?;
             if current != expected {
-                return Ok(Err(match expected {
+                return Err(match expected {
                     None => Error::conflict(format!("job {key} already exists")),
                     Some(v) => Error::conflict(format!(
                         "job {key} is not at version {v} (changed by another writer, or absent)"
                     )),
-                }));
+                });
             }
             let version = expected.map_or(1, |v| v + 1);
             let (key_id, body) = w.seal(
@@ -280,7 +281,7 @@ impl JobStore for SqliteJobStore {
                     .and_then(|mut s| s.execute(params![&h[..], at]))
                     .map_err(|e| sql_error("recording a delivery", e))?;
             }
-            Ok(Ok(version))
+            Ok(version)
         })
         .await
     }
@@ -291,7 +292,7 @@ impl JobStore for SqliteJobStore {
         let until = request.now.saturating_add(request.ttl);
         self.write(move |w| {
             let Some(mut record) = get_row(&w.conn, &w.keys, &id)? else {
-                return Ok(Ok(None));
+                return Ok(None);
             };
             let taken = record
                 .value
@@ -299,7 +300,7 @@ impl JobStore for SqliteJobStore {
                 .as_ref()
                 .is_some_and(|l| l.owner != request.owner && millis(l.expires_at) > now);
             if taken {
-                return Ok(Ok(None));
+                return Ok(None);
             }
             w.conn
                 .prepare_cached(
@@ -313,7 +314,7 @@ impl JobStore for SqliteJobStore {
                 owner: request.owner,
                 expires_at: until,
             });
-            Ok(Ok(Some(record)))
+            Ok(Some(record))
         })
         .await
     }
@@ -333,10 +334,7 @@ impl JobStore for SqliteJobStore {
             while let Some(row) = rows.next().map_err(|e| sql_error("listing jobs", e))? {
                 seen += 1;
                 let raw: Vec<u8> = row.get(6).map_err(|e| sql_error("listing jobs", e))?;
-                let id: [u8; 16] = raw
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| Error::integrity("a job id in the store is not 16 bytes"))?;
+                let id = rows::opaque_id(&raw, "job")?;
                 // A shredded record (its account deleted) is no longer history.
                 let Some(record) = open_row(keys, &id, row)? else {
                     continue;
@@ -379,7 +377,7 @@ impl JobStore for SqliteJobStore {
                 )
                 .and_then(|mut s| s.execute(params![&h[..], at]))
                 .map_err(|e| sql_error("recording a delivery", e))?;
-            Ok(Ok(DeliveryRecorded::new(n == 1)))
+            Ok(DeliveryRecorded::new(n == 1))
         })
         .await
     }
@@ -400,11 +398,11 @@ impl JobStore for SqliteJobStore {
                 && holder != request.owner
                 && expires > now
             {
-                return Ok(Ok(LeaseGrant::new(
+                return Ok(LeaseGrant::new(
                     false,
                     holder,
                     Timestamp::from_millis(expires.max(0) as u64),
-                )));
+                ));
             }
             w.conn
                 .prepare_cached(
@@ -412,7 +410,7 @@ impl JobStore for SqliteJobStore {
                 )
                 .and_then(|mut s| s.execute(params![request.name, request.owner, millis(until)]))
                 .map_err(|e| sql_error("writing a lease", e))?;
-            Ok(Ok(LeaseGrant::new(true, request.owner, until)))
+            Ok(LeaseGrant::new(true, request.owner, until))
         })
         .await
     }
@@ -423,7 +421,7 @@ impl JobStore for SqliteJobStore {
                 .prepare_cached("DELETE FROM leases WHERE name = ?1 AND holder = ?2")
                 .and_then(|mut s| s.execute(params![request.name, request.owner]))
                 .map_err(|e| sql_error("releasing a lease", e))?;
-            Ok(Ok(()))
+            Ok(())
         })
         .await
     }
@@ -446,40 +444,20 @@ impl JobStore for SqliteJobStore {
 
     async fn purge(&self, request: Purge) -> Result<Purged> {
         let before = millis(request.before);
-        let mut purged = Purged::default();
-        // In batches, each its own transaction: other writes interleave.
-        for (table, sql) in [
-            (
-                "jobs",
+        let jobs = self
+            .delete_in_batches(
                 "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs \
                  WHERE NOT active AND queued_at < ?1 LIMIT ?2)",
-            ),
-            (
-                "deliveries",
+                before,
+            )
+            .await?;
+        let deliveries = self
+            .delete_in_batches(
                 "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries \
                  WHERE received_at < ?1 LIMIT ?2)",
-            ),
-        ] {
-            loop {
-                let n = self
-                    .write(move |w| {
-                        w.conn
-                            .prepare_cached(sql)
-                            .and_then(|mut s| s.execute(params![before, PURGE_BATCH]))
-                            .map(Ok)
-                            .map_err(|e| sql_error("purging", e))
-                    })
-                    .await?;
-                if table == "jobs" {
-                    purged.jobs += n;
-                } else {
-                    purged.deliveries += n;
-                }
-                if n < PURGE_BATCH as usize {
-                    break;
-                }
-            }
-        }
-        Ok(purged)
+                before,
+            )
+            .await?;
+        Ok(Purged::new(jobs, deliveries))
     }
 }

@@ -16,8 +16,8 @@ use sprinters_core::{Error, Result};
 use zeroize::Zeroizing;
 
 use super::sql_error;
-use crate::crypto::{Cipher, NONCE_LEN};
-use crate::keyring::{CHECK, OpaqueIds, SYSTEM_SCOPE, decode, encode, random_key, wrap_aad};
+use crate::crypto::Cipher;
+use crate::keyring::{CHECK, OpaqueIds, decode, encode, random_key, unwrap_data_key, wrap_aad};
 use crate::keys::MasterKey;
 
 /// The keys readers and the writer share. `Debug` shows nothing of them.
@@ -39,18 +39,6 @@ fn wrong_key() -> Error {
     Error::config(
         "the master key does not open the store's key ring (a different key, or a damaged row); nothing was changed",
     )
-}
-
-fn unwrap_key(master: &Cipher, id: u32, scope: &str, wrapped: &str) -> Result<Cipher> {
-    let bad = || Error::integrity(format!("data key {id} fails authentication"));
-    let (n, ct) = decode(wrapped).ok_or_else(bad)?;
-    let raw = Zeroizing::new(
-        master
-            .open(&n, &wrap_aad(id, scope), &ct)
-            .map_err(|_| bad())?,
-    );
-    let bytes: Zeroizing<[u8; 32]> = Zeroizing::new(raw.as_slice().try_into().map_err(|_| bad())?);
-    Ok(Cipher::new(&bytes))
 }
 
 impl Keys {
@@ -110,7 +98,7 @@ impl Keys {
             let (id, scope, wrapped) = row.map_err(|e| sql_error("reading the data keys", e))?;
             let key = match wrapped {
                 None => None,
-                Some(w) => Some(Arc::new(unwrap_key(&cipher, id, &scope, &w)?)),
+                Some(w) => Some(Arc::new(unwrap_data_key(&cipher, id, &scope, &w)?)),
             };
             ciphers.insert(id, key);
         }
@@ -129,15 +117,7 @@ impl Keys {
 
     /// The scope of an account's records (a keyed hash), or the system's.
     pub(crate) fn scope_of(&self, account: Option<&AccountId>) -> String {
-        match account {
-            None => SYSTEM_SCOPE.to_owned(),
-            Some(a) => self
-                .ids
-                .id("account", a.as_str().as_bytes())
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
-        }
+        self.ids.scope(account)
     }
 
     pub(crate) fn master(&self) -> Arc<Cipher> {
@@ -174,16 +154,6 @@ impl Keys {
             .remove(&id);
     }
 
-    /// Seals `plaintext` bound to `aad` under data key `id`: `nonce ||
-    /// ciphertext`.
-    pub(crate) fn seal_with(cipher: &Cipher, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
-        let (nonce, ct) = cipher.seal(aad, plaintext);
-        let mut body = Vec::with_capacity(NONCE_LEN + ct.len());
-        body.extend_from_slice(&nonce);
-        body.extend_from_slice(&ct);
-        body
-    }
-
     /// Opens a body sealed under data key `key_id`; `None` when that key
     /// was destroyed (the record is shredded).
     pub(crate) fn open_body(
@@ -199,13 +169,8 @@ impl Keys {
             Some(None) => return Ok(None),
             Some(Some(c)) => c,
         };
-        if body.len() < NONCE_LEN {
-            return Err(unauthentic());
-        }
-        let (nonce, ct) = body.split_at(NONCE_LEN);
-        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| unauthentic())?;
         cipher
-            .open(&nonce, aad, ct)
+            .open_body(aad, body)
             .map(|p| Some(Zeroizing::new(p)))
             .map_err(|_| unauthentic())
     }

@@ -24,10 +24,11 @@ use sprinters_core::domain::AccountId;
 use sprinters_core::{Error, Result};
 use tokio::sync::oneshot;
 
+use crate::fsio;
 use crate::keys::{KeyProvider, MasterKey};
 use crate::latency::{SyncLatency, SyncTimer};
 use keys::Keys;
-use writer::{Op, Outcome, Writer};
+use writer::{Op, Writer};
 
 /// The database file in a data directory.
 pub const DATABASE_FILE: &str = "sprinters.db";
@@ -55,9 +56,12 @@ impl std::fmt::Debug for SqliteJobStore {
 pub(crate) struct Inner {
     dir: PathBuf,
     path: PathBuf,
-    // Held for the store's lifetime: the directory lock.
+    /// To the writer; taken on drop so that the writer stops.
+    ops: Option<std::sync::mpsc::SyncSender<Op>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    // Held for the store's lifetime: the directory lock. Dropped after the
+    // writer has stopped (fields drop after `Drop::drop`).
     _lock: File,
-    ops: Mutex<std::sync::mpsc::Sender<Op>>,
     readers: Mutex<Vec<Connection>>,
     pub(crate) keys: Arc<Keys>,
     commits: Arc<AtomicU64>,
@@ -85,10 +89,12 @@ pub(crate) fn sql_error(doing: &str, e: rusqlite::Error) -> Error {
 fn configure(conn: &Connection) -> Result<()> {
     // WAL: readers never block the writer; FULL: a commit is on disk (the
     // WAL synced) before it is acknowledged. busy_timeout covers a backup
-    // or a checkpoint holding a lock for a moment.
+    // or a checkpoint holding a lock for a moment. secure_delete: deleted
+    // rows and destroyed keys are overwritten with zeros in the file, not
+    // left in free space for anyone with the file and the master key.
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000; \
-         PRAGMA foreign_keys = OFF; PRAGMA trusted_schema = OFF;",
+         PRAGMA secure_delete = ON; PRAGMA foreign_keys = OFF; PRAGMA trusted_schema = OFF;",
     )
     .map_err(|e| sql_error("configuring the database", e))
 }
@@ -97,8 +103,8 @@ fn configure(conn: &Connection) -> Result<()> {
 fn refuse_old_layout(dir: &Path) -> Result<()> {
     if dir.join("segments").exists() || dir.join("keyring.json").exists() {
         return Err(Error::config(format!(
-            "{} holds the segment-log store of Sprinters before 0.2 (segments/, keyring.json), which this build no longer reads: \
-             move it aside and start with an empty data directory (finished history is not carried over; active jobs are found again by the reconciler)",
+            "{} holds the segment-log store of earlier builds (segments/, keyring.json), which the SQLite store does not read: \
+             move it aside and start with an empty data directory (its history is not carried over)",
             dir.display()
         )));
     }
@@ -120,44 +126,13 @@ impl SqliteJobStore {
 
     /// [`SqliteJobStore::open`] with the key in hand (blocking).
     pub fn open_with_key(dir: &Path, master: &MasterKey) -> Result<Self> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| {
-                Error::unavailable(format!("creating {}: {e}", dir.display())).with_source(e)
-            })?;
         refuse_old_layout(dir)?;
-        let lock_path = dir.join("LOCK");
-        let lock_file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(|e| {
-                Error::unavailable(format!("opening {}: {e}", lock_path.display())).with_source(e)
-            })?;
-        if lock_file.try_lock().is_err() {
-            return Err(Error::unavailable(format!(
-                "another process has the store in {} open (it holds {}); stop it first",
-                dir.display(),
-                lock_path.display()
-            )));
-        }
+        fsio::create_private_dir(dir)?;
+        let lock_file = fsio::lock_dir(dir)?;
         let path = dir.join(DATABASE_FILE);
         // Created 0600 before SQLite sees it: its WAL and shared-memory
         // files take the database file's mode.
-        File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| {
-                Error::unavailable(format!("creating {}: {e}", path.display())).with_source(e)
-            })?;
+        fsio::open_private_file(&path)?;
         let conn = Connection::open(&path)
             .map_err(|e| sql_error(&format!("opening {}", path.display()), e))?;
         configure(&conn)?;
@@ -176,13 +151,14 @@ impl SqliteJobStore {
         let keys = Arc::new(keys);
         let commits = Arc::new(AtomicU64::new(0));
         let timer = Arc::new(SyncTimer::default());
-        let ops = writer::spawn(conn, keys.clone(), commits.clone(), timer.clone())?;
+        let (ops, writer) = writer::spawn(conn, keys.clone(), commits.clone(), timer.clone())?;
         Ok(SqliteJobStore {
             inner: Arc::new(Inner {
                 dir: dir.to_owned(),
                 path,
+                ops: Some(ops),
+                writer: Some(writer),
                 _lock: lock_file,
-                ops: Mutex::new(ops),
                 readers: Mutex::new(Vec::new()),
                 keys,
                 commits,
@@ -219,15 +195,23 @@ impl SqliteJobStore {
     /// Runs `f` on the writer thread inside the next batch's transaction.
     pub(crate) async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Writer) -> Outcome<T> + Send + 'static,
+        f: impl FnOnce(&mut Writer) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let (tx, rx) = oneshot::channel();
-        self.inner
+        let ops = self
+            .inner
             .ops
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send(writer::op(f, tx))
-            .map_err(|_| Error::unavailable("the store's writer has stopped"))?;
+            .as_ref()
+            .ok_or_else(|| Error::unavailable("the store is closing"))?;
+        ops.try_send(writer::op(f, tx)).map_err(|e| match e {
+            std::sync::mpsc::TrySendError::Full(_) => Error::unavailable(format!(
+                "the store is overloaded: {} writes are waiting",
+                writer::QUEUE
+            )),
+            std::sync::mpsc::TrySendError::Disconnected(_) => {
+                Error::unavailable("the store's writer has stopped")
+            }
+        })?;
         rx.await
             .map_err(|_| Error::unavailable("the store's writer has stopped"))?
     }
@@ -284,7 +268,7 @@ impl SqliteJobStore {
                 )
                 .map_err(|e| sql_error("re-wrapping the key ring", e))?;
             w.set_master(new);
-            Ok(Ok(()))
+            Ok(())
         })
         .await
     }
@@ -293,13 +277,14 @@ impl SqliteJobStore {
     /// New writes use it; older records stay readable under their key.
     pub async fn rotate_data_key(&self, account: Option<&AccountId>) -> Result<()> {
         let scope = self.inner.keys.scope_of(account);
-        self.write(move |w| w.rotate(&scope).map(|_| Ok(()))).await
+        self.write(move |w| w.rotate(&scope).map(|_| ())).await
     }
 
     /// Crypto-shredding: destroys every data key of `account` and deletes
-    /// its job records and stored access keys: nobody can read them any
-    /// more, even from a backup of the file. Returns the job records
-    /// deleted.
+    /// its job records and stored access keys, zeroing them in the file
+    /// and emptying the WAL: nobody can read them any more from the file
+    /// or a backup taken afterwards (a backup taken before still holds the
+    /// keys, wrapped by the master key). Returns the job records deleted.
     pub async fn delete_account(&self, account: &AccountId) -> Result<usize> {
         let scope = self.inner.keys.scope_of(Some(account));
         let account_h = self
@@ -333,9 +318,12 @@ impl SqliteJobStore {
             for id in ids {
                 w.destroy_key(id);
             }
+            // The WAL still holds the pages as they were: emptied once
+            // this commits.
+            w.truncate_wal = true;
             w.forget_scope(&scope);
             tracing::info!(jobs, "account's data keys destroyed");
-            Ok(Ok(jobs))
+            Ok(jobs)
         })
         .await
     }
@@ -362,17 +350,16 @@ pub struct BackupReport {
     pub bytes: u64,
 }
 
-/// Copies the store in `data_dir` to `to` (blocking) while another process
-/// (`serve`) has it open: SQLite's online backup, page by page, restarting
-/// where a write changed a page already copied. Needs no key: it copies
-/// ciphertext. `to` must not exist.
+/// Copies the store in `data_dir` to `to` (blocking), while another process
+/// (`serve`) has it open or not: SQLite's online backup, every page in one
+/// step under one read snapshot. Needs no key: it copies ciphertext. `to`
+/// must not exist.
 pub fn backup(data_dir: &Path, to: &Path) -> Result<BackupReport> {
     refuse_old_layout(data_dir)?;
     backup_file(&data_dir.join(DATABASE_FILE), to)
 }
 
 fn backup_file(from: &Path, to: &Path) -> Result<BackupReport> {
-    use std::os::unix::fs::OpenOptionsExt;
     if !from.exists() {
         return Err(Error::not_found(format!(
             "no store at {} (is --data-dir right?)",
@@ -381,14 +368,17 @@ fn backup_file(from: &Path, to: &Path) -> Result<BackupReport> {
     }
     // Created here, 0600 and new: a backup never overwrites a file, and
     // is never readable by others.
-    File::options()
-        .create_new(true)
-        .write(true)
-        .mode(0o600)
-        .open(to)
-        .map_err(|e| {
-            Error::config(format!("creating the backup {}: {e}", to.display())).with_source(e)
-        })?;
+    fsio::create_private_file(to)?;
+    let copied = copy_database(from, to);
+    if copied.is_err() {
+        // Nothing half-copied stays behind to be taken for a backup.
+        let _ = std::fs::remove_file(to);
+    }
+    copied
+}
+
+fn copy_database(from: &Path, to: &Path) -> Result<BackupReport> {
+    use rusqlite::backup::StepResult;
     let source = Connection::open_with_flags(
         from,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -402,9 +392,30 @@ fn backup_file(from: &Path, to: &Path) -> Result<BackupReport> {
     {
         let backup = rusqlite::backup::Backup::new(&source, &mut dest)
             .map_err(|e| sql_error("starting the backup", e))?;
-        backup
-            .run_to_completion(256, std::time::Duration::from_millis(5), None)
-            .map_err(|e| sql_error("copying the store", e))?;
+        // All pages in one step, under one read snapshot: a copy made in
+        // steps restarts whenever the writer commits, and behind a busy
+        // serve might never finish. Busy: the writer holds the lock for
+        // an instant (a checkpoint); asked again.
+        let mut done = false;
+        let started = std::time::Instant::now();
+        while started.elapsed() < std::time::Duration::from_secs(30) {
+            match backup
+                .step(-1)
+                .map_err(|e| sql_error("copying the store", e))?
+            {
+                StepResult::Done => {
+                    done = true;
+                    break;
+                }
+                _ => std::thread::sleep(std::time::Duration::from_millis(5)),
+            }
+        }
+        if !done {
+            return Err(Error::unavailable(format!(
+                "{} stayed locked for 30 s: try the backup again",
+                from.display()
+            )));
+        }
     }
     let pages: u64 = dest
         .query_row("PRAGMA page_count", [], |r| r.get(0))
@@ -416,10 +427,25 @@ fn backup_file(from: &Path, to: &Path) -> Result<BackupReport> {
     File::open(to)
         .and_then(|f| f.sync_all())
         .map_err(|e| Error::unavailable(format!("syncing {}: {e}", to.display())))?;
+    // The new file's directory entry too.
+    let parent = to.parent().filter(|p| !p.as_os_str().is_empty());
+    fsio::sync_dir(parent.unwrap_or(Path::new(".")))?;
     Ok(BackupReport {
         pages,
         bytes: pages * size,
     })
+}
+
+impl Drop for Inner {
+    /// Stops the writer once it has committed what was queued, and only
+    /// then lets the directory lock go: another process never writes while
+    /// this one's writer still does. The wait is the last batch's commit.
+    fn drop(&mut self) {
+        drop(self.ops.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
 }
 
 impl Inner {
@@ -440,6 +466,84 @@ impl Inner {
 
 use crate::crypto::Cipher;
 
-pub(crate) fn millis(t: sprinters_core::time::Timestamp) -> i64 {
-    i64::try_from(t.as_millis()).unwrap_or(i64::MAX)
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use sprinters_core::ports::{JobStore, PutJob};
+    use sprinters_core::testing::sample_record;
+
+    fn account_record(id: u64, account: &str) -> sprinters_core::job::JobRecord {
+        let mut r = sample_record(id, "octo/app", id);
+        r.account = AccountId::parse(account).ok();
+        r
+    }
+
+    /// A write that changes the key state and then fails (or panics) is
+    /// rolled back alone: its key is forgotten, the writes beside it in
+    /// the batch commit, and everything reads back after a reopen.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_write_is_rolled_back_alone_with_its_key_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::generate();
+        let store = SqliteJobStore::open_with_key(dir.path(), &master).unwrap();
+        let account = AccountId::parse("111111111111").unwrap();
+        let scope = store.inner.keys.scope_of(Some(&account));
+        let doomed = {
+            let scope = scope.clone();
+            store.write(move |w| {
+                let (id, _) = w.rotate(&scope)?;
+                w.conn
+                    .execute(
+                        "INSERT INTO leases (name, holder, expires_at) VALUES ('x', 'y', 1)",
+                        [],
+                    )
+                    .map_err(|e| sql_error("test", e))?;
+                Err::<u32, _>(Error::integrity(format!("failing after creating key {id}")))
+            })
+        };
+        let panicking = {
+            let scope = scope.clone();
+            store.write(move |w| -> Result<()> {
+                w.rotate(&scope)?;
+                panic!("a bug in a write");
+            })
+        };
+        let beside = store.put_job(PutJob::create(account_record(1, "111111111111")));
+        let (doomed, panicking, beside) = tokio::join!(doomed, panicking, beside);
+        assert!(doomed.unwrap_err().to_string().contains("failing after"));
+        assert!(panicking.unwrap_err().to_string().contains("panicked"));
+        beside.unwrap();
+        // Only the key the successful write made is known and stored.
+        let stored: u32 = store
+            .read(|conn, _| {
+                conn.query_row("SELECT count(*) FROM data_keys", [], |r| r.get(0))
+                    .map_err(|e| sql_error("test", e))
+            })
+            .await
+            .unwrap();
+        assert_eq!(stored, 1, "the failed writes' keys were rolled back");
+        let leases: u32 = store
+            .read(|conn, _| {
+                conn.query_row("SELECT count(*) FROM leases", [], |r| r.get(0))
+                    .map_err(|e| sql_error("test", e))
+            })
+            .await
+            .unwrap();
+        assert_eq!(leases, 0, "the failed write's row was rolled back");
+        store
+            .put_job(PutJob::create(account_record(2, "111111111111")))
+            .await
+            .unwrap();
+        drop(store);
+        let store = SqliteJobStore::open_with_key(dir.path(), &master).unwrap();
+        for id in [1, 2] {
+            let key = sprinters_core::domain::JobKey::new(
+                sprinters_core::domain::JobId::new(id),
+                sprinters_core::domain::RunAttempt::FIRST,
+            );
+            assert!(store.get_job(key).await.unwrap().is_some(), "job {id}");
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! accounts), keyed by a keyed hash of the owner's account id, written by
 //! compare-and-swap like jobs.
 
-use rusqlite::{OptionalExtension, Row, params};
+use rusqlite::{Row, params};
 use sprinters_core::domain::OwnerId;
 use sprinters_core::ports::{PutTenant, Version, Versioned};
 use sprinters_core::tenant::TenantRecord;
@@ -20,10 +20,7 @@ fn tenant_id(keys: &Keys, owner_id: OwnerId) -> [u8; 16] {
 fn open_tenant(keys: &Keys, row: &Row<'_>) -> Result<Option<Versioned<TenantRecord>>> {
     let read = |e| sql_error("reading a tenant row", e);
     let raw: Vec<u8> = row.get(0).map_err(read)?;
-    let id: [u8; 16] = raw
-        .as_slice()
-        .try_into()
-        .map_err(|_| Error::integrity("a tenant id in the store is not 16 bytes"))?;
+    let id = crate::rows::opaque_id(&raw, "tenant")?;
     let version: i64 = row.get(1).map_err(read)?;
     let key_id: u32 = row.get(2).map_err(read)?;
     let body: Vec<u8> = row.get(3).map_err(read)?;
@@ -78,15 +75,11 @@ impl SqliteJobStore {
         let scope = self.inner.keys.scope_of(None);
         let expected = request.expected;
         self.write(move |w| {
-            let current: Option<u64> = w
-                .conn
-                .prepare_cached("SELECT version FROM tenants WHERE id = ?1")
-                .and_then(|mut s| s.query_row([&id[..]], |r| r.get(0)).optional())
-                .map_err(|e| sql_error("reading a tenant's version", e))?;
+            let current = w.version_of("tenants", &id)?;
             if current != expected {
-                return Ok(Err(Error::conflict(format!(
+                return Err(Error::conflict(format!(
                     "owner {owner_id} is at version {current:?}, not {expected:?}"
-                ))));
+                )));
             }
             let version = current.unwrap_or(0) + 1;
             let (key_id, body) = w.seal(
@@ -100,7 +93,7 @@ impl SqliteJobStore {
                 )
                 .and_then(|mut s| s.execute(params![&id[..], version, key_id, body]))
                 .map_err(|e| sql_error("writing a tenant", e))?;
-            Ok(Ok(version))
+            Ok(version)
         })
         .await
     }
@@ -128,22 +121,18 @@ impl SqliteJobStore {
     ) -> Result<()> {
         let id = tenant_id(&self.inner.keys, owner_id);
         self.write(move |w| {
-            let current: Option<u64> = w
-                .conn
-                .prepare_cached("SELECT version FROM tenants WHERE id = ?1")
-                .and_then(|mut s| s.query_row([&id[..]], |r| r.get(0)).optional())
-                .map_err(|e| sql_error("reading a tenant's version", e))?;
+            let current = w.version_of("tenants", &id)?;
             match current {
-                None => Ok(Ok(())),
-                Some(v) if v != version => Ok(Err(Error::conflict(format!(
+                None => Ok(()),
+                Some(v) if v != version => Err(Error::conflict(format!(
                     "owner {owner_id} is at version {v}, not {version}"
-                )))),
+                ))),
                 Some(_) => {
                     w.conn
                         .prepare_cached("DELETE FROM tenants WHERE id = ?1")
                         .and_then(|mut s| s.execute([&id[..]]))
                         .map_err(|e| sql_error("deleting a tenant", e))?;
-                    Ok(Ok(()))
+                    Ok(())
                 }
             }
         })

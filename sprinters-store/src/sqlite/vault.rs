@@ -2,16 +2,15 @@
 //! own account, keyed by (owner, account), in `vault`.
 
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, Row, params};
-use secrecy::{ExposeSecret, SecretString};
+use rusqlite::{Row, params};
 use sprinters_core::domain::{AccountId, OwnerId};
 use sprinters_core::vault::{CredentialVault, StoredAccessKey};
 use sprinters_core::{Error, Result};
-use zeroize::Zeroizing;
 
 use super::keys::Keys;
 use super::{SqliteJobStore, sql_error};
 use crate::frame::{self, Kind};
+use crate::rows;
 
 type Slot = (OwnerId, AccountId);
 
@@ -26,10 +25,7 @@ fn vault_id(keys: &Keys, owner: OwnerId, account: &AccountId) -> [u8; 16] {
 fn open_key(keys: &Keys, row: &Row<'_>) -> Result<Option<(Slot, StoredAccessKey)>> {
     let read = |e| sql_error("reading a stored access key", e);
     let raw: Vec<u8> = row.get(0).map_err(read)?;
-    let id: [u8; 16] = raw
-        .as_slice()
-        .try_into()
-        .map_err(|_| Error::integrity("a vault id in the store is not 16 bytes"))?;
+    let id = rows::opaque_id(&raw, "vault")?;
     let version: i64 = row.get(1).map_err(read)?;
     let key_id: u32 = row.get(2).map_err(read)?;
     let body: Vec<u8> = row.get(3).map_err(read)?;
@@ -37,22 +33,13 @@ fn open_key(keys: &Keys, row: &Row<'_>) -> Result<Option<(Slot, StoredAccessKey)
     let Some(plaintext) = keys.open_body(key_id, &aad, &body, "a stored access key")? else {
         return Ok(None);
     };
-    let (owner, account, access_key_id, secret): (OwnerId, AccountId, String, String) =
-        postcard::from_bytes(&plaintext)
-            .map_err(|e| Error::integrity(format!("a stored access key is undecodable: {e}")))?;
-    let secret = Zeroizing::new(secret);
+    let ((owner, account), key) = rows::access_key(&plaintext)?;
     if vault_id(keys, owner, &account) != id {
         return Err(Error::integrity(
             "a stored access key sits under another owner's id",
         ));
     }
-    Ok(Some((
-        (owner, account),
-        StoredAccessKey {
-            access_key_id,
-            secret_access_key: SecretString::from(secret.as_str().to_owned()),
-        },
-    )))
+    Ok(Some(((owner, account), key)))
 }
 
 #[async_trait]
@@ -66,22 +53,10 @@ impl CredentialVault for SqliteJobStore {
         let keys = &self.inner.keys;
         let id = vault_id(keys, owner, &account);
         let account_h = keys.opaque("account", account.as_str().as_bytes());
-        let plaintext = Zeroizing::new(
-            postcard::to_allocvec(&(
-                owner,
-                &account,
-                &key.access_key_id,
-                key.secret_access_key.expose_secret(),
-            ))
-            .map_err(|e| Error::integrity(format!("encoding an access key: {e}")))?,
-        );
+        let plaintext = rows::access_key_plaintext(owner, &account, &key)?;
         let scope = keys.scope_of(Some(&account));
         self.write(move |w| {
-            let current: Option<u64> = w
-                .conn
-                .prepare_cached("SELECT version FROM vault WHERE id = ?1")
-                .and_then(|mut s| s.query_row([&id[..]], |r| r.get(0)).optional())
-                .map_err(|e| sql_error("reading a stored access key", e))?;
+            let current = w.version_of("vault", &id)?;
             // Versions bind each sealed key to its place.
             let version = current.map_or(1, |v| v + 1);
             let (key_id, body) = w.seal(
@@ -98,7 +73,7 @@ impl CredentialVault for SqliteJobStore {
                     s.execute(params![&id[..], &account_h[..], version, key_id, body])
                 })
                 .map_err(|e| sql_error("storing an access key", e))?;
-            Ok(Ok(()))
+            Ok(())
         })
         .await
     }
@@ -134,7 +109,7 @@ impl CredentialVault for SqliteJobStore {
                 .prepare_cached("DELETE FROM vault WHERE id = ?1")
                 .and_then(|mut s| s.execute([&id[..]]))
                 .map_err(|e| sql_error("deleting a stored access key", e))?;
-            Ok(Ok(()))
+            Ok(())
         })
         .await
     }

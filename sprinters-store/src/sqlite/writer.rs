@@ -1,16 +1,21 @@
 //! The one writer: a thread that owns the writing connection and commits
 //! every write waiting for it in one transaction (group commit: one WAL
-//! sync for all of them).
+//! sync for all of them). Each write runs under its own savepoint: one
+//! that fails (a lost compare-and-swap, a damaged row, a panic) is rolled
+//! back alone, with whatever it changed in the shared key state, and the
+//! others commit.
 //!
-//! A caller hands its write over a channel and awaits the answer; dropping
-//! that future (a timeout, a client that hung up) leaves the write to
-//! finish or not as a whole, and nothing shared half-done: the transaction
-//! is the writer's, not the caller's.
+//! A caller hands its write over a bounded channel and awaits the answer;
+//! dropping that future (a timeout, a client that hung up) leaves the
+//! write to commit whole or not at all, and nothing shared half-done: the
+//! transaction is the writer's, not the caller's.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -20,29 +25,20 @@ use tokio::sync::oneshot;
 use super::keys::Keys;
 use super::sql_error;
 use crate::crypto::Cipher;
-use crate::keyring::{SEALS_PER_KEY, encode, random_key, wrap_aad};
+use crate::keyring::{BLOCK, SEALS_PER_KEY, encode, random_key, wrap_aad};
 use crate::latency::SyncTimer;
 
 /// At most this many writes share a transaction.
 const MAX_BATCH: usize = 512;
 
-/// Seals reserved from a key's row at a time, so that a crash can only
-/// over-count a key's use.
-const BLOCK: u64 = if SEALS_PER_KEY < 1 << 20 {
-    SEALS_PER_KEY
-} else {
-    1 << 20
-};
+/// Writes waiting for the writer at most; more are refused as retryable
+/// (`Unavailable`) rather than queued without bound.
+pub(crate) const QUEUE: usize = 4096;
 
 /// The answer to one write, given the batch's fate: `Ok` once committed.
 type Done = Box<dyn FnOnce(std::result::Result<(), &str>) + Send>;
 /// One write, run inside the batch's transaction.
 pub(crate) type Op = Box<dyn FnOnce(&mut Writer) -> Done + Send>;
-
-/// What a write's closure returns: `Err` aborts the whole batch (the
-/// database failed); `Ok(Err)` is a refusal that wrote nothing (a lost
-/// compare-and-swap, a duplicate delivery).
-pub(crate) type Outcome<T> = Result<Result<T>>;
 
 /// A change to the shared key state made in the open transaction, undone
 /// if it rolls back.
@@ -64,30 +60,37 @@ pub(crate) struct Writer {
     /// Per scope: the key new records use and the seals left of its block.
     sealing: HashMap<String, (u32, u64)>,
     undo: Vec<Undo>,
-    /// Set when a write failed: the batch rolls back.
+    /// Set when the batch itself failed (its BEGIN, a savepoint, its
+    /// COMMIT): every write of it is rolled back.
     abort: Option<String>,
+    /// Set by a write whose old pages must not outlive it in the WAL (a
+    /// shredded account): the WAL is checkpointed and truncated after each
+    /// commit until that succeeds.
+    pub(crate) truncate_wal: bool,
 }
 
-/// Starts the writer thread; it stops once every sender is dropped.
+/// Starts the writer thread; it stops once the sender is dropped, after
+/// the writes already queued.
 pub(crate) fn spawn(
     conn: Connection,
     keys: Arc<Keys>,
     commits: Arc<AtomicU64>,
     timer: Arc<SyncTimer>,
-) -> Result<Sender<Op>> {
-    let (tx, rx) = std::sync::mpsc::channel();
+) -> Result<(SyncSender<Op>, JoinHandle<()>)> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
     let writer = Writer {
         conn,
         keys,
         sealing: HashMap::new(),
         undo: Vec::new(),
         abort: None,
+        truncate_wal: false,
     };
-    std::thread::Builder::new()
+    let handle = std::thread::Builder::new()
         .name("sprinters-store-writer".into())
         .spawn(move || run(writer, rx, &commits, &timer))
         .map_err(|e| Error::unavailable(format!("starting the store's writer: {e}")))?;
-    Ok(tx)
+    Ok((tx, handle))
 }
 
 fn run(mut w: Writer, rx: Receiver<Op>, commits: &AtomicU64, timer: &SyncTimer) {
@@ -116,6 +119,9 @@ fn run(mut w: Writer, rx: Receiver<Op>, commits: &AtomicU64, timer: &SyncTimer) 
                 w.undo.clear();
                 commits.fetch_add(1, Ordering::Relaxed);
                 timer.record(started.elapsed());
+                if w.truncate_wal {
+                    w.truncate_wal = !truncate_wal(&w.conn);
+                }
                 for done in dones {
                     done(Ok(()));
                 }
@@ -124,7 +130,7 @@ fn run(mut w: Writer, rx: Receiver<Op>, commits: &AtomicU64, timer: &SyncTimer) 
                 if !w.conn.is_autocommit() {
                     let _ = w.conn.execute_batch("ROLLBACK");
                 }
-                w.undo_all();
+                w.undo_to(0);
                 tracing::warn!(error = %why, "a store write failed: its batch was rolled back");
                 for done in dones {
                     done(Err(&why));
@@ -134,41 +140,86 @@ fn run(mut w: Writer, rx: Receiver<Op>, commits: &AtomicU64, timer: &SyncTimer) 
     }
 }
 
+/// Copies the WAL into the database and empties it; false when readers
+/// holding an older snapshot kept it from finishing (tried again after the
+/// next commit).
+fn truncate_wal(conn: &Connection) -> bool {
+    let busy = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        r.get::<_, i64>(0)
+    });
+    match busy {
+        Ok(0) => true,
+        Ok(_) => {
+            tracing::warn!(
+                "the WAL could not be emptied after a shred (readers were busy): tried again after the next write"
+            );
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "emptying the WAL after a shred failed: tried again after the next write");
+            false
+        }
+    }
+}
+
 /// Wraps a write's closure into an [`Op`] answering on `tx`.
 pub(crate) fn op<T: Send + 'static>(
-    f: impl FnOnce(&mut Writer) -> Outcome<T> + Send + 'static,
+    f: impl FnOnce(&mut Writer) -> Result<T> + Send + 'static,
     tx: oneshot::Sender<Result<T>>,
 ) -> Op {
     Box::new(move |w: &mut Writer| -> Done {
-        if let Some(why) = &w.abort {
-            let why = why.clone();
-            return Box::new(move |_| {
-                let _ = tx.send(Err(Error::unavailable(format!(
+        let outcome = w.run_one(f);
+        Box::new(move |committed| {
+            // The caller may have gone (a dropped future): nothing waits.
+            let _ = tx.send(match (outcome, committed) {
+                (Ok(_), Err(why)) => Err(Error::unavailable(format!(
                     "the store could not write: {why}"
-                ))));
+                ))),
+                (outcome, _) => outcome,
             });
-        }
-        match f(w) {
-            Ok(outcome) => Box::new(move |committed| {
-                // The caller may have gone (a dropped future): nothing waits.
-                let _ = tx.send(match committed {
-                    Ok(()) => outcome,
-                    Err(why) => Err(Error::unavailable(format!(
-                        "the store could not write: {why}"
-                    ))),
-                });
-            }),
-            Err(e) => {
-                w.abort = Some(e.to_string());
-                Box::new(move |_| {
-                    let _ = tx.send(Err(e));
-                })
-            }
-        }
+        })
     })
 }
 
 impl Writer {
+    /// Runs one write under its own savepoint: kept if it succeeds, rolled
+    /// back alone (its key-state changes too) if it fails or panics.
+    fn run_one<T>(&mut self, f: impl FnOnce(&mut Writer) -> Result<T>) -> Result<T> {
+        if let Some(why) = &self.abort {
+            return Err(Error::unavailable(format!(
+                "the store could not write: {why}"
+            )));
+        }
+        if let Err(e) = self.conn.execute_batch("SAVEPOINT write") {
+            let why = format!("starting a write: {e}");
+            self.abort = Some(why.clone());
+            return Err(Error::unavailable(why));
+        }
+        let mark = self.undo.len();
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(self)))
+            .unwrap_or_else(|_| Err(Error::integrity("a store write panicked; rolled back")));
+        let settled = match &result {
+            Ok(_) => self.conn.execute_batch("RELEASE write"),
+            Err(_) => {
+                self.undo_to(mark);
+                self.conn.execute_batch("ROLLBACK TO write; RELEASE write")
+            }
+        };
+        if let Err(e) = settled {
+            self.abort = Some(format!("settling a write: {e}"));
+        }
+        result
+    }
+
+    /// The version of row `id` of `table` (`jobs`, `tenants`, `vault`) in
+    /// the open transaction: the one writer's compare-and-swap reads it.
+    pub(crate) fn version_of(&self, table: &'static str, id: &[u8; 16]) -> Result<Option<u64>> {
+        self.conn
+            .prepare_cached(&format!("SELECT version FROM {table} WHERE id = ?1"))
+            .and_then(|mut s| s.query_row([&id[..]], |r| r.get(0)).optional())
+            .map_err(|e| sql_error(&format!("reading a version in {table}"), e))
+    }
+
     /// Seals `plaintext` under the current data key of `scope` (created or
     /// rotated in the open transaction as needed): the key's id and `nonce
     /// || ciphertext`, bound to `aad(key id)`.
@@ -179,7 +230,7 @@ impl Writer {
         plaintext: &[u8],
     ) -> Result<(u32, Vec<u8>)> {
         let (id, cipher) = self.sealing_key(scope)?;
-        Ok((id, Keys::seal_with(&cipher, &aad(id), plaintext)))
+        Ok((id, cipher.seal_body(&aad(id), plaintext)))
     }
 
     fn sealing_key(&mut self, scope: &str) -> Result<(u32, Arc<Cipher>)> {
@@ -277,8 +328,12 @@ impl Writer {
         self.keys.set_master(Arc::new(master));
     }
 
-    fn undo_all(&mut self) {
-        while let Some(change) = self.undo.pop() {
+    /// Undoes the key-state changes made since the undo list had `mark`
+    /// entries, newest first.
+    fn undo_to(&mut self, mark: usize) {
+        while self.undo.len() > mark
+            && let Some(change) = self.undo.pop()
+        {
             match change {
                 Undo::Sealing(scope, Some(p)) => {
                     self.sealing.insert(scope, p);

@@ -1,0 +1,87 @@
+//! What the database stores share: how a record becomes a sealed body and
+//! clear columns, and back. The PostgreSQL and SQLite stores differ only in
+//! their SQL.
+
+use secrecy::{ExposeSecret, SecretString};
+use sprinters_core::domain::{AccountId, OwnerId};
+use sprinters_core::job::{JobRecord, Lease};
+use sprinters_core::time::Timestamp;
+use sprinters_core::vault::StoredAccessKey;
+use sprinters_core::{Error, Result};
+use zeroize::Zeroizing;
+
+/// A time as the integer milliseconds a column holds.
+pub(crate) fn millis(t: Timestamp) -> i64 {
+    i64::try_from(t.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// An opaque id read back from a column: 16 bytes, or the store is damaged.
+pub(crate) fn opaque_id(raw: &[u8], what: &str) -> Result<[u8; 16]> {
+    raw.try_into()
+        .map_err(|_| Error::integrity(format!("a {what} id in the store is not 16 bytes")))
+}
+
+/// A job record's body: the record without its launch claim, which lives
+/// in clear columns (taken and renewed without re-sealing).
+pub(crate) fn job_plaintext(record: &JobRecord) -> Result<Zeroizing<Vec<u8>>> {
+    let mut bare = record.clone();
+    bare.lease = None;
+    postcard::to_allocvec(&bare)
+        .map(Zeroizing::new)
+        .map_err(|e| Error::integrity(format!("encoding a record: {e}")))
+}
+
+/// A job record from its opened body and its claim columns.
+pub(crate) fn job_record(
+    plaintext: &[u8],
+    lease_owner: Option<String>,
+    lease_expires: Option<i64>,
+) -> Result<JobRecord> {
+    let mut record: JobRecord = postcard::from_bytes(plaintext)
+        .map_err(|e| Error::integrity(format!("a job record is undecodable: {e}")))?;
+    record.lease = match (lease_owner, lease_expires) {
+        (Some(owner), Some(at)) => Some(Lease {
+            owner,
+            expires_at: Timestamp::from_millis(at.max(0) as u64),
+        }),
+        _ => None,
+    };
+    Ok(record)
+}
+
+/// A label set's bytes, for its keyed-hash column.
+pub(crate) fn label_set_bytes(labels: &sprinters_core::labels::LabelSetKey) -> Result<Vec<u8>> {
+    postcard::to_allocvec(labels)
+        .map_err(|e| Error::integrity(format!("encoding a label set: {e}")))
+}
+
+/// A stored access key's body; the secret is wiped once sealed.
+pub(crate) fn access_key_plaintext(
+    owner: OwnerId,
+    account: &AccountId,
+    key: &StoredAccessKey,
+) -> Result<Zeroizing<Vec<u8>>> {
+    postcard::to_allocvec(&(
+        owner,
+        account,
+        &key.access_key_id,
+        key.secret_access_key.expose_secret(),
+    ))
+    .map(Zeroizing::new)
+    .map_err(|e| Error::integrity(format!("encoding an access key: {e}")))
+}
+
+/// A stored access key and whose it is, from its opened body.
+pub(crate) fn access_key(plaintext: &[u8]) -> Result<((OwnerId, AccountId), StoredAccessKey)> {
+    let (owner, account, access_key_id, secret): (OwnerId, AccountId, String, String) =
+        postcard::from_bytes(plaintext)
+            .map_err(|e| Error::integrity(format!("a stored access key is undecodable: {e}")))?;
+    let secret = Zeroizing::new(secret);
+    Ok((
+        (owner, account),
+        StoredAccessKey {
+            access_key_id,
+            secret_access_key: SecretString::from(secret.as_str().to_owned()),
+        },
+    ))
+}
