@@ -441,6 +441,19 @@ impl Inner {
             })
             .await?;
         tracing::info!(instance = %instance_id, spot = launched.spot, spot_fallback, "launched");
+        // The job finished on this launch's runner before the instance was
+        // recorded (its webhooks overtook this write): the completed
+        // webhook could not end an instance it did not know. End it now,
+        // not at the reconciler's next pass.
+        let key = updated.value.key;
+        if updated.value.state.is_finished() && updated.value.ran_on_launch == Some((key, number)) {
+            let ended = self
+                .end_launch_from(updated.clone(), number, EndReason::JobCompleted, Some(key))
+                .await;
+            if let Err(e) = ended {
+                tracing::warn!(error = %e, "ending the instance of a job that finished during its launch failed; the reconciler will");
+            }
+        }
         Ok(updated.value)
     }
 
