@@ -10,6 +10,18 @@ use common::{sprinters, sprinters_with_stdin};
 
 const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
 
+/// `sprinters store backup --data-dir DATA --to TO`.
+fn backup(data: &std::path::Path, to: &std::path::Path) -> std::process::Output {
+    sprinters(&[
+        "store",
+        "backup",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--to",
+        to.to_str().unwrap(),
+    ])
+}
+
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -190,39 +202,18 @@ async fn a_backup_is_taken_while_the_store_is_open_and_opens_with_the_same_key()
             .unwrap();
     }
     let copy = dir.path().join("copy.db");
-    let out = sprinters(&[
-        "store",
-        "backup",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--to",
-        copy.to_str().unwrap(),
-    ]);
+    let out = backup(&data, &copy);
     assert!(out.status.success(), "{}", stderr(&out));
     let mode = std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the copy is private");
     // Never over an existing file.
-    let again = sprinters(&[
-        "store",
-        "backup",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--to",
-        copy.to_str().unwrap(),
-    ]);
+    let again = backup(&data, &copy);
     assert!(!again.status.success());
     assert_eq!(stderr(&again).lines().count(), 1, "{}", stderr(&again));
     // And with the store closed (no serve running).
     drop(store);
     let closed = dir.path().join("closed.db");
-    let out = sprinters(&[
-        "store",
-        "backup",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--to",
-        closed.to_str().unwrap(),
-    ]);
+    let out = backup(&data, &closed);
     assert!(out.status.success(), "{}", stderr(&out));
     let restored = dir.path().join("restored");
     sprinters_examples::data_dir::create(&restored).unwrap();
