@@ -237,6 +237,29 @@ impl JobRecord {
         !self.state.is_finished() || self.launches.iter().any(Launch::is_live)
     }
 
+    /// When the engine's tick must next look at this job to start a launch
+    /// for it: a waiting job without an idle instance of its own, once its
+    /// back-off is over and its launch claim has lapsed. `None` for every
+    /// other job. Stores index it, so that a tick reads what is due and
+    /// never the rest of the history (nor the waiting jobs whose runner is
+    /// up).
+    pub fn due_at(&self) -> Option<Timestamp> {
+        if !self.state.is_waiting()
+            || self
+                .launches
+                .iter()
+                .any(|l| l.is_idle() && l.instance_id.is_some())
+        {
+            return None;
+        }
+        let backoff = self.next_attempt_at.unwrap_or(Timestamp::from_millis(0));
+        let claim = self
+            .lease
+            .as_ref()
+            .map_or(Timestamp::from_millis(0), |l| l.expires_at);
+        Some(backoff.max(claim))
+    }
+
     /// The login of its repository's owner when it was recorded (a display
     /// name: the tenant is [`JobRecord::owner_id`]).
     pub fn owner(&self) -> &crate::domain::Owner {

@@ -685,7 +685,7 @@ impl JobStore for FileJobStore {
             let stale = index
                 .deliveries
                 .values()
-                .any(|(at, _, _)| *at < request.before);
+                .any(|(at, _, _)| *at < request.deliveries_before);
             if stale {
                 let version = index.delivery_purges + 1;
                 let record_id = self.inner.ids.id("delivery purge", b"");
@@ -694,11 +694,11 @@ impl JobStore for FileJobStore {
                     None,
                     record_id,
                     version,
-                    &encode(&request.before)?,
+                    &encode(&request.deliveries_before)?,
                 )?;
                 index
                     .deliveries
-                    .retain(|_, (at, _, _)| *at >= request.before);
+                    .retain(|_, (at, _, _)| *at >= request.deliveries_before);
                 index.delivery_purges = version;
                 seq = s;
             }

@@ -563,6 +563,9 @@ async fn history_queries_are_served_by_their_indexes() {
     by_owner.owner_id = Some(testing::sample_owner_id("org7"));
     let mut by_account = ListJobs::newest(50);
     by_account.account = AccountId::parse("100000000003").ok();
+    let due = ListJobs::due(Timestamp::from_millis(4_000_000), 500);
+    let mut active_by_labels = ListJobs::active(500);
+    active_by_labels.label_set = Some(testing::sample_record(1, "org1/app", 0).label_set);
     let mut next_page = by_owner.clone();
     let page = store.list_jobs(by_owner.clone()).await.unwrap();
     assert_eq!(page.jobs.len(), 50);
@@ -574,6 +577,10 @@ async fn history_queries_are_served_by_their_indexes() {
         (&next_page, "sprinters_jobs_by_owner"),
         (&by_account, "sprinters_jobs_by_account"),
         (&ListJobs::active(500), "sprinters_jobs_active"),
+        // The tick's queries: what is due, and the active jobs of one label
+        // set (either partial index of active jobs serves it).
+        (&due, "sprinters_jobs_due"),
+        (&active_by_labels, "sprinters_jobs_active"),
     ] {
         let plan = store.explain_list(query).await.unwrap();
         assert!(

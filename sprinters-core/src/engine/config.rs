@@ -138,6 +138,11 @@ pub struct EngineConfig {
     pub tick_interval: Duration,
     /// History older than this is purged.
     pub retention: Duration,
+    /// How long a processed delivery's id is kept to recognise a duplicate:
+    /// as long as GitHub can send it again. GitHub.com lists and redelivers
+    /// the deliveries of the past 3 days, GitHub Enterprise Server those of
+    /// the past 7 (docs.github.com, "Redelivering webhooks").
+    pub delivery_window: Duration,
     /// Prices for cost estimates.
     pub prices: PriceTable,
     /// Spot prices are estimated as this fraction of on-demand.
@@ -164,6 +169,7 @@ impl EngineConfig {
             leader_ttl: Duration::from_secs(15),
             tick_interval: Duration::from_secs(1),
             retention: Duration::from_secs(90 * 24 * 3600),
+            delivery_window: Duration::from_secs(7 * 24 * 3600),
             prices: PriceTable::us_east_1(),
             spot_price_ratio: 0.35,
             runner_group_id: 1,
@@ -190,6 +196,11 @@ impl EngineConfig {
         {
             return bad(
                 "claim_ttl, boot_timeout, tick_interval, reconcile_interval and leader_ttl must be above zero",
+            );
+        }
+        if self.delivery_window < Duration::from_secs(3 * 24 * 3600) {
+            return bad(
+                "delivery_window must be at least 3 days: GitHub redelivers deliveries of the past 3 days, and a redelivery of a forgotten id is processed again",
             );
         }
         if self.limits.per_account == Some(0) || self.limits.per_repository == Some(0) {

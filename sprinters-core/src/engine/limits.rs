@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::Notify;
 
@@ -15,6 +16,16 @@ pub(crate) struct Limiter {
     limits: Limits,
     state: Mutex<Held>,
     freed: Notify,
+    waiting: AtomicUsize,
+}
+
+/// Counts a waiter for as long as it waits, however its future ends.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -64,6 +75,11 @@ impl Limiter {
 
     /// Waits for a slot.
     pub(crate) async fn acquire(&self, job: JobKey, account: &AccountId, repository: &Repository) {
+        if self.try_acquire(job, account, repository) {
+            return;
+        }
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting(&self.waiting);
         loop {
             let freed = self.freed.notified();
             tokio::pin!(freed);
@@ -100,6 +116,17 @@ impl Limiter {
         if released {
             self.freed.notify_waiters();
         }
+    }
+
+    /// Whether a launch waits for a slot: only then must slots held by
+    /// jobs that ended elsewhere be looked for.
+    pub(crate) fn has_waiters(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) > 0
+    }
+
+    /// Whether any limit is set: without one, nobody ever waits.
+    pub(crate) fn is_limited(&self) -> bool {
+        self.limits.per_account.is_some() || self.limits.per_repository.is_some()
     }
 
     /// How many slots are held.

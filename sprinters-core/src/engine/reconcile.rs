@@ -84,7 +84,10 @@ impl Inner {
         self.process_due().await?;
         let purged = self
             .store
-            .purge(Purge::before(now.saturating_sub(self.config.retention)))
+            .purge(
+                Purge::before(now.saturating_sub(self.config.retention))
+                    .with_deliveries_before(now.saturating_sub(self.config.delivery_window)),
+            )
             .await?;
         report.purged = purged.jobs;
         if report

@@ -121,18 +121,22 @@ impl Inner {
         Ok(())
     }
 
-    /// Starts every launch that is due, over all label sets.
+    /// Starts every launch that is due. Reads the jobs due now from the
+    /// store's index of due work, then plans only their scopes: the cost
+    /// grows with what is due, never with the history or with the jobs
+    /// whose runners are up.
     pub(super) async fn process_due(&self) -> Result<()> {
-        let active = self.list_all(ListJobs::active(PAGE)).await?;
-        self.release_slots_of_inactive(&active);
-        // Ordered, so that a simulation replays a seed exactly.
-        let mut by_set: BTreeMap<Scope, Vec<Versioned<JobRecord>>> = BTreeMap::new();
-        for record in active {
-            by_set.entry(scope(&record.value)).or_default().push(record);
-        }
         let now = self.clock.now();
-        for records in by_set.values() {
-            self.start_due(records, now);
+        self.release_slots_of_inactive().await?;
+        let due = self.list_all(ListJobs::due(now, PAGE)).await?;
+        // Ordered, so that a simulation replays a seed exactly.
+        let mut scopes: BTreeMap<Scope, JobRecord> = BTreeMap::new();
+        for record in due {
+            scopes.entry(scope(&record.value)).or_insert(record.value);
+        }
+        for of in scopes.values() {
+            let active = self.active_in(of).await?;
+            self.start_due(&active, now);
         }
         Ok(())
     }
@@ -140,20 +144,36 @@ impl Inner {
     /// Another replica may end the instance of a job this one launched
     /// (it took the job's `completed` webhook, or it leads the reconciler):
     /// the slot this replica holds for it is freed here, once the job is no
-    /// longer active and no launch task of it runs in this replica.
-    fn release_slots_of_inactive(&self, active: &[Versioned<JobRecord>]) {
-        let active: std::collections::HashSet<JobKey> =
-            active.iter().map(|r| r.value.key).collect();
+    /// longer active and no launch task of it runs in this replica. Looked
+    /// for only while a launch waits for a slot: a slot nobody waits for
+    /// costs nothing held, and this reads one record per slot.
+    async fn release_slots_of_inactive(&self) -> Result<()> {
+        let holders = self.limiter.holders();
         let scheduled = self
             .scheduled
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        for job in self.limiter.holders() {
-            if !active.contains(&job) && !scheduled.contains(&job) {
+        // A launch task just spawned may not have asked for its slot yet.
+        let may_wait = self.limiter.has_waiters()
+            || (self.limiter.is_limited() && scheduled.iter().any(|k| !holders.contains(k)));
+        if !may_wait {
+            return Ok(());
+        }
+        for job in holders {
+            if scheduled.contains(&job) {
+                continue;
+            }
+            let active = self
+                .store
+                .get_job(job)
+                .await?
+                .is_some_and(|r| r.value.is_active());
+            if !active {
                 self.limiter.release(job);
             }
         }
+        Ok(())
     }
 
     fn start_due(&self, active: &[Versioned<JobRecord>], now: Timestamp) {

@@ -31,6 +31,7 @@ struct StoreState {
     jobs: HashMap<JobKey, (JobRecord, Version)>,
     newest_first: BTreeSet<(Timestamp, JobKey)>,
     active_by_label_set: HashMap<LabelSetKey, HashSet<JobKey>>,
+    due: BTreeSet<(Timestamp, JobKey)>,
     deliveries: HashMap<DeliveryId, Timestamp>,
     leases: HashMap<String, (String, Timestamp)>,
     tenants: std::collections::BTreeMap<OwnerId, (TenantRecord, Version)>,
@@ -41,6 +42,9 @@ impl StoreState {
         let key = record.key;
         if let Some((old, _)) = self.jobs.get(&key) {
             self.newest_first.remove(&(old.queued_at, key));
+            if let Some(at) = old.due_at() {
+                self.due.remove(&(at, key));
+            }
             if let Some(set) = self.active_by_label_set.get_mut(&old.label_set) {
                 set.remove(&key);
                 if set.is_empty() {
@@ -49,6 +53,9 @@ impl StoreState {
             }
         }
         self.newest_first.insert((record.queued_at, key));
+        if let Some(at) = record.due_at() {
+            self.due.insert((at, key));
+        }
         if record.is_active() {
             self.active_by_label_set
                 .entry(record.label_set)
@@ -61,6 +68,9 @@ impl StoreState {
     fn remove(&mut self, key: JobKey) {
         if let Some((old, _)) = self.jobs.remove(&key) {
             self.newest_first.remove(&(old.queued_at, key));
+            if let Some(at) = old.due_at() {
+                self.due.remove(&(at, key));
+            }
             if let Some(set) = self.active_by_label_set.get_mut(&old.label_set) {
                 set.remove(&key);
             }
@@ -162,6 +172,24 @@ impl JobStore for MemoryJobStore {
         let s = lock(&self.state);
         let limit = request.limit;
         let mut jobs: Vec<Versioned<JobRecord>> = match (request.active_only, request.label_set) {
+            // The tick's query: what is due, from its own index.
+            _ if request.due_by.is_some() => {
+                let by = request.due_by.unwrap_or_default();
+                let mut v: Vec<_> = s
+                    .due
+                    .iter()
+                    .take_while(|(at, _)| *at <= by)
+                    .filter_map(|(_, k)| s.jobs.get(k))
+                    .filter(|(r, _)| request.matches(r))
+                    .map(|(r, v)| Versioned {
+                        value: r.clone(),
+                        version: *v,
+                    })
+                    .collect();
+                v.sort_by_key(|j| std::cmp::Reverse((j.value.queued_at, j.value.key)));
+                v.truncate(limit.saturating_add(1));
+                v
+            }
             // The engine's hot query: the active jobs of one label set.
             (true, Some(set)) => {
                 let mut v: Vec<_> = s
@@ -312,7 +340,8 @@ impl JobStore for MemoryJobStore {
             s.remove(*key);
         }
         let before = s.deliveries.len();
-        s.deliveries.retain(|_, at| *at >= request.before);
+        s.deliveries
+            .retain(|_, at| *at >= request.deliveries_before);
         Ok(Purged::new(old.len(), before - s.deliveries.len()))
     }
 }

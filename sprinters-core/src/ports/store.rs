@@ -159,6 +159,10 @@ pub struct ListJobs {
     pub states: Option<Vec<JobState>>,
     /// Only active jobs ([`JobRecord::is_active`]).
     pub active_only: bool,
+    /// Only jobs due at or before this ([`JobRecord::due_at`]): what a tick
+    /// must look at. Stores answer it from an index of due times, so its
+    /// cost grows with what is due, not with the history.
+    pub due_by: Option<Timestamp>,
     /// Only jobs queued at or after this.
     pub queued_from: Option<Timestamp>,
     /// Only jobs queued before this.
@@ -178,6 +182,7 @@ impl ListJobs {
             label_set: None,
             states: None,
             active_only: false,
+            due_by: None,
             queued_from: None,
             queued_until: None,
             cursor: None,
@@ -189,6 +194,15 @@ impl ListJobs {
     pub fn active(limit: usize) -> Self {
         Self {
             active_only: true,
+            ..Self::newest(limit)
+        }
+    }
+
+    /// Every job due at or before `now` ([`JobRecord::due_at`]), up to
+    /// `limit`.
+    pub fn due(now: Timestamp, limit: usize) -> Self {
+        Self {
+            due_by: Some(now),
             ..Self::newest(limit)
         }
     }
@@ -220,6 +234,9 @@ impl ListJobs {
                 .as_ref()
                 .is_none_or(|s| s.contains(&record.state))
             && (!self.active_only || record.is_active())
+            && self
+                .due_by
+                .is_none_or(|t| record.due_at().is_some_and(|d| d <= t))
             && self.queued_from.is_none_or(|t| record.queued_at >= t)
             && self.queued_until.is_none_or(|t| record.queued_at < t)
     }
@@ -352,15 +369,27 @@ impl ReleaseLease {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Purge {
-    /// Inactive jobs queued before this, and deliveries received before
-    /// this, are removed.
+    /// Inactive jobs queued before this are removed.
     pub before: Timestamp,
+    /// Delivery ids received before this are removed: they are kept only
+    /// as long as GitHub may redeliver them, a much shorter window than the
+    /// history's retention.
+    pub deliveries_before: Timestamp,
 }
 
 impl Purge {
-    /// Purges everything finished before `before`.
+    /// Purges inactive jobs queued, and deliveries received, before `before`.
     pub fn before(before: Timestamp) -> Self {
-        Self { before }
+        Self {
+            before,
+            deliveries_before: before,
+        }
+    }
+
+    /// Purges deliveries received before `before` instead.
+    pub fn with_deliveries_before(mut self, before: Timestamp) -> Self {
+        self.deliveries_before = before;
+        self
     }
 }
 

@@ -67,6 +67,7 @@ pub async fn job_store(store: &dyn JobStore) {
     deliveries_recorded_with_writes(store).await;
     leases(store).await;
     history(store).await;
+    due_work(store).await;
     retention(store).await;
     tenants(store).await;
 }
@@ -510,6 +511,111 @@ async fn history(store: &dyn JobStore) {
     );
 }
 
+/// The keys of the jobs of `owner` due at `at` ms, every page read with
+/// pages of one, newest first.
+async fn due_keys(store: &dyn JobStore, owner: OwnerId, at: u64) -> Vec<JobKey> {
+    let mut query = ListJobs::due(Timestamp::from_millis(at), 1);
+    query.owner_id = Some(owner);
+    let mut keys = Vec::new();
+    loop {
+        let page = store.list_jobs(query.clone()).await.unwrap();
+        keys.extend(page.jobs.iter().map(|j| j.value.key));
+        match page.next {
+            Some(next) => query.cursor = Some(next),
+            None => return keys,
+        }
+    }
+}
+
+/// The due-work query returns the waiting jobs whose back-off and claim
+/// are over, and nothing else: not finished jobs, not running ones, not a
+/// waiting job whose idle runner is up; a claim or a back-off moves a job's
+/// due time, a write moves it again.
+async fn due_work(store: &dyn JobStore) {
+    use crate::domain::{InstanceId, InstanceType, Region, RunnerName};
+    use crate::job::Launch;
+    let repo = "delta/due";
+    let owner = sample_owner_id("delta");
+    let queued = sample_record(BASE + 600, repo, 1_000);
+    let mut backing_off = sample_record(BASE + 601, repo, 2_000);
+    backing_off.next_attempt_at = Some(Timestamp::from_millis(20_000));
+    let mut done = sample_record(BASE + 602, repo, 3_000);
+    done.state = JobState::Cleaned;
+    let mut running = sample_record(BASE + 603, repo, 4_000);
+    running.state = JobState::Running;
+    let claimed = sample_record(BASE + 604, repo, 5_000);
+    let mut launched = sample_record(BASE + 605, repo, 6_000);
+    launched.state = JobState::Launched;
+    launched.launches.push(Launch {
+        number: 1,
+        runner_name: RunnerName::for_launch(launched.key, 1),
+        runner_id: None,
+        instance_id: Some(InstanceId::parse("i-0123456789abcdef0").unwrap()),
+        region: Region::us_east_1(),
+        availability_zone: None,
+        instance_type: InstanceType::default_for(crate::domain::Arch::X64),
+        spot: false,
+        spot_fallback: false,
+        hourly_price_micros: None,
+        launched_at: Some(Timestamp::from_millis(6_500)),
+        taken_by: None,
+        ended: None,
+    });
+    for r in [&queued, &backing_off, &done, &running, &claimed, &launched] {
+        store.put_job(PutJob::create(r.clone())).await.unwrap();
+    }
+    let ttl = Duration::from_secs(60);
+    store
+        .claim_job(ClaimJob::new(
+            claimed.key,
+            "a",
+            Timestamp::from_millis(10_000),
+            ttl,
+        ))
+        .await
+        .unwrap()
+        .expect("claimed");
+
+    assert_eq!(
+        due_keys(store, owner, 15_000).await,
+        vec![queued.key],
+        "only the free queued job is due before the back-off and the claim end"
+    );
+    assert_eq!(
+        due_keys(store, owner, 20_000).await,
+        vec![backing_off.key, queued.key],
+        "a back-off ends at its time"
+    );
+    assert_eq!(
+        due_keys(store, owner, 70_000).await,
+        vec![claimed.key, backing_off.key, queued.key],
+        "a claim ends at its expiry"
+    );
+
+    // A write moves the due time: the claim released, the job is due at
+    // once; the queued job's runner up, it is no longer due.
+    let current = store.get_job(claimed.key).await.unwrap().unwrap();
+    let mut released = current.value.clone();
+    released.lease = None;
+    store
+        .put_job(PutJob::replace(released, current.version))
+        .await
+        .unwrap();
+    let mut covered = launched.clone();
+    covered.key = queued.key;
+    covered.queued_at = queued.queued_at;
+    let current = store.get_job(queued.key).await.unwrap().unwrap();
+    store
+        .put_job(PutJob::replace(covered, current.version))
+        .await
+        .unwrap();
+    assert_eq!(
+        due_keys(store, owner, 15_000).await,
+        vec![claimed.key],
+        "a released claim is due at once, a job with its runner up is not"
+    );
+}
+
 async fn retention(store: &dyn JobStore) {
     let mut old_done = sample_record(BASE + 500, "gamma/old", 50);
     old_done.state = JobState::Cleaned;
@@ -528,11 +634,41 @@ async fn retention(store: &dyn JobStore) {
         .await
         .unwrap();
 
+    let recent_delivery = DeliveryId::parse("conformance-recent-delivery").unwrap();
+    store
+        .record_delivery(RecordDelivery::new(
+            recent_delivery.clone(),
+            Timestamp::from_millis(500),
+        ))
+        .await
+        .unwrap();
+
+    // Deliveries are kept for GitHub's redelivery window, shorter than the
+    // history's retention: both cut-offs are honoured, each on its own.
     let purged = store
-        .purge(Purge::before(Timestamp::from_millis(1_000)))
+        .purge(
+            Purge::before(Timestamp::from_millis(1_000))
+                .with_deliveries_before(Timestamp::from_millis(100)),
+        )
         .await
         .unwrap();
     assert!(purged.jobs >= 1 && purged.deliveries >= 1, "{purged:?}");
+    assert!(
+        store.delivery_seen(recent_delivery.clone()).await.unwrap(),
+        "a delivery inside the redelivery window is kept"
+    );
+    let purged = store
+        .purge(
+            Purge::before(Timestamp::from_millis(0))
+                .with_deliveries_before(Timestamp::from_millis(1_000)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(purged.jobs, 0, "the jobs' cut-off is their own");
+    assert!(
+        !store.delivery_seen(recent_delivery).await.unwrap(),
+        "a delivery past the redelivery window is purged"
+    );
     assert!(
         store.get_job(old_done.key).await.unwrap().is_none(),
         "an old finished job is purged"

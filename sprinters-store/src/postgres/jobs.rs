@@ -41,9 +41,10 @@ struct Columns {
     label_h: Vec<u8>,
     lease_owner: Option<String>,
     lease_expires: Option<i64>,
+    due_at: Option<i64>,
 }
 
-/// The statement of a put: `$1`..`$12` are the [`Columns`] (version and
+/// The statement of a put: `$1`..`$13` are the [`Columns`] (version and
 /// sealed version both `$2`), then the expected version of a replace, then
 /// the delivery's id and time. With a delivery it is one statement that
 /// writes the record and records the delivery together (data-modifying
@@ -61,20 +62,20 @@ fn put_statement(replace: bool, delivery: bool) -> &'static str {
 fn build_put_statement(replace: bool, delivery: bool) -> String {
     const SET: &str = "version = $2, sealed_version = $2, key_id = $3, body = $4, \
         queued_at = $5, state = $6, active = $7, owner_h = $8, account_h = $9, label_h = $10, \
-        lease_owner = $11, lease_expires = $12";
+        lease_owner = $11, lease_expires = $12, due_at = $13";
     const INSERT: &str = "INSERT INTO sprinters_jobs (id, version, sealed_version, key_id, \
-        body, queued_at, state, active, owner_h, account_h, label_h, lease_owner, lease_expires)";
-    let d = if replace { 14 } else { 13 };
+        body, queued_at, state, active, owner_h, account_h, label_h, lease_owner, lease_expires, due_at)";
+    let d = if replace { 15 } else { 14 };
     match (replace, delivery) {
         (false, false) => format!(
-            "{INSERT} VALUES ($1, $2, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+            "{INSERT} VALUES ($1, $2, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
              ON CONFLICT (id) DO NOTHING"
         ),
-        (true, false) => format!("UPDATE sprinters_jobs SET {SET} WHERE id = $1 AND version = $13"),
+        (true, false) => format!("UPDATE sprinters_jobs SET {SET} WHERE id = $1 AND version = $14"),
         (replace, true) => {
             let write = if replace {
                 format!(
-                    "UPDATE sprinters_jobs SET {SET} WHERE id = $1 AND version = $13 \
+                    "UPDATE sprinters_jobs SET {SET} WHERE id = $1 AND version = $14 \
                      AND NOT EXISTS (SELECT 1 FROM seen) RETURNING 1"
                 )
             } else {
@@ -82,7 +83,7 @@ fn build_put_statement(replace: bool, delivery: bool) -> String {
                 format!(
                     "{INSERT} SELECT $1::bytea, $2::bigint, $2::bigint, $3::integer, $4::bytea, \
                      $5::bigint, $6::text, $7::boolean, $8::bytea, $9::bytea, $10::bytea, \
-                     $11::text, $12::bigint WHERE NOT EXISTS (SELECT 1 FROM seen) \
+                     $11::text, $12::bigint, $13::bigint WHERE NOT EXISTS (SELECT 1 FROM seen) \
                      ON CONFLICT (id) DO NOTHING RETURNING 1"
                 )
             };
@@ -124,6 +125,7 @@ impl PostgresJobStore {
             label_h: keys.opaque("labels", &labels),
             lease_owner: record.lease.as_ref().map(|l| l.owner.clone()),
             lease_expires: record.lease.as_ref().map(|l| millis(l.expires_at)),
+            due_at: record.due_at().map(millis),
         })
     }
 
@@ -221,6 +223,9 @@ impl PostgresJobStore {
         if let Some(until) = request.queued_until {
             bind("queued_at < ?", Box::new(millis(until)));
         }
+        if let Some(by) = request.due_by {
+            bind("due_at <= ?", Box::new(millis(by)));
+        }
         if let Some(cursor) = request.cursor {
             bind("queued_at <= ?", Box::new(millis(cursor.queued_at)));
             let n = params.len();
@@ -306,6 +311,7 @@ impl JobStore for PostgresJobStore {
             &c.label_h,
             &c.lease_owner,
             &c.lease_expires,
+            &c.due_at,
         ];
         if let Some(expected) = &expected {
             params.push(expected);
@@ -349,7 +355,8 @@ impl JobStore for PostgresJobStore {
             "WITH free AS (SELECT id FROM sprinters_jobs WHERE id = $1 \
                AND (lease_owner IS NULL OR lease_owner = $2 OR lease_expires <= $3) \
                FOR UPDATE SKIP LOCKED) \
-             UPDATE sprinters_jobs j SET lease_owner = $2, lease_expires = $4, version = j.version + 1 \
+             UPDATE sprinters_jobs j SET lease_owner = $2, lease_expires = $4, \
+               due_at = GREATEST(j.due_at, $4), version = j.version + 1 \
              FROM free WHERE j.id = free.id RETURNING {}",
             COLUMNS
                 .split(", ")
@@ -526,6 +533,7 @@ impl JobStore for PostgresJobStore {
     async fn purge(&self, request: Purge) -> Result<Purged> {
         let db = &self.inner.db;
         let before = millis(request.before);
+        let deliveries_before = millis(request.deliveries_before);
         let client = db.client().await?;
         let mut purged = Purged::default();
         // In batches: each statement is short, and concurrent writers skip
@@ -550,7 +558,7 @@ impl JobStore for PostgresJobStore {
                     &client,
                     "DELETE FROM sprinters_deliveries WHERE id IN (SELECT id FROM sprinters_deliveries \
                      WHERE received_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
-                    &[&before, &PURGE_BATCH],
+                    &[&deliveries_before, &PURGE_BATCH],
                 )
                 .await?;
             purged.deliveries += n as usize;

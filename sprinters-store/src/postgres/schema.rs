@@ -85,6 +85,22 @@ CREATE TABLE sprinters_tenants (
 );
 "#,
     ),
+    (
+        3,
+        // The index of due work, so that a tick reads what is due and not
+        // the history, and the active jobs of a label set by their own
+        // index. A waiting job written before this migration is marked due
+        // at once (its exact time is sealed in its body): the tick looks at
+        // it until its next write sets the column.
+        r#"
+ALTER TABLE sprinters_jobs ADD COLUMN due_at bigint;
+UPDATE sprinters_jobs SET due_at = COALESCE(lease_expires, 0)
+    WHERE state IN ('queued', 'launching', 'launched');
+CREATE INDEX sprinters_jobs_due ON sprinters_jobs (due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX sprinters_jobs_active_by_labels
+    ON sprinters_jobs (label_h, queued_at DESC, id DESC) WHERE active;
+"#,
+    ),
 ];
 
 /// The schema version this build expects.

@@ -37,6 +37,7 @@ struct Columns {
     label_h: [u8; 16],
     lease_owner: Option<String>,
     lease_expires: Option<i64>,
+    due_at: Option<i64>,
 }
 
 pub(super) fn record_id(keys: &Keys, key: JobKey) -> [u8; 16] {
@@ -62,6 +63,7 @@ fn columns(keys: &Keys, record: &JobRecord) -> Result<Columns> {
         label_h: keys.opaque("labels", &labels),
         lease_owner: record.lease.as_ref().map(|l| l.owner.clone()),
         lease_expires: record.lease.as_ref().map(|l| millis(l.expires_at)),
+        due_at: record.due_at().map(millis),
     })
 }
 
@@ -143,14 +145,31 @@ fn list_query(keys: &Keys, request: &ListJobs) -> Result<(String, Vec<Box<dyn To
     if request.active_only {
         clauses.push("active".into());
     }
+    if let Some(by) = request.due_by {
+        clauses.push("due_at <= ?".into());
+        params.push(Box::new(millis(by)));
+    }
     params.push(Box::new(i64::try_from(request.limit).unwrap_or(i64::MAX)));
     let filter = if clauses.is_empty() {
         String::new()
     } else {
         format!("WHERE {}", clauses.join(" AND "))
     };
+    // The tick's two queries name their index: without statistics the
+    // planner may walk the history in page order instead, and a named index
+    // that cannot serve the query fails it rather than silently scanning.
+    let index = if request.due_by.is_some() {
+        "INDEXED BY jobs_due"
+    } else if request.active_only && request.label_set.is_some() {
+        "INDEXED BY jobs_active_by_labels"
+    } else {
+        ""
+    };
     Ok((
-        format!("SELECT {COLUMNS}, id FROM jobs {filter} ORDER BY queued_at DESC, id DESC LIMIT ?"),
+        format!(
+            "SELECT {COLUMNS}, id FROM jobs {index} {filter} \
+             ORDER BY queued_at DESC, id DESC LIMIT ?"
+        ),
         params,
     ))
 }
@@ -250,11 +269,11 @@ impl JobStore for SqliteJobStore {
             let sql = if expected.is_some() {
                 "UPDATE jobs SET version = ?2, sealed_version = ?2, key_id = ?3, body = ?4, \
                  queued_at = ?5, state = ?6, active = ?7, owner_h = ?8, account_h = ?9, \
-                 label_h = ?10, lease_owner = ?11, lease_expires = ?12 WHERE id = ?1"
+                 label_h = ?10, lease_owner = ?11, lease_expires = ?12, due_at = ?13 WHERE id = ?1"
             } else {
                 "INSERT INTO jobs (id, version, sealed_version, key_id, body, queued_at, state, \
-                 active, owner_h, account_h, label_h, lease_owner, lease_expires) \
-                 VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+                 active, owner_h, account_h, label_h, lease_owner, lease_expires, due_at) \
+                 VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
             };
             w.conn
                 .prepare_cached(sql)
@@ -272,6 +291,7 @@ impl JobStore for SqliteJobStore {
                         &c.label_h[..],
                         c.lease_owner,
                         c.lease_expires,
+                        c.due_at,
                     ])
                 })
                 .map_err(|e| sql_error("writing a job", e))?;
@@ -302,18 +322,19 @@ impl JobStore for SqliteJobStore {
             if taken {
                 return Ok(None);
             }
-            w.conn
-                .prepare_cached(
-                    "UPDATE jobs SET lease_owner = ?2, lease_expires = ?3, version = version + 1 \
-                     WHERE id = ?1",
-                )
-                .and_then(|mut s| s.execute(params![&id[..], request.owner, millis(until)]))
-                .map_err(|e| sql_error("claiming a job", e))?;
             record.version += 1;
             record.value.lease = Some(Lease {
-                owner: request.owner,
+                owner: request.owner.clone(),
                 expires_at: until,
             });
+            let due_at = record.value.due_at().map(millis);
+            w.conn
+                .prepare_cached(
+                    "UPDATE jobs SET lease_owner = ?2, lease_expires = ?3, due_at = ?4, \
+                     version = version + 1 WHERE id = ?1",
+                )
+                .and_then(|mut s| s.execute(params![&id[..], request.owner, millis(until), due_at]))
+                .map_err(|e| sql_error("claiming a job", e))?;
             Ok(Some(record))
         })
         .await
@@ -455,7 +476,7 @@ impl JobStore for SqliteJobStore {
             .delete_in_batches(
                 "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries \
                  WHERE received_at < ?1 LIMIT ?2)",
-                before,
+                millis(request.deliveries_before),
             )
             .await?;
         Ok(Purged::new(jobs, deliveries))

@@ -14,9 +14,10 @@ use super::sql_error;
 /// (the opaque id is random, and a table ordered by it would rewrite a
 /// random page of bodies for every insert); only the small unique index on
 /// the id takes random inserts.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE keyring (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     check_sealed TEXT NOT NULL,
@@ -81,7 +82,24 @@ CREATE TABLE tenants (
     body BLOB NOT NULL
 );
 "#,
-)];
+    ),
+    (
+        2,
+        // The index of due work, so that a tick reads what is due and not
+        // the history; the active jobs of a label set by their own index,
+        // so that planning one scope never walks its finished jobs. A
+        // waiting job written before this migration is marked due at once
+        // (its exact time is sealed in its body): the tick looks at it
+        // until its next write sets the column.
+        r#"
+ALTER TABLE jobs ADD COLUMN due_at INTEGER;
+UPDATE jobs SET due_at = COALESCE(lease_expires, 0)
+    WHERE state IN ('queued', 'launching', 'launched');
+CREATE INDEX jobs_due ON jobs (due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX jobs_active_by_labels ON jobs (label_h, queued_at DESC, id DESC) WHERE active;
+"#,
+    ),
+];
 
 /// The schema version this build writes.
 pub(crate) const LATEST: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
