@@ -75,6 +75,9 @@ pub enum StoreConfig {
         /// The CA certificates (PEM) the server's certificate must chain
         /// to; the system's roots when absent.
         ca_file: Option<PathBuf>,
+        /// How long one database call may take (`request_timeout_seconds`,
+        /// default 30): a pooled connection, a new one, a statement.
+        request_timeout: std::time::Duration,
     },
 }
 
@@ -138,6 +141,9 @@ pub struct GithubConfig {
 pub struct AwsConfig {
     /// An endpoint instead of AWS (an emulator).
     pub endpoint_url: Option<String>,
+    /// How long one EC2 or STS operation may take, retries included
+    /// (`request_timeout_seconds`, default 30).
+    pub request_timeout: std::time::Duration,
     /// The region of labels that name none.
     pub default_region: Region,
     /// Pinned AMIs: (image, region, AMI id).
@@ -223,6 +229,7 @@ struct RawStore {
     url_file: Option<PathBuf>,
     max_connections: Option<toml::Value>,
     ca_file: Option<PathBuf>,
+    request_timeout_seconds: Option<toml::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -266,6 +273,7 @@ struct RawGithub {
 #[serde(deny_unknown_fields)]
 struct RawAws {
     endpoint_url: Option<String>,
+    request_timeout_seconds: Option<toml::Value>,
     default_region: Option<String>,
     platform_account_id: Option<toml::Value>,
     cloudformation_template_url: Option<String>,
@@ -316,6 +324,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("github", "label_prefix"),
     ("github", "request_timeout_seconds"),
     ("aws", "endpoint_url"),
+    ("aws", "request_timeout_seconds"),
     ("aws", "default_region"),
     ("limits", "max_lifetime_minutes"),
     ("limits", "idle_grace_seconds"),
@@ -327,6 +336,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("store", "url_file"),
     ("store", "max_connections"),
     ("store", "ca_file"),
+    ("store", "request_timeout_seconds"),
 ];
 
 impl Config {
@@ -374,6 +384,10 @@ impl RawStore {
                 for (key, set) in [
                     ("store.max_connections", self.max_connections.is_some()),
                     ("store.ca_file", self.ca_file.is_some()),
+                    (
+                        "store.request_timeout_seconds",
+                        self.request_timeout_seconds.is_some(),
+                    ),
                 ] {
                     if set {
                         return Err(err(key, "only applies with store.url (a database)"));
@@ -400,10 +414,22 @@ impl RawStore {
                 format!("{} is not a readable file", file.display()),
             ));
         }
+        let timeout = number(
+            "store.request_timeout_seconds",
+            self.request_timeout_seconds.as_ref(),
+            sprinters_store::POSTGRES_REQUEST_TIMEOUT.as_secs(),
+        )?;
+        if timeout == 0 || timeout > 3600 {
+            return Err(err(
+                "store.request_timeout_seconds",
+                "between 1 and 3600 seconds",
+            ));
+        }
         Ok(StoreConfig::Postgres {
             url,
             max_connections: max_connections as usize,
             ca_file: self.ca_file,
+            request_timeout: std::time::Duration::from_secs(timeout),
         })
     }
 }
@@ -602,6 +628,11 @@ impl RawFile {
                 format!("{url:?} is not an http(s) URL"),
             ));
         }
+        let aws_timeout = seconds(
+            "aws.request_timeout_seconds",
+            a.request_timeout_seconds.as_ref(),
+            std::time::Duration::from_secs(30),
+        )?;
         let region = a.default_region.unwrap_or_else(|| "us-east-1".to_owned());
         let default_region =
             Region::parse(&region).map_err(|e| err("aws.default_region", e.to_string()))?;
@@ -812,6 +843,7 @@ impl RawFile {
             },
             aws: AwsConfig {
                 endpoint_url: a.endpoint_url,
+                request_timeout: aws_timeout,
                 default_region,
                 images,
                 platform_account_id,

@@ -150,6 +150,15 @@ fn errors_name_the_key() {
         "aws.default_region",
     );
     check(
+        &|t| {
+            t.replace(
+                "as retryable after this long.\nrequest_timeout_seconds = 30",
+                "as retryable after this long.\nrequest_timeout_seconds = 7200",
+            )
+        },
+        "aws.request_timeout_seconds",
+    );
+    check(
         &|t| t.replace("ami-0fedcba9876543210", "ubuntu"),
         "aws.images.\"ubuntu-24.04\".eu-central-1",
     );
@@ -209,7 +218,7 @@ fn the_store_is_the_embedded_store_unless_a_database_is_named() {
     let with_store = |extra: &str| format!("{}\n[store]\n{extra}\n", example());
     let config = Config::parse(
         &with_store(&format!(
-            "url_file = \"{}\"\nmax_connections = 4\nca_file = \"{}\"",
+            "url_file = \"{}\"\nmax_connections = 4\nca_file = \"{}\"\nrequest_timeout_seconds = 5",
             url_file.display(),
             url_file.display()
         )),
@@ -221,9 +230,11 @@ fn the_store_is_the_embedded_store_unless_a_database_is_named() {
             url: got,
             max_connections,
             ca_file,
+            request_timeout,
         } => {
             assert_eq!(got.expose_secret(), url);
             assert_eq!(*max_connections, 4);
+            assert_eq!(*request_timeout, std::time::Duration::from_secs(5));
             assert_eq!(ca_file.as_deref(), Some(url_file.as_path()));
         }
         other => panic!("{other:?}"),

@@ -232,9 +232,19 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
-    /// Whether the job needs the engine: unfinished, or an instance to end.
+    /// Whether the job needs the engine: unfinished, or an instance to end,
+    /// or failed by the engine while GitHub has not concluded it (a runner
+    /// of ours may still take it, and its webhooks may be lost: the
+    /// reconciler asks GitHub until it is concluded).
     pub fn is_active(&self) -> bool {
-        !self.state.is_finished() || self.launches.iter().any(Launch::is_live)
+        !self.state.is_finished()
+            || self.launches.iter().any(Launch::is_live)
+            || self.awaits_conclusion()
+    }
+
+    /// Failed by the engine, and not yet concluded by GitHub.
+    pub fn awaits_conclusion(&self) -> bool {
+        self.state == JobState::Failed && self.conclusion.is_none()
     }
 
     /// When the engine's tick must next look at this job to start a launch

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use sprinters_core::domain::AccountId;
 use sprinters_core::engine::Handled;
+use sprinters_core::events::Conclusion;
 use sprinters_core::job::{EndReason, JobState};
 use sprinters_core::ports::{JobStore, Market, MockRunnerRegistry};
 use sprinters_core::testing::TestBed;
@@ -441,4 +442,53 @@ async fn the_engine_refuses_to_build_without_its_ports() {
         .build()
         .unwrap_err();
     assert!(err.to_string().contains("runner registry"), "{err}");
+}
+
+/// A job the engine failed for good can still be run by a runner of ours
+/// (another job's idle one): while GitHub has not concluded it, the
+/// reconciler asks about it, so a lost `in_progress` and `completed` do
+/// not leave it Failed. Once GitHub concludes it, it is no longer active.
+#[tokio::test]
+async fn a_failed_job_that_ran_anyway_is_learned_from_github_when_its_webhooks_are_lost() {
+    let bed = TestBed::new();
+    bed.credentials
+        .deny(AccountId::parse("123456789012").unwrap());
+    let failed = bed.job(1);
+    bed.send(failed.queued()).await;
+    bed.settle().await;
+    let record = bed.record(&failed).await;
+    assert_eq!(record.state, JobState::Failed);
+    assert!(record.is_active(), "GitHub has not concluded it yet");
+
+    // GitHub gave it to a runner and finished it; both webhooks were lost.
+    let runner = TestBed::runner(&bed.job(2), 1);
+    bed.tell_github(&failed.completed(Conclusion::Success, Some(&runner)));
+    bed.advance(bed.engine.config().queued_timeout + Duration::from_secs(1));
+    let report = bed.engine.reconcile().await.unwrap();
+    bed.settle().await;
+    assert_eq!(report.jobs_checked, 1);
+    let record = bed.record(&failed).await;
+    assert!(
+        matches!(record.state, JobState::Completed | JobState::Cleaned),
+        "GitHub's fact wins: {:?}",
+        record.state
+    );
+    assert_eq!(record.conclusion, Some(Conclusion::Success));
+    assert!(!record.is_active());
+
+    // Another failed job GitHub cancels (say, queued too long): concluded,
+    // it stays Failed with its reason and is no longer asked about.
+    let cancelled = bed.job(3);
+    bed.send(cancelled.queued()).await;
+    bed.settle().await;
+    bed.tell_github(&cancelled.completed(Conclusion::Cancelled, None));
+    bed.advance(bed.engine.config().queued_timeout + Duration::from_secs(1));
+    bed.engine.reconcile().await.unwrap();
+    bed.settle().await;
+    let record = bed.record(&cancelled).await;
+    assert_eq!(record.state, JobState::Failed);
+    assert!(record.message.is_some(), "the reason is kept");
+    assert_eq!(record.conclusion, Some(Conclusion::Cancelled));
+    assert!(!record.is_active());
+    assert_eq!(bed.engine.reconcile().await.unwrap().jobs_checked, 0);
 }

@@ -26,6 +26,9 @@ pub use keys::{
 };
 pub use latency::SyncLatency;
 #[cfg(feature = "postgres")]
-pub use postgres::{DATABASE_URL_ENV, PostgresJobStore, PostgresStoreBuilder};
+pub use postgres::{
+    DATABASE_URL_ENV, DEFAULT_REQUEST_TIMEOUT as POSTGRES_REQUEST_TIMEOUT, PostgresJobStore,
+    PostgresStoreBuilder,
+};
 pub use sqlite::{BackupReport, DATABASE_FILE, SqliteJobStore, backup};
 pub use store::{FileJobStore, OpenReport};

@@ -646,3 +646,105 @@ async fn a_rewritten_owner_column_never_shows_a_record_to_another_tenant() {
             .all(|j| j.value.owner_id == victim.owner_id)
     );
 }
+
+/// An endpoint that takes every connection and never says a word (a
+/// wedged proxy, a black-holed route): its `host:port`.
+async fn silent_server() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    addr
+}
+
+/// Connecting to a server that never answers fails within the request
+/// timeout, as retryable, naming the server and not the password.
+#[tokio::test]
+async fn a_server_that_never_answers_fails_the_connect_as_retryable() {
+    let addr = silent_server().await;
+    let url = format!("postgres://sprinters:hunter2-secret@{addr}/sprinters?sslmode=disable");
+    let keys = StaticKeyProvider::new(MasterKey::generate());
+    let connect = PostgresJobStore::builder(SecretString::from(url))
+        .request_timeout(Duration::from_secs(1))
+        .connect(&keys);
+    let err = within("connecting to a silent server", connect)
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().contains(&addr), "{err}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}
+
+/// A statement that cannot finish (its row locked by another session)
+/// fails as retryable once the request timeout has passed, is cancelled on
+/// the server (its write does not land later), and the store goes on
+/// working: nothing is held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_past_the_request_timeout_fails_as_retryable_and_holds_nothing() {
+    let url = fresh_database().await;
+    let store = PostgresJobStore::builder(SecretString::from(url.clone()))
+        .max_connections(1)
+        .ca_file(ca_file())
+        .request_timeout(Duration::from_secs(1))
+        .connect(&StaticKeyProvider::new(MasterKey::generate()))
+        .await
+        .unwrap();
+    let record = testing::sample_record(9_100, "octo/slow", 1_000);
+    store.put_job(PutJob::create(record.clone())).await.unwrap();
+
+    let locker = raw(&url).await;
+    locker
+        .batch_execute("BEGIN; SELECT id FROM sprinters_jobs FOR UPDATE")
+        .await
+        .unwrap();
+    let err = within(
+        "a write blocked by a lock",
+        store.put_job(PutJob::replace(record.clone(), 1)),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(
+        err.to_string().contains("did not answer within 1 s"),
+        "{err}"
+    );
+
+    // The cut-short statement is cancelled on the server: once nothing
+    // waits for the lock, releasing it lets no late write through.
+    let watcher = raw(&url).await;
+    within("the server cancelling the statement", async {
+        loop {
+            let waiting: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if waiting == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    locker.batch_execute("ROLLBACK").await.unwrap();
+
+    // The one pooled connection is usable again, and the record unchanged.
+    let stored = within("reading after a timeout", store.get_job(record.key))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.version, 1, "the cancelled write did not land");
+    within(
+        "writing after a timeout",
+        store.put_job(PutJob::replace(record, 1)),
+    )
+    .await
+    .unwrap();
+}

@@ -183,9 +183,11 @@ impl ControlPlaneBuilder {
                 url,
                 max_connections,
                 ca_file,
+                request_timeout,
             } => PlaneStore::Postgres(Arc::new({
-                let mut builder =
-                    PostgresJobStore::builder(url.clone()).max_connections(*max_connections);
+                let mut builder = PostgresJobStore::builder(url.clone())
+                    .max_connections(*max_connections)
+                    .request_timeout(*request_timeout);
                 if let Some(file) = ca_file {
                     builder = builder.ca_file(file);
                 }
@@ -215,7 +217,7 @@ impl ControlPlaneBuilder {
         }
         let verifier = verifier.ok_or("github.webhook_secret_file: is required")?;
 
-        let mut aws = AwsClientConfig::new();
+        let mut aws = AwsClientConfig::new().operation_timeout(config.aws.request_timeout);
         if let Some(url) = &config.aws.endpoint_url {
             aws = aws.endpoint_url(url.clone()).map_err(describe)?;
         }

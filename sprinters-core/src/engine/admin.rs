@@ -158,6 +158,12 @@ impl Inner {
             let key = record.value.key;
             let written = self
                 .update_from(record, |r| {
+                    if r.awaits_conclusion() {
+                        // The owner left: GitHub will tell us nothing more
+                        // about a job the engine had failed.
+                        r.conclusion = Some(crate::events::Conclusion::Cancelled);
+                        return true;
+                    }
                     if !r.state.is_waiting() {
                         return false;
                     }

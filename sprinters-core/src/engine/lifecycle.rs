@@ -278,6 +278,14 @@ impl Inner {
                     let took_own = own.is_some_and(|(_, n)| take_own(r, n, event));
                     let ran_after_failing = r.state == JobState::Failed && runner.is_some();
                     if r.state.is_finished() && !ran_after_failing {
+                        // Failed by the engine and now concluded by GitHub
+                        // (cancelled, or timed out in the queue): nothing
+                        // more to wait for.
+                        if r.awaits_conclusion() && event.conclusion.is_some() {
+                            r.conclusion = event.conclusion;
+                            r.completed_at = Some(now);
+                            return true;
+                        }
                         // Already over (say, recovered from GitHub): still learn
                         // the runner, so its instance is ended below.
                         if r.ran_on.is_none() && runner.is_some() {

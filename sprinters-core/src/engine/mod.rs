@@ -26,6 +26,7 @@
 //! engine is safe to run on several replicas sharing one store.
 
 mod admin;
+mod budget;
 mod config;
 mod ending;
 mod installations;

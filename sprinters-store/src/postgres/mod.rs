@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use secrecy::{ExposeSecret, SecretString};
@@ -66,7 +67,12 @@ pub struct PostgresStoreBuilder {
     url: SecretString,
     max_connections: usize,
     roots: tls::Roots,
+    request_timeout: Duration,
 }
+
+/// How long one database call may take by default: waiting for a pooled
+/// connection, opening one, and each statement.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl fmt::Debug for PostgresStoreBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -74,6 +80,7 @@ impl fmt::Debug for PostgresStoreBuilder {
             .field("url", &"[REDACTED]")
             .field("max_connections", &self.max_connections)
             .field("roots", &self.roots)
+            .field("request_timeout", &self.request_timeout)
             .finish()
     }
 }
@@ -86,7 +93,19 @@ impl PostgresStoreBuilder {
             url,
             max_connections: 16,
             roots: tls::Roots::System,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
+    }
+
+    /// How long one call may take (at least 1 s; default 30 s): waiting
+    /// for a pooled connection, opening one (TCP, TLS and the startup), and
+    /// each statement. Past it the call fails as retryable; a statement cut
+    /// short is cancelled on the server, and the kernel drops a connection
+    /// whose sent data goes unacknowledged as long (`tcp_user_timeout`), so
+    /// a dead network never holds a pooled connection.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout.max(Duration::from_secs(1));
+        self
     }
 
     /// The URL from `SPRINTERS_DATABASE_URL`.
@@ -123,9 +142,13 @@ impl PostgresStoreBuilder {
             })?;
         let target = describe(&config);
         tls::settle_ssl_mode(&mut config, &target)?;
+        let timeout = self.request_timeout;
+        config.connect_timeout(timeout);
+        config.tcp_user_timeout(timeout);
+        let connector = tls::connector(&self.roots)?;
         let manager = Manager::from_config(
             config,
-            tls::connector(&self.roots)?,
+            connector.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -133,12 +156,17 @@ impl PostgresStoreBuilder {
         let pool = Pool::builder(manager)
             .max_size(self.max_connections)
             .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(timeout))
+            .create_timeout(Some(timeout))
+            .recycle_timeout(Some(timeout))
             .build()
             .map_err(|e| Error::config(format!("building the connection pool: {e}")))?;
         let db = Db {
             pool,
             target,
             round_trips: AtomicU64::new(0),
+            timeout,
+            connector,
         };
         {
             let mut client = db.client().await?;
@@ -203,9 +231,39 @@ pub(crate) struct Db {
     /// `host:port/dbname`, for messages: never the user or password.
     target: String,
     round_trips: AtomicU64,
+    /// The deadline of each call.
+    timeout: Duration,
+    /// For cancelling a statement past its deadline.
+    connector: tls::RustlsTls,
 }
 
 impl Db {
+    /// Runs one statement of `client` under the deadline. Past it, the
+    /// statement is cancelled on the server (in the background: a dead
+    /// network must not hold the caller) and the call fails as retryable.
+    async fn within<T>(
+        &self,
+        client: &deadpool_postgres::Client,
+        doing: &str,
+        call: impl std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(answer) => answer.map_err(|e| pg_error(doing, e)),
+            Err(_) => {
+                let token = client.cancel_token();
+                let connector = self.connector.clone();
+                tokio::spawn(async move {
+                    let _ = token.cancel_query(connector).await;
+                });
+                Err(Error::unavailable(format!(
+                    "{doing}: the database at {} did not answer within {} s",
+                    self.target,
+                    self.timeout.as_secs()
+                )))
+            }
+        }
+    }
+
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Client> {
         self.pool.get().await.map_err(|e| {
             let message = format!(
@@ -225,10 +283,8 @@ impl Db {
         client: &deadpool_postgres::Client,
         sql: &str,
     ) -> Result<tokio_postgres::Statement> {
-        client
-            .prepare_cached(sql)
+        self.within(client, "preparing a statement", client.prepare_cached(sql))
             .await
-            .map_err(|e| pg_error("preparing a statement", e))
     }
 
     pub(crate) async fn query(
@@ -239,10 +295,8 @@ impl Db {
     ) -> Result<Vec<Row>> {
         let statement = self.statement(client, sql).await?;
         self.round_trips.fetch_add(1, Ordering::Relaxed);
-        client
-            .query(&statement, params)
+        self.within(client, "querying", client.query(&statement, params))
             .await
-            .map_err(|e| pg_error("querying", e))
     }
 
     pub(crate) async fn query_opt(
@@ -253,10 +307,8 @@ impl Db {
     ) -> Result<Option<Row>> {
         let statement = self.statement(client, sql).await?;
         self.round_trips.fetch_add(1, Ordering::Relaxed);
-        client
-            .query_opt(&statement, params)
+        self.within(client, "querying", client.query_opt(&statement, params))
             .await
-            .map_err(|e| pg_error("querying", e))
     }
 
     pub(crate) async fn query_one(
@@ -278,10 +330,8 @@ impl Db {
     ) -> Result<u64> {
         let statement = self.statement(client, sql).await?;
         self.round_trips.fetch_add(1, Ordering::Relaxed);
-        client
-            .execute(&statement, params)
+        self.within(client, "writing", client.execute(&statement, params))
             .await
-            .map_err(|e| pg_error("writing", e))
     }
 }
 
