@@ -95,6 +95,9 @@ pub struct ControlPlane {
     tls: Option<Arc<rustls::ServerConfig>>,
     edge: EdgeLimits,
     listen: std::net::SocketAddr,
+    /// Held while serving: this replica's id is its own (see
+    /// [`crate::data_dir::replica_id`]).
+    _replica_lock: Option<std::fs::File>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -258,20 +261,23 @@ impl ControlPlaneBuilder {
         });
         let mut engine_config =
             EngineConfig::new(config.server.controller_id.clone(), tenants.clone());
+        let mut replica_lock = None;
         engine_config.replica_id = match &store {
             // Only one process can open the embedded store, so a serve restarted
             // after a crash is the same replica: with a stable id it takes
             // its own claims and the reconciler's lease back at once,
             // instead of waiting them out.
             PlaneStore::Embedded(_) => format!("{}-embedded-store", config.server.controller_id),
-            // Replicas sharing a database each need their own id; one that
-            // dies loses its claims and leadership when they lapse.
-            PlaneStore::Postgres(_) => format!(
-                "{}-{}-{:08x}",
-                config.server.controller_id,
-                std::process::id(),
-                fastrand::u32(..)
-            ),
+            // Replicas sharing a database each need their own id, kept in
+            // their own data directory: a replica restarted there resumes
+            // its claims at once; one that dies for good loses them when
+            // they lapse.
+            PlaneStore::Postgres(_) => {
+                crate::data_dir::create(&config.server.data_dir)?;
+                let (id, lock) = crate::data_dir::replica_id(&config.server.data_dir)?;
+                replica_lock = Some(lock);
+                format!("{}-{id}", config.server.controller_id)
+            }
         };
         engine_config.max_lifetime = Duration::from_secs(config.limits.max_lifetime_minutes * 60);
         engine_config.idle_grace = Duration::from_secs(config.limits.idle_grace_seconds);
@@ -345,6 +351,7 @@ impl ControlPlaneBuilder {
         Ok(ControlPlane {
             engine: engine.clone(),
             store,
+            _replica_lock: replica_lock,
             binding: (github.clone(), engine),
             recovery: DeliveryRecovery::new(github, clock),
             router,
