@@ -130,12 +130,7 @@ pub(crate) fn unwrap_data_key(
     wrapped: &str,
 ) -> Result<Cipher> {
     let bad = || Error::integrity(format!("data key {id} fails authentication"));
-    let (n, ct) = decode(wrapped).ok_or_else(bad)?;
-    let raw = Zeroizing::new(
-        master
-            .open(&n, &wrap_aad(id, scope), &ct)
-            .map_err(|_| bad())?,
-    );
+    let raw = unwrap_raw(master, id, scope, wrapped)?;
     let bytes: Zeroizing<[u8; 32]> = Zeroizing::new(raw.as_slice().try_into().map_err(|_| bad())?);
     Ok(Cipher::new(&bytes))
 }
@@ -532,4 +527,21 @@ mod tests {
             OpaqueIds(Zeroizing::new([8; 32])).id("job", b"data")
         );
     }
+}
+
+/// The raw bytes of data key `id` of `scope`, unwrapped by `master` (to
+/// wrap them again under another master key).
+pub(crate) fn unwrap_raw(
+    master: &Cipher,
+    id: u32,
+    scope: &str,
+    wrapped: &str,
+) -> Result<Zeroizing<Vec<u8>>> {
+    let bad = || Error::integrity(format!("data key {id} fails authentication"));
+    let (n, ct) = decode(wrapped).ok_or_else(bad)?;
+    Ok(Zeroizing::new(
+        master
+            .open(&n, &wrap_aad(id, scope), &ct)
+            .map_err(|_| bad())?,
+    ))
 }

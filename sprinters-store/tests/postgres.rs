@@ -748,3 +748,95 @@ async fn a_statement_past_the_request_timeout_fails_as_retryable_and_holds_nothi
     .await
     .unwrap();
 }
+
+/// A replica that follows the key ring at every seal (the default follows
+/// it once a second, the engine's tick).
+async fn following(url: &str, key: &MasterKey) -> PostgresJobStore {
+    PostgresJobStore::builder(SecretString::from(url.to_owned()))
+        .max_connections(4)
+        .ca_file(ca_file())
+        .key_refresh(Duration::ZERO)
+        .connect(&StaticKeyProvider::new(key.clone()))
+        .await
+        .unwrap()
+}
+
+fn in_account(job: u64, account: &str) -> sprinters_core::job::JobRecord {
+    let mut r = testing::sample_record(job, "octo/keys", job * 10);
+    r.account = AccountId::parse(account).ok();
+    r
+}
+
+/// Replica A shreds an account; replica B, which had that account's data
+/// key cached, never seals a new record with it: the record it writes
+/// afterwards is readable by a third replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_destroyed_by_one_replica_is_never_sealed_with_by_another() {
+    let url = fresh_database().await;
+    let key = MasterKey::generate();
+    let (a, b) = (following(&url, &key).await, following(&url, &key).await);
+    let account = "111122223333";
+    b.put_job(PutJob::create(in_account(1, account)))
+        .await
+        .unwrap();
+    a.delete_account(&AccountId::parse(account).unwrap())
+        .await
+        .unwrap();
+    let after = in_account(2, account);
+    b.put_job(PutJob::create(after.clone())).await.unwrap();
+    let c = connect(&url, &key).await;
+    assert_eq!(
+        c.get_job(after.key).await.unwrap().map(|r| r.value),
+        Some(after),
+        "sealed under a live key, not the destroyed one"
+    );
+}
+
+/// Data keys rotate online: a replica that did not rotate seals its next
+/// record under the new key, and every record stays readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_keys_rotate_online_across_replicas() {
+    let url = fresh_database().await;
+    let key = MasterKey::generate();
+    let (a, b) = (following(&url, &key).await, following(&url, &key).await);
+    let account = "444455556666";
+    let first = in_account(11, account);
+    b.put_job(PutJob::create(first.clone())).await.unwrap();
+    assert!(a.rotate_data_keys().await.unwrap() >= 1);
+    let second = in_account(12, account);
+    b.put_job(PutJob::create(second.clone())).await.unwrap();
+    let keys: i64 = raw(&url)
+        .await
+        .query_one("SELECT count(DISTINCT key_id) FROM sprinters_jobs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(keys, 2, "the second record is sealed under the new key");
+    let c = connect(&url, &key).await;
+    for r in [first, second] {
+        assert_eq!(c.get_job(r.key).await.unwrap().map(|v| v.value), Some(r));
+    }
+}
+
+/// The master key rotates in one transaction: the old key no longer opens
+/// the store, the new one reads every record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_master_key_rotates_and_the_old_one_is_refused() {
+    let url = fresh_database().await;
+    let (old, new) = (MasterKey::generate(), MasterKey::generate());
+    let store = connect(&url, &old).await;
+    let record = in_account(21, "777788889999");
+    store.put_job(PutJob::create(record.clone())).await.unwrap();
+    assert!(store.rotate_master_key(&new).await.unwrap() >= 1);
+    let err = PostgresJobStore::builder(SecretString::from(url.clone()))
+        .ca_file(ca_file())
+        .connect(&StaticKeyProvider::new(old))
+        .await
+        .unwrap_err();
+    assert_eq!(*err.kind(), ErrorKind::Config, "{err}");
+    let reopened = connect(&url, &new).await;
+    assert_eq!(
+        reopened.get_job(record.key).await.unwrap().map(|r| r.value),
+        Some(record)
+    );
+}

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sprinters_core::{Error, Result};
 use zeroize::Zeroizing;
@@ -16,7 +17,8 @@ use zeroize::Zeroizing;
 use super::Db;
 use crate::crypto::Cipher;
 use crate::keyring::{
-    BLOCK, CHECK, OpaqueIds, SEALS_PER_KEY, decode, encode, random_key, unwrap_data_key, wrap_aad,
+    BLOCK, CHECK, OpaqueIds, SEALS_PER_KEY, decode, encode, random_key, unwrap_data_key,
+    unwrap_raw, wrap_aad,
 };
 use crate::keys::MasterKey;
 use deadpool_postgres::Client;
@@ -36,6 +38,13 @@ pub(crate) struct DbKeys {
     master: Cipher,
     ids: OpaqueIds,
     known: Mutex<Known>,
+    /// The index key, to wrap it under a new master key.
+    index_key: Zeroizing<[u8; 32]>,
+    /// The key ring's epoch as last read, and when: a change means another
+    /// replica destroyed or rotated data keys.
+    epoch: Mutex<(i64, Option<Instant>)>,
+    /// How often the epoch is read before a seal.
+    refresh: Duration,
 }
 
 impl std::fmt::Debug for DbKeys {
@@ -47,7 +56,7 @@ impl std::fmt::Debug for DbKeys {
 impl DbKeys {
     /// Reads the key ring, creating it on first use. A wrong master key is
     /// refused before anything is written.
-    pub(crate) async fn open(db: &Db, master: &MasterKey) -> Result<Self> {
+    pub(crate) async fn open(db: &Db, master: &MasterKey, refresh: Duration) -> Result<Self> {
         let cipher = Cipher::new(master.bytes());
         let index_key = random_key();
         let (n, ct) = cipher.seal(b"check", CHECK);
@@ -87,9 +96,125 @@ impl DbKeys {
             Zeroizing::new(raw.as_slice().try_into().map_err(|_| wrong_key())?);
         Ok(Self {
             master: cipher,
-            ids: OpaqueIds::new(index_key),
+            ids: OpaqueIds::new(index_key.clone()),
+            index_key,
             known: Mutex::new(Known::default()),
+            epoch: Mutex::new((0, None)),
+            refresh,
         })
+    }
+
+    /// Drops the cached keys when another replica has destroyed or rotated
+    /// data keys since the last look (read at most once per `refresh`), so
+    /// that no seal uses a destroyed key, nor an old one after a rotation,
+    /// for longer than that.
+    async fn follow_epoch(&self, db: &Db, client: &Client) -> Result<()> {
+        let due = {
+            let (_, checked) = *self.epoch.lock().unwrap_or_else(|e| e.into_inner());
+            checked.is_none_or(|t| t.elapsed() >= self.refresh)
+        };
+        if !due {
+            return Ok(());
+        }
+        let now: i64 = db
+            .query_one(
+                client,
+                "SELECT epoch FROM sprinters_keyring WHERE id = 1",
+                &[],
+            )
+            .await?
+            .get(0);
+        let mut epoch = self.epoch.lock().unwrap_or_else(|e| e.into_inner());
+        if epoch.1.is_some() && epoch.0 != now {
+            let mut known = self.known();
+            known.sealing.clear();
+            known.ciphers.clear();
+        }
+        *epoch = (now, Some(Instant::now()));
+        Ok(())
+    }
+
+    /// Tells every replica to drop its cached keys (within its refresh).
+    pub(crate) async fn bump_epoch(db: &Db, client: &Client) -> Result<()> {
+        db.execute(
+            client,
+            "UPDATE sprinters_keyring SET epoch = epoch + 1 WHERE id = 1",
+            &[],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Starts new data keys for every scope: new records use them, older
+    /// ones stay readable under theirs. Every replica follows within its
+    /// refresh.
+    pub(crate) async fn rotate_all(&self, db: &Db) -> Result<u64> {
+        let client = &db.client().await?;
+        let n = db
+            .execute(
+                client,
+                "UPDATE sprinters_data_keys SET active = false WHERE active",
+                &[],
+            )
+            .await?;
+        Self::bump_epoch(db, client).await?;
+        self.known().sealing.clear();
+        Ok(n)
+    }
+
+    /// Re-wraps the key ring and every live data key under `new`, in one
+    /// transaction. Replicas still holding the old master key keep their
+    /// cached keys but cannot load others: the master key is rotated with
+    /// every replica stopped (the command checks).
+    pub(crate) async fn rewrap(&self, db: &Db, new: &MasterKey) -> Result<u64> {
+        let new = Cipher::new(new.bytes());
+        let client = &db.client().await?;
+        db.execute(client, "BEGIN", &[]).await?;
+        let done = async {
+            let rows = db
+                .query(
+                    client,
+                    "SELECT id, scope, wrapped FROM sprinters_data_keys \
+                     WHERE wrapped IS NOT NULL FOR UPDATE",
+                    &[],
+                )
+                .await?;
+            for row in &rows {
+                let id: i32 = row.get(0);
+                let scope: String = row.get(1);
+                let wrapped: String = row.get(2);
+                let raw = unwrap_raw(&self.master, id as u32, &scope, &wrapped)?;
+                let (n, ct) = new.seal(&wrap_aad(id as u32, &scope), raw.as_ref());
+                db.execute(
+                    client,
+                    "UPDATE sprinters_data_keys SET wrapped = $2 WHERE id = $1",
+                    &[&id, &encode(&n, &ct)],
+                )
+                .await?;
+            }
+            let (n, ct) = new.seal(b"check", CHECK);
+            let (n2, ct2) = new.seal(b"index key", self.index_key.as_ref());
+            let index = encode(&n2, &ct2);
+            db.execute(
+                client,
+                "UPDATE sprinters_keyring SET check_sealed = $1, index_key_sealed = $2, \
+                 epoch = epoch + 1 WHERE id = 1",
+                &[&encode(&n, &ct), &index],
+            )
+            .await?;
+            Ok::<u64, Error>(rows.len() as u64)
+        }
+        .await;
+        match done {
+            Ok(n) => {
+                db.execute(client, "COMMIT", &[]).await?;
+                Ok(n)
+            }
+            Err(e) => {
+                let _ = db.execute(client, "ROLLBACK", &[]).await;
+                Err(e)
+            }
+        }
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, Known> {
@@ -116,6 +241,7 @@ impl DbKeys {
         aad: impl Fn(u32) -> Vec<u8>,
         plaintext: &[u8],
     ) -> Result<(u32, Vec<u8>)> {
+        self.follow_epoch(db, client).await?;
         let (id, cipher) = self.sealing_key(db, client, scope).await?;
         Ok((id, cipher.seal_body(&aad(id), plaintext)))
     }
@@ -258,8 +384,8 @@ impl DbKeys {
     }
 
     /// Destroys every data key of `scope` (crypto-shredding); returns how
-    /// many. Other replicas forget them when they restart; the records
-    /// themselves are deleted by the caller.
+    /// many. Other replicas drop them within their refresh (the epoch);
+    /// the records themselves are deleted by the caller.
     pub(crate) async fn destroy(&self, db: &Db, scope: &str) -> Result<u64> {
         let client = &db.client().await?;
         let n = db
@@ -270,6 +396,7 @@ impl DbKeys {
                 &[&scope],
             )
             .await?;
+        Self::bump_epoch(db, client).await?;
         let mut known = self.known();
         known.sealing.remove(scope);
         known.ciphers.clear();

@@ -68,6 +68,7 @@ pub struct PostgresStoreBuilder {
     max_connections: usize,
     roots: tls::Roots,
     request_timeout: Duration,
+    key_refresh: Duration,
 }
 
 /// How long one database call may take by default: waiting for a pooled
@@ -81,6 +82,7 @@ impl fmt::Debug for PostgresStoreBuilder {
             .field("max_connections", &self.max_connections)
             .field("roots", &self.roots)
             .field("request_timeout", &self.request_timeout)
+            .field("key_refresh", &self.key_refresh)
             .finish()
     }
 }
@@ -94,7 +96,16 @@ impl PostgresStoreBuilder {
             max_connections: 16,
             roots: tls::Roots::System,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            key_refresh: Duration::from_secs(1),
         }
+    }
+
+    /// How often this replica looks (before a seal) whether another one
+    /// destroyed or rotated data keys; default 1 s, the engine's tick. No
+    /// new record is sealed with a destroyed or rotated-out key for longer.
+    pub fn key_refresh(mut self, every: Duration) -> Self {
+        self.key_refresh = every;
+        self
     }
 
     /// How long one call may take (at least 1 s; default 30 s): waiting
@@ -173,7 +184,7 @@ impl PostgresStoreBuilder {
             schema::migrate(&mut client).await?;
         }
         let master = keys.master_key().await?;
-        let keys = DbKeys::open(&db, &master).await?;
+        let keys = DbKeys::open(&db, &master, self.key_refresh).await?;
         Ok(PostgresJobStore {
             inner: Arc::new(Inner { db, keys }),
         })
@@ -195,6 +206,24 @@ impl PostgresJobStore {
     /// The schema version this build migrates to.
     pub fn schema_version() -> i32 {
         schema::LATEST
+    }
+
+    /// Starts new data keys for every account (and the records of none):
+    /// new records use them, older ones stay readable under theirs. Online:
+    /// every replica follows within its key refresh. Returns the keys
+    /// retired.
+    pub async fn rotate_data_keys(&self) -> Result<u64> {
+        self.inner.keys.rotate_all(&self.inner.db).await
+    }
+
+    /// Re-wraps the key ring and every data key under `new`, in one
+    /// transaction; from then on the store opens with `new` only. Replicas
+    /// running with the old master key cannot load keys they have not yet
+    /// cached: rotate with every replica stopped (`sprinters keys rotate`
+    /// refuses while one leads the reconciler). Returns the data keys
+    /// re-wrapped.
+    pub async fn rotate_master_key(&self, new: &crate::MasterKey) -> Result<u64> {
+        self.inner.keys.rewrap(&self.inner.db, new).await
     }
 
     /// Destroys the data keys of `account` and deletes its records and its

@@ -101,6 +101,14 @@ CREATE INDEX sprinters_jobs_active_by_labels
     ON sprinters_jobs (label_h, queued_at DESC, id DESC) WHERE active;
 "#,
     ),
+    (
+        4,
+        // Bumped whenever a data key is destroyed or rotated: every replica
+        // reads it (at most once a second) and drops the keys it cached.
+        r#"
+ALTER TABLE sprinters_keyring ADD COLUMN epoch bigint NOT NULL DEFAULT 0;
+"#,
+    ),
 ];
 
 /// The schema version this build expects.

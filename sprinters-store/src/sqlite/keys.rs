@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 
 use super::sql_error;
 use crate::crypto::Cipher;
-use crate::keyring::{CHECK, OpaqueIds, decode, encode, random_key, unwrap_data_key, wrap_aad};
+use crate::keyring::{CHECK, OpaqueIds, decode, encode, random_key, unwrap_data_key};
 use crate::keys::MasterKey;
 
 /// The keys readers and the writer share. `Debug` shows nothing of them.
@@ -182,13 +182,7 @@ impl Keys {
         scope: &str,
         wrapped: &str,
     ) -> Result<Zeroizing<Vec<u8>>> {
-        let bad = || Error::integrity(format!("data key {id} fails authentication"));
-        let (n, ct) = decode(wrapped).ok_or_else(bad)?;
-        Ok(Zeroizing::new(
-            self.master()
-                .open(&n, &wrap_aad(id, scope), &ct)
-                .map_err(|_| bad())?,
-        ))
+        crate::keyring::unwrap_raw(&self.master(), id, scope, wrapped)
     }
 
     /// The index key wrapped by `master`, as `keyring` keeps it.
