@@ -122,6 +122,23 @@ pub(crate) fn decode(text: &str) -> Option<([u8; NONCE_LEN], Vec<u8>)> {
     Some((nonce.try_into().ok()?, ct.to_vec()))
 }
 
+/// The raw bytes of data key `id` of `scope`, unwrapped by `master` (to
+/// wrap them again under another master key).
+pub(crate) fn unwrap_raw(
+    master: &Cipher,
+    id: u32,
+    scope: &str,
+    wrapped: &str,
+) -> Result<Zeroizing<Vec<u8>>> {
+    let bad = || Error::integrity(format!("data key {id} fails authentication"));
+    let (n, ct) = decode(wrapped).ok_or_else(bad)?;
+    Ok(Zeroizing::new(
+        master
+            .open(&n, &wrap_aad(id, scope), &ct)
+            .map_err(|_| bad())?,
+    ))
+}
+
 /// A data key unwrapped by the master key, bound to its id and scope.
 pub(crate) fn unwrap_data_key(
     master: &Cipher,
@@ -527,21 +544,4 @@ mod tests {
             OpaqueIds(Zeroizing::new([8; 32])).id("job", b"data")
         );
     }
-}
-
-/// The raw bytes of data key `id` of `scope`, unwrapped by `master` (to
-/// wrap them again under another master key).
-pub(crate) fn unwrap_raw(
-    master: &Cipher,
-    id: u32,
-    scope: &str,
-    wrapped: &str,
-) -> Result<Zeroizing<Vec<u8>>> {
-    let bad = || Error::integrity(format!("data key {id} fails authentication"));
-    let (n, ct) = decode(wrapped).ok_or_else(bad)?;
-    Ok(Zeroizing::new(
-        master
-            .open(&n, &wrap_aad(id, scope), &ct)
-            .map_err(|_| bad())?,
-    ))
 }

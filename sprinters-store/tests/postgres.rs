@@ -825,9 +825,18 @@ async fn the_master_key_rotates_and_the_old_one_is_refused() {
     let url = fresh_database().await;
     let (old, new) = (MasterKey::generate(), MasterKey::generate());
     let store = connect(&url, &old).await;
+    let stale = following(&url, &old).await;
     let record = in_account(21, "777788889999");
     store.put_job(PutJob::create(record.clone())).await.unwrap();
     assert!(store.rotate_master_key(&new).await.unwrap() >= 1);
+    // A replica still running with the old key stops sealing (a data key
+    // it wrapped now would open for nobody else).
+    let err = stale
+        .put_job(PutJob::create(in_account(22, "777788889999")))
+        .await
+        .unwrap_err();
+    assert_eq!(*err.kind(), ErrorKind::Config, "{err}");
+    assert!(err.to_string().contains("restart this replica"), "{err}");
     let err = PostgresJobStore::builder(SecretString::from(url.clone()))
         .ca_file(ca_file())
         .connect(&StaticKeyProvider::new(old))

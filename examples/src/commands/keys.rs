@@ -8,8 +8,11 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use secrecy::SecretString;
 use sprinters_core::domain::{AccountId, OwnerId};
+use sprinters_core::engine::LEADER_LEASE;
+use sprinters_core::ports::{AcquireLease, JobStore, ReleaseLease};
 use sprinters_core::vault::{CredentialVault, StoredAccessKey};
-use sprinters_store::{MasterKey, SqliteJobStore};
+use sprinters_examples::config::{Config, StoreConfig};
+use sprinters_store::{FileKeyProvider, MasterKey, PostgresJobStore, SqliteJobStore};
 
 use super::{fail, runtime, usage_error};
 
@@ -27,18 +30,32 @@ pub(crate) enum KeysCommand {
     },
     /// Replace the master key: every data key is re-wrapped under a new
     /// one, the old file is kept as master.key.old until you delete it.
+    /// With --data-keys, start new data keys instead (new records use
+    /// them; older ones stay readable).
     Rotate {
-        /// The data directory.
+        /// The data directory of the embedded store.
+        #[arg(long, required_unless_present = "config", conflicts_with = "config")]
+        data_dir: Option<PathBuf>,
+        /// The `serve` configuration instead: its store (a PostgreSQL
+        /// database, while the replicas run for --data-keys) and its
+        /// master key file.
         #[arg(long)]
-        data_dir: PathBuf,
+        config: Option<PathBuf>,
+        /// Start new data keys instead of replacing the master key.
+        #[arg(long)]
+        data_keys: bool,
     },
     /// Store an AWS access key for one owner's connection to an account,
     /// encrypted. The secret access key is read from standard input, never
     /// from an argument.
     AddAccessKey {
-        /// The data directory.
+        /// The data directory of the embedded store.
+        #[arg(long, required_unless_present = "config", conflicts_with = "config")]
+        data_dir: Option<PathBuf>,
+        /// The `serve` configuration instead: its store (a PostgreSQL
+        /// database, while the replicas run) and its master key file.
         #[arg(long)]
-        data_dir: PathBuf,
+        config: Option<PathBuf>,
         /// The owner's numeric GitHub account id (its `github_owner_id`):
         /// the key serves that owner's jobs only.
         #[arg(long)]
@@ -55,13 +72,24 @@ pub(crate) enum KeysCommand {
 pub(crate) fn run(command: KeysCommand) -> ExitCode {
     match command {
         KeysCommand::Init { data_dir } => init(&data_dir),
-        KeysCommand::Rotate { data_dir } => rotate(&data_dir),
+        KeysCommand::Rotate {
+            data_dir,
+            config,
+            data_keys,
+        } => match Target::of(data_dir, config) {
+            Ok(target) => rotate(&target, data_keys),
+            Err(e) => fail(e),
+        },
         KeysCommand::AddAccessKey {
             data_dir,
+            config,
             owner_id,
             account,
             access_key_id,
-        } => add_access_key(&data_dir, OwnerId::new(owner_id), &account, access_key_id),
+        } => match Target::of(data_dir, config) {
+            Ok(target) => add_access_key(&target, OwnerId::new(owner_id), &account, access_key_id),
+            Err(e) => fail(e),
+        },
     }
 }
 
@@ -93,31 +121,113 @@ pub(crate) fn open_store(dir: &Path) -> Result<SqliteJobStore, String> {
     SqliteJobStore::open_with_key(dir, &key).map_err(|e| e.to_string())
 }
 
-fn rotate(dir: &Path) -> ExitCode {
-    let store = match open_store(dir) {
-        Ok(store) => store,
+/// The store a command works on: the embedded one in a data directory, or
+/// the one a `serve` configuration names.
+enum Target {
+    Embedded(PathBuf),
+    Configured(Box<Config>),
+}
+
+impl Target {
+    fn of(data_dir: Option<PathBuf>, config: Option<PathBuf>) -> Result<Self, String> {
+        match (data_dir, config) {
+            (Some(dir), _) => Ok(Self::Embedded(dir)),
+            (None, Some(path)) => Config::load(&path)
+                .map(|c| Self::Configured(Box::new(c)))
+                .map_err(|e| format!("{}: {e}", path.display())),
+            (None, None) => Err("give --data-dir or --config".to_owned()),
+        }
+    }
+
+    /// The master key file, and the data directory of an embedded store.
+    fn master_key_file(&self) -> PathBuf {
+        match self {
+            Self::Embedded(dir) => dir.join(MASTER_KEY_FILE),
+            Self::Configured(c) => c.server.master_key_file.clone(),
+        }
+    }
+
+    /// The embedded store's directory, if the target is one.
+    fn embedded_dir(&self) -> Option<PathBuf> {
+        match self {
+            Self::Embedded(dir) => Some(dir.clone()),
+            Self::Configured(c) => match c.store {
+                StoreConfig::Embedded => Some(c.server.data_dir.clone()),
+                StoreConfig::Postgres { .. } => None,
+            },
+        }
+    }
+}
+
+/// The database a configuration names, opened with its master key file.
+async fn open_database(config: &Config) -> Result<PostgresJobStore, String> {
+    let StoreConfig::Postgres {
+        url,
+        max_connections,
+        ca_file,
+        request_timeout,
+    } = &config.store
+    else {
+        return Err("the configuration names no database".to_owned());
+    };
+    let mut builder = PostgresJobStore::builder(url.clone())
+        .max_connections((*max_connections).min(2))
+        .request_timeout(*request_timeout);
+    if let Some(file) = ca_file {
+        builder = builder.ca_file(file);
+    }
+    builder
+        .connect(&FileKeyProvider::new(&config.server.master_key_file))
+        .await
+        .map_err(|e| format!("store (PostgreSQL): {e}"))
+}
+
+fn rotate(target: &Target, data_keys: bool) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
         Err(e) => return fail(e),
     };
-    let current = dir.join(MASTER_KEY_FILE);
-    let next = dir.join("master.key.new");
-    let old = dir.join("master.key.old");
+    if data_keys {
+        let rotated = match (target.embedded_dir(), target) {
+            (Some(dir), _) => open_store(&dir).and_then(|store| {
+                rt.block_on(store.rotate_data_keys())
+                    .map_err(|e| e.to_string())
+            }),
+            (None, Target::Configured(config)) => rt.block_on(async {
+                let store = open_database(config).await?;
+                store.rotate_data_keys().await.map_err(|e| e.to_string())
+            }),
+            (None, Target::Embedded(_)) => unreachable!("an embedded target has a directory"),
+        };
+        return match rotated {
+            Ok(n) => {
+                println!("rotated: {n} data keys retired; new records use new keys");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        };
+    }
+    let current = target.master_key_file();
+    let next = current.with_extension("key.new");
+    let old = current.with_extension("key.old");
     if old.exists() {
         return fail(format!(
             "{} exists from an earlier rotation; delete it (after checking backups) first",
             old.display()
         ));
     }
-    let key = match MasterKey::create_file(&next) {
-        Ok(key) => key,
-        Err(e) => return fail(e.to_string()),
+    let rotated = match (target.embedded_dir(), target) {
+        (Some(dir), _) => open_store(&dir).and_then(|store| {
+            let key = MasterKey::create_file(&next).map_err(|e| e.to_string())?;
+            rt.block_on(store.rotate_master_key(&key))
+                .map_err(|e| e.to_string())
+        }),
+        (None, Target::Configured(config)) => rt.block_on(rotate_database_master(config, &next)),
+        (None, Target::Embedded(_)) => unreachable!("an embedded target has a directory"),
     };
-    let rotated = runtime().and_then(|rt| {
-        rt.block_on(store.rotate_master_key(&key))
-            .map_err(|e| e.to_string())
-    });
     if let Err(e) = rotated {
         let _ = std::fs::remove_file(&next);
-        return fail(e.to_string());
+        return fail(e);
     }
     // The key ring is rewrapped: now swap the files.
     let swapped = std::fs::rename(&current, &old).and_then(|_| std::fs::rename(&next, &current));
@@ -137,7 +247,50 @@ fn rotate(dir: &Path) -> ExitCode {
     }
 }
 
-fn add_access_key(dir: &Path, owner: OwnerId, account: &str, access_key_id: String) -> ExitCode {
+/// Re-wraps a shared database's keys under a new master key written to
+/// `next`. Replicas hold the old key: while one runs (one of them leads
+/// the reconciler within its lease's time) the rotation is refused, and the
+/// leader's lease is held meanwhile so that none starts leading.
+async fn rotate_database_master(config: &Config, next: &Path) -> Result<(), String> {
+    let store = open_database(config).await?;
+    let me = format!("sprinters-keys-rotate-{}", std::process::id());
+    let now = sprinters_core::time::Timestamp::from_system_time(std::time::SystemTime::now());
+    let grant = store
+        .acquire_lease(AcquireLease::new(
+            LEADER_LEASE,
+            me.clone(),
+            now,
+            std::time::Duration::from_secs(300),
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+    if !grant.acquired {
+        return Err(format!(
+            "replica {} is running (it leads the reconciler): stop every replica first, since they hold the old master key",
+            grant.holder
+        ));
+    }
+    let rotated = async {
+        let key = MasterKey::create_file(next).map_err(|e| e.to_string())?;
+        store
+            .rotate_master_key(&key)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+    .await;
+    let _ = store
+        .release_lease(ReleaseLease::new(LEADER_LEASE, me))
+        .await;
+    rotated
+}
+
+fn add_access_key(
+    target: &Target,
+    owner: OwnerId,
+    account: &str,
+    access_key_id: String,
+) -> ExitCode {
     let account = match AccountId::parse(account) {
         Ok(a) => a,
         Err(e) => return usage_error(format!("--account: {e}")),
@@ -155,17 +308,23 @@ fn add_access_key(dir: &Path, owner: OwnerId, account: &str, access_key_id: Stri
     if secrecy::ExposeSecret::expose_secret(&secret).is_empty() {
         return fail("no secret access key on standard input".to_owned());
     }
-    let store = match open_store(dir) {
-        Ok(store) => store,
-        Err(e) => return fail(e),
-    };
     let key = StoredAccessKey {
         access_key_id,
         secret_access_key: secret,
     };
-    let stored = runtime().and_then(|rt| {
-        rt.block_on(store.put_access_key(owner, account.clone(), key))
-            .map_err(|e| e.to_string())
+    let stored = runtime().and_then(|rt| match (target.embedded_dir(), target) {
+        (Some(dir), _) => open_store(&dir).and_then(|store| {
+            rt.block_on(store.put_access_key(owner, account.clone(), key))
+                .map_err(|e| e.to_string())
+        }),
+        (None, Target::Configured(config)) => rt.block_on(async {
+            let store = open_database(config).await?;
+            store
+                .put_access_key(owner, account.clone(), key)
+                .await
+                .map_err(|e| e.to_string())
+        }),
+        (None, Target::Embedded(_)) => unreachable!("an embedded target has a directory"),
     });
     match stored {
         Ok(()) => {

@@ -47,7 +47,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 pub use config::{EngineConfig, Limits, PriceTable, RetryPolicy};
-pub use reconcile::ReconcileReport;
+pub use reconcile::{LEADER_LEASE, ReconcileReport};
 pub use tenants::{Refusal, Tenant, Tenants};
 
 use crate::domain::{JobKey, Repository};

@@ -18,7 +18,9 @@ use crate::ports::{
 use crate::time::Timestamp;
 use crate::{ErrorKind, Result};
 
-const LEADER_LEASE: &str = "sprinters/reconciler";
+/// The named lease of the reconciler's leader: held by a running replica
+/// (any one of them takes it within `leader_ttl`).
+pub const LEADER_LEASE: &str = "sprinters/reconciler";
 
 /// What one sweep lists: an owner's connection to an account, in a region.
 type SweepTarget<'a> = (OwnerId, &'a AccountId, &'a Region);

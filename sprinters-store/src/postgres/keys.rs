@@ -116,14 +116,24 @@ impl DbKeys {
         if !due {
             return Ok(());
         }
-        let now: i64 = db
+        let row = db
             .query_one(
                 client,
-                "SELECT epoch FROM sprinters_keyring WHERE id = 1",
+                "SELECT epoch, check_sealed FROM sprinters_keyring WHERE id = 1",
                 &[],
             )
-            .await?
-            .get(0);
+            .await?;
+        let now: i64 = row.get(0);
+        // The master key rotated under a running replica: it must not wrap
+        // a new data key (nobody else could open it) nor go on sealing.
+        let opens = decode(row.get(1)).is_some_and(|(n, ct)| {
+            self.master.open(&n, b"check", &ct).ok().as_deref() == Some(CHECK)
+        });
+        if !opens {
+            return Err(Error::config(
+                "the master key was rotated by another process: restart this replica with the new key",
+            ));
+        }
         let mut epoch = self.epoch.lock().unwrap_or_else(|e| e.into_inner());
         if epoch.1.is_some() && epoch.0 != now {
             let mut known = self.known();

@@ -280,6 +280,27 @@ impl SqliteJobStore {
         self.write(move |w| w.rotate(&scope).map(|_| ())).await
     }
 
+    /// Starts new data keys for every scope that has one: new records use
+    /// them, older ones stay readable. Returns the keys retired.
+    pub async fn rotate_data_keys(&self) -> Result<u64> {
+        self.write(move |w| {
+            let scopes: Vec<String> = {
+                let mut s = w
+                    .conn
+                    .prepare("SELECT scope FROM data_keys WHERE active")
+                    .map_err(|e| sql_error("reading the data keys", e))?;
+                s.query_map([], |r| r.get(0))
+                    .and_then(|rows| rows.collect())
+                    .map_err(|e| sql_error("reading the data keys", e))?
+            };
+            for scope in &scopes {
+                w.rotate(scope)?;
+            }
+            Ok(scopes.len() as u64)
+        })
+        .await
+    }
+
     /// Crypto-shredding: destroys every data key of `account` and deletes
     /// its job records and stored access keys, zeroing them in the file
     /// and emptying the WAL: nobody can read them any more from the file
