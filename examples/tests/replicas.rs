@@ -293,12 +293,16 @@ async fn three_replicas_on_one_database_launch_every_job_once_through_a_sigkill(
                 );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             };
-            let victim = servers
-                .iter()
-                .position(|s| {
-                    s.child
-                        .as_ref()
-                        .is_some_and(|c| holder.contains(&format!("-{}-", c.id())))
+            // A replica's id ends with the one kept in its data directory.
+            let id_of = |n: usize| {
+                std::fs::read_to_string(dir.path().join(format!("replica-{n}/replica-id")))
+                    .ok()
+                    .map(|id| format!("-{}", id.trim()))
+            };
+            let victim = (0..servers.len())
+                .find(|&n| {
+                    servers[n].child.is_some()
+                        && id_of(n).is_some_and(|suffix| holder.ends_with(&suffix))
                 })
                 .unwrap_or_else(|| panic!("the leader {holder} is none of the replicas"));
             servers[victim].kill();

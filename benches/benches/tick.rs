@@ -1,0 +1,158 @@
+//! What an idle control plane costs with a year of history: the engine
+//! over the SQLite store holding 1,000,000 finished and 10,000 running
+//! jobs, beside the same engine over an empty store, in one run.
+//! Targets: idle CPU under 2% of one core (a tick every second and a
+//! reconciliation pass every minute), and the queued-to-launch p99 within
+//! 1.2x of the empty store's.
+
+// Benchmarks stop loudly, print their figures, and need no docs.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::print_stdout, missing_docs)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use sprinters_benches::{Rig, percentile};
+use sprinters_core::job::JobState;
+use sprinters_core::ports::{JobStore, PutJob};
+use sprinters_core::testing::{TestBed, sample_record};
+use sprinters_store::{MasterKey, SqliteJobStore};
+
+/// The history: `TICK_FINISHED` and `TICK_ACTIVE` override the sizes.
+fn sizes() -> (u64, u64) {
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    (env("TICK_FINISHED", 1_000_000), env("TICK_ACTIVE", 10_000))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Writes `finished` finished and `active` running jobs with 64 writers,
+/// queued in the minutes before `now` (inside the retention, so that the
+/// reconciler's purge keeps them).
+fn fill(
+    rt: &tokio::runtime::Runtime,
+    store: Arc<dyn JobStore>,
+    now: u64,
+    finished: u64,
+    active: u64,
+) {
+    rt.block_on(async {
+        let total = finished + active;
+        let tasks: Vec<_> = (0..64u64)
+            .map(|w| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut n = w;
+                    while n < total {
+                        let id = 10_000_000 + n;
+                        let repo = if n % 2 == 0 {
+                            "octo-org/app"
+                        } else {
+                            "acme/api"
+                        };
+                        let mut r = sample_record(id, repo, now - (total - n));
+                        r.state = if n < finished {
+                            JobState::Cleaned
+                        } else {
+                            JobState::Running
+                        };
+                        store.put_job(PutJob::create(r)).await.unwrap();
+                        n += 64;
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+}
+
+fn mean(f: impl Fn() -> Duration, n: u32) -> Duration {
+    (0..n).map(|_| f()).sum::<Duration>() / n
+}
+
+fn idle_cost(c: &mut Criterion) {
+    let rt = runtime();
+    let key = MasterKey::generate();
+    let (finished, active) = sizes();
+    let empty_dir = tempfile::tempdir().unwrap();
+    let loaded_dir = tempfile::tempdir().unwrap();
+    let empty: Arc<dyn JobStore> =
+        Arc::new(SqliteJobStore::open_with_key(empty_dir.path(), &key).unwrap());
+    let loaded: Arc<dyn JobStore> =
+        Arc::new(SqliteJobStore::open_with_key(loaded_dir.path(), &key).unwrap());
+    let beds = [TestBed::new(), TestBed::new()];
+    let now = sprinters_core::time::Clock::now(beds[1].clock.as_ref()).as_millis();
+    let started = Instant::now();
+    fill(&rt, loaded.clone(), now, finished, active);
+    println!(
+        "tick/fill: {finished} finished and {active} running jobs written in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let history = format!("{}k_finished_{}k_running", finished / 1000, active / 1000);
+
+    let mut group = c.benchmark_group("tick");
+    group.sample_size(10);
+    for ((name, store), bed) in [("empty_store", empty), (history.as_str(), loaded)]
+        .into_iter()
+        .zip(beds)
+    {
+        let rig = Rig::with_store(bed, store);
+        group.bench_function(format!("idle_tick/{name}"), |b| {
+            b.to_async(&rt)
+                .iter(|| async { rig.engine.process_due().await.unwrap() })
+        });
+        group.bench_function(format!("reconcile_pass/{name}"), |b| {
+            b.to_async(&rt)
+                .iter(|| async { rig.engine.reconcile().await.unwrap() })
+        });
+        // Wall time of each step, an upper bound of its CPU time: one tick
+        // a second and one pass a minute make the idle load.
+        let tick = mean(|| time(&rt, || rig.engine.process_due()), 200);
+        let pass = mean(|| time(&rt, || rig.engine.reconcile()), 5);
+        let per_second = tick + pass / 60;
+        println!(
+            "tick/idle_cpu ({name}): tick {:.1} µs, reconcile pass {:.1} ms: at most {:.3}% of one core",
+            tick.as_secs_f64() * 1e6,
+            pass.as_secs_f64() * 1e3,
+            per_second.as_secs_f64() * 100.0
+        );
+        let mut samples = rt.block_on(async {
+            let mut v = Vec::with_capacity(2_000);
+            for n in 0..2_000 {
+                v.push(rig.lifecycle(1 + n).await);
+            }
+            v
+        });
+        println!(
+            "tick/queued_to_launch_call ({name}, {} jobs one at a time): p50 {:.1} µs, p99 {:.1} µs",
+            samples.len(),
+            percentile(&mut samples, 50.0).as_secs_f64() * 1e6,
+            percentile(&mut samples, 99.0).as_secs_f64() * 1e6
+        );
+    }
+    group.finish();
+}
+
+fn time<F, T>(rt: &tokio::runtime::Runtime, step: impl Fn() -> F) -> Duration
+where
+    F: std::future::Future<Output = sprinters_core::Result<T>>,
+{
+    let start = Instant::now();
+    rt.block_on(step()).unwrap();
+    start.elapsed()
+}
+
+criterion_group!(benches, idle_cost);
+criterion_main!(benches);
