@@ -265,8 +265,9 @@ async fn sigkilled_serve_launches_every_job_exactly_once_and_leaves_nothing_runn
         assert_eq!(
             launched,
             1,
-            "job {} was launched {launched} times",
-            first + n
+            "job {} was launched {launched} times: {:?}",
+            first + n,
+            seen.get(&(first + n))
         );
     }
 

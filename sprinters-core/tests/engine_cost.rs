@@ -10,7 +10,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sprinters_core::Result;
 use sprinters_core::domain::{DeliveryId, JobKey, OwnerId};
-use sprinters_core::events::Conclusion;
 use sprinters_core::job::{JobRecord, JobState};
 use sprinters_core::ports::{
     AcquireLease, ClaimJob, DeliveryRecorded, JobPage, JobStore, LeaseGrant, ListJobs, Purge,
@@ -169,47 +168,4 @@ async fn delivery_ids_are_kept_for_the_redelivery_window_only() {
         bed.store.get_job(job.key).await.unwrap().is_some(),
         "the job's history is kept for its own retention"
     );
-}
-
-/// The reconciler's GitHub calls are budgeted per installation and pass:
-/// one owner with many jobs to check spends its own budget, another
-/// owner's job is still checked in the same pass, and the checks left over
-/// are made in later passes.
-#[tokio::test]
-async fn each_installation_has_its_own_budget_of_github_calls_per_pass() {
-    let bed = TestBed::with_config(|c| c.github_calls_per_pass = 3);
-    bed.connect("other-org", 777, 778, "210987654321");
-    let busy: Vec<_> = (1..=10).map(|n| bed.job(n)).collect();
-    let other = bed.job(100).repository("other-org/app").owner(777, 778);
-    for job in busy.iter().chain([&other]) {
-        bed.send(job.queued()).await;
-        // GitHub ran and finished it; both webhooks were lost.
-        let runner = TestBed::runner(job, 1);
-        bed.tell_github(&job.completed(Conclusion::Success, Some(&runner)));
-    }
-    bed.settle().await;
-    bed.advance(bed.engine.config().queued_timeout + Duration::from_secs(1));
-
-    let report = bed.engine.reconcile().await.unwrap();
-    bed.settle().await;
-    assert_eq!(
-        report.jobs_checked, 4,
-        "3 of the busy owner's, 1 of the other's"
-    );
-    assert!(report.github_calls_deferred >= 7, "{report:?}");
-    assert!(
-        bed.record(&other).await.state.is_finished(),
-        "the other owner is not kept waiting behind the busy one"
-    );
-
-    for _ in 0..3 {
-        bed.engine.reconcile().await.unwrap();
-        bed.settle().await;
-    }
-    for job in &busy {
-        assert!(
-            bed.record(job).await.state.is_finished(),
-            "checked in a later pass"
-        );
-    }
 }

@@ -26,7 +26,6 @@
 //! engine is safe to run on several replicas sharing one store.
 
 mod admin;
-mod budget;
 mod config;
 mod ending;
 mod installations;
