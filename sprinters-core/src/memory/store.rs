@@ -171,32 +171,33 @@ impl JobStore for MemoryJobStore {
         self.faults.check("list_jobs")?;
         let s = lock(&self.state);
         let limit = request.limit;
-        let mut jobs: Vec<Versioned<JobRecord>> = match (request.active_only, request.label_set) {
+        // The indexed queries pick candidates in no useful order; they are
+        // sorted newest first, as every page is.
+        let candidates: Option<Vec<JobKey>> = match (request.due_by, request.active_only) {
             // The tick's query: what is due, from its own index.
-            _ if request.due_by.is_some() => {
-                let by = request.due_by.unwrap_or_default();
-                let mut v: Vec<_> = s
-                    .due
+            (Some(by), _) => Some(
+                s.due
                     .iter()
                     .take_while(|(at, _)| *at <= by)
-                    .filter_map(|(_, k)| s.jobs.get(k))
-                    .filter(|(r, _)| request.matches(r))
-                    .map(|(r, v)| Versioned {
-                        value: r.clone(),
-                        version: *v,
-                    })
-                    .collect();
-                v.sort_by_key(|j| std::cmp::Reverse((j.value.queued_at, j.value.key)));
-                v.truncate(limit.saturating_add(1));
-                v
-            }
+                    .map(|(_, k)| *k)
+                    .collect(),
+            ),
             // The engine's hot query: the active jobs of one label set.
-            (true, Some(set)) => {
-                let mut v: Vec<_> = s
-                    .active_by_label_set
-                    .get(&set)
+            (None, true) if request.label_set.is_some() => Some(
+                request
+                    .label_set
+                    .and_then(|set| s.active_by_label_set.get(&set))
                     .into_iter()
                     .flatten()
+                    .copied()
+                    .collect(),
+            ),
+            _ => None,
+        };
+        let mut jobs: Vec<Versioned<JobRecord>> = match candidates {
+            Some(keys) => {
+                let mut v: Vec<_> = keys
+                    .iter()
                     .filter_map(|k| s.jobs.get(k))
                     .filter(|(r, _)| request.matches(r))
                     .map(|(r, v)| Versioned {
@@ -208,7 +209,7 @@ impl JobStore for MemoryJobStore {
                 v.truncate(limit.saturating_add(1));
                 v
             }
-            _ => s
+            None => s
                 .newest_first
                 .iter()
                 .rev()
