@@ -249,3 +249,70 @@ fn a_data_directory_of_the_old_segment_log_is_refused_in_one_line() {
         "nothing was created beside it"
     );
 }
+
+/// `--config` with the embedded store uses the configuration's data
+/// directory and its master key file, wherever that file is.
+#[test]
+fn the_keys_commands_take_the_embedded_store_and_key_file_from_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    sprinters_examples::data_dir::create(&data).unwrap();
+    let key_file = dir.path().join("keys/sprinters-master.key");
+    std::fs::create_dir_all(key_file.parent().unwrap()).unwrap();
+    sprinters_store::MasterKey::create_file(&key_file).unwrap();
+    std::fs::write(dir.path().join("webhook-secret"), "s3cret-s3cret-s3cret\n").unwrap();
+    std::fs::write(dir.path().join("app.pem"), "unused by the keys commands\n").unwrap();
+    let config = dir.path().join("sprinters.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\nmaster_key_file = \"{key}\"\n\n\
+             [github]\napp_id = 778\nprivate_key_file = \"{dir}/app.pem\"\n\
+             webhook_secret_file = \"{dir}/webhook-secret\"\n",
+            data = data.display(),
+            key = key_file.display(),
+            dir = dir.path().display(),
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let add = [
+        "keys",
+        "add-access-key",
+        "--config",
+        config,
+        "--owner-id",
+        "42",
+        "--account",
+        "123456789012",
+        "--access-key-id",
+        "AKIAIOSFODNN7EXAMPLE",
+    ];
+    let out = sprinters_with_stdin(&add, SECRET);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = sprinters(&["keys", "rotate", "--config", config, "--data-keys"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = sprinters(&["keys", "rotate", "--config", config]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        dir.path().join("keys/sprinters-master.key.old").exists(),
+        "the configured key file was rotated"
+    );
+    let key = sprinters_store::MasterKey::from_file(&key_file).unwrap();
+    let store = sprinters_store::SqliteJobStore::open_with_key(&data, &key).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let stored = rt
+        .block_on(sprinters_core::vault::CredentialVault::access_key(
+            &store,
+            sprinters_core::domain::OwnerId::new(42),
+            sprinters_core::domain::AccountId::parse("123456789012").unwrap(),
+        ))
+        .unwrap()
+        .expect("stored under the configured key");
+    assert_eq!(
+        secrecy::ExposeSecret::expose_secret(&stored.secret_access_key),
+        SECRET
+    );
+}

@@ -112,7 +112,12 @@ fn init(dir: &Path) -> ExitCode {
 
 /// The store in `dir`, with its master key file.
 pub(crate) fn open_store(dir: &Path) -> Result<SqliteJobStore, String> {
-    let key = MasterKey::from_file(&dir.join(MASTER_KEY_FILE)).map_err(|e| {
+    open_embedded(dir, &dir.join(MASTER_KEY_FILE))
+}
+
+/// The store in `dir`, opened with the master key in `key_file`.
+fn open_embedded(dir: &Path, key_file: &Path) -> Result<SqliteJobStore, String> {
+    let key = MasterKey::from_file(key_file).map_err(|e| {
         format!(
             "{e} (create one with `sprinters keys init --data-dir {}`)",
             dir.display()
@@ -121,40 +126,40 @@ pub(crate) fn open_store(dir: &Path) -> Result<SqliteJobStore, String> {
     SqliteJobStore::open_with_key(dir, &key).map_err(|e| e.to_string())
 }
 
-/// The store a command works on: the embedded one in a data directory, or
-/// the one a `serve` configuration names.
+/// The store a command works on, with its master key file: the embedded
+/// one in a data directory, or the database a `serve` configuration names.
 enum Target {
-    Embedded(PathBuf),
-    Configured(Box<Config>),
+    Embedded { dir: PathBuf, key_file: PathBuf },
+    Database(Box<Config>),
 }
 
 impl Target {
     fn of(data_dir: Option<PathBuf>, config: Option<PathBuf>) -> Result<Self, String> {
-        match (data_dir, config) {
-            (Some(dir), _) => Ok(Self::Embedded(dir)),
-            (None, Some(path)) => Config::load(&path)
-                .map(|c| Self::Configured(Box::new(c)))
-                .map_err(|e| format!("{}: {e}", path.display())),
-            (None, None) => Err("give --data-dir or --config".to_owned()),
-        }
-    }
-
-    /// The master key file, and the data directory of an embedded store.
-    fn master_key_file(&self) -> PathBuf {
-        match self {
-            Self::Embedded(dir) => dir.join(MASTER_KEY_FILE),
-            Self::Configured(c) => c.server.master_key_file.clone(),
-        }
-    }
-
-    /// The embedded store's directory, if the target is one.
-    fn embedded_dir(&self) -> Option<PathBuf> {
-        match self {
-            Self::Embedded(dir) => Some(dir.clone()),
-            Self::Configured(c) => match c.store {
-                StoreConfig::Embedded => Some(c.server.data_dir.clone()),
-                StoreConfig::Postgres { .. } => None,
+        let config = match (data_dir, config) {
+            (Some(dir), _) => {
+                return Ok(Self::Embedded {
+                    key_file: dir.join(MASTER_KEY_FILE),
+                    dir,
+                });
+            }
+            (None, Some(path)) => {
+                Config::load(&path).map_err(|e| format!("{}: {e}", path.display()))?
+            }
+            (None, None) => return Err("give --data-dir or --config".to_owned()),
+        };
+        Ok(match config.store {
+            StoreConfig::Embedded => Self::Embedded {
+                dir: config.server.data_dir.clone(),
+                key_file: config.server.master_key_file.clone(),
             },
+            StoreConfig::Postgres { .. } => Self::Database(Box::new(config)),
+        })
+    }
+
+    fn key_file(&self) -> &Path {
+        match self {
+            Self::Embedded { key_file, .. } => key_file,
+            Self::Database(c) => &c.server.master_key_file,
         }
     }
 }
@@ -188,16 +193,15 @@ fn rotate(target: &Target, data_keys: bool) -> ExitCode {
         Err(e) => return fail(e),
     };
     if data_keys {
-        let rotated = match (target.embedded_dir(), target) {
-            (Some(dir), _) => open_store(&dir).and_then(|store| {
+        let rotated = match target {
+            Target::Embedded { dir, key_file } => open_embedded(dir, key_file).and_then(|store| {
                 rt.block_on(store.rotate_data_keys())
                     .map_err(|e| e.to_string())
             }),
-            (None, Target::Configured(config)) => rt.block_on(async {
+            Target::Database(config) => rt.block_on(async {
                 let store = open_database(config).await?;
                 store.rotate_data_keys().await.map_err(|e| e.to_string())
             }),
-            (None, Target::Embedded(_)) => unreachable!("an embedded target has a directory"),
         };
         return match rotated {
             Ok(n) => {
@@ -207,7 +211,7 @@ fn rotate(target: &Target, data_keys: bool) -> ExitCode {
             Err(e) => fail(e),
         };
     }
-    let current = target.master_key_file();
+    let current = target.key_file().to_path_buf();
     let next = current.with_extension("key.new");
     let old = current.with_extension("key.old");
     if old.exists() {
@@ -216,14 +220,13 @@ fn rotate(target: &Target, data_keys: bool) -> ExitCode {
             old.display()
         ));
     }
-    let rotated = match (target.embedded_dir(), target) {
-        (Some(dir), _) => open_store(&dir).and_then(|store| {
+    let rotated = match target {
+        Target::Embedded { dir, key_file } => open_embedded(dir, key_file).and_then(|store| {
             let key = MasterKey::create_file(&next).map_err(|e| e.to_string())?;
             rt.block_on(store.rotate_master_key(&key))
                 .map_err(|e| e.to_string())
         }),
-        (None, Target::Configured(config)) => rt.block_on(rotate_database_master(config, &next)),
-        (None, Target::Embedded(_)) => unreachable!("an embedded target has a directory"),
+        Target::Database(config) => rt.block_on(rotate_database_master(config, &next)),
     };
     if let Err(e) = rotated {
         let _ = std::fs::remove_file(&next);
@@ -312,19 +315,18 @@ fn add_access_key(
         access_key_id,
         secret_access_key: secret,
     };
-    let stored = runtime().and_then(|rt| match (target.embedded_dir(), target) {
-        (Some(dir), _) => open_store(&dir).and_then(|store| {
+    let stored = runtime().and_then(|rt| match target {
+        Target::Embedded { dir, key_file } => open_embedded(dir, key_file).and_then(|store| {
             rt.block_on(store.put_access_key(owner, account.clone(), key))
                 .map_err(|e| e.to_string())
         }),
-        (None, Target::Configured(config)) => rt.block_on(async {
+        Target::Database(config) => rt.block_on(async {
             let store = open_database(config).await?;
             store
                 .put_access_key(owner, account.clone(), key)
                 .await
                 .map_err(|e| e.to_string())
         }),
-        (None, Target::Embedded(_)) => unreachable!("an embedded target has a directory"),
     });
     match stored {
         Ok(()) => {
