@@ -849,3 +849,48 @@ async fn the_master_key_rotates_and_the_old_one_is_refused() {
         Some(record)
     );
 }
+
+/// A master-key rotation whose future is dropped half-way (its caller
+/// timed out while another session held the data keys) changes nothing,
+/// and leaves no transaction open on the pooled connection: the next write
+/// commits, and the old key still opens the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_key_rotation_cut_short_changes_nothing_and_holds_nothing() {
+    let url = fresh_database().await;
+    let old = MasterKey::generate();
+    let store = PostgresJobStore::builder(SecretString::from(url.clone()))
+        .max_connections(1)
+        .ca_file(ca_file())
+        .connect(&StaticKeyProvider::new(old.clone()))
+        .await
+        .unwrap();
+    store
+        .put_job(PutJob::create(in_account(31, "121212121212")))
+        .await
+        .unwrap();
+    let locker = raw(&url).await;
+    locker
+        .batch_execute("BEGIN; SELECT id FROM sprinters_data_keys FOR UPDATE")
+        .await
+        .unwrap();
+    let new = MasterKey::generate();
+    let cut_short =
+        tokio::time::timeout(Duration::from_millis(300), store.rotate_master_key(&new)).await;
+    assert!(cut_short.is_err(), "the rotation waits for the lock");
+    locker.batch_execute("ROLLBACK").await.unwrap();
+
+    // The one pooled connection is not left inside the cut-short
+    // transaction: this write commits and another session sees it.
+    let later = in_account(32, "121212121212");
+    within("writing after the cut-short rotation", async {
+        store.put_job(PutJob::create(later.clone())).await
+    })
+    .await
+    .unwrap();
+    let other = connect(&url, &old).await;
+    assert_eq!(
+        other.get_job(later.key).await.unwrap().map(|r| r.value),
+        Some(later),
+        "committed, and the old key still opens the database"
+    );
+}

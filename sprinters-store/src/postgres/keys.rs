@@ -178,53 +178,57 @@ impl DbKeys {
     /// every replica stopped (the command checks).
     pub(crate) async fn rewrap(&self, db: &Db, new: &MasterKey) -> Result<u64> {
         let new = Cipher::new(new.bytes());
-        let client = &db.client().await?;
-        db.execute(client, "BEGIN", &[]).await?;
-        let done = async {
-            let rows = db
+        let mut client = db.client().await?;
+        let pg = |doing: &'static str| move |e: tokio_postgres::Error| super::pg_error(doing, e);
+        // One transaction under one deadline: cut short (a timeout, a
+        // dropped future), the transaction's drop rolls it back before the
+        // connection serves anyone else.
+        let work = async {
+            let tx = client
+                .transaction()
+                .await
+                .map_err(pg("starting the rotation"))?;
+            let rows = tx
                 .query(
-                    client,
                     "SELECT id, scope, wrapped FROM sprinters_data_keys \
                      WHERE wrapped IS NOT NULL FOR UPDATE",
                     &[],
                 )
-                .await?;
+                .await
+                .map_err(pg("reading the data keys"))?;
             for row in &rows {
                 let id: i32 = row.get(0);
                 let scope: String = row.get(1);
                 let wrapped: String = row.get(2);
                 let raw = unwrap_raw(&self.master, id as u32, &scope, &wrapped)?;
                 let (n, ct) = new.seal(&wrap_aad(id as u32, &scope), raw.as_ref());
-                db.execute(
-                    client,
+                tx.execute(
                     "UPDATE sprinters_data_keys SET wrapped = $2 WHERE id = $1",
                     &[&id, &encode(&n, &ct)],
                 )
-                .await?;
+                .await
+                .map_err(pg("re-wrapping a data key"))?;
             }
             let (n, ct) = new.seal(b"check", CHECK);
             let (n2, ct2) = new.seal(b"index key", self.index_key.as_ref());
-            let index = encode(&n2, &ct2);
-            db.execute(
-                client,
+            tx.execute(
                 "UPDATE sprinters_keyring SET check_sealed = $1, index_key_sealed = $2, \
                  epoch = epoch + 1 WHERE id = 1",
-                &[&encode(&n, &ct), &index],
+                &[&encode(&n, &ct), &encode(&n2, &ct2)],
             )
-            .await?;
+            .await
+            .map_err(pg("re-wrapping the key ring"))?;
+            tx.commit().await.map_err(pg("committing the rotation"))?;
             Ok::<u64, Error>(rows.len() as u64)
-        }
-        .await;
-        match done {
-            Ok(n) => {
-                db.execute(client, "COMMIT", &[]).await?;
-                Ok(n)
-            }
-            Err(e) => {
-                let _ = db.execute(client, "ROLLBACK", &[]).await;
-                Err(e)
-            }
-        }
+        };
+        tokio::time::timeout(db.timeout, work)
+            .await
+            .map_err(|_| {
+                Error::unavailable(format!(
+                    "rotating the master key: the database did not answer within {} s; nothing was changed",
+                    db.timeout.as_secs()
+                ))
+            })?
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, Known> {
