@@ -8,6 +8,7 @@ mod common;
 
 use std::path::Path;
 
+use common::database::{ca_file, fresh_database};
 use common::{sprinters, sprinters_with_stdin};
 use secrecy::{ExposeSecret, SecretString};
 use sprinters_core::domain::{AccountId, OwnerId};
@@ -17,28 +18,6 @@ use sprinters_core::vault::CredentialVault;
 use sprinters_store::{MasterKey, PostgresJobStore, StaticKeyProvider};
 
 const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
-
-async fn fresh_database() -> String {
-    let server = std::env::var("SPRINTERS_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-        panic!("SPRINTERS_TEST_POSTGRES_URL is not set: run scripts/test, which starts PostgreSQL")
-    });
-    let (client, connection) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let name = format!("sprinters_keys_{:016x}", fastrand::u64(..));
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    format!("{}/{name}", server.rsplit_once('/').unwrap().0)
-}
-
-fn ca_file() -> String {
-    std::env::var("SPRINTERS_TEST_POSTGRES_CA").unwrap_or_else(|_| {
-        panic!("SPRINTERS_TEST_POSTGRES_CA is not set: run scripts/test, which starts PostgreSQL")
-    })
-}
 
 /// A `serve` configuration on the database `db`, its master key in `dir`.
 fn write_config(dir: &Path, db: &str) -> String {
@@ -89,7 +68,7 @@ fn stderr(o: &std::process::Output) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_keys_commands_work_on_the_configured_database() {
     let dir = tempfile::tempdir().unwrap();
-    let db = fresh_database().await;
+    let db = fresh_database("sprinters_keys").await;
     let config = write_config(dir.path(), &db);
     let key_file = dir.path().join("master.key");
     MasterKey::create_file(&key_file).unwrap();

@@ -31,34 +31,14 @@ use sprinters_github::testing::{
 };
 use sprinters_store::{MasterKey, PostgresJobStore, StaticKeyProvider};
 
+#[path = "common/database.rs"]
+mod database;
 mod serve_process;
+use database::{ca_file, fresh_database};
 use serve_process::{Server, deliver, endpoint, env_number, instances, key, live_instances};
 
 const ACCOUNT: &str = "123456789012";
 const SECRET: &str = "replica-test-webhook-secret";
-
-async fn fresh_database() -> String {
-    let server = std::env::var("SPRINTERS_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-        panic!("SPRINTERS_TEST_POSTGRES_URL is not set: run scripts/test, which starts PostgreSQL")
-    });
-    let (client, connection) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let name = format!("sprinters_replicas_{:016x}", fastrand::u64(..));
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    format!("{}/{name}", server.rsplit_once('/').unwrap().0)
-}
-
-/// The test server's CA: the replicas talk to it over verified TLS.
-fn ca_file() -> String {
-    std::env::var("SPRINTERS_TEST_POSTGRES_CA").unwrap_or_else(|_| {
-        panic!("SPRINTERS_TEST_POSTGRES_CA is not set: run scripts/test, which starts PostgreSQL")
-    })
-}
 
 /// The replica id holding the reconciler's leadership, if any.
 async fn leader(db: &tokio_postgres::Client) -> Option<String> {
@@ -176,7 +156,7 @@ async fn three_replicas_on_one_database_launch_every_job_once_through_a_sigkill(
     let master = MasterKey::create_file(&dir.path().join("master.key")).unwrap();
     std::fs::write(dir.path().join("webhook-secret"), SECRET).unwrap();
     std::fs::write(dir.path().join("app.pem"), TEST_APP_PRIVATE_KEY_PEM).unwrap();
-    let db_url = fresh_database().await;
+    let db_url = fresh_database("sprinters_replicas").await;
     let store = PostgresJobStore::builder(SecretString::from(db_url.clone()))
         .ca_file(ca_file())
         .connect(&StaticKeyProvider::new(master.clone()))

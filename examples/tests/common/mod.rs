@@ -2,6 +2,9 @@
 
 use std::process::{Command, Output};
 
+#[allow(dead_code)]
+pub(crate) mod database;
+
 /// `sprinters ARGS...`, its output collected.
 pub(crate) fn sprinters(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sprinters"))
