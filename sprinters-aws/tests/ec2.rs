@@ -512,6 +512,66 @@ async fn unknown_images_and_subnets_are_config_errors_that_name_them() {
     assert!(err.message().contains(subnet.as_str()), "{err}");
 }
 
+/// Idempotency proven against the emulator, not the launcher's own cache:
+/// a second launcher (another process, after a crash) retrying the same
+/// request gets the first instance, and the same token with another JIT
+/// config (what a resumed launch sends) is refused as EC2 refuses it
+/// (IdempotentParameterMismatch), which the engine answers by adopting the
+/// first instance.
+#[tokio::test]
+async fn a_launch_retried_by_another_process_gets_the_first_instance() {
+    let c = customer().await;
+    let controller = unique("token");
+    // The subnet pinned, so that the retry's parameters are the first's
+    // (an unpinned launch picks a subnet at random).
+    let subnets = c.ec2.describe_subnets().send().await.unwrap();
+    let subnet = subnets.subnets()[0].subnet_id().unwrap().to_owned();
+    let zone = subnets.subnets()[0].availability_zone().unwrap().to_owned();
+    let req = request(
+        &c,
+        &controller,
+        4301,
+        &format!("sprinters:aws:ubuntu-24.04:us-east-1/{zone}/{subnet}"),
+        Market::OnDemand,
+    );
+    let first = Ec2Launcher::new(config())
+        .launch(req.clone())
+        .await
+        .unwrap();
+    let again = Ec2Launcher::new(config())
+        .launch(req.clone())
+        .await
+        .unwrap();
+    assert_eq!(again.instance_id, first.instance_id, "no second instance");
+    let tagged = c
+        .ec2
+        .describe_instances()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name(format!("tag:{CONTROLLER_TAG}"))
+                .values(&controller)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let count: usize = tagged
+        .reservations()
+        .iter()
+        .map(|r| r.instances().len())
+        .sum();
+    assert_eq!(count, 1, "one instance for the token");
+
+    let mut other = req.clone();
+    other.jit_config = SecretString::from("eyJvdGhlciI6ImNvbmZpZyJ9".to_owned());
+    let err = Ec2Launcher::new(config()).launch(other).await.unwrap_err();
+    assert_eq!(*err.kind(), ErrorKind::Conflict, "{err}");
+    assert!(
+        err.to_string().contains("IdempotentParameterMismatch"),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn terminating_twice_and_unknown_instances_succeed() {
     let c = customer().await;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sprinters_core::Result;
 use sprinters_core::domain::{DeliveryId, JobKey, OwnerId};
+use sprinters_core::events::Conclusion;
 use sprinters_core::job::{JobRecord, JobState};
 use sprinters_core::ports::{
     AcquireLease, ClaimJob, DeliveryRecorded, JobPage, JobStore, LeaseGrant, ListJobs, Purge,
@@ -19,16 +20,30 @@ use sprinters_core::tenant::TenantRecord;
 use sprinters_core::testing::{TestBed, sample_record};
 use sprinters_core::{Error, time::Clock};
 
-/// Forwards to a store and counts the job records its reads return.
+/// Forwards to a store and counts the job records its reads return, and
+/// its durable writes.
 #[derive(Debug)]
 struct CountingStore {
     inner: Arc<dyn JobStore>,
     read: AtomicUsize,
+    written: AtomicUsize,
 }
 
 impl CountingStore {
+    fn new(inner: Arc<dyn JobStore>) -> Self {
+        Self {
+            inner,
+            read: AtomicUsize::new(0),
+            written: AtomicUsize::new(0),
+        }
+    }
+
     fn take(&self) -> usize {
         self.read.swap(0, Ordering::SeqCst)
+    }
+
+    fn writes(&self) -> usize {
+        self.written.load(Ordering::SeqCst)
     }
 }
 
@@ -41,9 +56,11 @@ impl JobStore for CountingStore {
         Ok(record)
     }
     async fn put_job(&self, request: PutJob) -> Result<Version> {
+        self.written.fetch_add(1, Ordering::SeqCst);
         self.inner.put_job(request).await
     }
     async fn claim_job(&self, request: ClaimJob) -> Result<Option<Versioned<JobRecord>>> {
+        self.written.fetch_add(1, Ordering::SeqCst);
         self.inner.claim_job(request).await
     }
     async fn list_jobs(&self, request: ListJobs) -> Result<JobPage> {
@@ -55,6 +72,7 @@ impl JobStore for CountingStore {
         self.inner.delivery_seen(id).await
     }
     async fn record_delivery(&self, request: RecordDelivery) -> Result<DeliveryRecorded> {
+        self.written.fetch_add(1, Ordering::SeqCst);
         self.inner.record_delivery(request).await
     }
     async fn acquire_lease(&self, request: AcquireLease) -> Result<LeaseGrant> {
@@ -96,10 +114,7 @@ async fn a_tick_reads_what_is_due_and_not_the_history() {
         };
         bed.store.put_job(PutJob::create(record)).await.unwrap();
     }
-    let store = Arc::new(CountingStore {
-        inner: bed.store.clone(),
-        read: AtomicUsize::new(0),
-    });
+    let store = Arc::new(CountingStore::new(bed.store.clone()));
     let engine = bed.builder().store(store.clone()).build().unwrap();
 
     engine.process_due().await.unwrap();
@@ -135,6 +150,57 @@ async fn a_tick_reads_what_is_due_and_not_the_history() {
     assert_eq!(bed.record(&job).await.state, JobState::Launched);
 }
 
+/// A lone `queued` webhook costs one durable write before the launch's
+/// API calls: the job, its delivery, its launch claim and its launch
+/// intent go to the store together (they were three writes, one after
+/// another). A crash after it resumes the launch as any claimed one.
+#[tokio::test]
+async fn a_lone_webhook_costs_one_durable_write_before_its_launch() {
+    let bed = TestBed::new();
+    let store = Arc::new(CountingStore::new(bed.store.clone()));
+    let engine = bed.builder().store(store.clone()).build().unwrap();
+    let at_jit = Arc::new(AtomicUsize::new(usize::MAX));
+    {
+        // Read at the moment GitHub is asked for the JIT config: the
+        // first API call (credentials go alongside it).
+        let (store, at_jit) = (store.clone(), at_jit.clone());
+        bed.registry
+            .faults()
+            .fail_next("create_jit_runner", 1, move || {
+                at_jit.store(store.writes(), Ordering::SeqCst);
+                Error::unavailable("measured; try again")
+            });
+    }
+    let job = bed.job(1);
+    bed.tell_github(&job.queued());
+    engine
+        .handle(bed.delivery("d-1", job.queued()))
+        .await
+        .unwrap();
+    engine.drain().await;
+    assert_eq!(
+        at_jit.load(Ordering::SeqCst),
+        1,
+        "writes before the JIT call"
+    );
+    assert!(
+        bed.store
+            .delivery_seen(DeliveryId::parse("d-1").unwrap())
+            .await
+            .unwrap(),
+        "the delivery went with that write"
+    );
+
+    let record = bed.record(&job).await;
+    let retry_at = record.next_attempt_at.expect("backing off");
+    bed.advance(retry_at.since(bed.clock.now()) + Duration::from_millis(1));
+    engine.process_due().await.unwrap();
+    engine.drain().await;
+    let record = bed.record(&job).await;
+    assert_eq!(record.state, JobState::Launched);
+    assert_eq!(record.launches.len(), 1, "one launch, resumed");
+}
+
 /// A delivery's id is kept as long as GitHub can send it again (the
 /// delivery window, 7 days by default), not for the history's 90 days: the
 /// reconciler forgets it after the window and keeps the job.
@@ -168,4 +234,47 @@ async fn delivery_ids_are_kept_for_the_redelivery_window_only() {
         bed.store.get_job(job.key).await.unwrap().is_some(),
         "the job's history is kept for its own retention"
     );
+}
+
+/// The reconciler's GitHub calls are budgeted per installation and pass:
+/// one owner with many jobs to check spends its own budget, another
+/// owner's job is still checked in the same pass, and the checks left over
+/// are made in later passes.
+#[tokio::test]
+async fn each_installation_has_its_own_budget_of_github_calls_per_pass() {
+    let bed = TestBed::with_config(|c| c.github_calls_per_pass = 3);
+    bed.connect("other-org", 777, 778, "210987654321");
+    let busy: Vec<_> = (1..=10).map(|n| bed.job(n)).collect();
+    let other = bed.job(100).repository("other-org/app").owner(777, 778);
+    for job in busy.iter().chain([&other]) {
+        bed.send(job.queued()).await;
+        // GitHub ran and finished it; both webhooks were lost.
+        let runner = TestBed::runner(job, 1);
+        bed.tell_github(&job.completed(Conclusion::Success, Some(&runner)));
+    }
+    bed.settle().await;
+    bed.advance(bed.engine.config().queued_timeout + Duration::from_secs(1));
+
+    let report = bed.engine.reconcile().await.unwrap();
+    bed.settle().await;
+    assert_eq!(
+        report.jobs_checked, 4,
+        "3 of the busy owner's, 1 of the other's"
+    );
+    assert!(report.github_calls_deferred >= 7, "{report:?}");
+    assert!(
+        bed.record(&other).await.state.is_finished(),
+        "the other owner is not kept waiting behind the busy one"
+    );
+
+    for _ in 0..3 {
+        bed.engine.reconcile().await.unwrap();
+        bed.settle().await;
+    }
+    for job in &busy {
+        assert!(
+            bed.record(job).await.state.is_finished(),
+            "checked in a later pass"
+        );
+    }
 }

@@ -344,6 +344,48 @@ async fn a_launch_that_reached_ec2_before_a_crash_is_adopted_not_repeated() {
     );
 }
 
+/// The same crash, but the resumed launch's look-up misses the instance (a
+/// `RunInstances` still in flight when its process died, or a lagging
+/// listing): its own `RunInstances` carries the same client token with a
+/// new JIT config, EC2 refuses it (IdempotentParameterMismatch), and the
+/// engine adopts the first instance instead of failing the attempt.
+#[tokio::test]
+async fn a_launch_whose_token_ec2_refuses_as_reused_adopts_the_first_instance() {
+    let armed = std::sync::atomic::AtomicBool::new(true);
+    let bed = TestBed::with_store_hook(move |record| {
+        let records_instance = record.launches.iter().any(|l| l.instance_id.is_some());
+        if records_instance && armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::unavailable("crashed before recording the instance"));
+        }
+        Ok(())
+    });
+    let engine = bed.engine.clone();
+    let job = bed.job(1);
+    engine
+        .handle(bed.delivery("d", job.queued()))
+        .await
+        .unwrap();
+    engine.drain().await;
+    assert_eq!(bed.launcher.instances().len(), 1, "RunInstances did run");
+
+    bed.launcher.lag_next_listings(1);
+    bed.advance(Duration::from_secs(301));
+    engine.process_due().await.unwrap();
+    engine.drain().await;
+    let record = bed.record(&job).await;
+    assert_eq!(record.state, JobState::Launched, "{:?}", record.message);
+    assert_eq!(record.failed_attempts, 0, "the refused token is no failure");
+    assert_eq!(
+        bed.launcher.instances().len(),
+        1,
+        "exactly one instance for the job"
+    );
+    assert_eq!(
+        record.launches[0].instance_id.as_ref(),
+        Some(&bed.launcher.instances()[0].info.instance_id)
+    );
+}
+
 /// A launch cut short (the instance exists, the store never heard of it)
 /// whose job then ran and finished elsewhere: once nothing is active any
 /// more, the sweep still looks in the account and ends the instance.

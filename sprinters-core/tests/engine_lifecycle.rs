@@ -71,23 +71,62 @@ impl Token for TestBed {
 
 #[tokio::test]
 async fn the_claim_is_written_before_any_api_call() {
-    // The store refuses the claim: nothing may reach GitHub or EC2.
+    // The store refuses the write that records the job with its claim:
+    // nothing may reach GitHub or EC2, and the webhook is not acknowledged.
     let bed = TestBed::new();
-    bed.store.faults().fail_next("claim_job", 1, || {
+    bed.store.faults().fail_next("put_job", 1, || {
         sprinters_core::Error::unavailable("store down")
     });
     let job = bed.job(1);
-    bed.send(job.queued()).await;
+    let refused = bed.engine.handle(bed.delivery("d-1", job.queued())).await;
+    assert!(refused.is_err(), "GitHub redelivers an unanswered webhook");
     bed.settle().await;
     assert_eq!(bed.registry.jit_configs(), 0);
     assert_eq!(bed.launcher.launch_calls(), 0);
+    assert!(bed.store.get_job(job.key).await.unwrap().is_none());
+
+    // The redelivery succeeds.
+    bed.engine
+        .handle(bed.delivery("d-1", job.queued()))
+        .await
+        .unwrap();
+    bed.settle().await;
+    assert_eq!(bed.record(&job).await.state, JobState::Launched);
+    assert_eq!(bed.launcher.alive().len(), 1);
+}
+
+/// A job that cannot launch at once (its slot taken) is queued, and the
+/// claim its launch later takes is written before any API call too.
+#[tokio::test]
+async fn a_later_launch_claims_before_any_api_call() {
+    let bed = TestBed::with_config(|c| c.limits.per_account = Some(1));
+    let first = bed.job(1);
+    bed.send(first.queued()).await;
+    bed.settle().await;
+    let job = bed.job(2);
+    bed.send(job.queued()).await;
+    assert_eq!(
+        bed.record(&job).await.state,
+        JobState::Queued,
+        "waits for the slot"
+    );
+
+    bed.store.faults().fail_next("claim_job", 1, || {
+        sprinters_core::Error::unavailable("store down")
+    });
+    let runner = TestBed::runner(&first, 1);
+    bed.send(first.in_progress(&runner)).await;
+    bed.send(first.completed(Conclusion::Success, Some(&runner)))
+        .await;
+    bed.settle().await;
+    assert_eq!(bed.registry.jit_configs(), 1, "only the first job's");
+    assert_eq!(bed.launcher.launch_calls(), 1);
     assert_eq!(bed.record(&job).await.state, JobState::Queued);
 
     // The next tick tries again and succeeds.
     bed.engine.process_due().await.unwrap();
     bed.settle().await;
     assert_eq!(bed.record(&job).await.state, JobState::Launched);
-    assert_eq!(bed.launcher.alive().len(), 1);
 }
 
 #[tokio::test]

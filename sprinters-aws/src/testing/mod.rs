@@ -67,7 +67,8 @@ struct StandInState {
     instances: HashMap<String, StandInInstance>,
     // Instances not yet terminated, for tag listings.
     live: HashSet<String>,
-    by_token: HashMap<String, String>,
+    /// Client token → (instance id, the request's other parameters).
+    by_token: HashMap<String, (String, Vec<(String, String)>)>,
     security_groups: BTreeMap<(String, String), String>,
     arm64: HashSet<String>,
     next: u64,
@@ -170,7 +171,7 @@ impl AwsStandIn {
     /// The instance launched with client token `token`.
     pub fn by_client_token(&self, token: &str) -> Option<StandInInstance> {
         let state = self.state();
-        let id = state.by_token.get(token)?;
+        let (id, _) = state.by_token.get(token)?;
         state.instances.get(id).cloned()
     }
 
@@ -218,6 +219,20 @@ impl Params {
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The parameters a client token binds: all but the token itself and
+    /// the zone ("Ensuring idempotency in Amazon EC2 API requests": a
+    /// retry may change only the Region or Availability Zone).
+    fn bound_by_token(&self) -> Vec<(String, String)> {
+        let mut bound: Vec<(String, String)> = self
+            .0
+            .iter()
+            .filter(|(k, _)| k != "ClientToken" && k != "Placement.AvailabilityZone")
+            .cloned()
+            .collect();
+        bound.sort();
+        bound
     }
 
     /// `Prefix.1`, `Prefix.2`, ... in order.
@@ -343,13 +358,20 @@ fn assume_role(state: &mut StandInState, params: &Params) -> Xml {
 
 fn run_instances(state: &mut StandInState, params: &Params, region: &str) -> Result<Xml, Fault> {
     let token = params.get("ClientToken").map(str::to_owned);
-    if let Some(existing) = token
-        .as_ref()
-        .and_then(|t| state.by_token.get(t))
-        .and_then(|id| state.instances.get(id))
-    {
-        // EC2's idempotency: the same token answers with the same instance.
-        return Ok(Xml::response("RunInstances").instances(std::slice::from_ref(existing)));
+    if let Some((id, bound)) = token.as_ref().and_then(|t| state.by_token.get(t)) {
+        // EC2's idempotency (docs.aws.amazon.com/ec2/latest/devguide/
+        // ec2-api-idempotency.html): the same token with the same
+        // parameters answers with the first instance and starts nothing;
+        // with any other parameter changed it is refused.
+        if *bound != params.bound_by_token() {
+            return Err(fault(
+                "IdempotentParameterMismatch",
+                "Arguments on this idempotent request are inconsistent with arguments used in previous request(s).",
+            ));
+        }
+        if let Some(existing) = state.instances.get(id) {
+            return Ok(Xml::response("RunInstances").instances(std::slice::from_ref(existing)));
+        }
     }
     let image_id = params
         .get("ImageId")
@@ -395,7 +417,9 @@ fn run_instances(state: &mut StandInState, params: &Params, region: &str) -> Res
         launched: Instant::now(),
     };
     if let Some(token) = token {
-        state.by_token.insert(token, instance.id.clone());
+        state
+            .by_token
+            .insert(token, (instance.id.clone(), params.bound_by_token()));
     }
     state.live.insert(instance.id.clone());
     state

@@ -143,6 +143,11 @@ pub struct EngineConfig {
     /// the deliveries of the past 3 days, GitHub Enterprise Server those of
     /// the past 7 (docs.github.com, "Redelivering webhooks").
     pub delivery_window: Duration,
+    /// GitHub calls a reconciliation pass may make per installation
+    /// (checks of waiting and running jobs, listings of queued jobs); the
+    /// rest wait for the next pass, in a random order so that none waits
+    /// for ever.
+    pub github_calls_per_pass: usize,
     /// Prices for cost estimates.
     pub prices: PriceTable,
     /// Spot prices are estimated as this fraction of on-demand.
@@ -170,6 +175,7 @@ impl EngineConfig {
             tick_interval: Duration::from_secs(1),
             retention: Duration::from_secs(90 * 24 * 3600),
             delivery_window: Duration::from_secs(7 * 24 * 3600),
+            github_calls_per_pass: 30,
             prices: PriceTable::us_east_1(),
             spot_price_ratio: 0.35,
             runner_group_id: 1,
@@ -202,6 +208,9 @@ impl EngineConfig {
             return bad(
                 "delivery_window must be at least 3 days: GitHub redelivers deliveries of the past 3 days, and a redelivery of a forgotten id is processed again",
             );
+        }
+        if self.github_calls_per_pass == 0 {
+            return bad("github_calls_per_pass must be at least 1");
         }
         if self.limits.per_account == Some(0) || self.limits.per_repository == Some(0) {
             return bad("a concurrency limit of 0 would queue every job forever; use at least 1");

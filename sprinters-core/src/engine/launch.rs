@@ -103,7 +103,7 @@ impl Inner {
         if !still_needed {
             return self.release_claim(claimed).await;
         }
-        let (Some(spec), Some(account)) = (record.spec.clone(), record.account.clone()) else {
+        let (Some(spec), Some(_)) = (&record.spec, &record.account) else {
             return self.release_claim(claimed).await;
         };
         // The tenant may have changed since the job was queued: uninstalled,
@@ -132,22 +132,7 @@ impl Inner {
             .find(|l| l.instance_id.is_none() && l.ended.is_none())
             .map(|l| l.number);
         let number = pending.unwrap_or(record.launches.len() as u32 + 1);
-        let runner_name = RunnerName::for_launch(key, number);
-        let intent = Launch {
-            number,
-            runner_name: runner_name.clone(),
-            runner_id: None,
-            instance_id: None,
-            region: spec.region.clone(),
-            availability_zone: spec.availability_zone.clone(),
-            instance_type: spec.instance_type.clone(),
-            spot: false,
-            spot_fallback: false,
-            hourly_price_micros: None,
-            launched_at: None,
-            taken_by: None,
-            ended: None,
-        };
+        let intent = launch_intent(key, spec, number);
         let replica = self.config.replica_id.clone();
         let written = self
             .update_from(claimed, |r| {
@@ -165,23 +150,35 @@ impl Inner {
         if written.value.state != JobState::Launching {
             return Ok(Some(written.value));
         }
-        tracing::info!(runner = %runner_name, launch = number, "launching");
+        self.launch_claimed(written, number, pending.is_some())
+            .await
+            .map(Some)
+    }
 
+    /// Launch `number` of the job in `written`, claimed by this replica
+    /// with its intent recorded: the API calls, then the outcome's write.
+    pub(super) async fn launch_claimed(
+        &self,
+        written: Versioned<JobRecord>,
+        number: u32,
+        resumed: bool,
+    ) -> Result<JobRecord> {
+        let record = written.value.clone();
+        let (Some(spec), Some(account)) = (record.spec.clone(), record.account.clone()) else {
+            return Err(Error::integrity(format!(
+                "job {} was claimed for a launch without a spec or account",
+                record.key
+            )));
+        };
+        let runner_name = RunnerName::for_launch(record.key, number);
+        tracing::info!(runner = %runner_name, launch = number, "launching");
         match self
-            .launch_instance(
-                &record,
-                &spec,
-                account,
-                number,
-                &runner_name,
-                pending.is_some(),
-            )
+            .launch_instance(&record, &spec, account, number, &runner_name, resumed)
             .await
         {
             Ok(outcome) => self.record_launched(written, number, outcome).await,
             Err(e) => self.record_failure(written, number, e).await,
         }
-        .map(Some)
     }
 
     async fn launch_instance(
@@ -292,6 +289,27 @@ impl Inner {
                 runner_id: Some(jit.runner_id),
                 spot_fallback,
             }),
+            // The token was used with other parameters (this attempt's new
+            // JIT config): an earlier attempt's `RunInstances` went through
+            // although the look-up above missed it (a request still in
+            // flight when its process died, or EC2's listing lagging).
+            // Its instance is this launch's.
+            Err(e) if resumed && *e.kind() == ErrorKind::Conflict => {
+                match self
+                    .find_launched(record, &account, &credentials, runner_name)
+                    .await?
+                {
+                    Some(found) => {
+                        tracing::info!(instance = %found.instance_id, "adopted the instance of an earlier attempt");
+                        Ok(Outcome {
+                            launched: found,
+                            runner_id: None,
+                            spot_fallback: false,
+                        })
+                    }
+                    None => Err(e),
+                }
+            }
             Err(e) => {
                 if !e.is_retryable() {
                     self.discard_runner(record, jit.runner_id).await;
@@ -305,7 +323,7 @@ impl Inner {
     /// its own and none spare in its label set. Spares are rare, so the
     /// common case reads only the jobs that could hold one (active, no
     /// longer waiting) rather than every job of the label set.
-    async fn needs_launch(&self, record: &JobRecord, now: Timestamp) -> Result<bool> {
+    pub(super) async fn needs_launch(&self, record: &JobRecord, now: Timestamp) -> Result<bool> {
         let key = record.key;
         if record
             .launches
@@ -544,5 +562,26 @@ impl Inner {
         if !record.launches.iter().any(Launch::is_live) {
             self.limiter.release(record.key);
         }
+    }
+}
+
+/// The intent of launch `number` of `key`, recorded before any API call:
+/// after a crash, a pending launch tells the next attempt to look for its
+/// instance.
+pub(super) fn launch_intent(key: JobKey, spec: &crate::labels::RunnerSpec, number: u32) -> Launch {
+    Launch {
+        number,
+        runner_name: RunnerName::for_launch(key, number),
+        runner_id: None,
+        instance_id: None,
+        region: spec.region.clone(),
+        availability_zone: spec.availability_zone.clone(),
+        instance_type: spec.instance_type.clone(),
+        spot: false,
+        spot_fallback: false,
+        hourly_price_micros: None,
+        launched_at: None,
+        taken_by: None,
+        ended: None,
     }
 }

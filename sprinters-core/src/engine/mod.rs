@@ -26,6 +26,8 @@
 //! engine is safe to run on several replicas sharing one store.
 
 mod admin;
+mod arrival;
+mod budget;
 mod config;
 mod ending;
 mod installations;

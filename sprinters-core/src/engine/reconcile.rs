@@ -3,11 +3,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use super::budget::CallBudget;
 use super::supply::{Scope, scope, supplies};
 use super::{Handled, Inner};
 use crate::domain::{AccountId, JobKey, OwnerId, Region};
 use crate::events::{Conclusion, WorkflowJobAction, WorkflowJobEvent};
-use crate::job::{EndReason, JobRecord, JobState};
+use crate::job::{EndReason, JobRecord, JobState, Launch};
 use crate::observe::InstanceEnded;
 use crate::ports::{
     AcquireLease, CredentialsRequest, DescribeInstance, GetJobStatus, InstanceState, ListJobs,
@@ -20,6 +21,9 @@ use crate::{ErrorKind, Result};
 /// The named lease of the reconciler's leader: held by a running replica
 /// (any one of them takes it within `leader_ttl`).
 pub const LEADER_LEASE: &str = "sprinters/reconciler";
+
+/// What one sweep lists: an owner's connection to an account, in a region.
+type SweepTarget<'a> = (OwnerId, &'a AccountId, &'a Region);
 
 /// How far back a repository counts as in use for the lost-`queued`
 /// fallback, and how many of the newest jobs are looked at for it.
@@ -54,6 +58,9 @@ pub struct ReconcileReport {
     pub unseen_recovered: usize,
     /// Job records purged by retention.
     pub purged: usize,
+    /// GitHub calls left for the next pass: their installation's budget
+    /// for this one was spent.
+    pub github_calls_deferred: usize,
 }
 
 impl Inner {
@@ -66,10 +73,12 @@ impl Inner {
         report.leader = true;
 
         let active = self.list_all(ListJobs::active(1000)).await?;
+        let mut budget = CallBudget::new(self.config.github_calls_per_pass);
         self.end_expired_and_finished(&active, &mut report).await;
         self.end_spares(&active, &mut report).await;
-        self.check_waiting(&active, &mut report).await;
-        self.end_unregistered(&active, &mut report).await;
+        self.check_waiting(&active, &mut budget, &mut report).await;
+        self.end_unregistered(&active, &mut budget, &mut report)
+            .await;
         // The newest jobs, finished or not: repositories in use lately (for
         // lost `queued` webhooks), and the accounts and regions to sweep
         // even when nothing is active any more (a launch cut short by a
@@ -81,7 +90,9 @@ impl Inner {
                 Vec::new()
             }
         };
-        self.find_unseen_queued(&active, &recent, &mut report).await;
+        self.find_unseen_queued(&active, &recent, &mut budget, &mut report)
+            .await;
+        report.github_calls_deferred = budget.deferred();
         self.sweep_cloud(&active, &recent, &mut report).await;
         self.process_due().await?;
         let purged = self
@@ -101,6 +112,15 @@ impl Inner {
             tracing::info!(?report, "reconciled");
         }
         Ok(report)
+    }
+
+    /// Shuffles `items` with the engine's generator (seeded in a
+    /// simulation, so that a seed replays exactly).
+    fn shuffle<T>(&self, items: &mut [T]) {
+        self.rng
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .shuffle(items);
     }
 
     /// Takes or renews the reconciler's leadership: true while this
@@ -220,7 +240,12 @@ impl Inner {
 
     /// Jobs waiting too long, and running jobs whose runner of ours is
     /// gone: GitHub may have sent events we never got.
-    async fn check_waiting(&self, active: &[Versioned<JobRecord>], report: &mut ReconcileReport) {
+    async fn check_waiting(
+        &self,
+        active: &[Versioned<JobRecord>],
+        budget: &mut CallBudget,
+        report: &mut ReconcileReport,
+    ) {
         let now = self.clock.now();
         // Served: by a live launch whose instance we know, or that is in
         // flight. One cut short by a crash before its instance was recorded
@@ -240,7 +265,11 @@ impl Inner {
         // ours waits on them: a few a pass, so that one owner running many
         // jobs on its own runners never slows the pass for everyone.
         let mut foreign_checks = 0usize;
-        for record in active.iter().map(|r| &r.value) {
+        let mut candidates: Vec<&JobRecord> = active.iter().map(|r| &r.value).collect();
+        // In a random order: past a budget, the checks left over are other
+        // ones next pass, so none waits for ever behind the same few.
+        self.shuffle(&mut candidates);
+        for record in candidates {
             let waited_too_long = record.state.is_waiting()
                 && now.since(record.queued_at) >= self.config.queued_timeout;
             // Its instance ended (the runner exits after its one job), so
@@ -269,6 +298,9 @@ impl Inner {
                     continue;
                 }
                 foreign_checks += 1;
+            }
+            if !budget.take(record.installation_id) {
+                continue;
             }
             report.jobs_checked += 1;
             self.ask_github(record).await;
@@ -348,6 +380,7 @@ impl Inner {
     async fn end_unregistered(
         &self,
         active: &[Versioned<JobRecord>],
+        budget: &mut CallBudget,
         report: &mut ReconcileReport,
     ) {
         let now = self.clock.now();
@@ -376,11 +409,21 @@ impl Inner {
                 continue;
             }
             // Those waiting past `queued_timeout` were asked in this pass.
+            // Past the budget, the runner is not judged this pass: a lost
+            // pickup is not ruled out.
+            let mut asked_all = true;
             for record in waiting
                 .into_iter()
                 .filter(|r| now.since(r.queued_at) < self.config.queued_timeout)
             {
+                if !budget.take(record.installation_id) {
+                    asked_all = false;
+                    continue;
+                }
                 self.ask_github(record).await;
+            }
+            if !asked_all {
+                continue;
             }
             for (key, number) in stale {
                 let still_idle = match self.store.get_job(key).await {
@@ -414,6 +457,7 @@ impl Inner {
         &self,
         active: &[Versioned<JobRecord>],
         newest: &[Versioned<JobRecord>],
+        budget: &mut CallBudget,
         report: &mut ReconcileReport,
     ) {
         // The repositories with jobs in flight, and those with a job queued
@@ -434,7 +478,12 @@ impl Inner {
                 .filter(|r| r.value.queued_at >= recent)
                 .map(scope),
         );
+        let mut repositories: Vec<_> = repositories.into_iter().collect();
+        self.shuffle(&mut repositories);
         for (installation_id, owner_id, repository) in repositories {
+            if !budget.take(installation_id) {
+                continue;
+            }
             let request = ListQueuedJobs::new(installation_id, repository.clone());
             let queued = match self.registry.list_queued_jobs(request).await {
                 Ok(queued) => queued,
@@ -508,7 +557,19 @@ impl Inner {
         let now = self.clock.now();
         let snapshot: HashMap<JobKey, &JobRecord> =
             active.iter().map(|r| (r.value.key, &r.value)).collect();
-        for (owner_id, account, region) in targets {
+        // The live launches of each target, grouped once: the pass stays
+        // linear in the jobs and instances it looks at.
+        let mut live: HashMap<SweepTarget<'_>, Vec<(&JobRecord, &Launch)>> = HashMap::new();
+        for r in active.iter().map(|r| &r.value) {
+            let Some(account) = &r.account else { continue };
+            for l in r.launches.iter().filter(|l| l.is_live()) {
+                live.entry((r.owner_id, account, &l.region))
+                    .or_default()
+                    .push((r, l));
+            }
+        }
+        for (owner_id, account, region) in &targets {
+            let (owner_id, account, region) = (*owner_id, account.clone(), region.clone());
             let Some(owner) = owners.get(&owner_id) else {
                 continue;
             };
@@ -580,66 +641,62 @@ impl Inner {
                 }
             }
             // Live launches whose instance EC2 no longer runs.
-            for r in active.iter().map(|r| &r.value) {
-                if r.account.as_ref() != Some(&account) {
+            let alive: HashMap<&crate::domain::InstanceId, &crate::ports::InstanceInfo> = owned
+                .iter()
+                .filter(|i| i.state.is_alive())
+                .map(|i| (&i.instance_id, i))
+                .collect();
+            let launches = live
+                .get(&(owner_id, &account, &region))
+                .map_or(&[][..], Vec::as_slice);
+            for &(r, l) in launches {
+                let Some(id) = &l.instance_id else { continue };
+                if let Some(instance) = alive.get(id) {
+                    // EC2 boots an instance within a minute or two; one
+                    // still pending long after never will: its job
+                    // gets a new launch rather than waiting for the
+                    // maximum lifetime.
+                    // (A runner that took a job did boot, whatever
+                    // EC2 last said.)
+                    let stuck = instance.state == InstanceState::Pending
+                        && l.is_idle()
+                        && l.launched_at
+                            .is_some_and(|t| now.since(t) > self.config.boot_timeout);
+                    if stuck {
+                        tracing::warn!(instance = %id, "instance never booted; launching again");
+                        if let Err(e) = self
+                            .end_launch(r.key, l.number, EndReason::LaunchFailed, None)
+                            .await
+                        {
+                            tracing::warn!(error = %e, "ending a stuck instance failed");
+                        }
+                    }
                     continue;
                 }
-                for l in r
-                    .launches
-                    .iter()
-                    .filter(|l| l.is_live() && l.region == region)
-                {
-                    let Some(id) = &l.instance_id else { continue };
-                    let alive = owned
-                        .iter()
-                        .find(|i| &i.instance_id == id && i.state.is_alive());
-                    if let Some(instance) = alive {
-                        // EC2 boots an instance within a minute or two; one
-                        // still pending long after never will: its job
-                        // gets a new launch rather than waiting for the
-                        // maximum lifetime.
-                        // (A runner that took a job did boot, whatever
-                        // EC2 last said.)
-                        let stuck = instance.state == InstanceState::Pending
-                            && l.is_idle()
-                            && l.launched_at
-                                .is_some_and(|t| now.since(t) > self.config.boot_timeout);
-                        if stuck {
-                            tracing::warn!(instance = %id, "instance never booted; launching again");
-                            if let Err(e) = self
-                                .end_launch(r.key, l.number, EndReason::LaunchFailed, None)
-                                .await
-                            {
-                                tracing::warn!(error = %e, "ending a stuck instance failed");
-                            }
-                        }
-                        continue;
-                    }
-                    let describe = DescribeInstance::new(
-                        account.clone(),
-                        credentials.clone(),
-                        region.clone(),
-                        id.clone(),
-                    );
-                    let reclaimed = matches!(
-                        self.launcher.describe(describe).await,
-                        Ok(info) if info.state_reason == Some(StateReason::SpotReclaimed)
-                    );
-                    let reason = if reclaimed {
-                        report.reclaimed += 1;
-                        EndReason::SpotReclaimed
-                    } else if l.taken_by.is_some() {
-                        EndReason::JobCompleted
-                    } else {
-                        EndReason::Spare
-                    };
-                    if let Err(e) = self.end_launch(r.key, l.number, reason, None).await {
-                        tracing::warn!(error = %e, "recording a vanished instance failed");
-                        continue;
-                    }
-                    if reclaimed && self.rerun_after_reclaim(r, l.taken_by).await {
-                        report.reruns += 1;
-                    }
+                let describe = DescribeInstance::new(
+                    account.clone(),
+                    credentials.clone(),
+                    region.clone(),
+                    id.clone(),
+                );
+                let reclaimed = matches!(
+                    self.launcher.describe(describe).await,
+                    Ok(info) if info.state_reason == Some(StateReason::SpotReclaimed)
+                );
+                let reason = if reclaimed {
+                    report.reclaimed += 1;
+                    EndReason::SpotReclaimed
+                } else if l.taken_by.is_some() {
+                    EndReason::JobCompleted
+                } else {
+                    EndReason::Spare
+                };
+                if let Err(e) = self.end_launch(r.key, l.number, reason, None).await {
+                    tracing::warn!(error = %e, "recording a vanished instance failed");
+                    continue;
+                }
+                if reclaimed && self.rerun_after_reclaim(r, l.taken_by).await {
+                    report.reruns += 1;
                 }
             }
         }

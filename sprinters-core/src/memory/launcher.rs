@@ -34,8 +34,9 @@ pub struct SimInstance {
     pub idempotency_token: String,
 }
 
-/// EC2 in memory. Honours client tokens (a repeated token returns the same
-/// instance), can run out of spot capacity, and can reclaim spot instances.
+/// EC2 in memory. Honours client tokens as EC2 does (a repeated token with
+/// the same parameters returns the same instance; with others, such as a
+/// new JIT config, it is refused as a `Conflict`), can run out of spot capacity, and can reclaim spot instances.
 #[derive(Debug)]
 pub struct MemoryLauncher {
     clock: Arc<dyn Clock>,
@@ -48,8 +49,11 @@ pub struct MemoryLauncher {
 struct Ec2State {
     next_id: u64,
     instances: HashMap<InstanceId, SimInstance>,
-    tokens: HashMap<(AccountId, String), InstanceId>,
+    /// Client token → its instance and what the token binds.
+    tokens: HashMap<(AccountId, String), (InstanceId, Bound)>,
     no_spot_capacity: bool,
+    /// Listings still to answer as if nothing were launched yet.
+    lagging_listings: usize,
     last_request: Option<LaunchRequest>,
 }
 
@@ -72,6 +76,13 @@ impl MemoryLauncher {
     /// Whether spot launches fail with `CapacityUnavailable`.
     pub fn set_spot_capacity(&self, available: bool) {
         lock(&self.state).no_spot_capacity = !available;
+    }
+
+    /// The next `n` listings miss every instance, as EC2's may miss one
+    /// just started: its API is eventually consistent ("Eventual
+    /// consistency in the Amazon EC2 API", EC2 API reference).
+    pub fn lag_next_listings(&self, n: usize) {
+        lock(&self.state).lagging_listings = n;
     }
 
     /// EC2 reclaims a spot instance.
@@ -141,6 +152,30 @@ impl MemoryLauncher {
     }
 }
 
+/// The parameters of a launch that its client token binds. The JIT config
+/// is kept as a digest: this is compared, never read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Bound {
+    spec: String,
+    market: Market,
+    runner_name: String,
+    jit_config: u64,
+}
+
+impl Bound {
+    fn of(request: &LaunchRequest) -> Self {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut jit = std::collections::hash_map::DefaultHasher::new();
+        secrecy::ExposeSecret::expose_secret(&request.jit_config).hash(&mut jit);
+        Self {
+            spec: format!("{:?}", request.spec),
+            market: request.market,
+            runner_name: request.runner_name.to_string(),
+            jit_config: jit.finish(),
+        }
+    }
+}
+
 #[async_trait]
 impl CloudLauncher for MemoryLauncher {
     async fn launch(&self, request: LaunchRequest) -> Result<Launched> {
@@ -148,7 +183,19 @@ impl CloudLauncher for MemoryLauncher {
         let mut s = lock(&self.state);
         s.last_request = Some(request.clone());
         let token = (request.account.clone(), request.idempotency_token.clone());
-        let existing = s.tokens.get(&token).and_then(|id| s.instances.get(id));
+        let bound = Bound::of(&request);
+        let existing = match s.tokens.get(&token) {
+            // EC2 ("Ensuring idempotency in Amazon EC2 API requests"): the
+            // same token with other parameters is IdempotentParameterMismatch.
+            Some((_, first)) if *first != bound => {
+                return Err(Error::conflict(format!(
+                    "IdempotentParameterMismatch: client token {} was used with other parameters",
+                    request.idempotency_token
+                )));
+            }
+            Some((id, _)) => s.instances.get(id),
+            None => None,
+        };
         let instance = match existing {
             Some(i) => i.clone(),
             None => {
@@ -179,7 +226,7 @@ impl CloudLauncher for MemoryLauncher {
                     idempotency_token: request.idempotency_token.clone(),
                 };
                 s.instances.insert(id.clone(), instance.clone());
-                s.tokens.insert(token, id);
+                s.tokens.insert(token, (id, bound));
                 instance
             }
         };
@@ -217,7 +264,11 @@ impl CloudLauncher for MemoryLauncher {
 
     async fn list_owned(&self, request: ListOwned) -> Result<OwnedInstances> {
         self.faults.check("list_owned")?;
-        let s = lock(&self.state);
+        let mut s = lock(&self.state);
+        if s.lagging_listings > 0 {
+            s.lagging_listings -= 1;
+            return Ok(OwnedInstances::new(Vec::new()));
+        }
         let mut instances: Vec<InstanceInfo> = s
             .instances
             .values()
