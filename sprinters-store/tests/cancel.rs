@@ -15,6 +15,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use sprinters_core::domain::{JobId, JobKey, RunAttempt};
+use sprinters_core::job::JobState;
 use sprinters_core::ports::{AcquireLease, ClaimJob, JobStore, PutJob};
 use sprinters_core::testing::{TestBed, sample_record};
 use sprinters_core::time::Timestamp;
@@ -202,6 +203,17 @@ async fn a_dropped_webhook_leaves_the_engine_able_to_handle_the_next_and_shut_do
             store.get_job(job.key).await.unwrap().is_some(),
             "the redelivered webhook recorded its job"
         );
+    }
+    // Every job launches now, on the next tick: none is left held by a
+    // claim that a dropped handler stored and nobody works on (it would
+    // wait out `claim_ttl`; the test's clock does not move).
+    engine.process_due().await.unwrap();
+    within("the launches", engine.drain()).await;
+    for n in 0..16u64 {
+        for job in [bed.job(100 + n), bed.job(1000 + n)] {
+            let record = store.get_job(job.key).await.unwrap().unwrap().value;
+            assert_eq!(record.state, JobState::Launched, "job {}", job.key);
+        }
     }
     within("shutting the engine down", engine.shutdown()).await;
 }

@@ -5,15 +5,17 @@
 
 use std::sync::Arc;
 
+use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use super::launch::launch_intent;
+use super::records::Receipt;
 use super::{Inner, job_span};
-use crate::Result;
 use crate::domain::JobKey;
 use crate::job::{JobRecord, JobState, Lease};
 use crate::ports::Versioned;
 use crate::time::Timestamp;
+use crate::{Error, Result};
 
 /// This replica's launch slot and launch task for one new job, taken
 /// before the job's first write. Given back if the write does not happen
@@ -93,28 +95,71 @@ impl Inner {
         record
     }
 
-    /// Starts the launch of `written`, the job just created as
-    /// [`Inner::claimed_on_arrival`] made it, with `ticket`.
-    pub(super) fn launch_arrived(&self, mut ticket: LaunchTicket, written: Versioned<JobRecord>) {
-        let Some(this) = self.me() else { return };
-        let key = written.value.key;
-        ticket.armed = false;
-        let span = job_span(key, &written.value.repository);
+    /// Stores `record`, made by [`Inner::claimed_on_arrival`], and
+    /// launches it, in a task of its own: the webhook handler waits for
+    /// the write only, and a handler dropped at any await (a client that
+    /// hangs up, a timeout) can leave neither a stored claim that nobody
+    /// works on (it would hold the job for `claim_ttl`) nor a slot held.
+    /// Returns the stored record and whether this write created it; when
+    /// it did not, the ticket is given back and the caller goes on as for
+    /// any stored job.
+    pub(super) async fn arrive(
+        self: &Arc<Self>,
+        ticket: LaunchTicket,
+        record: JobRecord,
+        receipt: Option<&Receipt>,
+    ) -> Result<(Versioned<JobRecord>, bool)> {
+        let detached = receipt.map(Receipt::detached);
+        let (tx, rx) = oneshot::channel();
+        let this = Arc::clone(self);
+        let span = job_span(record.key, &record.repository);
         self.tasks.spawn(
             async move {
-                match this.launch_claimed(written, 1, false).await {
-                    Ok(record) => this.release_slot_if_idle_in(&record),
+                let written = this
+                    .create_or_update(record, |_| false, detached.as_ref())
+                    .await;
+                let (stored, created) = match written {
+                    Ok(written) => written,
                     Err(e) => {
-                        tracing::warn!(error = %e, "launch step failed; it is retried when due");
-                        this.release_slot_if_idle(key).await;
+                        drop(ticket);
+                        let _ = tx.send((Err(e), detached));
+                        return;
                     }
+                };
+                if !created {
+                    drop(ticket);
+                    let _ = tx.send((Ok((stored, false)), detached));
+                    return;
                 }
-                this.scheduled
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&key);
+                let _ = tx.send((Ok((stored.clone(), true)), detached));
+                this.launch_arrived(ticket, stored).await;
             }
             .instrument(span),
         );
+        let (written, detached) = rx.await.map_err(|_| {
+            Error::unavailable("the task writing a new job ended without an answer")
+        })?;
+        if let (Some(receipt), Some(detached)) = (receipt, &detached) {
+            receipt.take_over(detached);
+        }
+        written
+    }
+
+    /// Launches `written`, the job just created with `ticket`.
+    async fn launch_arrived(&self, mut ticket: LaunchTicket, written: Versioned<JobRecord>) {
+        let key = written.value.key;
+        // The launch holds the slot from here, and gives it back itself.
+        ticket.armed = false;
+        match self.launch_claimed(written, 1, false).await {
+            Ok(record) => self.release_slot_if_idle_in(&record),
+            Err(e) => {
+                tracing::warn!(error = %e, "launch step failed; it is retried when due");
+                self.release_slot_if_idle(key).await;
+            }
+        }
+        self.scheduled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
     }
 }

@@ -163,30 +163,27 @@ impl Inner {
         receipt: Option<&Receipt>,
     ) -> Result<Handled> {
         let now = self.clock.now();
-        let mut record = new_record(event, Some(labels), Some(account), JobState::Queued, now);
+        let record = new_record(event, Some(labels), Some(account), JobState::Queued, now);
         // A job that can launch at once is stored claimed, with its launch
         // intent: one durable write before the launch's API calls.
         let ticket = match self.me() {
-            Some(me) => me.launch_ticket(&record, now).await?,
+            Some(me) => me.launch_ticket(&record, now).await?.map(|t| (me, t)),
             None => None,
         };
-        if ticket.is_some() {
-            record = self.claimed_on_arrival(record, now);
-        }
         // A launch lost to a crash after this write is started by
         // `process_due`: the delivery is recorded with the job.
-        let (stored, created) = self.create_or_update(record, |_| false, receipt).await?;
+        let (stored, created) = match ticket {
+            Some((me, ticket)) => {
+                let claimed = self.claimed_on_arrival(record, now);
+                me.arrive(ticket, claimed, receipt).await?
+            }
+            None => self.create_or_update(record, |_| false, receipt).await?,
+        };
         if created {
             tracing::info!(labels = ?event.labels, "job queued");
-        }
-        if let Some(ticket) = ticket {
-            if created {
-                self.launch_arrived(ticket, stored);
-                return Ok(Handled::Accepted(event.job));
+            if stored.value.state == JobState::Launching {
+                return Ok(Handled::Accepted(event.job)); // its launch runs
             }
-            // Stored before (another event or replica): the usual way,
-            // once the ticket has given its slot back.
-            drop(ticket);
         }
         if stored.value.state.is_waiting() {
             // The launch task decides under its claim whether a spare

@@ -38,6 +38,19 @@ impl Receipt {
         self.recorded.load(Ordering::Acquire)
     }
 
+    /// A receipt for the same delivery, for a write made in another task;
+    /// [`Receipt::take_over`] tells this one whether that write recorded it.
+    pub(super) fn detached(&self) -> Self {
+        Self::new(self.delivery.clone())
+    }
+
+    /// Marks this receipt recorded if `detached`, made from it, was.
+    pub(super) fn take_over(&self, detached: &Receipt) {
+        if detached.recorded() {
+            self.recorded.store(true, Ordering::Release);
+        }
+    }
+
     pub(super) fn into_delivery(self) -> RecordDelivery {
         self.delivery
     }
