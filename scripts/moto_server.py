@@ -46,9 +46,12 @@ TaggedEC2Resource.get_tags = get_tags
 
 # (account, region, token) -> (the parameters it binds, reservation id)
 _TOKENS = {}
-# One RunInstances at a time: two concurrent calls with one token must not
-# both start an instance (moto_server serves requests on threads).
-_RUN_LOCK = threading.Lock()
+# One RunInstances at a time per token: two concurrent calls with one token
+# must not both start an instance (moto_server serves requests on threads).
+# Calls with other tokens are not held up: a queue of them here would keep
+# a killed process's last request in flight for longer than EC2 does.
+_TOKEN_LOCKS = {}
+_TOKEN_LOCKS_LOCK = threading.Lock()
 _run_instances = InstanceResponse.run_instances
 _IGNORED = {"ClientToken", "Action", "Version", "Placement.AvailabilityZone"}
 
@@ -78,7 +81,9 @@ def run_instances(self):
         return _run_instances(self)
     key = (self.current_account, self.region, token)
     bound = _bound(self.querystring)
-    with _RUN_LOCK:
+    with _TOKEN_LOCKS_LOCK:
+        token_lock = _TOKEN_LOCKS.setdefault(key, threading.Lock())
+    with token_lock:
         known = _TOKENS.get(key)
         if known is not None:
             if known[0] != bound:

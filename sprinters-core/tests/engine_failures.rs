@@ -368,13 +368,20 @@ async fn a_launch_whose_token_ec2_refuses_as_reused_adopts_the_first_instance() 
     engine.drain().await;
     assert_eq!(bed.launcher.instances().len(), 1, "RunInstances did run");
 
-    bed.launcher.lag_next_listings(1);
+    // Both look-ups miss it, the second after the in-flight window.
+    bed.launcher.lag_next_listings(2);
     bed.advance(Duration::from_secs(301));
+    engine.process_due().await.unwrap();
+    engine.drain().await;
+    bed.advance(engine.config().in_flight_window + Duration::from_secs(1));
     engine.process_due().await.unwrap();
     engine.drain().await;
     let record = bed.record(&job).await;
     assert_eq!(record.state, JobState::Launched, "{:?}", record.message);
-    assert_eq!(record.failed_attempts, 0, "the refused token is no failure");
+    assert_eq!(
+        record.failed_attempts, 0,
+        "a launch recorded clears its failures"
+    );
     assert_eq!(
         bed.launcher.instances().len(),
         1,
@@ -384,6 +391,50 @@ async fn a_launch_whose_token_ec2_refuses_as_reused_adopts_the_first_instance() 
         record.launches[0].instance_id.as_ref(),
         Some(&bed.launcher.instances()[0].info.instance_id)
     );
+}
+
+/// A launch cut short whose `RunInstances` is still on its way when the
+/// launch resumes (the look-up misses it): the resumed launch waits out the
+/// in-flight window and looks again, rather than replacing the JIT runner
+/// whose config that instance runs, and adopts the instance when it shows.
+#[tokio::test]
+async fn a_resumed_launch_waits_for_an_instance_still_on_its_way() {
+    let armed = std::sync::atomic::AtomicBool::new(true);
+    let bed = TestBed::with_store_hook(move |record| {
+        let records_instance = record.launches.iter().any(|l| l.instance_id.is_some());
+        if records_instance && armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::unavailable("crashed before recording the instance"));
+        }
+        Ok(())
+    });
+    let engine = bed.engine.clone();
+    let job = bed.job(1);
+    engine
+        .handle(bed.delivery("d", job.queued()))
+        .await
+        .unwrap();
+    engine.drain().await;
+    assert_eq!(bed.registry.jit_configs(), 1);
+
+    bed.launcher.lag_next_listings(1);
+    bed.advance(Duration::from_secs(301));
+    engine.process_due().await.unwrap();
+    engine.drain().await;
+    assert_eq!(
+        bed.registry.jit_configs(),
+        1,
+        "the earlier attempt's runner is not replaced yet"
+    );
+    assert_eq!(bed.record(&job).await.state, JobState::Queued);
+
+    bed.advance(engine.config().in_flight_window + Duration::from_secs(1));
+    engine.process_due().await.unwrap();
+    engine.drain().await;
+    let record = bed.record(&job).await;
+    assert_eq!(record.state, JobState::Launched, "{:?}", record.message);
+    assert_eq!(bed.registry.jit_configs(), 1, "its runner kept");
+    assert_eq!(bed.launcher.instances().len(), 1);
+    assert_eq!(bed.launcher.launch_calls(), 1, "RunInstances once");
 }
 
 /// A launch cut short (the instance exists, the store never heard of it)

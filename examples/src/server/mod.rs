@@ -284,6 +284,8 @@ impl ControlPlaneBuilder {
         engine_config.reconcile_interval =
             Duration::from_secs(config.limits.reconcile_interval_seconds);
         engine_config.claim_ttl = Duration::from_secs(config.limits.claim_ttl_seconds);
+        // A launch call cut short lands, if at all, within its timeout.
+        engine_config.in_flight_window = config.aws.request_timeout;
         engine_config.leader_ttl = Duration::from_secs(config.limits.leader_ttl_seconds);
         let mut limits = Limits::default();
         limits.per_account = Some(config.limits.max_concurrent_per_account);

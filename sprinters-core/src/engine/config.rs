@@ -126,6 +126,14 @@ pub struct EngineConfig {
     pub boot_timeout: Duration,
     /// How long a launch claim lasts.
     pub claim_ttl: Duration,
+    /// How long a `RunInstances` call cut short (its process killed, its
+    /// client timed out) may still take effect at EC2: at most the AWS
+    /// operation timeout. A resumed launch that finds no instance waits
+    /// this long, once, and looks again before it replaces the earlier
+    /// attempt's JIT runner; an instance landing meanwhile is adopted with
+    /// its runner intact (replacing the runner would leave it running a
+    /// config GitHub no longer knows).
+    pub in_flight_window: Duration,
     /// Backoff for transient errors.
     pub retry: RetryPolicy,
     /// How often `run` reconciles.
@@ -169,6 +177,7 @@ impl EngineConfig {
             queued_timeout: Duration::from_secs(600),
             boot_timeout: Duration::from_secs(600),
             claim_ttl: Duration::from_secs(300),
+            in_flight_window: Duration::from_secs(30),
             retry: RetryPolicy::default(),
             reconcile_interval: Duration::from_secs(60),
             leader_ttl: Duration::from_secs(15),

@@ -30,6 +30,9 @@ const NOT_WAITING: [JobState; 6] = [
     JobState::Failed,
 ];
 
+/// How long a launch still retrying is remembered as attempted here.
+const FORGET_WAITS_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// What one launch attempt produced.
 struct Outcome {
     launched: Launched,
@@ -172,10 +175,13 @@ impl Inner {
         };
         let runner_name = RunnerName::for_launch(record.key, number);
         tracing::info!(runner = %runner_name, launch = number, "launching");
-        match self
+        let outcome = self
             .launch_instance(&record, &spec, account, number, &runner_name, resumed)
-            .await
-        {
+            .await;
+        if outcome.as_ref().is_ok() || outcome.as_ref().is_err_and(|e| !e.is_retryable()) {
+            self.forget_resumed_wait(record.key, number);
+        }
+        match outcome {
             Ok(outcome) => self.record_launched(written, number, outcome).await,
             Err(e) => self.record_failure(written, number, e).await,
         }
@@ -203,6 +209,9 @@ impl Inner {
             )
         };
 
+        if !resumed {
+            self.attempting_here(key, number);
+        }
         let (credentials, jit) = if resumed {
             // An earlier attempt may have reached EC2 before it could record
             // the instance: adopt it rather than start a second one.
@@ -212,12 +221,17 @@ impl Inner {
                 .await?
             {
                 tracing::info!(instance = %found.instance_id, "adopted the instance of an earlier attempt");
+                self.forget_resumed_wait(key, number);
                 return Ok(Outcome {
                     launched: found,
                     runner_id: None,
                     spot_fallback: false,
                 });
             }
+            // Its `RunInstances` may still be on the way: creating the JIT
+            // runner again replaces the earlier one, whose config that
+            // instance would run. Look once more after the window.
+            self.wait_once_for_in_flight(key, number)?;
             let jit = self.registry.create_jit_runner(jit_request).await?;
             (credentials, jit)
         } else {
@@ -300,6 +314,7 @@ impl Inner {
                     .await?
                 {
                     Some(found) => {
+                        self.forget_resumed_wait(key, number);
                         tracing::info!(instance = %found.instance_id, "adopted the instance of an earlier attempt");
                         Ok(Outcome {
                             launched: found,
@@ -317,6 +332,54 @@ impl Inner {
                 Err(e)
             }
         }
+    }
+
+    /// The first time a resumed launch whose earlier attempt was not made
+    /// in this process (a crash, another replica) finds no instance: an
+    /// error that retries it after `in_flight_window`. `Ok` once that has
+    /// passed, or when the earlier attempt was made here (it got its
+    /// answer, or timed out: that case is not covered).
+    fn wait_once_for_in_flight(&self, key: JobKey, number: u32) -> Result<()> {
+        let now = self.clock.now();
+        let window = self.config.in_flight_window;
+        let look_again_at = {
+            let mut waits = self.resumed_waits.lock().unwrap_or_else(|e| e.into_inner());
+            // Launches that never came back (their job ended meanwhile).
+            waits.retain(|_, at| now.since(*at) < FORGET_WAITS_AFTER);
+            *waits
+                .entry((key, number))
+                .or_insert_with(|| now.saturating_add(window))
+        };
+        if now >= look_again_at {
+            self.attempting_here(key, number);
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::RateLimited {
+                retry_after: Some(look_again_at.since(now)),
+            },
+            format!(
+                "launch {number} was cut short and its instance is not found yet; looking again in {} s before launching anew",
+                look_again_at.since(now).as_secs()
+            ),
+        ))
+    }
+
+    /// Marks launch `number` of `key` as attempted by this process: it
+    /// gets its calls' answers, so a retry has nothing in flight to wait
+    /// for.
+    fn attempting_here(&self, key: JobKey, number: u32) {
+        self.resumed_waits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((key, number), self.clock.now());
+    }
+
+    fn forget_resumed_wait(&self, key: JobKey, number: u32) {
+        self.resumed_waits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(key, number));
     }
 
     /// Whether `record`'s job needs a launch of its own: no idle runner of

@@ -111,6 +111,11 @@ pub(crate) struct Inner {
     // Jobs with a launch task in this replica, so that one job never has
     // two tasks here (the claim guards across replicas).
     scheduled: Mutex<HashSet<JobKey>>,
+    // Launches that may call `RunInstances` again, and from when they may
+    // (see `EngineConfig::in_flight_window`): those attempted here at
+    // once, those cut short elsewhere after the window. Each goes when
+    // its launch is recorded or fails for good (or after an hour).
+    resumed_waits: Mutex<std::collections::HashMap<(JobKey, u32), crate::time::Timestamp>>,
     rng: Mutex<fastrand::Rng>,
 }
 
@@ -224,6 +229,7 @@ impl EngineBuilder {
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
                 scheduled: Mutex::new(HashSet::new()),
+                resumed_waits: Mutex::new(std::collections::HashMap::new()),
                 rng: Mutex::new(rng),
             }),
         })
