@@ -167,7 +167,21 @@ async fn sigkilled_serve_launches_every_job_exactly_once_and_leaves_nothing_runn
     // Generous: a hung run fails rather than blocking CI; a soak scales it.
     let deadline = Instant::now() + Duration::from_secs(300 + jobs * 2);
     while next_job < jobs || !pending.is_empty() || started.iter().any(|s| !s) {
-        assert!(Instant::now() < deadline, "the run did not finish");
+        if Instant::now() >= deadline {
+            // What each job that never started looks like in the store.
+            server.kill();
+            let store = SqliteJobStore::open_with_key(&data, &master).unwrap();
+            let mut stuck = String::new();
+            for n in (0..jobs).filter(|n| !started[*n as usize]) {
+                let key = JobKey::new(JobId::new(first + n), RunAttempt::FIRST);
+                let record = store.get_job(key).await.unwrap().map(|r| r.value);
+                stuck.push_str(&format!("\n{key}: {record:?}"));
+            }
+            panic!(
+                "the run did not finish; jobs not started:{stuck}\nserve's log:\n{}",
+                std::fs::read_to_string(&server.log).unwrap_or_default()
+            );
+        }
         if next_job < jobs && pending.len() < 8 {
             pending.push_back((
                 format!("{}-queued", first + next_job),

@@ -425,7 +425,9 @@ async fn a_resumed_launch_waits_for_an_instance_still_on_its_way() {
         1,
         "the earlier attempt's runner is not replaced yet"
     );
-    assert_eq!(bed.record(&job).await.state, JobState::Queued);
+    let waiting = bed.record(&job).await;
+    assert_eq!(waiting.state, JobState::Queued);
+    assert_eq!(waiting.failed_attempts, 0, "waiting is no failed attempt");
 
     bed.advance(engine.config().in_flight_window + Duration::from_secs(1));
     engine.process_due().await.unwrap();

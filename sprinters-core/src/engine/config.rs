@@ -153,8 +153,8 @@ pub struct EngineConfig {
     pub delivery_window: Duration,
     /// GitHub calls a reconciliation pass may make per installation
     /// (checks of waiting and running jobs, listings of queued jobs); the
-    /// rest wait for the next pass, in a random order so that none waits
-    /// for ever.
+    /// rest wait for the next pass. Job checks go least recently asked
+    /// first, and listings in a random order, so that none waits for ever.
     pub github_calls_per_pass: usize,
     /// Prices for cost estimates.
     pub prices: PriceTable,

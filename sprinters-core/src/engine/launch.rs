@@ -33,6 +33,14 @@ const NOT_WAITING: [JobState; 6] = [
 /// How long a launch still retrying is remembered as attempted here.
 const FORGET_WAITS_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// How a launch attempt ended, short of an error.
+enum Attempt {
+    /// An instance runs for the job: started, or adopted.
+    Done(Outcome),
+    /// Cut short elsewhere, its instance not found: look again then.
+    LookAgainAt(Timestamp),
+}
+
 /// What one launch attempt produced.
 struct Outcome {
     launched: Launched,
@@ -178,13 +186,46 @@ impl Inner {
         let outcome = self
             .launch_instance(&record, &spec, account, number, &runner_name, resumed)
             .await;
-        if outcome.as_ref().is_ok() || outcome.as_ref().is_err_and(|e| !e.is_retryable()) {
+        let over = match &outcome {
+            Ok(Attempt::Done(_)) => true,
+            Ok(Attempt::LookAgainAt(_)) => false,
+            Err(e) => !e.is_retryable(),
+        };
+        if over {
             self.forget_resumed_wait(record.key, number);
         }
         match outcome {
-            Ok(outcome) => self.record_launched(written, number, outcome).await,
+            Ok(Attempt::Done(outcome)) => self.record_launched(written, number, outcome).await,
+            Ok(Attempt::LookAgainAt(at)) => self.look_again_at(written, at).await,
             Err(e) => self.record_failure(written, number, e).await,
         }
+    }
+
+    /// Releases the claim of a launch that waits for an earlier attempt's
+    /// instance, due again at `at`. Not a failed attempt: a run of
+    /// restarts must not use up the job's retries.
+    async fn look_again_at(
+        &self,
+        written: Versioned<JobRecord>,
+        at: Timestamp,
+    ) -> Result<JobRecord> {
+        tracing::info!(
+            look_again_in_ms = at.since(self.clock.now()).as_millis() as u64,
+            "the earlier attempt's instance is not found yet; looking again before launching anew"
+        );
+        let replica = self.config.replica_id.clone();
+        let updated = self
+            .update_from(written, |r| {
+                if !r.state.is_waiting() || r.lease.as_ref().is_none_or(|l| l.owner != replica) {
+                    return false;
+                }
+                r.state = JobState::Queued;
+                r.lease = None;
+                r.next_attempt_at = Some(at);
+                true
+            })
+            .await?;
+        Ok(updated.value)
     }
 
     async fn launch_instance(
@@ -195,7 +236,7 @@ impl Inner {
         number: u32,
         runner_name: &RunnerName,
         resumed: bool,
-    ) -> Result<Outcome> {
+    ) -> Result<Attempt> {
         let key = record.key;
         let owner = record.owner().clone();
         let credentials_request = CredentialsRequest::new(account.clone(), record.owner_id, owner);
@@ -222,16 +263,18 @@ impl Inner {
             {
                 tracing::info!(instance = %found.instance_id, "adopted the instance of an earlier attempt");
                 self.forget_resumed_wait(key, number);
-                return Ok(Outcome {
+                return Ok(Attempt::Done(Outcome {
                     launched: found,
                     runner_id: None,
                     spot_fallback: false,
-                });
+                }));
             }
             // Its `RunInstances` may still be on the way: creating the JIT
             // runner again replaces the earlier one, whose config that
             // instance would run. Look once more after the window.
-            self.wait_once_for_in_flight(key, number)?;
+            if let Some(at) = self.wait_once_for_in_flight(key, number) {
+                return Ok(Attempt::LookAgainAt(at));
+            }
             let jit = self.registry.create_jit_runner(jit_request).await?;
             (credentials, jit)
         } else {
@@ -298,11 +341,11 @@ impl Inner {
             other => (other, false),
         };
         match launched {
-            Ok(launched) => Ok(Outcome {
+            Ok(launched) => Ok(Attempt::Done(Outcome {
                 launched,
                 runner_id: Some(jit.runner_id),
                 spot_fallback,
-            }),
+            })),
             // The token was used with other parameters (this attempt's new
             // JIT config): an earlier attempt's `RunInstances` went through
             // although the look-up above missed it (a request still in
@@ -316,11 +359,11 @@ impl Inner {
                     Some(found) => {
                         self.forget_resumed_wait(key, number);
                         tracing::info!(instance = %found.instance_id, "adopted the instance of an earlier attempt");
-                        Ok(Outcome {
+                        Ok(Attempt::Done(Outcome {
                             launched: found,
                             runner_id: None,
                             spot_fallback: false,
-                        })
+                        }))
                     }
                     None => Err(e),
                 }
@@ -335,11 +378,11 @@ impl Inner {
     }
 
     /// The first time a resumed launch whose earlier attempt was not made
-    /// in this process (a crash, another replica) finds no instance: an
-    /// error that retries it after `in_flight_window`. `Ok` once that has
+    /// in this process (a crash, another replica) finds no instance: when
+    /// to look again, `in_flight_window` later. `None` once that has
     /// passed, or when the earlier attempt was made here (it got its
     /// answer, or timed out: that case is not covered).
-    fn wait_once_for_in_flight(&self, key: JobKey, number: u32) -> Result<()> {
+    fn wait_once_for_in_flight(&self, key: JobKey, number: u32) -> Option<Timestamp> {
         let now = self.clock.now();
         let window = self.config.in_flight_window;
         let look_again_at = {
@@ -352,17 +395,9 @@ impl Inner {
         };
         if now >= look_again_at {
             self.attempting_here(key, number);
-            return Ok(());
+            return None;
         }
-        Err(Error::new(
-            ErrorKind::RateLimited {
-                retry_after: Some(look_again_at.since(now)),
-            },
-            format!(
-                "launch {number} was cut short and its instance is not found yet; looking again in {} s before launching anew",
-                look_again_at.since(now).as_secs()
-            ),
-        ))
+        Some(look_again_at)
     }
 
     /// Marks launch `number` of `key` as attempted by this process: it

@@ -116,6 +116,9 @@ pub(crate) struct Inner {
     // once, those cut short elsewhere after the window. Each goes when
     // its launch is recorded or fails for good (or after an hour).
     resumed_waits: Mutex<std::collections::HashMap<(JobKey, u32), crate::time::Timestamp>>,
+    // When the reconciler last asked GitHub about each active job, so
+    // that a budget of calls goes round them in turn.
+    last_asked: Mutex<std::collections::HashMap<JobKey, crate::time::Timestamp>>,
     rng: Mutex<fastrand::Rng>,
 }
 
@@ -230,6 +233,7 @@ impl EngineBuilder {
                 shutdown: CancellationToken::new(),
                 scheduled: Mutex::new(HashSet::new()),
                 resumed_waits: Mutex::new(std::collections::HashMap::new()),
+                last_asked: Mutex::new(std::collections::HashMap::new()),
                 rng: Mutex::new(rng),
             }),
         })

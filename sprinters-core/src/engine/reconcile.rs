@@ -166,9 +166,14 @@ impl Inner {
                     .launched_at
                     .is_some_and(|t| now.since(t) > self.config.max_lifetime);
                 let job_over = l.taken_by.is_some_and(|t| !unfinished.contains(&t));
-                // A launch cut short (a crash) whose job then finished: no
-                // instance to end here; the sweep ends one EC2 may have.
-                let cut_short = l.instance_id.is_none() && !unfinished.contains(&record.value.key);
+                // A launch cut short (a crash) whose job then finished, or
+                // ran on another runner: nothing will record its instance
+                // now, so it ends here and the sweep ends one EC2 may have
+                // (one under a live claim is still in flight and is kept).
+                let cut_short = l.instance_id.is_none()
+                    && l.taken_by.is_none()
+                    && (!unfinished.contains(&record.value.key)
+                        || !record.value.state.is_waiting());
                 let reason = if expired {
                     EndReason::MaxLifetime
                 } else if job_over {
@@ -265,10 +270,19 @@ impl Inner {
         // ours waits on them: a few a pass, so that one owner running many
         // jobs on its own runners never slows the pass for everyone.
         let mut foreign_checks = 0usize;
+        // Least recently asked first: past a budget, the checks left over
+        // are the first next pass, so each waits at most as many passes as
+        // its installation's budget is exceeded (a random order could skip
+        // one pass after pass).
+        let mut asked = self
+            .last_asked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let keys: HashSet<JobKey> = active.iter().map(|r| r.value.key).collect();
+        asked.retain(|key, _| keys.contains(key));
         let mut candidates: Vec<&JobRecord> = active.iter().map(|r| &r.value).collect();
-        // In a random order: past a budget, the checks left over are other
-        // ones next pass, so none waits for ever behind the same few.
-        self.shuffle(&mut candidates);
+        candidates.sort_by_key(|r| (asked.get(&r.key).copied(), r.queued_at, r.key));
         for record in candidates {
             let waited_too_long = record.state.is_waiting()
                 && now.since(record.queued_at) >= self.config.queued_timeout;
@@ -303,8 +317,10 @@ impl Inner {
                 continue;
             }
             report.jobs_checked += 1;
+            asked.insert(record.key, now);
             self.ask_github(record).await;
         }
+        *self.last_asked.lock().unwrap_or_else(|e| e.into_inner()) = asked;
     }
 
     /// Applies what GitHub says about a job we think waits or runs: an
