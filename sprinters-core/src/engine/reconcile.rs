@@ -166,14 +166,9 @@ impl Inner {
                     .launched_at
                     .is_some_and(|t| now.since(t) > self.config.max_lifetime);
                 let job_over = l.taken_by.is_some_and(|t| !unfinished.contains(&t));
-                // A launch cut short (a crash) whose job then finished, or
-                // ran on another runner: nothing will record its instance
-                // now, so it ends here and the sweep ends one EC2 may have
-                // (one under a live claim is still in flight and is kept).
-                let cut_short = l.instance_id.is_none()
-                    && l.taken_by.is_none()
-                    && (!unfinished.contains(&record.value.key)
-                        || !record.value.state.is_waiting());
+                // A launch cut short (a crash) whose job then finished: no
+                // instance to end here; the sweep ends one EC2 may have.
+                let cut_short = l.instance_id.is_none() && !unfinished.contains(&record.value.key);
                 let reason = if expired {
                     EndReason::MaxLifetime
                 } else if job_over {
