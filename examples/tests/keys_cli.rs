@@ -221,10 +221,19 @@ async fn a_backup_is_taken_while_the_store_is_open_and_opens_with_the_same_key()
     let back = sprinters_store::SqliteJobStore::open_with_key(&restored, &key).unwrap();
     let page = back.list_jobs(ListJobs::newest(100)).await.unwrap();
     assert_eq!(page.jobs.len(), 20);
-    // Without the master key the copy opens to nothing.
+    // Without the master key the copy opens to nothing. (A directory of
+    // its own: a child another test forks may briefly share the lock's
+    // file description, so reopening `restored` at once can find it held.)
     let wrong = sprinters_store::MasterKey::generate();
     drop(back);
-    let err = sprinters_store::SqliteJobStore::open_with_key(&restored, &wrong).unwrap_err();
+    let elsewhere = dir.path().join("elsewhere");
+    sprinters_examples::data_dir::create(&elsewhere).unwrap();
+    std::fs::copy(
+        restored.join(sprinters_store::DATABASE_FILE),
+        elsewhere.join(sprinters_store::DATABASE_FILE),
+    )
+    .unwrap();
+    let err = sprinters_store::SqliteJobStore::open_with_key(&elsewhere, &wrong).unwrap_err();
     assert!(err.to_string().contains("does not open"), "{err}");
 }
 
