@@ -284,18 +284,24 @@ async fn retries_stop_after_max_attempts_and_the_job_fails_with_the_reason() {
     );
 }
 
-#[tokio::test]
-async fn a_launch_that_reached_ec2_before_a_crash_is_adopted_not_repeated() {
-    // Fails the one write that records the instance: the crash window
-    // between `RunInstances` answering and the store knowing.
+/// A bed whose store fails the first write that records an instance: the
+/// crash window between `RunInstances` answering and the store knowing.
+fn crashing_before_the_instance_is_recorded() -> TestBed {
     let armed = std::sync::atomic::AtomicBool::new(true);
-    let bed = TestBed::with_store_hook(move |record| {
+    TestBed::with_store_hook(move |record| {
         let records_instance = record.launches.iter().any(|l| l.instance_id.is_some());
         if records_instance && armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
             return Err(Error::unavailable("crashed before recording the instance"));
         }
         Ok(())
-    });
+    })
+}
+
+#[tokio::test]
+async fn a_launch_that_reached_ec2_before_a_crash_is_adopted_not_repeated() {
+    // Fails the one write that records the instance: the crash window
+    // between `RunInstances` answering and the store knowing.
+    let bed = crashing_before_the_instance_is_recorded();
     let engine = bed.engine.clone();
     let job = bed.job(1);
     engine
@@ -351,14 +357,7 @@ async fn a_launch_that_reached_ec2_before_a_crash_is_adopted_not_repeated() {
 /// engine adopts the first instance instead of failing the attempt.
 #[tokio::test]
 async fn a_launch_whose_token_ec2_refuses_as_reused_adopts_the_first_instance() {
-    let armed = std::sync::atomic::AtomicBool::new(true);
-    let bed = TestBed::with_store_hook(move |record| {
-        let records_instance = record.launches.iter().any(|l| l.instance_id.is_some());
-        if records_instance && armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            return Err(Error::unavailable("crashed before recording the instance"));
-        }
-        Ok(())
-    });
+    let bed = crashing_before_the_instance_is_recorded();
     let engine = bed.engine.clone();
     let job = bed.job(1);
     engine
@@ -399,14 +398,7 @@ async fn a_launch_whose_token_ec2_refuses_as_reused_adopts_the_first_instance() 
 /// whose config that instance runs, and adopts the instance when it shows.
 #[tokio::test]
 async fn a_resumed_launch_waits_for_an_instance_still_on_its_way() {
-    let armed = std::sync::atomic::AtomicBool::new(true);
-    let bed = TestBed::with_store_hook(move |record| {
-        let records_instance = record.launches.iter().any(|l| l.instance_id.is_some());
-        if records_instance && armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            return Err(Error::unavailable("crashed before recording the instance"));
-        }
-        Ok(())
-    });
+    let bed = crashing_before_the_instance_is_recorded();
     let engine = bed.engine.clone();
     let job = bed.job(1);
     engine
@@ -444,14 +436,7 @@ async fn a_resumed_launch_waits_for_an_instance_still_on_its_way() {
 /// more, the sweep still looks in the account and ends the instance.
 #[tokio::test]
 async fn an_instance_a_crash_left_unrecorded_is_ended_once_nothing_is_active() {
-    let armed = std::sync::atomic::AtomicBool::new(true);
-    let bed = TestBed::with_store_hook(move |record| {
-        let records_instance = record.launches.iter().any(|l| l.instance_id.is_some());
-        if records_instance && armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            return Err(Error::unavailable("crashed before recording the instance"));
-        }
-        Ok(())
-    });
+    let bed = crashing_before_the_instance_is_recorded();
     let engine = bed.engine.clone();
     let job = bed.job(1);
     engine
