@@ -59,6 +59,9 @@ pub struct Config {
     /// `[store]`: the embedded SQLite store in `server.data_dir` unless a
     /// database is named.
     pub store: StoreConfig,
+    /// `[policy]`: what a label may ask for unless its owner's policy
+    /// says otherwise.
+    pub policy: sprinters_core::policy::PlatformPolicy,
 }
 
 /// Where job records live.
@@ -220,6 +223,7 @@ struct RawFile {
     limits: RawLimits,
     #[serde(default)]
     store: RawStore,
+    policy: Option<toml::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -821,9 +825,17 @@ impl RawFile {
         }
 
         let store = self.store.validate()?;
+        let policy: sprinters_core::policy::PlatformPolicy = match self.policy {
+            None => Default::default(),
+            Some(raw) => raw
+                .try_into()
+                .map_err(|e: toml::de::Error| err("policy", e.message().to_owned()))?,
+        };
+        policy.validate().map_err(|e| err("policy", e))?;
 
         Ok(Config {
             store,
+            policy,
             server: ServerConfig {
                 listen,
                 data_dir,

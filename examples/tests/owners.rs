@@ -682,3 +682,76 @@ async fn uninstalling_the_app_ends_the_owners_instances_and_shreds_its_accounts(
         "{page}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owners_policy_is_set_read_and_enforced_through_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let github = stand_in().await;
+    let ami = stock_ami().await;
+    let platform = "[policy]\nmax_temp_gib = 100\ninstance_types = [\"t3.*\", \"c7i.*\"]\n";
+    let plane = plane(dir.path(), &github, &ami, platform).await;
+    let engine = plane.engine().clone();
+    let addr = listen(&plane).await;
+    connect_and_verify(addr, &fresh_account()).await;
+    let path = "/api/owners/newco/policy";
+    let policy = json!({ "instance_types": ["t3.*"], "max_vcpus": 2 });
+
+    assert_eq!(json_call(addr, "GET", path, None, None).await.0, 401);
+    assert_eq!(
+        json_call(addr, "PUT", path, Some(SCOPED), Some(policy.clone()))
+            .await
+            .0,
+        403,
+        "an owner's own token does not set its policy"
+    );
+    // Nothing set yet: the owner's keys are none, the platform's fill in.
+    let (status, own) = json_call(addr, "GET", path, Some(ADMIN), None).await;
+    assert_eq!((status, &own["policy"]), (200, &json!({})), "{own}");
+
+    let (status, set) = json_call(addr, "PUT", path, Some(ADMIN), Some(policy.clone())).await;
+    assert_eq!(status, 200, "{set}");
+    assert_eq!(set["policy"], policy);
+    let (_, own) = json_call(addr, "GET", path, Some(ADMIN), None).await;
+    assert_eq!(own["policy"], policy, "GET answers what PUT set");
+    let (_, effective) = json_call(
+        addr,
+        "GET",
+        &format!("{path}?effective=true"),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    let e = &effective["policy"];
+    assert_eq!(e["max_vcpus"], 2);
+    assert_eq!(e["max_temp_gib"], 100, "from [policy]: {e}");
+    assert_eq!(e["public_repositories"], "deny", "the default: {e}");
+
+    // A wrong key is named, and changes nothing.
+    let (status, refused) = json_call(
+        addr,
+        "PUT",
+        path,
+        Some(ADMIN),
+        Some(json!({ "max_cpus": 4 })),
+    )
+    .await;
+    assert_eq!(status, 422, "{refused}");
+    assert!(refused.to_string().contains("max_cpus"), "{refused}");
+    let (_, own) = json_call(addr, "GET", path, Some(ADMIN), None).await;
+    assert_eq!(own["policy"], policy);
+
+    // A job asking for more is rejected with the rule and the value.
+    let mut big = job(1);
+    big.labels = vec!["sprinters:aws:ubuntu-24.04:c7i.large".to_owned()];
+    assert_eq!(
+        webhook(addr, "policy-1", &big.body("queued", None, None)).await,
+        202
+    );
+    engine.drain().await;
+    let record = newest_job(addr).await;
+    assert_eq!(record["state"], "rejected", "{record}");
+    assert_eq!(
+        record["message"], "instance type c7i.large is not allowed for newco (allowed: t3.*)",
+        "{record}"
+    );
+}

@@ -456,6 +456,125 @@ async fn a_security_group_that_gained_ingress_is_refused() {
     );
 }
 
+/// A group of the customer's own in its default VPC, tagged as given.
+async fn own_group(c: &Customer, name: &str, tagged: bool) -> String {
+    let vpcs = c
+        .ec2
+        .describe_vpcs()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("is-default")
+                .values("true")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let vpc = vpcs.vpcs()[0].vpc_id().unwrap().to_owned();
+    let mut create = c
+        .ec2
+        .create_security_group()
+        .group_name(name)
+        .description("a customer's group")
+        .vpc_id(vpc);
+    if tagged {
+        create = create.tag_specifications(
+            aws_sdk_ec2::types::TagSpecification::builder()
+                .resource_type(aws_sdk_ec2::types::ResourceType::SecurityGroup)
+                .tags(Tag::builder().key(OWNED_TAG_KEY).value("true").build())
+                .build(),
+        );
+    }
+    create.send().await.unwrap().group_id().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_label_named_group_must_be_tagged_as_ours_and_allow_no_ingress() {
+    let c = customer().await;
+    let controller = unique("named-group");
+    let label = |group: &str| format!("sprinters:aws:ubuntu-24.04:{group}");
+
+    let untagged = own_group(&c, &unique("untagged"), false).await;
+    let err = Ec2Launcher::new(config())
+        .launch(request(
+            &c,
+            &controller,
+            4501,
+            &label(&untagged),
+            Market::OnDemand,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(*err.kind(), ErrorKind::Config);
+    assert!(
+        err.message().contains(&untagged) && err.message().contains("is not tagged"),
+        "{err}"
+    );
+
+    let tagged = own_group(&c, &unique("tagged"), true).await;
+    let launched = Ec2Launcher::new(config())
+        .launch(request(
+            &c,
+            &controller,
+            4502,
+            &label(&tagged),
+            Market::OnDemand,
+        ))
+        .await
+        .unwrap();
+    let instance = describe(&c, &launched).await;
+    assert_eq!(
+        instance.security_groups()[0].group_id(),
+        Some(tagged.as_str())
+    );
+
+    c.ec2
+        .authorize_security_group_ingress()
+        .group_id(&tagged)
+        .ip_permissions(
+            IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(443)
+                .to_port(443)
+                .ip_ranges(IpRange::builder().cidr_ip("10.0.0.0/8").build())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let err = Ec2Launcher::new(config())
+        .launch(request(
+            &c,
+            &controller,
+            4503,
+            &label(&tagged),
+            Market::OnDemand,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(*err.kind(), ErrorKind::Config);
+    assert!(
+        err.message().contains(&tagged) && err.message().contains("ingress"),
+        "{err}"
+    );
+
+    // Another account's group, tagged and closed, is not this account's.
+    let other = customer().await;
+    let theirs = own_group(&other, &unique("theirs"), true).await;
+    let err = Ec2Launcher::new(config())
+        .launch(request(
+            &c,
+            &controller,
+            4504,
+            &label(&theirs),
+            Market::OnDemand,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(*err.kind(), ErrorKind::Config, "{err}");
+    assert!(err.message().contains("does not exist"), "{err}");
+}
+
 #[tokio::test]
 async fn unknown_images_and_subnets_are_config_errors_that_name_them() {
     let c = customer().await;

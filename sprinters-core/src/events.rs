@@ -135,6 +135,11 @@ pub struct WorkflowJobEvent {
     pub conclusion: Option<Conclusion>,
     /// When it happened according to GitHub (`started_at`/`completed_at`).
     pub at: Option<Timestamp>,
+    /// Whether the repository is private (`repository.private`; internal
+    /// repositories are). `None` when not reported: the policy then treats
+    /// it as public.
+    #[serde(default)]
+    pub repository_private: Option<bool>,
 }
 
 /// What happened to an App installation.

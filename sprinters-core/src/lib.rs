@@ -9,6 +9,7 @@ pub mod job;
 pub mod labels;
 pub mod memory;
 pub mod observe;
+pub mod policy;
 pub mod ports;
 pub mod tenant;
 // Test support: a failed check panics, which is how a test fails.

@@ -19,9 +19,9 @@ use crate::job::EndReason;
 use crate::ports::{
     CancelRun, CloudLauncher, CreateJitRunner, CredentialProvider, Credentials, CredentialsRequest,
     DescribeInstance, DynCloudLauncher, DynCredentialProvider, DynRunnerRegistry, GetJobStatus,
-    InstanceInfo, JitRunner, JobStatus, LaunchRequest, Launched, ListOwned, ListQueuedJobs, Market,
-    OwnedInstances, QueuedJobs, RemoveRunner, RerunJob, RunnerRegistry, TerminateRequest,
-    Terminated,
+    GetRunOrigin, InstanceInfo, JitRunner, JobStatus, LaunchRequest, Launched, ListOwned,
+    ListQueuedJobs, Market, OwnedInstances, QueuedJobs, RemoveRunner, RerunJob, RunOrigin,
+    RunnerRegistry, TerminateRequest, Terminated,
 };
 use crate::{Error, Result};
 
@@ -225,6 +225,10 @@ impl RunnerRegistry for Observed<DynRunnerRegistry> {
     async fn list_queued_jobs(&self, request: ListQueuedJobs) -> Result<QueuedJobs> {
         let call = self.inner.list_queued_jobs(request);
         self.call(Api::Registry, "list_queued_jobs", call).await
+    }
+    async fn run_origin(&self, request: GetRunOrigin) -> Result<RunOrigin> {
+        let call = self.inner.run_origin(request);
+        self.call(Api::Registry, "run_origin", call).await
     }
 }
 

@@ -148,6 +148,10 @@ pub struct TenantRecord {
     /// the login meanwhile gets nothing, and the owner reinstalling gets
     /// its configuration back.
     pub uninstalled: bool,
+    /// Its own policy over the platform's, set through the admin API
+    /// (absent in records written before policies existed).
+    #[serde(default)]
+    pub policy: Option<crate::policy::OwnerPolicy>,
 }
 
 impl TenantRecord {
@@ -162,6 +166,7 @@ impl TenantRecord {
             removed_repositories: Vec::new(),
             connections: Vec::new(),
             uninstalled: false,
+            policy: None,
         }
     }
 

@@ -189,6 +189,12 @@ async fn credentials_and_jit_config_are_fetched_concurrently() {
         ) -> sprinters_core::Result<sprinters_core::ports::QueuedJobs> {
             self.inner.list_queued_jobs(r).await
         }
+        async fn run_origin(
+            &self,
+            r: sprinters_core::ports::GetRunOrigin,
+        ) -> sprinters_core::Result<sprinters_core::ports::RunOrigin> {
+            self.inner.run_origin(r).await
+        }
     }
 
     let bed = TestBed::new();

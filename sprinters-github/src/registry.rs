@@ -10,8 +10,8 @@ use serde_json::json;
 use sprinters_core::domain::{JobId, JobKey, Repository, RunAttempt, RunId, RunnerName};
 use sprinters_core::events::Conclusion;
 use sprinters_core::ports::{
-    CancelRun, CreateJitRunner, GetJobStatus, JitRunner, JobStatus, ListQueuedJobs, QueuedJob,
-    QueuedJobs, RemoteJobStatus, RemoveRunner, RerunJob, RunnerRegistry,
+    CancelRun, CreateJitRunner, GetJobStatus, GetRunOrigin, JitRunner, JobStatus, ListQueuedJobs,
+    QueuedJob, QueuedJobs, RemoteJobStatus, RemoveRunner, RerunJob, RunOrigin, RunnerRegistry,
 };
 use sprinters_core::{Error, ErrorKind, Result};
 
@@ -92,6 +92,35 @@ struct Runs {
 #[derive(Deserialize)]
 struct Run {
     id: u64,
+    #[serde(default)]
+    repository: Option<RunRepository>,
+    #[serde(default)]
+    head_repository: Option<RunRepository>,
+}
+
+#[derive(Deserialize)]
+struct RunRepository {
+    full_name: String,
+    #[serde(default)]
+    private: Option<bool>,
+}
+
+impl Run {
+    /// Where the run came from; a repository whose visibility is not
+    /// reported counts as public, and a head repository GitHub does not
+    /// name (a fork deleted since) as a fork.
+    fn origin(&self) -> RunOrigin {
+        let private = self
+            .repository
+            .as_ref()
+            .and_then(|r| r.private)
+            .unwrap_or(false);
+        let head = self
+            .head_repository
+            .as_ref()
+            .and_then(|r| Repository::parse(&r.full_name).ok());
+        RunOrigin::new(private, head)
+    }
 }
 
 fn repo_path(repository: &Repository) -> String {
@@ -294,6 +323,7 @@ impl RunnerRegistry for GithubRegistry {
                 .await?;
             let runs: Runs = reply.json("a run listing")?;
             for run in runs.workflow_runs {
+                let origin = run.origin();
                 let reply = self
                     .app
                     .as_installation(
@@ -315,16 +345,38 @@ impl RunnerRegistry for GithubRegistry {
                         .filter(|j| remote_status(&j.status) == RemoteJobStatus::Queued)
                         .filter_map(|j| {
                             let attempt = RunAttempt::new(j.run_attempt).ok()?;
-                            Some(QueuedJob::new(
-                                JobKey::new(JobId::new(j.id), attempt),
-                                RunId::new(j.run_id),
-                                j.labels,
-                                j.name,
-                            ))
+                            Some(
+                                QueuedJob::new(
+                                    JobKey::new(JobId::new(j.id), attempt),
+                                    RunId::new(j.run_id),
+                                    j.labels,
+                                    j.name,
+                                )
+                                .with_origin(origin.clone()),
+                            )
                         }),
                 );
             }
         }
         Ok(QueuedJobs::new(jobs))
+    }
+
+    async fn run_origin(&self, request: GetRunOrigin) -> Result<RunOrigin> {
+        let reply = self
+            .app
+            .as_installation(
+                request.installation_id,
+                Method::GET,
+                &format!(
+                    "{}/actions/runs/{}",
+                    repo_path(&request.repository),
+                    request.run_id
+                ),
+                None,
+                ACTIONS_READ,
+            )
+            .await?;
+        let run: Run = reply.json("a workflow run")?;
+        Ok(run.origin())
     }
 }

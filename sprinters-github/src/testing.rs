@@ -78,6 +78,10 @@ struct State {
     // installation id, login as spelled).
     installations: BTreeMap<String, (&'static str, u64, u64, String)>,
     jobs: BTreeMap<u64, StandInJob>,
+    // Runs of public repositories → their head repository (`None`: a
+    // deleted fork). Every other run is of a private repository, from
+    // itself.
+    public_runs: HashMap<u64, Option<String>>,
     deliveries: Vec<LoggedDelivery>,
     redelivered: Vec<u64>,
     requests: Vec<String>,
@@ -178,7 +182,16 @@ impl GithubStandIn {
         self.state().jobs.insert(job_id, job);
     }
 
-    /// A job as the stand-in has it.
+    /// Makes `run_id` a run of a public repository whose head commit is
+    /// in `head_repository` (a fork's, or the repository itself; `None`:
+    /// a fork deleted since).
+    pub fn set_public_run(&self, run_id: u64, head_repository: Option<&str>) {
+        self.state()
+            .public_runs
+            .insert(run_id, head_repository.map(str::to_owned));
+    }
+
+    /// The job `job_id` as the stand-in holds it.
     pub fn job(&self, job_id: u64) -> Option<StandInJob> {
         self.state().jobs.get(&job_id).cloned()
     }
@@ -464,6 +477,20 @@ fn job_json(state: &State, id: u64, job: &StandInJob) -> Value {
     })
 }
 
+/// A workflow run as GitHub shows it: its repository, with `private`, and
+/// its head repository (`null` for a deleted fork).
+fn run_json(state: &State, repo: &str, run: u64) -> Value {
+    let (private, head) = match state.public_runs.get(&run) {
+        Some(head) => (false, head.clone()),
+        None => (true, Some(repo.to_owned())),
+    };
+    json!({
+        "id": run,
+        "repository": { "full_name": repo, "private": private },
+        "head_repository": head.map(|h| json!({ "full_name": h, "private": private })),
+    })
+}
+
 fn repo_route(
     state: &mut State,
     method: &str,
@@ -582,10 +609,25 @@ fn repo_route(
             runs.dedup();
             let runs: Vec<Value> = runs
                 .into_iter()
-                .map(|id| json!({ "id": id, "status": status }))
+                .map(|id| {
+                    let mut run = run_json(state, &repo, id);
+                    run["status"] = json!(status);
+                    run
+                })
                 .collect();
             ResponseTemplate::new(200)
                 .set_body_json(json!({ "total_count": runs.len(), "workflow_runs": runs }))
+        }
+        ("GET", ["runs", id]) => {
+            let run: u64 = id.parse().unwrap_or(0);
+            if !state
+                .jobs
+                .values()
+                .any(|j| j.run_id == run && j.repository == repo)
+            {
+                return error(404, "Not Found");
+            }
+            ResponseTemplate::new(200).set_body_json(run_json(state, &repo, run))
         }
         ("GET", ["runs", id, "jobs"]) => {
             let run: u64 = id.parse().unwrap_or(0);
@@ -660,6 +702,7 @@ impl WorkflowJobWebhook {
                 "full_name": self.repository,
                 "name": self.repository.split('/').nth(1).unwrap_or_default(),
                 "owner": { "login": owner, "id": self.owner_id },
+                "private": true,
             },
             "installation": { "id": self.installation_id },
             "sender": { "login": "octocat" },

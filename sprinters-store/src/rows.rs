@@ -3,8 +3,9 @@
 //! their SQL.
 
 use secrecy::{ExposeSecret, SecretString};
-use sprinters_core::domain::{AccountId, OwnerId};
+use sprinters_core::domain::{AccountId, InstallationId, Owner, OwnerId, Repository};
 use sprinters_core::job::{JobRecord, Lease};
+use sprinters_core::tenant::{Connection, TenantRecord};
 use sprinters_core::time::Timestamp;
 use sprinters_core::vault::StoredAccessKey;
 use sprinters_core::{Error, Result};
@@ -47,6 +48,37 @@ pub(crate) fn job_record(
         _ => None,
     };
     Ok(record)
+}
+
+/// An owner's record from its opened body. Records written before owners
+/// had policies lack the last field; they read as having none.
+pub(crate) fn tenant_record(plaintext: &[u8]) -> Result<TenantRecord> {
+    if let Ok(record) = postcard::from_bytes::<TenantRecord>(plaintext) {
+        return Ok(record);
+    }
+    let old: TenantRecordBeforePolicies = postcard::from_bytes(plaintext)
+        .map_err(|e| Error::integrity(format!("a tenant record is undecodable: {e}")))?;
+    let mut record = TenantRecord::new(old.owner_id, old.installation_id, old.login);
+    record.configured_as = old.configured_as;
+    record.suspended = old.suspended;
+    record.removed_repositories = old.removed_repositories;
+    record.connections = old.connections;
+    record.uninstalled = old.uninstalled;
+    Ok(record)
+}
+
+/// [`TenantRecord`] as it was written before its `policy` field: postcard
+/// has no field names, so the old layout is read as its own struct.
+#[derive(serde::Deserialize)]
+struct TenantRecordBeforePolicies {
+    owner_id: OwnerId,
+    installation_id: InstallationId,
+    login: Owner,
+    configured_as: Option<Owner>,
+    suspended: bool,
+    removed_repositories: Vec<Repository>,
+    connections: Vec<Connection>,
+    uninstalled: bool,
 }
 
 /// A label set's bytes, for its keyed-hash column.

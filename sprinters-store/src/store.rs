@@ -389,7 +389,8 @@ fn apply(
             versions.remove(&f.record_id);
         }
         Kind::Tenant => {
-            let record: sprinters_core::tenant::TenantRecord = decode(plaintext, &here)?;
+            let record = crate::rows::tenant_record(plaintext)
+                .map_err(|e| Error::integrity(format!("{here}: {}", e.message())))?;
             let entry = VaultEntry {
                 loc,
                 version: f.version,

@@ -9,6 +9,7 @@ mod console;
 mod listener;
 mod metrics;
 mod owners;
+mod policy;
 mod tenants;
 
 use std::sync::Arc;
@@ -290,6 +291,7 @@ impl ControlPlaneBuilder {
         let mut limits = Limits::default();
         limits.per_account = Some(config.limits.max_concurrent_per_account);
         engine_config.limits = limits;
+        engine_config.policy = config.policy.clone();
         let labels = LabelParser::new()
             .with_prefix(&config.github.label_prefix)
             .map_err(describe)?
@@ -460,6 +462,10 @@ fn owners_router(state: owners::OwnersState) -> Router {
         .route(
             "/api/owners/{owner}/accounts/{account}",
             put(owners::verify).delete(owners::disconnect),
+        )
+        .route(
+            "/api/owners/{owner}/policy",
+            get(policy::get).put(policy::put),
         )
         .with_state(state)
 }

@@ -54,7 +54,7 @@ fn refusal(status: StatusCode, message: impl Into<String>) -> Refusal {
     }
 }
 
-fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
+pub(super) fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
     refusal(status, message).into_response()
 }
 
@@ -119,14 +119,14 @@ async fn resolve(
 
 /// What a request is about, once the token, the owner and the account
 /// (when the route names one) are checked.
-struct Subject {
-    owner_id: OwnerId,
-    installation_id: InstallationId,
-    login: Owner,
-    account: Option<AccountId>,
+pub(super) struct Subject {
+    pub(super) owner_id: OwnerId,
+    pub(super) installation_id: InstallationId,
+    pub(super) login: Owner,
+    pub(super) account: Option<AccountId>,
 }
 
-async fn subject(
+pub(super) async fn subject(
     state: &OwnersState,
     headers: &HeaderMap,
     owner: &str,
@@ -162,7 +162,7 @@ fn account_of(raw: &str) -> Result<AccountId, Refusal> {
         .map_err(|e| refusal(StatusCode::BAD_REQUEST, format!("aws_account_id: {e}")))
 }
 
-fn error_status(e: &Error) -> StatusCode {
+pub(super) fn error_status(e: &Error) -> StatusCode {
     match e.kind() {
         ErrorKind::Conflict => StatusCode::CONFLICT,
         ErrorKind::NotFound => StatusCode::NOT_FOUND,

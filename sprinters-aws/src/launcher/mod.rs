@@ -58,6 +58,9 @@ type RegionKey = (AccountId, Region);
 const IMAGE_TTL: Duration = Duration::from_secs(3600);
 const NETWORK_TTL: Duration = Duration::from_secs(600);
 const SPOT_PRICE_TTL: Duration = Duration::from_secs(300);
+/// How long a label-named security group's check holds: briefly, since a
+/// group may gain an ingress rule at any time.
+const NAMED_GROUP_TTL: Duration = Duration::from_secs(60);
 /// Launches remembered by idempotency token, so that a retried call in
 /// this process answers without another `RunInstances`.
 const RECENT_LAUNCHES: usize = 4096;
@@ -74,6 +77,8 @@ pub struct Ec2Launcher {
     networks: TtlCache<RegionKey, DefaultNetwork>,
     subnets: TtlCache<(AccountId, Region, String), SubnetInfo>,
     security_groups: TtlCache<(AccountId, Region, String), SecurityGroupId>,
+    // Label-named groups found tagged as ours and without ingress.
+    named_groups: TtlCache<(AccountId, Region, SecurityGroupId), ()>,
     spot_prices: TtlCache<(AccountId, Region, InstanceType), SpotPrices>,
     recent: Mutex<RecentLaunches>,
     // One TerminateInstances at a time per instance from this process: the
@@ -184,7 +189,13 @@ impl Ec2Launcher {
         let (image, subnet) = tokio::join!(image, subnet);
         let (image, (vpc, subnet, spot_price)) = (image?, subnet?);
         let security_group = match (&spec.security_group, &vpc) {
-            (Some(group), _) => group.clone(),
+            (Some(group), _) => {
+                let key = (target.account.clone(), target.region.clone(), group.clone());
+                self.named_groups
+                    .get(clock, &key, || network::check_named_group(target, group))
+                    .await?;
+                group.clone()
+            }
             (None, Some(vpc)) => {
                 let key = (target.account.clone(), target.region.clone(), vpc.clone());
                 self.security_groups
@@ -219,6 +230,10 @@ impl Ec2Launcher {
         if let Some(subnet) = &request.spec.subnet {
             self.subnets
                 .invalidate(&(account.clone(), region.clone(), subnet.to_string()));
+        }
+        if let Some(group) = &request.spec.security_group {
+            self.named_groups
+                .invalidate(&(account.clone(), region.clone(), group.clone()));
         }
         if let Some(vpc) = &placement.vpc {
             self.security_groups
@@ -268,6 +283,7 @@ impl Ec2LauncherBuilder {
             networks: TtlCache::new(NETWORK_TTL),
             subnets: TtlCache::new(NETWORK_TTL),
             security_groups: TtlCache::new(NETWORK_TTL),
+            named_groups: TtlCache::new(NAMED_GROUP_TTL),
             spot_prices: TtlCache::new(SPOT_PRICE_TTL),
             recent: Mutex::new(RecentLaunches::default()),
             terminating: Mutex::new(HashMap::new()),

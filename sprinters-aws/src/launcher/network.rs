@@ -178,6 +178,55 @@ pub(crate) async fn security_group(target: &Target<'_>, vpc: &str) -> Result<Sec
     }
 }
 
+/// Checks a security group a label names: it must exist, carry our tag
+/// (`sprinters:sprinters = true`: the customer marked it for runners), and
+/// allow no ingress at all. Refused otherwise, as a configuration error the
+/// job's record shows.
+pub(crate) async fn check_named_group(target: &Target<'_>, group: &SecurityGroupId) -> Result<()> {
+    let context = format!("checking security group {group}");
+    let output = target
+        .client
+        .describe_security_groups()
+        .group_ids(group.as_str())
+        .send()
+        .await;
+    let output = match output {
+        Ok(output) => output,
+        Err(e) if e.code() == Some("InvalidGroup.NotFound") => {
+            return Err(Error::config(format!(
+                "security group {group} does not exist in account {} ({})",
+                target.account, target.region
+            )));
+        }
+        Err(e) => return Err(map_sdk_error(e, "ec2:DescribeSecurityGroups", &context)),
+    };
+    let Some(found) = output
+        .security_groups()
+        .iter()
+        .find(|g| g.group_id() == Some(group.as_str()))
+    else {
+        return Err(Error::config(format!(
+            "security group {group} does not exist in account {} ({})",
+            target.account, target.region
+        )));
+    };
+    let tagged = found
+        .tags()
+        .iter()
+        .any(|t| t.key() == Some(OWNED_TAG_KEY) && t.value() == Some(OWNED_TAG_VALUE));
+    if !tagged {
+        return Err(Error::config(format!(
+            "security group {group} is not tagged {OWNED_TAG_KEY} = {OWNED_TAG_VALUE}; a label may name only a group its account marked for runners"
+        )));
+    }
+    if !found.ip_permissions().is_empty() {
+        return Err(Error::config(format!(
+            "security group {group} has ingress rules; Sprinters runners accept no inbound traffic: remove the rules and retry"
+        )));
+    }
+    Ok(())
+}
+
 async fn find_security_group(target: &Target<'_>, vpc: &str) -> Result<Option<SecurityGroupId>> {
     let context = format!("finding security group {SECURITY_GROUP_NAME} in {vpc}");
     let output = target

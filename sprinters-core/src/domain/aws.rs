@@ -120,6 +120,40 @@ impl InstanceType {
         self.as_str().split('.').next().unwrap_or_default()
     }
 
+    /// Its vCPUs, from its size as EC2 names them: `large` 2, `xlarge` 4,
+    /// `Nxlarge` and `metal-Nxl` 4×N; `nano` to `medium` 2 on burstable
+    /// families (`t3.micro`) and 1 elsewhere (`c7g.medium`, `t2.micro`). A
+    /// bare `metal`, whose count varies by family, is `None`.
+    /// (docs.aws.amazon.com/ec2/latest/instancetypes: every current family
+    /// follows this, the exceptions are families retired long ago.)
+    pub fn vcpus(&self) -> Option<u32> {
+        let (family, size) = self.as_str().split_once('.')?;
+        let burstable = family.starts_with('t');
+        let times_four = |n: &str| -> Option<u32> {
+            if n.is_empty() {
+                return Some(4);
+            }
+            n.parse::<u32>().ok().and_then(|n| n.checked_mul(4))
+        };
+        match size {
+            "nano" | "micro" | "small" => Some(if family == "t2" { 1 } else { 2 }),
+            "medium" => Some(if burstable { 2 } else { 1 }),
+            "large" => Some(2),
+            _ => {
+                if let Some(n) = size.strip_suffix("xlarge") {
+                    times_four(n)
+                } else if let Some(n) = size
+                    .strip_prefix("metal-")
+                    .and_then(|s| s.strip_suffix("xl"))
+                {
+                    times_four(n)
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
     /// The CPU architecture: Graviton families (a `g` among the attribute
     /// letters after the generation, as in `t4g`, `c7gn`, `im4gn`, `x2gd`,
     /// and `a1`) are arm64, the rest x64.

@@ -115,6 +115,8 @@ pub struct EngineConfig {
     pub tenants: Tenants,
     /// Concurrency limits.
     pub limits: Limits,
+    /// What a label may ask for unless its owner's policy says otherwise.
+    pub policy: crate::policy::PlatformPolicy,
     /// How long a spare runner may idle before it is terminated.
     pub idle_grace: Duration,
     /// No instance lives longer than this.
@@ -172,6 +174,7 @@ impl EngineConfig {
             replica_id: format!("replica-{:016x}", fastrand::u64(..)),
             tenants,
             limits: Limits::default(),
+            policy: crate::policy::PlatformPolicy::default(),
             idle_grace: Duration::from_secs(300),
             max_lifetime: Duration::from_secs(6 * 3600 + 900),
             queued_timeout: Duration::from_secs(600),
@@ -196,6 +199,9 @@ impl EngineConfig {
         let bad = |what: &str| Err(crate::Error::config(what.to_owned()));
         if self.controller_id.is_empty() || self.controller_id.len() > 64 {
             return bad("controller_id must be 1 to 64 characters");
+        }
+        if let Err(e) = self.policy.validate() {
+            return Err(crate::Error::config(e));
         }
         if self.replica_id.is_empty() {
             return bad("replica_id must not be empty");

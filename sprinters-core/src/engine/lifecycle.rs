@@ -90,6 +90,12 @@ impl Inner {
         {
             return self.reject(&event, Some(&labels), message, receipt).await;
         }
+        // What the label asks for, checked before any AWS call.
+        if event.action == WorkflowJobAction::Queued
+            && let Some(message) = self.policy_refuses(&event, &labels, &account).await?
+        {
+            return self.reject(&event, Some(&labels), message, receipt).await;
+        }
         match event.action {
             WorkflowJobAction::Queued => self.on_queued(&event, &labels, account, receipt).await,
             WorkflowJobAction::InProgress => {

@@ -34,6 +34,7 @@ mod installations;
 mod launch;
 mod lifecycle;
 mod limits;
+mod policy;
 mod reconcile;
 mod records;
 mod supply;
@@ -119,6 +120,8 @@ pub(crate) struct Inner {
     // When the reconciler last asked GitHub about each active job, so
     // that a budget of calls goes round them in turn.
     last_asked: Mutex<std::collections::HashMap<JobKey, crate::time::Timestamp>>,
+    // Where runs of public repositories came from, asked once per run.
+    run_origins: Mutex<std::collections::HashMap<crate::domain::RunId, crate::ports::RunOrigin>>,
     rng: Mutex<fastrand::Rng>,
 }
 
@@ -234,6 +237,7 @@ impl EngineBuilder {
                 scheduled: Mutex::new(HashSet::new()),
                 resumed_waits: Mutex::new(std::collections::HashMap::new()),
                 last_asked: Mutex::new(std::collections::HashMap::new()),
+                run_origins: Mutex::new(std::collections::HashMap::new()),
                 rng: Mutex::new(rng),
             }),
         })

@@ -372,6 +372,8 @@ impl Inner {
             runner_id,
             conclusion,
             at: None,
+            // Not queued: no policy is checked.
+            repository_private: None,
         };
         if let Err(e) = self.on_workflow_job(event, None).await {
             tracing::warn!(error = %e, job = %record.key, "applying a recovered event failed");
@@ -525,7 +527,11 @@ impl Inner {
                     runner_id: None,
                     conclusion: None,
                     at: None,
+                    repository_private: job.origin.as_ref().map(|o| o.repository_private),
                 };
+                if let Some(origin) = job.origin {
+                    self.remember_origin(job.run_id, origin);
+                }
                 match self.on_workflow_job(event, None).await {
                     Ok(Handled::Ignored) => {}
                     Ok(_) => {

@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::domain::{AccountId, InstallationId, Owner, OwnerId, Repository};
+use crate::policy::OwnerPolicy;
 use crate::tenant::{Connection, ConnectionState, TenantRecord};
 
 /// One owner, bound to its ids.
@@ -39,6 +40,8 @@ pub struct Tenant {
     pub configured_as: Option<Owner>,
     /// The App was uninstalled: nothing launches for it.
     pub uninstalled: bool,
+    /// Its own policy, over the platform's (see [`crate::policy`]).
+    pub policy: Option<OwnerPolicy>,
     /// Repositories taken out of its installation (lower-cased `owner/name`).
     removed: BTreeSet<String>,
     /// Whether the store holds it: then the store is its truth, and an owner
@@ -57,6 +60,7 @@ impl Tenant {
             suspended: false,
             configured_as: None,
             uninstalled: false,
+            policy: None,
             removed: BTreeSet::new(),
             persisted: false,
         }
@@ -102,6 +106,7 @@ impl Tenant {
             .collect();
         record.connections = self.connections.clone();
         record.uninstalled = self.uninstalled;
+        record.policy = self.policy.clone();
         record
     }
 }
@@ -369,6 +374,7 @@ impl Tenants {
         tenant.connections = record.connections.clone();
         tenant.configured_as = record.configured_as.clone();
         tenant.uninstalled = record.uninstalled;
+        tenant.policy = record.policy.clone();
         tenant.persisted = true;
         if let Some(login) = &record.configured_as {
             let key = login.as_str().to_ascii_lowercase();

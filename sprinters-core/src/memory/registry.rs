@@ -10,8 +10,8 @@ use super::{Faults, lock};
 use crate::domain::{JobId, JobKey, Repository, RunId, RunnerName};
 use crate::events::Conclusion;
 use crate::ports::{
-    CancelRun, CreateJitRunner, GetJobStatus, JitRunner, JobStatus, ListQueuedJobs, QueuedJob,
-    QueuedJobs, RemoteJobStatus, RemoveRunner, RerunJob, RunnerRegistry,
+    CancelRun, CreateJitRunner, GetJobStatus, GetRunOrigin, JitRunner, JobStatus, ListQueuedJobs,
+    QueuedJob, QueuedJobs, RemoteJobStatus, RemoveRunner, RerunJob, RunOrigin, RunnerRegistry,
 };
 use crate::{Error, Result};
 
@@ -47,6 +47,10 @@ struct GitHubState {
     jit_configs: u64,
     reruns: Vec<JobId>,
     cancelled: Vec<RunId>,
+    // Runs of public repositories, and where each came from; any other
+    // run is of a private repository, from itself.
+    public_runs: HashMap<RunId, Option<Repository>>,
+    origin_lookups: u64,
 }
 
 impl MemoryRegistry {
@@ -97,6 +101,17 @@ impl MemoryRegistry {
     /// The jobs re-run, in order.
     pub fn reruns(&self) -> Vec<JobId> {
         lock(&self.state).reruns.clone()
+    }
+
+    /// Makes `run_id` a run of a public repository whose head commit is in
+    /// `head` (a fork's, or the repository itself; `None`: a deleted fork).
+    pub fn set_public_run(&self, run_id: RunId, head: Option<Repository>) {
+        lock(&self.state).public_runs.insert(run_id, head);
+    }
+
+    /// How many times a run's origin was asked for.
+    pub fn origin_lookups(&self) -> u64 {
+        lock(&self.state).origin_lookups
     }
 
     /// The runs cancelled, in order.
@@ -184,9 +199,25 @@ impl RunnerRegistry for MemoryRegistry {
             .values()
             .filter(|(repo, ..)| *repo == request.repository)
             .filter(|(.., status)| status.status == RemoteJobStatus::Queued)
-            .map(|(_, run, key, labels, _)| QueuedJob::new(*key, *run, labels.clone(), None))
+            .map(|(repo, run, key, labels, _)| {
+                let origin = match s.public_runs.get(run) {
+                    Some(head) => RunOrigin::new(false, head.clone()),
+                    None => RunOrigin::new(true, Some(repo.clone())),
+                };
+                QueuedJob::new(*key, *run, labels.clone(), None).with_origin(origin)
+            })
             .collect();
         jobs.sort_by_key(|j| j.job);
         Ok(QueuedJobs { jobs })
+    }
+
+    async fn run_origin(&self, request: GetRunOrigin) -> Result<RunOrigin> {
+        self.faults.check("run_origin")?;
+        let mut s = lock(&self.state);
+        s.origin_lookups += 1;
+        Ok(match s.public_runs.get(&request.run_id) {
+            Some(head) => RunOrigin::new(false, head.clone()),
+            None => RunOrigin::new(true, Some(request.repository)),
+        })
     }
 }

@@ -23,8 +23,8 @@ pub use launcher::{
     ListOwned, Market, OwnedInstances, StateReason, TerminateRequest, Terminated,
 };
 pub use registry::{
-    CancelRun, CreateJitRunner, GetJobStatus, JitRunner, JobStatus, ListQueuedJobs, QueuedJob,
-    QueuedJobs, RemoteJobStatus, RemoveRunner, RerunJob, RunnerRegistry,
+    CancelRun, CreateJitRunner, GetJobStatus, GetRunOrigin, JitRunner, JobStatus, ListQueuedJobs,
+    QueuedJob, QueuedJobs, RemoteJobStatus, RemoveRunner, RerunJob, RunOrigin, RunnerRegistry,
 };
 pub use store::{
     AcquireLease, ClaimJob, DeliveryRecorded, JobCursor, JobPage, JobStore, LeaseGrant, ListJobs,

@@ -247,6 +247,8 @@ pub struct QueuedJob {
     pub labels: Vec<String>,
     /// Its name.
     pub name: Option<String>,
+    /// Where its run came from, when the listing said.
+    pub origin: Option<RunOrigin>,
 }
 
 impl QueuedJob {
@@ -257,7 +259,67 @@ impl QueuedJob {
             run_id,
             labels,
             name,
+            origin: None,
         }
+    }
+
+    /// With where its run came from.
+    pub fn with_origin(mut self, origin: RunOrigin) -> Self {
+        self.origin = Some(origin);
+        self
+    }
+}
+
+/// Asks where a run came from (`GET /repos/{owner}/{repo}/actions/runs/{run_id}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GetRunOrigin {
+    /// The installation.
+    pub installation_id: InstallationId,
+    /// The repository.
+    pub repository: Repository,
+    /// The run.
+    pub run_id: RunId,
+}
+
+impl GetRunOrigin {
+    /// Where `run_id` of `repository` came from.
+    pub fn new(installation_id: InstallationId, repository: Repository, run_id: RunId) -> Self {
+        Self {
+            installation_id,
+            repository,
+            run_id,
+        }
+    }
+}
+
+/// Where a run came from: its repository's visibility and the repository
+/// its head commit is in (a fork's, for a pull request from a fork).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RunOrigin {
+    /// Whether the run's repository is private (internal ones are).
+    pub repository_private: bool,
+    /// The head repository; `None` when GitHub reports none (a fork
+    /// deleted since), which counts as a fork.
+    pub head_repository: Option<Repository>,
+}
+
+impl RunOrigin {
+    /// A run of a repository, from `head_repository`.
+    pub fn new(repository_private: bool, head_repository: Option<Repository>) -> Self {
+        Self {
+            repository_private,
+            head_repository,
+        }
+    }
+
+    /// Whether the run came from somewhere other than `repository`.
+    pub fn from_fork(&self, repository: &Repository) -> bool {
+        !self.head_repository.as_ref().is_some_and(|head| {
+            head.to_string()
+                .eq_ignore_ascii_case(&repository.to_string())
+        })
     }
 }
 
@@ -292,4 +354,6 @@ pub trait RunnerRegistry: Send + Sync + fmt::Debug + 'static {
     async fn cancel_run(&self, request: CancelRun) -> Result<()>;
     /// The queued jobs of a repository.
     async fn list_queued_jobs(&self, request: ListQueuedJobs) -> Result<QueuedJobs>;
+    /// Where a run came from (for `public_repositories = "no-forks"`).
+    async fn run_origin(&self, request: GetRunOrigin) -> Result<RunOrigin>;
 }

@@ -167,6 +167,7 @@ impl TestBed {
             owner_id: Self::OWNER_ID,
             installation_id: Self::INSTALLATION_ID,
             labels: vec!["sprinters:aws:ubuntu-latest".to_owned()],
+            public: false,
         }
     }
 
@@ -300,9 +301,17 @@ pub struct JobEvents {
     pub installation_id: InstallationId,
     /// Its labels.
     pub labels: Vec<String>,
+    /// Whether its repository is public (private by default).
+    pub public: bool,
 }
 
 impl JobEvents {
+    /// Of a public repository.
+    pub fn public(mut self) -> Self {
+        self.public = true;
+        self
+    }
+
     /// With these labels.
     pub fn labels(mut self, labels: &[&str]) -> Self {
         self.labels = labels.iter().map(|l| (*l).to_owned()).collect();
@@ -366,6 +375,7 @@ impl JobEvents {
             runner_id: None,
             conclusion: None,
             at: None,
+            repository_private: Some(!self.public),
         }
     }
 

@@ -42,6 +42,9 @@ struct Job {
 struct Repo {
     full_name: String,
     owner: Account,
+    // True for private and internal repositories.
+    #[serde(default)]
+    private: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -168,6 +171,7 @@ fn workflow_job(
         runner_id: job.runner_id.filter(|id| *id != 0),
         conclusion: job.conclusion.as_deref().and_then(Conclusion::parse),
         at,
+        repository_private: p.repository.private,
     })
 }
 

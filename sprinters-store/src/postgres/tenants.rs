@@ -48,8 +48,7 @@ impl PostgresJobStore {
         else {
             return Ok(None);
         };
-        let record: TenantRecord = postcard::from_bytes(&plaintext)
-            .map_err(|e| Error::integrity(format!("a tenant record is undecodable: {e}")))?;
+        let record = crate::rows::tenant_record(&plaintext)?;
         // The id binds the body to its row: a body moved to another owner's
         // row fails authentication above; this catches a stale key.
         if self.tenant_id(record.owner_id) != id {

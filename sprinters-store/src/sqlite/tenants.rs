@@ -28,8 +28,7 @@ fn open_tenant(keys: &Keys, row: &Row<'_>) -> Result<Option<Versioned<TenantReco
     let Some(plaintext) = keys.open_body(key_id, &aad, &body, "a tenant record")? else {
         return Ok(None);
     };
-    let record: TenantRecord = postcard::from_bytes(&plaintext)
-        .map_err(|e| Error::integrity(format!("a tenant record is undecodable: {e}")))?;
+    let record = crate::rows::tenant_record(&plaintext)?;
     // The id binds the body to its row: a body moved to another owner's
     // row fails authentication above; this catches a stale key.
     if tenant_id(keys, record.owner_id) != id {

@@ -204,6 +204,16 @@ impl RunnerRegistry for Chaotic<dyn RunnerRegistry> {
             .call("queued", subject, github_limited, call)
             .await
     }
+    async fn run_origin(
+        &self,
+        request: crate::ports::GetRunOrigin,
+    ) -> Result<crate::ports::RunOrigin> {
+        let subject = request.run_id;
+        let call = self.inner.run_origin(request);
+        self.chaos
+            .call("origin", subject, github_limited, call)
+            .await
+    }
 }
 
 #[async_trait]

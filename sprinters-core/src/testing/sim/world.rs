@@ -272,6 +272,7 @@ impl World {
             runner_id: runner.map(|(_, id)| id),
             conclusion,
             at: None,
+            repository_private: Some(true),
         }
     }
 

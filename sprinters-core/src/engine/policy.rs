@@ -1,0 +1,158 @@
+//! The policy check of a queued job, and owners' policies set at run time.
+
+use super::{Engine, Inner};
+use crate::Result;
+use crate::domain::{AccountId, InstallationId, Owner, OwnerId, RunId};
+use crate::events::WorkflowJobEvent;
+use crate::labels::JobLabels;
+use crate::policy::{EffectivePolicy, OwnerPolicy, PublicRepositories, Visibility};
+use crate::ports::{GetRunOrigin, PutTenant, RunOrigin};
+use crate::tenant::TenantRecord;
+use crate::{Error, ErrorKind};
+
+/// Runs whose origin is remembered; past it the memory starts again (a
+/// run's jobs arrive within minutes of each other).
+const ORIGINS_KEPT: usize = 10_000;
+
+impl Inner {
+    /// The rules in force for `owner_id`.
+    pub(super) fn policy_of(&self, owner_id: OwnerId) -> EffectivePolicy {
+        let tenant = self.config.tenants.get(owner_id);
+        self.config
+            .policy
+            .for_owner(tenant.as_ref().and_then(|t| t.policy.as_ref()))
+    }
+
+    /// Why the policy refuses the queued job `event`, if it does. Asks
+    /// GitHub where the run came from only for a public repository under
+    /// `no-forks`, once per run.
+    pub(super) async fn policy_refuses(
+        &self,
+        event: &WorkflowJobEvent,
+        labels: &JobLabels,
+        account: &AccountId,
+    ) -> Result<Option<String>> {
+        let policy = self.policy_of(event.owner_id);
+        let login = self
+            .config
+            .tenants
+            .get(event.owner_id)
+            .map_or_else(|| event.repository.owner().clone(), |t| t.login);
+        let visibility = match event.repository_private {
+            Some(true) => Visibility::Private,
+            // Not reported counts as public: the safe side.
+            _ if policy.base.public_repositories != PublicRepositories::NoForks => {
+                Visibility::Public
+            }
+            _ => {
+                let origin = self.run_origin(event).await?;
+                if origin.repository_private {
+                    Visibility::Private
+                } else if origin.from_fork(&event.repository) {
+                    Visibility::PublicFork
+                } else {
+                    Visibility::Public
+                }
+            }
+        };
+        Ok(policy.refuses(&login, &event.repository, &labels.spec, account, visibility))
+    }
+
+    async fn run_origin(&self, event: &WorkflowJobEvent) -> Result<RunOrigin> {
+        if let Some(known) = self
+            .run_origins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&event.run_id)
+        {
+            return Ok(known.clone());
+        }
+        let origin = self
+            .registry
+            .run_origin(GetRunOrigin::new(
+                event.installation_id,
+                event.repository.clone(),
+                event.run_id,
+            ))
+            .await?;
+        self.remember_origin(event.run_id, origin.clone());
+        Ok(origin)
+    }
+
+    /// Keeps where `run` came from (a listing said it).
+    pub(super) fn remember_origin(&self, run: RunId, origin: RunOrigin) {
+        let mut origins = self.run_origins.lock().unwrap_or_else(|e| e.into_inner());
+        if origins.len() >= ORIGINS_KEPT {
+            origins.clear();
+        }
+        origins.insert(run, origin);
+    }
+}
+
+impl Engine {
+    /// The policy `owner_id` set, if any (keys it left out take the
+    /// platform's).
+    pub fn owner_policy(&self, owner_id: OwnerId) -> Option<OwnerPolicy> {
+        self.inner
+            .config
+            .tenants
+            .get(owner_id)
+            .and_then(|t| t.policy)
+    }
+
+    /// The rules in force for `owner_id`: its policy over the platform's.
+    pub fn effective_policy(&self, owner_id: OwnerId) -> EffectivePolicy {
+        self.inner.policy_of(owner_id)
+    }
+
+    /// Sets the policy of the owner `owner_id` (bound to `installation_id`,
+    /// whose login is `login`), or removes it with `None`. Kept in the
+    /// owner's record in the store: every replica applies it within a
+    /// tick. A `Config` error names what is wrong with it, and nothing
+    /// changes.
+    pub async fn set_owner_policy(
+        &self,
+        owner_id: OwnerId,
+        installation_id: InstallationId,
+        login: Owner,
+        policy: Option<OwnerPolicy>,
+    ) -> Result<()> {
+        if let Some(p) = &policy {
+            p.validate().map_err(Error::config)?;
+        }
+        let inner = &self.inner;
+        if inner.config.tenants.get(owner_id).is_none() {
+            let mut record = TenantRecord::new(owner_id, installation_id, login.clone());
+            record.policy = policy.clone();
+            match inner
+                .store
+                .put_tenant(PutTenant::create(record.clone()))
+                .await
+            {
+                Ok(_) => {
+                    inner.config.tenants.apply(&record);
+                    return Ok(());
+                }
+                // Written meanwhile (another replica): change it below.
+                Err(e) if *e.kind() == ErrorKind::Conflict => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let written = inner
+            .save_tenant(owner_id, |r| {
+                if r.installation_id != installation_id || r.policy == policy {
+                    return false;
+                }
+                r.policy = policy.clone();
+                true
+            })
+            .await?;
+        match written {
+            Some(r) if r.installation_id != installation_id => Err(Error::conflict(format!(
+                "installation {installation_id} is not the installation of GitHub account {owner_id}"
+            ))),
+            Some(_) => Ok(()),
+            None => Err(Error::not_found(format!("no owner {owner_id}"))),
+        }
+    }
+}

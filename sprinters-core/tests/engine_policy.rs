@@ -1,0 +1,268 @@
+//! What a workflow author may ask for: the platform's policy, each owner's
+//! over it, each repository's narrowing, all checked before any AWS call.
+
+// Test helpers fail the test by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use sprinters_core::domain::{Owner, Repository};
+use sprinters_core::engine::Handled;
+use sprinters_core::engine::Tenants;
+use sprinters_core::job::JobState;
+use sprinters_core::policy::{OwnerPolicy, PublicRepositories};
+use sprinters_core::testing::{JobEvents, TestBed};
+
+fn policy(json: &str) -> OwnerPolicy {
+    serde_json::from_str(json).unwrap()
+}
+
+async fn set(bed: &TestBed, json: &str) {
+    bed.engine
+        .set_owner_policy(
+            TestBed::OWNER_ID,
+            TestBed::INSTALLATION_ID,
+            bed.owner.clone(),
+            Some(policy(json)),
+        )
+        .await
+        .unwrap();
+}
+
+/// No call of any kind reached AWS or asked GitHub for a runner.
+fn nothing_called(bed: &TestBed) {
+    assert!(bed.launcher.alive().is_empty(), "no instance");
+    assert_eq!(bed.credentials.calls(), 0, "no credentials asked for");
+    assert_eq!(bed.registry.jit_configs(), 0, "no runner registered");
+}
+
+/// Sends `job`'s `queued` and returns the rejection's message, checked
+/// to be what the job's record says.
+async fn rejected_with(bed: &TestBed, job: &JobEvents) -> String {
+    let handled = bed.send(job.queued()).await;
+    bed.settle().await;
+    match handled {
+        Handled::Rejected { message, .. } => {
+            let record = bed.record(job).await;
+            assert_eq!(record.state, JobState::Rejected);
+            assert_eq!(record.message.as_deref(), Some(message.as_str()));
+            message
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_instance_type_outside_the_owners_patterns_is_rejected_before_any_aws_call() {
+    let bed = TestBed::new();
+    set(&bed, r#"{"instance_types": ["t3.*", "c7i.*"]}"#).await;
+    let job = bed
+        .job(1)
+        .labels(&["sprinters:aws:ubuntu-latest:p5.48xlarge"]);
+    let message = rejected_with(&bed, &job).await;
+    assert_eq!(
+        message,
+        "instance type p5.48xlarge is not allowed for octo-org (allowed: t3.*, c7i.*)"
+    );
+    nothing_called(&bed);
+
+    // An allowed type launches.
+    let ok = bed
+        .job(2)
+        .labels(&["sprinters:aws:ubuntu-latest:c7i.large"]);
+    assert!(matches!(bed.send(ok.queued()).await, Handled::Accepted(_)));
+    bed.settle().await;
+    assert_eq!(bed.launcher.alive().len(), 1);
+}
+
+#[tokio::test]
+async fn the_platform_default_applies_until_the_owner_sets_its_own() {
+    let bed = TestBed::with_config(|c| c.policy.max_vcpus = 4);
+    let big = bed
+        .job(1)
+        .labels(&["sprinters:aws:ubuntu-latest:m7i.2xlarge"]);
+    let message = rejected_with(&bed, &big).await;
+    assert_eq!(
+        message,
+        "instance type m7i.2xlarge has 8 vCPUs, more than the 4 allowed for octo-org (max_vcpus)"
+    );
+    set(&bed, r#"{"max_vcpus": 8}"#).await;
+    let again = bed
+        .job(2)
+        .labels(&["sprinters:aws:ubuntu-latest:m7i.2xlarge"]);
+    assert!(matches!(
+        bed.send(again.queued()).await,
+        Handled::Accepted(_)
+    ));
+    assert_eq!(
+        bed.engine.owner_policy(TestBed::OWNER_ID),
+        Some(policy(r#"{"max_vcpus": 8}"#))
+    );
+    // Kept in the store: the owner's record carries it.
+    let stored = sprinters_core::ports::JobStore::get_tenant(bed.store.as_ref(), TestBed::OWNER_ID)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.value.policy, Some(policy(r#"{"max_vcpus": 8}"#)));
+}
+
+#[tokio::test]
+async fn a_label_named_subnet_or_group_is_refused_unless_the_policy_lists_it() {
+    let bed = TestBed::new();
+    let sg = bed
+        .job(1)
+        .labels(&["sprinters:aws:ubuntu-latest:sg-0123abcd"]);
+    let message = rejected_with(&bed, &sg).await;
+    assert_eq!(
+        message,
+        "security group sg-0123abcd is not allowed for octo-org (allowed: none)"
+    );
+    nothing_called(&bed);
+    set(&bed, r#"{"security_groups": ["sg-0123abcd"]}"#).await;
+    let listed = bed
+        .job(2)
+        .labels(&["sprinters:aws:ubuntu-latest:sg-0123abcd"]);
+    assert!(matches!(
+        bed.send(listed.queued()).await,
+        Handled::Accepted(_)
+    ));
+}
+
+#[tokio::test]
+async fn a_repository_may_use_only_the_accounts_its_policy_names() {
+    let bed = TestBed::new();
+    set(
+        &bed,
+        r#"{"repositories": {"app": {"accounts": ["210987654321"]}}}"#,
+    )
+    .await;
+    let job = bed.job(1);
+    let message = rejected_with(&bed, &job).await;
+    assert_eq!(
+        message,
+        format!(
+            "AWS account {} is not allowed for octo-org/app (allowed: 210987654321)",
+            bed.account
+        )
+    );
+    // Another repository of the owner keeps every account.
+    let other = bed.job(2).repository("octo-org/api");
+    assert!(matches!(
+        bed.send(other.queued()).await,
+        Handled::Accepted(_)
+    ));
+}
+
+#[tokio::test]
+async fn public_repositories_are_denied_by_default_and_allowed_by_policy() {
+    let bed = TestBed::new();
+    assert_eq!(
+        bed.engine
+            .effective_policy(TestBed::OWNER_ID)
+            .base
+            .public_repositories,
+        PublicRepositories::Deny
+    );
+    let public = bed.job(1).public();
+    let message = rejected_with(&bed, &public).await;
+    assert_eq!(
+        message,
+        "octo-org/app is public, and octo-org does not run public repositories' jobs on self-hosted runners (public_repositories = deny)"
+    );
+    nothing_called(&bed);
+    assert_eq!(bed.registry.origin_lookups(), 0, "deny asks GitHub nothing");
+
+    set(&bed, r#"{"public_repositories": "allow"}"#).await;
+    let allowed = bed.job(2).public();
+    assert!(matches!(
+        bed.send(allowed.queued()).await,
+        Handled::Accepted(_)
+    ));
+}
+
+#[tokio::test]
+async fn no_forks_runs_the_repositorys_own_runs_and_refuses_forks_asking_once_per_run() {
+    let bed = TestBed::new();
+    set(&bed, r#"{"public_repositories": "no-forks"}"#).await;
+    let repo = Repository::parse("octo-org/app").unwrap();
+
+    // A run from the repository itself: two jobs, one question.
+    let own = bed.job(1).public();
+    bed.registry.set_public_run(own.run_id, Some(repo.clone()));
+    assert!(matches!(bed.send(own.queued()).await, Handled::Accepted(_)));
+    let mut sibling = bed.job(2).public();
+    sibling.run_id = own.run_id;
+    assert!(matches!(
+        bed.send(sibling.queued()).await,
+        Handled::Accepted(_)
+    ));
+    assert_eq!(bed.registry.origin_lookups(), 1, "asked once per run");
+
+    // A run from a stranger's fork.
+    let fork = bed.job(3).public();
+    bed.registry.set_public_run(
+        fork.run_id,
+        Some(Repository::parse("stranger/app").unwrap()),
+    );
+    let message = rejected_with(&bed, &fork).await;
+    assert!(message.contains("comes from a fork"), "{message}");
+    assert!(
+        message.contains("public_repositories = no-forks"),
+        "{message}"
+    );
+
+    // A run whose fork was deleted (GitHub names no head repository).
+    let gone = bed.job(4).public();
+    bed.registry.set_public_run(gone.run_id, None);
+    assert!(matches!(
+        bed.send(gone.queued()).await,
+        Handled::Rejected { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_bad_policy_is_refused_by_name_and_changes_nothing() {
+    let bed = TestBed::new();
+    set(&bed, r#"{"max_vcpus": 8}"#).await;
+    let bad = policy(r#"{"repositories": {"octo-org/app": {}}}"#);
+    let e = bed
+        .engine
+        .set_owner_policy(
+            TestBed::OWNER_ID,
+            TestBed::INSTALLATION_ID,
+            Owner::parse("octo-org").unwrap(),
+            Some(bad),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("octo-org/app"), "{e}");
+    assert_eq!(
+        bed.engine.owner_policy(TestBed::OWNER_ID),
+        Some(policy(r#"{"max_vcpus": 8}"#))
+    );
+}
+
+#[tokio::test]
+async fn a_policy_set_on_one_replica_holds_on_another_within_a_tick() {
+    let bed = TestBed::new();
+    // A second replica on the same store, with a directory of its own.
+    let tenants = Tenants::new();
+    tenants.connect(
+        TestBed::OWNER_ID,
+        TestBed::INSTALLATION_ID,
+        bed.owner.clone(),
+        bed.account.clone(),
+    );
+    let mut config = bed.engine.config().clone();
+    config.tenants = tenants;
+    config.replica_id = "replica-2".into();
+    let other = bed.builder().config(config).build().unwrap();
+    set(&bed, r#"{"instance_types": ["t3.*"]}"#).await;
+    other.sync_tenants().await.unwrap();
+    let job = bed
+        .job(1)
+        .labels(&["sprinters:aws:ubuntu-latest:c7i.large"]);
+    let delivery = bed.delivery("on-the-other", job.queued());
+    assert!(matches!(
+        other.handle(delivery).await.unwrap(),
+        Handled::Rejected { .. }
+    ));
+}
