@@ -14,7 +14,8 @@ use sprinters_core::domain::{
     InstallationId, JobId, JobKey, Repository, RunAttempt, RunId, RunnerName,
 };
 use sprinters_core::ports::{
-    CancelRun, CreateJitRunner, GetJobStatus, RemoteJobStatus, RemoveRunner, RunnerRegistry,
+    CancelRun, CreateJitRunner, GetJobStatus, GetRunOrigin, ListQueuedJobs, RemoteJobStatus,
+    RemoveRunner, RunnerRegistry,
 };
 use sprinters_core::testing::{RegistryFixture, runner_registry};
 use sprinters_core::time::{Clock, ManualClock, Timestamp};
@@ -104,6 +105,48 @@ async fn the_registry_passes_the_core_conformance_suite() {
         },
     )
     .await;
+}
+
+#[tokio::test]
+async fn where_a_run_came_from_is_read_from_the_run_and_the_listing() {
+    let w = world().await;
+    w.github.set_job(902, queued(7002));
+    w.github.set_job(903, queued(7003));
+    w.github.set_public_run(7002, Some("stranger/hello"));
+    w.github.set_public_run(7003, Some("octo-org/hello"));
+    let origin = |run: u64| {
+        w.registry.run_origin(GetRunOrigin::new(
+            InstallationId::new(INSTALLATION),
+            repo(),
+            RunId::new(run),
+        ))
+    };
+    let fork = origin(7002).await.unwrap();
+    assert!(!fork.repository_private);
+    assert!(fork.from_fork(&repo()));
+    let own = origin(7003).await.unwrap();
+    assert!(!own.repository_private);
+    assert!(!own.from_fork(&repo()));
+    assert_eq!(
+        *origin(7999).await.unwrap_err().kind(),
+        ErrorKind::NotFound,
+        "an unknown run"
+    );
+    let listed = w
+        .registry
+        .list_queued_jobs(ListQueuedJobs::new(InstallationId::new(INSTALLATION), repo()))
+        .await
+        .unwrap();
+    let of = |job: u64| {
+        listed
+            .jobs
+            .iter()
+            .find(|j| j.job.job_id == JobId::new(job))
+            .and_then(|j| j.origin.clone())
+            .unwrap()
+    };
+    assert!(of(902).from_fork(&repo()));
+    assert!(!of(903).from_fork(&repo()));
 }
 
 #[tokio::test]

@@ -386,6 +386,11 @@ fn real_workflow_job_payloads_have_the_fields_the_engine_needs() {
         q.runner_name, None,
         "GitHub's hosted runner name is not ours"
     );
+    assert_eq!(
+        q.repository_private,
+        Some(false),
+        "Hello-World is public: the policy denies it by default"
+    );
 
     for (file, action) in [
         (

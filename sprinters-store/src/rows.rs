@@ -117,3 +117,47 @@ pub(crate) fn access_key(plaintext: &[u8]) -> Result<((OwnerId, AccountId), Stor
         },
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_owners_record_written_before_policies_reads_as_having_none() {
+        // The old layout, field for field, as an older release wrote it.
+        #[derive(serde::Serialize)]
+        struct Old {
+            owner_id: OwnerId,
+            installation_id: InstallationId,
+            login: Owner,
+            configured_as: Option<Owner>,
+            suspended: bool,
+            removed_repositories: Vec<Repository>,
+            connections: Vec<Connection>,
+            uninstalled: bool,
+        }
+        let login = Owner::parse("octo-org").unwrap();
+        let old = Old {
+            owner_id: OwnerId::new(9919),
+            installation_id: InstallationId::new(4242),
+            login: login.clone(),
+            configured_as: Some(login.clone()),
+            suspended: true,
+            removed_repositories: vec![Repository::parse("octo-org/gone").unwrap()],
+            connections: Vec::new(),
+            uninstalled: false,
+        };
+        let read = tenant_record(&postcard::to_allocvec(&old).unwrap()).unwrap();
+        assert_eq!(read.owner_id, old.owner_id);
+        assert!(read.suspended);
+        assert_eq!(read.removed_repositories, old.removed_repositories);
+        assert_eq!(read.policy, None);
+
+        // A record of today keeps its policy.
+        let mut new = read.clone();
+        new.policy = Some(serde_json::from_str(r#"{"max_vcpus": 8}"#).unwrap());
+        let back = tenant_record(&postcard::to_allocvec(&new).unwrap()).unwrap();
+        assert_eq!(back, new);
+        assert!(tenant_record(b"\xff\xff").is_err());
+    }
+}

@@ -156,7 +156,7 @@ fn only_listed_subnets_and_security_groups_may_be_named() {
 #[test]
 fn a_repository_is_narrowed_never_widened() {
     let p = policy(
-        r#"{"instance_types": ["t3.*", "c7i.*"], "max_vcpus": 8,
+        r#"{"instance_types": ["t3.*", "c7i.*"], "max_vcpus": 4,
             "repositories": {"App": {"instance_types": ["t3.*", "p5.*"], "max_vcpus": 32,
                                      "accounts": ["210987654321"]}}}"#,
     );
@@ -185,7 +185,7 @@ fn a_repository_is_narrowed_never_widened() {
     assert!(
         check("app", "ubuntu-latest:t3.2xlarge", &other)
             .unwrap()
-            .contains("8 allowed for octo-org (max_vcpus)")
+            .contains("4 allowed for octo-org (max_vcpus)")
     );
     assert_eq!(
         check("app", "ubuntu-latest:t3.large", &account()).unwrap(),

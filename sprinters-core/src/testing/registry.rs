@@ -5,7 +5,7 @@ use secrecy::ExposeSecret;
 use crate::ErrorKind;
 use crate::domain::{InstallationId, JobId, JobKey, Repository, RunId, RunnerName};
 use crate::ports::{
-    CancelRun, CreateJitRunner, GetJobStatus, ListQueuedJobs, RemoteJobStatus, RemoveRunner,
+    CancelRun, CreateJitRunner, GetJobStatus, GetRunOrigin, ListQueuedJobs, RemoteJobStatus, RemoveRunner,
     RerunJob, RunnerRegistry,
 };
 
@@ -97,6 +97,25 @@ pub async fn runner_registry(registry: &dyn RunnerRegistry, f: &RegistryFixture)
             .any(|j| j.job.job_id == f.queued_job.job_id),
         "the queued job is listed"
     );
+    for listed in queued.jobs.iter().filter_map(|j| j.origin.as_ref()) {
+        assert!(
+            !listed.from_fork(&f.repository),
+            "a run of the repository itself is no fork"
+        );
+    }
+    let origin = registry
+        .run_origin(GetRunOrigin::new(
+            f.installation_id,
+            f.repository.clone(),
+            f.queued_run,
+        ))
+        .await
+        .unwrap();
+    assert!(
+        origin.repository_private,
+        "the fixture's repository is private"
+    );
+    assert!(!origin.from_fork(&f.repository));
 
     registry
         .rerun_job(RerunJob::new(
