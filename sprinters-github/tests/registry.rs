@@ -134,7 +134,10 @@ async fn where_a_run_came_from_is_read_from_the_run_and_the_listing() {
     );
     let listed = w
         .registry
-        .list_queued_jobs(ListQueuedJobs::new(InstallationId::new(INSTALLATION), repo()))
+        .list_queued_jobs(ListQueuedJobs::new(
+            InstallationId::new(INSTALLATION),
+            repo(),
+        ))
         .await
         .unwrap();
     let of = |job: u64| {

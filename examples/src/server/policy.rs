@@ -20,10 +20,13 @@ pub(crate) struct PolicyQuery {
     effective: bool,
 }
 
-/// Keys not set are left out, as they are in a `PUT`.
+/// Keys not set are left out, as they are in a `PUT` (an empty
+/// `repositories` too).
 fn without_nulls(mut v: Value) -> Value {
     if let Value::Object(map) = &mut v {
-        map.retain(|_, v| !v.is_null());
+        map.retain(|k, v| {
+            !v.is_null() && !(k == "repositories" && v == &Value::Object(Default::default()))
+        });
         for v in map.values_mut() {
             *v = without_nulls(v.take());
         }

@@ -5,8 +5,8 @@ use secrecy::ExposeSecret;
 use crate::ErrorKind;
 use crate::domain::{InstallationId, JobId, JobKey, Repository, RunId, RunnerName};
 use crate::ports::{
-    CancelRun, CreateJitRunner, GetJobStatus, GetRunOrigin, ListQueuedJobs, RemoteJobStatus, RemoveRunner,
-    RerunJob, RunnerRegistry,
+    CancelRun, CreateJitRunner, GetJobStatus, GetRunOrigin, ListQueuedJobs, RemoteJobStatus,
+    RemoveRunner, RerunJob, RunnerRegistry,
 };
 
 /// What the registry under test knows.
