@@ -101,6 +101,10 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// Time limits and connection limits of the HTTP edge.
     pub edge: EdgeLimits,
+    /// Where `/metrics` is served instead of on `listen` (plain HTTP, such
+    /// as a loopback address only the scraper reaches); on `listen` when
+    /// absent.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// A bearer token and the owners whose jobs it may see.
@@ -240,6 +244,7 @@ struct RawStore {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     listen: Option<String>,
+    metrics_listen: Option<String>,
     data_dir: Option<PathBuf>,
     master_key_file: Option<PathBuf>,
     controller_id: Option<String>,
@@ -311,6 +316,7 @@ struct RawLimits {
 /// The keys `SPRINTERS_<SECTION>_<KEY>` may override.
 pub const ENV_KEYS: &[(&str, &str)] = &[
     ("server", "listen"),
+    ("server", "metrics_listen"),
     ("server", "data_dir"),
     ("server", "master_key_file"),
     ("server", "controller_id"),
@@ -470,6 +476,21 @@ impl RawFile {
                 format!("{listen:?} is not an address such as 0.0.0.0:8080"),
             )
         })?;
+        let metrics_listen = match &s.metrics_listen {
+            None => None,
+            Some(raw) => Some(raw.parse::<SocketAddr>().map_err(|_| {
+                err(
+                    "server.metrics_listen",
+                    format!("{raw:?} is not an address such as 127.0.0.1:9090"),
+                )
+            })?),
+        };
+        if metrics_listen == Some(listen) {
+            return Err(err(
+                "server.metrics_listen",
+                "is server.listen itself; leave it out to serve /metrics there",
+            ));
+        }
         let data_dir = s
             .data_dir
             .ok_or_else(|| err("server.data_dir", "is required (the store's directory)"))?;
@@ -838,6 +859,7 @@ impl RawFile {
             policy,
             server: ServerConfig {
                 listen,
+                metrics_listen,
                 data_dir,
                 master_key_file,
                 controller_id,

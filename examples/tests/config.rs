@@ -83,6 +83,11 @@ fn the_example_file_is_a_valid_configuration() {
         "*: every owner"
     );
     assert_eq!(config.limits.max_lifetime_minutes, 375);
+    assert_eq!(
+        config.policy,
+        sprinters_core::policy::PlatformPolicy::default(),
+        "the example spells out the defaults"
+    );
     let debug = format!("{config:?}");
     for secret in [
         "the-webhook-secret",
@@ -130,6 +135,20 @@ fn errors_name_the_key() {
     check(
         &|t| t.replace("app_id = 123456", "app_id = \"twelve\""),
         "github.app_id",
+    );
+    check(
+        &|t| {
+            t.replace(
+                "public_repositories = \"deny\"",
+                "public_repositories = \"sometimes\"",
+            )
+        },
+        "policy",
+    );
+    check(&|t| t.replace("max_vcpus = 64", "max_cpus = 64"), "policy");
+    check(
+        &|t| t.replace("instance_types = [\"*\"]", "instance_types = []"),
+        "policy",
     );
     check(
         &|t| {

@@ -144,10 +144,16 @@ async fn a_signed_webhook_launches_in_the_emulator_and_completion_ends_it() {
     github.install("octo-org", 9919, 4242);
     std::fs::write(dir.path().join("webhook-secret"), SECRET).unwrap();
     let controller = format!("serve-test-{:08x}", fastrand::u32(..));
+    // A free loopback port for /metrics, bound by serve itself.
+    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let text = format!(
         r#"
 [server]
 listen = "127.0.0.1:0"
+metrics_listen = "{metrics_addr}"
 data_dir = "{data}"
 controller_id = "{controller}"
 [[server.api_tokens]]
@@ -316,14 +322,19 @@ credentials = "vault"
         "{state:?}"
     );
 
-    let (_, metrics) = http(addr, "GET", "/metrics", &[], b"").await;
+    assert_eq!(
+        http(addr, "GET", "/metrics", &[], b"").await.0,
+        404,
+        "/metrics is on its own listener"
+    );
+    let (_, metrics) = http(metrics_addr, "GET", "/metrics", &[], b"").await;
     for expected in [
         "sprinters_webhook_to_launch_seconds_count 1",
         "sprinters_instances_terminated_total{reason=\"job_completed\"} 1",
         "sprinters_api_calls_total{api=\"launcher\",operation=\"launch\"} 1",
         "sprinters_api_calls_total{api=\"registry\",operation=\"create_jit_runner\"} 1",
         "sprinters_store_sync_seconds_bucket{le=\"+Inf\"}",
-        "sprinters_jobs{state=\"cleaned\"} 1",
+        "sprinters_job_state_changes_total{state=\"cleaned\"} 1",
     ] {
         assert!(metrics.contains(expected), "{expected} in:\n{metrics}");
     }

@@ -18,7 +18,7 @@ use crate::time::Timestamp;
 ///    │            │            │           │
 ///    └▶ Rejected  └▶ Failed    └───────────┴──▶ Cancelled
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Ours and waiting for a runner.

@@ -46,6 +46,17 @@ pub trait EngineObserver: Send + Sync + fmt::Debug + 'static {
     fn owner_removed(&self, event: &OwnerRemoved) {
         let _ = event;
     }
+    /// This replica wrote a job into another state (`from` is `None` for
+    /// a job it recorded first). Summed over replicas, the changes into a
+    /// state count every job that reached it.
+    fn job_state_changed(&self, from: Option<crate::job::JobState>, to: crate::job::JobState) {
+        let _ = (from, to);
+    }
+    /// A reconciliation pass read the active jobs (on the leading replica
+    /// only): how many are in each state, without a read of its own.
+    fn active_jobs(&self, by_state: &std::collections::BTreeMap<crate::job::JobState, u64>) {
+        let _ = by_state;
+    }
 }
 
 /// An owner removed.

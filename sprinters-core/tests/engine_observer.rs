@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sprinters_core::events::Conclusion;
-use sprinters_core::job::EndReason;
+use std::collections::BTreeMap;
+
+use sprinters_core::job::{EndReason, JobState};
 use sprinters_core::observe::{Api, EngineObserver, InstanceEnded, Launching, PortCall};
 use sprinters_core::testing::TestBed;
 
@@ -16,6 +18,8 @@ struct Recorder {
     launches: Mutex<Vec<(u32, Duration)>>,
     ended: Mutex<Vec<(EndReason, bool)>>,
     calls: Mutex<Vec<(Api, &'static str, Option<String>)>>,
+    states: Mutex<Vec<(Option<JobState>, JobState)>>,
+    active: Mutex<Option<BTreeMap<JobState, u64>>>,
 }
 
 impl EngineObserver for Recorder {
@@ -26,6 +30,12 @@ impl EngineObserver for Recorder {
     fn instance_ended(&self, event: &InstanceEnded) {
         let mut ended = self.ended.lock().unwrap();
         ended.push((event.reason, event.was_running));
+    }
+    fn job_state_changed(&self, from: Option<JobState>, to: JobState) {
+        self.states.lock().unwrap().push((from, to));
+    }
+    fn active_jobs(&self, by_state: &BTreeMap<JobState, u64>) {
+        *self.active.lock().unwrap() = Some(by_state.clone());
     }
     fn port_call(&self, call: &PortCall<'_>) {
         let kind = call.error.map(|e| e.kind().as_str().to_owned());
@@ -173,4 +183,54 @@ async fn an_instance_ended_twice_is_heard_of_once() {
     assert_eq!(ended[0].0, EndReason::JobCompleted);
     let record = bed.record(&job).await;
     assert!(record.launches[0].ended.is_some(), "{record:?}");
+}
+
+#[tokio::test]
+async fn the_observer_hears_every_state_change_and_the_leaders_count_of_active_jobs() {
+    let bed = TestBed::new();
+    let recorder = Arc::new(Recorder::default());
+    let engine = bed.builder().observer(recorder.clone()).build().unwrap();
+    let send = |id: &str, e| {
+        bed.tell_github(&e);
+        engine.handle(bed.delivery(id, e))
+    };
+    let (a, b) = (bed.job(1), bed.job(2).labels(&["sprinters:aws", "pin-2"]));
+    send("a-q", a.queued()).await.unwrap();
+    send("b-q", b.queued()).await.unwrap();
+    engine.drain().await;
+    let runner = TestBed::runner(&a, 1);
+    send("a-s", a.in_progress(&runner)).await.unwrap();
+    send("a-c", a.completed(Conclusion::Success, Some(&runner)))
+        .await
+        .unwrap();
+    engine.drain().await;
+    let into = |job_state: JobState| {
+        recorder
+            .states
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, to)| *to == job_state)
+            .count()
+    };
+    assert_eq!(into(JobState::Launching), 2, "both recorded claimed");
+    assert_eq!(into(JobState::Launched), 2);
+    assert_eq!(into(JobState::Running), 1);
+    assert_eq!(into(JobState::Cleaned), 1);
+    assert!(
+        recorder
+            .states
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(from, to)| from != &Some(*to)),
+        "only changes are told"
+    );
+
+    engine.reconcile().await.unwrap();
+    assert_eq!(
+        recorder.active.lock().unwrap().clone().unwrap(),
+        BTreeMap::from([(JobState::Launched, 1)]),
+        "the active jobs, counted by the pass"
+    );
 }

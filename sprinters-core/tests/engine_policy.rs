@@ -7,6 +7,7 @@
 use sprinters_core::domain::{Owner, Repository};
 use sprinters_core::engine::Handled;
 use sprinters_core::engine::Tenants;
+use sprinters_core::events::Conclusion;
 use sprinters_core::job::JobState;
 use sprinters_core::policy::{OwnerPolicy, PublicRepositories};
 use sprinters_core::testing::{JobEvents, TestBed};
@@ -265,4 +266,114 @@ async fn a_policy_set_on_one_replica_holds_on_another_within_a_tick() {
         other.handle(delivery).await.unwrap(),
         Handled::Rejected { .. }
     ));
+}
+
+async fn let_tasks_run() {
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Jobs of distinct label sets, so that no job takes another's runner.
+fn pinned(bed: &TestBed, ids: std::ops::RangeInclusive<u64>, repo: &str) -> Vec<JobEvents> {
+    ids.map(|i| {
+        bed.job(i)
+            .repository(repo)
+            .labels(&["sprinters:aws", &format!("pin-{i}")])
+    })
+    .collect()
+}
+
+/// Runs every job to its end, `at_once` at a time at most, finishing each
+/// as soon as it launched; the order they were served in.
+async fn serve_all(bed: &TestBed, jobs: &[JobEvents], at_once: usize) -> Vec<u64> {
+    let mut served = Vec::new();
+    while served.len() < jobs.len() {
+        let_tasks_run().await;
+        assert!(
+            bed.launcher.alive().len() <= at_once,
+            "never more than {at_once} at once"
+        );
+        let mut progressed = false;
+        for j in jobs {
+            if bed.record(j).await.state == JobState::Launched {
+                let runner = TestBed::runner(j, 1);
+                bed.send(j.in_progress(&runner)).await;
+                bed.send(j.completed(Conclusion::Success, Some(&runner)))
+                    .await;
+                served.push(j.key.job_id.get());
+                progressed = true;
+            }
+        }
+        assert!(progressed, "waiting jobs were dropped: served {served:?}");
+    }
+    bed.settle().await;
+    served
+}
+
+#[tokio::test]
+async fn an_owners_instance_cap_queues_its_jobs_and_launches_them_as_slots_free() {
+    let bed = TestBed::new();
+    set(&bed, r#"{"max_instances": 2}"#).await;
+    let jobs = pinned(&bed, 1..=5, "octo-org/app");
+    for j in &jobs {
+        assert!(matches!(bed.send(j.queued()).await, Handled::Accepted(_)));
+    }
+    let served = serve_all(&bed, &jobs, 2).await;
+    assert_eq!(served[..2], [1, 2], "the first two go first");
+    assert_eq!(bed.launcher.instances().len(), 5, "every job launched once");
+}
+
+#[tokio::test]
+async fn a_repositorys_cap_holds_it_alone() {
+    let bed = TestBed::new();
+    set(&bed, r#"{"repositories": {"app": {"max_instances": 1}}}"#).await;
+    let app = pinned(&bed, 1..=3, "octo-org/app");
+    let api = pinned(&bed, 11..=12, "octo-org/api");
+    for j in app.iter().chain(&api) {
+        bed.send(j.queued()).await;
+    }
+    let_tasks_run().await;
+    let alive = bed.launcher.alive();
+    assert_eq!(alive.len(), 3, "one of app's and both of api's: {alive:?}");
+    let all: Vec<JobEvents> = app.iter().chain(&api).cloned().collect();
+    serve_all(&bed, &all, 3).await;
+    assert_eq!(bed.launcher.instances().len(), 5);
+}
+
+#[tokio::test]
+async fn beyond_max_queued_a_job_is_rejected_with_the_reason() {
+    let bed = TestBed::new();
+    set(&bed, r#"{"max_instances": 1, "max_queued": 2}"#).await;
+    let jobs = pinned(&bed, 1..=4, "octo-org/app");
+    for j in &jobs[..3] {
+        assert!(matches!(bed.send(j.queued()).await, Handled::Accepted(_)));
+        let_tasks_run().await;
+    }
+    // One runs, two wait: the fourth is one too many.
+    match bed.send(jobs[3].queued()).await {
+        Handled::Rejected { message, .. } => assert_eq!(
+            message,
+            "octo-org has 2 jobs waiting for an instance, the most its policy allows (max_queued = 2)"
+        ),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    assert_eq!(bed.record(&jobs[3]).await.state, JobState::Rejected);
+    serve_all(&bed, &jobs[..3], 1).await;
+}
+
+#[tokio::test]
+async fn raising_a_cap_lets_waiting_jobs_go_at_once() {
+    let bed = TestBed::new();
+    set(&bed, r#"{"max_instances": 1}"#).await;
+    let jobs = pinned(&bed, 1..=3, "octo-org/app");
+    for j in &jobs {
+        bed.send(j.queued()).await;
+    }
+    let_tasks_run().await;
+    assert_eq!(bed.launcher.alive().len(), 1);
+    set(&bed, r#"{"max_instances": 3}"#).await;
+    let_tasks_run().await;
+    assert_eq!(bed.launcher.alive().len(), 3, "no slot had to free first");
+    serve_all(&bed, &jobs, 3).await;
 }

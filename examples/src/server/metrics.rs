@@ -1,10 +1,12 @@
 //! Prometheus metrics in the text exposition format, without a registry
-//! crate: the control plane's counters are few and fixed.
+//! crate: the control plane's counters are few and fixed. Kept as the
+//! engine works: a scrape reads no record.
 //!
 //! | metric | type | labels |
 //! |---|---|---|
 //! | `sprinters_webhooks_total` | counter | `event`, `outcome` |
-//! | `sprinters_jobs` | gauge | `state` (the recent history) |
+//! | `sprinters_jobs` | gauge | `state`: the active jobs, as the leading replica's last reconciliation pass counted them (the others leave it out) |
+//! | `sprinters_job_state_changes_total` | counter | `state`: jobs this replica wrote into the state (sum over replicas) |
 //! | `sprinters_webhook_to_launch_seconds` | histogram | |
 //! | `sprinters_instances_terminated_total` | counter | `reason` |
 //! | `sprinters_api_calls_total` | counter | `api`, `operation` |
@@ -17,6 +19,7 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use sprinters_core::job::JobState;
 use sprinters_core::observe::{EngineObserver, InstanceEnded, Launching, PortCall};
 use sprinters_store::SyncLatency;
 
@@ -42,6 +45,9 @@ struct Counters {
     // Per bucket (not cumulative), one more for +Inf; and the sum.
     launch_buckets: [u64; LAUNCH_BOUNDS.len() + 1],
     launch_sum: Duration,
+    state_changes: BTreeMap<&'static str, u64>,
+    // The leading replica's last count of active jobs by state.
+    active: BTreeMap<&'static str, u64>,
 }
 
 impl Metrics {
@@ -74,9 +80,8 @@ impl Metrics {
             .or_default() += 1;
     }
 
-    /// The text exposition, with `jobs` (state → count) as a gauge and the
-    /// store's sync figures.
-    pub fn render(&self, jobs: &BTreeMap<String, u64>, store: &PlaneStore) -> String {
+    /// The text exposition, with the store's sync figures.
+    pub fn render(&self, store: &PlaneStore) -> String {
         let c = self.counters();
         let mut out = String::new();
         family(
@@ -95,10 +100,22 @@ impl Metrics {
             &mut out,
             "sprinters_jobs",
             "gauge",
-            "Jobs in the recent history by state.",
+            "Active jobs by state, as the leading replica last counted them.",
         );
-        for (state, n) in jobs {
+        for (state, n) in &c.active {
             let _ = writeln!(out, "sprinters_jobs{{state=\"{state}\"}} {n}");
+        }
+        family(
+            &mut out,
+            "sprinters_job_state_changes_total",
+            "counter",
+            "Jobs this replica wrote into each state.",
+        );
+        for (state, n) in &c.state_changes {
+            let _ = writeln!(
+                out,
+                "sprinters_job_state_changes_total{{state=\"{state}\"}} {n}"
+            );
         }
         family(
             &mut out,
@@ -242,6 +259,18 @@ impl EngineObserver for Metrics {
             .terminated
             .entry(event.reason.as_str())
             .or_default() += 1;
+    }
+
+    fn job_state_changed(&self, _from: Option<JobState>, to: JobState) {
+        *self
+            .counters()
+            .state_changes
+            .entry(to.as_str())
+            .or_default() += 1;
+    }
+
+    fn active_jobs(&self, by_state: &BTreeMap<JobState, u64>) {
+        self.counters().active = by_state.iter().map(|(s, n)| (s.as_str(), *n)).collect();
     }
 
     fn port_call(&self, call: &PortCall<'_>) {

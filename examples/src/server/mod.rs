@@ -96,6 +96,8 @@ pub struct ControlPlane {
     tls: Option<Arc<rustls::ServerConfig>>,
     edge: EdgeLimits,
     listen: std::net::SocketAddr,
+    // `/metrics` on a listener of its own, when configured.
+    metrics: Option<(std::net::SocketAddr, Router)>,
     /// Held while serving: this replica's id is its own (see
     /// [`crate::data_dir::replica_id`]).
     _replica_lock: Option<std::fs::File>,
@@ -105,6 +107,7 @@ impl std::fmt::Debug for ControlPlane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ControlPlane")
             .field("listen", &self.listen)
+            .field("metrics_listen", &self.metrics.as_ref().map(|(a, _)| a))
             .finish_non_exhaustive()
     }
 }
@@ -346,12 +349,18 @@ impl ControlPlaneBuilder {
                 .merge(api_router(
                     store.clone(),
                     config.server.api_tokens.clone(),
-                    metrics,
+                    metrics.clone(),
                     tenants.clone(),
                 ))
                 .merge(owners_router(owners)),
             config.server.edge,
         );
+        // `/metrics` on its own listener when one is configured.
+        let metrics = metrics_router(metrics, store.clone());
+        let (router, metrics) = match config.server.metrics_listen {
+            Some(addr) => (router, Some((addr, metrics))),
+            None => (router.merge(metrics), None),
+        };
         Ok(ControlPlane {
             engine: engine.clone(),
             store,
@@ -362,6 +371,7 @@ impl ControlPlaneBuilder {
             tls,
             edge: config.server.edge,
             listen: config.server.listen,
+            metrics,
         })
     }
 }
@@ -406,6 +416,24 @@ impl ControlPlane {
             self.edge,
             wait(stopped.clone()),
         );
+        let metrics = async {
+            let Some((addr, router)) = &self.metrics else {
+                return Ok(());
+            };
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen for /metrics on {addr}: {e}"))?;
+            tracing::info!(%addr, "serving /metrics");
+            serve_http(
+                listener,
+                router.clone(),
+                None,
+                self.edge,
+                wait(stopped.clone()),
+            )
+            .await;
+            Ok::<(), String>(())
+        };
         let engine = self.engine.run(wait(stopped.clone()));
         let recovery = recover_while_leading(&self.recovery, &self.engine, wait(stopped.clone()));
         let binding = bind_unbound(&self.binding.0, &self.binding.1, wait(stopped.clone()));
@@ -414,7 +442,9 @@ impl ControlPlane {
             tracing::info!("shutting down: draining in-flight work");
             let _ = stop.send(true);
         };
-        let ((), ran, (), (), ()) = tokio::join!(http, engine, recovery, binding, trigger);
+        let ((), metrics, ran, (), (), ()) =
+            tokio::join!(http, metrics, engine, recovery, binding, trigger);
+        metrics?;
         ran.map_err(describe)
     }
 
@@ -425,7 +455,7 @@ impl ControlPlane {
 }
 
 /// The routes that read the store: `/` (the console), `/api/jobs`,
-/// `/healthz`, `/readyz` and `/metrics`.
+/// `/healthz` and `/readyz`.
 /// A token scoped to owners sees the jobs of the account ids those logins
 /// were bound to in `tenants`, and nothing of whoever holds a login later.
 pub fn api_router(
@@ -444,9 +474,21 @@ pub fn api_router(
         .route("/", get(console::page))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
-        .route("/metrics", get(api::metrics))
         .route("/api/jobs", get(api::jobs))
         .route("/api/accounts", get(api::accounts))
+        .with_state(state)
+}
+
+/// `/metrics`: what the engine counted, no record read.
+pub fn metrics_router(metrics: Arc<Metrics>, store: PlaneStore) -> Router {
+    let state = api::ApiState {
+        store,
+        tokens: Arc::new(Vec::new()),
+        metrics,
+        tenants: Tenants::new(),
+    };
+    Router::new()
+        .route("/metrics", get(api::metrics))
         .with_state(state)
 }
 

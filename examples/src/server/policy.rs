@@ -24,9 +24,8 @@ pub(crate) struct PolicyQuery {
 /// `repositories` too).
 fn without_nulls(mut v: Value) -> Value {
     if let Value::Object(map) = &mut v {
-        map.retain(|k, v| {
-            !v.is_null() && !(k == "repositories" && v == &Value::Object(Default::default()))
-        });
+        let empty = Value::Object(Default::default());
+        map.retain(|k, v| !(v.is_null() || (k == "repositories" && *v == empty)));
         for v in map.values_mut() {
             *v = without_nulls(v.take());
         }

@@ -67,7 +67,22 @@ impl Inner {
             .into_iter()
             .map(|v| v.value)
             .collect();
-        for missing in self.config.tenants.sync(&records) {
+        let before: std::collections::HashMap<_, _> = self
+            .config
+            .tenants
+            .all()
+            .into_iter()
+            .map(|t| (t.owner_id, t.policy))
+            .collect();
+        let missing = self.config.tenants.sync(&records);
+        let changed = records
+            .iter()
+            .any(|r| before.get(&r.owner_id) != Some(&r.policy));
+        if changed && self.limiter.has_waiters() {
+            // A policy changed elsewhere: waiting launches look again.
+            self.limiter.wake();
+        }
+        for missing in missing {
             // Listed before a write of this replica, or deleted elsewhere:
             // only the store's current answer drops an owner.
             match self.store.get_tenant(missing).await? {

@@ -9,6 +9,7 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use super::launch::launch_intent;
+use super::limits::Place;
 use super::records::Receipt;
 use super::{Inner, job_span};
 use crate::domain::JobKey;
@@ -72,7 +73,13 @@ impl Inner {
             key,
             armed: true,
         };
-        if !self.limiter.try_acquire(key, account, &record.repository) {
+        let place = Place {
+            owner: record.owner_id,
+            account,
+            repository: &record.repository,
+        };
+        let caps = self.caps_of(record.owner_id, &record.repository);
+        if !self.limiter.try_acquire(key, &place, caps) {
             return Ok(None);
         }
         if !self.needs_launch(record, now).await? {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use secrecy::SecretString;
 use tracing::Instrument;
 
+use super::limits::Place;
 use super::supply::{plan, scope, supplies};
 use super::{Inner, job_span};
 use crate::domain::{InstanceId, JobKey, RunnerName};
@@ -76,9 +77,15 @@ impl Inner {
             };
             // Wait for a slot, unless the engine is shutting down: nothing
             // has been claimed yet, so the job simply stays queued.
+            let place = Place {
+                owner: record.owner_id,
+                account: &account,
+                repository: &record.repository,
+            };
+            let caps = || self.caps_of(record.owner_id, &record.repository);
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
-                _ = self.limiter.acquire(key, &account, &record.repository) => {}
+                _ = self.limiter.acquire(key, &place, caps) => {}
             }
             match self.claim_and_launch(key).await {
                 // The record as this task left it: no read to decide.

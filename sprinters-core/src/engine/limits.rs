@@ -1,5 +1,8 @@
-//! Per-account and per-repository concurrency limits. A job over a limit
-//! waits for a slot; nothing is dropped.
+//! Concurrency caps: live instances per AWS account, per repository and
+//! per owner, from the configuration's [`Limits`] and the owner's policy
+//! (the smaller wins). A job over a cap waits for a slot; nothing is
+//! dropped. Counted in this process: one process per embedded store; with
+//! several replicas on one database each replica counts its own.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -8,7 +11,23 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::Notify;
 
 use super::config::Limits;
-use crate::domain::{AccountId, JobKey, Repository};
+use crate::domain::{AccountId, JobKey, OwnerId, Repository};
+
+/// The caps one launch is held to; `None` is no cap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Caps {
+    pub(crate) per_account: Option<usize>,
+    pub(crate) per_repository: Option<usize>,
+    pub(crate) per_owner: Option<usize>,
+}
+
+/// Where a launch counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Place<'a> {
+    pub(crate) owner: OwnerId,
+    pub(crate) account: &'a AccountId,
+    pub(crate) repository: &'a Repository,
+}
 
 /// Slots held by jobs with live instances.
 #[derive(Debug, Default)]
@@ -17,22 +36,27 @@ pub(crate) struct Limiter {
     state: Mutex<Held>,
     freed: Notify,
     waiting: AtomicUsize,
+    // Jobs waiting for a slot, per owner (for `max_queued`).
+    waiting_of: Mutex<HashMap<OwnerId, usize>>,
 }
 
 /// Counts a waiter for as long as it waits, however its future ends.
-struct Waiting<'a>(&'a AtomicUsize);
+struct Waiting<'a>(&'a Limiter, OwnerId);
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+        let mut of = self.0.waiting_of.lock().unwrap_or_else(|e| e.into_inner());
+        decrement(&mut of, &self.1);
     }
 }
 
 #[derive(Debug, Default)]
 struct Held {
-    jobs: HashMap<JobKey, (AccountId, Repository)>,
+    jobs: HashMap<JobKey, (OwnerId, AccountId, Repository)>,
     per_account: HashMap<AccountId, usize>,
     per_repository: HashMap<Repository, usize>,
+    per_owner: HashMap<OwnerId, usize>,
 }
 
 impl Limiter {
@@ -47,56 +71,81 @@ impl Limiter {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes a slot if one is free (or `job` already holds one).
-    pub(crate) fn try_acquire(
-        &self,
-        job: JobKey,
-        account: &AccountId,
-        repository: &Repository,
-    ) -> bool {
+    /// The caps of the configuration, narrowed by `policy`'s.
+    pub(crate) fn caps(&self, policy: Caps) -> Caps {
+        let min = |a: Option<usize>, b: Option<usize>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Caps {
+            per_account: min(self.limits.per_account, policy.per_account),
+            per_repository: min(self.limits.per_repository, policy.per_repository),
+            per_owner: policy.per_owner,
+        }
+    }
+
+    /// Takes a slot if one is free under `caps` (or `job` already holds one).
+    pub(crate) fn try_acquire(&self, job: JobKey, place: &Place<'_>, caps: Caps) -> bool {
         let mut held = self.lock();
         if held.jobs.contains_key(&job) {
             return true;
         }
-        let account_full = self
-            .limits
-            .per_account
-            .is_some_and(|max| held.per_account.get(account).copied().unwrap_or(0) >= max);
-        let repository_full = self
-            .limits
-            .per_repository
-            .is_some_and(|max| held.per_repository.get(repository).copied().unwrap_or(0) >= max);
-        if account_full || repository_full {
+        let full = |cap: Option<usize>, n: Option<&usize>| {
+            cap.is_some_and(|max| n.copied().unwrap_or(0) >= max)
+        };
+        if full(caps.per_account, held.per_account.get(place.account))
+            || full(
+                caps.per_repository,
+                held.per_repository.get(place.repository),
+            )
+            || full(caps.per_owner, held.per_owner.get(&place.owner))
+        {
             return false;
         }
-        held.insert(job, account.clone(), repository.clone());
+        held.insert(job, place);
         true
     }
 
-    /// Waits for a slot.
-    pub(crate) async fn acquire(&self, job: JobKey, account: &AccountId, repository: &Repository) {
-        if self.try_acquire(job, account, repository) {
+    /// Waits for a slot under `caps` (read again each time one frees).
+    pub(crate) async fn acquire(&self, job: JobKey, place: &Place<'_>, caps: impl Fn() -> Caps) {
+        if self.try_acquire(job, place, caps()) {
             return;
         }
         self.waiting.fetch_add(1, Ordering::Relaxed);
-        let _waiting = Waiting(&self.waiting);
+        *self
+            .waiting_of
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(place.owner)
+            .or_default() += 1;
+        let _waiting = Waiting(self, place.owner);
         loop {
             let freed = self.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            if self.try_acquire(job, account, repository) {
+            if self.try_acquire(job, place, caps()) {
                 return;
             }
             freed.await;
         }
     }
 
-    /// Takes a slot regardless of the limits: for jobs found with live
+    /// How many of `owner`'s jobs wait for a slot here.
+    pub(crate) fn waiting_of(&self, owner: OwnerId) -> usize {
+        self.waiting_of
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&owner)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Takes a slot regardless of the caps: for jobs found with live
     /// instances when the engine starts.
-    pub(crate) fn restore(&self, job: JobKey, account: &AccountId, repository: &Repository) {
+    pub(crate) fn restore(&self, job: JobKey, place: &Place<'_>) {
         let mut held = self.lock();
         if !held.jobs.contains_key(&job) {
-            held.insert(job, account.clone(), repository.clone());
+            held.insert(job, place);
         }
     }
 
@@ -105,9 +154,10 @@ impl Limiter {
         let released = {
             let mut held = self.lock();
             match held.jobs.remove(&job) {
-                Some((account, repository)) => {
+                Some((owner, account, repository)) => {
                     decrement(&mut held.per_account, &account);
                     decrement(&mut held.per_repository, &repository);
+                    decrement(&mut held.per_owner, &owner);
                     true
                 }
                 None => false,
@@ -118,13 +168,19 @@ impl Limiter {
         }
     }
 
+    /// Wakes the waiters to look at their caps again (a policy changed).
+    pub(crate) fn wake(&self) {
+        self.freed.notify_waiters();
+    }
+
     /// Whether a launch waits for a slot: only then must slots held by
     /// jobs that ended elsewhere be looked for.
     pub(crate) fn has_waiters(&self) -> bool {
         self.waiting.load(Ordering::Relaxed) > 0
     }
 
-    /// Whether any limit is set: without one, nobody ever waits.
+    /// Whether the configuration sets a limit (an owner's policy may set
+    /// more).
     pub(crate) fn is_limited(&self) -> bool {
         self.limits.per_account.is_some() || self.limits.per_repository.is_some()
     }
@@ -143,10 +199,17 @@ impl Limiter {
 }
 
 impl Held {
-    fn insert(&mut self, job: JobKey, account: AccountId, repository: Repository) {
-        *self.per_account.entry(account.clone()).or_default() += 1;
-        *self.per_repository.entry(repository.clone()).or_default() += 1;
-        self.jobs.insert(job, (account, repository));
+    fn insert(&mut self, job: JobKey, place: &Place<'_>) {
+        *self.per_account.entry(place.account.clone()).or_default() += 1;
+        *self
+            .per_repository
+            .entry(place.repository.clone())
+            .or_default() += 1;
+        *self.per_owner.entry(place.owner).or_default() += 1;
+        self.jobs.insert(
+            job,
+            (place.owner, place.account.clone(), place.repository.clone()),
+        );
     }
 }
 

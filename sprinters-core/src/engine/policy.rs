@@ -1,11 +1,12 @@
 //! The policy check of a queued job, and owners' policies set at run time.
 
+use super::limits::Caps;
 use super::{Engine, Inner};
 use crate::Result;
-use crate::domain::{AccountId, InstallationId, Owner, OwnerId, RunId};
+use crate::domain::{AccountId, InstallationId, Owner, OwnerId, Repository, RunId};
 use crate::events::WorkflowJobEvent;
 use crate::labels::JobLabels;
-use crate::policy::{EffectivePolicy, OwnerPolicy, PublicRepositories, Visibility};
+use crate::policy::{EffectivePolicy, OwnerPolicy, PlatformPolicy, PublicRepositories, Visibility};
 use crate::ports::{GetRunOrigin, PutTenant, RunOrigin};
 use crate::tenant::TenantRecord;
 use crate::{Error, ErrorKind};
@@ -21,6 +22,42 @@ impl Inner {
         self.config
             .policy
             .for_owner(tenant.as_ref().and_then(|t| t.policy.as_ref()))
+    }
+
+    /// The caps a launch of `owner_id` in `repository` is held to: the
+    /// configuration's limits, narrowed by the owner's policy.
+    pub(super) fn caps_of(&self, owner_id: OwnerId, repository: &Repository) -> Caps {
+        let p = self.policy_of(owner_id);
+        let cap = |n: u32| (n > 0).then_some(n as usize);
+        let repo_cap = p
+            .repository(repository)
+            .and_then(|r| r.max_instances)
+            .and_then(cap);
+        let per_repository = match (cap(p.base.max_instances_per_repository), repo_cap) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.limiter.caps(Caps {
+            per_account: cap(p.base.max_instances_per_account),
+            per_repository,
+            per_owner: cap(p.base.max_instances),
+        })
+    }
+
+    /// Whether any policy sets a cap on instances.
+    pub(super) fn any_caps(&self) -> bool {
+        let caps = |p: &PlatformPolicy| {
+            p.max_instances > 0
+                || p.max_instances_per_account > 0
+                || p.max_instances_per_repository > 0
+        };
+        caps(&self.config.policy)
+            || self.config.tenants.all().iter().any(|t| {
+                t.policy.as_ref().is_some_and(|o| {
+                    caps(&self.config.policy.for_owner(Some(o)).base)
+                        || o.repositories.values().any(|r| r.max_instances.is_some())
+                })
+            })
     }
 
     /// Why the policy refuses the queued job `event`, if it does. Asks
@@ -55,7 +92,19 @@ impl Inner {
                 }
             }
         };
-        Ok(policy.refuses(&login, &event.repository, &labels.spec, account, visibility))
+        if let Some(refused) =
+            policy.refuses(&login, &event.repository, &labels.spec, account, visibility)
+        {
+            return Ok(Some(refused));
+        }
+        let max_queued = policy.base.max_queued as usize;
+        let waiting = self.limiter.waiting_of(event.owner_id);
+        if max_queued > 0 && waiting >= max_queued {
+            return Ok(Some(format!(
+                "{login} has {waiting} jobs waiting for an instance, the most its policy allows (max_queued = {max_queued})"
+            )));
+        }
+        Ok(None)
     }
 
     async fn run_origin(&self, event: &WorkflowJobEvent) -> Result<RunOrigin> {
@@ -131,6 +180,7 @@ impl Engine {
             {
                 Ok(_) => {
                     inner.config.tenants.apply(&record);
+                    inner.limiter.wake();
                     return Ok(());
                 }
                 // Written meanwhile (another replica): change it below.
@@ -151,7 +201,11 @@ impl Engine {
             Some(r) if r.installation_id != installation_id => Err(Error::conflict(format!(
                 "installation {installation_id} is not the installation of GitHub account {owner_id}"
             ))),
-            Some(_) => Ok(()),
+            Some(_) => {
+                // Waiting launches look again at the caps.
+                inner.limiter.wake();
+                Ok(())
+            }
             None => Err(Error::not_found(format!("no owner {owner_id}"))),
         }
     }

@@ -73,6 +73,11 @@ impl Inner {
         report.leader = true;
 
         let active = self.list_all(ListJobs::active(1000)).await?;
+        let mut by_state = std::collections::BTreeMap::new();
+        for job in &active {
+            *by_state.entry(job.value.state).or_insert(0u64) += 1;
+        }
+        self.observer.active_jobs(&by_state);
         let mut budget = CallBudget::new(self.config.github_calls_per_pass);
         self.end_expired_and_finished(&active, &mut report).await;
         self.end_spares(&active, &mut report).await;

@@ -122,6 +122,10 @@ impl Inner {
                 .await
             {
                 Ok(version) => {
+                    if record.state != current.value.state {
+                        self.observer
+                            .job_state_changed(Some(current.value.state), record.state);
+                    }
                     return Ok(Versioned {
                         value: record,
                         version,
@@ -159,13 +163,16 @@ impl Inner {
     {
         let key = fresh.key;
         match self.put(PutJob::create(fresh.clone()), receipt).await {
-            Ok(version) => Ok((
-                Versioned {
-                    value: fresh,
-                    version,
-                },
-                true,
-            )),
+            Ok(version) => {
+                self.observer.job_state_changed(None, fresh.state);
+                Ok((
+                    Versioned {
+                        value: fresh,
+                        version,
+                    },
+                    true,
+                ))
+            }
             Err(e) if *e.kind() == ErrorKind::Conflict => match self.store.get_job(key).await? {
                 Some(current) => Ok((
                     self.update_recording(current, change, receipt).await?,

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::Inner;
+use super::limits::Place;
 use crate::Result;
 use crate::domain::{JobKey, OwnerId};
 use crate::job::{JobRecord, JobState, Launch};
@@ -156,7 +157,8 @@ impl Inner {
             .clone();
         // A launch task just spawned may not have asked for its slot yet.
         let may_wait = self.limiter.has_waiters()
-            || (self.limiter.is_limited() && scheduled.iter().any(|k| !holders.contains(k)));
+            || ((self.limiter.is_limited() || self.any_caps())
+                && scheduled.iter().any(|k| !holders.contains(k)));
         if !may_wait {
             return Ok(());
         }
@@ -230,7 +232,12 @@ impl Inner {
             if let Some(account) = &r.account
                 && r.launches.iter().any(Launch::is_live)
             {
-                self.limiter.restore(r.key, account, &r.repository);
+                let place = Place {
+                    owner: r.owner_id,
+                    account,
+                    repository: &r.repository,
+                };
+                self.limiter.restore(r.key, &place);
             }
             let own_claim = |r: &JobRecord| {
                 r.lease
