@@ -286,10 +286,7 @@ fn the_store_is_the_embedded_store_unless_a_database_is_named() {
     assert_eq!(err.key, "store.ca_file");
     assert!(err.message.contains("/nonexistent/ca.pem"), "{err}");
     let err = Config::parse(
-        &format!(
-            "{}\nleader_ttl_seconds = 1\n",
-            example().replace("leader_ttl_seconds = 15\n", "")
-        ),
+        &example().replace("leader_ttl_seconds = 15\n", "leader_ttl_seconds = 1\n"),
         &f.env,
     )
     .unwrap_err();

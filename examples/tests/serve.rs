@@ -276,7 +276,7 @@ credentials = "vault"
         403,
         "another owner's jobs"
     );
-    let (_, metrics) = http(addr, "GET", "/metrics", &[], b"").await;
+    let (_, metrics) = http(metrics_addr, "GET", "/metrics", &[], b"").await;
     assert!(
         metrics.contains("sprinters_webhooks_total{event=\"workflow_job\",outcome=\"accepted\"} 1"),
         "{metrics}"

@@ -156,6 +156,12 @@ impl EngineObserver for Observers {
     fn owner_removed(&self, event: &OwnerRemoved) {
         self.0.iter().for_each(|o| o.owner_removed(event));
     }
+    fn job_state_changed(&self, from: Option<crate::job::JobState>, to: crate::job::JobState) {
+        self.0.iter().for_each(|o| o.job_state_changed(from, to));
+    }
+    fn active_jobs(&self, by_state: &std::collections::BTreeMap<crate::job::JobState, u64>) {
+        self.0.iter().for_each(|o| o.active_jobs(by_state));
+    }
 }
 
 /// The ports of an engine, each wrapped so that its calls reach `observer`.

@@ -10,7 +10,7 @@ use sprinters_core::events::Conclusion;
 use std::collections::BTreeMap;
 
 use sprinters_core::job::{EndReason, JobState};
-use sprinters_core::observe::{Api, EngineObserver, InstanceEnded, Launching, PortCall};
+use sprinters_core::observe::{Api, EngineObserver, InstanceEnded, Launching, Observers, PortCall};
 use sprinters_core::testing::TestBed;
 
 #[derive(Debug, Default)]
@@ -189,7 +189,9 @@ async fn an_instance_ended_twice_is_heard_of_once() {
 async fn the_observer_hears_every_state_change_and_the_leaders_count_of_active_jobs() {
     let bed = TestBed::new();
     let recorder = Arc::new(Recorder::default());
-    let engine = bed.builder().observer(recorder.clone()).build().unwrap();
+    // Through `Observers`, which must pass every kind of event on.
+    let fan_out = Observers(vec![recorder.clone() as Arc<dyn EngineObserver>]);
+    let engine = bed.builder().observer(Arc::new(fan_out)).build().unwrap();
     let send = |id: &str, e| {
         bed.tell_github(&e);
         engine.handle(bed.delivery(id, e))
