@@ -48,7 +48,9 @@ const PINNED: &str =
     "sprinters:aws:ubuntu-24.04:us-east-1/us-east-1a/subnet-0123456789abcdef0:sg-0123456789abcdef0";
 
 fn mocked(rules: &[&Rule]) -> AwsClientConfig {
-    let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny);
+    let mut interceptor = MockResponseInterceptor::new()
+        .rule_mode(RuleMode::MatchAny)
+        .with_rule(&pinned_group());
     for rule in rules {
         interceptor = interceptor.with_rule(rule);
     }
@@ -57,6 +59,28 @@ fn mocked(rules: &[&Rule]) -> AwsClientConfig {
         .max_attempts(1)
         .http_client(create_mock_http_client())
         .interceptor(SharedInterceptor::new(interceptor))
+}
+
+/// The group `PINNED` names, as the customer made it for runners: tagged
+/// as ours, no ingress (the launcher checks both before it uses it).
+fn pinned_group() -> Rule {
+    mock!(aws_sdk_ec2::Client::describe_security_groups)
+        .match_requests(|input| input.group_ids() == ["sg-0123456789abcdef0"])
+        .then_output(|| {
+            DescribeSecurityGroupsOutput::builder()
+                .security_groups(
+                    SecurityGroup::builder()
+                        .group_id("sg-0123456789abcdef0")
+                        .tags(
+                            aws_sdk_ec2::types::Tag::builder()
+                                .key("sprinters:sprinters")
+                                .value("true")
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+        })
 }
 
 fn account() -> AccountId {

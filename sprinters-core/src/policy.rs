@@ -272,9 +272,16 @@ pub struct RepositoryPolicy {
 }
 
 impl OwnerPolicy {
-    /// Checks what serde cannot: repository names and empty lists.
+    /// Checks what serde cannot: repository names, each once whatever its
+    /// case (GitHub's names are case-insensitive).
     pub fn validate(&self) -> Result<(), String> {
+        let mut seen = std::collections::BTreeSet::new();
         for name in self.repositories.keys() {
+            if !seen.insert(name.to_ascii_lowercase()) {
+                return Err(format!(
+                    "repositories: `{name}` is given twice (names are case-insensitive)"
+                ));
+            }
             let valid = !name.is_empty()
                 && name.len() <= 100
                 && name

@@ -170,6 +170,11 @@ async fn public_repositories_are_denied_by_default_and_allowed_by_policy() {
     );
     nothing_called(&bed);
     assert_eq!(bed.registry.origin_lookups(), 0, "deny asks GitHub nothing");
+    assert_eq!(
+        bed.registry.cancelled(),
+        [public.run_id],
+        "its run is cancelled: left queued, the job could take another's runner"
+    );
 
     set(&bed, r#"{"public_repositories": "allow"}"#).await;
     let allowed = bed.job(2).public();
@@ -208,6 +213,11 @@ async fn no_forks_runs_the_repositorys_own_runs_and_refuses_forks_asking_once_pe
     assert!(
         message.contains("public_repositories = no-forks"),
         "{message}"
+    );
+    assert_eq!(
+        bed.registry.cancelled(),
+        [fork.run_id],
+        "the fork's run is cancelled, the repository's own is not"
     );
 
     // A run whose fork was deleted (GitHub names no head repository).
@@ -376,4 +386,32 @@ async fn raising_a_cap_lets_waiting_jobs_go_at_once() {
     let_tasks_run().await;
     assert_eq!(bed.launcher.alive().len(), 3, "no slot had to free first");
     serve_all(&bed, &jobs, 3).await;
+}
+
+#[tokio::test]
+async fn a_waiting_job_is_held_to_a_policy_changed_while_it_waited() {
+    let bed = TestBed::new();
+    set(&bed, r#"{"max_instances": 1}"#).await;
+    let jobs = pinned(&bed, 1..=2, "octo-org/app");
+    for j in &jobs {
+        bed.send(j.queued()).await;
+    }
+    let_tasks_run().await;
+    assert_eq!(bed.launcher.alive().len(), 1, "the second waits");
+
+    // t3.large, the jobs' type, is no longer allowed.
+    set(&bed, r#"{"max_instances": 1, "instance_types": ["m7i.*"]}"#).await;
+    let runner = TestBed::runner(&jobs[0], 1);
+    bed.send(jobs[0].in_progress(&runner)).await;
+    bed.send(jobs[0].completed(Conclusion::Success, Some(&runner)))
+        .await;
+    bed.settle().await;
+    let second = bed.record(&jobs[1]).await;
+    assert_eq!(second.state, JobState::Rejected);
+    assert_eq!(
+        second.message.as_deref(),
+        Some("instance type t3.large is not allowed for octo-org (allowed: m7i.*)")
+    );
+    assert_eq!(bed.launcher.instances().len(), 1, "never launched");
+    assert_eq!(bed.registry.cancelled(), [jobs[1].run_id]);
 }

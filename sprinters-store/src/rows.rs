@@ -52,12 +52,31 @@ pub(crate) fn job_record(
 
 /// An owner's record from its opened body. Records written before owners
 /// had policies lack the last field; they read as having none.
+/// Either layout must take the whole body: postcard ignores trailing bytes,
+/// so a record of today misread as the old layout would lose its policy.
 pub(crate) fn tenant_record(plaintext: &[u8]) -> Result<TenantRecord> {
-    if let Ok(record) = postcard::from_bytes::<TenantRecord>(plaintext) {
-        return Ok(record);
+    match postcard::take_from_bytes::<TenantRecord>(plaintext) {
+        Ok((record, [])) => return Ok(record),
+        Ok(_) => {
+            return Err(Error::integrity(
+                "a tenant record has bytes after its end: written by a newer release?",
+            ));
+        }
+        Err(_) => {}
     }
-    let old: TenantRecordBeforePolicies = postcard::from_bytes(plaintext)
-        .map_err(|e| Error::integrity(format!("a tenant record is undecodable: {e}")))?;
+    let old: TenantRecordBeforePolicies = match postcard::take_from_bytes(plaintext) {
+        Ok((old, [])) => old,
+        Ok(_) => {
+            return Err(Error::integrity(
+                "a tenant record is undecodable: neither layout takes all of it",
+            ));
+        }
+        Err(e) => {
+            return Err(Error::integrity(format!(
+                "a tenant record is undecodable: {e}"
+            )));
+        }
+    };
     let mut record = TenantRecord::new(old.owner_id, old.installation_id, old.login);
     record.configured_as = old.configured_as;
     record.suspended = old.suspended;
@@ -159,5 +178,10 @@ mod tests {
         let back = tenant_record(&postcard::to_allocvec(&new).unwrap()).unwrap();
         assert_eq!(back, new);
         assert!(tenant_record(b"\xff\xff").is_err());
+        // A record with more than either layout holds is refused, never
+        // read as the old layout without its policy.
+        let mut longer = postcard::to_allocvec(&new).unwrap();
+        longer.push(0);
+        assert!(tenant_record(&longer).is_err());
     }
 }

@@ -416,23 +416,21 @@ impl ControlPlane {
             self.edge,
             wait(stopped.clone()),
         );
+        // Bound before anything runs: a port taken is an error at start.
+        let metrics_listener = match &self.metrics {
+            Some((addr, router)) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| format!("cannot listen for /metrics on {addr}: {e}"))?;
+                tracing::info!(%addr, "serving /metrics");
+                Some((listener, router.clone()))
+            }
+            None => None,
+        };
         let metrics = async {
-            let Some((addr, router)) = &self.metrics else {
-                return Ok(());
-            };
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| format!("cannot listen for /metrics on {addr}: {e}"))?;
-            tracing::info!(%addr, "serving /metrics");
-            serve_http(
-                listener,
-                router.clone(),
-                None,
-                self.edge,
-                wait(stopped.clone()),
-            )
-            .await;
-            Ok::<(), String>(())
+            if let Some((listener, router)) = metrics_listener {
+                serve_http(listener, router, None, self.edge, wait(stopped.clone())).await;
+            }
         };
         let engine = self.engine.run(wait(stopped.clone()));
         let recovery = recover_while_leading(&self.recovery, &self.engine, wait(stopped.clone()));
@@ -442,9 +440,8 @@ impl ControlPlane {
             tracing::info!("shutting down: draining in-flight work");
             let _ = stop.send(true);
         };
-        let ((), metrics, ran, (), (), ()) =
+        let ((), (), ran, (), (), ()) =
             tokio::join!(http, metrics, engine, recovery, binding, trigger);
-        metrics?;
         ran.map_err(describe)
     }
 

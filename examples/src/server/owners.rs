@@ -64,7 +64,7 @@ fn admin(state: &OwnersState, headers: &HeaderMap) -> Result<(), Refusal> {
         Ok(None) => Ok(()),
         Ok(Some(_)) => Err(refusal(
             StatusCode::FORBIDDEN,
-            "connecting accounts needs a token whose owners are [\"*\"]",
+            "the owners API (accounts, policies) needs a token whose owners are [\"*\"]",
         )),
         Err(refused) => Err(refused),
     }

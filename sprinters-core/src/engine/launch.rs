@@ -125,8 +125,18 @@ impl Inner {
             return self.release_claim(claimed).await;
         };
         // The tenant may have changed since the job was queued: uninstalled,
-        // suspended, the repository or the account taken out.
-        if let Some(message) = self.tenant_refuses(&record) {
+        // suspended, the repository or the account taken out; or its
+        // policy, which a waiting job is held to again.
+        let by_policy = self.policy_refuses_record(&record);
+        if by_policy.is_some() && self.tenant_refuses(&record).is_none() {
+            // As on arrival: a refused job left queued could take a runner.
+            self.cancel_refused_run(crate::ports::CancelRun::new(
+                record.installation_id,
+                record.repository.clone(),
+                record.run_id,
+            ));
+        }
+        if let Some(message) = self.tenant_refuses(&record).or(by_policy) {
             tracing::warn!(%message, "launch refused");
             let written = self
                 .update_from(claimed, |r| {

@@ -9,6 +9,7 @@ use crate::domain::{AccountId, JobKey, Repository};
 use crate::events::{Conclusion, WorkflowJobAction, WorkflowJobEvent};
 use crate::job::{EndReason, JobRecord, JobState, Launch};
 use crate::labels::JobLabels;
+use crate::ports::CancelRun;
 
 impl Inner {
     /// Applies `event`. `receipt`, the delivery it came in, is recorded by
@@ -90,11 +91,20 @@ impl Inner {
         {
             return self.reject(&event, Some(&labels), message, receipt).await;
         }
-        // What the label asks for, checked before any AWS call.
+        // What the label asks for, checked before any AWS call. A refused
+        // job's run is cancelled: left queued on GitHub, the job could take
+        // a runner launched for another job with the same labels (a fork's
+        // pull request on one meant for the repository's own branches).
         if event.action == WorkflowJobAction::Queued
             && let Some(message) = self.policy_refuses(&event, &labels, &account).await?
         {
-            return self.reject(&event, Some(&labels), message, receipt).await;
+            let handled = self.reject(&event, Some(&labels), message, receipt).await?;
+            self.cancel_refused_run(CancelRun::new(
+                event.installation_id,
+                event.repository.clone(),
+                event.run_id,
+            ));
+            return Ok(handled);
         }
         match event.action {
             WorkflowJobAction::Queued => self.on_queued(&event, &labels, account, receipt).await,

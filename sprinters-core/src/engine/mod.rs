@@ -122,6 +122,8 @@ pub(crate) struct Inner {
     last_asked: Mutex<std::collections::HashMap<JobKey, crate::time::Timestamp>>,
     // Where runs of public repositories came from, asked once per run.
     run_origins: Mutex<std::collections::HashMap<crate::domain::RunId, crate::ports::RunOrigin>>,
+    // Runs cancelled because the policy refused a job of theirs.
+    cancelled_runs: Mutex<HashSet<crate::domain::RunId>>,
     rng: Mutex<fastrand::Rng>,
 }
 
@@ -238,6 +240,7 @@ impl EngineBuilder {
                 resumed_waits: Mutex::new(std::collections::HashMap::new()),
                 last_asked: Mutex::new(std::collections::HashMap::new()),
                 run_origins: Mutex::new(std::collections::HashMap::new()),
+                cancelled_runs: Mutex::new(HashSet::new()),
                 rng: Mutex::new(rng),
             }),
         })

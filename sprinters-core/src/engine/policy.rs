@@ -5,9 +5,10 @@ use super::{Engine, Inner};
 use crate::Result;
 use crate::domain::{AccountId, InstallationId, Owner, OwnerId, Repository, RunId};
 use crate::events::WorkflowJobEvent;
+use crate::job::JobRecord;
 use crate::labels::JobLabels;
 use crate::policy::{EffectivePolicy, OwnerPolicy, PlatformPolicy, PublicRepositories, Visibility};
-use crate::ports::{GetRunOrigin, PutTenant, RunOrigin};
+use crate::ports::{CancelRun, GetRunOrigin, PutTenant, RunOrigin};
 use crate::tenant::TenantRecord;
 use crate::{Error, ErrorKind};
 
@@ -105,6 +106,59 @@ impl Inner {
             )));
         }
         Ok(None)
+    }
+
+    /// Cancels the run of a job the policy refused, in the background
+    /// (once per run; a failure is logged, and the job stays Rejected).
+    pub(super) fn cancel_refused_run(&self, job: CancelRun) {
+        let first = {
+            let mut runs = self
+                .cancelled_runs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if runs.len() >= ORIGINS_KEPT {
+                runs.clear();
+            }
+            runs.insert(job.run_id)
+        };
+        let Some(me) = self.me() else {
+            return;
+        };
+        if !first {
+            return;
+        }
+        let run = job.run_id;
+        let cancel = job;
+        self.tasks.spawn(async move {
+            match me.registry.cancel_run(cancel).await {
+                Ok(()) => tracing::info!(%run, "run cancelled: its job is refused by policy"),
+                Err(e) => {
+                    tracing::warn!(%run, error = %e, "cancelling a refused job's run failed");
+                    me.cancelled_runs
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&run);
+                }
+            }
+        });
+    }
+
+    /// Why the policy refuses `record`'s launch now, judged by what the
+    /// job asks for (its repository's visibility was judged on arrival).
+    pub(super) fn policy_refuses_record(&self, record: &JobRecord) -> Option<String> {
+        let (spec, account) = (record.spec.as_ref()?, record.account.as_ref()?);
+        let login = self
+            .config
+            .tenants
+            .get(record.owner_id)
+            .map_or_else(|| record.repository.owner().clone(), |t| t.login);
+        self.policy_of(record.owner_id).refuses(
+            &login,
+            &record.repository,
+            spec,
+            account,
+            Visibility::Private,
+        )
     }
 
     async fn run_origin(&self, event: &WorkflowJobEvent) -> Result<RunOrigin> {

@@ -83,6 +83,9 @@ fn unknown_keys_and_bad_values_are_refused_by_name() {
     let bad: OwnerPolicy =
         serde_json::from_str(r#"{"repositories": {"octo-org/app": {}}}"#).unwrap();
     assert!(bad.validate().unwrap_err().contains("octo-org/app"));
+    let twice: OwnerPolicy =
+        serde_json::from_str(r#"{"repositories": {"App": {}, "app": {}}}"#).unwrap();
+    assert!(twice.validate().unwrap_err().contains("twice"));
 }
 
 #[test]
