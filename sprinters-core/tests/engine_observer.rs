@@ -235,4 +235,31 @@ async fn the_observer_hears_every_state_change_and_the_leaders_count_of_active_j
         BTreeMap::from([(JobState::Launched, 1)]),
         "the active jobs, counted by the pass"
     );
+
+    // Another replica leads from now on: this one's count goes.
+    let other = bed
+        .builder()
+        .config({
+            let mut c = bed.engine.config().clone();
+            c.replica_id = "replica-2".into();
+            c
+        })
+        .build()
+        .unwrap();
+    sprinters_core::ports::JobStore::release_lease(
+        bed.store.as_ref(),
+        sprinters_core::ports::ReleaseLease::new(
+            sprinters_core::engine::LEADER_LEASE,
+            engine.config().replica_id.clone(),
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(other.leads().await.unwrap());
+    engine.reconcile().await.unwrap();
+    assert_eq!(
+        recorder.active.lock().unwrap().clone().unwrap(),
+        BTreeMap::new(),
+        "a replica that does not lead counts nothing"
+    );
 }

@@ -133,8 +133,20 @@ impl InstanceType {
             if n.is_empty() {
                 return Some(4);
             }
+            // EC2 names no size `0xlarge` or `08xlarge`.
+            if n.starts_with('0') {
+                return None;
+            }
             n.parse::<u32>().ok().and_then(|n| n.checked_mul(4))
         };
+        // The one family still named whose sizes count otherwise.
+        if family == "c1" {
+            return match size {
+                "medium" => Some(2),
+                "xlarge" => Some(8),
+                _ => None,
+            };
+        }
         match size {
             "nano" | "micro" | "small" => Some(if family == "t2" { 1 } else { 2 }),
             "medium" => Some(if burstable { 2 } else { 1 }),

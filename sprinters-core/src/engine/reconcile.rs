@@ -68,6 +68,10 @@ impl Inner {
         let mut report = ReconcileReport::default();
         let now = self.clock.now();
         if !self.lead().await? {
+            // Another replica counts the active jobs: none from here, not
+            // even a count from when this one led.
+            self.observer
+                .active_jobs(&std::collections::BTreeMap::new());
             return Ok(report);
         }
         report.leader = true;

@@ -241,4 +241,6 @@ fn vcpus_follow_ec2_sizes() {
     assert_eq!(n("p5.48xlarge"), Some(192));
     assert_eq!(n("c7i.metal-24xl"), Some(96));
     assert_eq!(n("c7g.metal"), None);
+    assert_eq!(n("c1.xlarge"), Some(8), "the old exception");
+    assert_eq!(n("m5.08xlarge"), None);
 }
