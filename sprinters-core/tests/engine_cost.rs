@@ -278,3 +278,43 @@ async fn each_installation_has_its_own_budget_of_github_calls_per_pass() {
         );
     }
 }
+
+/// An owner's backlog over its cap: the jobs wait for a slot in their
+/// launch tasks, which a freed slot wakes, so a tick reads no scope for
+/// them. It still lists them as due, one record each (issue 16 keeps this
+/// open: a tick should read none of them).
+#[tokio::test]
+async fn a_tick_reads_no_scope_of_a_job_whose_launch_waits_here() {
+    let bed = TestBed::new();
+    let store = Arc::new(CountingStore::new(bed.store.clone()));
+    let engine = bed.builder().store(store.clone()).build().unwrap();
+    engine
+        .set_owner_policy(
+            TestBed::OWNER_ID,
+            TestBed::INSTALLATION_ID,
+            bed.owner.clone(),
+            Some(serde_json::from_str(r#"{"max_instances": 1}"#).unwrap()),
+        )
+        .await
+        .unwrap();
+    for n in 1..=50u64 {
+        let job = bed.job(n).labels(&["sprinters:aws", &format!("pin-{n}")]);
+        bed.tell_github(&job.queued());
+        engine
+            .handle(bed.delivery(&format!("d-{n}"), job.queued()))
+            .await
+            .unwrap();
+    }
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(bed.launcher.alive().len(), 1);
+    store.take();
+    engine.process_due().await.unwrap();
+    let read = store.take();
+    assert_eq!(
+        read,
+        49 + 1,
+        "the 49 listed as due, and the one slot holder looked up (has its job ended elsewhere?); no scope of theirs"
+    );
+}
