@@ -299,11 +299,19 @@ impl OwnerPolicy {
 
     /// The rules of `repository`, if it has its own.
     pub fn repository(&self, repository: &Repository) -> Option<&RepositoryPolicy> {
-        self.repositories
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(repository.name()))
-            .map(|(_, p)| p)
+        rules_of(&self.repositories, repository)
     }
+}
+
+/// The rules named for `repository` (names are case-insensitive).
+fn rules_of<'a>(
+    rules: &'a BTreeMap<String, RepositoryPolicy>,
+    repository: &Repository,
+) -> Option<&'a RepositoryPolicy> {
+    rules
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(repository.name()))
+        .map(|(_, p)| p)
 }
 
 impl PlatformPolicy {
@@ -377,10 +385,7 @@ impl fmt::Display for TypePattern {
 impl EffectivePolicy {
     /// The rules of `repository`, if it has its own.
     pub fn repository(&self, repository: &Repository) -> Option<&RepositoryPolicy> {
-        self.repositories
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(repository.name()))
-            .map(|(_, p)| p)
+        rules_of(&self.repositories, repository)
     }
 
     /// Why a job of `repository` with `spec` in `account` may not run, in

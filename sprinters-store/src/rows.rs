@@ -89,6 +89,7 @@ pub(crate) fn tenant_record(plaintext: &[u8]) -> Result<TenantRecord> {
 /// [`TenantRecord`] as it was written before its `policy` field: postcard
 /// has no field names, so the old layout is read as its own struct.
 #[derive(serde::Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 struct TenantRecordBeforePolicies {
     owner_id: OwnerId,
     installation_id: InstallationId,
@@ -143,20 +144,9 @@ mod tests {
 
     #[test]
     fn an_owners_record_written_before_policies_reads_as_having_none() {
-        // The old layout, field for field, as an older release wrote it.
-        #[derive(serde::Serialize)]
-        struct Old {
-            owner_id: OwnerId,
-            installation_id: InstallationId,
-            login: Owner,
-            configured_as: Option<Owner>,
-            suspended: bool,
-            removed_repositories: Vec<Repository>,
-            connections: Vec<Connection>,
-            uninstalled: bool,
-        }
+        // The old layout, as an older release wrote it.
         let login = Owner::parse("octo-org").unwrap();
-        let old = Old {
+        let old = TenantRecordBeforePolicies {
             owner_id: OwnerId::new(9919),
             installation_id: InstallationId::new(4242),
             login: login.clone(),

@@ -58,6 +58,35 @@ impl Inner {
         )))
     }
 
+    /// Writes a new record of `owner_id`, made by `init`, when the
+    /// directory knows no such owner. False when it does, or when another
+    /// replica wrote one meanwhile: the caller changes it then.
+    pub(super) async fn create_tenant(
+        &self,
+        owner_id: OwnerId,
+        installation_id: InstallationId,
+        login: &Owner,
+        init: impl FnOnce(&mut TenantRecord),
+    ) -> Result<bool> {
+        if self.config.tenants.get(owner_id).is_some() {
+            return Ok(false);
+        }
+        let mut record = TenantRecord::new(owner_id, installation_id, login.clone());
+        init(&mut record);
+        match self
+            .store
+            .put_tenant(PutTenant::create(record.clone()))
+            .await
+        {
+            Ok(_) => {
+                self.config.tenants.apply(&record);
+                Ok(true)
+            }
+            Err(e) if *e.kind() == ErrorKind::Conflict => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Re-reads every owner's record: what another replica changed.
     pub(super) async fn sync_tenants(&self) -> Result<()> {
         let records: Vec<TenantRecord> = self
@@ -242,22 +271,13 @@ impl Engine {
         let inner = &self.inner;
         let now = inner.clock.now();
         let fresh = Connection::pending(account.clone(), now);
-        if inner.config.tenants.get(owner_id).is_none() {
-            let mut record = TenantRecord::new(owner_id, installation_id, login.clone());
-            record.connections.push(fresh.clone());
-            match inner
-                .store
-                .put_tenant(PutTenant::create(record.clone()))
-                .await
-            {
-                Ok(_) => {
-                    inner.config.tenants.apply(&record);
-                    return Ok(fresh);
-                }
-                // Written meanwhile (another replica): change it below.
-                Err(e) if *e.kind() == ErrorKind::Conflict => {}
-                Err(e) => return Err(e),
-            }
+        let created = inner
+            .create_tenant(owner_id, installation_id, &login, |r| {
+                r.connections.push(fresh.clone())
+            })
+            .await?;
+        if created {
+            return Ok(fresh);
         }
         let configured = inner
             .config

@@ -8,9 +8,8 @@ use crate::events::WorkflowJobEvent;
 use crate::job::JobRecord;
 use crate::labels::JobLabels;
 use crate::policy::{EffectivePolicy, OwnerPolicy, PlatformPolicy, PublicRepositories, Visibility};
-use crate::ports::{CancelRun, GetRunOrigin, PutTenant, RunOrigin};
-use crate::tenant::TenantRecord;
-use crate::{Error, ErrorKind};
+use crate::ports::{CancelRun, GetRunOrigin, RunOrigin};
+use crate::Error;
 
 /// Runs whose origin is remembered; past it the memory starts again (a
 /// run's jobs arrive within minutes of each other).
@@ -23,6 +22,14 @@ impl Inner {
         self.config
             .policy
             .for_owner(tenant.as_ref().and_then(|t| t.policy.as_ref()))
+    }
+
+    /// The owner's login as last seen (the repository's, for one not bound).
+    fn login_of(&self, owner_id: OwnerId, repository: &Repository) -> Owner {
+        self.config
+            .tenants
+            .get(owner_id)
+            .map_or_else(|| repository.owner().clone(), |t| t.login)
     }
 
     /// The caps a launch of `owner_id` in `repository` is held to: the
@@ -71,11 +78,7 @@ impl Inner {
         account: &AccountId,
     ) -> Result<Option<String>> {
         let policy = self.policy_of(event.owner_id);
-        let login = self
-            .config
-            .tenants
-            .get(event.owner_id)
-            .map_or_else(|| event.repository.owner().clone(), |t| t.login);
+        let login = self.login_of(event.owner_id, &event.repository);
         let visibility = match event.repository_private {
             Some(true) => Visibility::Private,
             // Not reported counts as public: the safe side.
@@ -147,11 +150,7 @@ impl Inner {
     /// job asks for (its repository's visibility was judged on arrival).
     pub(super) fn policy_refuses_record(&self, record: &JobRecord) -> Option<String> {
         let (spec, account) = (record.spec.as_ref()?, record.account.as_ref()?);
-        let login = self
-            .config
-            .tenants
-            .get(record.owner_id)
-            .map_or_else(|| record.repository.owner().clone(), |t| t.login);
+        let login = self.login_of(record.owner_id, &record.repository);
         self.policy_of(record.owner_id).refuses(
             &login,
             &record.repository,
@@ -224,23 +223,14 @@ impl Engine {
             p.validate().map_err(Error::config)?;
         }
         let inner = &self.inner;
-        if inner.config.tenants.get(owner_id).is_none() {
-            let mut record = TenantRecord::new(owner_id, installation_id, login.clone());
-            record.policy = policy.clone();
-            match inner
-                .store
-                .put_tenant(PutTenant::create(record.clone()))
-                .await
-            {
-                Ok(_) => {
-                    inner.config.tenants.apply(&record);
-                    inner.limiter.wake();
-                    return Ok(());
-                }
-                // Written meanwhile (another replica): change it below.
-                Err(e) if *e.kind() == ErrorKind::Conflict => {}
-                Err(e) => return Err(e),
-            }
+        let created = inner
+            .create_tenant(owner_id, installation_id, &login, |r| {
+                r.policy = policy.clone()
+            })
+            .await?;
+        if created {
+            inner.limiter.wake();
+            return Ok(());
         }
         let written = inner
             .save_tenant(owner_id, |r| {
