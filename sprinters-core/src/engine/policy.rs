@@ -2,6 +2,7 @@
 
 use super::limits::Caps;
 use super::{Engine, Inner};
+use crate::Error;
 use crate::Result;
 use crate::domain::{AccountId, InstallationId, Owner, OwnerId, Repository, RunId};
 use crate::events::WorkflowJobEvent;
@@ -9,7 +10,6 @@ use crate::job::JobRecord;
 use crate::labels::JobLabels;
 use crate::policy::{EffectivePolicy, OwnerPolicy, PlatformPolicy, PublicRepositories, Visibility};
 use crate::ports::{CancelRun, GetRunOrigin, RunOrigin};
-use crate::Error;
 
 /// Runs whose origin is remembered; past it the memory starts again (a
 /// run's jobs arrive within minutes of each other).
