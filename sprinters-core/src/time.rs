@@ -19,6 +19,9 @@ impl Timestamp {
     /// The epoch itself.
     pub const EPOCH: Timestamp = Timestamp(0);
 
+    /// Later than any real time; fits a signed 64-bit database column.
+    pub const MAX: Timestamp = Timestamp(i64::MAX as u64);
+
     /// From milliseconds since the epoch.
     pub const fn from_millis(millis: u64) -> Self {
         Self(millis)

@@ -13,8 +13,8 @@ use sprinters_core::domain::{DeliveryId, JobKey, OwnerId};
 use sprinters_core::events::Conclusion;
 use sprinters_core::job::{JobRecord, JobState};
 use sprinters_core::ports::{
-    AcquireLease, ClaimJob, DeliveryRecorded, JobPage, JobStore, LeaseGrant, ListJobs, Purge,
-    Purged, PutJob, PutTenant, RecordDelivery, ReleaseLease, Version, Versioned,
+    AcquireLease, Claim, ClaimJob, DeliveryRecorded, JobPage, JobStore, LeaseGrant, ListJobs,
+    Purge, Purged, PutJob, PutTenant, RecordDelivery, ReleaseLease, Version, Versioned,
 };
 use sprinters_core::tenant::TenantRecord;
 use sprinters_core::testing::{TestBed, sample_record};
@@ -59,7 +59,7 @@ impl JobStore for CountingStore {
         self.written.fetch_add(1, Ordering::SeqCst);
         self.inner.put_job(request).await
     }
-    async fn claim_job(&self, request: ClaimJob) -> Result<Option<Versioned<JobRecord>>> {
+    async fn claim_job(&self, request: ClaimJob) -> Result<Claim> {
         self.written.fetch_add(1, Ordering::SeqCst);
         self.inner.claim_job(request).await
     }

@@ -116,6 +116,8 @@ pub(crate) struct Index {
     /// clone instead of a read, an AES-GCM open and a decode. Only jobs
     /// written since open, at most [`HOT_JOBS`].
     hot: HashMap<JobKey, (u64, JobRecord)>,
+    /// The jobs holding a launch slot, counted by a claim within caps.
+    pub(crate) slots: sprinters_core::ports::SlotBook,
 }
 
 /// The most active jobs whose records are kept decoded.
@@ -172,6 +174,7 @@ impl Index {
     /// Forgets a job.
     pub(crate) fn remove_job(&mut self, key: JobKey) -> Option<JobEntry> {
         self.hot.remove(&key);
+        self.slots.remove(key);
         let old = self.jobs.remove(&key)?;
         self.newest_first.remove(&(old.queued_at, key));
         if let Some(set) = self.active_by_set.get_mut(&old.label_set) {

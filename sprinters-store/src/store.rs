@@ -10,8 +10,8 @@ use serde::de::DeserializeOwned;
 use sprinters_core::domain::{AccountId, DeliveryId, JobKey};
 use sprinters_core::job::{JobRecord, Lease};
 use sprinters_core::ports::{
-    AcquireLease, ClaimJob, DeliveryRecorded, JobCursor, JobPage, JobStore, LeaseGrant, ListJobs,
-    Purge, Purged, PutJob, RecordDelivery, ReleaseLease, Version, Versioned,
+    AcquireLease, CapReached, Claim, ClaimJob, DeliveryRecorded, JobCursor, JobPage, JobStore,
+    LeaseGrant, ListJobs, Purge, Purged, PutJob, RecordDelivery, ReleaseLease, Version, Versioned,
 };
 use sprinters_core::time::Timestamp;
 use sprinters_core::{Error, ErrorKind, Result};
@@ -174,6 +174,7 @@ impl FileJobStore {
                 log.truncate_active(at_offset)?;
             }
         }
+        let active: Vec<JobEntry> = index.jobs.values().filter(|e| e.active).copied().collect();
         let ids = ring.opaque_ids();
         let store = FileJobStore {
             inner: Arc::new(Inner {
@@ -185,6 +186,15 @@ impl FileJobStore {
                 log,
             }),
         };
+        // The slots held, from the active jobs only (a few thousand): the
+        // summaries replayed above do not say.
+        for entry in active {
+            match store.read_job(entry) {
+                Ok(record) => lock(&store.inner.index).slots.record(&record),
+                Err(e) if *e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
         Ok((store, report))
     }
 
@@ -427,94 +437,43 @@ impl JobStore for FileJobStore {
     }
 
     async fn put_job(&self, request: PutJob) -> Result<Version> {
-        let record = &request.record;
-        let key = record.key;
-        let summary = Summary::of(record);
-        let plaintext = Zeroizing::new(encode_job(&summary, record)?);
-        let record_id = self.inner.ids.id("job", &job_id_bytes(key));
-        let delivery = match &request.delivery {
-            Some(d) => Some((
-                self.inner.ids.id("delivery", d.id.as_str().as_bytes()),
-                encode(&d.received_at)?,
-                d,
-            )),
-            None => None,
-        };
-        let (version, seq) = {
-            let mut index = lock(&self.inner.index);
-            if let Some((id, _, d)) = &delivery
-                && index.deliveries.contains_key(id)
-            {
-                return Err(Error::duplicate(format!(
-                    "delivery {} was processed already",
-                    d.id
-                )));
-            }
-            let current = index.jobs.get(&key).map(|e| e.version);
-            let version = match (request.expected, current) {
-                (None, None) => 1,
-                (Some(expected), Some(current)) if expected == current => current + 1,
-                (None, Some(_)) => {
-                    return Err(Error::conflict(format!("job {key} already exists")));
-                }
-                (Some(expected), current) => {
-                    return Err(Error::conflict(format!(
-                        "job {key} is at version {}, not {expected}",
-                        current.map_or_else(|| "none".to_owned(), |v| v.to_string())
-                    )));
-                }
-            };
-            let (loc, seq, key_id) = self.write(
-                Kind::Job,
-                record.account.as_ref(),
-                record_id,
-                version,
-                &plaintext,
-            )?;
-            index.put_job(&summary, loc, version, key_id);
-            index.keep_hot(version, record);
-            // After the record in the log: a torn tail can lose the
-            // delivery (processed again), never keep it without the record.
-            let seq = match &delivery {
-                Some((id, plaintext, d)) => {
-                    let (loc, seq, key_id) = self.write(Kind::Delivery, None, *id, 1, plaintext)?;
-                    index.deliveries.insert(*id, (d.received_at, loc, key_id));
-                    seq
-                }
-                None => seq,
-            };
-            (version, seq)
-        };
-        self.inner.log.durable(seq).await?;
-        Ok(version)
+        match self.put_job_unless(request, |_| None).await? {
+            Ok(version) => Ok(version),
+            Err(reached) => Err(Error::conflict(format!("unexpected cap: {reached}"))),
+        }
     }
 
-    async fn claim_job(&self, request: ClaimJob) -> Result<Option<Versioned<JobRecord>>> {
+    async fn claim_job(&self, request: ClaimJob) -> Result<Claim> {
         for _ in 0..64 {
             let Some(current) = self.get_job(request.key).await? else {
-                return Ok(None);
+                return Ok(Claim::Held);
             };
             if let Some(lease) = &current.value.lease
                 && lease.owner != request.owner
                 && lease.expires_at > request.now
             {
-                return Ok(None);
+                return Ok(Claim::Held);
             }
+            let before = current.value.clone();
             let mut record = current.value;
             record.lease = Some(Lease {
                 owner: request.owner.clone(),
                 expires_at: request.now.saturating_add(request.ttl),
             });
+            // Counted under the index lock that the write takes: two claims
+            // never both see the last slot free.
+            let full = |index: &Index| index.slots.full(&before, request.caps, request.now);
             match self
-                .put_job(PutJob::replace(record.clone(), current.version))
+                .put_job_unless(PutJob::replace(record.clone(), current.version), full)
                 .await
             {
-                Ok(version) => {
-                    return Ok(Some(Versioned {
+                Ok(Ok(version)) => {
+                    return Ok(Claim::Granted(Versioned {
                         value: record,
                         version,
                     }));
                 }
+                Ok(Err(reached)) => return Ok(Claim::Full(reached)),
                 Err(e) if *e.kind() == ErrorKind::Conflict => continue,
                 Err(e) => return Err(e),
             }
@@ -721,5 +680,80 @@ impl JobStore for FileJobStore {
                 .map_err(|e| Error::unavailable(format!("compacting: {e}")))??;
         }
         Ok(Purged::new(jobs, deliveries))
+    }
+}
+
+impl FileJobStore {
+    /// `put_job`, unless `refuse` (asked under the index lock, after the
+    /// version check) names a cap reached.
+    async fn put_job_unless(
+        &self,
+        request: PutJob,
+        refuse: impl FnOnce(&Index) -> Option<CapReached>,
+    ) -> Result<std::result::Result<Version, CapReached>> {
+        let record = &request.record;
+        let key = record.key;
+        let summary = Summary::of(record);
+        let plaintext = Zeroizing::new(encode_job(&summary, record)?);
+        let record_id = self.inner.ids.id("job", &job_id_bytes(key));
+        let delivery = match &request.delivery {
+            Some(d) => Some((
+                self.inner.ids.id("delivery", d.id.as_str().as_bytes()),
+                encode(&d.received_at)?,
+                d,
+            )),
+            None => None,
+        };
+        let (version, seq) = {
+            let mut index = lock(&self.inner.index);
+            if let Some((id, _, d)) = &delivery
+                && index.deliveries.contains_key(id)
+            {
+                return Err(Error::duplicate(format!(
+                    "delivery {} was processed already",
+                    d.id
+                )));
+            }
+            let current = index.jobs.get(&key).map(|e| e.version);
+            let version = match (request.expected, current) {
+                (None, None) => 1,
+                (Some(expected), Some(current)) if expected == current => current + 1,
+                (None, Some(_)) => {
+                    return Err(Error::conflict(format!("job {key} already exists")));
+                }
+                (Some(expected), current) => {
+                    return Err(Error::conflict(format!(
+                        "job {key} is at version {}, not {expected}",
+                        current.map_or_else(|| "none".to_owned(), |v| v.to_string())
+                    )));
+                }
+            };
+            if let Some(reached) = refuse(&index) {
+                return Ok(Err(reached));
+            }
+            let (loc, seq, key_id) = self.write(
+                Kind::Job,
+                record.account.as_ref(),
+                record_id,
+                version,
+                &plaintext,
+            )?;
+            index.put_job(&summary, loc, version, key_id);
+            index.slots.record(record);
+            index.keep_hot(version, record);
+            // After the record in the log: a torn tail can lose the
+            // delivery (processed again), never keep it without the record.
+            let seq = match &delivery {
+                Some((id, plaintext, d)) => {
+                    let (loc, seq, key_id) = self.write(Kind::Delivery, None, *id, 1, plaintext)?;
+                    index.deliveries.insert(*id, (d.received_at, loc, key_id));
+                    seq
+                }
+                None => seq,
+            };
+            (version, seq)
+        };
+        self.inner.log.durable(seq).await?;
+        Ok(Ok(version))
     }
 }

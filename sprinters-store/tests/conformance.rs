@@ -1,18 +1,60 @@
 //! The SQLite store passes the core conformance suites, before and after a
-//! reopen.
+//! reopen; so does the file store it replaced as the default.
 
 // Test helpers fail the test by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use sprinters_core::ports::{JobStore, ListJobs};
 use sprinters_core::testing;
-use sprinters_store::{MasterKey, SqliteJobStore};
+use sprinters_store::{FileJobStore, MasterKey, SqliteJobStore};
 
 #[tokio::test]
 async fn sqlite_store_passes_the_job_store_suite() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteJobStore::open_with_key(dir.path(), &MasterKey::generate()).unwrap();
     testing::job_store(&store).await;
+}
+
+#[tokio::test]
+async fn file_store_passes_the_job_store_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = FileJobStore::open_with_key(dir.path(), &MasterKey::generate()).unwrap();
+    testing::job_store(&store).await;
+}
+
+/// The file store's count of launch slots lives in memory: it is rebuilt
+/// from the active records when the store opens.
+#[tokio::test]
+async fn a_reopened_file_store_still_counts_the_slots_held() {
+    use sprinters_core::domain::AccountId;
+    use sprinters_core::ports::{Claim, ClaimJob, PutJob, SlotCaps};
+    use sprinters_core::time::Timestamp;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = MasterKey::generate();
+    let now = Timestamp::from_millis(10_000);
+    let ttl = Duration::from_secs(60);
+    let caps = SlotCaps::new(Some(1), None, None);
+    let job = |n: u64| {
+        let mut r = testing::sample_record(n, "octo/app", 1_000 + n);
+        r.account = Some(AccountId::parse("111111111111").unwrap());
+        r
+    };
+    {
+        let (store, _) = FileJobStore::open_with_key(dir.path(), &key).unwrap();
+        for n in [1, 2] {
+            store.put_job(PutJob::create(job(n))).await.unwrap();
+        }
+        let first = ClaimJob::new(job(1).key, "a", now, ttl).within(caps);
+        assert!(store.claim_job(first).await.unwrap().granted().is_some());
+    }
+    let (store, _) = FileJobStore::open_with_key(dir.path(), &key).unwrap();
+    let second = ClaimJob::new(job(2).key, "a", now, ttl).within(caps);
+    assert!(
+        matches!(store.claim_job(second).await.unwrap(), Claim::Full(_)),
+        "the claim taken before the reopen still holds the account's one slot"
+    );
 }
 
 #[tokio::test]

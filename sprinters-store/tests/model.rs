@@ -108,7 +108,7 @@ async fn apply(store: &dyn JobStore, op: &Op) -> String {
                 store
                     .claim_job(claim)
                     .await
-                    .map(|r| r.map(|v| (v.version, v.value.lease)))
+                    .map(|r| r.granted().map(|v| (v.version, v.value.lease)))
             )
         }
         Op::Delivery { id } => {

@@ -144,7 +144,7 @@ async fn of_many_replicas_claiming_one_job_at_once_exactly_one_wins() {
         }
         let mut winners = Vec::new();
         for c in claims {
-            if let Some(won) = c.await.unwrap().unwrap() {
+            if let Some(won) = c.await.unwrap().unwrap().granted() {
                 winners.push(won.value.lease.unwrap().owner);
             }
         }
@@ -152,6 +152,66 @@ async fn of_many_replicas_claiming_one_job_at_once_exactly_one_wins() {
         let stored = stores[1].get_job(record.key).await.unwrap().unwrap();
         assert_eq!(stored.value.lease.unwrap().owner, winners[0]);
     }
+}
+
+/// Three replicas claim forty jobs of one AWS account at once, each within
+/// a cap of five per account (and two per repository for one of the
+/// repositories): exactly the caps are granted, never more. The count and
+/// the claim are one transaction under advisory locks; without them two
+/// claims would both see the last slot free.
+#[tokio::test]
+async fn replicas_claiming_at_once_never_take_more_slots_than_the_caps() {
+    use sprinters_core::ports::{Claim, SlotCap, SlotCaps};
+    let url = fresh_database().await;
+    let key = MasterKey::generate();
+    let mut stores = Vec::new();
+    for _ in 0..3 {
+        stores.push(Arc::new(connect(&url, &key).await));
+    }
+    let account = AccountId::parse("111111111111").unwrap();
+    let mut keys = Vec::new();
+    for job in 0..40u64 {
+        let repo = if job % 2 == 0 { "octo/app" } else { "octo/web" };
+        let mut record = testing::sample_record(500 + job, repo, 1_000 + job);
+        record.account = Some(account.clone());
+        stores[0]
+            .put_job(PutJob::create(record.clone()))
+            .await
+            .unwrap();
+        keys.push((record.key, repo));
+    }
+    let now = Timestamp::from_millis(50_000);
+    let mut claims = Vec::new();
+    for (n, (key, repo)) in keys.iter().enumerate() {
+        let store = stores[n % 3].clone();
+        let per_repository = (*repo == "octo/app").then_some(2);
+        let request = ClaimJob::new(
+            *key,
+            format!("replica-{}", n % 3),
+            now,
+            Duration::from_secs(60),
+        )
+        .within(SlotCaps::new(Some(5), per_repository, None));
+        let repo = *repo;
+        claims.push(tokio::spawn(async move {
+            (repo, store.claim_job(request).await.unwrap())
+        }));
+    }
+    let (mut granted, mut app, mut full) = (0, 0, Vec::new());
+    for c in claims {
+        match c.await.unwrap() {
+            (repo, Claim::Granted(_)) => {
+                granted += 1;
+                app += usize::from(repo == "octo/app");
+            }
+            (_, Claim::Full(reached)) => full.push(reached.cap),
+            (_, other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(granted, 5, "the account's cap");
+    assert!(app <= 2, "octo/app's cap: {app} granted");
+    assert_eq!(full.len(), 35);
+    assert!(full.contains(&SlotCap::Account));
 }
 
 #[tokio::test]

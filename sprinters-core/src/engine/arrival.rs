@@ -44,7 +44,7 @@ impl Drop for LaunchTicket {
 impl Inner {
     /// A ticket to launch `record`, a job not stored yet, at once: when
     /// the engine runs, the tenant allows it, no launch task of it runs
-    /// here, a slot is free and no spare runner is there for it. `None`
+    /// here, no cap applies to it and no spare runner is there for it. `None`
     /// otherwise, and the job is recorded queued as before.
     pub(super) async fn launch_ticket(
         self: &Arc<Self>,
@@ -79,7 +79,9 @@ impl Inner {
             repository: &record.repository,
         };
         let caps = self.caps_of(record.owner_id, &record.repository);
-        if !self.limiter.try_acquire(key, &place, caps) {
+        // A capped job is counted by the store's claim, across replicas:
+        // it takes the ordinary path (stored queued, then claimed).
+        if caps.any() || !self.limiter.try_acquire(key, &place, caps) {
             return Ok(None);
         }
         if !self.needs_launch(record, now).await? {

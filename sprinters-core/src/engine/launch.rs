@@ -7,7 +7,7 @@ use std::sync::Arc;
 use secrecy::SecretString;
 use tracing::Instrument;
 
-use super::limits::Place;
+use super::limits::{Caps, Place};
 use super::supply::{plan, scope, supplies};
 use super::{Inner, job_span};
 use crate::domain::{InstanceId, JobKey, RunnerName};
@@ -15,8 +15,8 @@ use crate::job::{EndReason, JobRecord, JobState, Launch};
 use crate::labels::{LabelSetKey, SpotMode};
 use crate::observe::Launching;
 use crate::ports::{
-    ClaimJob, CreateJitRunner, Credentials, CredentialsRequest, LaunchRequest, Launched, ListJobs,
-    ListOwned, Market, RemoveRunner, Versioned,
+    CapReached, Claim, ClaimJob, CreateJitRunner, Credentials, CredentialsRequest, LaunchRequest,
+    Launched, ListJobs, ListOwned, Market, RemoveRunner, Versioned,
 };
 use crate::time::Timestamp;
 use crate::{Error, ErrorKind, Result};
@@ -33,6 +33,19 @@ const NOT_WAITING: [JobState; 6] = [
 
 /// How long a launch still retrying is remembered as attempted here.
 const FORGET_WAITS_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Where a launch task's claim left the job.
+// The record is the common case: boxing it would cost an allocation
+// on every claim to shrink the rare ones.
+#[allow(clippy::large_enum_variant)]
+enum Step {
+    /// Launched, or found not to need a launch: the record as left here.
+    Left(JobRecord),
+    /// Another replica holds the job.
+    Elsewhere,
+    /// A cap is reached across the replicas: nothing was written.
+    Full(CapReached),
+}
 
 /// How a launch attempt ended, short of an error.
 enum Attempt {
@@ -87,33 +100,65 @@ impl Inner {
                 _ = self.shutdown.cancelled() => return,
                 _ = self.limiter.acquire(key, &place, caps) => {}
             }
-            match self.claim_and_launch(key).await {
-                // The record as this task left it: no read to decide.
-                Ok(Some(record)) => self.release_slot_if_idle_in(&record),
-                Ok(None) => self.release_slot_if_idle(key).await,
-                Err(e) => {
-                    tracing::warn!(error = %e, "launch step failed; it is retried when due");
-                    self.release_slot_if_idle(key).await;
+            loop {
+                let caps = self.caps_of(record.owner_id, &record.repository);
+                match self.claim_and_launch(key, caps).await {
+                    // The record as this task left it: no read to decide.
+                    Ok(Step::Left(record)) => self.release_slot_if_idle_in(&record),
+                    Ok(Step::Elsewhere) => self.release_slot_if_idle(key).await,
+                    // Another replica holds the slots: keep this one's turn
+                    // here and ask again on the next tick, when one may
+                    // have freed anywhere.
+                    Ok(Step::Full(reached)) => {
+                        tracing::debug!(%reached, "launch waits for a slot held elsewhere");
+                        let tick = self.ticked.notified();
+                        tokio::select! {
+                            _ = self.shutdown.cancelled() => self.limiter.release(key),
+                            _ = tick => continue,
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "launch step failed; it is retried when due");
+                        self.release_slot_if_idle(key).await;
+                    }
                 }
+                break;
             }
         }
         .instrument(span)
         .await;
     }
 
-    /// Returns the job's record as last written or read here; `None` when
-    /// another replica holds the claim.
-    async fn claim_and_launch(&self, key: JobKey) -> Result<Option<JobRecord>> {
+    /// Claims `key` within `caps`, counted by the store across replicas,
+    /// and launches it if it still needs a runner.
+    async fn claim_and_launch(&self, key: JobKey, caps: Caps) -> Result<Step> {
         let now = self.clock.now();
         let claim = ClaimJob::new(
             key,
             self.config.replica_id.clone(),
             now,
             self.config.claim_ttl,
-        );
-        let Some(claimed) = self.store.claim_job(claim).await? else {
-            return Ok(None); // another replica holds it
+        )
+        .within(caps);
+        let claimed = match self.store.claim_job(claim).await? {
+            Claim::Granted(claimed) => claimed,
+            Claim::Full(reached) => return Ok(Step::Full(reached)),
+            _ => return Ok(Step::Elsewhere), // another replica holds it
         };
+        Ok(match self.launch_if_needed(claimed, now).await? {
+            Some(record) => Step::Left(record),
+            None => Step::Elsewhere,
+        })
+    }
+
+    /// Returns the job's record as last written or read here; `None` when
+    /// another replica took it over.
+    async fn launch_if_needed(
+        &self,
+        claimed: Versioned<JobRecord>,
+        now: Timestamp,
+    ) -> Result<Option<JobRecord>> {
+        let key = claimed.value.key;
         let record = claimed.value.clone();
         let due = record.next_attempt_at.is_none_or(|t| t <= now);
         let still_needed =

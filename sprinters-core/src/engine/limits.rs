@@ -1,8 +1,10 @@
 //! Concurrency caps: live instances per AWS account, per repository and
 //! per owner, from the configuration's [`Limits`] and the owner's policy
 //! (the smaller wins). A job over a cap waits for a slot; nothing is
-//! dropped. Counted in this process: one process per embedded store; with
-//! several replicas on one database each replica counts its own.
+//! dropped. Counted twice: here, so that a job over a cap waits in this
+//! process without asking the store, and by the store as part of the launch
+//! claim ([`ClaimJob::within`](crate::ports::ClaimJob::within)), which holds
+//! every replica sharing it to one count.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -14,12 +16,7 @@ use super::config::Limits;
 use crate::domain::{AccountId, JobKey, OwnerId, Repository};
 
 /// The caps one launch is held to; `None` is no cap.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Caps {
-    pub(crate) per_account: Option<usize>,
-    pub(crate) per_repository: Option<usize>,
-    pub(crate) per_owner: Option<usize>,
-}
+pub(crate) use crate::ports::SlotCaps as Caps;
 
 /// Where a launch counts.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -107,6 +107,9 @@ pub(crate) struct Inner {
     config: EngineConfig,
     parser: LabelParser,
     limiter: Limiter,
+    /// Notified each tick: launches refused a slot by the store's count
+    /// (held by other replicas) ask again then.
+    ticked: tokio::sync::Notify,
     tasks: TaskTracker,
     shutdown: CancellationToken,
     // Jobs with a launch task in this replica, so that one job never has
@@ -232,6 +235,7 @@ impl EngineBuilder {
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
                 observer,
                 limiter: Limiter::new(config.limits),
+                ticked: tokio::sync::Notify::new(),
                 parser: self.parser.unwrap_or_default(),
                 config,
                 tasks: TaskTracker::new(),

@@ -128,6 +128,7 @@ impl Inner {
     /// whose runners are up.
     pub(super) async fn process_due(&self) -> Result<()> {
         let now = self.clock.now();
+        self.ticked.notify_waiters();
         self.release_slots_of_inactive().await?;
         let due = self.list_all(ListJobs::due(now, PAGE)).await?;
         // A job whose launch task runs here (waiting for a slot, say) needs

@@ -11,8 +11,9 @@ use crate::domain::{DeliveryId, JobKey, OwnerId};
 use crate::job::{JobRecord, Lease};
 use crate::labels::LabelSetKey;
 use crate::ports::{
-    AcquireLease, ClaimJob, DeliveryRecorded, JobCursor, JobPage, JobStore, LeaseGrant, ListJobs,
-    Purge, Purged, PutJob, PutTenant, RecordDelivery, ReleaseLease, Version, Versioned,
+    AcquireLease, Claim, ClaimJob, DeliveryRecorded, JobCursor, JobPage, JobStore, LeaseGrant,
+    ListJobs, Purge, Purged, PutJob, PutTenant, RecordDelivery, ReleaseLease, SlotBook, Version,
+    Versioned,
 };
 use crate::tenant::TenantRecord;
 use crate::time::Timestamp;
@@ -35,6 +36,7 @@ struct StoreState {
     deliveries: HashMap<DeliveryId, Timestamp>,
     leases: HashMap<String, (String, Timestamp)>,
     tenants: std::collections::BTreeMap<OwnerId, (TenantRecord, Version)>,
+    slots: SlotBook,
 }
 
 impl StoreState {
@@ -62,10 +64,12 @@ impl StoreState {
                 .or_default()
                 .insert(key);
         }
+        self.slots.record(&record);
         self.jobs.insert(key, (record, version));
     }
 
     fn remove(&mut self, key: JobKey) {
+        self.slots.remove(key);
         if let Some((old, _)) = self.jobs.remove(&key) {
             self.newest_first.remove(&(old.queued_at, key));
             if let Some(at) = old.due_at() {
@@ -142,17 +146,20 @@ impl JobStore for MemoryJobStore {
         Ok(version)
     }
 
-    async fn claim_job(&self, request: ClaimJob) -> Result<Option<Versioned<JobRecord>>> {
+    async fn claim_job(&self, request: ClaimJob) -> Result<Claim> {
         self.faults.check("claim_job")?;
         let mut s = lock(&self.state);
         let Some((record, version)) = s.jobs.get(&request.key).cloned() else {
-            return Ok(None);
+            return Ok(Claim::Held);
         };
         if let Some(lease) = &record.lease
             && lease.owner != request.owner
             && lease.expires_at > request.now
         {
-            return Ok(None);
+            return Ok(Claim::Held);
+        }
+        if let Some(reached) = s.slots.full(&record, request.caps, request.now) {
+            return Ok(Claim::Full(reached));
         }
         let mut record = record;
         record.lease = Some(Lease {
@@ -161,7 +168,7 @@ impl JobStore for MemoryJobStore {
         });
         let version = version + 1;
         s.write(record.clone(), version);
-        Ok(Some(Versioned {
+        Ok(Claim::Granted(Versioned {
             value: record,
             version,
         }))

@@ -14,6 +14,7 @@ mod credentials;
 mod events;
 mod launcher;
 mod registry;
+mod slots;
 mod store;
 
 pub use credentials::{CredentialProvider, Credentials, CredentialsRequest};
@@ -26,6 +27,7 @@ pub use registry::{
     CancelRun, CreateJitRunner, GetJobStatus, GetRunOrigin, JitRunner, JobStatus, ListQueuedJobs,
     QueuedJob, QueuedJobs, RemoteJobStatus, RemoveRunner, RerunJob, RunOrigin, RunnerRegistry,
 };
+pub use slots::{CapReached, Claim, SlotBook, SlotCap, SlotCaps, SlotCounts};
 pub use store::{
     AcquireLease, ClaimJob, DeliveryRecorded, JobCursor, JobPage, JobStore, LeaseGrant, ListJobs,
     Purge, Purged, PutJob, PutTenant, RecordDelivery, ReleaseLease, Version, Versioned,

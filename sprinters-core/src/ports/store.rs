@@ -11,6 +11,7 @@ use crate::Result;
 use crate::domain::{AccountId, DeliveryId, JobKey, OwnerId};
 use crate::job::{JobRecord, JobState};
 use crate::labels::LabelSetKey;
+use crate::ports::{Claim, SlotCaps};
 use crate::tenant::TenantRecord;
 use crate::time::Timestamp;
 
@@ -110,6 +111,9 @@ pub struct ClaimJob {
     pub now: Timestamp,
     /// How long the claim lasts.
     pub ttl: Duration,
+    /// The caps the claim is held to, counted by the store with the claim
+    /// (see [`SlotBook`](crate::ports::SlotBook)): none by default.
+    pub caps: SlotCaps,
 }
 
 impl ClaimJob {
@@ -120,7 +124,15 @@ impl ClaimJob {
             owner: owner.into(),
             now,
             ttl,
+            caps: SlotCaps::default(),
         }
+    }
+
+    /// Holds the claim to `caps`: it is refused with [`Claim::Full`] when
+    /// the job holds no slot yet and one of them is reached.
+    pub fn within(mut self, caps: SlotCaps) -> Self {
+        self.caps = caps;
+        self
     }
 }
 
@@ -424,9 +436,12 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
     /// the write without the delivery (it is then processed again, which
     /// the engine tolerates), never the delivery without the write.
     async fn put_job(&self, request: PutJob) -> Result<Version>;
-    /// Claims a job for launching; `None` when it does not exist or another
-    /// owner holds an unexpired claim. Re-claiming one's own claim renews it.
-    async fn claim_job(&self, request: ClaimJob) -> Result<Option<Versioned<JobRecord>>>;
+    /// Claims a job for launching: [`Claim::Held`] when it does not exist
+    /// or another owner holds an unexpired claim, [`Claim::Full`] when a cap
+    /// of [`ClaimJob::caps`] is reached. Re-claiming one's own claim renews
+    /// it. The count and the claim are one atomic step across every writer
+    /// of the store: two claims never both take the last slot.
+    async fn claim_job(&self, request: ClaimJob) -> Result<Claim>;
     /// A page of history, newest first.
     async fn list_jobs(&self, request: ListJobs) -> Result<JobPage>;
     /// Whether a delivery was already recorded.

@@ -9,8 +9,8 @@ use crate::Result;
 use crate::domain::{DeliveryId, JobKey};
 use crate::job::JobRecord;
 use crate::ports::{
-    AcquireLease, ClaimJob, DeliveryRecorded, JobPage, JobStore, LeaseGrant, ListJobs, Purge,
-    Purged, PutJob, RecordDelivery, ReleaseLease, Version, Versioned,
+    AcquireLease, Claim, ClaimJob, DeliveryRecorded, JobPage, JobStore, LeaseGrant, ListJobs,
+    Purge, Purged, PutJob, RecordDelivery, ReleaseLease, Version, Versioned,
 };
 
 type Hook = Box<dyn FnMut(&JobRecord) -> Result<()> + Send>;
@@ -78,7 +78,7 @@ impl JobStore for HookedStore {
         self.see(&request.record)?;
         self.inner.put_job(request).await
     }
-    async fn claim_job(&self, request: ClaimJob) -> Result<Option<Versioned<JobRecord>>> {
+    async fn claim_job(&self, request: ClaimJob) -> Result<Claim> {
         self.inner.claim_job(request).await
     }
     async fn list_jobs(&self, request: ListJobs) -> Result<JobPage> {

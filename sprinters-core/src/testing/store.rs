@@ -70,6 +70,7 @@ pub async fn job_store(store: &dyn JobStore) {
     due_work(store).await;
     retention(store).await;
     tenants(store).await;
+    claims_within_caps(store).await;
 }
 
 async fn tenants(store: &dyn JobStore) {
@@ -211,6 +212,7 @@ async fn claims(store: &dyn JobStore) {
             .claim_job(ClaimJob::new(key, "a", now, ttl))
             .await
             .unwrap()
+            .granted()
             .is_none(),
         "no claim on an absent job"
     );
@@ -220,6 +222,7 @@ async fn claims(store: &dyn JobStore) {
         .claim_job(ClaimJob::new(key, "a", now, ttl))
         .await
         .unwrap()
+        .granted()
         .expect("a free job is claimed");
     assert_eq!(
         claimed.value.lease,
@@ -240,6 +243,7 @@ async fn claims(store: &dyn JobStore) {
             .claim_job(ClaimJob::new(key, "b", later, ttl))
             .await
             .unwrap()
+            .granted()
             .is_none(),
         "a live claim excludes others"
     );
@@ -247,6 +251,7 @@ async fn claims(store: &dyn JobStore) {
         .claim_job(ClaimJob::new(key, "a", later, ttl))
         .await
         .unwrap()
+        .granted()
         .expect("the owner renews");
     assert_eq!(
         renewed.value.lease.unwrap().expires_at,
@@ -258,6 +263,7 @@ async fn claims(store: &dyn JobStore) {
         .claim_job(ClaimJob::new(key, "b", expired, ttl))
         .await
         .unwrap()
+        .granted()
         .expect("an expired claim is taken over");
     assert_eq!(taken.value.lease.unwrap().owner, "b");
 }
@@ -574,6 +580,7 @@ async fn due_work(store: &dyn JobStore) {
         ))
         .await
         .unwrap()
+        .granted()
         .expect("claimed");
 
     assert_eq!(
@@ -684,5 +691,134 @@ async fn retention(store: &dyn JobStore) {
     assert!(
         !store.delivery_seen(old_delivery).await.unwrap(),
         "old deliveries are purged"
+    );
+}
+
+/// A live launch of `record`, for the slot checks.
+fn live_launch(record: &JobRecord) -> crate::job::Launch {
+    use crate::domain::{InstanceId, InstanceType, Region, RunnerName};
+    crate::job::Launch {
+        number: 1,
+        runner_name: RunnerName::for_launch(record.key, 1),
+        runner_id: None,
+        instance_id: Some(InstanceId::parse("i-0123456789abcdef0").unwrap()),
+        region: Region::us_east_1(),
+        availability_zone: None,
+        instance_type: InstanceType::default_for(crate::domain::Arch::X64),
+        spot: false,
+        spot_fallback: false,
+        hourly_price_micros: None,
+        launched_at: Some(Timestamp::from_millis(1_000)),
+        taken_by: None,
+        ended: None,
+    }
+}
+
+/// A claim within caps counts, with the claim, the other jobs holding a
+/// slot: a live launch, or an unexpired claim (not a lapsed one, not an
+/// ended launch); per AWS account whatever the owner, per repository
+/// whatever its case, per owner. Refused, it writes nothing; a job that
+/// holds a slot already is never refused.
+async fn claims_within_caps(store: &dyn JobStore) {
+    use crate::domain::AccountId;
+    use crate::job::EndReason;
+    use crate::ports::{CapReached, Claim, SlotCap, SlotCaps};
+    let account = AccountId::parse("210987654321").unwrap();
+    let now = Timestamp::from_millis(100_000);
+    let ttl = Duration::from_secs(60);
+    let job = |n: u64, repo: &str| {
+        let mut r = sample_record(BASE + 3_000 + n, repo, 50_000 + n);
+        r.account = Some(account.clone());
+        r
+    };
+    let mut live = job(1, "caps-org/app");
+    live.state = JobState::Running;
+    live.launches.push(live_launch(&live));
+    let claimed = job(2, "caps-org/web");
+    let mut lapsed = job(3, "caps-org/app");
+    lapsed.lease = Some(Lease {
+        owner: "c".into(),
+        expires_at: Timestamp::from_millis(99_000),
+    });
+    let mut ended = job(4, "caps-org/app");
+    ended.state = JobState::Cleaned;
+    ended.launches.push(live_launch(&ended));
+    ended.launches[0].ended = Some((Timestamp::from_millis(2_000), EndReason::JobCompleted));
+    let mut others = job(5, "caps-other/app");
+    others.state = JobState::Launched;
+    others.launches.push(live_launch(&others));
+    let mut elsewhere = job(6, "caps-org/app");
+    elsewhere.account = Some(AccountId::parse("210987654322").unwrap());
+    let candidate = job(7, "Caps-Org/App");
+    let second = job(8, "caps-org/app");
+    for r in [
+        &live, &claimed, &lapsed, &ended, &others, &elsewhere, &candidate, &second,
+    ] {
+        store.put_job(PutJob::create(r.clone())).await.unwrap();
+    }
+    store
+        .claim_job(ClaimJob::new(claimed.key, "b", now, ttl))
+        .await
+        .unwrap()
+        .granted()
+        .expect("claimed");
+    let claim = |key: JobKey, per_account, per_repository, per_owner| {
+        ClaimJob::new(key, "a", now, ttl).within(SlotCaps::new(
+            per_account,
+            per_repository,
+            per_owner,
+        ))
+    };
+    let full = |cap, limit, held| Claim::Full(CapReached { cap, limit, held });
+    // In the account: live, claimed and the other owner's; in the owner:
+    // live and claimed; in the repository: live.
+    for (caps, expected) in [
+        ((Some(3), None, None), full(SlotCap::Account, 3, 3)),
+        ((None, Some(1), None), full(SlotCap::Repository, 1, 1)),
+        ((None, None, Some(2)), full(SlotCap::Owner, 2, 2)),
+    ] {
+        let (a, r, o) = caps;
+        let outcome = store
+            .claim_job(claim(candidate.key, a, r, o))
+            .await
+            .unwrap();
+        assert_eq!(outcome, expected, "caps {caps:?}");
+    }
+    let stored = store.get_job(candidate.key).await.unwrap().unwrap();
+    assert_eq!(stored.version, 1, "a refused claim writes nothing");
+    assert_eq!(stored.value.lease, None);
+
+    let granted = store
+        .claim_job(claim(candidate.key, Some(4), Some(2), Some(3)))
+        .await
+        .unwrap()
+        .granted()
+        .expect("granted below every cap");
+    assert!(granted.value.lease.is_some());
+    assert_eq!(
+        store
+            .claim_job(claim(second.key, None, None, Some(3)))
+            .await
+            .unwrap(),
+        full(SlotCap::Owner, 3, 3),
+        "the granted claim holds a slot"
+    );
+    assert!(
+        store
+            .claim_job(claim(candidate.key, Some(1), Some(1), Some(1)))
+            .await
+            .unwrap()
+            .granted()
+            .is_some(),
+        "a job that holds a slot renews its claim whatever the caps"
+    );
+    assert!(
+        store
+            .claim_job(claim(elsewhere.key, Some(1), None, None))
+            .await
+            .unwrap()
+            .granted()
+            .is_some(),
+        "another account counts its own slots"
     );
 }

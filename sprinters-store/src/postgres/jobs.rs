@@ -8,8 +8,9 @@ use deadpool_postgres::Client;
 use sprinters_core::domain::{DeliveryId, JobKey};
 use sprinters_core::job::JobRecord;
 use sprinters_core::ports::{
-    AcquireLease, ClaimJob, DeliveryRecorded, JobCursor, JobPage, JobStore, LeaseGrant, ListJobs,
-    Purge, Purged, PutJob, RecordDelivery, ReleaseLease, Version, Versioned,
+    AcquireLease, CapReached, Claim, ClaimJob, DeliveryRecorded, JobCursor, JobPage, JobStore,
+    LeaseGrant, ListJobs, Purge, Purged, PutJob, RecordDelivery, ReleaseLease, SlotCounts, Version,
+    Versioned,
 };
 use sprinters_core::time::Timestamp;
 use sprinters_core::{Error, Result};
@@ -42,9 +43,11 @@ struct Columns {
     lease_owner: Option<String>,
     lease_expires: Option<i64>,
     due_at: Option<i64>,
+    repo_h: Vec<u8>,
+    slot_until: Option<i64>,
 }
 
-/// The statement of a put: `$1`..`$13` are the [`Columns`] (version and
+/// The statement of a put: `$1`..`$15` are the [`Columns`] (version and
 /// sealed version both `$2`), then the expected version of a replace, then
 /// the delivery's id and time. With a delivery it is one statement that
 /// writes the record and records the delivery together (data-modifying
@@ -62,20 +65,21 @@ fn put_statement(replace: bool, delivery: bool) -> &'static str {
 fn build_put_statement(replace: bool, delivery: bool) -> String {
     const SET: &str = "version = $2, sealed_version = $2, key_id = $3, body = $4, \
         queued_at = $5, state = $6, active = $7, owner_h = $8, account_h = $9, label_h = $10, \
-        lease_owner = $11, lease_expires = $12, due_at = $13";
+        lease_owner = $11, lease_expires = $12, due_at = $13, repo_h = $14, slot_until = $15";
     const INSERT: &str = "INSERT INTO sprinters_jobs (id, version, sealed_version, key_id, \
-        body, queued_at, state, active, owner_h, account_h, label_h, lease_owner, lease_expires, due_at)";
-    let d = if replace { 15 } else { 14 };
+        body, queued_at, state, active, owner_h, account_h, label_h, lease_owner, lease_expires, \
+        due_at, repo_h, slot_until)";
+    let d = if replace { 17 } else { 16 };
     match (replace, delivery) {
         (false, false) => format!(
-            "{INSERT} VALUES ($1, $2, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-             ON CONFLICT (id) DO NOTHING"
+            "{INSERT} VALUES ($1, $2, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+             $15) ON CONFLICT (id) DO NOTHING"
         ),
-        (true, false) => format!("UPDATE sprinters_jobs SET {SET} WHERE id = $1 AND version = $14"),
+        (true, false) => format!("UPDATE sprinters_jobs SET {SET} WHERE id = $1 AND version = $16"),
         (replace, true) => {
             let write = if replace {
                 format!(
-                    "UPDATE sprinters_jobs SET {SET} WHERE id = $1 AND version = $14 \
+                    "UPDATE sprinters_jobs SET {SET} WHERE id = $1 AND version = $16 \
                      AND NOT EXISTS (SELECT 1 FROM seen) RETURNING 1"
                 )
             } else {
@@ -83,7 +87,8 @@ fn build_put_statement(replace: bool, delivery: bool) -> String {
                 format!(
                     "{INSERT} SELECT $1::bytea, $2::bigint, $2::bigint, $3::integer, $4::bytea, \
                      $5::bigint, $6::text, $7::boolean, $8::bytea, $9::bytea, $10::bytea, \
-                     $11::text, $12::bigint, $13::bigint WHERE NOT EXISTS (SELECT 1 FROM seen) \
+                     $11::text, $12::bigint, $13::bigint, $14::bytea, $15::bigint \
+                     WHERE NOT EXISTS (SELECT 1 FROM seen) \
                      ON CONFLICT (id) DO NOTHING RETURNING 1"
                 )
             };
@@ -126,6 +131,11 @@ impl PostgresJobStore {
             lease_owner: record.lease.as_ref().map(|l| l.owner.clone()),
             lease_expires: record.lease.as_ref().map(|l| millis(l.expires_at)),
             due_at: record.due_at().map(millis),
+            repo_h: keys.opaque(
+                "repository",
+                format!("{}/{}", record.owner_id, record.repository_slot_key()).as_bytes(),
+            ),
+            slot_until: record.slot_until().map(millis),
         })
     }
 
@@ -312,6 +322,8 @@ impl JobStore for PostgresJobStore {
             &c.lease_owner,
             &c.lease_expires,
             &c.due_at,
+            &c.repo_h,
+            &c.slot_until,
         ];
         if let Some(expected) = &expected {
             params.push(expected);
@@ -343,55 +355,72 @@ impl JobStore for PostgresJobStore {
         })
     }
 
-    async fn claim_job(&self, request: ClaimJob) -> Result<Option<Versioned<JobRecord>>> {
+    async fn claim_job(&self, request: ClaimJob) -> Result<Claim> {
         let db = &self.inner.db;
         let id = self.record_id(request.key);
         let now = millis(request.now);
         let until = millis(request.now.saturating_add(request.ttl));
-        let client = db.client().await?;
-        // One statement: lock the row unless another writer has it, take
-        // the claim if it is free, ours or lapsed, and return the record.
-        let claim = format!(
-            "WITH free AS (SELECT id FROM sprinters_jobs WHERE id = $1 \
-               AND (lease_owner IS NULL OR lease_owner = $2 OR lease_expires <= $3) \
-               FOR UPDATE SKIP LOCKED) \
-             UPDATE sprinters_jobs j SET lease_owner = $2, lease_expires = $4, \
-               due_at = GREATEST(j.due_at, $4), version = j.version + 1 \
-             FROM free WHERE j.id = free.id RETURNING {}",
-            COLUMNS
-                .split(", ")
-                .map(|c| format!("j.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let mut client = db.client().await?;
+        // Without caps the claim is tried first (one statement on the
+        // launch path); with caps, where the job counts is read first.
+        let mut place: Option<SlotPlace> = None;
         for _ in 0..8 {
-            if let Some(row) = db
-                .query_opt(&client, &claim, &[&id, &request.owner, &now, &until])
-                .await?
-            {
-                return self.open_row(&client, &id, &row).await;
+            let claimed = match &place {
+                None if request.caps.any() => None,
+                Some(p) if p.counted => {
+                    match self
+                        .claim_counted(&mut client, &request, p, &id, now, until)
+                        .await?
+                    {
+                        Ok(row) => row,
+                        Err(reached) => return Ok(Claim::Full(reached)),
+                    }
+                }
+                _ => {
+                    db.query_opt(
+                        &client,
+                        claim_statement(),
+                        &[&id, &request.owner, &now, &until],
+                    )
+                    .await?
+                }
+            };
+            if let Some(row) = claimed {
+                return Ok(match self.open_row(&client, &id, &row).await? {
+                    Some(record) => Claim::Granted(record),
+                    None => Claim::Held,
+                });
             }
-            // Not taken: absent, claimed by another, or locked by a write
-            // in flight (a single statement: it is over in an instant).
-            let held = db
+            // Not taken (or not tried yet): absent, claimed by another, or
+            // locked by a write in flight (a single statement: it is over
+            // in an instant).
+            let Some(row) = db
                 .query_opt(
                     &client,
-                    "SELECT lease_owner, lease_expires FROM sprinters_jobs WHERE id = $1",
+                    "SELECT lease_owner, lease_expires, slot_until, owner_h, account_h, repo_h \
+                     FROM sprinters_jobs WHERE id = $1",
                     &[&id],
                 )
-                .await?;
-            let Some(held) = held else {
-                return Ok(None);
+                .await?
+            else {
+                return Ok(Claim::Held);
             };
-            let owner: Option<String> = held.get(0);
-            let expires: Option<i64> = held.get(1);
-            let taken =
-                owner.is_some_and(|o| o != request.owner) && expires.is_some_and(|e| e > now);
-            if taken {
-                return Ok(None);
+            let owner: Option<String> = row.get(0);
+            let expires: Option<i64> = row.get(1);
+            let slot_until: Option<i64> = row.get(2);
+            if owner.is_some_and(|o| o != request.owner) && expires.is_some_and(|e| e > now) {
+                return Ok(Claim::Held);
             }
+            // A job that holds a slot already is not counted again.
+            let counted = request.caps.any() && slot_until.is_none_or(|t| t <= now);
+            place = Some(SlotPlace {
+                owner_h: row.get(3),
+                account_h: row.get(4),
+                repo_h: row.get(5),
+                counted,
+            });
         }
-        Ok(None)
+        Ok(Claim::Held)
     }
 
     async fn list_jobs(&self, request: ListJobs) -> Result<JobPage> {
@@ -567,5 +596,127 @@ impl JobStore for PostgresJobStore {
             }
         }
         Ok(purged)
+    }
+}
+
+/// One statement: lock the row unless another writer has it, take the
+/// claim if it is free, ours or lapsed, and return the record.
+fn claim_statement() -> &'static str {
+    static STATEMENT: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH free AS (SELECT id FROM sprinters_jobs WHERE id = $1 \
+               AND (lease_owner IS NULL OR lease_owner = $2 OR lease_expires <= $3) \
+               FOR UPDATE SKIP LOCKED) \
+             UPDATE sprinters_jobs j SET lease_owner = $2, lease_expires = $4, \
+               due_at = GREATEST(j.due_at, $4), \
+               slot_until = GREATEST(COALESCE(j.slot_until, 0), $4), version = j.version + 1 \
+             FROM free WHERE j.id = free.id RETURNING {}",
+            COLUMNS
+                .split(", ")
+                .map(|c| format!("j.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    });
+    &STATEMENT
+}
+
+/// Where a claimed job counts: its clear columns.
+struct SlotPlace {
+    owner_h: Vec<u8>,
+    account_h: Option<Vec<u8>>,
+    repo_h: Option<Vec<u8>>,
+    /// Whether the claim must count: caps are set and the job holds no
+    /// slot yet.
+    counted: bool,
+}
+
+/// The other jobs holding a slot where a job counts (`$1` account, `$2`
+/// owner, `$3` repository, at `$4`, other than `$5`). `slot_until IS NOT
+/// NULL` repeats the partial indexes' condition so that each count reads
+/// its index only.
+const SLOT_COUNTS: &str = "SELECT \
+    (SELECT count(*) FROM sprinters_jobs WHERE account_h = $1 \
+       AND slot_until IS NOT NULL AND slot_until > $4 AND id <> $5), \
+    (SELECT count(*) FROM sprinters_jobs WHERE owner_h = $2 AND repo_h = $3 \
+       AND slot_until IS NOT NULL AND slot_until > $4 AND id <> $5), \
+    (SELECT count(*) FROM sprinters_jobs WHERE owner_h = $2 \
+       AND slot_until IS NOT NULL AND slot_until > $4 AND id <> $5)";
+
+/// A transaction-scoped advisory lock's key for a keyed hash: claims that
+/// count in the same account or owner take it, so that they count one
+/// after another (a collision only serialises more).
+fn slot_lock(kind: u8, hash: &[u8]) -> i64 {
+    let mut bytes = [0u8; 8];
+    for (i, b) in hash.iter().take(8).enumerate() {
+        bytes[i] = *b;
+    }
+    bytes[0] = kind;
+    i64::from_be_bytes(bytes)
+}
+
+impl PostgresJobStore {
+    /// Counts the slots held where the job counts and claims it, in one
+    /// transaction under the advisory locks of its account and owner
+    /// (taken in one order: never a deadlock). `Err` names the cap
+    /// reached; `Ok(None)` when the row was taken or locked meanwhile.
+    /// Dropped at any await, the transaction rolls back.
+    async fn claim_counted(
+        &self,
+        client: &mut Client,
+        request: &ClaimJob,
+        place: &SlotPlace,
+        id: &Vec<u8>,
+        now: i64,
+        until: i64,
+    ) -> Result<std::result::Result<Option<Row>, CapReached>> {
+        let db = &self.inner.db;
+        let pg = |doing: &'static str| move |e: tokio_postgres::Error| super::pg_error(doing, e);
+        let mut locks = vec![slot_lock(b'o', &place.owner_h)];
+        if let Some(account) = &place.account_h {
+            locks.push(slot_lock(b'a', account));
+        }
+        locks.sort_unstable();
+        let work = async {
+            let tx = client
+                .transaction()
+                .await
+                .map_err(pg("starting a counted claim"))?;
+            for key in &locks {
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[key])
+                    .await
+                    .map_err(pg("locking the launch slots"))?;
+            }
+            let row = tx
+                .query_one(
+                    SLOT_COUNTS,
+                    &[&place.account_h, &place.owner_h, &place.repo_h, &now, id],
+                )
+                .await
+                .map_err(pg("counting launch slots"))?;
+            let count = |i: usize| row.get::<_, i64>(i) as usize;
+            let counts = SlotCounts {
+                account: count(0),
+                repository: count(1),
+                owner: count(2),
+            };
+            if let Some(reached) = request.caps.reached(counts) {
+                return Ok(Err(reached)); // the dropped transaction rolls back
+            }
+            let claimed = tx
+                .query_opt(claim_statement(), &[id, &request.owner, &now, &until])
+                .await
+                .map_err(pg("claiming a job"))?;
+            tx.commit().await.map_err(pg("committing a claim"))?;
+            Ok::<_, Error>(Ok(claimed))
+        };
+        // Begin, the locks, the count, the claim, commit.
+        db.round_trip(locks.len() as u64 + 4);
+        tokio::time::timeout(db.timeout, work).await.map_err(|_| {
+            Error::unavailable(format!(
+                "claiming a job within caps: the database did not answer within {} s; nothing was changed",
+                db.timeout.as_secs()
+            ))
+        })?
     }
 }

@@ -109,6 +109,25 @@ CREATE INDEX sprinters_jobs_active_by_labels
 ALTER TABLE sprinters_keyring ADD COLUMN epoch bigint NOT NULL DEFAULT 0;
 "#,
     ),
+    (
+        5,
+        // Launch slots, counted by a claim within caps: until when a job
+        // holds one (its claim's expiry, or for ever while it has a live
+        // launch), and its repository. A row written before this
+        // migration is taken to hold a slot if it is active past queued
+        // (an over-count, never an under-count, until its next write) and
+        // counts per account and owner, not per repository, until then.
+        r#"
+ALTER TABLE sprinters_jobs ADD COLUMN repo_h bytea, ADD COLUMN slot_until bigint;
+UPDATE sprinters_jobs SET slot_until =
+    CASE WHEN state = 'queued' THEN lease_expires ELSE 9223372036854775807 END
+    WHERE active;
+CREATE INDEX sprinters_jobs_slots_by_account
+    ON sprinters_jobs (account_h, slot_until) WHERE slot_until IS NOT NULL;
+CREATE INDEX sprinters_jobs_slots_by_owner
+    ON sprinters_jobs (owner_h, slot_until) WHERE slot_until IS NOT NULL;
+"#,
+    ),
 ];
 
 /// The schema version this build expects.

@@ -7,8 +7,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use sprinters_core::domain::{DeliveryId, JobKey, OwnerId};
 use sprinters_core::job::{JobRecord, Lease};
 use sprinters_core::ports::{
-    AcquireLease, ClaimJob, DeliveryRecorded, JobCursor, JobPage, JobStore, LeaseGrant, ListJobs,
-    Purge, Purged, PutJob, PutTenant, RecordDelivery, ReleaseLease, Version, Versioned,
+    AcquireLease, Claim, ClaimJob, DeliveryRecorded, JobCursor, JobPage, JobStore, LeaseGrant,
+    ListJobs, Purge, Purged, PutJob, PutTenant, RecordDelivery, ReleaseLease, SlotCounts, Version,
+    Versioned,
 };
 use sprinters_core::tenant::TenantRecord;
 use sprinters_core::time::Timestamp;
@@ -38,6 +39,8 @@ struct Columns {
     lease_owner: Option<String>,
     lease_expires: Option<i64>,
     due_at: Option<i64>,
+    repo_h: [u8; 16],
+    slot_until: Option<i64>,
 }
 
 pub(super) fn record_id(keys: &Keys, key: JobKey) -> [u8; 16] {
@@ -64,6 +67,50 @@ fn columns(keys: &Keys, record: &JobRecord) -> Result<Columns> {
         lease_owner: record.lease.as_ref().map(|l| l.owner.clone()),
         lease_expires: record.lease.as_ref().map(|l| millis(l.expires_at)),
         due_at: record.due_at().map(millis),
+        repo_h: repo_h(keys, record),
+        slot_until: record.slot_until().map(millis),
+    })
+}
+
+/// The keyed hash of a job's repository, within its owner.
+fn repo_h(keys: &Keys, record: &JobRecord) -> [u8; 16] {
+    let name = format!("{}/{}", record.owner_id, record.repository_slot_key());
+    keys.opaque("repository", name.as_bytes())
+}
+
+/// How many other jobs hold a slot where `record` would count, at `now`.
+fn slot_counts(conn: &Connection, keys: &Keys, record: &JobRecord, now: i64) -> Result<SlotCounts> {
+    let id = record_id(keys, record.key);
+    let account_h = record
+        .account
+        .as_ref()
+        .map(|a| keys.opaque("account", a.as_str().as_bytes()));
+    // `slot_until IS NOT NULL` repeats the partial indexes' condition, so
+    // that each count reads its index only.
+    let held = "slot_until IS NOT NULL AND slot_until > ?4 AND id <> ?5";
+    let sql = format!(
+        "SELECT (SELECT count(*) FROM jobs WHERE account_h = ?1 AND {held}), \
+         (SELECT count(*) FROM jobs WHERE owner_h = ?2 AND repo_h = ?3 AND {held}), \
+         (SELECT count(*) FROM jobs WHERE owner_h = ?2 AND {held})"
+    );
+    let count = |e| sql_error("counting launch slots", e);
+    let mut s = conn.prepare_cached(&sql).map_err(count)?;
+    let (account, repository, owner): (i64, i64, i64) = s
+        .query_row(
+            params![
+                account_h.as_ref().map(|a| &a[..]),
+                &owner_h(keys, record.owner_id)[..],
+                &repo_h(keys, record)[..],
+                now,
+                &id[..],
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .map_err(count)?;
+    Ok(SlotCounts {
+        account: account as usize,
+        repository: repository as usize,
+        owner: owner as usize,
     })
 }
 
@@ -269,11 +316,13 @@ impl JobStore for SqliteJobStore {
             let sql = if expected.is_some() {
                 "UPDATE jobs SET version = ?2, sealed_version = ?2, key_id = ?3, body = ?4, \
                  queued_at = ?5, state = ?6, active = ?7, owner_h = ?8, account_h = ?9, \
-                 label_h = ?10, lease_owner = ?11, lease_expires = ?12, due_at = ?13 WHERE id = ?1"
+                 label_h = ?10, lease_owner = ?11, lease_expires = ?12, due_at = ?13, \
+                 repo_h = ?14, slot_until = ?15 WHERE id = ?1"
             } else {
                 "INSERT INTO jobs (id, version, sealed_version, key_id, body, queued_at, state, \
-                 active, owner_h, account_h, label_h, lease_owner, lease_expires, due_at) \
-                 VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                 active, owner_h, account_h, label_h, lease_owner, lease_expires, due_at, \
+                 repo_h, slot_until) \
+                 VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
             };
             w.conn
                 .prepare_cached(sql)
@@ -292,6 +341,8 @@ impl JobStore for SqliteJobStore {
                         c.lease_owner,
                         c.lease_expires,
                         c.due_at,
+                        &c.repo_h[..],
+                        c.slot_until,
                     ])
                 })
                 .map_err(|e| sql_error("writing a job", e))?;
@@ -306,13 +357,15 @@ impl JobStore for SqliteJobStore {
         .await
     }
 
-    async fn claim_job(&self, request: ClaimJob) -> Result<Option<Versioned<JobRecord>>> {
+    async fn claim_job(&self, request: ClaimJob) -> Result<Claim> {
         let id = record_id(&self.inner.keys, request.key);
         let now = millis(request.now);
         let until = request.now.saturating_add(request.ttl);
+        // The one writer counts and claims in one transaction: no other
+        // claim runs in between.
         self.write(move |w| {
             let Some(mut record) = get_row(&w.conn, &w.keys, &id)? else {
-                return Ok(None);
+                return Ok(Claim::Held);
             };
             let taken = record
                 .value
@@ -320,7 +373,13 @@ impl JobStore for SqliteJobStore {
                 .as_ref()
                 .is_some_and(|l| l.owner != request.owner && millis(l.expires_at) > now);
             if taken {
-                return Ok(None);
+                return Ok(Claim::Held);
+            }
+            if request.caps.any() && !record.value.holds_slot(request.now) {
+                let counts = slot_counts(&w.conn, &w.keys, &record.value, now)?;
+                if let Some(reached) = request.caps.reached(counts) {
+                    return Ok(Claim::Full(reached));
+                }
             }
             record.version += 1;
             record.value.lease = Some(Lease {
@@ -328,14 +387,23 @@ impl JobStore for SqliteJobStore {
                 expires_at: until,
             });
             let due_at = record.value.due_at().map(millis);
+            let slot_until = record.value.slot_until().map(millis);
             w.conn
                 .prepare_cached(
                     "UPDATE jobs SET lease_owner = ?2, lease_expires = ?3, due_at = ?4, \
-                     version = version + 1 WHERE id = ?1",
+                     slot_until = ?5, version = version + 1 WHERE id = ?1",
                 )
-                .and_then(|mut s| s.execute(params![&id[..], request.owner, millis(until), due_at]))
+                .and_then(|mut s| {
+                    s.execute(params![
+                        &id[..],
+                        request.owner,
+                        millis(until),
+                        due_at,
+                        slot_until
+                    ])
+                })
                 .map_err(|e| sql_error("claiming a job", e))?;
-            Ok(Some(record))
+            Ok(Claim::Granted(record))
         })
         .await
     }

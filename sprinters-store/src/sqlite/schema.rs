@@ -99,6 +99,24 @@ CREATE INDEX jobs_due ON jobs (due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX jobs_active_by_labels ON jobs (label_h, queued_at DESC, id DESC) WHERE active;
 "#,
     ),
+    (
+        3,
+        // Launch slots, counted by a claim within caps: until when a job
+        // holds one (its claim's expiry, or for ever while it has a live
+        // launch), and its repository. A row written before this
+        // migration is taken to hold a slot if it is active past queued
+        // (an over-count, never an under-count, until its next write) and
+        // counts per account and owner, not per repository, until then.
+        r#"
+ALTER TABLE jobs ADD COLUMN repo_h BLOB;
+ALTER TABLE jobs ADD COLUMN slot_until INTEGER;
+UPDATE jobs SET slot_until =
+    CASE WHEN state = 'queued' THEN lease_expires ELSE 9223372036854775807 END
+    WHERE active;
+CREATE INDEX jobs_slots_by_account ON jobs (account_h, slot_until) WHERE slot_until IS NOT NULL;
+CREATE INDEX jobs_slots_by_owner ON jobs (owner_h, slot_until) WHERE slot_until IS NOT NULL;
+"#,
+    ),
 ];
 
 /// The schema version this build writes.

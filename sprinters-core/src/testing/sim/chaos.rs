@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 use crate::domain::{DeliveryId, JobKey};
 use crate::job::JobRecord;
 use crate::ports::{
-    AcquireLease, CancelRun, ClaimJob, CloudLauncher, CreateJitRunner, CredentialProvider,
+    AcquireLease, CancelRun, Claim, ClaimJob, CloudLauncher, CreateJitRunner, CredentialProvider,
     Credentials, CredentialsRequest, DeliveryRecorded, DescribeInstance, GetJobStatus,
     InstanceInfo, JitRunner, JobPage, JobStatus, JobStore, LaunchRequest, Launched, LeaseGrant,
     ListJobs, ListOwned, ListQueuedJobs, OwnedInstances, Purge, Purged, PutJob, QueuedJobs,
@@ -270,7 +270,7 @@ impl JobStore for Chaotic<dyn JobStore> {
         let call = self.inner.put_job(request);
         self.chaos.call("put_job", subject, || None, call).await
     }
-    async fn claim_job(&self, request: ClaimJob) -> Result<Option<Versioned<JobRecord>>> {
+    async fn claim_job(&self, request: ClaimJob) -> Result<Claim> {
         let subject = request.key;
         let call = self.inner.claim_job(request);
         self.chaos.call("claim_job", subject, || None, call).await
