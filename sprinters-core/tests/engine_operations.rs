@@ -609,3 +609,81 @@ async fn a_slot_is_freed_when_another_replica_ends_the_job() {
         "the slot the first job held is free again"
     );
 }
+
+/// Waits for what can finish now: launches waiting for a slot stay waiting
+/// (the paused runtime moves its own time on only when nothing can run).
+async fn settle(engine: &sprinters_core::engine::Engine) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), engine.drain()).await;
+}
+
+/// Two replicas on one store with a cap of two per account, three jobs
+/// arriving at each: never more than two live instances in the account,
+/// though each replica alone would allow two; a job over the cap waits,
+/// queued, and launches once a slot frees, whichever replica frees it;
+/// every job launches once. The cap is counted by the store's claim: each
+/// replica's own count would let four instances run.
+#[tokio::test(start_paused = true)]
+async fn replicas_sharing_a_store_hold_one_cap_between_them() {
+    let bed = TestBed::with_config(|c| c.limits.per_account = Some(2));
+    let a = bed.engine.clone();
+    let mut config = a.config().clone();
+    config.replica_id = "replica-b".into();
+    let b = bed.builder().config(config).build().unwrap();
+    let replicas = [&a, &b];
+    let jobs: Vec<_> = (1..=6).map(|n| bed.job(n)).collect();
+    for (n, job) in jobs.iter().enumerate() {
+        bed.tell_github(&job.queued());
+        let replica = replicas[n % 2];
+        replica
+            .handle(bed.delivery(&format!("q-{n}"), job.queued()))
+            .await
+            .unwrap();
+        settle(replica).await;
+    }
+    let mut done = 0;
+    for round in 0..10 {
+        for replica in replicas {
+            replica.process_due().await.unwrap();
+            settle(replica).await;
+        }
+        let alive = bed.launcher.alive().len();
+        assert!(alive <= 2, "round {round}: {alive} live instances");
+        // Every job with an instance runs and completes, each webhook at the
+        // other replica.
+        for (n, job) in jobs.iter().enumerate() {
+            if bed.record(job).await.state != JobState::Launched {
+                continue;
+            }
+            let runner = TestBed::runner(job, 1);
+            let replica = replicas[(n + 1) % 2];
+            for (id, event) in [
+                (format!("p-{n}"), job.in_progress(&runner)),
+                (
+                    format!("c-{n}"),
+                    job.completed(Conclusion::Success, Some(&runner)),
+                ),
+            ] {
+                bed.tell_github(&event);
+                replica.handle(bed.delivery(&id, event)).await.unwrap();
+            }
+            settle(replica).await;
+            done += 1;
+        }
+        if done == jobs.len() {
+            break;
+        }
+    }
+    assert_eq!(done, jobs.len(), "every job launched in turn");
+    for job in &jobs {
+        assert_eq!(bed.record(job).await.state, JobState::Cleaned);
+    }
+    assert_eq!(bed.launcher.launch_calls(), 6, "each job launched once");
+    // A launch refused a slot asks again on its replica's next tick: none
+    // is left waiting, holding that replica's own slot.
+    for replica in replicas {
+        replica.process_due().await.unwrap();
+        let drained = tokio::time::timeout(Duration::from_secs(1), replica.drain()).await;
+        assert!(drained.is_ok(), "a launch task still waits");
+        assert_eq!(replica.slots_held(), 0);
+    }
+}
