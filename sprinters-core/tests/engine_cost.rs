@@ -27,6 +27,8 @@ struct CountingStore {
     inner: Arc<dyn JobStore>,
     read: AtomicUsize,
     written: AtomicUsize,
+    /// What `is_shared` answers, if not the inner store's answer.
+    shared: Option<bool>,
 }
 
 impl CountingStore {
@@ -35,6 +37,7 @@ impl CountingStore {
             inner,
             read: AtomicUsize::new(0),
             written: AtomicUsize::new(0),
+            shared: None,
         }
     }
 
@@ -95,6 +98,10 @@ impl JobStore for CountingStore {
     }
     async fn purge(&self, request: Purge) -> Result<Purged> {
         self.inner.purge(request).await
+    }
+
+    fn is_shared(&self) -> bool {
+        self.shared.unwrap_or_else(|| self.inner.is_shared())
     }
 }
 
@@ -158,6 +165,27 @@ async fn a_tick_reads_what_is_due_and_not_the_history() {
 async fn a_lone_webhook_costs_one_durable_write_before_its_launch() {
     let bed = TestBed::new();
     let store = Arc::new(CountingStore::new(bed.store.clone()));
+    assert_eq!(writes_before_the_jit_call(&bed, store).await, 1);
+}
+
+/// Under a cap, a new job keeps that one write on a store only this engine
+/// writes (its own count is exact); on a store other replicas write, it is
+/// stored queued and then claimed within the caps, counted by the store.
+#[tokio::test]
+async fn a_capped_job_is_stored_claimed_at_once_only_when_no_other_replica_writes_the_store() {
+    for (shared, expected) in [(false, 1), (true, 3)] {
+        let bed = TestBed::with_config(|c| c.limits.per_account = Some(5));
+        let mut store = CountingStore::new(bed.store.clone());
+        store.shared = Some(shared);
+        let writes = writes_before_the_jit_call(&bed, Arc::new(store)).await;
+        assert_eq!(writes, expected, "shared store: {shared}");
+    }
+}
+
+/// Sends job 1's `queued` webhook through an engine on `store`: the
+/// store's durable writes when GitHub is first asked for a JIT config.
+/// The launch then resumes once, its JIT call having failed.
+async fn writes_before_the_jit_call(bed: &TestBed, store: Arc<CountingStore>) -> usize {
     let engine = bed.builder().store(store.clone()).build().unwrap();
     let at_jit = Arc::new(AtomicUsize::new(usize::MAX));
     {
@@ -178,17 +206,12 @@ async fn a_lone_webhook_costs_one_durable_write_before_its_launch() {
         .await
         .unwrap();
     engine.drain().await;
-    assert_eq!(
-        at_jit.load(Ordering::SeqCst),
-        1,
-        "writes before the JIT call"
-    );
     assert!(
         bed.store
             .delivery_seen(DeliveryId::parse("d-1").unwrap())
             .await
             .unwrap(),
-        "the delivery went with that write"
+        "the delivery went with the first write"
     );
 
     let record = bed.record(&job).await;
@@ -199,6 +222,7 @@ async fn a_lone_webhook_costs_one_durable_write_before_its_launch() {
     let record = bed.record(&job).await;
     assert_eq!(record.state, JobState::Launched);
     assert_eq!(record.launches.len(), 1, "one launch, resumed");
+    at_jit.load(Ordering::SeqCst)
 }
 
 /// A delivery's id is kept as long as GitHub can send it again (the

@@ -681,6 +681,11 @@ impl JobStore for FileJobStore {
         }
         Ok(Purged::new(jobs, deliveries))
     }
+
+    /// Only this process opens the directory (it is locked).
+    fn is_shared(&self) -> bool {
+        false
+    }
 }
 
 impl FileJobStore {

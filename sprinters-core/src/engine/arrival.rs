@@ -44,7 +44,8 @@ impl Drop for LaunchTicket {
 impl Inner {
     /// A ticket to launch `record`, a job not stored yet, at once: when
     /// the engine runs, the tenant allows it, no launch task of it runs
-    /// here, no cap applies to it and no spare runner is there for it. `None`
+    /// here, a slot is free (counted here: only when no other replica
+    /// writes the store) and no spare runner is there for it. `None`
     /// otherwise, and the job is recorded queued as before.
     pub(super) async fn launch_ticket(
         self: &Arc<Self>,
@@ -79,9 +80,10 @@ impl Inner {
             repository: &record.repository,
         };
         let caps = self.caps_of(record.owner_id, &record.repository);
-        // A capped job is counted by the store's claim, across replicas:
-        // it takes the ordinary path (stored queued, then claimed).
-        if caps.any() || !self.limiter.try_acquire(key, &place, caps) {
+        // With a store other replicas write, a capped job is counted by
+        // the store's claim: it takes the ordinary path (stored queued,
+        // then claimed). Alone on its store, this engine's count decides.
+        if (caps.any() && self.store.is_shared()) || !self.limiter.try_acquire(key, &place, caps) {
             return Ok(None);
         }
         if !self.needs_launch(record, now).await? {

@@ -464,4 +464,14 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
     async fn delete_tenant(&self, owner_id: OwnerId, version: Version) -> Result<()>;
     /// Removes inactive jobs and deliveries older than the cut-off.
     async fn purge(&self, request: Purge) -> Result<Purged>;
+    /// Whether another engine may write the store at the same time
+    /// (replicas on one database, or engines sharing one in-memory store):
+    /// the engine then leaves caps to the store's count in
+    /// [`JobStore::claim_job`] alone. A store only one process can open (an
+    /// embedded file, locked) answers `false`, and the engine's own count
+    /// decides at once, so that a new job is stored already claimed in one
+    /// write; two engines must then not share it. When in doubt, `true`.
+    fn is_shared(&self) -> bool {
+        true
+    }
 }

@@ -118,4 +118,8 @@ impl JobStore for HookedStore {
     async fn purge(&self, request: Purge) -> Result<Purged> {
         self.inner.purge(request).await
     }
+
+    fn is_shared(&self) -> bool {
+        self.inner.is_shared()
+    }
 }

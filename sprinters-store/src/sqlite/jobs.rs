@@ -549,4 +549,9 @@ impl JobStore for SqliteJobStore {
             .await?;
         Ok(Purged::new(jobs, deliveries))
     }
+
+    /// Only this process opens the directory (it is locked).
+    fn is_shared(&self) -> bool {
+        false
+    }
 }

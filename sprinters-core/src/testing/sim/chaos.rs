@@ -316,4 +316,8 @@ impl JobStore for Chaotic<dyn JobStore> {
     async fn purge(&self, request: Purge) -> Result<Purged> {
         self.inner.purge(request).await
     }
+
+    fn is_shared(&self) -> bool {
+        self.inner.is_shared()
+    }
 }
