@@ -61,6 +61,7 @@ fn write_config(
     api: &str,
     ami: &str,
     db: &str,
+    limits: &str,
 ) -> std::path::PathBuf {
     let data = dir.join(format!("replica-{n}"));
     sprinters_examples::data_dir::create(&data).unwrap();
@@ -98,6 +99,7 @@ idle_grace_seconds = 2
 reconcile_interval_seconds = 3
 claim_ttl_seconds = 10
 leader_ttl_seconds = 3
+{limits}
 "#,
         data = data.display(),
         dir = dir.display(),
@@ -146,85 +148,108 @@ async fn deliver_all(addrs: &[SocketAddr], alive: &[bool], batch: Vec<(usize, St
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_replicas_on_one_database_launch_every_job_once_through_a_sigkill() {
-    let jobs = env_number("SPRINTERS_REPLICA_JOBS", 1000);
-    let seed = env_number("SEED", fastrand::u64(..));
-    println!("SEED={seed} ({jobs} jobs, 3 replicas)");
+/// Three `serve` replicas on a fresh database, the emulator and the GitHub
+/// stand-in, `limits` added to each one's `[limits]`.
+struct Rig {
+    dir: tempfile::TempDir,
+    store: PostgresJobStore,
+    db: tokio_postgres::Client,
+    ec2: aws_sdk_ec2::Client,
+    github: GithubStandIn,
+    controller: String,
+    servers: Vec<Server>,
+    /// The first job id of this run (seeded: runs never share ids).
+    first: u64,
+}
 
-    let dir = tempfile::tempdir().unwrap();
-    let master = MasterKey::create_file(&dir.path().join("master.key")).unwrap();
-    std::fs::write(dir.path().join("webhook-secret"), SECRET).unwrap();
-    std::fs::write(dir.path().join("app.pem"), TEST_APP_PRIVATE_KEY_PEM).unwrap();
-    let db_url = fresh_database("sprinters_replicas").await;
-    let store = PostgresJobStore::builder(SecretString::from(db_url.clone()))
-        .ca_file(ca_file())
-        .connect(&StaticKeyProvider::new(master.clone()))
-        .await
-        .unwrap();
-    let k = key();
-    store
-        .put_access_key(
-            sprinters_core::domain::OwnerId::new(31337),
-            AccountId::parse(ACCOUNT).unwrap(),
-            StoredAccessKey {
-                access_key_id: k.access_key_id,
-                secret_access_key: k.secret_access_key,
-            },
-        )
-        .await
-        .unwrap();
-    let (db, connection) = tokio_postgres::connect(&db_url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+impl Rig {
+    async fn start(seed: u64, limits: &str) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::create_file(&dir.path().join("master.key")).unwrap();
+        std::fs::write(dir.path().join("webhook-secret"), SECRET).unwrap();
+        std::fs::write(dir.path().join("app.pem"), TEST_APP_PRIVATE_KEY_PEM).unwrap();
+        let db_url = fresh_database("sprinters_replicas").await;
+        let store = PostgresJobStore::builder(SecretString::from(db_url.clone()))
+            .ca_file(ca_file())
+            .connect(&StaticKeyProvider::new(master.clone()))
+            .await
+            .unwrap();
+        let k = key();
+        store
+            .put_access_key(
+                sprinters_core::domain::OwnerId::new(31337),
+                AccountId::parse(ACCOUNT).unwrap(),
+                StoredAccessKey {
+                    access_key_id: k.access_key_id,
+                    secret_access_key: k.secret_access_key,
+                },
+            )
+            .await
+            .unwrap();
+        let (db, connection) = tokio_postgres::connect(&db_url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
 
-    let ec2 = AwsClientConfig::new()
-        .endpoint_url(endpoint())
-        .unwrap()
-        .ec2(&Region::us_east_1(), &key());
-    let images = ec2
-        .describe_images()
-        .owners("099720109477")
-        .send()
-        .await
-        .unwrap();
-    let ami = images.images()[0].image_id().unwrap().to_owned();
-    let github = GithubStandIn::start(778, TEST_APP_PUBLIC_KEY_PEM.as_bytes())
-        .await
-        .unwrap();
-    github.install("octo-org", 31337, 4343);
-    let controller = format!("replicas-{seed:016x}");
-    let mut servers: Vec<Server> = (0..3)
-        .map(|n| {
-            let addr = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap();
-            Server {
-                config: write_config(
-                    dir.path(),
-                    n,
+        let ec2 = AwsClientConfig::new()
+            .endpoint_url(endpoint())
+            .unwrap()
+            .ec2(&Region::us_east_1(), &key());
+        let images = ec2
+            .describe_images()
+            .owners("099720109477")
+            .send()
+            .await
+            .unwrap();
+        let ami = images.images()[0].image_id().unwrap().to_owned();
+        let github = GithubStandIn::start(778, TEST_APP_PUBLIC_KEY_PEM.as_bytes())
+            .await
+            .unwrap();
+        github.install("octo-org", 31337, 4343);
+        let controller = format!("replicas-{seed:016x}");
+        let mut servers: Vec<Server> = (0..3)
+            .map(|n| {
+                let addr = std::net::TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap();
+                Server {
+                    config: write_config(
+                        dir.path(),
+                        n,
+                        addr,
+                        &controller,
+                        &github.uri(),
+                        &ami,
+                        &db_url,
+                        limits,
+                    ),
+                    log: dir.path().join(format!("replica-{n}.log")),
                     addr,
-                    &controller,
-                    &github.uri(),
-                    &ami,
-                    &db_url,
-                ),
-                log: dir.path().join(format!("replica-{n}.log")),
-                addr,
-                child: None,
-                starts: 0,
-            }
-        })
-        .collect();
-    for s in &mut servers {
-        s.start().await;
+                    child: None,
+                    starts: 0,
+                }
+            })
+            .collect();
+        for s in &mut servers {
+            s.start().await;
+        }
+        Rig {
+            dir,
+            store,
+            db,
+            ec2,
+            github,
+            controller,
+            servers,
+            first: 1 + (seed % 1000) * 1_000_000,
+        }
     }
-    let mut alive = vec![true; 3];
+}
 
-    let first = 1 + (seed % 1000) * 1_000_000;
-    let webhook = |n: u64| WorkflowJobWebhook {
+/// The `workflow_job` webhook of job `n` of a run starting at `first`.
+fn webhook_for(first: u64, n: u64) -> WorkflowJobWebhook {
+    WorkflowJobWebhook {
         job_id: first + n,
         run_id: 7_000_000 + first + n,
         run_attempt: 1,
@@ -236,7 +261,142 @@ async fn three_replicas_on_one_database_launch_every_job_once_through_a_sigkill(
             format!("{}-1-build", 7_000_000 + first + n),
         ],
         name: format!("job {n}"),
-    };
+    }
+}
+
+/// The `in_progress` and `completed` webhooks of each job not started yet
+/// whose instance is up and whose runner GitHub knows, as GitHub would send
+/// them; those jobs are marked started. `round` spreads them over the
+/// replicas.
+fn run_to_completion(
+    github: &GithubStandIn,
+    seen: &std::collections::BTreeMap<u64, Vec<(String, String, bool)>>,
+    first: u64,
+    started: &mut [bool],
+    round: &mut usize,
+) -> Vec<(usize, String, Vec<u8>)> {
+    let mut batch = Vec::new();
+    for (n, started) in started.iter_mut().enumerate() {
+        let job_id = first + n as u64;
+        if *started {
+            continue;
+        }
+        let Some((_, runner, _)) = seen.get(&job_id).and_then(|v| v.first()) else {
+            continue;
+        };
+        let w = webhook_for(first, n as u64);
+        // GitHub reports the id of the runner the engine registered.
+        let Some(runner_id) = github.runner_id(&w.repository, runner) else {
+            continue;
+        };
+        let runner = Some((runner_id, runner.as_str()));
+        *round += 1;
+        batch.push((
+            *round % 3,
+            format!("{job_id}-started"),
+            w.body("in_progress", runner, None),
+        ));
+        batch.push((
+            *round % 3,
+            format!("{job_id}-done"),
+            w.body("completed", runner, Some("success")),
+        ));
+        *started = true;
+    }
+    batch
+}
+
+/// Three replicas on one database, the account capped at three instances
+/// at once; 24 jobs arrive together, spread over the replicas. Checked
+/// against the emulator every half second throughout: never more than
+/// three live instances (each replica alone would allow three); every job
+/// launched once, as slots free, on whichever replica; none stuck.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_never_run_more_instances_in_an_account_than_its_cap() {
+    const CAP: usize = 3;
+    const JOBS: u64 = 24;
+    let seed = env_number("SEED", fastrand::u64(..));
+    println!("SEED={seed} ({JOBS} jobs, 3 replicas, at most {CAP} instances)");
+    let limits = format!("max_concurrent_per_account = {CAP}");
+    let Rig {
+        dir: _dir,
+        store,
+        ec2,
+        github,
+        controller,
+        mut servers,
+        first,
+        ..
+    } = Rig::start(seed, &limits).await;
+    let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
+    let alive = [true; 3];
+    let queued = (0..JOBS)
+        .map(|n| {
+            let body = webhook_for(first, n).body("queued", None, None);
+            ((n % 3) as usize, format!("{}-queued", first + n), body)
+        })
+        .collect();
+    deliver_all(&addrs, &alive, queued).await;
+
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut started = vec![false; JOBS as usize];
+    let (mut most, mut round) = (0, 0);
+    loop {
+        let seen = live_instances(&ec2, &controller).await;
+        let live: usize = seen.values().map(Vec::len).sum();
+        assert!(
+            live <= CAP,
+            "{live} live instances in the account, over its cap of {CAP}"
+        );
+        most = most.max(live);
+        if started.iter().all(|s| *s) && live == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run did not finish: {started:?}"
+        );
+        let batch = run_to_completion(&github, &seen, first, &mut started, &mut round);
+        deliver_all(&addrs, &alive, batch).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for s in &mut servers {
+        s.stop();
+    }
+    assert_eq!(most, CAP, "the cap was reached, so it held jobs back");
+    let seen = instances(&ec2, &controller).await;
+    for n in 0..JOBS {
+        let launched = seen.get(&(first + n)).map_or(0, Vec::len);
+        assert_eq!(
+            launched,
+            1,
+            "job {} was launched {launched} times",
+            first + n
+        );
+        let key = JobKey::new(JobId::new(first + n), RunAttempt::FIRST);
+        let record = store.get_job(key).await.unwrap().unwrap();
+        assert_eq!(record.value.state, JobState::Cleaned, "job {key} is stuck");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_on_one_database_launch_every_job_once_through_a_sigkill() {
+    let jobs = env_number("SPRINTERS_REPLICA_JOBS", 1000);
+    let seed = env_number("SEED", fastrand::u64(..));
+    println!("SEED={seed} ({jobs} jobs, 3 replicas)");
+
+    let Rig {
+        dir,
+        store,
+        db,
+        ec2,
+        github,
+        controller,
+        mut servers,
+        first,
+    } = Rig::start(seed, "").await;
+    let mut alive = vec![true; 3];
+    let webhook = |n: u64| webhook_for(first, n);
 
     let started_at = Instant::now();
     let deadline = started_at + Duration::from_secs(600 + jobs);
@@ -313,33 +473,13 @@ async fn three_replicas_on_one_database_launch_every_job_once_through_a_sigkill(
         }
         polled = Instant::now();
         let seen = live_instances(&ec2, &controller).await;
-        let mut batch = Vec::new();
-        for n in 0..next_job {
-            let job_id = first + n;
-            if started[n as usize] {
-                continue;
-            }
-            if let Some((_, runner, _)) = seen.get(&job_id).and_then(|v| v.first()) {
-                let w = webhook(n);
-                // GitHub reports the id of the runner the engine registered.
-                let Some(runner_id) = github.runner_id(&w.repository, runner) else {
-                    continue;
-                };
-                let runner = Some((runner_id, runner.as_str()));
-                round += 1;
-                batch.push((
-                    round % 3,
-                    format!("{job_id}-started"),
-                    w.body("in_progress", runner, None),
-                ));
-                batch.push((
-                    round % 3,
-                    format!("{job_id}-done"),
-                    w.body("completed", runner, Some("success")),
-                ));
-                started[n as usize] = true;
-            }
-        }
+        let batch = run_to_completion(
+            &github,
+            &seen,
+            first,
+            &mut started[..next_job as usize],
+            &mut round,
+        );
         // Each job's `in_progress` before its `completed`, most of the
         // time; GitHub does not promise the order either.
         deliver_all(&addrs, &alive, batch).await;
