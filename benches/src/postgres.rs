@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use secrecy::SecretString;
+use sprinters_core::engine::Limits;
 use sprinters_core::testing::TestBed;
 use sprinters_store::{MasterKey, PostgresJobStore, StaticKeyProvider};
 
@@ -45,6 +46,11 @@ pub struct Replicas {
 impl Replicas {
     /// Connects `n` replicas to `url`.
     pub async fn start(url: &str, n: usize, connections: usize) -> Self {
+        Self::start_with(url, n, connections, Limits::default()).await
+    }
+
+    /// [`Replicas::start`] with `limits` in each engine's configuration.
+    pub async fn start_with(url: &str, n: usize, connections: usize, limits: Limits) -> Self {
         let key = MasterKey::generate();
         let mut rigs = Vec::new();
         let mut stores = Vec::new();
@@ -60,7 +66,10 @@ impl Replicas {
                 .connect(&StaticKeyProvider::new(key.clone()))
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
-            let bed = TestBed::with_config(|c| c.replica_id = format!("replica-{i}"));
+            let bed = TestBed::with_config(|c| {
+                c.replica_id = format!("replica-{i}");
+                c.limits = limits;
+            });
             rigs.push(Rig::with_store(bed, Arc::new(store.clone())));
             stores.push(store);
         }

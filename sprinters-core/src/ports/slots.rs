@@ -99,6 +99,13 @@ pub struct CapReached {
     pub held: usize,
 }
 
+impl CapReached {
+    /// `held` other jobs hold a slot where `cap` allows `limit`.
+    pub fn new(cap: SlotCap, limit: usize, held: usize) -> Self {
+        Self { cap, limit, held }
+    }
+}
+
 impl fmt::Display for CapReached {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let place = match self.cap {

@@ -9,7 +9,7 @@ use sprinters_core::domain::{DeliveryId, JobKey};
 use sprinters_core::job::JobRecord;
 use sprinters_core::ports::{
     AcquireLease, CapReached, Claim, ClaimJob, DeliveryRecorded, JobCursor, JobPage, JobStore,
-    LeaseGrant, ListJobs, Purge, Purged, PutJob, RecordDelivery, ReleaseLease, SlotCounts, Version,
+    LeaseGrant, ListJobs, Purge, Purged, PutJob, RecordDelivery, ReleaseLease, SlotCap, Version,
     Versioned,
 };
 use sprinters_core::time::Timestamp;
@@ -360,65 +360,38 @@ impl JobStore for PostgresJobStore {
         let id = self.record_id(request.key);
         let now = millis(request.now);
         let until = millis(request.now.saturating_add(request.ttl));
-        let mut client = db.client().await?;
-        // Without caps the claim is tried first (one statement on the
-        // launch path); with caps, where the job counts is read first.
-        let mut place: Option<SlotPlace> = None;
+        let client = db.client().await?;
+        if request.caps.any() {
+            return self.claim_counted(&client, &request, &id, now, until).await;
+        }
         for _ in 0..8 {
-            let claimed = match &place {
-                None if request.caps.any() => None,
-                Some(p) if p.counted => {
-                    match self
-                        .claim_counted(&mut client, &request, p, &id, now, until)
-                        .await?
-                    {
-                        Ok(row) => row,
-                        Err(reached) => return Ok(Claim::Full(reached)),
-                    }
-                }
-                _ => {
-                    db.query_opt(
-                        &client,
-                        claim_statement(),
-                        &[&id, &request.owner, &now, &until],
-                    )
-                    .await?
-                }
-            };
-            if let Some(row) = claimed {
-                return Ok(match self.open_row(&client, &id, &row).await? {
-                    Some(record) => Claim::Granted(record),
-                    None => Claim::Held,
-                });
-            }
-            // Not taken (or not tried yet): absent, claimed by another, or
-            // locked by a write in flight (a single statement: it is over
-            // in an instant).
-            let Some(row) = db
+            if let Some(row) = db
                 .query_opt(
                     &client,
-                    "SELECT lease_owner, lease_expires, slot_until, owner_h, account_h, repo_h \
-                     FROM sprinters_jobs WHERE id = $1",
-                    &[&id],
+                    claim_statement(),
+                    &[&id, &request.owner, &now, &until],
                 )
                 .await?
-            else {
+            {
+                return self.granted(&client, &id, &row).await;
+            }
+            // Not taken: absent, claimed by another, or locked by a write
+            // in flight (a single statement: it is over in an instant).
+            let held = db
+                .query_opt(
+                    &client,
+                    "SELECT lease_owner, lease_expires FROM sprinters_jobs WHERE id = $1",
+                    &[&id],
+                )
+                .await?;
+            let Some(held) = held else {
                 return Ok(Claim::Held);
             };
-            let owner: Option<String> = row.get(0);
-            let expires: Option<i64> = row.get(1);
-            let slot_until: Option<i64> = row.get(2);
+            let owner: Option<String> = held.get(0);
+            let expires: Option<i64> = held.get(1);
             if owner.is_some_and(|o| o != request.owner) && expires.is_some_and(|e| e > now) {
                 return Ok(Claim::Held);
             }
-            // A job that holds a slot already is not counted again.
-            let counted = request.caps.any() && slot_until.is_none_or(|t| t <= now);
-            place = Some(SlotPlace {
-                owner_h: row.get(3),
-                account_h: row.get(4),
-                repo_h: row.get(5),
-                counted,
-            });
         }
         Ok(Claim::Held)
     }
@@ -621,102 +594,70 @@ fn claim_statement() -> &'static str {
     &STATEMENT
 }
 
-/// Where a claimed job counts: its clear columns.
-struct SlotPlace {
-    owner_h: Vec<u8>,
-    account_h: Option<Vec<u8>>,
-    repo_h: Option<Vec<u8>>,
-    /// Whether the claim must count: caps are set and the job holds no
-    /// slot yet.
-    counted: bool,
-}
-
-/// The other jobs holding a slot where a job counts (`$1` account, `$2`
-/// owner, `$3` repository, at `$4`, other than `$5`). `slot_until IS NOT
-/// NULL` repeats the partial indexes' condition so that each count reads
-/// its index only.
-const SLOT_COUNTS: &str = "SELECT \
-    (SELECT count(*) FROM sprinters_jobs WHERE account_h = $1 \
-       AND slot_until IS NOT NULL AND slot_until > $4 AND id <> $5), \
-    (SELECT count(*) FROM sprinters_jobs WHERE owner_h = $2 AND repo_h = $3 \
-       AND slot_until IS NOT NULL AND slot_until > $4 AND id <> $5), \
-    (SELECT count(*) FROM sprinters_jobs WHERE owner_h = $2 \
-       AND slot_until IS NOT NULL AND slot_until > $4 AND id <> $5)";
-
-/// A transaction-scoped advisory lock's key for a keyed hash: claims that
-/// count in the same account or owner take it, so that they count one
-/// after another (a collision only serialises more).
-fn slot_lock(kind: u8, hash: &[u8]) -> i64 {
-    let mut bytes = [0u8; 8];
-    for (i, b) in hash.iter().take(8).enumerate() {
-        bytes[i] = *b;
-    }
-    bytes[0] = kind;
-    i64::from_be_bytes(bytes)
-}
-
 impl PostgresJobStore {
-    /// Counts the slots held where the job counts and claims it, in one
-    /// transaction under the advisory locks of its account and owner
-    /// (taken in one order: never a deadlock). `Err` names the cap
-    /// reached; `Ok(None)` when the row was taken or locked meanwhile.
-    /// Dropped at any await, the transaction rolls back.
+    /// The claimed record, from a row of [`COLUMNS`].
+    async fn granted(&self, client: &Client, id: &[u8], row: &Row) -> Result<Claim> {
+        Ok(match self.open_row(client, id, row).await? {
+            Some(record) => Claim::Granted(record),
+            None => Claim::Held, // shredded
+        })
+    }
+
+    /// A claim within caps: one statement, `sprinters_claim_within` (the
+    /// schema's migration 5), which counts under advisory locks of the
+    /// job's account and owner and claims, or names the cap reached.
     async fn claim_counted(
         &self,
-        client: &mut Client,
+        client: &Client,
         request: &ClaimJob,
-        place: &SlotPlace,
         id: &Vec<u8>,
         now: i64,
         until: i64,
-    ) -> Result<std::result::Result<Option<Row>, CapReached>> {
+    ) -> Result<Claim> {
         let db = &self.inner.db;
-        let pg = |doing: &'static str| move |e: tokio_postgres::Error| super::pg_error(doing, e);
-        let mut locks = vec![slot_lock(b'o', &place.owner_h)];
-        if let Some(account) = &place.account_h {
-            locks.push(slot_lock(b'a', account));
-        }
-        locks.sort_unstable();
-        let work = async {
-            let tx = client
-                .transaction()
-                .await
-                .map_err(pg("starting a counted claim"))?;
-            for key in &locks {
-                tx.execute("SELECT pg_advisory_xact_lock($1)", &[key])
-                    .await
-                    .map_err(pg("locking the launch slots"))?;
-            }
-            let row = tx
+        let cap = |c: Option<usize>| c.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+        let caps = [
+            cap(request.caps.per_account),
+            cap(request.caps.per_repository),
+            cap(request.caps.per_owner),
+        ];
+        for _ in 0..8 {
+            let row = db
                 .query_one(
-                    SLOT_COUNTS,
-                    &[&place.account_h, &place.owner_h, &place.repo_h, &now, id],
+                    client,
+                    "SELECT * FROM sprinters_claim_within($1, $2, $3, $4, $5, $6, $7)",
+                    &[
+                        id,
+                        &request.owner,
+                        &now,
+                        &until,
+                        &caps[0],
+                        &caps[1],
+                        &caps[2],
+                    ],
                 )
-                .await
-                .map_err(pg("counting launch slots"))?;
-            let count = |i: usize| row.get::<_, i64>(i) as usize;
-            let counts = SlotCounts {
-                account: count(0),
-                repository: count(1),
-                owner: count(2),
-            };
-            if let Some(reached) = request.caps.reached(counts) {
-                return Ok(Err(reached)); // the dropped transaction rolls back
+                .await?;
+            let outcome: &str = row.get(6);
+            match outcome {
+                "granted" => return self.granted(client, id, &row).await,
+                "absent" | "taken" => return Ok(Claim::Held),
+                "full" => {
+                    let (cap, limit) = match row.get::<_, Option<&str>>(7) {
+                        Some("account") => (SlotCap::Account, request.caps.per_account),
+                        Some("repository") => (SlotCap::Repository, request.caps.per_repository),
+                        _ => (SlotCap::Owner, request.caps.per_owner),
+                    };
+                    let held: i64 = row.get(8);
+                    return Ok(Claim::Full(CapReached::new(
+                        cap,
+                        limit.unwrap_or(0),
+                        held as usize,
+                    )));
+                }
+                // Locked by a write in flight: over in an instant.
+                _ => continue,
             }
-            let claimed = tx
-                .query_opt(claim_statement(), &[id, &request.owner, &now, &until])
-                .await
-                .map_err(pg("claiming a job"))?;
-            tx.commit().await.map_err(pg("committing a claim"))?;
-            Ok::<_, Error>(Ok(claimed))
-        };
-        // Begin, the locks, the count, the claim, commit.
-        db.round_trip(locks.len() as u64 + 4);
-        tokio::time::timeout(db.timeout, work).await.map_err(|_| {
-            Error::unavailable(format!(
-                "claiming a job within caps: the database did not answer within {} s; nothing was changed",
-                db.timeout.as_secs()
-            ))
-        })?
+        }
+        Ok(Claim::Held)
     }
 }

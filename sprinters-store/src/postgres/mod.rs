@@ -293,12 +293,6 @@ impl Db {
         }
     }
 
-    /// Counts `n` statements run outside the helpers below (in a
-    /// transaction).
-    pub(crate) fn round_trip(&self, n: u64) {
-        self.round_trips.fetch_add(n, Ordering::Relaxed);
-    }
-
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Client> {
         self.pool.get().await.map_err(|e| {
             let message = format!(

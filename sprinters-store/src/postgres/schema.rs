@@ -126,6 +126,97 @@ CREATE INDEX sprinters_jobs_slots_by_account
     ON sprinters_jobs (account_h, slot_until) WHERE slot_until IS NOT NULL;
 CREATE INDEX sprinters_jobs_slots_by_owner
     ON sprinters_jobs (owner_h, slot_until) WHERE slot_until IS NOT NULL;
+
+-- A claim within caps, in one statement: lock the job's account and
+-- owner (transaction-scoped advisory locks, taken in one order), count
+-- the other jobs holding a slot there, and claim unless a cap is reached.
+-- In READ COMMITTED each query of a volatile function takes a new
+-- snapshot: the counts see every claim committed before the locks were
+-- granted. Answers one row: its outcome ('granted', 'absent', 'taken',
+-- 'locked' by a write in flight, or 'full' with the cap and its count)
+-- and, when granted, the claimed record's columns.
+CREATE FUNCTION sprinters_claim_within(
+    p_id bytea, p_holder text, p_now bigint, p_until bigint,
+    p_per_account bigint, p_per_repository bigint, p_per_owner bigint)
+RETURNS TABLE (version bigint, sealed_version bigint, key_id integer, body bytea,
+    lease_owner text, lease_expires bigint, outcome text, cap text, held bigint)
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+DECLARE
+    j record;
+    k_owner bigint;
+    k_account bigint;
+    n bigint;
+BEGIN
+    SELECT s.owner_h, s.account_h, s.repo_h, s.slot_until, s.lease_owner AS holder,
+        s.lease_expires AS expires
+        INTO j FROM sprinters_jobs s WHERE s.id = p_id;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT NULL::bigint, NULL::bigint, NULL::integer, NULL::bytea,
+            NULL::text, NULL::bigint, 'absent'::text, NULL::text, NULL::bigint;
+        RETURN;
+    END IF;
+    IF j.holder IS NOT NULL AND j.holder <> p_holder AND j.expires > p_now THEN
+        RETURN QUERY SELECT NULL::bigint, NULL::bigint, NULL::integer, NULL::bytea,
+            NULL::text, NULL::bigint, 'taken'::text, NULL::text, NULL::bigint;
+        RETURN;
+    END IF;
+    -- A job that holds a slot already is not counted again.
+    IF j.slot_until IS NULL OR j.slot_until <= p_now THEN
+        k_owner := ('x' || encode(substring(j.owner_h from 1 for 8), 'hex'))::bit(64)::bigint;
+        IF j.account_h IS NULL THEN
+            PERFORM pg_advisory_xact_lock(k_owner);
+        ELSE
+            k_account := ('x' || encode(substring(j.account_h from 1 for 8), 'hex'))::bit(64)::bigint;
+            PERFORM pg_advisory_xact_lock(least(k_owner, k_account));
+            PERFORM pg_advisory_xact_lock(greatest(k_owner, k_account));
+        END IF;
+        IF p_per_account IS NOT NULL AND j.account_h IS NOT NULL THEN
+            SELECT count(*) INTO n FROM sprinters_jobs s WHERE s.account_h = j.account_h
+                AND s.slot_until IS NOT NULL AND s.slot_until > p_now AND s.id <> p_id;
+            IF n >= p_per_account THEN
+                RETURN QUERY SELECT NULL::bigint, NULL::bigint, NULL::integer, NULL::bytea,
+                    NULL::text, NULL::bigint, 'full'::text, 'account'::text, n;
+                RETURN;
+            END IF;
+        END IF;
+        IF p_per_repository IS NOT NULL AND j.repo_h IS NOT NULL THEN
+            SELECT count(*) INTO n FROM sprinters_jobs s WHERE s.owner_h = j.owner_h
+                AND s.repo_h = j.repo_h
+                AND s.slot_until IS NOT NULL AND s.slot_until > p_now AND s.id <> p_id;
+            IF n >= p_per_repository THEN
+                RETURN QUERY SELECT NULL::bigint, NULL::bigint, NULL::integer, NULL::bytea,
+                    NULL::text, NULL::bigint, 'full'::text, 'repository'::text, n;
+                RETURN;
+            END IF;
+        END IF;
+        IF p_per_owner IS NOT NULL THEN
+            SELECT count(*) INTO n FROM sprinters_jobs s WHERE s.owner_h = j.owner_h
+                AND s.slot_until IS NOT NULL AND s.slot_until > p_now AND s.id <> p_id;
+            IF n >= p_per_owner THEN
+                RETURN QUERY SELECT NULL::bigint, NULL::bigint, NULL::integer, NULL::bytea,
+                    NULL::text, NULL::bigint, 'full'::text, 'owner'::text, n;
+                RETURN;
+            END IF;
+        END IF;
+    END IF;
+    RETURN QUERY
+        WITH free AS (SELECT s.id FROM sprinters_jobs s WHERE s.id = p_id
+            AND (s.lease_owner IS NULL OR s.lease_owner = p_holder OR s.lease_expires <= p_now)
+            FOR UPDATE SKIP LOCKED)
+        UPDATE sprinters_jobs s SET lease_owner = p_holder, lease_expires = p_until,
+            due_at = GREATEST(s.due_at, p_until),
+            slot_until = GREATEST(COALESCE(s.slot_until, 0), p_until),
+            version = s.version + 1
+        FROM free WHERE s.id = free.id
+        RETURNING s.version, s.sealed_version, s.key_id, s.body, s.lease_owner,
+            s.lease_expires, 'granted'::text, NULL::text, NULL::bigint;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT NULL::bigint, NULL::bigint, NULL::integer, NULL::bytea,
+            NULL::text, NULL::bigint, 'locked'::text, NULL::text, NULL::bigint;
+    END IF;
+END
+$$;
 "#,
     ),
 ];
