@@ -305,8 +305,9 @@ async fn each_installation_has_its_own_budget_of_github_calls_per_pass() {
 
 /// An owner's backlog over its cap: the jobs wait for a slot in their
 /// launch tasks, which a freed slot wakes, so a tick reads no scope for
-/// them. It still lists them as due, one record each (issue 16 keeps this
-/// open: a tick should read none of them).
+/// them; and after the tick that first lists them as due, the ticks that
+/// follow list only what became due since, not the backlog again, until
+/// the periodic full listing.
 #[tokio::test]
 async fn a_tick_reads_no_scope_of_a_job_whose_launch_waits_here() {
     let bed = TestBed::new();
@@ -341,4 +342,18 @@ async fn a_tick_reads_no_scope_of_a_job_whose_launch_waits_here() {
         49 + 1,
         "the 49 listed as due, and the one slot holder looked up (has its job ended elsewhere?); no scope of theirs"
     );
+    for second in 1..10 {
+        bed.advance(Duration::from_secs(1));
+        engine.process_due().await.unwrap();
+        // The backlog is due since its jobs were queued, before the
+        // window (the last tick, less 5 s) begins.
+        assert_eq!(
+            store.take(),
+            1,
+            "tick {second} s later: the slot holder only"
+        );
+    }
+    bed.advance(Duration::from_secs(1));
+    engine.process_due().await.unwrap();
+    assert_eq!(store.take(), 49 + 1, "the full listing, 10 s on");
 }

@@ -110,6 +110,8 @@ pub(crate) struct Inner {
     /// Notified each tick: launches refused a slot by the store's count
     /// (held by other replicas) ask again then.
     ticked: tokio::sync::Notify,
+    /// What the ticks have listed of the due work.
+    due_listing: Mutex<supply::DueListing>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
     // Jobs with a launch task in this replica, so that one job never has
@@ -236,6 +238,7 @@ impl EngineBuilder {
                 observer,
                 limiter: Limiter::new(config.limits),
                 ticked: tokio::sync::Notify::new(),
+                due_listing: Mutex::default(),
                 parser: self.parser.unwrap_or_default(),
                 config,
                 tasks: TaskTracker::new(),

@@ -2,6 +2,7 @@
 //! starting those launches.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use super::Inner;
 use super::limits::Place;
@@ -14,6 +15,46 @@ use crate::time::Timestamp;
 
 /// Enough for any real backlog of one label set; paging covers the rest.
 const PAGE: usize = 1000;
+
+/// How often a tick lists all the due work, not only what became due since
+/// the last tick: a job due long ago that nothing here works on (its
+/// launch task ended on a store error, a spare that covered it went away)
+/// is taken up again within this.
+pub(super) const FULL_DUE_LISTING: Duration = Duration::from_secs(10);
+
+/// How far back of the last tick a tick lists: due times are set by the
+/// clocks of other replicas, and a write may commit after a listing that
+/// its due time precedes.
+const DUE_MARGIN: Duration = Duration::from_secs(5);
+
+/// What the ticks have listed of the due work.
+#[derive(Debug, Default)]
+pub(super) struct DueListing {
+    /// Up to when the last pass listed.
+    listed_to: Option<Timestamp>,
+    /// When a pass last listed everything due.
+    full_at: Option<Timestamp>,
+}
+
+impl DueListing {
+    /// The query of a tick at `now`.
+    fn query(&self, now: Timestamp) -> ListJobs {
+        match (self.listed_to, self.full_at) {
+            (Some(to), Some(full)) if now.since(full) < FULL_DUE_LISTING => {
+                ListJobs::due_since(to.saturating_sub(DUE_MARGIN), now, PAGE)
+            }
+            _ => ListJobs::due(now, PAGE),
+        }
+    }
+
+    /// A pass at `now` is done.
+    fn listed(&mut self, now: Timestamp, full: bool) {
+        self.listed_to = Some(now);
+        if full {
+            self.full_at = Some(now);
+        }
+    }
+}
 
 /// Where runners and jobs can meet: a JIT runner is registered on one
 /// repository of one owner and serves that repository's jobs with its
@@ -122,15 +163,22 @@ impl Inner {
         Ok(())
     }
 
-    /// Starts every launch that is due. Reads the jobs due now from the
-    /// store's index of due work, then plans only their scopes: the cost
-    /// grows with what is due, never with the history or with the jobs
-    /// whose runners are up.
+    /// Starts every launch that is due. Reads from the store's index of
+    /// due work what became due since the last tick looked (all of it
+    /// every [`FULL_DUE_LISTING`]), then plans only their scopes: the cost
+    /// grows with what is newly due, never with the history, with the jobs
+    /// whose runners are up, or with a backlog waiting for slots.
     pub(super) async fn process_due(&self) -> Result<()> {
         let now = self.clock.now();
         self.ticked.notify_waiters();
         self.release_slots_of_inactive().await?;
-        let due = self.list_all(ListJobs::due(now, PAGE)).await?;
+        let query = self
+            .due_listing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .query(now);
+        let full = query.due_after.is_none();
+        let due = self.list_all(query).await?;
         // A job whose launch task runs here (waiting for a slot, say) needs
         // nothing from the tick: its scope is not read for it.
         let scheduled = self
@@ -150,6 +198,12 @@ impl Inner {
             let active = self.active_in(of).await?;
             self.start_due(&active, now);
         }
+        // Only once the pass is done: cut short, the next tick lists the
+        // same again.
+        self.due_listing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .listed(now, full);
         Ok(())
     }
 

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{Faults, lock};
-use crate::domain::{DeliveryId, JobKey, OwnerId};
+use crate::domain::{DeliveryId, JobId, JobKey, OwnerId, RunAttempt};
 use crate::job::{JobRecord, Lease};
 use crate::labels::LabelSetKey;
 use crate::ports::{
@@ -182,13 +182,19 @@ impl JobStore for MemoryJobStore {
         // sorted newest first, as every page is.
         let candidates: Option<Vec<JobKey>> = match (request.due_by, request.active_only) {
             // The tick's query: what is due, from its own index.
-            (Some(by), _) => Some(
-                s.due
-                    .iter()
-                    .take_while(|(at, _)| *at <= by)
-                    .map(|(_, k)| *k)
-                    .collect(),
-            ),
+            (Some(by), _) => {
+                let from = request.due_after.map_or(Timestamp::EPOCH, |t| {
+                    t.saturating_add(std::time::Duration::from_millis(1))
+                });
+                let first = (from, JobKey::new(JobId::new(0), RunAttempt::FIRST));
+                Some(
+                    s.due
+                        .range(first..)
+                        .take_while(|(at, _)| *at <= by)
+                        .map(|(_, k)| *k)
+                        .collect(),
+                )
+            }
             // The engine's hot query: the active jobs of one label set.
             (None, true) if request.label_set.is_some() => Some(
                 request

@@ -175,6 +175,10 @@ pub struct ListJobs {
     /// must look at. Stores answer it from an index of due times, so its
     /// cost grows with what is due, not with the history.
     pub due_by: Option<Timestamp>,
+    /// Only jobs due after this: what became due since an earlier tick
+    /// looked (jobs due long ago and still waiting, say for a slot, are
+    /// not read again each tick).
+    pub due_after: Option<Timestamp>,
     /// Only jobs queued at or after this.
     pub queued_from: Option<Timestamp>,
     /// Only jobs queued before this.
@@ -195,6 +199,7 @@ impl ListJobs {
             states: None,
             active_only: false,
             due_by: None,
+            due_after: None,
             queued_from: None,
             queued_until: None,
             cursor: None,
@@ -216,6 +221,14 @@ impl ListJobs {
         Self {
             due_by: Some(now),
             ..Self::newest(limit)
+        }
+    }
+
+    /// Every job due after `after` and at or before `now`, up to `limit`.
+    pub fn due_since(after: Timestamp, now: Timestamp, limit: usize) -> Self {
+        Self {
+            due_after: Some(after),
+            ..Self::due(now, limit)
         }
     }
 
@@ -249,6 +262,9 @@ impl ListJobs {
             && self
                 .due_by
                 .is_none_or(|t| record.due_at().is_some_and(|d| d <= t))
+            && self
+                .due_after
+                .is_none_or(|t| record.due_at().is_some_and(|d| d > t))
             && self.queued_from.is_none_or(|t| record.queued_at >= t)
             && self.queued_until.is_none_or(|t| record.queued_at < t)
     }

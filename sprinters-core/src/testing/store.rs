@@ -520,7 +520,18 @@ async fn history(store: &dyn JobStore) {
 /// The keys of the jobs of `owner` due at `at` ms, every page read with
 /// pages of one, newest first.
 async fn due_keys(store: &dyn JobStore, owner: OwnerId, at: u64) -> Vec<JobKey> {
+    due_keys_since(store, owner, None, at).await
+}
+
+/// [`due_keys`], only those due after `after` ms.
+async fn due_keys_since(
+    store: &dyn JobStore,
+    owner: OwnerId,
+    after: Option<u64>,
+    at: u64,
+) -> Vec<JobKey> {
     let mut query = ListJobs::due(Timestamp::from_millis(at), 1);
+    query.due_after = after.map(Timestamp::from_millis);
     query.owner_id = Some(owner);
     let mut keys = Vec::new();
     loop {
@@ -597,6 +608,16 @@ async fn due_work(store: &dyn JobStore) {
         due_keys(store, owner, 70_000).await,
         vec![claimed.key, backing_off.key, queued.key],
         "a claim ends at its expiry"
+    );
+    assert_eq!(
+        due_keys_since(store, owner, Some(15_000), 70_000).await,
+        vec![claimed.key, backing_off.key],
+        "what became due after a time: not the job due before it"
+    );
+    assert_eq!(
+        due_keys_since(store, owner, Some(20_000), 70_000).await,
+        vec![claimed.key],
+        "due exactly at the time is not after it"
     );
 
     // A write moves the due time: the claim released, the job is due at

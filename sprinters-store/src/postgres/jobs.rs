@@ -236,6 +236,9 @@ impl PostgresJobStore {
         if let Some(by) = request.due_by {
             bind("due_at <= ?", Box::new(millis(by)));
         }
+        if let Some(after) = request.due_after {
+            bind("due_at > ?", Box::new(millis(after)));
+        }
         if let Some(cursor) = request.cursor {
             bind("queued_at <= ?", Box::new(millis(cursor.queued_at)));
             let n = params.len();

@@ -196,6 +196,10 @@ fn list_query(keys: &Keys, request: &ListJobs) -> Result<(String, Vec<Box<dyn To
         clauses.push("due_at <= ?".into());
         params.push(Box::new(millis(by)));
     }
+    if let Some(after) = request.due_after {
+        clauses.push("due_at > ?".into());
+        params.push(Box::new(millis(after)));
+    }
     params.push(Box::new(i64::try_from(request.limit).unwrap_or(i64::MAX)));
     let filter = if clauses.is_empty() {
         String::new()
