@@ -415,3 +415,51 @@ async fn a_waiting_job_is_held_to_a_policy_changed_while_it_waited() {
     assert_eq!(bed.launcher.instances().len(), 1, "never launched");
     assert_eq!(bed.registry.cancelled(), [jobs[1].run_id]);
 }
+
+/// Owner A floods: forty jobs over its cap of one. Owner B's jobs, in its
+/// own account, launch on arrival however long A's backlog; A's backlog
+/// still goes, one at a time.
+#[tokio::test]
+async fn one_owners_backlog_over_its_cap_delays_no_other_owner() {
+    let bed = TestBed::new();
+    bed.connect("rival-org", 5353, 8, "210987654321");
+    set(&bed, r#"{"max_instances": 1}"#).await;
+    let flood = pinned(&bed, 1..=40, "octo-org/app");
+    for j in &flood {
+        assert!(matches!(bed.send(j.queued()).await, Handled::Accepted(_)));
+    }
+    let_tasks_run().await;
+    assert_eq!(bed.launcher.alive().len(), 1, "A is held to its cap");
+    for n in 0..5 {
+        let b = bed
+            .job(100 + n)
+            .repository("rival-org/app")
+            .owner(5353, 8)
+            .labels(&["sprinters:aws", &format!("pin-b{n}")]);
+        bed.send(b.queued()).await;
+        let_tasks_run().await;
+        assert_eq!(
+            bed.record(&b).await.state,
+            JobState::Launched,
+            "B's job {n} launched on arrival"
+        );
+    }
+    // A's one instance ends: the next of its backlog launches.
+    let mut launched = Vec::new();
+    for j in &flood {
+        if bed.record(j).await.state == JobState::Launched {
+            launched.push(j.clone());
+        }
+    }
+    assert_eq!(launched.len(), 1);
+    let runner = TestBed::runner(&launched[0], 1);
+    bed.send(launched[0].in_progress(&runner)).await;
+    bed.send(launched[0].completed(Conclusion::Success, Some(&runner)))
+        .await;
+    let_tasks_run().await;
+    let mut next = 0;
+    for j in &flood {
+        next += usize::from(bed.record(j).await.state == JobState::Launched);
+    }
+    assert_eq!(next, 1, "the next of A's backlog launched");
+}

@@ -7,8 +7,8 @@
 //! every replica sharing it to one count.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
@@ -31,7 +31,12 @@ pub(crate) struct Place<'a> {
 pub(crate) struct Limiter {
     limits: Limits,
     state: Mutex<Held>,
-    freed: Notify,
+    /// Woken when a slot frees in an account, or of an owner: only the
+    /// waiters it may let through look again (an owner's backlog is not
+    /// woken by every other owner's release).
+    wakers: Mutex<Wakers>,
+    /// Times a waiter looked at its caps: for tests of who is woken.
+    attempts: std::sync::atomic::AtomicU64,
     waiting: AtomicUsize,
     // Jobs waiting for a slot, per owner (for `max_queued`).
     waiting_of: Mutex<HashMap<OwnerId, usize>>,
@@ -46,6 +51,12 @@ impl Drop for Waiting<'_> {
         let mut of = self.0.waiting_of.lock().unwrap_or_else(|e| e.into_inner());
         decrement(&mut of, &self.1);
     }
+}
+
+#[derive(Debug, Default)]
+struct Wakers {
+    by_account: HashMap<AccountId, Arc<Notify>>,
+    by_owner: HashMap<OwnerId, Arc<Notify>>,
 }
 
 #[derive(Debug, Default)]
@@ -103,7 +114,8 @@ impl Limiter {
         true
     }
 
-    /// Waits for a slot under `caps` (read again each time one frees).
+    /// Waits for a slot under `caps` (read again each time one frees in
+    /// its account or of its owner).
     pub(crate) async fn acquire(&self, job: JobKey, place: &Place<'_>, caps: impl Fn() -> Caps) {
         if self.try_acquire(job, place, caps()) {
             return;
@@ -116,15 +128,33 @@ impl Limiter {
             .entry(place.owner)
             .or_default() += 1;
         let _waiting = Waiting(self, place.owner);
+        let (account, owner) = {
+            let mut w = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+            let account = Arc::clone(w.by_account.entry(place.account.clone()).or_default());
+            let owner = Arc::clone(w.by_owner.entry(place.owner).or_default());
+            (account, owner)
+        };
         loop {
-            let freed = self.freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
+            let in_account = account.notified();
+            let of_owner = owner.notified();
+            tokio::pin!(in_account, of_owner);
+            in_account.as_mut().enable();
+            of_owner.as_mut().enable();
+            self.attempts.fetch_add(1, Ordering::Relaxed);
             if self.try_acquire(job, place, caps()) {
                 return;
             }
-            freed.await;
+            tokio::select! {
+                _ = in_account => {}
+                _ = of_owner => {}
+            }
         }
+    }
+
+    /// How many times waiters looked at their caps.
+    #[cfg(test)]
+    pub(crate) fn attempts(&self) -> u64 {
+        self.attempts.load(Ordering::Relaxed)
     }
 
     /// How many of `owner`'s jobs wait for a slot here.
@@ -146,7 +176,8 @@ impl Limiter {
         }
     }
 
-    /// Gives `job`'s slot back and wakes the waiters.
+    /// Gives `job`'s slot back and wakes the waiters it may let through:
+    /// those in its account, and its owner's.
     pub(crate) fn release(&self, job: JobKey) {
         let released = {
             let mut held = self.lock();
@@ -155,19 +186,28 @@ impl Limiter {
                     decrement(&mut held.per_account, &account);
                     decrement(&mut held.per_repository, &repository);
                     decrement(&mut held.per_owner, &owner);
-                    true
+                    Some((owner, account))
                 }
-                None => false,
+                None => None,
             }
         };
-        if released {
-            self.freed.notify_waiters();
+        if let Some((owner, account)) = released {
+            let w = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+            for notify in [w.by_account.get(&account), w.by_owner.get(&owner)]
+                .into_iter()
+                .flatten()
+            {
+                notify.notify_waiters();
+            }
         }
     }
 
-    /// Wakes the waiters to look at their caps again (a policy changed).
+    /// Wakes every waiter to look at its caps again (a policy changed).
     pub(crate) fn wake(&self) {
-        self.freed.notify_waiters();
+        let w = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        for notify in w.by_account.values().chain(w.by_owner.values()) {
+            notify.notify_waiters();
+        }
     }
 
     /// Whether a launch waits for a slot: only then must slots held by
@@ -215,6 +255,70 @@ fn decrement<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
         *n = n.saturating_sub(1);
         if *n == 0 {
             map.remove(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{JobId, RunAttempt};
+
+    fn key(n: u64) -> JobKey {
+        JobKey::new(JobId::new(n), RunAttempt::FIRST)
+    }
+
+    /// Owner A's twenty launches wait over its cap of one; owner B's
+    /// releases, in another account, wake none of them; A's own release
+    /// wakes each once, and one takes the slot.
+    #[tokio::test]
+    async fn a_release_wakes_only_the_waiters_it_may_let_through() {
+        let limiter = Arc::new(Limiter::new(Limits::default()));
+        let one = Caps::new(None, None, Some(1));
+        let (a, b) = (OwnerId::new(1), OwnerId::new(2));
+        let (x, y) = (
+            AccountId::parse("111111111111").unwrap(),
+            AccountId::parse("222222222222").unwrap(),
+        );
+        let repo = Repository::parse("octo/app").unwrap();
+        let place = |owner, account| Place {
+            owner,
+            account,
+            repository: &repo,
+        };
+        assert!(limiter.try_acquire(key(0), &place(a, &x), one));
+        let mut waiters = Vec::new();
+        for n in 1..=20 {
+            let (limiter, x, repo) = (limiter.clone(), x.clone(), repo.clone());
+            waiters.push(tokio::spawn(async move {
+                let place = Place {
+                    owner: a,
+                    account: &x,
+                    repository: &repo,
+                };
+                limiter.acquire(key(n), &place, || one).await;
+            }));
+        }
+        let settle = || async {
+            for _ in 0..50 {
+                tokio::task::yield_now().await;
+            }
+        };
+        settle().await;
+        assert_eq!(limiter.attempts(), 20, "each waiter looked once");
+        for n in 100..110 {
+            assert!(limiter.try_acquire(key(n), &place(b, &y), Caps::default()));
+            limiter.release(key(n));
+        }
+        settle().await;
+        assert_eq!(limiter.attempts(), 20, "B's releases woke none of A's");
+        limiter.release(key(0));
+        settle().await;
+        assert_eq!(limiter.attempts(), 40, "A's release woke each once");
+        assert_eq!(limiter.held(), 1, "one took the slot");
+        assert_eq!(waiters.iter().filter(|w| w.is_finished()).count(), 1);
+        for w in waiters {
+            w.abort();
         }
     }
 }
