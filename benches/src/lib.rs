@@ -167,7 +167,12 @@ impl Rig {
         .await
     }
 
-    async fn lifecycle_of(&self, job: sprinters_core::testing::JobEvents) -> std::time::Duration {
+    /// One lifecycle of `job`: the time from its `queued` webhook to its
+    /// `RunInstances` call.
+    pub async fn lifecycle_of(
+        &self,
+        job: sprinters_core::testing::JobEvents,
+    ) -> std::time::Duration {
         let job_id = job.key.job_id.get();
         let launched = self.launcher.expect(job.key);
         let (tx, recorded) = oneshot::channel();
@@ -195,7 +200,8 @@ impl Rig {
         latency
     }
 
-    async fn handle(&self, id: &str, event: sprinters_core::events::WorkflowJobEvent) {
+    /// Hands the engine delivery `id` of `event`; panics on an error.
+    pub async fn handle(&self, id: &str, event: sprinters_core::events::WorkflowJobEvent) {
         if let Err(e) = self.engine.handle(self.bed.delivery(id, event)).await {
             panic!("{e}");
         }
