@@ -11,9 +11,11 @@ use sprinters_core::ports::JobStore;
 /// The target; the README's PostgreSQL section gives the count.
 const MOST_PER_LIFECYCLE: u64 = 10;
 
-/// Under a cap the job is stored queued, then claimed in a transaction
-/// that counts the slots under advisory locks (`docs/store.md`).
-const MOST_PER_CAPPED_LIFECYCLE: u64 = 10;
+/// Under a cap the job is stored queued, then claimed by a statement that
+/// counts the slots under advisory locks (`docs/store.md`): 10.0 measured,
+/// now and then a little over (a claim that met a write in flight asks
+/// again).
+const MOST_PER_CAPPED_LIFECYCLE: u64 = 11;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_lifecycle_costs_a_bounded_number_of_round_trips() {
@@ -43,10 +45,10 @@ async fn lifecycles(limits: Limits, most: u64) {
         rig.lifecycle(id).await;
     }
     let per = (replicas.round_trips() - before) as f64 / n as f64;
-    println!("{per:.1} round trips per lifecycle ({limits:?})");
+    println!("{per:.2} round trips per lifecycle ({limits:?})");
     assert!(
         per <= most as f64,
-        "{per:.1} round trips per lifecycle, more than {most}"
+        "{per:.2} round trips per lifecycle, more than {most}"
     );
     for id in 100..100 + n {
         let key = rig.bed.job(id).key;

@@ -187,9 +187,10 @@ struct Holder {
 }
 
 impl SlotBook {
-    /// Notes `record` as written.
+    /// Notes `record` as written. An inactive record holds no slot (as
+    /// the database stores count: they skip inactive rows).
     pub fn record(&mut self, record: &JobRecord) {
-        match record.slot_until() {
+        match record.slot_until().filter(|_| record.is_active()) {
             Some(until) => {
                 self.holders.insert(
                     record.key,

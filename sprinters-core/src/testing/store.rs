@@ -737,7 +737,7 @@ fn live_launch(record: &JobRecord) -> crate::job::Launch {
 
 /// A claim within caps counts, with the claim, the other jobs holding a
 /// slot: a live launch, or an unexpired claim (not a lapsed one, not an
-/// ended launch); per AWS account whatever the owner, per repository
+/// ended launch, not a finished job's); per AWS account whatever the owner, per repository
 /// whatever its case, per owner. Refused, it writes nothing; a job that
 /// holds a slot already is never refused.
 async fn claims_within_caps(store: &dyn JobStore) {
@@ -768,12 +768,19 @@ async fn claims_within_caps(store: &dyn JobStore) {
     let mut others = job(5, "caps-other/app");
     others.state = JobState::Launched;
     others.launches.push(live_launch(&others));
+    // Finished while claimed: it launches nothing, so it holds no slot.
+    let mut finished = job(9, "caps-org/app");
+    finished.state = JobState::Cancelled;
+    finished.lease = Some(Lease {
+        owner: "z".into(),
+        expires_at: Timestamp::from_millis(200_000),
+    });
     let mut elsewhere = job(6, "caps-org/app");
     elsewhere.account = Some(AccountId::parse("210987654322").unwrap());
     let candidate = job(7, "Caps-Org/App");
     let second = job(8, "caps-org/app");
     for r in [
-        &live, &claimed, &lapsed, &ended, &others, &elsewhere, &candidate, &second,
+        &live, &claimed, &lapsed, &ended, &others, &elsewhere, &candidate, &second, &finished,
     ] {
         store.put_job(PutJob::create(r.clone())).await.unwrap();
     }

@@ -115,8 +115,9 @@ ALTER TABLE sprinters_keyring ADD COLUMN epoch bigint NOT NULL DEFAULT 0;
         // holds one (its claim's expiry, or for ever while it has a live
         // launch), and its repository. A row written before this
         // migration is taken to hold a slot if it is active past queued
-        // (an over-count, never an under-count, until its next write) and
-        // counts per account and owner, not per repository, until then.
+        // (counts skip inactive rows: a replica of an older build finishing
+        // it leaves the column behind) and counts per account and owner,
+        // not per repository, until its next write.
         r#"
 ALTER TABLE sprinters_jobs ADD COLUMN repo_h bytea, ADD COLUMN slot_until bigint;
 UPDATE sprinters_jobs SET slot_until =
@@ -148,6 +149,11 @@ DECLARE
     k_account bigint;
     n bigint;
 BEGIN
+    -- Under a stronger isolation the snapshot would predate the locks.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'sprinters_claim_within needs READ COMMITTED, not %',
+            current_setting('transaction_isolation');
+    END IF;
     SELECT s.owner_h, s.account_h, s.repo_h, s.slot_until, s.lease_owner AS holder,
         s.lease_expires AS expires
         INTO j FROM sprinters_jobs s WHERE s.id = p_id;
@@ -173,7 +179,8 @@ BEGIN
         END IF;
         IF p_per_account IS NOT NULL AND j.account_h IS NOT NULL THEN
             SELECT count(*) INTO n FROM sprinters_jobs s WHERE s.account_h = j.account_h
-                AND s.slot_until IS NOT NULL AND s.slot_until > p_now AND s.id <> p_id;
+                AND s.slot_until IS NOT NULL AND s.slot_until > p_now AND s.active
+                AND s.id <> p_id;
             IF n >= p_per_account THEN
                 RETURN QUERY SELECT NULL::bigint, NULL::bigint, NULL::integer, NULL::bytea,
                     NULL::text, NULL::bigint, 'full'::text, 'account'::text, n;
@@ -183,7 +190,8 @@ BEGIN
         IF p_per_repository IS NOT NULL AND j.repo_h IS NOT NULL THEN
             SELECT count(*) INTO n FROM sprinters_jobs s WHERE s.owner_h = j.owner_h
                 AND s.repo_h = j.repo_h
-                AND s.slot_until IS NOT NULL AND s.slot_until > p_now AND s.id <> p_id;
+                AND s.slot_until IS NOT NULL AND s.slot_until > p_now AND s.active
+                AND s.id <> p_id;
             IF n >= p_per_repository THEN
                 RETURN QUERY SELECT NULL::bigint, NULL::bigint, NULL::integer, NULL::bytea,
                     NULL::text, NULL::bigint, 'full'::text, 'repository'::text, n;
@@ -192,7 +200,8 @@ BEGIN
         END IF;
         IF p_per_owner IS NOT NULL THEN
             SELECT count(*) INTO n FROM sprinters_jobs s WHERE s.owner_h = j.owner_h
-                AND s.slot_until IS NOT NULL AND s.slot_until > p_now AND s.id <> p_id;
+                AND s.slot_until IS NOT NULL AND s.slot_until > p_now AND s.active
+                AND s.id <> p_id;
             IF n >= p_per_owner THEN
                 RETURN QUERY SELECT NULL::bigint, NULL::bigint, NULL::integer, NULL::bytea,
                     NULL::text, NULL::bigint, 'full'::text, 'owner'::text, n;
@@ -201,8 +210,11 @@ BEGIN
         END IF;
     END IF;
     RETURN QUERY
+        -- Unchanged since read: a slot ended meanwhile would make this
+        -- claim a new, uncounted one ('locked': asked again).
         WITH free AS (SELECT s.id FROM sprinters_jobs s WHERE s.id = p_id
             AND (s.lease_owner IS NULL OR s.lease_owner = p_holder OR s.lease_expires <= p_now)
+            AND s.slot_until IS NOT DISTINCT FROM j.slot_until
             FOR UPDATE SKIP LOCKED)
         UPDATE sprinters_jobs s SET lease_owner = p_holder, lease_expires = p_until,
             due_at = GREATEST(s.due_at, p_until),

@@ -87,7 +87,7 @@ fn slot_counts(conn: &Connection, keys: &Keys, record: &JobRecord, now: i64) -> 
         .map(|a| keys.opaque("account", a.as_str().as_bytes()));
     // `slot_until IS NOT NULL` repeats the partial indexes' condition, so
     // that each count reads its index only.
-    let held = "slot_until IS NOT NULL AND slot_until > ?4 AND id <> ?5";
+    let held = "slot_until IS NOT NULL AND slot_until > ?4 AND active AND id <> ?5";
     let sql = format!(
         "SELECT (SELECT count(*) FROM jobs WHERE account_h = ?1 AND {held}), \
          (SELECT count(*) FROM jobs WHERE owner_h = ?2 AND repo_h = ?3 AND {held}), \

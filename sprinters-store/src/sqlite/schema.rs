@@ -105,8 +105,8 @@ CREATE INDEX jobs_active_by_labels ON jobs (label_h, queued_at DESC, id DESC) WH
         // holds one (its claim's expiry, or for ever while it has a live
         // launch), and its repository. A row written before this
         // migration is taken to hold a slot if it is active past queued
-        // (an over-count, never an under-count, until its next write) and
-        // counts per account and owner, not per repository, until then.
+        // (an over-count until its next write; counts skip inactive rows)
+        // and counts per account and owner, not per repository, until then.
         r#"
 ALTER TABLE jobs ADD COLUMN repo_h BLOB;
 ALTER TABLE jobs ADD COLUMN slot_until INTEGER;
