@@ -264,6 +264,28 @@ fn webhook_for(first: u64, n: u64) -> WorkflowJobWebhook {
     }
 }
 
+/// Each of the `jobs` jobs from `first` has exactly one instance in
+/// `seen` and is cleaned in `store`.
+async fn each_launched_once_and_cleaned(
+    store: &PostgresJobStore,
+    seen: &std::collections::BTreeMap<u64, Vec<(String, String, bool)>>,
+    first: u64,
+    jobs: u64,
+) {
+    for n in 0..jobs {
+        let launched = seen.get(&(first + n)).map_or(0, Vec::len);
+        assert_eq!(
+            launched,
+            1,
+            "job {} was launched {launched} times",
+            first + n
+        );
+        let key = JobKey::new(JobId::new(first + n), RunAttempt::FIRST);
+        let record = store.get_job(key).await.unwrap().unwrap();
+        assert_eq!(record.value.state, JobState::Cleaned, "job {key} is stuck");
+    }
+}
+
 /// The `in_progress` and `completed` webhooks of each job not started yet
 /// whose instance is up and whose runner GitHub knows, as GitHub would send
 /// them; those jobs are marked started. `round` spreads them over the
@@ -365,18 +387,7 @@ async fn three_replicas_never_run_more_instances_in_an_account_than_its_cap() {
     }
     assert_eq!(most, CAP, "the cap was reached, so it held jobs back");
     let seen = instances(&ec2, &controller).await;
-    for n in 0..JOBS {
-        let launched = seen.get(&(first + n)).map_or(0, Vec::len);
-        assert_eq!(
-            launched,
-            1,
-            "job {} was launched {launched} times",
-            first + n
-        );
-        let key = JobKey::new(JobId::new(first + n), RunAttempt::FIRST);
-        let record = store.get_job(key).await.unwrap().unwrap();
-        assert_eq!(record.value.state, JobState::Cleaned, "job {key} is stuck");
-    }
+    each_launched_once_and_cleaned(&store, &seen, first, JOBS).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -533,18 +544,7 @@ async fn three_replicas_on_one_database_launch_every_job_once_through_a_sigkill(
         }
     }
     assert_eq!(live, 0, "instances left running");
-    for n in 0..jobs {
-        let launched = seen.get(&(first + n)).map_or(0, Vec::len);
-        assert_eq!(
-            launched,
-            1,
-            "job {} was launched {launched} times",
-            first + n
-        );
-        let key = JobKey::new(JobId::new(first + n), RunAttempt::FIRST);
-        let record = store.get_job(key).await.unwrap().unwrap();
-        assert_eq!(record.value.state, JobState::Cleaned, "job {key} is stuck");
-    }
+    each_launched_once_and_cleaned(&store, &seen, first, jobs).await;
     println!(
         "{jobs} jobs over 3 replicas (every delivery twice), the leader SIGKILLed, another led after {failover:?}; every job launched once, 0 instances left, {:.0} s",
         started_at.elapsed().as_secs_f64()

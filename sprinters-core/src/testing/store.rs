@@ -549,7 +549,6 @@ async fn due_keys_since(
 /// waiting job whose idle runner is up; a claim or a back-off moves a job's
 /// due time, a write moves it again.
 async fn due_work(store: &dyn JobStore) {
-    use crate::domain::{InstanceId, InstanceType, Region, RunnerName};
     use crate::job::Launch;
     let repo = "delta/due";
     let owner = sample_owner_id("delta");
@@ -564,19 +563,8 @@ async fn due_work(store: &dyn JobStore) {
     let mut launched = sample_record(BASE + 605, repo, 6_000);
     launched.state = JobState::Launched;
     launched.launches.push(Launch {
-        number: 1,
-        runner_name: RunnerName::for_launch(launched.key, 1),
-        runner_id: None,
-        instance_id: Some(InstanceId::parse("i-0123456789abcdef0").unwrap()),
-        region: Region::us_east_1(),
-        availability_zone: None,
-        instance_type: InstanceType::default_for(crate::domain::Arch::X64),
-        spot: false,
-        spot_fallback: false,
-        hourly_price_micros: None,
         launched_at: Some(Timestamp::from_millis(6_500)),
-        taken_by: None,
-        ended: None,
+        ..live_launch(&launched)
     });
     for r in [&queued, &backing_off, &done, &running, &claimed, &launched] {
         store.put_job(PutJob::create(r.clone())).await.unwrap();

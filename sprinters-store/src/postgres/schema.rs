@@ -147,7 +147,9 @@ DECLARE
     j record;
     k_owner bigint;
     k_account bigint;
-    n bigint;
+    n_account bigint;
+    n_repository bigint;
+    n_owner bigint;
 BEGIN
     -- Under a stronger isolation the snapshot would predate the locks.
     IF current_setting('transaction_isolation') <> 'read committed' THEN
@@ -158,13 +160,13 @@ BEGIN
         s.lease_expires AS expires
         INTO j FROM sprinters_jobs s WHERE s.id = p_id;
     IF NOT FOUND THEN
-        RETURN QUERY SELECT NULL::bigint, NULL::bigint, NULL::integer, NULL::bytea,
-            NULL::text, NULL::bigint, 'absent'::text, NULL::text, NULL::bigint;
+        outcome := 'absent';
+        RETURN NEXT;
         RETURN;
     END IF;
     IF j.holder IS NOT NULL AND j.holder <> p_holder AND j.expires > p_now THEN
-        RETURN QUERY SELECT NULL::bigint, NULL::bigint, NULL::integer, NULL::bytea,
-            NULL::text, NULL::bigint, 'taken'::text, NULL::text, NULL::bigint;
+        outcome := 'taken';
+        RETURN NEXT;
         RETURN;
     END IF;
     -- A job that holds a slot already is not counted again.
@@ -177,36 +179,29 @@ BEGIN
             PERFORM pg_advisory_xact_lock(least(k_owner, k_account));
             PERFORM pg_advisory_xact_lock(greatest(k_owner, k_account));
         END IF;
-        IF p_per_account IS NOT NULL AND j.account_h IS NOT NULL THEN
-            SELECT count(*) INTO n FROM sprinters_jobs s WHERE s.account_h = j.account_h
+        SELECT count(*) FILTER (WHERE s.account_h = j.account_h),
+            count(*) FILTER (WHERE s.owner_h = j.owner_h AND s.repo_h = j.repo_h),
+            count(*) FILTER (WHERE s.owner_h = j.owner_h)
+            INTO n_account, n_repository, n_owner
+            FROM sprinters_jobs s
+            WHERE (s.account_h = j.account_h OR s.owner_h = j.owner_h)
                 AND s.slot_until IS NOT NULL AND s.slot_until > p_now AND s.active
                 AND s.id <> p_id;
-            IF n >= p_per_account THEN
-                RETURN QUERY SELECT NULL::bigint, NULL::bigint, NULL::integer, NULL::bytea,
-                    NULL::text, NULL::bigint, 'full'::text, 'account'::text, n;
-                RETURN;
-            END IF;
+        IF n_account >= p_per_account THEN
+            cap := 'account';
+            held := n_account;
+        ELSIF n_repository >= p_per_repository THEN
+            cap := 'repository';
+            held := n_repository;
+        ELSIF n_owner >= p_per_owner THEN
+            cap := 'owner';
+            held := n_owner;
         END IF;
-        IF p_per_repository IS NOT NULL AND j.repo_h IS NOT NULL THEN
-            SELECT count(*) INTO n FROM sprinters_jobs s WHERE s.owner_h = j.owner_h
-                AND s.repo_h = j.repo_h
-                AND s.slot_until IS NOT NULL AND s.slot_until > p_now AND s.active
-                AND s.id <> p_id;
-            IF n >= p_per_repository THEN
-                RETURN QUERY SELECT NULL::bigint, NULL::bigint, NULL::integer, NULL::bytea,
-                    NULL::text, NULL::bigint, 'full'::text, 'repository'::text, n;
-                RETURN;
-            END IF;
-        END IF;
-        IF p_per_owner IS NOT NULL THEN
-            SELECT count(*) INTO n FROM sprinters_jobs s WHERE s.owner_h = j.owner_h
-                AND s.slot_until IS NOT NULL AND s.slot_until > p_now AND s.active
-                AND s.id <> p_id;
-            IF n >= p_per_owner THEN
-                RETURN QUERY SELECT NULL::bigint, NULL::bigint, NULL::integer, NULL::bytea,
-                    NULL::text, NULL::bigint, 'full'::text, 'owner'::text, n;
-                RETURN;
-            END IF;
+        -- A cap left out (NULL) compares as NULL: never reached.
+        IF cap IS NOT NULL THEN
+            outcome := 'full';
+            RETURN NEXT;
+            RETURN;
         END IF;
     END IF;
     RETURN QUERY
@@ -224,8 +219,8 @@ BEGIN
         RETURNING s.version, s.sealed_version, s.key_id, s.body, s.lease_owner,
             s.lease_expires, 'granted'::text, NULL::text, NULL::bigint;
     IF NOT FOUND THEN
-        RETURN QUERY SELECT NULL::bigint, NULL::bigint, NULL::integer, NULL::bytea,
-            NULL::text, NULL::bigint, 'locked'::text, NULL::text, NULL::bigint;
+        outcome := 'locked';
+        RETURN NEXT;
     END IF;
 END
 $$;
