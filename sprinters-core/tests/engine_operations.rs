@@ -687,3 +687,69 @@ async fn replicas_sharing_a_store_hold_one_cap_between_them() {
         assert_eq!(replica.slots_held(), 0);
     }
 }
+
+/// A cap counts instances, not jobs: a job whose runner another job took
+/// (same labels) still has that instance running, and its next launch waits
+/// for a slot like any other job's, on the replica that launched it and on
+/// one that did not.
+#[tokio::test(start_paused = true)]
+async fn a_job_whose_runner_another_took_waits_for_a_slot_like_any_other() {
+    for relaunching_elsewhere in [false, true] {
+        let bed = TestBed::with_config(|c| c.limits.per_account = Some(1));
+        let a = bed.engine.clone();
+        let mut config = a.config().clone();
+        config.replica_id = "replica-b".into();
+        let b = bed.builder().config(config).build().unwrap();
+        let (victim, thief) = (bed.job(1), bed.job(2));
+        bed.tell_github(&victim.queued());
+        a.handle(bed.delivery("q", victim.queued())).await.unwrap();
+        settle(&a).await;
+        assert_eq!(bed.launcher.alive().len(), 1);
+
+        // A job of the same labels, its `queued` lost, takes the runner.
+        let stolen = TestBed::runner(&victim, 1);
+        let handler = if relaunching_elsewhere { &b } else { &a };
+        bed.tell_github(&thief.in_progress(&stolen));
+        handler
+            .handle(bed.delivery("p", thief.in_progress(&stolen)))
+            .await
+            .unwrap();
+        for replica in [&a, &b] {
+            settle(replica).await;
+        }
+        if relaunching_elsewhere {
+            b.process_due().await.unwrap();
+            settle(&b).await;
+        }
+        let case = if relaunching_elsewhere {
+            "elsewhere"
+        } else {
+            "here"
+        };
+        assert_eq!(
+            bed.launcher.alive().len(),
+            1,
+            "{case}: the thief's instance holds the one slot"
+        );
+        assert_eq!(
+            bed.record(&victim).await.launches.len(),
+            1,
+            "{case}: not launched again yet"
+        );
+
+        // The thief's job ends on it: the slot frees, the victim launches.
+        let done = thief.completed(Conclusion::Success, Some(&stolen));
+        bed.tell_github(&done);
+        handler.handle(bed.delivery("c", done)).await.unwrap();
+        for replica in [&a, &b] {
+            replica.process_due().await.unwrap();
+            settle(replica).await;
+        }
+        let record = bed.record(&victim).await;
+        assert_eq!(record.launches.len(), 2, "{case}: launched again");
+        assert_eq!(bed.launcher.alive().len(), 1);
+        for replica in [&a, &b] {
+            replica.shutdown().await;
+        }
+    }
+}

@@ -83,7 +83,9 @@ impl Inner {
         // With a store other replicas write, a capped job is counted by
         // the store's claim: it takes the ordinary path (stored queued,
         // then claimed). Alone on its store, this engine's count decides.
-        if (caps.any() && self.store.is_shared()) || !self.limiter.try_acquire(key, &place, caps) {
+        if (caps.any() && self.store.is_shared())
+            || !self.limiter.try_acquire(key, &place, caps, true)
+        {
             return Ok(None);
         }
         if !self.needs_launch(record, now).await? {

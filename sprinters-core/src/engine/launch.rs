@@ -96,9 +96,12 @@ impl Inner {
                 repository: &record.repository,
             };
             let caps = || self.caps_of(record.owner_id, &record.repository);
+            // A slot per instance: a job whose runner another job took
+            // holds that one and needs another; a resumed launch has one.
+            let new = !record.launches.iter().any(Launch::is_idle);
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
-                _ = self.limiter.acquire(key, &place, caps) => {}
+                _ = self.limiter.acquire(key, &place, caps, new) => {}
             }
             loop {
                 let caps = self.caps_of(record.owner_id, &record.repository);
@@ -113,7 +116,9 @@ impl Inner {
                         tracing::debug!(%reached, "launch waits for a slot held elsewhere");
                         let tick = self.ticked.notified();
                         tokio::select! {
-                            _ = self.shutdown.cancelled() => self.limiter.release(key),
+                            _ = self.shutdown.cancelled() => {
+                                self.limiter.finish(key, record.live_launches());
+                            }
                             _ = tick => continue,
                         }
                     }
@@ -708,7 +713,7 @@ impl Inner {
         Ok(Some(updated.value))
     }
 
-    /// A job keeps its slot while it has a live instance.
+    /// A job keeps a slot for each live instance it launched.
     pub(super) async fn release_slot_if_idle(&self, key: JobKey) {
         match self.store.get_job(key).await {
             Ok(Some(r)) => self.release_slot_if_idle_in(&r.value),
@@ -719,9 +724,7 @@ impl Inner {
 
     /// [`Inner::release_slot_if_idle`] for a record just read or written.
     pub(super) fn release_slot_if_idle_in(&self, record: &JobRecord) {
-        if !record.launches.iter().any(Launch::is_live) {
-            self.limiter.release(record.key);
-        }
+        self.limiter.finish(record.key, record.live_launches());
     }
 }
 

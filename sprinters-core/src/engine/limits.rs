@@ -26,7 +26,8 @@ pub(crate) struct Place<'a> {
     pub(crate) repository: &'a Repository,
 }
 
-/// Slots held by jobs with live instances.
+/// Slots held by jobs with live instances: one per live launch (a job
+/// whose runner another job took launches again, and holds two).
 #[derive(Debug, Default)]
 pub(crate) struct Limiter {
     limits: Limits,
@@ -49,7 +50,7 @@ impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.waiting.fetch_sub(1, Ordering::Relaxed);
         let mut of = self.0.waiting_of.lock().unwrap_or_else(|e| e.into_inner());
-        decrement(&mut of, &self.1);
+        decrement(&mut of, &self.1, 1);
     }
 }
 
@@ -61,7 +62,7 @@ struct Wakers {
 
 #[derive(Debug, Default)]
 struct Held {
-    jobs: HashMap<JobKey, (OwnerId, AccountId, Repository)>,
+    jobs: HashMap<JobKey, Holding>,
     per_account: HashMap<AccountId, usize>,
     per_repository: HashMap<Repository, usize>,
     per_owner: HashMap<OwnerId, usize>,
@@ -92,14 +93,26 @@ impl Limiter {
         }
     }
 
-    /// Takes a slot if one is free under `caps` (or `job` already holds one).
-    pub(crate) fn try_acquire(&self, job: JobKey, place: &Place<'_>, caps: Caps) -> bool {
+    /// Reserves the slot of `job`'s next launch if it is free under
+    /// `caps` (or reserved already). A `new` launch needs one beyond the
+    /// job's live launches (a job whose runner another job took holds that
+    /// one and needs another); a resumed one is among them.
+    pub(crate) fn try_acquire(
+        &self,
+        job: JobKey,
+        place: &Place<'_>,
+        caps: Caps,
+        new: bool,
+    ) -> bool {
         let mut held = self.lock();
-        if held.jobs.contains_key(&job) {
+        let (live, reserved) = held.jobs.get(&job).map_or((0, 0), |h| (h.live, h.reserved));
+        if reserved > 0 {
             return true;
         }
+        let want = if new { live + 1 } else { live.max(1) };
+        let more = want.saturating_sub(live);
         let full = |cap: Option<usize>, n: Option<&usize>| {
-            cap.is_some_and(|max| n.copied().unwrap_or(0) >= max)
+            cap.is_some_and(|max| n.copied().unwrap_or(0) + more > max)
         };
         if full(caps.per_account, held.per_account.get(place.account))
             || full(
@@ -110,14 +123,20 @@ impl Limiter {
         {
             return false;
         }
-        held.insert(job, place);
+        held.set(job, Some(place), |h| h.reserved = want);
         true
     }
 
-    /// Waits for a slot under `caps` (read again each time one frees in
-    /// its account or of its owner).
-    pub(crate) async fn acquire(&self, job: JobKey, place: &Place<'_>, caps: impl Fn() -> Caps) {
-        if self.try_acquire(job, place, caps()) {
+    /// Waits for the slot of `job`'s next launch under `caps` (read again
+    /// each time one frees in its account or of its owner).
+    pub(crate) async fn acquire(
+        &self,
+        job: JobKey,
+        place: &Place<'_>,
+        caps: impl Fn() -> Caps,
+        new: bool,
+    ) {
+        if self.try_acquire(job, place, caps(), new) {
             return;
         }
         self.waiting.fetch_add(1, Ordering::Relaxed);
@@ -141,7 +160,7 @@ impl Limiter {
             in_account.as_mut().enable();
             of_owner.as_mut().enable();
             self.attempts.fetch_add(1, Ordering::Relaxed);
-            if self.try_acquire(job, place, caps()) {
+            if self.try_acquire(job, place, caps(), new) {
                 return;
             }
             tokio::select! {
@@ -167,38 +186,48 @@ impl Limiter {
             .unwrap_or(0)
     }
 
-    /// Takes a slot regardless of the caps: for jobs found with live
-    /// instances when the engine starts.
-    pub(crate) fn restore(&self, job: JobKey, place: &Place<'_>) {
-        let mut held = self.lock();
-        if !held.jobs.contains_key(&job) {
-            held.insert(job, place);
-        }
+    /// Counts `live` launches of `job` regardless of the caps: for jobs
+    /// found with live instances when the engine starts.
+    pub(crate) fn restore(&self, job: JobKey, place: &Place<'_>, live: usize) {
+        self.lock()
+            .set(job, Some(place), |h| h.live = h.live.max(live));
     }
 
-    /// Gives `job`'s slot back and wakes the waiters it may let through:
-    /// those in its account, and its owner's.
+    /// `job`'s launch task is over, its record left with `live` live
+    /// launches: its reservation is given back.
+    pub(crate) fn finish(&self, job: JobKey, live: usize) {
+        let freed = self.lock().set(job, None, |h| {
+            h.reserved = 0;
+            h.live = live;
+        });
+        self.wake_for(freed);
+    }
+
+    /// `job`'s record was written or read with `live` live launches (one
+    /// ended, here or on another replica). Nothing for a job holding
+    /// nothing here.
+    pub(crate) fn seen(&self, job: JobKey, live: usize) {
+        let freed = self.lock().set(job, None, |h| h.live = live);
+        self.wake_for(freed);
+    }
+
+    /// Gives every slot of `job` back.
     pub(crate) fn release(&self, job: JobKey) {
-        let released = {
-            let mut held = self.lock();
-            match held.jobs.remove(&job) {
-                Some((owner, account, repository)) => {
-                    decrement(&mut held.per_account, &account);
-                    decrement(&mut held.per_repository, &repository);
-                    decrement(&mut held.per_owner, &owner);
-                    Some((owner, account))
-                }
-                None => None,
-            }
+        self.finish(job, 0);
+    }
+
+    /// Wakes the waiters a freed slot may let through: those in its
+    /// account, and its owner's.
+    fn wake_for(&self, freed: Option<(OwnerId, AccountId)>) {
+        let Some((owner, account)) = freed else {
+            return;
         };
-        if let Some((owner, account)) = released {
-            let w = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
-            for notify in [w.by_account.get(&account), w.by_owner.get(&owner)]
-                .into_iter()
-                .flatten()
-            {
-                notify.notify_waiters();
-            }
+        let w = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        for notify in [w.by_account.get(&account), w.by_owner.get(&owner)]
+            .into_iter()
+            .flatten()
+        {
+            notify.notify_waiters();
         }
     }
 
@@ -224,7 +253,7 @@ impl Limiter {
 
     /// How many slots are held.
     pub(crate) fn held(&self) -> usize {
-        self.lock().jobs.len()
+        self.lock().jobs.values().map(Holding::slots).sum()
     }
 
     /// The jobs holding a slot.
@@ -235,24 +264,75 @@ impl Limiter {
     }
 }
 
-impl Held {
-    fn insert(&mut self, job: JobKey, place: &Place<'_>) {
-        *self.per_account.entry(place.account.clone()).or_default() += 1;
-        *self
-            .per_repository
-            .entry(place.repository.clone())
-            .or_default() += 1;
-        *self.per_owner.entry(place.owner).or_default() += 1;
-        self.jobs.insert(
-            job,
-            (place.owner, place.account.clone(), place.repository.clone()),
-        );
+/// Where one job's slots count, and how many it holds.
+#[derive(Debug)]
+struct Holding {
+    owner: OwnerId,
+    account: AccountId,
+    repository: Repository,
+    /// Its live launches, as last written or read here.
+    live: usize,
+    /// What its launch task reserved (its live launches and the one it
+    /// makes), until the task is over.
+    reserved: usize,
+}
+
+impl Holding {
+    fn slots(&self) -> usize {
+        self.live.max(self.reserved)
     }
 }
 
-fn decrement<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
+impl Held {
+    /// Applies `change` to `job`'s holding (a new one only with a place)
+    /// and moves the counts by the difference: where slots were freed, if
+    /// any.
+    fn set(
+        &mut self,
+        job: JobKey,
+        place: Option<&Place<'_>>,
+        change: impl FnOnce(&mut Holding),
+    ) -> Option<(OwnerId, AccountId)> {
+        let holding = match (self.jobs.entry(job), place) {
+            (std::collections::hash_map::Entry::Occupied(e), _) => e.into_mut(),
+            (std::collections::hash_map::Entry::Vacant(e), Some(place)) => e.insert(Holding {
+                owner: place.owner,
+                account: place.account.clone(),
+                repository: place.repository.clone(),
+                live: 0,
+                reserved: 0,
+            }),
+            (std::collections::hash_map::Entry::Vacant(_), None) => return None,
+        };
+        let before = holding.slots();
+        change(holding);
+        let after = holding.slots();
+        let (owner, account, repository) = (
+            holding.owner,
+            holding.account.clone(),
+            holding.repository.clone(),
+        );
+        if after == 0 {
+            self.jobs.remove(&job);
+        }
+        if after >= before {
+            let more = after - before;
+            *self.per_account.entry(account).or_default() += more;
+            *self.per_repository.entry(repository).or_default() += more;
+            *self.per_owner.entry(owner).or_default() += more;
+            return None;
+        }
+        let freed = before - after;
+        decrement(&mut self.per_account, &account, freed);
+        decrement(&mut self.per_repository, &repository, freed);
+        decrement(&mut self.per_owner, &owner, freed);
+        Some((owner, account))
+    }
+}
+
+fn decrement<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K, by: usize) {
     if let Some(n) = map.get_mut(key) {
-        *n = n.saturating_sub(1);
+        *n = n.saturating_sub(by);
         if *n == 0 {
             map.remove(key);
         }
@@ -286,7 +366,7 @@ mod tests {
             account,
             repository: &repo,
         };
-        assert!(limiter.try_acquire(key(0), &place(a, &x), one));
+        assert!(limiter.try_acquire(key(0), &place(a, &x), one, true));
         let mut waiters = Vec::new();
         for n in 1..=20 {
             let (limiter, x, repo) = (limiter.clone(), x.clone(), repo.clone());
@@ -296,7 +376,7 @@ mod tests {
                     account: &x,
                     repository: &repo,
                 };
-                limiter.acquire(key(n), &place, || one).await;
+                limiter.acquire(key(n), &place, || one, true).await;
             }));
         }
         let settle = || async {
@@ -307,7 +387,7 @@ mod tests {
         settle().await;
         assert_eq!(limiter.attempts(), 20, "each waiter looked once");
         for n in 100..110 {
-            assert!(limiter.try_acquire(key(n), &place(b, &y), Caps::default()));
+            assert!(limiter.try_acquire(key(n), &place(b, &y), Caps::default(), true));
             limiter.release(key(n));
         }
         settle().await;
@@ -320,5 +400,43 @@ mod tests {
         for w in waiters {
             w.abort();
         }
+    }
+
+    /// A slot per instance: a job holding a live launch whose runner
+    /// another job took needs a second slot to launch again, and gets it
+    /// once that launch ends; a resumed launch needs none beyond its own.
+    #[test]
+    fn a_job_launching_again_needs_a_slot_beyond_its_live_launches() {
+        let limiter = Limiter::new(Limits::default());
+        let one = Caps::new(Some(1), None, None);
+        let account = AccountId::parse("111111111111").unwrap();
+        let repo = Repository::parse("octo/app").unwrap();
+        let place = Place {
+            owner: OwnerId::new(1),
+            account: &account,
+            repository: &repo,
+        };
+        assert!(limiter.try_acquire(key(1), &place, one, true));
+        limiter.finish(key(1), 1);
+        assert_eq!(limiter.held(), 1);
+        assert!(
+            !limiter.try_acquire(key(1), &place, one, true),
+            "a second instance"
+        );
+        assert!(!limiter.try_acquire(key(2), &place, one, true));
+        assert!(limiter.try_acquire(key(1), &place, one, false), "resumed");
+        limiter.finish(key(1), 1);
+        limiter.seen(key(1), 0);
+        assert_eq!(limiter.held(), 0, "its launch ended");
+        assert!(limiter.try_acquire(key(1), &place, one, true));
+        assert!(!limiter.try_acquire(key(2), &place, one, true));
+        limiter.seen(key(1), 0);
+        assert_eq!(
+            limiter.held(),
+            1,
+            "a reservation stays until its task is over"
+        );
+        limiter.release(key(1));
+        assert!(limiter.try_acquire(key(2), &place, one, true));
     }
 }

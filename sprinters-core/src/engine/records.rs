@@ -122,6 +122,8 @@ impl Inner {
                 .await
             {
                 Ok(version) => {
+                    // A launch ended: its slot frees here at once.
+                    self.limiter.seen(key, record.live_launches());
                     if record.state != current.value.state {
                         self.observer
                             .job_state_changed(Some(current.value.state), record.state);

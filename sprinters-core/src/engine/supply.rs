@@ -209,10 +209,10 @@ impl Inner {
 
     /// Another replica may end the instance of a job this one launched
     /// (it took the job's `completed` webhook, or it leads the reconciler):
-    /// the slot this replica holds for it is freed here, once the job is no
-    /// longer active and no launch task of it runs in this replica. Looked
+    /// the slots this replica holds for it come down to its live launches
+    /// (a launch task's reservation stays until the task is over). Looked
     /// for only while a launch waits for a slot: a slot nobody waits for
-    /// costs nothing held, and this reads one record per slot.
+    /// costs nothing held, and this reads one record per holder.
     async fn release_slots_of_inactive(&self) -> Result<()> {
         let holders = self.limiter.holders();
         let scheduled = self
@@ -228,17 +228,12 @@ impl Inner {
             return Ok(());
         }
         for job in holders {
-            if scheduled.contains(&job) {
-                continue;
-            }
-            let active = self
+            let live = self
                 .store
                 .get_job(job)
                 .await?
-                .is_some_and(|r| r.value.is_active());
-            if !active {
-                self.limiter.release(job);
-            }
+                .map_or(0, |r| r.value.live_launches());
+            self.limiter.seen(job, live);
         }
         Ok(())
     }
@@ -294,15 +289,16 @@ impl Inner {
         self.sync_tenants().await?;
         for record in self.list_all(ListJobs::active(PAGE)).await? {
             let r = &record.value;
+            let live = r.live_launches();
             if let Some(account) = &r.account
-                && r.launches.iter().any(Launch::is_live)
+                && live > 0
             {
                 let place = Place {
                     owner: r.owner_id,
                     account,
                     repository: &r.repository,
                 };
-                self.limiter.restore(r.key, &place);
+                self.limiter.restore(r.key, &place, live);
             }
             let own_claim = |r: &JobRecord| {
                 r.lease

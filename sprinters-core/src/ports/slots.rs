@@ -2,9 +2,12 @@
 //! taking the launch claim, so that every replica sharing the store is held
 //! to the same count.
 //!
-//! A job holds a slot while it has a live launch ([`JobRecord::slot_until`]
-//! is then [`Timestamp::MAX`]) or an unexpired launch claim (until the
-//! claim's expiry: the claim comes before the launch's intent is written).
+//! A slot is an instance that may exist, or is about to: every live launch
+//! of a job holds one, and so does its unexpired launch claim, for the
+//! launch it is about to make, unless an untaken live launch is that one
+//! (the claim comes before the launch's intent is written). Counted per
+//! launch, not per job: a job whose runner another job took launches
+//! again, and both instances count.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -14,17 +17,17 @@ use crate::job::{JobRecord, Launch};
 use crate::ports::Versioned;
 use crate::time::Timestamp;
 
-/// The caps a claim is held to; `None` is no cap. Counted over the other
-/// jobs holding a slot in the same AWS account (whatever their owner), the
-/// same repository, and the same owner.
+/// The caps a claim is held to; `None` is no cap. Counted over the slots
+/// held in the same AWS account (whatever their owner), the same
+/// repository, and the same owner.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SlotCaps {
-    /// Jobs holding a slot in one AWS account.
+    /// Slots held in one AWS account.
     pub per_account: Option<usize>,
-    /// Jobs holding a slot in one repository.
+    /// Slots held in one repository.
     pub per_repository: Option<usize>,
-    /// Jobs holding a slot for one owner.
+    /// Slots held for one owner.
     pub per_owner: Option<usize>,
 }
 
@@ -64,7 +67,8 @@ impl SlotCaps {
     }
 }
 
-/// How many other jobs hold a slot where a claimed job would count.
+/// How many slots are held where a claimed job's next launch would count,
+/// its own live launches included.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SlotCounts {
     /// In its AWS account.
@@ -95,12 +99,12 @@ pub struct CapReached {
     pub cap: SlotCap,
     /// Its value.
     pub limit: usize,
-    /// How many other jobs hold a slot there.
+    /// How many slots are held there.
     pub held: usize,
 }
 
 impl CapReached {
-    /// `held` other jobs hold a slot where `cap` allows `limit`.
+    /// `held` slots are held where `cap` allows `limit`.
     pub fn new(cap: SlotCap, limit: usize, held: usize) -> Self {
         Self { cap, limit, held }
     }
@@ -149,19 +153,42 @@ impl Claim {
 }
 
 impl JobRecord {
-    /// Until when the job holds a launch slot: [`Timestamp::MAX`] while it
-    /// has a live launch, its claim's expiry while claimed, `None`
-    /// otherwise. Stores keep it in clear to count slots.
+    /// Until when the job's next launch has its slot counted:
+    /// [`Timestamp::MAX`] while it has an untaken live launch (that launch
+    /// is the one), its claim's expiry while claimed (the claim is for a
+    /// launch), `None` otherwise. Stores keep it in clear to count slots;
+    /// a claim within caps is exempt from the count while it lasts.
     pub fn slot_until(&self) -> Option<Timestamp> {
-        if self.launches.iter().any(Launch::is_live) {
+        if self.launches.iter().any(Launch::is_idle) {
             return Some(Timestamp::MAX);
         }
         self.lease.as_ref().map(|l| l.expires_at)
     }
 
-    /// Whether it holds a launch slot at `now`.
+    /// The slots it holds for good beyond that one: every live launch
+    /// whose runner a job took (this one or another: its instance runs
+    /// until that job ends), and any second untaken one. Stores keep it in
+    /// clear beside [`JobRecord::slot_until`].
+    pub fn extra_slots(&self) -> usize {
+        let live = self.live_launches();
+        let untaken = self.launches.iter().filter(|l| l.is_idle()).count();
+        live - untaken.min(1)
+    }
+
+    /// How many of its launches are live: instances that may exist.
+    pub fn live_launches(&self) -> usize {
+        self.launches.iter().filter(|l| l.is_live()).count()
+    }
+
+    /// Whether the slot of its next launch is counted at `now`: a claim
+    /// of it within caps is not counted again.
     pub fn holds_slot(&self, now: Timestamp) -> bool {
         self.slot_until().is_some_and(|t| t > now)
+    }
+
+    /// How many slots it holds at `now`.
+    pub fn slots_held(&self, now: Timestamp) -> usize {
+        self.extra_slots() + usize::from(self.holds_slot(now))
     }
 
     /// The key a store counts its repository by: case-insensitive, as on
@@ -183,28 +210,29 @@ struct Holder {
     owner: OwnerId,
     account: Option<AccountId>,
     repository: String,
-    until: Timestamp,
+    until: Option<Timestamp>,
+    extra: usize,
 }
 
 impl SlotBook {
     /// Notes `record` as written. An inactive record holds no slot (as
     /// the database stores count: they skip inactive rows).
     pub fn record(&mut self, record: &JobRecord) {
-        match record.slot_until().filter(|_| record.is_active()) {
-            Some(until) => {
-                self.holders.insert(
-                    record.key,
-                    Holder {
-                        owner: record.owner_id,
-                        account: record.account.clone(),
-                        repository: record.repository_slot_key(),
-                        until,
-                    },
-                );
-            }
-            None => {
-                self.holders.remove(&record.key);
-            }
+        let until = record.slot_until();
+        let extra = record.extra_slots();
+        if record.is_active() && (until.is_some() || extra > 0) {
+            self.holders.insert(
+                record.key,
+                Holder {
+                    owner: record.owner_id,
+                    account: record.account.clone(),
+                    repository: record.repository_slot_key(),
+                    until,
+                    extra,
+                },
+            );
+        } else {
+            self.holders.remove(&record.key);
         }
     }
 
@@ -213,22 +241,21 @@ impl SlotBook {
         self.holders.remove(&key);
     }
 
-    /// How many jobs other than `record`'s hold a slot at `now` where it
-    /// would count.
+    /// How many slots are held at `now` where `record`'s next launch
+    /// would count, as this book has it: `record`'s own live launches
+    /// included, and its own next slot too when it holds it.
     pub fn counts(&self, record: &JobRecord, now: Timestamp) -> SlotCounts {
         let repository = record.repository_slot_key();
         let mut counts = SlotCounts::default();
-        for (key, h) in &self.holders {
-            if *key == record.key || h.until <= now {
-                continue;
-            }
+        for h in self.holders.values() {
+            let held = h.extra + usize::from(h.until.is_some_and(|t| t > now));
             if record.account.is_some() && h.account == record.account {
-                counts.account += 1;
+                counts.account += held;
             }
             if h.owner == record.owner_id {
-                counts.owner += 1;
+                counts.owner += held;
                 if h.repository == repository {
-                    counts.repository += 1;
+                    counts.repository += held;
                 }
             }
         }
@@ -236,7 +263,8 @@ impl SlotBook {
     }
 
     /// The cap of `caps` that claiming `record` at `now` would exceed; none
-    /// when it holds a slot already (its own claim or live launch).
+    /// when the slot of its next launch is counted already (its own claim
+    /// or untaken live launch).
     pub fn full(&self, record: &JobRecord, caps: SlotCaps, now: Timestamp) -> Option<CapReached> {
         if !caps.any() || record.holds_slot(now) {
             return None;

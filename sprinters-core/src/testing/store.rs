@@ -71,6 +71,7 @@ pub async fn job_store(store: &dyn JobStore) {
     retention(store).await;
     tenants(store).await;
     claims_within_caps(store).await;
+    claims_count_every_live_launch(store).await;
 }
 
 async fn tenants(store: &dyn JobStore) {
@@ -836,5 +837,80 @@ async fn claims_within_caps(store: &dyn JobStore) {
             .granted()
             .is_some(),
         "another account counts its own slots"
+    );
+}
+
+/// Slots are counted per launch: a job whose runner another job took holds
+/// that launch's slot while it waits, and its claim to launch again needs
+/// one more; once launched again it holds both, until one ends.
+async fn claims_count_every_live_launch(store: &dyn JobStore) {
+    use crate::domain::AccountId;
+    use crate::job::EndReason;
+    use crate::ports::{CapReached, Claim, SlotCap, SlotCaps};
+    let account = AccountId::parse("210987654329").unwrap();
+    let now = Timestamp::from_millis(100_000);
+    let ttl = Duration::from_secs(60);
+    let job = |n: u64| {
+        let mut r = sample_record(BASE + 3_100 + n, "steal-org/app", 51_000 + n);
+        r.account = Some(account.clone());
+        r
+    };
+    let (mut robbed, mut thief, waiting) = (job(1), job(2), job(3));
+    // The thief runs on the robbed job's runner, which still waits.
+    let mut taken = live_launch(&robbed);
+    taken.taken_by = Some(thief.key);
+    robbed.launches.push(taken);
+    thief.state = JobState::Running;
+    for r in [&robbed, &thief, &waiting] {
+        store.put_job(PutJob::create(r.clone())).await.unwrap();
+    }
+    let within = |key: JobKey, per_account| {
+        ClaimJob::new(key, "a", now, ttl).within(SlotCaps::new(Some(per_account), None, None))
+    };
+    let full = |held| Claim::Full(CapReached::new(SlotCap::Account, 2, held));
+    let claim = |key, cap| async move { store.claim_job(within(key, cap)).await.unwrap() };
+
+    assert_eq!(
+        claim(robbed.key, 1).await,
+        Claim::Full(CapReached::new(SlotCap::Account, 1, 1)),
+        "the taken launch counts against its own job's next one"
+    );
+    let claimed = claim(robbed.key, 2).await.granted().expect("a second slot");
+    assert_eq!(
+        claim(waiting.key, 2).await,
+        full(2),
+        "the claim holds one more"
+    );
+    assert!(
+        claim(robbed.key, 1).await.granted().is_some(),
+        "its claim counted, renewing it is never refused"
+    );
+
+    // Launched again: the taken launch and the new one.
+    let mut relaunched = store.get_job(claimed.value.key).await.unwrap().unwrap();
+    let mut second = live_launch(&relaunched.value);
+    second.number = 2;
+    second.runner_name = crate::domain::RunnerName::for_launch(relaunched.value.key, 2);
+    relaunched.value.launches.push(second);
+    relaunched.value.lease = None;
+    let version = store
+        .put_job(PutJob::replace(
+            relaunched.value.clone(),
+            relaunched.version,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(claim(waiting.key, 2).await, full(2), "both launches count");
+
+    // The thief's job ended on the first instance.
+    relaunched.value.launches[0].ended =
+        Some((Timestamp::from_millis(90_000), EndReason::JobCompleted));
+    store
+        .put_job(PutJob::replace(relaunched.value, version))
+        .await
+        .unwrap();
+    assert!(
+        claim(waiting.key, 2).await.granted().is_some(),
+        "an ended launch frees its slot"
     );
 }

@@ -45,9 +45,10 @@ struct Columns {
     due_at: Option<i64>,
     repo_h: Vec<u8>,
     slot_until: Option<i64>,
+    extra_slots: i32,
 }
 
-/// The statement of a put: `$1`..`$15` are the [`Columns`] (version and
+/// The statement of a put: `$1`..`$16` are the [`Columns`] (version and
 /// sealed version both `$2`), then the expected version of a replace, then
 /// the delivery's id and time. With a delivery it is one statement that
 /// writes the record and records the delivery together (data-modifying
@@ -65,21 +66,22 @@ fn put_statement(replace: bool, delivery: bool) -> &'static str {
 fn build_put_statement(replace: bool, delivery: bool) -> String {
     const SET: &str = "version = $2, sealed_version = $2, key_id = $3, body = $4, \
         queued_at = $5, state = $6, active = $7, owner_h = $8, account_h = $9, label_h = $10, \
-        lease_owner = $11, lease_expires = $12, due_at = $13, repo_h = $14, slot_until = $15";
+        lease_owner = $11, lease_expires = $12, due_at = $13, repo_h = $14, slot_until = $15, \
+        extra_slots = $16";
     const INSERT: &str = "INSERT INTO sprinters_jobs (id, version, sealed_version, key_id, \
         body, queued_at, state, active, owner_h, account_h, label_h, lease_owner, lease_expires, \
-        due_at, repo_h, slot_until)";
-    let d = if replace { 17 } else { 16 };
+        due_at, repo_h, slot_until, extra_slots)";
+    let d = if replace { 18 } else { 17 };
     match (replace, delivery) {
         (false, false) => format!(
             "{INSERT} VALUES ($1, $2, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-             $15) ON CONFLICT (id) DO NOTHING"
+             $15, $16) ON CONFLICT (id) DO NOTHING"
         ),
-        (true, false) => format!("UPDATE sprinters_jobs SET {SET} WHERE id = $1 AND version = $16"),
+        (true, false) => format!("UPDATE sprinters_jobs SET {SET} WHERE id = $1 AND version = $17"),
         (replace, true) => {
             let write = if replace {
                 format!(
-                    "UPDATE sprinters_jobs SET {SET} WHERE id = $1 AND version = $16 \
+                    "UPDATE sprinters_jobs SET {SET} WHERE id = $1 AND version = $17 \
                      AND NOT EXISTS (SELECT 1 FROM seen) RETURNING 1"
                 )
             } else {
@@ -87,7 +89,8 @@ fn build_put_statement(replace: bool, delivery: bool) -> String {
                 format!(
                     "{INSERT} SELECT $1::bytea, $2::bigint, $2::bigint, $3::integer, $4::bytea, \
                      $5::bigint, $6::text, $7::boolean, $8::bytea, $9::bytea, $10::bytea, \
-                     $11::text, $12::bigint, $13::bigint, $14::bytea, $15::bigint \
+                     $11::text, $12::bigint, $13::bigint, $14::bytea, $15::bigint, \
+                     $16::integer \
                      WHERE NOT EXISTS (SELECT 1 FROM seen) \
                      ON CONFLICT (id) DO NOTHING RETURNING 1"
                 )
@@ -136,6 +139,7 @@ impl PostgresJobStore {
                 format!("{}/{}", record.owner_id, record.repository_slot_key()).as_bytes(),
             ),
             slot_until: record.slot_until().map(millis),
+            extra_slots: i32::try_from(record.extra_slots()).unwrap_or(i32::MAX),
         })
     }
 
@@ -327,6 +331,7 @@ impl JobStore for PostgresJobStore {
             &c.due_at,
             &c.repo_h,
             &c.slot_until,
+            &c.extra_slots,
         ];
         if let Some(expected) = &expected {
             params.push(expected);
@@ -607,7 +612,7 @@ impl PostgresJobStore {
     }
 
     /// A claim within caps: one statement, `sprinters_claim_within` (the
-    /// schema's migration 5), which counts under advisory locks of the
+    /// schema's migrations 5 and 6), which counts under advisory locks of the
     /// job's account and owner and claims, or names the cap reached.
     async fn claim_counted(
         &self,

@@ -226,6 +226,116 @@ END
 $$;
 "#,
     ),
+    (
+        6,
+        // Slots are counted per launch, not per job: the live launches a
+        // job holds beyond the slot of its next one (a runner another job
+        // took, and the job launched again), summed with the slots of
+        // next launches by the claim function, which the job's own extras
+        // count against too. A row written before this migration holds one
+        // slot as before, until its next write.
+        r#"
+ALTER TABLE sprinters_jobs ADD COLUMN extra_slots integer NOT NULL DEFAULT 0;
+CREATE INDEX sprinters_jobs_extra_slots_by_account
+    ON sprinters_jobs (account_h) WHERE extra_slots > 0;
+CREATE INDEX sprinters_jobs_extra_slots_by_owner
+    ON sprinters_jobs (owner_h) WHERE extra_slots > 0;
+
+CREATE OR REPLACE FUNCTION sprinters_claim_within(
+    p_id bytea, p_holder text, p_now bigint, p_until bigint,
+    p_per_account bigint, p_per_repository bigint, p_per_owner bigint)
+RETURNS TABLE (version bigint, sealed_version bigint, key_id integer, body bytea,
+    lease_owner text, lease_expires bigint, outcome text, cap text, held bigint)
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+DECLARE
+    j record;
+    k_owner bigint;
+    k_account bigint;
+    n_account bigint;
+    n_repository bigint;
+    n_owner bigint;
+BEGIN
+    -- Under a stronger isolation the snapshot would predate the locks.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'sprinters_claim_within needs READ COMMITTED, not %',
+            current_setting('transaction_isolation');
+    END IF;
+    SELECT s.owner_h, s.account_h, s.repo_h, s.slot_until, s.extra_slots, s.lease_owner AS holder,
+        s.lease_expires AS expires
+        INTO j FROM sprinters_jobs s WHERE s.id = p_id;
+    IF NOT FOUND THEN
+        outcome := 'absent';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    IF j.holder IS NOT NULL AND j.holder <> p_holder AND j.expires > p_now THEN
+        outcome := 'taken';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    -- A job whose next launch holds its slot already is not counted again.
+    IF j.slot_until IS NULL OR j.slot_until <= p_now THEN
+        k_owner := ('x' || encode(substring(j.owner_h from 1 for 8), 'hex'))::bit(64)::bigint;
+        IF j.account_h IS NULL THEN
+            PERFORM pg_advisory_xact_lock(k_owner);
+        ELSE
+            k_account := ('x' || encode(substring(j.account_h from 1 for 8), 'hex'))::bit(64)::bigint;
+            PERFORM pg_advisory_xact_lock(least(k_owner, k_account));
+            PERFORM pg_advisory_xact_lock(greatest(k_owner, k_account));
+        END IF;
+        -- Every row's live launches beyond its next (the job's own too),
+        -- and the slot of its next launch while held.
+        SELECT coalesce(sum(w.n) FILTER (WHERE w.account_h = j.account_h), 0),
+            coalesce(sum(w.n) FILTER (WHERE w.owner_h = j.owner_h AND w.repo_h = j.repo_h), 0),
+            coalesce(sum(w.n) FILTER (WHERE w.owner_h = j.owner_h), 0)
+            INTO n_account, n_repository, n_owner
+            FROM (SELECT s.account_h, s.owner_h, s.repo_h,
+                    s.extra_slots + (s.slot_until IS NOT NULL AND s.slot_until > p_now)::int AS n
+                FROM sprinters_jobs s
+                WHERE (s.account_h = j.account_h OR s.owner_h = j.owner_h) AND s.active
+                    AND ((s.slot_until IS NOT NULL AND s.slot_until > p_now)
+                        OR s.extra_slots > 0)) w;
+        IF n_account >= p_per_account THEN
+            cap := 'account';
+            held := n_account;
+        ELSIF n_repository >= p_per_repository THEN
+            cap := 'repository';
+            held := n_repository;
+        ELSIF n_owner >= p_per_owner THEN
+            cap := 'owner';
+            held := n_owner;
+        END IF;
+        -- A cap left out (NULL) compares as NULL: never reached.
+        IF cap IS NOT NULL THEN
+            outcome := 'full';
+            RETURN NEXT;
+            RETURN;
+        END IF;
+    END IF;
+    RETURN QUERY
+        -- Unchanged since read: a slot ended meanwhile would make this
+        -- claim a new, uncounted one ('locked': asked again).
+        WITH free AS (SELECT s.id FROM sprinters_jobs s WHERE s.id = p_id
+            AND (s.lease_owner IS NULL OR s.lease_owner = p_holder OR s.lease_expires <= p_now)
+            AND s.slot_until IS NOT DISTINCT FROM j.slot_until
+            AND s.extra_slots = j.extra_slots
+            FOR UPDATE SKIP LOCKED)
+        UPDATE sprinters_jobs s SET lease_owner = p_holder, lease_expires = p_until,
+            due_at = GREATEST(s.due_at, p_until),
+            slot_until = GREATEST(COALESCE(s.slot_until, 0), p_until),
+            version = s.version + 1
+        FROM free WHERE s.id = free.id
+        RETURNING s.version, s.sealed_version, s.key_id, s.body, s.lease_owner,
+            s.lease_expires, 'granted'::text, NULL::text, NULL::bigint;
+    IF NOT FOUND THEN
+        outcome := 'locked';
+        RETURN NEXT;
+    END IF;
+END
+$$;
+"#,
+    ),
 ];
 
 /// The schema version this build expects.

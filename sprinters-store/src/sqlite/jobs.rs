@@ -41,6 +41,7 @@ struct Columns {
     due_at: Option<i64>,
     repo_h: [u8; 16],
     slot_until: Option<i64>,
+    extra_slots: i64,
 }
 
 pub(super) fn record_id(keys: &Keys, key: JobKey) -> [u8; 16] {
@@ -69,6 +70,7 @@ fn columns(keys: &Keys, record: &JobRecord) -> Result<Columns> {
         due_at: record.due_at().map(millis),
         repo_h: repo_h(keys, record),
         slot_until: record.slot_until().map(millis),
+        extra_slots: record.extra_slots() as i64,
     })
 }
 
@@ -78,20 +80,29 @@ fn repo_h(keys: &Keys, record: &JobRecord) -> [u8; 16] {
     keys.opaque("repository", name.as_bytes())
 }
 
-/// How many other jobs hold a slot where `record` would count, at `now`.
+/// How many slots are held where `record`'s next launch would count, at
+/// `now`: its own live launches included (its own next slot is not: a
+/// claim counts only when it is not held).
 fn slot_counts(conn: &Connection, keys: &Keys, record: &JobRecord, now: i64) -> Result<SlotCounts> {
-    let id = record_id(keys, record.key);
     let account_h = record
         .account
         .as_ref()
         .map(|a| keys.opaque("account", a.as_str().as_bytes()));
-    // `slot_until IS NOT NULL` repeats the partial indexes' condition, so
-    // that each count reads its index only.
-    let held = "slot_until IS NOT NULL AND slot_until > ?4 AND active AND id <> ?5";
+    // Each half repeats a partial index's condition, so that each sum
+    // reads its indexes only: the slots of next launches, then the extras.
+    let sum = |place: &str| {
+        format!(
+            "(SELECT count(*) FROM jobs WHERE {place} AND slot_until IS NOT NULL \
+             AND slot_until > ?4 AND active) + \
+             (SELECT coalesce(sum(extra_slots), 0) FROM jobs WHERE {place} \
+             AND extra_slots > 0 AND active)"
+        )
+    };
     let sql = format!(
-        "SELECT (SELECT count(*) FROM jobs WHERE account_h = ?1 AND {held}), \
-         (SELECT count(*) FROM jobs WHERE owner_h = ?2 AND repo_h = ?3 AND {held}), \
-         (SELECT count(*) FROM jobs WHERE owner_h = ?2 AND {held})"
+        "SELECT {}, {}, {}",
+        sum("account_h = ?1"),
+        sum("owner_h = ?2 AND repo_h = ?3"),
+        sum("owner_h = ?2")
     );
     let count = |e| sql_error("counting launch slots", e);
     let mut s = conn.prepare_cached(&sql).map_err(count)?;
@@ -102,7 +113,6 @@ fn slot_counts(conn: &Connection, keys: &Keys, record: &JobRecord, now: i64) -> 
                 &owner_h(keys, record.owner_id)[..],
                 &repo_h(keys, record)[..],
                 now,
-                &id[..],
             ],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
@@ -321,12 +331,13 @@ impl JobStore for SqliteJobStore {
                 "UPDATE jobs SET version = ?2, sealed_version = ?2, key_id = ?3, body = ?4, \
                  queued_at = ?5, state = ?6, active = ?7, owner_h = ?8, account_h = ?9, \
                  label_h = ?10, lease_owner = ?11, lease_expires = ?12, due_at = ?13, \
-                 repo_h = ?14, slot_until = ?15 WHERE id = ?1"
+                 repo_h = ?14, slot_until = ?15, extra_slots = ?16 WHERE id = ?1"
             } else {
                 "INSERT INTO jobs (id, version, sealed_version, key_id, body, queued_at, state, \
                  active, owner_h, account_h, label_h, lease_owner, lease_expires, due_at, \
-                 repo_h, slot_until) \
-                 VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+                 repo_h, slot_until, extra_slots) \
+                 VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, \
+                 ?16)"
             };
             w.conn
                 .prepare_cached(sql)
@@ -347,6 +358,7 @@ impl JobStore for SqliteJobStore {
                         c.due_at,
                         &c.repo_h[..],
                         c.slot_until,
+                        c.extra_slots,
                     ])
                 })
                 .map_err(|e| sql_error("writing a job", e))?;

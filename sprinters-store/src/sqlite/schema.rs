@@ -117,6 +117,18 @@ CREATE INDEX jobs_slots_by_account ON jobs (account_h, slot_until) WHERE slot_un
 CREATE INDEX jobs_slots_by_owner ON jobs (owner_h, slot_until) WHERE slot_until IS NOT NULL;
 "#,
     ),
+    (
+        4,
+        // Slots are counted per launch, not per job: the live launches a
+        // job holds beyond the slot of its next one (a runner another job
+        // took, and the job launched again). A row written before this
+        // migration holds one slot as before, until its next write.
+        r#"
+ALTER TABLE jobs ADD COLUMN extra_slots INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX jobs_extra_slots_by_account ON jobs (account_h) WHERE extra_slots > 0;
+CREATE INDEX jobs_extra_slots_by_owner ON jobs (owner_h) WHERE extra_slots > 0;
+"#,
+    ),
 ];
 
 /// The schema version this build writes.
