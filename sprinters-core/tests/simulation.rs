@@ -4,6 +4,7 @@
 //!
 //! - `SEED=N` replays one seed (and prints what it did);
 //! - `SIM_SEEDS` (default 2000) and `SIM_JOBS` (default 200) size the run,
+//!   `SIM_FLOOD` adds a flood of the first owner's (see `SimConfig::flood`),
 //!   `SIM_FIRST_SEED` moves the window (scripts/soak runs new windows).
 //!
 //! scripts/test runs this in release mode: 2,000 seeds of 200 jobs (a
@@ -31,6 +32,7 @@ fn env(name: &str, default: u64) -> u64 {
 fn config() -> SimConfig {
     let mut config = SimConfig::default();
     config.jobs = env("SIM_JOBS", 200) as usize;
+    config.flood = env("SIM_FLOOD", 0) as usize;
     config
 }
 
@@ -143,5 +145,51 @@ fn every_kind_of_fault_happens() {
     ];
     for (what, count) in kinds {
         assert!(sum(count) > 0, "no {what} in seeds 0..8");
+    }
+}
+
+/// One owner floods (300 jobs at once, over its cap of `FLOOD_CAP`
+/// instances, checked against EC2 at every step) while the other owner's
+/// jobs arrive as usual, with every fault on: each seed keeps every
+/// invariant, and the other owner's jobs launch as soon as they do with no
+/// flood (the same seeds, the same worlds but for the flood): the median
+/// and the 90th percentile of their queued-to-instance delays within a
+/// quarter and one tick (5 s) of the calm runs'.
+#[test]
+fn one_owners_flood_delays_no_other_owner() {
+    use std::time::Duration;
+    let seeds = env(
+        "SIM_FLOOD_SEEDS",
+        if cfg!(debug_assertions) { 2 } else { 12 },
+    );
+    let run = |seed, flood| {
+        let mut config = SimConfig::default();
+        config.jobs = 100;
+        config.flood = flood;
+        simulate(seed, &config).unwrap_or_else(|f| panic!("flood {flood}: {f}"))
+    };
+    let (mut calm, mut flooded) = (Vec::new(), Vec::new());
+    for seed in 0..seeds {
+        calm.extend(run(seed, 0).other_owner_launch_delays);
+        flooded.extend(run(seed, 300).other_owner_launch_delays);
+    }
+    calm.sort();
+    flooded.sort();
+    let quantile = |d: &[Duration], q: f64| d[((d.len() - 1) as f64 * q) as usize];
+    for q in [0.5, 0.9, 0.99, 1.0] {
+        println!(
+            "the other owner's delay, q{q}: {:?} calm, {:?} with the flood",
+            quantile(&calm, q),
+            quantile(&flooded, q)
+        );
+    }
+    for q in [0.5, 0.9] {
+        let bound = quantile(&calm, q).mul_f64(1.25) + Duration::from_secs(5);
+        assert!(
+            quantile(&flooded, q) <= bound,
+            "q{q} of the other owner's delays: {:?} with the flood, {:?} calm",
+            quantile(&flooded, q),
+            quantile(&calm, q)
+        );
     }
 }

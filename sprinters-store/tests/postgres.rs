@@ -659,6 +659,27 @@ async fn history_queries_are_served_by_their_indexes() {
             "{query:?} scans the table:\n{plan}"
         );
     }
+    // A claim within caps counts through the slot indexes, never the
+    // account's or the owner's history.
+    let plan = store
+        .explain_slot_count(
+            testing::sample_owner_id("org7"),
+            &AccountId::parse("100000000003").unwrap(),
+        )
+        .await
+        .unwrap();
+    for index in [
+        "sprinters_jobs_slots_by_account",
+        "sprinters_jobs_slots_by_owner",
+        "sprinters_jobs_extra_slots_by_account",
+        "sprinters_jobs_extra_slots_by_owner",
+    ] {
+        assert!(
+            plan.contains(index),
+            "the slot count does not use {index}:\n{plan}"
+        );
+    }
+    assert!(!plan.contains("Seq Scan"), "{plan}");
 }
 
 /// The clear filter columns only choose rows: a row whose `owner_h` was

@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use super::launch::launch_intent;
-use super::limits::Place;
+use super::limits::{Place, Usage};
 use super::records::Receipt;
 use super::{Inner, job_span};
 use crate::domain::JobKey;
@@ -31,7 +31,7 @@ pub(super) struct LaunchTicket {
 impl Drop for LaunchTicket {
     fn drop(&mut self) {
         if self.armed {
-            self.inner.limiter.release(self.key);
+            self.inner.limiter.unreserve(self.key);
             self.inner
                 .scheduled
                 .lock()
@@ -84,7 +84,9 @@ impl Inner {
         // the store's claim: it takes the ordinary path (stored queued,
         // then claimed). Alone on its store, this engine's count decides.
         if (caps.any() && self.store.is_shared())
-            || !self.limiter.try_acquire(key, &place, caps, true)
+            || !self
+                .limiter
+                .try_acquire(key, &place, caps, Usage::default())
         {
             return Ok(None);
         }

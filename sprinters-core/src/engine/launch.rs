@@ -7,7 +7,7 @@ use std::sync::Arc;
 use secrecy::SecretString;
 use tracing::Instrument;
 
-use super::limits::{Caps, Place};
+use super::limits::{Caps, Place, Usage};
 use super::supply::{plan, scope, supplies};
 use super::{Inner, job_span};
 use crate::domain::{InstanceId, JobKey, RunnerName};
@@ -47,6 +47,23 @@ enum Step {
     Full(CapReached),
 }
 
+/// Counts a launch task waiting for the next tick, however its future
+/// ends.
+struct Parked<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Parked<'a> {
+    fn new(count: &'a std::sync::atomic::AtomicUsize) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// How a launch attempt ended, short of an error.
 enum Attempt {
     /// An instance runs for the job: started, or adopted.
@@ -65,6 +82,16 @@ struct Outcome {
 impl Inner {
     pub(super) fn me(&self) -> Option<Arc<Inner>> {
         self.me.upgrade()
+    }
+
+    /// Launch tasks waiting for a slot: here, or at the store (until the
+    /// next tick).
+    #[cfg(feature = "testing")]
+    pub(super) fn parked(&self) -> usize {
+        self.limiter.waiting()
+            + self
+                .parked_for_tick
+                .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Launches for `key` if it still needs a runner. Errors are recorded on
@@ -98,27 +125,29 @@ impl Inner {
             let caps = || self.caps_of(record.owner_id, &record.repository);
             // A slot per instance: a job whose runner another job took
             // holds that one and needs another; a resumed launch has one.
-            let new = !record.launches.iter().any(Launch::is_idle);
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return,
-                _ = self.limiter.acquire(key, &place, caps, new) => {}
-            }
+            let usage = Usage::of(&record);
             loop {
-                let caps = self.caps_of(record.owner_id, &record.repository);
-                match self.claim_and_launch(key, caps).await {
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => return,
+                    _ = self.limiter.acquire(key, &place, caps, usage) => {}
+                }
+                match self.claim_and_launch(key, caps()).await {
                     // The record as this task left it: no read to decide.
                     Ok(Step::Left(record)) => self.release_slot_if_idle_in(&record),
                     Ok(Step::Elsewhere) => self.release_slot_if_idle(key).await,
-                    // Another replica holds the slots: keep this one's turn
-                    // here and ask again on the next tick, when one may
-                    // have freed anywhere.
+                    // Other replicas hold the slots: this one's reservation
+                    // goes back (another owner's job in the account may fit
+                    // under its own caps), and it asks again on the next
+                    // tick, when one may have freed anywhere.
                     Ok(Step::Full(reached)) => {
                         tracing::debug!(%reached, "launch waits for a slot held elsewhere");
                         let tick = self.ticked.notified();
+                        tokio::pin!(tick);
+                        tick.as_mut().enable();
+                        self.limiter.unreserve(key);
+                        let _parked = Parked::new(&self.parked_for_tick);
                         tokio::select! {
-                            _ = self.shutdown.cancelled() => {
-                                self.limiter.finish(key, record.live_launches());
-                            }
+                            _ = self.shutdown.cancelled() => return,
                             _ = tick => continue,
                         }
                     }
@@ -214,7 +243,12 @@ impl Inner {
         let replica = self.config.replica_id.clone();
         let written = self
             .update_from(claimed, |r| {
-                let ours = r.lease.as_ref().is_some_and(|l| l.owner == replica);
+                // A lapsed claim's slot may be another job's by now.
+                let now = self.clock.now();
+                let ours = r
+                    .lease
+                    .as_ref()
+                    .is_some_and(|l| l.owner == replica && l.expires_at > now);
                 if !ours || !r.state.is_waiting() {
                     return false;
                 }
@@ -718,13 +752,17 @@ impl Inner {
         match self.store.get_job(key).await {
             Ok(Some(r)) => self.release_slot_if_idle_in(&r.value),
             Ok(None) => self.limiter.release(key),
-            Err(e) => tracing::warn!(error = %e, "reading job to release its slot failed"),
+            Err(e) => {
+                // What it held stays counted until a tick reads it again.
+                tracing::warn!(error = %e, "reading job to release its slot failed");
+                self.limiter.unreserve(key);
+            }
         }
     }
 
     /// [`Inner::release_slot_if_idle`] for a record just read or written.
     pub(super) fn release_slot_if_idle_in(&self, record: &JobRecord) {
-        self.limiter.finish(record.key, record.live_launches());
+        self.limiter.finish(record);
     }
 }
 

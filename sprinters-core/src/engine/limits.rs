@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 
 use super::config::Limits;
 use crate::domain::{AccountId, JobKey, OwnerId, Repository};
+use crate::job::{JobRecord, Launch};
 
 /// The caps one launch is held to; `None` is no cap.
 pub(crate) use crate::ports::SlotCaps as Caps;
@@ -94,23 +95,28 @@ impl Limiter {
     }
 
     /// Reserves the slot of `job`'s next launch if it is free under
-    /// `caps` (or reserved already). A `new` launch needs one beyond the
+    /// `caps` (or reserved already). A new launch needs one beyond the
     /// job's live launches (a job whose runner another job took holds that
-    /// one and needs another); a resumed one is among them.
+    /// one and needs another); the next of a job with an untaken live
+    /// launch is that one. `usage` is the job's as the caller last read
+    /// it; a more recent one seen here wins.
     pub(crate) fn try_acquire(
         &self,
         job: JobKey,
         place: &Place<'_>,
         caps: Caps,
-        new: bool,
+        usage: Usage,
     ) -> bool {
         let mut held = self.lock();
-        let (live, reserved) = held.jobs.get(&job).map_or((0, 0), |h| (h.live, h.reserved));
+        let (usage, reserved) = held
+            .jobs
+            .get(&job)
+            .map_or((usage, 0), |h| (h.usage, h.reserved));
         if reserved > 0 {
             return true;
         }
-        let want = if new { live + 1 } else { live.max(1) };
-        let more = want.saturating_sub(live);
+        let want = usage.live + usize::from(!usage.untaken);
+        let more = want.saturating_sub(usage.live);
         let full = |cap: Option<usize>, n: Option<&usize>| {
             cap.is_some_and(|max| n.copied().unwrap_or(0) + more > max)
         };
@@ -123,7 +129,10 @@ impl Limiter {
         {
             return false;
         }
-        held.set(job, Some(place), |h| h.reserved = want);
+        held.set(job, Some(place), |h| {
+            h.usage = usage;
+            h.reserved = want;
+        });
         true
     }
 
@@ -134,9 +143,9 @@ impl Limiter {
         job: JobKey,
         place: &Place<'_>,
         caps: impl Fn() -> Caps,
-        new: bool,
+        usage: Usage,
     ) {
-        if self.try_acquire(job, place, caps(), new) {
+        if self.try_acquire(job, place, caps(), usage) {
             return;
         }
         self.waiting.fetch_add(1, Ordering::Relaxed);
@@ -160,7 +169,7 @@ impl Limiter {
             in_account.as_mut().enable();
             of_owner.as_mut().enable();
             self.attempts.fetch_add(1, Ordering::Relaxed);
-            if self.try_acquire(job, place, caps(), new) {
+            if self.try_acquire(job, place, caps(), usage) {
                 return;
             }
             tokio::select! {
@@ -186,34 +195,63 @@ impl Limiter {
             .unwrap_or(0)
     }
 
-    /// Counts `live` launches of `job` regardless of the caps: for jobs
-    /// found with live instances when the engine starts.
-    pub(crate) fn restore(&self, job: JobKey, place: &Place<'_>, live: usize) {
-        self.lock()
-            .set(job, Some(place), |h| h.live = h.live.max(live));
+    /// Counts the live launches of `record` regardless of the caps: for
+    /// jobs found with live instances when the engine starts.
+    pub(crate) fn restore(&self, record: &JobRecord) {
+        self.seen(record);
     }
 
-    /// `job`'s launch task is over, its record left with `live` live
-    /// launches: its reservation is given back.
-    pub(crate) fn finish(&self, job: JobKey, live: usize) {
-        let freed = self.lock().set(job, None, |h| {
-            h.reserved = 0;
-            h.live = live;
+    /// `record`'s launch task is over: its reservation is given back, and
+    /// its live launches stay counted.
+    pub(crate) fn finish(&self, record: &JobRecord) {
+        self.note(record, true);
+    }
+
+    /// `job`'s launch task is over without a record to go by (the store
+    /// failed): its reservation is given back, what it held before stays.
+    pub(crate) fn unreserve(&self, job: JobKey) {
+        let freed = self.lock().set(job, None, |h| h.reserved = 0);
+        self.wake_for(freed);
+    }
+
+    /// `record` was written or read here: its live launches are counted
+    /// as it has them (one ended, here or on another replica; one began).
+    /// A launch task's reservation stays until the task is over.
+    pub(crate) fn seen(&self, record: &JobRecord) {
+        self.note(record, false);
+    }
+
+    fn note(&self, record: &JobRecord, task_over: bool) {
+        let usage = Usage::of(record);
+        let place = record.account.as_ref().map(|account| Place {
+            owner: record.owner_id,
+            account,
+            repository: &record.repository,
+        });
+        self.update(record.key, place.as_ref(), usage, task_over);
+    }
+
+    /// Sets `job`'s usage (a holding starts only with live launches and a
+    /// place), and ends its reservation when `task_over`.
+    fn update(&self, job: JobKey, place: Option<&Place<'_>>, usage: Usage, task_over: bool) {
+        let place = place.filter(|_| usage.live > 0);
+        let freed = self.lock().set(job, place, |h| {
+            h.usage = usage;
+            if task_over {
+                h.reserved = 0;
+            }
         });
         self.wake_for(freed);
     }
 
-    /// `job`'s record was written or read with `live` live launches (one
-    /// ended, here or on another replica). Nothing for a job holding
-    /// nothing here.
-    pub(crate) fn seen(&self, job: JobKey, live: usize) {
-        let freed = self.lock().set(job, None, |h| h.live = live);
-        self.wake_for(freed);
-    }
-
-    /// Gives every slot of `job` back.
+    /// Gives every slot of `job` back: its record is gone, or its ticket
+    /// was never written.
     pub(crate) fn release(&self, job: JobKey) {
-        self.finish(job, 0);
+        let freed = self.lock().set(job, None, |h| {
+            h.reserved = 0;
+            h.usage = Usage::default();
+        });
+        self.wake_for(freed);
     }
 
     /// Wakes the waiters a freed slot may let through: those in its
@@ -237,6 +275,12 @@ impl Limiter {
         for notify in w.by_account.values().chain(w.by_owner.values()) {
             notify.notify_waiters();
         }
+    }
+
+    /// How many launches wait for a slot here.
+    #[cfg(feature = "testing")]
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// Whether a launch waits for a slot: only then must slots held by
@@ -264,14 +308,32 @@ impl Limiter {
     }
 }
 
+/// A job's launches as last written or read here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Usage {
+    /// Its live launches.
+    pub(crate) live: usize,
+    /// Whether one of them is untaken (its runner waits for a job): the
+    /// job's next launch is that one.
+    pub(crate) untaken: bool,
+}
+
+impl Usage {
+    pub(crate) fn of(record: &JobRecord) -> Self {
+        Self {
+            live: record.live_launches(),
+            untaken: record.launches.iter().any(Launch::is_idle),
+        }
+    }
+}
+
 /// Where one job's slots count, and how many it holds.
 #[derive(Debug)]
 struct Holding {
     owner: OwnerId,
     account: AccountId,
     repository: Repository,
-    /// Its live launches, as last written or read here.
-    live: usize,
+    usage: Usage,
     /// What its launch task reserved (its live launches and the one it
     /// makes), until the task is over.
     reserved: usize,
@@ -279,7 +341,7 @@ struct Holding {
 
 impl Holding {
     fn slots(&self) -> usize {
-        self.live.max(self.reserved)
+        self.usage.live.max(self.reserved)
     }
 }
 
@@ -299,7 +361,7 @@ impl Held {
                 owner: place.owner,
                 account: place.account.clone(),
                 repository: place.repository.clone(),
-                live: 0,
+                usage: Usage::default(),
                 reserved: 0,
             }),
             (std::collections::hash_map::Entry::Vacant(_), None) => return None,
@@ -344,6 +406,11 @@ mod tests {
     use super::*;
     use crate::domain::{JobId, RunAttempt};
 
+    const NEW: Usage = Usage {
+        live: 0,
+        untaken: false,
+    };
+
     fn key(n: u64) -> JobKey {
         JobKey::new(JobId::new(n), RunAttempt::FIRST)
     }
@@ -366,7 +433,7 @@ mod tests {
             account,
             repository: &repo,
         };
-        assert!(limiter.try_acquire(key(0), &place(a, &x), one, true));
+        assert!(limiter.try_acquire(key(0), &place(a, &x), one, NEW));
         let mut waiters = Vec::new();
         for n in 1..=20 {
             let (limiter, x, repo) = (limiter.clone(), x.clone(), repo.clone());
@@ -376,7 +443,7 @@ mod tests {
                     account: &x,
                     repository: &repo,
                 };
-                limiter.acquire(key(n), &place, || one, true).await;
+                limiter.acquire(key(n), &place, || one, NEW).await;
             }));
         }
         let settle = || async {
@@ -387,7 +454,7 @@ mod tests {
         settle().await;
         assert_eq!(limiter.attempts(), 20, "each waiter looked once");
         for n in 100..110 {
-            assert!(limiter.try_acquire(key(n), &place(b, &y), Caps::default(), true));
+            assert!(limiter.try_acquire(key(n), &place(b, &y), Caps::default(), NEW));
             limiter.release(key(n));
         }
         settle().await;
@@ -416,27 +483,34 @@ mod tests {
             account: &account,
             repository: &repo,
         };
-        assert!(limiter.try_acquire(key(1), &place, one, true));
-        limiter.finish(key(1), 1);
+        let usage = |live, untaken| Usage { live, untaken };
+        let over = |job, usage| limiter.update(job, Some(&place), usage, true);
+        assert!(limiter.try_acquire(key(1), &place, one, NEW));
+        over(key(1), usage(1, true));
         assert_eq!(limiter.held(), 1);
         assert!(
-            !limiter.try_acquire(key(1), &place, one, true),
+            limiter.try_acquire(key(1), &place, one, NEW),
+            "its runner waits"
+        );
+        over(key(1), usage(1, true));
+        // Another job took the runner: the job's next launch is a new one.
+        limiter.update(key(1), Some(&place), usage(1, false), false);
+        assert!(
+            !limiter.try_acquire(key(1), &place, one, NEW),
             "a second instance"
         );
-        assert!(!limiter.try_acquire(key(2), &place, one, true));
-        assert!(limiter.try_acquire(key(1), &place, one, false), "resumed");
-        limiter.finish(key(1), 1);
-        limiter.seen(key(1), 0);
+        assert!(!limiter.try_acquire(key(2), &place, one, NEW));
+        limiter.update(key(1), Some(&place), usage(0, false), false);
         assert_eq!(limiter.held(), 0, "its launch ended");
-        assert!(limiter.try_acquire(key(1), &place, one, true));
-        assert!(!limiter.try_acquire(key(2), &place, one, true));
-        limiter.seen(key(1), 0);
+        assert!(limiter.try_acquire(key(1), &place, one, NEW));
+        assert!(!limiter.try_acquire(key(2), &place, one, NEW));
+        limiter.update(key(1), Some(&place), usage(0, false), false);
         assert_eq!(
             limiter.held(),
             1,
             "a reservation stays until its task is over"
         );
-        limiter.release(key(1));
-        assert!(limiter.try_acquire(key(2), &place, one, true));
+        limiter.unreserve(key(1));
+        assert!(limiter.try_acquire(key(2), &place, one, NEW));
     }
 }

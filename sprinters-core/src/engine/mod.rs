@@ -110,6 +110,8 @@ pub(crate) struct Inner {
     /// Notified each tick: launches refused a slot by the store's count
     /// (held by other replicas) ask again then.
     ticked: tokio::sync::Notify,
+    /// Launch tasks waiting for the next tick.
+    parked_for_tick: std::sync::atomic::AtomicUsize,
     /// What the ticks have listed of the due work.
     due_listing: Mutex<supply::DueListing>,
     tasks: TaskTracker,
@@ -238,6 +240,7 @@ impl EngineBuilder {
                 observer,
                 limiter: Limiter::new(config.limits),
                 ticked: tokio::sync::Notify::new(),
+                parked_for_tick: std::sync::atomic::AtomicUsize::new(0),
                 due_listing: Mutex::default(),
                 parser: self.parser.unwrap_or_default(),
                 config,
@@ -423,6 +426,23 @@ impl Engine {
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
         self.inner.tasks.reopen();
+    }
+
+    /// Waits until every background task has finished or waits for a
+    /// launch slot: for a deterministic run on a current-thread runtime
+    /// with no timers (it yields until then).
+    #[cfg(feature = "testing")]
+    pub(crate) async fn until_idle(&self) {
+        // A waiter woken (a slot freed, a tick) still counts as parked
+        // until it runs: yield to every ready task before looking.
+        loop {
+            for _ in 0..16 {
+                tokio::task::yield_now().await;
+            }
+            if self.inner.tasks.len() <= self.inner.parked() {
+                return;
+            }
+        }
     }
 
     /// Stops starting new launches and waits for the ones in flight.

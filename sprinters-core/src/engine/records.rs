@@ -123,7 +123,7 @@ impl Inner {
             {
                 Ok(version) => {
                     // A launch ended: its slot frees here at once.
-                    self.limiter.seen(key, record.live_launches());
+                    self.limiter.seen(&record);
                     if record.state != current.value.state {
                         self.observer
                             .job_state_changed(Some(current.value.state), record.state);

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::Inner;
-use super::limits::Place;
 use crate::Result;
 use crate::domain::{JobKey, OwnerId};
 use crate::job::{JobRecord, JobState, Launch};
@@ -228,12 +227,17 @@ impl Inner {
             return Ok(());
         }
         for job in holders {
-            let live = self
-                .store
-                .get_job(job)
-                .await?
-                .map_or(0, |r| r.value.live_launches());
-            self.limiter.seen(job, live);
+            let record = self.store.get_job(job).await?.map(|r| r.value);
+            // Under the lock a launch task is spawned under: a job with no
+            // task here holds no reservation (one left by a task that
+            // could not read its record is given back now).
+            let scheduled = self.scheduled.lock().unwrap_or_else(|e| e.into_inner());
+            match (record, scheduled.contains(&job)) {
+                (Some(record), true) => self.limiter.seen(&record),
+                (Some(record), false) => self.limiter.finish(&record),
+                (None, true) => {}
+                (None, false) => self.limiter.release(job),
+            }
         }
         Ok(())
     }
@@ -289,17 +293,7 @@ impl Inner {
         self.sync_tenants().await?;
         for record in self.list_all(ListJobs::active(PAGE)).await? {
             let r = &record.value;
-            let live = r.live_launches();
-            if let Some(account) = &r.account
-                && live > 0
-            {
-                let place = Place {
-                    owner: r.owner_id,
-                    account,
-                    repository: &r.repository,
-                };
-                self.limiter.restore(r.key, &place, live);
-            }
+            self.limiter.restore(r);
             let own_claim = |r: &JobRecord| {
                 r.lease
                     .as_ref()

@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use deadpool_postgres::Client;
-use sprinters_core::domain::{DeliveryId, JobKey};
+use sprinters_core::domain::{AccountId, DeliveryId, JobKey, OwnerId};
 use sprinters_core::job::JobRecord;
 use sprinters_core::ports::{
     AcquireLease, CapReached, Claim, ClaimJob, DeliveryRecorded, JobCursor, JobPage, JobStore,
@@ -279,6 +279,31 @@ impl PostgresJobStore {
             .collect();
         let client = db.client().await?;
         let rows = db.query(&client, &format!("EXPLAIN {sql}"), &refs).await?;
+        let lines = rows
+            .iter()
+            .map(|r| r.try_get::<_, String>(0))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::integrity(format!("reading a query plan: {e}")).with_source(e))?;
+        Ok(lines.join("\n"))
+    }
+
+    /// The plan PostgreSQL picks for the rows a claim within caps counts
+    /// for a job of `owner` in `account` (`EXPLAIN`: nothing is read).
+    pub async fn explain_slot_count(&self, owner: OwnerId, account: &AccountId) -> Result<String> {
+        let keys = &self.inner.keys;
+        let owner_h = keys.opaque("owner", owner.to_string().as_bytes());
+        let account_h = keys.opaque("account", account.as_str().as_bytes());
+        let sql = format!(
+            "EXPLAIN SELECT count(*) FROM (SELECT $1::bytea AS account_h, $2::bytea AS owner_h) j, \
+             (SELECT $3::bigint AS p_now) p, sprinters_jobs s WHERE {}",
+            super::schema::SLOT_HOLDERS
+        );
+        let db = &self.inner.db;
+        let client = db.client().await?;
+        let now = 0i64;
+        let rows = db
+            .query(&client, &sql, &[&account_h, &owner_h, &now])
+            .await?;
         let lines = rows
             .iter()
             .map(|r| r.try_get::<_, String>(0))

@@ -10,6 +10,24 @@ use super::pg_error;
 /// application's own advisory locks.
 const MIGRATION_LOCK: i64 = 0x5370_7269_6e74_6572; // "Sprinter"
 
+/// The rows holding launch slots where a job `j` counts at `p_now`: the
+/// claim function's filter (migration 6), and the query plan test's. Each
+/// arm repeats a partial index's condition.
+macro_rules! slot_holders {
+    () => {
+        "s.active AND (
+                    (s.account_h = j.account_h AND s.slot_until IS NOT NULL
+                        AND s.slot_until > p_now)
+                    OR (s.owner_h = j.owner_h AND s.slot_until IS NOT NULL
+                        AND s.slot_until > p_now)
+                    OR (s.account_h = j.account_h AND s.extra_slots > 0)
+                    OR (s.owner_h = j.owner_h AND s.extra_slots > 0))"
+    };
+}
+
+/// [`slot_holders!`], for `EXPLAIN`.
+pub(crate) const SLOT_HOLDERS: &str = slot_holders!();
+
 /// The migrations, in order; a migration is never edited once released,
 /// only followed by a new one.
 const MIGRATIONS: &[(i32, &str)] = &[
@@ -234,7 +252,8 @@ $$;
         // next launches by the claim function, which the job's own extras
         // count against too. A row written before this migration holds one
         // slot as before, until its next write.
-        r#"
+        concat!(
+            r#"
 ALTER TABLE sprinters_jobs ADD COLUMN extra_slots integer NOT NULL DEFAULT 0;
 CREATE INDEX sprinters_jobs_extra_slots_by_account
     ON sprinters_jobs (account_h) WHERE extra_slots > 0;
@@ -293,9 +312,11 @@ BEGIN
             FROM (SELECT s.account_h, s.owner_h, s.repo_h,
                     s.extra_slots + (s.slot_until IS NOT NULL AND s.slot_until > p_now)::int AS n
                 FROM sprinters_jobs s
-                WHERE (s.account_h = j.account_h OR s.owner_h = j.owner_h) AND s.active
-                    AND ((s.slot_until IS NOT NULL AND s.slot_until > p_now)
-                        OR s.extra_slots > 0)) w;
+                -- Each arm repeats a partial index's condition, so that the
+                -- rows are found through the four indexes, never the history.
+                WHERE "#,
+            slot_holders!(),
+            r#") w;
         IF n_account >= p_per_account THEN
             cap := 'account';
             held := n_account;
@@ -334,7 +355,8 @@ BEGIN
     END IF;
 END
 $$;
-"#,
+"#
+        ),
     ),
 ];
 

@@ -97,6 +97,47 @@ pub(crate) fn instances(world: &mut World, config: &EngineConfig, now: Timestamp
     problems
 }
 
+/// An owner's cap on live instances, from EC2's side: its instances not
+/// terminated in `account` (its own, shared with no other owner here).
+pub(crate) fn owner_cap(ec2: &MemoryLauncher, account: &str, cap: usize) -> Vec<String> {
+    let live = ec2
+        .alive()
+        .iter()
+        .filter(|i| i.account.as_str() == account)
+        .count();
+    if live > cap {
+        vec![format!(
+            "account {account} had {live} live instances at once, over its owner's cap of {cap}"
+        )]
+    } else {
+        Vec::new()
+    }
+}
+
+/// From the arrival of each of `owner`'s jobs to its first instance, for
+/// the jobs that got one, in arrival order.
+pub(crate) fn launch_delays(world: &World, ec2: &MemoryLauncher, owner: &str) -> Vec<Duration> {
+    let mut first: BTreeMap<JobKey, Timestamp> = BTreeMap::new();
+    for i in ec2.instances() {
+        if let (Some(job), Some(at)) = (i.info.job, i.info.launched_at) {
+            let t = first.entry(job).or_insert(at);
+            *t = (*t).min(at);
+        }
+    }
+    let mut delays: Vec<(Timestamp, Duration)> = world
+        .jobs
+        .values()
+        .filter(|j| tenant_of(&j.repository).0 == owner)
+        .filter_map(|j| {
+            first
+                .get(&j.key)
+                .map(|at| (j.arrives_at, at.since(j.arrives_at)))
+        })
+        .collect();
+    delays.sort();
+    delays.into_iter().map(|(_, d)| d).collect()
+}
+
 /// No owner's event ever changes another owner's records or instances:
 /// every record is its repository owner's; a runner taken, or ran on,
 /// belongs to a job of the same owner and repository; every instance runs
@@ -343,7 +384,7 @@ mod tests {
     fn overlong_idle_and_doubled_instances_are_reported() {
         let config = sim_engine_config();
         let start = Timestamp::from_millis(0);
-        let mut world = World::new(1, 0, start, config.max_lifetime);
+        let mut world = World::new(1, 0, 0, start, config.max_lifetime);
         let job = JobKey::new(JobId::new(7), RunAttempt::FIRST);
         for n in 1..=2 {
             let id = InstanceId::parse(&format!("i-{n:017x}")).unwrap();
@@ -372,7 +413,7 @@ mod tests {
     fn a_stuck_job_a_wrong_conclusion_and_a_leftover_instance_are_reported() {
         let clock = Arc::new(ManualClock::default());
         let ec2 = MemoryLauncher::new(clock.clone());
-        let mut world = World::new(1, 2, clock.now(), Duration::from_secs(3600));
+        let mut world = World::new(1, 2, 0, clock.now(), Duration::from_secs(3600));
         let keys: Vec<JobKey> = world.jobs.keys().copied().collect();
         let runner = RunnerName::for_launch(keys[0], 1);
         for key in &keys {

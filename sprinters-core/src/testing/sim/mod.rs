@@ -43,7 +43,15 @@ pub struct SimConfig {
     pub fail_per_mille: u64,
     /// Per mille of calls around which the control plane crashes.
     pub crash_per_mille: u64,
+    /// Jobs the first owner queues at once a second into the run, on top
+    /// of `jobs`, held to a cap of [`FLOOD_CAP`] live instances (its
+    /// policy's `max_instances`, set when this is not 0). Every step checks
+    /// the cap against EC2.
+    pub flood: usize,
 }
+
+/// The first owner's `max_instances` when it floods.
+pub const FLOOD_CAP: usize = 4;
 
 impl Default for SimConfig {
     fn default() -> Self {
@@ -51,6 +59,7 @@ impl Default for SimConfig {
             jobs: 200,
             fail_per_mille: 30,
             crash_per_mille: 2,
+            flood: 0,
         }
     }
 }
@@ -95,6 +104,10 @@ pub struct SimReport {
     pub cancelled: u64,
     /// Virtual time the run took.
     pub virtual_time: Duration,
+    /// From the arrival of each of the second owner's jobs to its first
+    /// instance, for the jobs that got one: what a flood of the first
+    /// owner's must not stretch.
+    pub other_owner_launch_delays: Vec<Duration>,
 }
 
 /// A simulation that broke an invariant.
@@ -154,7 +167,7 @@ pub fn simulate(seed: u64, sim: &SimConfig) -> Result<SimReport, SimFailure> {
     let github = Arc::new(MemoryRegistry::new());
     let sts = Arc::new(MemoryCredentials::new());
     let chaos = Arc::new(Chaos::new(seed, sim.fail_per_mille, sim.crash_per_mille));
-    let mut world = World::new(seed, sim.jobs, clock.now(), config.max_lifetime);
+    let mut world = World::new(seed, sim.jobs, sim.flood, clock.now(), config.max_lifetime);
     let start = clock.now();
     let horizon = world
         .last_arrival()
@@ -190,6 +203,32 @@ pub fn simulate(seed: u64, sim: &SimConfig) -> Result<SimReport, SimFailure> {
         (runtime, engine)
     };
     let (mut runtime, mut engine) = incarnation();
+    if sim.flood > 0 {
+        // Set through a replica without faults: the policy is there
+        // before the first job, as an operator would have set it.
+        let (login, owner_id, installation_id, _) = world::TENANTS[0];
+        let operator = Engine::builder()
+            .registry(github.clone())
+            .credentials(sts.clone())
+            .launcher(ec2.clone())
+            .store(store.clone())
+            .clock(clock.clone())
+            .config(config.clone())
+            .build()
+            .unwrap();
+        let policy = crate::policy::OwnerPolicy {
+            max_instances: Some(FLOOD_CAP as u32),
+            ..Default::default()
+        };
+        runtime
+            .block_on(operator.set_owner_policy(
+                OwnerId::new(owner_id),
+                InstallationId::new(installation_id),
+                Owner::parse(login).unwrap(),
+                Some(policy),
+            ))
+            .unwrap();
+    }
     let mut recovering = false;
     let mut next_reconcile = clock.now();
     loop {
@@ -214,7 +253,7 @@ pub fn simulate(seed: u64, sim: &SimConfig) -> Result<SimReport, SimFailure> {
                     let _ = engine.reconcile().await;
                 }
                 let _ = engine.process_due().await;
-                engine.drain().await;
+                engine.until_idle().await;
             };
             if runtime.block_on(until_crash(&chaos, work)).is_some() && now >= next_reconcile {
                 next_reconcile = now.saturating_add(config.reconcile_interval);
@@ -230,7 +269,11 @@ pub fn simulate(seed: u64, sim: &SimConfig) -> Result<SimReport, SimFailure> {
             next_reconcile = clock.now();
             continue;
         }
-        for problem in check::instances(&mut world, &config, now) {
+        let mut seen = check::instances(&mut world, &config, now);
+        if sim.flood > 0 {
+            seen.extend(check::owner_cap(&ec2, world::ACCOUNT, FLOOD_CAP));
+        }
+        for problem in seen {
             if !problems.contains(&problem) {
                 problems.push(problem);
             }
@@ -288,6 +331,7 @@ pub fn simulate(seed: u64, sim: &SimConfig) -> Result<SimReport, SimFailure> {
         dead_on_arrival: t.never_booted + t.never_registered,
         cancelled: t.cancelled_queued + t.cancelled_running,
         virtual_time: clock.now().since(start),
+        other_owner_launch_delays: check::launch_delays(&world, &ec2, world::TENANTS[1].0),
     })
 }
 

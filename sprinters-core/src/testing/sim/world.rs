@@ -132,6 +132,8 @@ pub(crate) fn tenant_of(repository: &Repository) -> (&'static str, u64, u64, &'s
 }
 /// Job ids of re-runs start here (first attempts count up from 1,000).
 const RERUN_IDS: u64 = 1_000_000;
+/// Job ids of a flood start here.
+const FLOOD_IDS: u64 = 500_000;
 const REPOSITORIES: [&str; 4] = [
     "octo-org/app",
     "octo-org/api",
@@ -159,8 +161,15 @@ fn secs(rng: &mut fastrand::Rng, range: std::ops::Range<u64>) -> Duration {
 }
 
 impl World {
-    /// `jobs` jobs arriving over the first minutes of the run.
-    pub(crate) fn new(seed: u64, jobs: usize, start: Timestamp, max_lifetime: Duration) -> Self {
+    /// `jobs` jobs arriving over the first minutes of the run, and the
+    /// first owner's `flood` all at once a second in.
+    pub(crate) fn new(
+        seed: u64,
+        jobs: usize,
+        flood: usize,
+        start: Timestamp,
+        max_lifetime: Duration,
+    ) -> Self {
         let mut rng = fastrand::Rng::with_seed(seed ^ 0x05EE_D0F0_BEC7);
         let mut all = BTreeMap::new();
         let mut at = start;
@@ -192,6 +201,28 @@ impl World {
                 runner_id: None,
             };
             let job = Self::label(&mut rng, job);
+            all.insert(key, job);
+        }
+        // Drawn from a generator of its own: the rest of the world is the
+        // same with or without the flood.
+        let mut flood_rng = fastrand::Rng::with_seed(seed ^ 0x0F10_0D00);
+        for n in 0..flood as u64 {
+            let key = JobKey::new(JobId::new(FLOOD_IDS + n), RunAttempt::FIRST);
+            let job = SimJob {
+                key,
+                run_id: RunId::new(FLOOD_IDS + n / 3),
+                repository: Repository::parse(REPOSITORIES[0]).unwrap_or_else(|_| {
+                    unreachable!("the simulation's repository names are valid")
+                }),
+                labels: vec!["sprinters:aws:ubuntu-latest".into()],
+                kind: Kind::Ours,
+                arrives_at: start.saturating_add(Duration::from_secs(1)),
+                run_for: secs(&mut flood_rng, 20..120),
+                cancel_queued_at: None,
+                cancel_after: None,
+                status: Status::NotYet,
+                runner_id: None,
+            };
             all.insert(key, job);
         }
         Self {
