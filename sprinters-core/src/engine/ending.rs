@@ -137,8 +137,6 @@ impl Inner {
             });
             tracing::info!(instance = %instance_id, reason = reason.as_str(), was_running, "instance ended");
         }
-        // Its launch task, if one runs here, keeps its reservation.
-        self.limiter.seen(&updated.value);
         if settled == Settled::Unknown {
             // It ran on a launch not read above (it changed meanwhile).
             return self.settle_from(updated).await;

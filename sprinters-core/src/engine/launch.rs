@@ -144,6 +144,9 @@ impl Inner {
                         let tick = self.ticked.notified();
                         tokio::pin!(tick);
                         tick.as_mut().enable();
+                        // The other waiters for that place wait for the
+                        // tick too, rather than each asking the store.
+                        self.limiter.full_until_tick(reached.cap, &place);
                         self.limiter.unreserve(key);
                         let _parked = Parked::new(&self.parked_for_tick);
                         tokio::select! {
@@ -750,7 +753,10 @@ impl Inner {
     /// A job keeps a slot for each live instance it launched.
     pub(super) async fn release_slot_if_idle(&self, key: JobKey) {
         match self.store.get_job(key).await {
-            Ok(Some(r)) => self.release_slot_if_idle_in(&r.value),
+            Ok(Some(r)) => {
+                self.limiter.seen(&r.value, r.version);
+                self.limiter.unreserve(key);
+            }
             Ok(None) => self.limiter.release(key),
             Err(e) => {
                 // What it held stays counted until a tick reads it again.
@@ -760,9 +766,10 @@ impl Inner {
         }
     }
 
-    /// [`Inner::release_slot_if_idle`] for a record just read or written.
+    /// [`Inner::release_slot_if_idle`] for a record this task wrote (its
+    /// writes set what the job holds here).
     pub(super) fn release_slot_if_idle_in(&self, record: &JobRecord) {
-        self.limiter.finish(record);
+        self.limiter.unreserve(record.key);
     }
 }
 

@@ -6,7 +6,7 @@
 //! claim ([`ClaimJob::within`](crate::ports::ClaimJob::within)), which holds
 //! every replica sharing it to one count.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use super::config::Limits;
 use crate::domain::{AccountId, JobKey, OwnerId, Repository};
 use crate::job::{JobRecord, Launch};
+use crate::ports::{SlotCap, Version, Versioned};
 
 /// The caps one launch is held to; `None` is no cap.
 pub(crate) use crate::ports::SlotCaps as Caps;
@@ -67,6 +68,27 @@ struct Held {
     per_account: HashMap<AccountId, usize>,
     per_repository: HashMap<Repository, usize>,
     per_owner: HashMap<OwnerId, usize>,
+    /// Places the store found full, until the next tick: one claim per
+    /// place and tick asks it, not every waiting job of a backlog.
+    full: HashSet<Full>,
+}
+
+/// A place whose cap the store's count found reached.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Full {
+    Account(AccountId),
+    Repository(OwnerId, Repository),
+    Owner(OwnerId),
+}
+
+impl Full {
+    fn of(place: &Place<'_>) -> [Full; 3] {
+        [
+            Full::Account(place.account.clone()),
+            Full::Repository(place.owner, place.repository.clone()),
+            Full::Owner(place.owner),
+        ]
+    }
 }
 
 impl Limiter {
@@ -114,6 +136,9 @@ impl Limiter {
             .map_or((usage, 0), |h| (h.usage, h.reserved));
         if reserved > 0 {
             return true;
+        }
+        if Full::of(place).iter().any(|f| held.full.contains(f)) {
+            return false;
         }
         let want = usage.live + usize::from(!usage.untaken);
         let more = want.saturating_sub(usage.live);
@@ -197,51 +222,66 @@ impl Limiter {
 
     /// Counts the live launches of `record` regardless of the caps: for
     /// jobs found with live instances when the engine starts.
-    pub(crate) fn restore(&self, record: &JobRecord) {
-        self.seen(record);
+    pub(crate) fn restore(&self, record: &Versioned<JobRecord>) {
+        self.seen(&record.value, record.version);
     }
 
-    /// `record`'s launch task is over: its reservation is given back, and
-    /// its live launches stay counted.
-    pub(crate) fn finish(&self, record: &JobRecord) {
-        self.note(record, true);
-    }
-
-    /// `job`'s launch task is over without a record to go by (the store
-    /// failed): its reservation is given back, what it held before stays.
+    /// `job`'s launch task is over: its reservation is given back, and
+    /// what its writes left counted stays.
     pub(crate) fn unreserve(&self, job: JobKey) {
         let freed = self.lock().set(job, None, |h| h.reserved = 0);
         self.wake_for(freed);
     }
 
-    /// `record` was written or read here: its live launches are counted
-    /// as it has them (one ended, here or on another replica; one began).
-    /// A launch task's reservation stays until the task is over.
-    pub(crate) fn seen(&self, record: &JobRecord) {
-        self.note(record, false);
-    }
-
-    fn note(&self, record: &JobRecord, task_over: bool) {
+    /// `record` was written or read here at `version`: its live launches
+    /// are counted as it has them (one ended, here or on another replica;
+    /// one began), unless a later version was seen already. A launch
+    /// task's reservation stays until the task is over.
+    pub(crate) fn seen(&self, record: &JobRecord, version: Version) {
         let usage = Usage::of(record);
         let place = record.account.as_ref().map(|account| Place {
             owner: record.owner_id,
             account,
             repository: &record.repository,
         });
-        self.update(record.key, place.as_ref(), usage, task_over);
-    }
-
-    /// Sets `job`'s usage (a holding starts only with live launches and a
-    /// place), and ends its reservation when `task_over`.
-    fn update(&self, job: JobKey, place: Option<&Place<'_>>, usage: Usage, task_over: bool) {
-        let place = place.filter(|_| usage.live > 0);
-        let freed = self.lock().set(job, place, |h| {
-            h.usage = usage;
-            if task_over {
-                h.reserved = 0;
+        let place = place.as_ref().filter(|_| usage.live > 0);
+        let freed = self.lock().set(record.key, place, |h| {
+            if version >= h.version {
+                h.version = version;
+                h.usage = usage;
             }
         });
         self.wake_for(freed);
+    }
+
+    /// The store found `cap` reached at `place`: no launch there asks it
+    /// again before the next tick.
+    pub(crate) fn full_until_tick(&self, cap: SlotCap, place: &Place<'_>) {
+        let [account, repository, owner] = Full::of(place);
+        self.lock().full.insert(match cap {
+            SlotCap::Account => account,
+            SlotCap::Repository => repository,
+            _ => owner,
+        });
+    }
+
+    /// A tick: every place found full asks the store again, its waiters
+    /// woken.
+    pub(crate) fn tick(&self) {
+        let full = std::mem::take(&mut self.lock().full);
+        if full.is_empty() {
+            return;
+        }
+        let w = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        for place in full {
+            let notify = match &place {
+                Full::Account(account) => w.by_account.get(account),
+                Full::Repository(owner, _) | Full::Owner(owner) => w.by_owner.get(owner),
+            };
+            if let Some(notify) = notify {
+                notify.notify_waiters();
+            }
+        }
     }
 
     /// Gives every slot of `job` back: its record is gone, or its ticket
@@ -334,6 +374,8 @@ struct Holding {
     account: AccountId,
     repository: Repository,
     usage: Usage,
+    /// The version of the record `usage` is from.
+    version: Version,
     /// What its launch task reserved (its live launches and the one it
     /// makes), until the task is over.
     reserved: usize,
@@ -362,6 +404,7 @@ impl Held {
                 account: place.account.clone(),
                 repository: place.repository.clone(),
                 usage: Usage::default(),
+                version: 0,
                 reserved: 0,
             }),
             (std::collections::hash_map::Entry::Vacant(_), None) => return None,
@@ -484,7 +527,16 @@ mod tests {
             repository: &repo,
         };
         let usage = |live, untaken| Usage { live, untaken };
-        let over = |job, usage| limiter.update(job, Some(&place), usage, true);
+        let set = |job, usage: Usage, version| {
+            limiter.lock().set(job, Some(&place), |h| {
+                h.usage = usage;
+                h.version = version;
+            });
+        };
+        let over = |job, usage| {
+            set(job, usage, 0);
+            limiter.unreserve(job);
+        };
         assert!(limiter.try_acquire(key(1), &place, one, NEW));
         over(key(1), usage(1, true));
         assert_eq!(limiter.held(), 1);
@@ -494,17 +546,17 @@ mod tests {
         );
         over(key(1), usage(1, true));
         // Another job took the runner: the job's next launch is a new one.
-        limiter.update(key(1), Some(&place), usage(1, false), false);
+        set(key(1), usage(1, false), 0);
         assert!(
             !limiter.try_acquire(key(1), &place, one, NEW),
             "a second instance"
         );
         assert!(!limiter.try_acquire(key(2), &place, one, NEW));
-        limiter.update(key(1), Some(&place), usage(0, false), false);
+        set(key(1), usage(0, false), 0);
         assert_eq!(limiter.held(), 0, "its launch ended");
         assert!(limiter.try_acquire(key(1), &place, one, NEW));
         assert!(!limiter.try_acquire(key(2), &place, one, NEW));
-        limiter.update(key(1), Some(&place), usage(0, false), false);
+        set(key(1), usage(0, false), 0);
         assert_eq!(
             limiter.held(),
             1,
@@ -512,5 +564,34 @@ mod tests {
         );
         limiter.unreserve(key(1));
         assert!(limiter.try_acquire(key(2), &place, one, NEW));
+    }
+
+    /// A place the store found full is asked once per tick: until then no
+    /// other launch there may take a local slot (and so claim); another
+    /// account is not held back.
+    #[test]
+    fn a_place_found_full_waits_for_the_tick() {
+        let limiter = Limiter::new(Limits::default());
+        let (x, y) = (
+            AccountId::parse("111111111111").unwrap(),
+            AccountId::parse("222222222222").unwrap(),
+        );
+        let repo = Repository::parse("octo/app").unwrap();
+        let place = |account| Place {
+            owner: OwnerId::new(1),
+            account,
+            repository: &repo,
+        };
+        let three = Caps::new(Some(3), None, None);
+        assert!(limiter.try_acquire(key(1), &place(&x), three, NEW));
+        limiter.full_until_tick(crate::ports::SlotCap::Account, &place(&x));
+        limiter.unreserve(key(1));
+        assert!(!limiter.try_acquire(key(2), &place(&x), three, NEW));
+        assert!(
+            limiter.try_acquire(key(3), &place(&y), three, NEW),
+            "another account"
+        );
+        limiter.tick();
+        assert!(limiter.try_acquire(key(2), &place(&x), three, NEW));
     }
 }

@@ -123,7 +123,7 @@ impl Inner {
             {
                 Ok(version) => {
                     // A launch ended: its slot frees here at once.
-                    self.limiter.seen(&record);
+                    self.limiter.seen(&record, version);
                     if record.state != current.value.state {
                         self.observer
                             .job_state_changed(Some(current.value.state), record.state);
@@ -166,6 +166,7 @@ impl Inner {
         let key = fresh.key;
         match self.put(PutJob::create(fresh.clone()), receipt).await {
             Ok(version) => {
+                self.limiter.seen(&fresh, version);
                 self.observer.job_state_changed(None, fresh.state);
                 Ok((
                     Versioned {

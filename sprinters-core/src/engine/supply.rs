@@ -169,6 +169,7 @@ impl Inner {
     /// whose runners are up, or with a backlog waiting for slots.
     pub(super) async fn process_due(&self) -> Result<()> {
         let now = self.clock.now();
+        self.limiter.tick();
         self.ticked.notify_waiters();
         self.release_slots_of_inactive().await?;
         let query = self
@@ -227,16 +228,19 @@ impl Inner {
             return Ok(());
         }
         for job in holders {
-            let record = self.store.get_job(job).await?.map(|r| r.value);
+            let record = self.store.get_job(job).await?;
             // Under the lock a launch task is spawned under: a job with no
             // task here holds no reservation (one left by a task that
             // could not read its record is given back now).
             let scheduled = self.scheduled.lock().unwrap_or_else(|e| e.into_inner());
-            match (record, scheduled.contains(&job)) {
-                (Some(record), true) => self.limiter.seen(&record),
-                (Some(record), false) => self.limiter.finish(&record),
-                (None, true) => {}
-                (None, false) => self.limiter.release(job),
+            let task_here = scheduled.contains(&job);
+            match record {
+                Some(r) => self.limiter.seen(&r.value, r.version),
+                None if !task_here => self.limiter.release(job),
+                None => {}
+            }
+            if !task_here {
+                self.limiter.unreserve(job);
             }
         }
         Ok(())
@@ -292,8 +296,8 @@ impl Inner {
     pub(super) async fn recover(&self) -> Result<()> {
         self.sync_tenants().await?;
         for record in self.list_all(ListJobs::active(PAGE)).await? {
+            self.limiter.restore(&record);
             let r = &record.value;
-            self.limiter.restore(r);
             let own_claim = |r: &JobRecord| {
                 r.lease
                     .as_ref()

@@ -50,6 +50,9 @@ pub(crate) struct Chaos {
     pub(crate) crash_signal: Notify,
     pub(crate) crashes: std::sync::atomic::AtomicU64,
     pub(crate) failures: std::sync::atomic::AtomicU64,
+    /// The store answers that no other replica writes it: the engine's
+    /// own count then decides the one-write path of a capped job.
+    pub(crate) exclusive_store: bool,
 }
 
 impl Chaos {
@@ -63,6 +66,7 @@ impl Chaos {
             crash_signal: Notify::new(),
             crashes: Default::default(),
             failures: Default::default(),
+            exclusive_store: false,
         }
     }
 
@@ -318,6 +322,6 @@ impl JobStore for Chaotic<dyn JobStore> {
     }
 
     fn is_shared(&self) -> bool {
-        self.inner.is_shared()
+        self.inner.is_shared() && !self.chaos.exclusive_store
     }
 }

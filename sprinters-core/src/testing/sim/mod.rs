@@ -46,7 +46,9 @@ pub struct SimConfig {
     /// Jobs the first owner queues at once a second into the run, on top
     /// of `jobs`, held to a cap of [`FLOOD_CAP`] live instances (its
     /// policy's `max_instances`, set when this is not 0). Every step checks
-    /// the cap against EC2.
+    /// the cap against EC2. Odd seeds then run with a store that says no
+    /// other replica writes it (the engine's own count decides a capped
+    /// job's one-write path), even seeds with a shared one.
     pub flood: usize,
 }
 
@@ -166,7 +168,11 @@ pub fn simulate(seed: u64, sim: &SimConfig) -> Result<SimReport, SimFailure> {
     let ec2 = Arc::new(MemoryLauncher::new(clock.clone()));
     let github = Arc::new(MemoryRegistry::new());
     let sts = Arc::new(MemoryCredentials::new());
-    let chaos = Arc::new(Chaos::new(seed, sim.fail_per_mille, sim.crash_per_mille));
+    let mut chaos = Chaos::new(seed, sim.fail_per_mille, sim.crash_per_mille);
+    // With a flood, odd seeds run as if alone on the store: the engine's
+    // own count is then checked, even ones the store's.
+    chaos.exclusive_store = sim.flood > 0 && seed % 2 == 1;
+    let chaos = Arc::new(chaos);
     let mut world = World::new(seed, sim.jobs, sim.flood, clock.now(), config.max_lifetime);
     let start = clock.now();
     let horizon = world
