@@ -77,6 +77,10 @@ pub enum Visibility {
     Public,
     /// Public, its run from a fork (a stranger's pull request).
     PublicFork,
+    /// Public, its run started by `pull_request_target`: it runs in the
+    /// repository's own context for any pull request, a fork's included,
+    /// and such workflows often check the pull request's code out.
+    PublicPullRequestTarget,
     /// Public, where the run came from not asked yet: refused under
     /// `no-forks` until it is known.
     PublicUnknownOrigin,
@@ -415,6 +419,11 @@ impl EffectivePolicy {
             (PublicRepositories::NoForks, Visibility::PublicFork) => {
                 return Some(format!(
                     "this run of the public repository {repository} comes from a fork, and {owner} runs only its own branches' jobs (public_repositories = no-forks)"
+                ));
+            }
+            (PublicRepositories::NoForks, Visibility::PublicPullRequestTarget) => {
+                return Some(format!(
+                    "this run of the public repository {repository} was started by pull_request_target, which runs for any pull request, a fork's included, and {owner} runs only its own branches' jobs (public_repositories = no-forks)"
                 ));
             }
         }

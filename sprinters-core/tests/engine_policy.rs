@@ -227,6 +227,16 @@ async fn no_forks_runs_the_repositorys_own_runs_and_refuses_forks_asking_once_pe
         bed.send(gone.queued()).await,
         Handled::Rejected { .. }
     ));
+
+    // A pull_request_target run: its head is the repository itself, but
+    // it runs for any pull request, a stranger's included.
+    let target = bed.job(5).public();
+    bed.registry
+        .set_public_run(target.run_id, Some(repo.clone()));
+    bed.registry
+        .set_run_event(target.run_id, "pull_request_target");
+    let message = rejected_with(&bed, &target).await;
+    assert!(message.contains("pull_request_target"), "{message}");
 }
 
 #[tokio::test]

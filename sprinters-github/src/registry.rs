@@ -96,6 +96,8 @@ struct Run {
     repository: Option<RunRepository>,
     #[serde(default)]
     head_repository: Option<RunRepository>,
+    #[serde(default)]
+    event: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -119,7 +121,11 @@ impl Run {
             .head_repository
             .as_ref()
             .and_then(|r| Repository::parse(&r.full_name).ok());
-        RunOrigin::new(private, head)
+        let origin = RunOrigin::new(private, head);
+        match &self.event {
+            Some(event) => origin.with_event(event.clone()),
+            None => origin,
+        }
     }
 }
 

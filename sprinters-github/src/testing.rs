@@ -82,6 +82,8 @@ struct State {
     // deleted fork). Every other run is of a private repository, from
     // itself.
     public_runs: HashMap<u64, Option<String>>,
+    /// The events that started runs; `push` where not set.
+    run_events: HashMap<u64, String>,
     deliveries: Vec<LoggedDelivery>,
     redelivered: Vec<u64>,
     requests: Vec<String>,
@@ -189,6 +191,11 @@ impl GithubStandIn {
         self.state()
             .public_runs
             .insert(run_id, head_repository.map(str::to_owned));
+    }
+
+    /// Makes `run_id` a run started by `event` (`pull_request_target`).
+    pub fn set_run_event(&self, run_id: u64, event: &str) {
+        self.state().run_events.insert(run_id, event.to_owned());
     }
 
     /// The job `job_id` as the stand-in holds it.
@@ -477,8 +484,9 @@ fn job_json(state: &State, id: u64, job: &StandInJob) -> Value {
     })
 }
 
-/// A workflow run as GitHub shows it: its repository, with `private`, and
-/// its head repository (`null` for a deleted fork).
+/// A workflow run as GitHub shows it: its repository, with `private`, its
+/// head repository (`null` for a deleted fork) and the event that started
+/// it.
 fn run_json(state: &State, repo: &str, run: u64) -> Value {
     let (private, head) = match state.public_runs.get(&run) {
         Some(head) => (false, head.clone()),
@@ -488,6 +496,7 @@ fn run_json(state: &State, repo: &str, run: u64) -> Value {
         "id": run,
         "repository": { "full_name": repo, "private": private },
         "head_repository": head.map(|h| json!({ "full_name": h, "private": private })),
+        "event": state.run_events.get(&run).map_or("push", String::as_str),
     })
 }
 

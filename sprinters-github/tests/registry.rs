@@ -127,6 +127,9 @@ async fn where_a_run_came_from_is_read_from_the_run_and_the_listing() {
     let own = origin(7003).await.unwrap();
     assert!(!own.repository_private);
     assert!(!own.from_fork(&repo()));
+    assert!(!own.by_pull_request_target());
+    w.github.set_run_event(7003, "pull_request_target");
+    assert!(origin(7003).await.unwrap().by_pull_request_target());
     assert_eq!(
         *origin(7999).await.unwrap_err().kind(),
         ErrorKind::NotFound,

@@ -91,6 +91,8 @@ impl Inner {
                     Visibility::Private
                 } else if origin.from_fork(&event.repository) {
                     Visibility::PublicFork
+                } else if origin.by_pull_request_target() {
+                    Visibility::PublicPullRequestTarget
                 } else {
                     Visibility::Public
                 }

@@ -50,7 +50,23 @@ struct GitHubState {
     // Runs of public repositories, and where each came from; any other
     // run is of a private repository, from itself.
     public_runs: HashMap<RunId, Option<Repository>>,
+    /// The events that started runs, where not `push`.
+    run_events: HashMap<RunId, String>,
     origin_lookups: u64,
+}
+
+impl GitHubState {
+    /// A run's origin: public as set, private otherwise.
+    fn origin(&self, run: RunId, repository: &Repository) -> RunOrigin {
+        let origin = match self.public_runs.get(&run) {
+            Some(head) => RunOrigin::new(false, head.clone()),
+            None => RunOrigin::new(true, Some(repository.clone())),
+        };
+        match self.run_events.get(&run) {
+            Some(event) => origin.with_event(event.clone()),
+            None => origin,
+        }
+    }
 }
 
 impl MemoryRegistry {
@@ -107,6 +123,13 @@ impl MemoryRegistry {
     /// `head` (a fork's, or the repository itself; `None`: a deleted fork).
     pub fn set_public_run(&self, run_id: RunId, head: Option<Repository>) {
         lock(&self.state).public_runs.insert(run_id, head);
+    }
+
+    /// Marks run `run_id` as started by `event` (`pull_request_target`).
+    pub fn set_run_event(&self, run_id: RunId, event: &str) {
+        lock(&self.state)
+            .run_events
+            .insert(run_id, event.to_owned());
     }
 
     /// How many times a run's origin was asked for.
@@ -200,10 +223,7 @@ impl RunnerRegistry for MemoryRegistry {
             .filter(|(repo, ..)| *repo == request.repository)
             .filter(|(.., status)| status.status == RemoteJobStatus::Queued)
             .map(|(repo, run, key, labels, _)| {
-                let origin = match s.public_runs.get(run) {
-                    Some(head) => RunOrigin::new(false, head.clone()),
-                    None => RunOrigin::new(true, Some(repo.clone())),
-                };
+                let origin = s.origin(*run, repo);
                 QueuedJob::new(*key, *run, labels.clone(), None).with_origin(origin)
             })
             .collect();
@@ -215,9 +235,6 @@ impl RunnerRegistry for MemoryRegistry {
         self.faults.check("run_origin")?;
         let mut s = lock(&self.state);
         s.origin_lookups += 1;
-        Ok(match s.public_runs.get(&request.run_id) {
-            Some(head) => RunOrigin::new(false, head.clone()),
-            None => RunOrigin::new(true, Some(request.repository)),
-        })
+        Ok(s.origin(request.run_id, &request.repository))
     }
 }

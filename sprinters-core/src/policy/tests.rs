@@ -224,8 +224,14 @@ fn public_repositories_are_denied_unless_the_policy_allows_them() {
             .contains("comes from a fork")
     );
     assert!(check(&no_forks, Visibility::PublicUnknownOrigin).is_some());
+    assert!(
+        check(&no_forks, Visibility::PublicPullRequestTarget)
+            .unwrap()
+            .contains("started by pull_request_target")
+    );
     let allow = policy(r#"{"public_repositories": "allow"}"#);
     assert_eq!(check(&allow, Visibility::PublicFork), None);
+    assert_eq!(check(&allow, Visibility::PublicPullRequestTarget), None);
 }
 
 #[test]

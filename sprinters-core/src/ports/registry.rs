@@ -303,6 +303,10 @@ pub struct RunOrigin {
     /// The head repository; `None` when GitHub reports none (a fork
     /// deleted since), which counts as a fork.
     pub head_repository: Option<Repository>,
+    /// The event that started it (`push`, `pull_request`, ...), when
+    /// reported. A `pull_request_target` run's head is the repository
+    /// itself whoever opened the pull request.
+    pub event: Option<String>,
 }
 
 impl RunOrigin {
@@ -311,7 +315,20 @@ impl RunOrigin {
         Self {
             repository_private,
             head_repository,
+            event: None,
         }
+    }
+
+    /// This origin, started by `event`.
+    pub fn with_event(mut self, event: impl Into<String>) -> Self {
+        self.event = Some(event.into());
+        self
+    }
+
+    /// Whether `pull_request_target` started it: its head names no fork,
+    /// though a fork's pull request may have.
+    pub fn by_pull_request_target(&self) -> bool {
+        self.event.as_deref() == Some("pull_request_target")
     }
 
     /// Whether the run came from somewhere other than `repository`.
