@@ -166,7 +166,8 @@ impl Inner {
         // The launch holds the slot from here, and gives it back itself.
         ticket.armed = false;
         match self.launch_claimed(written, 1, false).await {
-            Ok(record) => self.release_slot_if_idle_in(&record),
+            // Its writes set what the job holds here.
+            Ok(_) => self.limiter.unreserve(key),
             Err(e) => {
                 tracing::warn!(error = %e, "launch step failed; it is retried when due");
                 self.release_slot_if_idle(key).await;

@@ -35,12 +35,9 @@ const NOT_WAITING: [JobState; 6] = [
 const FORGET_WAITS_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Where a launch task's claim left the job.
-// The record is the common case: boxing it would cost an allocation
-// on every claim to shrink the rare ones.
-#[allow(clippy::large_enum_variant)]
 enum Step {
-    /// Launched, or found not to need a launch: the record as left here.
-    Left(JobRecord),
+    /// Launched, or found not to need a launch.
+    Left,
     /// Another replica holds the job.
     Elsewhere,
     /// A cap is reached across the replicas: nothing was written.
@@ -133,7 +130,8 @@ impl Inner {
                 }
                 match self.claim_and_launch(key, caps()).await {
                     // The record as this task left it: no read to decide.
-                    Ok(Step::Left(record)) => self.release_slot_if_idle_in(&record),
+                    // Its writes set what the job holds here.
+                    Ok(Step::Left) => self.limiter.unreserve(key),
                     Ok(Step::Elsewhere) => self.release_slot_if_idle(key).await,
                     // Other replicas hold the slots: this one's reservation
                     // goes back (another owner's job in the account may fit
@@ -183,7 +181,7 @@ impl Inner {
             _ => return Ok(Step::Elsewhere), // another replica holds it
         };
         Ok(match self.launch_if_needed(claimed, now).await? {
-            Some(record) => Step::Left(record),
+            Some(_) => Step::Left,
             None => Step::Elsewhere,
         })
     }
@@ -764,12 +762,6 @@ impl Inner {
                 self.limiter.unreserve(key);
             }
         }
-    }
-
-    /// [`Inner::release_slot_if_idle`] for a record this task wrote (its
-    /// writes set what the job holds here).
-    pub(super) fn release_slot_if_idle_in(&self, record: &JobRecord) {
-        self.limiter.unreserve(record.key);
     }
 }
 

@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use super::config::Limits;
 use crate::domain::{AccountId, JobKey, OwnerId, Repository};
 use crate::job::{JobRecord, Launch};
-use crate::ports::{SlotCap, Version, Versioned};
+use crate::ports::{SlotCap, Version};
 
 /// The caps one launch is held to; `None` is no cap.
 pub(crate) use crate::ports::SlotCaps as Caps;
@@ -218,12 +218,6 @@ impl Limiter {
             .get(&owner)
             .copied()
             .unwrap_or(0)
-    }
-
-    /// Counts the live launches of `record` regardless of the caps: for
-    /// jobs found with live instances when the engine starts.
-    pub(crate) fn restore(&self, record: &Versioned<JobRecord>) {
-        self.seen(&record.value, record.version);
     }
 
     /// `job`'s launch task is over: its reservation is given back, and

@@ -452,7 +452,8 @@ impl Engine {
         self.inner.tasks.wait().await;
     }
 
-    /// How many jobs hold a concurrency slot in this replica.
+    /// How many concurrency slots this replica counts: one per live
+    /// instance it knows of, and one per launch under way.
     pub fn slots_held(&self) -> usize {
         self.inner.limiter.held()
     }

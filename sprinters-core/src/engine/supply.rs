@@ -296,7 +296,8 @@ impl Inner {
     pub(super) async fn recover(&self) -> Result<()> {
         self.sync_tenants().await?;
         for record in self.list_all(ListJobs::active(PAGE)).await? {
-            self.limiter.restore(&record);
+            // Its live instances count here, whatever the caps.
+            self.limiter.seen(&record.value, record.version);
             let r = &record.value;
             let own_claim = |r: &JobRecord| {
                 r.lease

@@ -186,11 +186,6 @@ impl JobRecord {
         self.slot_until().is_some_and(|t| t > now)
     }
 
-    /// How many slots it holds at `now`.
-    pub fn slots_held(&self, now: Timestamp) -> usize {
-        self.extra_slots() + usize::from(self.holds_slot(now))
-    }
-
     /// The key a store counts its repository by: case-insensitive, as on
     /// GitHub.
     pub fn repository_slot_key(&self) -> String {

@@ -271,14 +271,19 @@ impl PostgresJobStore {
     /// (`EXPLAIN`: nothing is read), so an operator or a test can see which
     /// index serves it.
     pub async fn explain_list(&self, request: &ListJobs) -> Result<String> {
-        let db = &self.inner.db;
         let (sql, params) = self.list_query(request)?;
         let refs: Vec<&(dyn ToSql + Sync)> = params
             .iter()
             .map(|p| p.as_ref() as &(dyn ToSql + Sync))
             .collect();
+        self.explain(&format!("EXPLAIN {sql}"), &refs).await
+    }
+
+    /// The lines of the plan `explain` (an `EXPLAIN` statement) answers.
+    async fn explain(&self, explain: &str, params: &[&(dyn ToSql + Sync)]) -> Result<String> {
+        let db = &self.inner.db;
         let client = db.client().await?;
-        let rows = db.query(&client, &format!("EXPLAIN {sql}"), &refs).await?;
+        let rows = db.query(&client, explain, params).await?;
         let lines = rows
             .iter()
             .map(|r| r.try_get::<_, String>(0))
@@ -298,18 +303,7 @@ impl PostgresJobStore {
              (SELECT $3::bigint AS p_now) p, sprinters_jobs s WHERE {}",
             super::schema::SLOT_HOLDERS
         );
-        let db = &self.inner.db;
-        let client = db.client().await?;
-        let now = 0i64;
-        let rows = db
-            .query(&client, &sql, &[&account_h, &owner_h, &now])
-            .await?;
-        let lines = rows
-            .iter()
-            .map(|r| r.try_get::<_, String>(0))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| Error::integrity(format!("reading a query plan: {e}")).with_source(e))?;
-        Ok(lines.join("\n"))
+        self.explain(&sql, &[&account_h, &owner_h, &0i64]).await
     }
 }
 
