@@ -270,6 +270,21 @@ impl JobRecord {
         Some(backoff.max(claim))
     }
 
+    /// How many runners of its launches another job of its scope may take:
+    /// instances up with no job yet, of a job that no longer waits for one.
+    /// Stores keep it in clear and index the jobs that have any, so that a
+    /// new job's look for a spare runner reads those (rare) and never the
+    /// label set's running jobs.
+    pub fn spare_runners(&self) -> usize {
+        if self.state.is_waiting() {
+            return 0;
+        }
+        self.launches
+            .iter()
+            .filter(|l| l.is_idle() && l.instance_id.is_some())
+            .count()
+    }
+
     /// The login of its repository's owner when it was recorded (a display
     /// name: the tenant is [`JobRecord::owner_id`]).
     pub fn owner(&self) -> &crate::domain::Owner {

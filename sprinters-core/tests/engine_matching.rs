@@ -149,7 +149,15 @@ async fn a_spare_runner_is_kept_for_a_queued_job_with_the_same_labels() {
         1,
         "the spare covers the new job: no launch"
     );
-    assert_eq!(bed.record(&next).await.state, JobState::Queued);
+    let waiting = bed.record(&next).await;
+    assert_eq!(waiting.state, JobState::Queued);
+    // Its arrival wrote it claimed, with a launch intent, while the spare
+    // check ran beside that write: both are gone again, and GitHub was
+    // never asked for a runner (a pending intent would send the next
+    // attempt looking for an instance that was never started).
+    assert!(waiting.launches.is_empty(), "{:?}", waiting.launches);
+    assert!(waiting.lease.is_none());
+    assert_eq!(bed.registry.runners().len(), 1, "the spare's runner only");
 
     bed.advance(Duration::from_secs(600));
     bed.engine.reconcile().await.unwrap();

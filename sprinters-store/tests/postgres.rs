@@ -633,6 +633,10 @@ async fn history_queries_are_served_by_their_indexes() {
     let due = ListJobs::due(Timestamp::from_millis(4_000_000), 500);
     let mut active_by_labels = ListJobs::active(500);
     active_by_labels.label_set = Some(testing::sample_record(1, "org1/app", 0).label_set);
+    // A new job's look for a spare runner: served by the index of the jobs
+    // that have one, never by the label set's active jobs.
+    let mut spares = active_by_labels.clone();
+    spares.spares_only = true;
     let mut next_page = by_owner.clone();
     let page = store.list_jobs(by_owner.clone()).await.unwrap();
     assert_eq!(page.jobs.len(), 50);
@@ -648,6 +652,7 @@ async fn history_queries_are_served_by_their_indexes() {
         // set (either partial index of active jobs serves it).
         (&due, "sprinters_jobs_due"),
         (&active_by_labels, "sprinters_jobs_active"),
+        (&spares, "sprinters_jobs_spares_by_labels"),
     ] {
         let plan = store.explain_list(query).await.unwrap();
         assert!(

@@ -44,20 +44,18 @@ impl Drop for LaunchTicket {
 impl Inner {
     /// A ticket to launch `record`, a job not stored yet, at once: when
     /// the engine runs, the tenant allows it, no launch task of it runs
-    /// here, a slot is free (counted here: only when no other replica
-    /// writes the store) and no spare runner is there for it. `None`
-    /// otherwise, and the job is recorded queued as before.
-    pub(super) async fn launch_ticket(
-        self: &Arc<Self>,
-        record: &JobRecord,
-        now: Timestamp,
-    ) -> Result<Option<LaunchTicket>> {
+    /// here and a slot is free (counted here: only when no other replica
+    /// writes the store). `None` otherwise, and the job is recorded queued
+    /// as before. Whether a spare runner covers it is read beside its
+    /// write ([`Inner::arrive`]), not before: that read would be one more
+    /// store round trip on every job's way to its launch.
+    pub(super) fn launch_ticket(self: &Arc<Self>, record: &JobRecord) -> Option<LaunchTicket> {
         let key = record.key;
         let (Some(_), Some(account)) = (&record.spec, &record.account) else {
-            return Ok(None);
+            return None;
         };
         if self.shutdown.is_cancelled() || self.tenant_refuses(record).is_some() {
-            return Ok(None);
+            return None;
         }
         if !self
             .scheduled
@@ -65,7 +63,7 @@ impl Inner {
             .unwrap_or_else(|e| e.into_inner())
             .insert(key)
         {
-            return Ok(None);
+            return None;
         }
         // Armed from here: whatever happens next, the slot and the task's
         // place are given back unless the launch starts.
@@ -88,12 +86,9 @@ impl Inner {
                 .limiter
                 .try_acquire(key, &place, caps, Usage::default())
         {
-            return Ok(None);
+            return None;
         }
-        if !self.needs_launch(record, now).await? {
-            return Ok(None);
-        }
-        Ok(Some(ticket))
+        Some(ticket)
     }
 
     /// `record` as written with `ticket`: claimed by this replica, with
@@ -130,9 +125,14 @@ impl Inner {
         let span = job_span(record.key, &record.repository);
         self.tasks.spawn(
             async move {
-                let written = this
-                    .create_or_update(record, |_| false, detached.as_ref())
-                    .await;
+                // The spare-runner check reads other jobs only: it runs
+                // beside the write, and decides before any API call.
+                let spare_check = record.clone();
+                let now = this.clock.now();
+                let (written, needed) = tokio::join!(
+                    this.create_or_update(record, |_| false, detached.as_ref()),
+                    this.needs_launch(&spare_check, now),
+                );
                 let (stored, created) = match written {
                     Ok(written) => written,
                     Err(e) => {
@@ -147,7 +147,7 @@ impl Inner {
                     return;
                 }
                 let _ = tx.send((Ok((stored.clone(), true)), detached));
-                this.launch_arrived(ticket, stored).await;
+                this.launch_arrived(ticket, stored, needed).await;
             }
             .instrument(span),
         );
@@ -160,12 +160,28 @@ impl Inner {
         written
     }
 
-    /// Launches `written`, the job just created with `ticket`.
-    async fn launch_arrived(&self, mut ticket: LaunchTicket, written: Versioned<JobRecord>) {
+    /// Launches `written`, the job just created with `ticket`, unless
+    /// `needed` found a spare runner for it.
+    async fn launch_arrived(
+        &self,
+        mut ticket: LaunchTicket,
+        written: Versioned<JobRecord>,
+        needed: Result<bool>,
+    ) {
         let key = written.value.key;
         // The launch holds the slot from here, and gives it back itself.
         ticket.armed = false;
-        match self.launch_claimed(written, 1, false).await {
+        let launched = match needed {
+            Ok(false) => self.stand_down(written).await,
+            Ok(true) => self.launch_claimed(written, 1, false).await.map(drop),
+            // Launched as if no spare were there: the job is claimed, and
+            // a spare left over is ended by the reconciler after its grace.
+            Err(e) => {
+                tracing::warn!(error = %e, "looking for a spare runner failed; launching");
+                self.launch_claimed(written, 1, false).await.map(drop)
+            }
+        };
+        match launched {
             // Its writes set what the job holds here.
             Ok(_) => self.limiter.unreserve(key),
             Err(e) => {
@@ -177,5 +193,27 @@ impl Inner {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&key);
+    }
+
+    /// Gives back the claim of a job written to launch on arrival that a
+    /// spare runner covers: queued again, without its launch intent (no
+    /// API call was made for it, so there is no instance to look for).
+    /// The tick takes it up again if the spare goes.
+    async fn stand_down(&self, written: Versioned<JobRecord>) -> Result<()> {
+        tracing::info!("a spare runner covers the job: no launch");
+        let replica = self.config.replica_id.clone();
+        self.update_from(written, |r| {
+            let ours = r.lease.as_ref().is_some_and(|l| l.owner == replica);
+            if !ours || r.state != JobState::Launching {
+                return false;
+            }
+            r.launches
+                .retain(|l| !(l.number == 1 && l.instance_id.is_none() && l.ended.is_none()));
+            r.state = JobState::Queued;
+            r.lease = None;
+            true
+        })
+        .await
+        .map(drop)
     }
 }

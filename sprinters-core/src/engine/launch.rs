@@ -21,16 +21,6 @@ use crate::ports::{
 use crate::time::Timestamp;
 use crate::{Error, ErrorKind, Result};
 
-/// The states of jobs that no longer wait for a runner.
-const NOT_WAITING: [JobState; 6] = [
-    JobState::Running,
-    JobState::Completed,
-    JobState::Cleaned,
-    JobState::Cancelled,
-    JobState::Rejected,
-    JobState::Failed,
-];
-
 /// How long a launch still retrying is remembered as attempted here.
 const FORGET_WAITS_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
 
@@ -521,8 +511,8 @@ impl Inner {
 
     /// Whether `record`'s job needs a launch of its own: no idle runner of
     /// its own and none spare in its label set. Spares are rare, so the
-    /// common case reads only the jobs that could hold one (active, no
-    /// longer waiting) rather than every job of the label set.
+    /// common case reads only the jobs that hold one (the store's index of
+    /// them), never the label set's running or waiting jobs.
     pub(super) async fn needs_launch(&self, record: &JobRecord, now: Timestamp) -> Result<bool> {
         let key = record.key;
         if record
@@ -534,7 +524,7 @@ impl Inner {
         }
         let mut query = ListJobs::active(1000);
         query.label_set = Some(record.label_set);
-        query.states = Some(NOT_WAITING.to_vec());
+        query.spares_only = true;
         let within = scope(record);
         let spares: usize = self
             .list_all(query)
@@ -552,8 +542,16 @@ impl Inner {
         if spares == 0 {
             return Ok(true);
         }
-        // Spares go to the longest-waiting jobs first: decide with everything.
-        Ok(plan(&self.active_in(record).await?, now, Some(key)).contains(&key))
+        // Spares go to the longest-waiting jobs first: decide with everything,
+        // the job itself included (a new job's write may still be on its way).
+        let mut active = self.active_in(record).await?;
+        if !active.iter().any(|r| r.value.key == key) {
+            active.push(Versioned {
+                value: record.clone(),
+                version: 0,
+            });
+        }
+        Ok(plan(&active, now, Some(key)).contains(&key))
     }
 
     /// Removes a JIT runner that will never start, so it does not linger

@@ -183,7 +183,7 @@ impl Inner {
         // A job that can launch at once is stored claimed, with its launch
         // intent: one durable write before the launch's API calls.
         let ticket = match self.me() {
-            Some(me) => me.launch_ticket(&record, now).await?.map(|t| (me, t)),
+            Some(me) => me.launch_ticket(&record).map(|t| (me, t)),
             None => None,
         };
         // A launch lost to a crash after this write is started by

@@ -179,6 +179,10 @@ pub struct ListJobs {
     /// looked (jobs due long ago and still waiting, say for a slot, are
     /// not read again each tick).
     pub due_after: Option<Timestamp>,
+    /// Only jobs with spare runners ([`JobRecord::spare_runners`]). Stores
+    /// answer it from an index of those jobs: a new job's look for a spare
+    /// costs what is spare, not what runs.
+    pub spares_only: bool,
     /// Only jobs queued at or after this.
     pub queued_from: Option<Timestamp>,
     /// Only jobs queued before this.
@@ -200,6 +204,7 @@ impl ListJobs {
             active_only: false,
             due_by: None,
             due_after: None,
+            spares_only: false,
             queued_from: None,
             queued_until: None,
             cursor: None,
@@ -243,7 +248,7 @@ impl ListJobs {
     }
 
     /// Whether `record` passes every filter (owner, account, label set,
-    /// states, activity, time window). A store that selects rows by clear
+    /// states, activity, due time, spares, time window). A store that selects rows by clear
     /// index columns checks each decrypted record with this before
     /// returning it: a rewritten column must not hand one tenant's record
     /// to a query for another's.
@@ -265,6 +270,7 @@ impl ListJobs {
             && self
                 .due_after
                 .is_none_or(|t| record.due_at().is_some_and(|d| d > t))
+            && (!self.spares_only || record.spare_runners() > 0)
             && self.queued_from.is_none_or(|t| record.queued_at >= t)
             && self.queued_until.is_none_or(|t| record.queued_at < t)
     }

@@ -68,6 +68,7 @@ pub async fn job_store(store: &dyn JobStore) {
     leases(store).await;
     history(store).await;
     due_work(store).await;
+    spare_runners(store).await;
     retention(store).await;
     tenants(store).await;
     claims_within_caps(store).await;
@@ -630,6 +631,75 @@ async fn due_work(store: &dyn JobStore) {
         due_keys(store, owner, 15_000).await,
         vec![claimed.key],
         "a released claim is due at once, a job with its runner up is not"
+    );
+}
+
+/// The spare-runner query returns the active jobs of a label set with an
+/// idle instance up that no longer wait for one, and nothing else: not a
+/// waiting job's own runner, not a runner a job took, not an ended one, not
+/// another label set's; a write that lets a job take the runner takes the
+/// job out.
+async fn spare_runners(store: &dyn JobStore) {
+    use crate::job::EndReason;
+    let repo = "epsilon/spare";
+    let owner = sample_owner_id("epsilon");
+    let launched = |id: u64, state: JobState| {
+        let mut r = sample_record(id, repo, id);
+        r.state = state;
+        let launch = live_launch(&r);
+        r.launches.push(launch);
+        r
+    };
+    let cancelled = launched(BASE + 700, JobState::Cancelled);
+    let waiting = launched(BASE + 701, JobState::Launched);
+    let mut running = launched(BASE + 702, JobState::Running);
+    running.launches[0].taken_by = Some(running.key);
+    let mut ended = launched(BASE + 703, JobState::Completed);
+    ended.launches[0].ended = Some((Timestamp::from_millis(9), EndReason::JobCompleted));
+    let mut elsewhere = launched(BASE + 704, JobState::Completed);
+    elsewhere.labels = vec!["sprinters:aws:ubuntu-latest:large".to_owned()];
+    elsewhere.label_set = crate::labels::LabelSetKey::of(&elsewhere.labels);
+    let mut two = launched(BASE + 705, JobState::Completed);
+    two.launches.push(crate::job::Launch {
+        number: 2,
+        ..live_launch(&two)
+    });
+    for r in [&cancelled, &waiting, &running, &ended, &elsewhere, &two] {
+        store.put_job(PutJob::create(r.clone())).await.unwrap();
+    }
+    let spares = || async {
+        let mut query = ListJobs::active(1);
+        query.owner_id = Some(owner);
+        query.label_set = Some(cancelled.label_set);
+        query.spares_only = true;
+        let mut keys = Vec::new();
+        loop {
+            let page = store.list_jobs(query.clone()).await.unwrap();
+            keys.extend(page.jobs.iter().map(|j| j.value.key));
+            match page.next {
+                Some(next) => query.cursor = Some(next),
+                None => return keys,
+            }
+        }
+    };
+    assert_eq!(
+        spares().await,
+        vec![two.key, cancelled.key],
+        "the finished jobs of the label set with an idle runner up, newest first"
+    );
+    assert_eq!(two.spare_runners(), 2);
+
+    let current = store.get_job(cancelled.key).await.unwrap().unwrap();
+    let mut taken = current.value.clone();
+    taken.launches[0].taken_by = Some(waiting.key);
+    store
+        .put_job(PutJob::replace(taken, current.version))
+        .await
+        .unwrap();
+    assert_eq!(
+        spares().await,
+        vec![two.key],
+        "a runner a job took is no longer spare"
     );
 }
 

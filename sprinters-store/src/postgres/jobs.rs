@@ -46,6 +46,7 @@ struct Columns {
     repo_h: Vec<u8>,
     slot_until: Option<i64>,
     extra_slots: i32,
+    spares: i32,
 }
 
 /// The statement of a put: `$1`..`$16` are the [`Columns`] (version and
@@ -67,21 +68,21 @@ fn build_put_statement(replace: bool, delivery: bool) -> String {
     const SET: &str = "version = $2, sealed_version = $2, key_id = $3, body = $4, \
         queued_at = $5, state = $6, active = $7, owner_h = $8, account_h = $9, label_h = $10, \
         lease_owner = $11, lease_expires = $12, due_at = $13, repo_h = $14, slot_until = $15, \
-        extra_slots = $16";
+        extra_slots = $16, spares = $17";
     const INSERT: &str = "INSERT INTO sprinters_jobs (id, version, sealed_version, key_id, \
         body, queued_at, state, active, owner_h, account_h, label_h, lease_owner, lease_expires, \
-        due_at, repo_h, slot_until, extra_slots)";
-    let d = if replace { 18 } else { 17 };
+        due_at, repo_h, slot_until, extra_slots, spares)";
+    let d = if replace { 19 } else { 18 };
     match (replace, delivery) {
         (false, false) => format!(
             "{INSERT} VALUES ($1, $2, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-             $15, $16) ON CONFLICT (id) DO NOTHING"
+             $15, $16, $17) ON CONFLICT (id) DO NOTHING"
         ),
-        (true, false) => format!("UPDATE sprinters_jobs SET {SET} WHERE id = $1 AND version = $17"),
+        (true, false) => format!("UPDATE sprinters_jobs SET {SET} WHERE id = $1 AND version = $18"),
         (replace, true) => {
             let write = if replace {
                 format!(
-                    "UPDATE sprinters_jobs SET {SET} WHERE id = $1 AND version = $17 \
+                    "UPDATE sprinters_jobs SET {SET} WHERE id = $1 AND version = $18 \
                      AND NOT EXISTS (SELECT 1 FROM seen) RETURNING 1"
                 )
             } else {
@@ -90,7 +91,7 @@ fn build_put_statement(replace: bool, delivery: bool) -> String {
                     "{INSERT} SELECT $1::bytea, $2::bigint, $2::bigint, $3::integer, $4::bytea, \
                      $5::bigint, $6::text, $7::boolean, $8::bytea, $9::bytea, $10::bytea, \
                      $11::text, $12::bigint, $13::bigint, $14::bytea, $15::bigint, \
-                     $16::integer \
+                     $16::integer, $17::integer \
                      WHERE NOT EXISTS (SELECT 1 FROM seen) \
                      ON CONFLICT (id) DO NOTHING RETURNING 1"
                 )
@@ -140,6 +141,7 @@ impl PostgresJobStore {
             ),
             slot_until: record.slot_until().map(millis),
             extra_slots: i32::try_from(record.extra_slots()).unwrap_or(i32::MAX),
+            spares: i32::try_from(record.spare_runners()).unwrap_or(i32::MAX),
         })
     }
 
@@ -252,6 +254,10 @@ impl PostgresJobStore {
         if request.active_only {
             clauses.push("active".to_owned());
         }
+        if request.spares_only {
+            // Repeats the partial index's condition, so that it can serve.
+            clauses.push("spares > 0 AND active".to_owned());
+        }
         let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
         params.push(Box::new(limit));
         let filter = if clauses.is_empty() {
@@ -351,6 +357,7 @@ impl JobStore for PostgresJobStore {
             &c.repo_h,
             &c.slot_until,
             &c.extra_slots,
+            &c.spares,
         ];
         if let Some(expected) = &expected {
             params.push(expected);

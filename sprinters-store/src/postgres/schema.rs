@@ -358,6 +358,18 @@ $$;
 "#
         ),
     ),
+    (
+        7,
+        // Spare runners per label set: a new job's look for one reads the
+        // jobs that have any, never the label set's running jobs. A row
+        // written before this migration shows none until its next write
+        // (a spare missed costs a launch; the reconciler ends the spare).
+        r#"
+ALTER TABLE sprinters_jobs ADD COLUMN spares integer NOT NULL DEFAULT 0;
+CREATE INDEX sprinters_jobs_spares_by_labels
+    ON sprinters_jobs (label_h, queued_at DESC, id DESC) WHERE spares > 0 AND active;
+"#,
+    ),
 ];
 
 /// The schema version this build expects.

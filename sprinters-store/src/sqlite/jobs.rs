@@ -42,6 +42,7 @@ struct Columns {
     repo_h: [u8; 16],
     slot_until: Option<i64>,
     extra_slots: i64,
+    spares: i64,
 }
 
 pub(super) fn record_id(keys: &Keys, key: JobKey) -> [u8; 16] {
@@ -71,6 +72,7 @@ fn columns(keys: &Keys, record: &JobRecord) -> Result<Columns> {
         repo_h: repo_h(keys, record),
         slot_until: record.slot_until().map(millis),
         extra_slots: record.extra_slots() as i64,
+        spares: record.spare_runners() as i64,
     })
 }
 
@@ -186,6 +188,10 @@ fn list_query(keys: &Keys, request: &ListJobs) -> Result<(String, Vec<Box<dyn To
             params.push(Box::new(s.as_str()));
         }
     }
+    if request.spares_only {
+        // Repeats the partial index's condition, so that it can serve.
+        clauses.push("spares > 0 AND active".into());
+    }
     if let Some(from) = request.queued_from {
         clauses.push("queued_at >= ?".into());
         params.push(Box::new(millis(from)));
@@ -221,6 +227,8 @@ fn list_query(keys: &Keys, request: &ListJobs) -> Result<(String, Vec<Box<dyn To
     // that cannot serve the query fails it rather than silently scanning.
     let index = if request.due_by.is_some() {
         "INDEXED BY jobs_due"
+    } else if request.spares_only && request.label_set.is_some() {
+        "INDEXED BY jobs_spares_by_labels"
     } else if request.active_only && request.label_set.is_some() {
         "INDEXED BY jobs_active_by_labels"
     } else {
@@ -331,13 +339,13 @@ impl JobStore for SqliteJobStore {
                 "UPDATE jobs SET version = ?2, sealed_version = ?2, key_id = ?3, body = ?4, \
                  queued_at = ?5, state = ?6, active = ?7, owner_h = ?8, account_h = ?9, \
                  label_h = ?10, lease_owner = ?11, lease_expires = ?12, due_at = ?13, \
-                 repo_h = ?14, slot_until = ?15, extra_slots = ?16 WHERE id = ?1"
+                 repo_h = ?14, slot_until = ?15, extra_slots = ?16, spares = ?17 WHERE id = ?1"
             } else {
                 "INSERT INTO jobs (id, version, sealed_version, key_id, body, queued_at, state, \
                  active, owner_h, account_h, label_h, lease_owner, lease_expires, due_at, \
-                 repo_h, slot_until, extra_slots) \
+                 repo_h, slot_until, extra_slots, spares) \
                  VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, \
-                 ?16)"
+                 ?16, ?17)"
             };
             w.conn
                 .prepare_cached(sql)
@@ -359,6 +367,7 @@ impl JobStore for SqliteJobStore {
                         &c.repo_h[..],
                         c.slot_until,
                         c.extra_slots,
+                        c.spares,
                     ])
                 })
                 .map_err(|e| sql_error("writing a job", e))?;

@@ -129,6 +129,18 @@ CREATE INDEX jobs_extra_slots_by_account ON jobs (account_h) WHERE extra_slots >
 CREATE INDEX jobs_extra_slots_by_owner ON jobs (owner_h) WHERE extra_slots > 0;
 "#,
     ),
+    (
+        5,
+        // Spare runners per label set: a new job's look for one reads the
+        // jobs that have any, never the label set's running jobs. A row
+        // written before this migration shows none until its next write
+        // (a spare missed costs a launch; the reconciler ends the spare).
+        r#"
+ALTER TABLE jobs ADD COLUMN spares INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX jobs_spares_by_labels ON jobs (label_h, queued_at DESC, id DESC)
+    WHERE spares > 0 AND active;
+"#,
+    ),
 ];
 
 /// The schema version this build writes.
