@@ -151,16 +151,7 @@ impl SqliteJobStore {
         let keys = Arc::new(keys);
         let commits = Arc::new(AtomicU64::new(0));
         let timer = Arc::new(SyncTimer::default());
-        let checkpoints = Connection::open(&path)
-            .map_err(|e| sql_error(&format!("opening {}", path.display()), e))?;
-        configure(&checkpoints)?;
-        let (ops, writer) = writer::spawn(
-            conn,
-            checkpoints,
-            keys.clone(),
-            commits.clone(),
-            timer.clone(),
-        )?;
+        let (ops, writer) = writer::spawn(conn, keys.clone(), commits.clone(), timer.clone())?;
         Ok(SqliteJobStore {
             inner: Arc::new(Inner {
                 dir: dir.to_owned(),

@@ -31,11 +31,6 @@ use crate::latency::SyncTimer;
 /// At most this many writes share a transaction.
 const MAX_BATCH: usize = 512;
 
-/// The checkpointer is asked to copy the WAL into the database after this
-/// many commits (SQLite's own default, 1,000 pages, is about as many of
-/// the engine's writes), or after any batch of more writes than this.
-const CHECKPOINT_EVERY: u64 = 64;
-
 /// Writes waiting for the writer at most; more are refused as retryable
 /// (`Unavailable`) rather than queued without bound.
 pub(crate) const QUEUE: usize = 4096;
@@ -74,26 +69,14 @@ pub(crate) struct Writer {
     pub(crate) truncate_wal: bool,
 }
 
-/// Starts the writer thread, and beside it the checkpointer on
-/// `checkpoints` (a connection of its own); both stop once the sender is
-/// dropped, after the writes already queued.
+/// Starts the writer thread; it stops once the sender is dropped, after
+/// the writes already queued.
 pub(crate) fn spawn(
     conn: Connection,
-    checkpoints: Connection,
     keys: Arc<Keys>,
     commits: Arc<AtomicU64>,
     timer: Arc<SyncTimer>,
 ) -> Result<(SyncSender<Op>, JoinHandle<()>)> {
-    // The writer never checkpoints in line: with a large database a
-    // checkpoint takes milliseconds, and every write queued behind it
-    // would wait for it. The checkpointer copies the WAL beside it.
-    conn.execute_batch("PRAGMA wal_autocheckpoint = 0")
-        .map_err(|e| sql_error("configuring the writer", e))?;
-    let (poke, poked) = std::sync::mpsc::sync_channel::<()>(1);
-    let checkpointer = std::thread::Builder::new()
-        .name("sprinters-store-checkpointer".into())
-        .spawn(move || checkpoint_when_asked(&checkpoints, &poked))
-        .map_err(|e| Error::unavailable(format!("starting the store's checkpointer: {e}")))?;
     let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
     let writer = Writer {
         conn,
@@ -105,36 +88,12 @@ pub(crate) fn spawn(
     };
     let handle = std::thread::Builder::new()
         .name("sprinters-store-writer".into())
-        .spawn(move || {
-            run(writer, rx, &commits, &timer, &poke);
-            // Its connection is closed before the store's directory lock
-            // is released.
-            drop(poke);
-            let _ = checkpointer.join();
-        })
+        .spawn(move || run(writer, rx, &commits, &timer))
         .map_err(|e| Error::unavailable(format!("starting the store's writer: {e}")))?;
     Ok((tx, handle))
 }
 
-/// Copies the WAL into the database each time it is asked, without ever
-/// blocking the writer (PASSIVE: it copies what no reader still needs).
-/// The writer starts the WAL over once all of it is copied.
-fn checkpoint_when_asked(conn: &Connection, poked: &Receiver<()>) {
-    while poked.recv().is_ok() {
-        let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0));
-        if let Err(e) = done {
-            tracing::warn!(error = %e, "checkpointing the store's WAL failed: tried again later");
-        }
-    }
-}
-
-fn run(
-    mut w: Writer,
-    rx: Receiver<Op>,
-    commits: &AtomicU64,
-    timer: &SyncTimer,
-    poke: &SyncSender<()>,
-) {
+fn run(mut w: Writer, rx: Receiver<Op>, commits: &AtomicU64, timer: &SyncTimer) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -149,7 +108,6 @@ fn run(
             .execute_batch("BEGIN IMMEDIATE")
             .err()
             .map(|e| format!("starting a write: {e}"));
-        let size = batch.len() as u64;
         let dones: Vec<Done> = batch.into_iter().map(|op| op(&mut w)).collect();
         if w.abort.is_none()
             && let Err(e) = w.conn.execute_batch("COMMIT")
@@ -159,11 +117,7 @@ fn run(
         match w.abort.take() {
             None => {
                 w.undo.clear();
-                let n = commits.fetch_add(1, Ordering::Relaxed) + 1;
-                if n.is_multiple_of(CHECKPOINT_EVERY) || size > CHECKPOINT_EVERY {
-                    // One asked and not yet started covers this one too.
-                    let _ = poke.try_send(());
-                }
+                commits.fetch_add(1, Ordering::Relaxed);
                 timer.record(started.elapsed());
                 if w.truncate_wal {
                     w.truncate_wal = !truncate_wal(&w.conn);
