@@ -319,7 +319,17 @@ impl JobStore for SqliteJobStore {
                     )));
                 }
             }
-            let current = w.version_of("jobs", &c.id)?;
+            let row: Option<(u64, Vec<u8>, bool)> = w
+                .conn
+                .prepare_cached(
+                    "SELECT version, label_h, spares > 0 AND active FROM jobs WHERE id = ?1",
+                )
+                .and_then(|mut s| {
+                    s.query_row([&c.id[..]], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                        .optional()
+                })
+                .map_err(|e| sql_error("reading a job's version", e))?;
+            let current = row.as_ref().map(|(v, _, _)| *v);
             if current != expected {
                 return Err(match expected {
                     None => Error::conflict(format!("job {key} already exists")),
@@ -376,6 +386,19 @@ impl JobStore for SqliteJobStore {
                     .prepare_cached("INSERT INTO deliveries (id, received_at) VALUES (?1, ?2)")
                     .and_then(|mut s| s.execute(params![&h[..], at]))
                     .map_err(|e| sql_error("recording a delivery", e))?;
+            }
+            // Last, once nothing in this write can fail any more.
+            let had = row
+                .filter(|(_, _, spare)| *spare)
+                .and_then(|(_, h, _)| <[u8; 16]>::try_from(h).ok());
+            let has = (c.spares > 0 && c.active).then_some(c.label_h);
+            if had != has {
+                if let Some(h) = had {
+                    w.spare_lowered(h);
+                }
+                if let Some(h) = has {
+                    w.spare_raised(h);
+                }
             }
             Ok(version)
         })
@@ -434,6 +457,19 @@ impl JobStore for SqliteJobStore {
     }
 
     async fn list_jobs(&self, request: ListJobs) -> Result<JobPage> {
+        // A new job's look for a spare runner: nearly always none, known
+        // without a read.
+        if request.spares_only
+            && let Some(labels) = request.label_set
+        {
+            let h = self
+                .inner
+                .keys
+                .opaque("labels", &rows::label_set_bytes(&labels)?);
+            if self.inner.spares.none_for(&h) {
+                return Ok(JobPage::new(Vec::new(), None));
+            }
+        }
         self.read(move |conn, keys| {
             let (sql, params) = list_query(keys, &request)?;
             let mut s = conn

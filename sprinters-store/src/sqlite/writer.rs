@@ -23,6 +23,7 @@ use sprinters_core::{Error, Result};
 use tokio::sync::oneshot;
 
 use super::keys::Keys;
+use super::spares::{LabelHash, SpareCounts};
 use super::sql_error;
 use crate::crypto::Cipher;
 use crate::keyring::{BLOCK, SEALS_PER_KEY, encode, random_key, wrap_aad};
@@ -51,12 +52,22 @@ enum Undo {
     Destroyed(u32, Arc<Cipher>),
     /// The master key before a rotation.
     Master(Arc<Cipher>),
+    /// A label set's count of spares raised: lowered again.
+    SpareRaised(LabelHash),
 }
 
 /// The writer's connection and sealing state.
 pub(crate) struct Writer {
     pub(crate) conn: Connection,
     pub(crate) keys: Arc<Keys>,
+    spares: Arc<SpareCounts>,
+    /// Label sets that lost a spare in the open transaction: counted once
+    /// it commits, forgotten if it rolls back.
+    lowered: Vec<LabelHash>,
+    /// Set by a write that removed rows without looking at them (a
+    /// shredded account): the counts of spares are read again after it
+    /// commits.
+    pub(crate) recount_spares: bool,
     /// Per scope: the key new records use and the seals left of its block.
     sealing: HashMap<String, (u32, u64)>,
     undo: Vec<Undo>,
@@ -74,6 +85,7 @@ pub(crate) struct Writer {
 pub(crate) fn spawn(
     conn: Connection,
     keys: Arc<Keys>,
+    spares: Arc<SpareCounts>,
     commits: Arc<AtomicU64>,
     timer: Arc<SyncTimer>,
 ) -> Result<(SyncSender<Op>, JoinHandle<()>)> {
@@ -81,6 +93,9 @@ pub(crate) fn spawn(
     let writer = Writer {
         conn,
         keys,
+        spares,
+        lowered: Vec::new(),
+        recount_spares: false,
         sealing: HashMap::new(),
         undo: Vec::new(),
         abort: None,
@@ -94,7 +109,12 @@ pub(crate) fn spawn(
 }
 
 fn run(mut w: Writer, rx: Receiver<Op>, commits: &AtomicU64, timer: &SyncTimer) {
-    while let Ok(first) = rx.recv() {
+    // Checkpoints are the writer's to time (below), not SQLite's: its own
+    // run inside whichever commit crosses the threshold, and that write's
+    // caller waits for pages to be copied and the database file synced.
+    w.conn.wal_hook(Some(note_wal_pages));
+    let mut carried = None;
+    while let Some(first) = carried.take().or_else(|| rx.recv().ok()) {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -119,18 +139,30 @@ fn run(mut w: Writer, rx: Receiver<Op>, commits: &AtomicU64, timer: &SyncTimer) 
                 w.undo.clear();
                 commits.fetch_add(1, Ordering::Relaxed);
                 timer.record(started.elapsed());
+                for h in std::mem::take(&mut w.lowered) {
+                    w.spares.lower(&h);
+                }
+                if std::mem::take(&mut w.recount_spares)
+                    && let Err(e) = w.spares.reload(&w.conn)
+                {
+                    // Left high: a count too high costs a read, never a spare.
+                    tracing::warn!(error = %e, "recounting spare runners failed");
+                }
                 if w.truncate_wal {
                     w.truncate_wal = !truncate_wal(&w.conn);
                 }
                 for done in dones {
                     done(Ok(()));
                 }
+                carried = checkpoint_when_due(&w.conn, &rx);
             }
             Some(why) => {
                 if !w.conn.is_autocommit() {
                     let _ = w.conn.execute_batch("ROLLBACK");
                 }
                 w.undo_to(0);
+                w.lowered.clear();
+                w.recount_spares = false;
                 tracing::warn!(error = %why, "a store write failed: its batch was rolled back");
                 for done in dones {
                     done(Err(&why));
@@ -138,6 +170,42 @@ fn run(mut w: Writer, rx: Receiver<Op>, commits: &AtomicU64, timer: &SyncTimer) 
             }
         }
     }
+}
+
+/// The WAL reaches this many pages before a checkpoint, when the writer
+/// is idle (SQLite's own threshold).
+const CHECKPOINT_PAGES: i32 = 1000;
+
+/// ... and this many when it never is: the WAL stays bounded under load.
+const CHECKPOINT_PAGES_BUSY: i32 = 4 * CHECKPOINT_PAGES;
+
+thread_local! {
+    /// Pages in the WAL after the writer's last commit.
+    static WAL_PAGES: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
+}
+
+fn note_wal_pages(_: &rusqlite::hooks::Wal, pages: std::ffi::c_int) -> rusqlite::Result<()> {
+    WAL_PAGES.set(pages);
+    Ok(())
+}
+
+/// After a commit has been answered: copies the WAL into the database
+/// (a passive checkpoint: readers are not waited for) once it is due and
+/// no write waits, or once it is far overdue. Returns the write that
+/// arrived meanwhile, if any, to start the next batch.
+fn checkpoint_when_due(conn: &Connection, rx: &Receiver<Op>) -> Option<Op> {
+    let pages = WAL_PAGES.get();
+    if pages < CHECKPOINT_PAGES {
+        return None;
+    }
+    let waiting = rx.try_recv().ok();
+    if waiting.is_none() || pages >= CHECKPOINT_PAGES_BUSY {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "checkpointing the WAL failed: tried again after the next write");
+        }
+        WAL_PAGES.set(0);
+    }
+    waiting
 }
 
 /// Copies the WAL into the database and empties it; false when readers
@@ -196,12 +264,14 @@ impl Writer {
             return Err(Error::unavailable(why));
         }
         let mark = self.undo.len();
+        let lowered = self.lowered.len();
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(self)))
             .unwrap_or_else(|_| Err(Error::integrity("a store write panicked; rolled back")));
         let settled = match &result {
             Ok(_) => self.conn.execute_batch("RELEASE write"),
             Err(_) => {
                 self.undo_to(mark);
+                self.lowered.truncate(lowered);
                 self.conn.execute_batch("ROLLBACK TO write; RELEASE write")
             }
         };
@@ -304,6 +374,19 @@ impl Writer {
         Ok((id, cipher))
     }
 
+    /// A row of label set `h` gained a spare runner in this write: counted
+    /// at once, so that no reader misses it once it commits.
+    pub(crate) fn spare_raised(&mut self, h: LabelHash) {
+        self.spares.raise(h);
+        self.undo.push(Undo::SpareRaised(h));
+    }
+
+    /// A row of label set `h` lost its spare runners in this write: counted
+    /// once the write commits.
+    pub(crate) fn spare_lowered(&mut self, h: LabelHash) {
+        self.lowered.push(h);
+    }
+
     /// Forgets the sealing state of `scope` (its keys were destroyed).
     pub(crate) fn forget_scope(&mut self, scope: &str) {
         if let Some(previous) = self.sealing.remove(scope) {
@@ -344,6 +427,7 @@ impl Writer {
                 Undo::Created(id) => self.keys.forget(id),
                 Undo::Destroyed(id, cipher) => self.keys.insert(id, Some(cipher)),
                 Undo::Master(cipher) => self.keys.set_master(cipher),
+                Undo::SpareRaised(h) => self.spares.lower(&h),
             }
         }
     }
