@@ -488,8 +488,10 @@ async fn own_group(c: &Customer, name: &str, tagged: bool) -> String {
     create.send().await.unwrap().group_id().unwrap().to_owned()
 }
 
+/// A group a label names must carry our tag, allow no ingress, belong to
+/// the launch's account and be in the VPC of the subnet the launch uses.
 #[tokio::test]
-async fn a_label_named_group_must_be_tagged_as_ours_and_allow_no_ingress() {
+async fn a_label_named_group_must_be_ours_closed_and_in_the_subnets_vpc() {
     let c = customer().await;
     let controller = unique("named-group");
     let label = |group: &str| format!("sprinters:aws:ubuntu-24.04:{group}");
@@ -573,6 +575,54 @@ async fn a_label_named_group_must_be_tagged_as_ours_and_allow_no_ingress() {
         .unwrap_err();
     assert_eq!(*err.kind(), ErrorKind::Config, "{err}");
     assert!(err.message().contains("does not exist"), "{err}");
+
+    // A fit group of another VPC than the subnet's: refused before
+    // RunInstances, naming both (moto would launch it).
+    let vpc = c
+        .ec2
+        .create_vpc()
+        .cidr_block("10.99.0.0/16")
+        .send()
+        .await
+        .unwrap()
+        .vpc()
+        .unwrap()
+        .vpc_id()
+        .unwrap()
+        .to_owned();
+    let elsewhere = c
+        .ec2
+        .create_security_group()
+        .group_name(unique("elsewhere"))
+        .description("a customer's group in another VPC")
+        .vpc_id(&vpc)
+        .tag_specifications(
+            aws_sdk_ec2::types::TagSpecification::builder()
+                .resource_type(aws_sdk_ec2::types::ResourceType::SecurityGroup)
+                .tags(Tag::builder().key(OWNED_TAG_KEY).value("true").build())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .group_id()
+        .unwrap()
+        .to_owned();
+    let err = Ec2Launcher::new(config())
+        .launch(request(
+            &c,
+            &controller,
+            4505,
+            &label(&elsewhere),
+            Market::OnDemand,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(*err.kind(), ErrorKind::Config, "{err}");
+    assert!(
+        err.message().contains(&elsewhere) && err.message().contains(&vpc),
+        "{err}"
+    );
 }
 
 #[tokio::test]

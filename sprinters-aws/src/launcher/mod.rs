@@ -78,7 +78,8 @@ pub struct Ec2Launcher {
     subnets: TtlCache<(AccountId, Region, String), SubnetInfo>,
     security_groups: TtlCache<(AccountId, Region, String), SecurityGroupId>,
     // Label-named groups found tagged as ours and without ingress.
-    named_groups: TtlCache<(AccountId, Region, SecurityGroupId), ()>,
+    /// A label-named group found fit, with its VPC.
+    named_groups: TtlCache<(AccountId, Region, SecurityGroupId), Option<String>>,
     spot_prices: TtlCache<(AccountId, Region, InstanceType), SpotPrices>,
     recent: Mutex<RecentLaunches>,
     // One TerminateInstances at a time per instance from this process: the
@@ -191,9 +192,19 @@ impl Ec2Launcher {
         let security_group = match (&spec.security_group, &vpc) {
             (Some(group), _) => {
                 let key = (target.account.clone(), target.region.clone(), group.clone());
-                self.named_groups
+                let group_vpc = self
+                    .named_groups
                     .get(clock, &key, || network::check_named_group(target, group))
                     .await?;
+                // EC2 refuses it too, but only after the JIT runner is
+                // registered, and with a less helpful message.
+                if let (Some(group_vpc), Some(vpc)) = (&group_vpc, &vpc)
+                    && group_vpc != vpc
+                {
+                    return Err(Error::config(format!(
+                        "security group {group} is in {group_vpc}, but subnet {subnet} is in {vpc}: a label may name only a group of the subnet's VPC"
+                    )));
+                }
                 group.clone()
             }
             (None, Some(vpc)) => {

@@ -181,8 +181,11 @@ pub(crate) async fn security_group(target: &Target<'_>, vpc: &str) -> Result<Sec
 /// Checks a security group a label names: it must exist, carry our tag
 /// (`sprinters:sprinters = true`: the customer marked it for runners), and
 /// allow no ingress at all. Refused otherwise, as a configuration error the
-/// job's record shows.
-pub(crate) async fn check_named_group(target: &Target<'_>, group: &SecurityGroupId) -> Result<()> {
+/// job's record shows. Returns the group's VPC, which must be the subnet's.
+pub(crate) async fn check_named_group(
+    target: &Target<'_>,
+    group: &SecurityGroupId,
+) -> Result<Option<String>> {
     let context = format!("checking security group {group}");
     let output = target
         .client
@@ -224,7 +227,7 @@ pub(crate) async fn check_named_group(target: &Target<'_>, group: &SecurityGroup
             "security group {group} has ingress rules; Sprinters runners accept no inbound traffic: remove the rules and retry"
         )));
     }
-    Ok(())
+    Ok(found.vpc_id().map(str::to_owned))
 }
 
 async fn find_security_group(target: &Target<'_>, vpc: &str) -> Result<Option<SecurityGroupId>> {
