@@ -84,6 +84,7 @@ pub(crate) struct Writer {
 /// the writes already queued.
 pub(crate) fn spawn(
     conn: Connection,
+    checkpoints: Connection,
     keys: Arc<Keys>,
     spares: Arc<SpareCounts>,
     commits: Arc<AtomicU64>,
@@ -101,20 +102,29 @@ pub(crate) fn spawn(
         abort: None,
         truncate_wal: false,
     };
+    let checkpointer = Checkpointer::spawn(checkpoints)?;
     let handle = std::thread::Builder::new()
         .name("sprinters-store-writer".into())
-        .spawn(move || run(writer, rx, &commits, &timer))
+        .spawn(move || {
+            run(writer, rx, &commits, &timer, &checkpointer);
+            checkpointer.stop();
+        })
         .map_err(|e| Error::unavailable(format!("starting the store's writer: {e}")))?;
     Ok((tx, handle))
 }
 
-fn run(mut w: Writer, rx: Receiver<Op>, commits: &AtomicU64, timer: &SyncTimer) {
-    // Checkpoints are the writer's to time (below), not SQLite's: its own
+fn run(
+    mut w: Writer,
+    rx: Receiver<Op>,
+    commits: &AtomicU64,
+    timer: &SyncTimer,
+    checkpointer: &Checkpointer,
+) {
+    // Checkpoints run beside the writer (below), not in it: SQLite's own
     // run inside whichever commit crosses the threshold, and that write's
     // caller waits for pages to be copied and the database file synced.
     w.conn.wal_hook(Some(note_wal_pages));
-    let mut carried = None;
-    while let Some(first) = carried.take().or_else(|| rx.recv().ok()) {
+    while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -154,7 +164,7 @@ fn run(mut w: Writer, rx: Receiver<Op>, commits: &AtomicU64, timer: &SyncTimer) 
                 for done in dones {
                     done(Ok(()));
                 }
-                carried = checkpoint_when_due(&w.conn, &rx);
+                checkpointer.when_due(&w.conn);
             }
             Some(why) => {
                 if !w.conn.is_autocommit() {
@@ -172,11 +182,13 @@ fn run(mut w: Writer, rx: Receiver<Op>, commits: &AtomicU64, timer: &SyncTimer) 
     }
 }
 
-/// The WAL reaches this many pages before a checkpoint, when the writer
-/// is idle (SQLite's own threshold).
+/// The WAL reaches this many pages before the checkpointer is woken
+/// (SQLite's own threshold).
 const CHECKPOINT_PAGES: i32 = 1000;
 
-/// ... and this many when it never is: the WAL stays bounded under load.
+/// ... and this many before the writer checkpoints itself: under writes
+/// without a pause, a checkpoint beside them never catches up, and the
+/// WAL restarts from its start only once one has.
 const CHECKPOINT_PAGES_BUSY: i32 = 4 * CHECKPOINT_PAGES;
 
 thread_local! {
@@ -189,23 +201,51 @@ fn note_wal_pages(_: &rusqlite::hooks::Wal, pages: std::ffi::c_int) -> rusqlite:
     Ok(())
 }
 
-/// After a commit has been answered: copies the WAL into the database
-/// (a passive checkpoint: readers are not waited for) once it is due and
-/// no write waits, or once it is far overdue. Returns the write that
-/// arrived meanwhile, if any, to start the next batch.
-fn checkpoint_when_due(conn: &Connection, rx: &Receiver<Op>) -> Option<Op> {
-    let pages = WAL_PAGES.get();
-    if pages < CHECKPOINT_PAGES {
-        return None;
+/// A thread with a connection of its own that copies the WAL into the
+/// database (a passive checkpoint: neither readers nor the writer wait for
+/// it) when the writer asks.
+struct Checkpointer {
+    wake: SyncSender<()>,
+    thread: JoinHandle<()>,
+}
+
+impl Checkpointer {
+    fn spawn(conn: Connection) -> Result<Self> {
+        let (wake, asked) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("sprinters-store-checkpointer".into())
+            .spawn(move || {
+                while asked.recv().is_ok() {
+                    checkpoint(&conn);
+                }
+            })
+            .map_err(|e| Error::unavailable(format!("starting the store's checkpointer: {e}")))?;
+        Ok(Self { wake, thread })
     }
-    let waiting = rx.try_recv().ok();
-    if waiting.is_none() || pages >= CHECKPOINT_PAGES_BUSY {
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "checkpointing the WAL failed: tried again after the next write");
+
+    /// After a commit has been answered: wakes the checkpointer once the
+    /// WAL is due, or checkpoints here once it is far overdue.
+    fn when_due(&self, conn: &Connection) {
+        let pages = WAL_PAGES.get();
+        if pages >= CHECKPOINT_PAGES_BUSY {
+            checkpoint(conn);
+            WAL_PAGES.set(0);
+        } else if pages >= CHECKPOINT_PAGES {
+            // Full: a checkpoint is asked for already.
+            let _ = self.wake.try_send(());
         }
-        WAL_PAGES.set(0);
     }
-    waiting
+
+    fn stop(self) {
+        drop(self.wake);
+        let _ = self.thread.join();
+    }
+}
+
+fn checkpoint(conn: &Connection) {
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        tracing::warn!(error = %e, "checkpointing the WAL failed: tried again after a later write");
+    }
 }
 
 /// Copies the WAL into the database and empties it; false when readers
@@ -276,7 +316,10 @@ impl Writer {
             }
         };
         if let Err(e) = settled {
-            self.abort = Some(format!("settling a write: {e}"));
+            self.abort = Some(match &result {
+                Ok(_) => format!("settling a write: {e}"),
+                Err(failed) => format!("settling a write that failed ({failed}): {e}"),
+            });
         }
         result
     }
