@@ -207,6 +207,11 @@ fn note_wal_pages(_: &rusqlite::hooks::Wal, pages: std::ffi::c_int) -> rusqlite:
 struct Checkpointer {
     wake: SyncSender<()>,
     thread: JoinHandle<()>,
+    /// The WAL's pages when the checkpointer was last woken: it is woken
+    /// once per [`CHECKPOINT_PAGES`] the WAL grows, not after every
+    /// commit, or under steady writes its syncs of the database file
+    /// would contend with every commit's sync of the WAL.
+    woken_at: std::cell::Cell<i32>,
 }
 
 impl Checkpointer {
@@ -220,19 +225,29 @@ impl Checkpointer {
                 }
             })
             .map_err(|e| Error::unavailable(format!("starting the store's checkpointer: {e}")))?;
-        Ok(Self { wake, thread })
+        Ok(Self {
+            wake,
+            thread,
+            woken_at: std::cell::Cell::new(0),
+        })
     }
 
     /// After a commit has been answered: wakes the checkpointer once the
     /// WAL is due, or checkpoints here once it is far overdue.
     fn when_due(&self, conn: &Connection) {
         let pages = WAL_PAGES.get();
+        if pages < self.woken_at.get() {
+            // The WAL restarted from its start.
+            self.woken_at.set(0);
+        }
         if pages >= CHECKPOINT_PAGES_BUSY {
             checkpoint(conn);
             WAL_PAGES.set(0);
-        } else if pages >= CHECKPOINT_PAGES {
+            self.woken_at.set(0);
+        } else if pages >= self.woken_at.get() + CHECKPOINT_PAGES {
             // Full: a checkpoint is asked for already.
             let _ = self.wake.try_send(());
+            self.woken_at.set(pages);
         }
     }
 
