@@ -193,8 +193,8 @@ pub struct PlatformPolicy {
     pub max_instances_per_account: u32,
     /// Live instances at once per repository (0: no cap).
     pub max_instances_per_repository: u32,
-    /// Jobs waiting for an instance per owner; beyond it a job is rejected
-    /// (0: no cap).
+    /// An owner's queued jobs (waiting for an instance), counted in the
+    /// store across replicas; beyond it a job is rejected (0: no cap).
     pub max_queued: u32,
 }
 

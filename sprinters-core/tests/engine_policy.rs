@@ -264,18 +264,7 @@ async fn a_bad_policy_is_refused_by_name_and_changes_nothing() {
 #[tokio::test]
 async fn a_policy_set_on_one_replica_holds_on_another_within_a_tick() {
     let bed = TestBed::new();
-    // A second replica on the same store, with a directory of its own.
-    let tenants = Tenants::new();
-    tenants.connect(
-        TestBed::OWNER_ID,
-        TestBed::INSTALLATION_ID,
-        bed.owner.clone(),
-        bed.account.clone(),
-    );
-    let mut config = bed.engine.config().clone();
-    config.tenants = tenants;
-    config.replica_id = "replica-2".into();
-    let other = bed.builder().config(config).build().unwrap();
+    let other = second_replica(&bed);
     set(&bed, r#"{"instance_types": ["t3.*"]}"#).await;
     other.sync_tenants().await.unwrap();
     let job = bed
@@ -374,12 +363,58 @@ async fn beyond_max_queued_a_job_is_rejected_with_the_reason() {
     match bed.send(jobs[3].queued()).await {
         Handled::Rejected { message, .. } => assert_eq!(
             message,
-            "octo-org has 2 jobs waiting for an instance, the most its policy allows (max_queued = 2)"
+            "octo-org has 2 jobs queued, waiting for an instance: the most its policy allows (max_queued = 2)"
         ),
         other => panic!("expected a rejection, got {other:?}"),
     }
     assert_eq!(bed.record(&jobs[3]).await.state, JobState::Rejected);
     serve_all(&bed, &jobs[..3], 1).await;
+}
+
+/// `max_queued` counts the owner's queued jobs in the store: jobs queued
+/// through another replica count too.
+#[tokio::test]
+async fn max_queued_holds_across_replicas() {
+    let bed = TestBed::new();
+    let other = second_replica(&bed);
+    set(&bed, r#"{"max_instances": 1, "max_queued": 2}"#).await;
+    other.sync_tenants().await.unwrap();
+    let jobs = pinned(&bed, 1..=4, "octo-org/app");
+    // One runs and one waits through this replica, one waits through the
+    // other: each replica alone has at most one waiting.
+    for (n, j) in jobs[..3].iter().enumerate() {
+        let handled = if n == 2 {
+            other
+                .handle(bed.delivery(&format!("other-{n}"), j.queued()))
+                .await
+                .unwrap()
+        } else {
+            bed.send(j.queued()).await
+        };
+        assert!(matches!(handled, Handled::Accepted(_)), "{handled:?}");
+        let_tasks_run().await;
+    }
+    match bed.send(jobs[3].queued()).await {
+        Handled::Rejected { message, .. } => {
+            assert!(message.contains("max_queued = 2"), "{message}")
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+/// A second replica on `bed`'s store, with a directory of its own.
+fn second_replica(bed: &TestBed) -> sprinters_core::engine::Engine {
+    let tenants = Tenants::new();
+    tenants.connect(
+        TestBed::OWNER_ID,
+        TestBed::INSTALLATION_ID,
+        bed.owner.clone(),
+        bed.account.clone(),
+    );
+    let mut config = bed.engine.config().clone();
+    config.tenants = tenants;
+    config.replica_id = "replica-2".into();
+    bed.builder().config(config).build().unwrap()
 }
 
 #[tokio::test]

@@ -685,6 +685,17 @@ async fn history_queries_are_served_by_their_indexes() {
         );
     }
     assert!(!plan.contains("Seq Scan"), "{plan}");
+    // `max_queued` counts an owner's queued jobs through their own index,
+    // never the owner's history.
+    let plan = store
+        .explain_count_queued(testing::sample_owner_id("org7"))
+        .await
+        .unwrap();
+    assert!(
+        plan.contains("sprinters_jobs_queued_by_owner"),
+        "the queued count does not use its index:\n{plan}"
+    );
+    assert!(!plan.contains("Seq Scan"), "{plan}");
 }
 
 /// The clear filter columns only choose rows: a row whose `owner_h` was

@@ -41,18 +41,14 @@ pub(crate) struct Limiter {
     /// Times a waiter looked at its caps: for tests of who is woken.
     attempts: std::sync::atomic::AtomicU64,
     waiting: AtomicUsize,
-    // Jobs waiting for a slot, per owner (for `max_queued`).
-    waiting_of: Mutex<HashMap<OwnerId, usize>>,
 }
 
 /// Counts a waiter for as long as it waits, however its future ends.
-struct Waiting<'a>(&'a Limiter, OwnerId);
+struct Waiting<'a>(&'a Limiter);
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.waiting.fetch_sub(1, Ordering::Relaxed);
-        let mut of = self.0.waiting_of.lock().unwrap_or_else(|e| e.into_inner());
-        decrement(&mut of, &self.1, 1);
     }
 }
 
@@ -174,13 +170,7 @@ impl Limiter {
             return;
         }
         self.waiting.fetch_add(1, Ordering::Relaxed);
-        *self
-            .waiting_of
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(place.owner)
-            .or_default() += 1;
-        let _waiting = Waiting(self, place.owner);
+        let _waiting = Waiting(self);
         let (account, owner) = {
             let mut w = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
             let account = Arc::clone(w.by_account.entry(place.account.clone()).or_default());
@@ -208,16 +198,6 @@ impl Limiter {
     #[cfg(test)]
     pub(crate) fn attempts(&self) -> u64 {
         self.attempts.load(Ordering::Relaxed)
-    }
-
-    /// How many of `owner`'s jobs wait for a slot here.
-    pub(crate) fn waiting_of(&self, owner: OwnerId) -> usize {
-        self.waiting_of
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&owner)
-            .copied()
-            .unwrap_or(0)
     }
 
     /// `job`'s launch task is over: its reservation is given back, and

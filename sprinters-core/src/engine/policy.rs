@@ -9,7 +9,7 @@ use crate::events::WorkflowJobEvent;
 use crate::job::JobRecord;
 use crate::labels::JobLabels;
 use crate::policy::{EffectivePolicy, OwnerPolicy, PlatformPolicy, PublicRepositories, Visibility};
-use crate::ports::{CancelRun, GetRunOrigin, RunOrigin};
+use crate::ports::{CancelRun, CountQueued, GetRunOrigin, RunOrigin};
 
 /// Runs whose origin is remembered; past it the memory starts again (a
 /// run's jobs arrive within minutes of each other).
@@ -103,12 +103,19 @@ impl Inner {
         {
             return Ok(Some(refused));
         }
-        let max_queued = policy.base.max_queued as usize;
-        let waiting = self.limiter.waiting_of(event.owner_id);
-        if max_queued > 0 && waiting >= max_queued {
-            return Ok(Some(format!(
-                "{login} has {waiting} jobs waiting for an instance, the most its policy allows (max_queued = {max_queued})"
-            )));
+        let max_queued = u64::from(policy.base.max_queued);
+        if max_queued > 0 {
+            // Counted in the store, so that the limit holds across replicas
+            // (two arrivals at once may both pass at the limit).
+            let queued = self
+                .store
+                .count_queued(CountQueued::new(event.owner_id, max_queued))
+                .await?;
+            if queued >= max_queued {
+                return Ok(Some(format!(
+                    "{login} has {queued} jobs queued, waiting for an instance: the most its policy allows (max_queued = {max_queued})"
+                )));
+            }
         }
         Ok(None)
     }

@@ -29,8 +29,9 @@ pub use registry::{
 };
 pub use slots::{CapReached, Claim, SlotBook, SlotCap, SlotCaps, SlotCounts};
 pub use store::{
-    AcquireLease, ClaimJob, DeliveryRecorded, JobCursor, JobPage, JobStore, LeaseGrant, ListJobs,
-    Purge, Purged, PutJob, PutTenant, RecordDelivery, ReleaseLease, Version, Versioned,
+    AcquireLease, ClaimJob, CountQueued, DeliveryRecorded, JobCursor, JobPage, JobStore,
+    LeaseGrant, ListJobs, Purge, Purged, PutJob, PutTenant, RecordDelivery, ReleaseLease, Version,
+    Versioned,
 };
 
 #[cfg(feature = "mock")]

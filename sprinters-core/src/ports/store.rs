@@ -399,6 +399,25 @@ impl ReleaseLease {
     }
 }
 
+/// Counts an owner's jobs still queued (active, in [`JobState::Queued`]:
+/// waiting for an instance), for the `max_queued` limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CountQueued {
+    /// Whose jobs.
+    pub owner_id: OwnerId,
+    /// Counting stops here: the cost is bounded by the limit, never by
+    /// the owner's backlog.
+    pub at_most: u64,
+}
+
+impl CountQueued {
+    /// Counts `owner_id`'s queued jobs up to `at_most`.
+    pub fn new(owner_id: OwnerId, at_most: u64) -> Self {
+        Self { owner_id, at_most }
+    }
+}
+
 /// Retention: removes what is older than a cut-off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -444,6 +463,9 @@ impl Purged {
     }
 }
 
+/// The page size of [`JobStore::count_queued`]'s default.
+const PAGE_FOR_COUNT: usize = 500;
+
 /// Durable job records. Every write is a compare-and-swap on the record's
 /// version, so concurrent writers (tasks or replicas) never lose an update.
 #[cfg_attr(feature = "mock", mockall::automock)]
@@ -486,6 +508,27 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
     async fn delete_tenant(&self, owner_id: OwnerId, version: Version) -> Result<()>;
     /// Removes inactive jobs and deliveries older than the cut-off.
     async fn purge(&self, request: Purge) -> Result<Purged>;
+    /// How many of an owner's jobs are queued, up to
+    /// [`CountQueued::at_most`], across every writer of the store. The
+    /// default pages through [`JobStore::list_jobs`] (reading each record);
+    /// a database counts an index instead.
+    async fn count_queued(&self, request: CountQueued) -> Result<u64> {
+        if request.at_most == 0 {
+            return Ok(0);
+        }
+        let mut query = ListJobs::active(PAGE_FOR_COUNT);
+        query.owner_id = Some(request.owner_id);
+        query.states = Some(vec![JobState::Queued]);
+        let mut counted = 0u64;
+        loop {
+            let page = self.list_jobs(query.clone()).await?;
+            counted += page.jobs.len() as u64;
+            match page.next {
+                Some(cursor) if counted < request.at_most => query.cursor = Some(cursor),
+                _ => return Ok(counted.min(request.at_most)),
+            }
+        }
+    }
     /// Whether another engine may write the store at the same time
     /// (replicas on one database, or engines sharing one in-memory store):
     /// the engine then leaves caps to the store's count in

@@ -69,6 +69,7 @@ pub async fn job_store(store: &dyn JobStore) {
     history(store).await;
     due_work(store).await;
     spare_runners(store).await;
+    queued_counts(store).await;
     retention(store).await;
     tenants(store).await;
     claims_within_caps(store).await;
@@ -697,6 +698,55 @@ async fn spare_runners(store: &dyn JobStore) {
         vec![two.key],
         "a runner a job took is no longer spare"
     );
+}
+
+/// An owner's queued jobs are counted up to the limit asked: not its
+/// claimed, launched, running or finished ones, not another owner's; a
+/// write that takes a job out of the queue takes it out of the count.
+async fn queued_counts(store: &dyn JobStore) {
+    use crate::ports::CountQueued;
+    let owner = sample_owner_id("zeta");
+    let queued: Vec<JobRecord> = (0..3)
+        .map(|n| sample_record(BASE + 800 + n, "zeta/queue", 800 + n))
+        .collect();
+    let mut others = Vec::new();
+    for (n, state) in [
+        JobState::Launching,
+        JobState::Launched,
+        JobState::Running,
+        JobState::Cleaned,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut r = sample_record(BASE + 810 + n as u64, "zeta/queue", 810);
+        r.state = state;
+        others.push(r);
+    }
+    others.push(sample_record(BASE + 820, "eta/queue", 820));
+    for r in queued.iter().chain(&others) {
+        store.put_job(PutJob::create(r.clone())).await.unwrap();
+    }
+    let count = |at_most| store.count_queued(CountQueued::new(owner, at_most));
+    assert_eq!(count(10).await.unwrap(), 3, "the owner's queued jobs only");
+    assert_eq!(count(2).await.unwrap(), 2, "counted up to the limit");
+    assert_eq!(count(0).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .count_queued(CountQueued::new(sample_owner_id("eta"), 10))
+            .await
+            .unwrap(),
+        1
+    );
+
+    let current = store.get_job(queued[0].key).await.unwrap().unwrap();
+    let mut claimed = current.value.clone();
+    claimed.state = JobState::Launching;
+    store
+        .put_job(PutJob::replace(claimed, current.version))
+        .await
+        .unwrap();
+    assert_eq!(count(10).await.unwrap(), 2, "a launching job is not queued");
 }
 
 async fn retention(store: &dyn JobStore) {

@@ -8,9 +8,9 @@ use deadpool_postgres::Client;
 use sprinters_core::domain::{AccountId, DeliveryId, JobKey, OwnerId};
 use sprinters_core::job::JobRecord;
 use sprinters_core::ports::{
-    AcquireLease, CapReached, Claim, ClaimJob, DeliveryRecorded, JobCursor, JobPage, JobStore,
-    LeaseGrant, ListJobs, Purge, Purged, PutJob, RecordDelivery, ReleaseLease, SlotCap, Version,
-    Versioned,
+    AcquireLease, CapReached, Claim, ClaimJob, CountQueued, DeliveryRecorded, JobCursor, JobPage,
+    JobStore, LeaseGrant, ListJobs, Purge, Purged, PutJob, RecordDelivery, ReleaseLease, SlotCap,
+    Version, Versioned,
 };
 use sprinters_core::time::Timestamp;
 use sprinters_core::{Error, Result};
@@ -296,6 +296,17 @@ impl PostgresJobStore {
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| Error::integrity(format!("reading a query plan: {e}")).with_source(e))?;
         Ok(lines.join("\n"))
+    }
+
+    /// The plan PostgreSQL picks for counting an owner's queued jobs
+    /// (`EXPLAIN`: nothing is read).
+    pub async fn explain_count_queued(&self, owner: OwnerId) -> Result<String> {
+        let owner_h = self
+            .inner
+            .keys
+            .opaque("owner", owner.to_string().as_bytes());
+        self.explain(&format!("EXPLAIN {COUNT_QUEUED}"), &[&owner_h, &1i64])
+            .await
     }
 
     /// The plan PostgreSQL picks for the rows a claim within caps counts
@@ -604,7 +615,31 @@ impl JobStore for PostgresJobStore {
         }
         Ok(purged)
     }
+
+    async fn count_queued(&self, request: CountQueued) -> Result<u64> {
+        let db = &self.inner.db;
+        let owner_h = self
+            .inner
+            .keys
+            .opaque("owner", request.owner_id.to_string().as_bytes());
+        let at_most = i64::try_from(request.at_most).unwrap_or(i64::MAX);
+        let client = db.client().await?;
+        let row = db
+            .query_opt(&client, COUNT_QUEUED, &[&owner_h, &at_most])
+            .await?;
+        let counted: i64 = row
+            .map(|r| r.try_get(0))
+            .transpose()
+            .map_err(|e| Error::integrity(format!("counting queued jobs: {e}")).with_source(e))?
+            .unwrap_or(0);
+        Ok(counted.max(0) as u64)
+    }
 }
+
+/// An owner's queued jobs, up to a limit, through the partial index
+/// `sprinters_jobs_queued_by_owner`.
+const COUNT_QUEUED: &str = "SELECT count(*) FROM (SELECT 1 FROM sprinters_jobs \
+     WHERE owner_h = $1 AND state = 'queued' AND active LIMIT $2) q";
 
 /// One statement: lock the row unless another writer has it, take the
 /// claim if it is free, ours or lapsed, and return the record.

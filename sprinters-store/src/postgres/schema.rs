@@ -370,6 +370,16 @@ CREATE INDEX sprinters_jobs_spares_by_labels
     ON sprinters_jobs (label_h, queued_at DESC, id DESC) WHERE spares > 0 AND active;
 "#,
     ),
+    (
+        8,
+        // An owner's queued jobs, counted for `max_queued` up to the limit
+        // by every replica: never its finished history, never its running
+        // jobs.
+        r#"
+CREATE INDEX sprinters_jobs_queued_by_owner
+    ON sprinters_jobs (owner_h) WHERE state = 'queued' AND active;
+"#,
+    ),
 ];
 
 /// The schema version this build expects.

@@ -7,9 +7,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use sprinters_core::domain::{DeliveryId, JobKey, OwnerId};
 use sprinters_core::job::{JobRecord, Lease};
 use sprinters_core::ports::{
-    AcquireLease, Claim, ClaimJob, DeliveryRecorded, JobCursor, JobPage, JobStore, LeaseGrant,
-    ListJobs, Purge, Purged, PutJob, PutTenant, RecordDelivery, ReleaseLease, SlotCounts, Version,
-    Versioned,
+    AcquireLease, Claim, ClaimJob, CountQueued, DeliveryRecorded, JobCursor, JobPage, JobStore,
+    LeaseGrant, ListJobs, Purge, Purged, PutJob, PutTenant, RecordDelivery, ReleaseLease,
+    SlotCounts, Version, Versioned,
 };
 use sprinters_core::tenant::TenantRecord;
 use sprinters_core::time::Timestamp;
@@ -609,6 +609,20 @@ impl JobStore for SqliteJobStore {
             )
             .await?;
         Ok(Purged::new(jobs, deliveries))
+    }
+
+    async fn count_queued(&self, request: CountQueued) -> Result<u64> {
+        let owner_h = owner_h(&self.inner.keys, request.owner_id);
+        let at_most = i64::try_from(request.at_most).unwrap_or(i64::MAX);
+        self.read(move |conn, _| {
+            conn.prepare_cached(
+                "SELECT count(*) FROM (SELECT 1 FROM jobs INDEXED BY jobs_queued_by_owner \
+                 WHERE owner_h = ?1 AND state = 'queued' AND active LIMIT ?2)",
+            )
+            .and_then(|mut s| s.query_row(params![&owner_h[..], at_most], |r| r.get(0)))
+            .map_err(|e| sql_error("counting queued jobs", e))
+        })
+        .await
     }
 
     /// Only this process opens the directory (it is locked).

@@ -141,6 +141,14 @@ CREATE INDEX jobs_spares_by_labels ON jobs (label_h, queued_at DESC, id DESC)
     WHERE spares > 0 AND active;
 "#,
     ),
+    (
+        6,
+        // An owner's queued jobs, counted for `max_queued` up to the limit:
+        // never its finished history, never its running jobs.
+        r#"
+CREATE INDEX jobs_queued_by_owner ON jobs (owner_h) WHERE state = 'queued' AND active;
+"#,
+    ),
 ];
 
 /// The schema version this build writes.
