@@ -371,6 +371,29 @@ async fn beyond_max_queued_a_job_is_rejected_with_the_reason() {
     serve_all(&bed, &jobs[..3], 1).await;
 }
 
+/// A job let in before is not refused at the limit when its `queued`
+/// event comes again (under a new delivery id): it is one of the queued
+/// jobs counted, and refusing it would cancel its run.
+#[tokio::test]
+async fn a_repeated_queued_event_at_max_queued_is_not_refused() {
+    let bed = TestBed::new();
+    set(&bed, r#"{"max_instances": 1, "max_queued": 2}"#).await;
+    let jobs = pinned(&bed, 1..=3, "octo-org/app");
+    for j in &jobs {
+        assert!(matches!(bed.send(j.queued()).await, Handled::Accepted(_)));
+        let_tasks_run().await;
+    }
+    let again = bed.send(jobs[2].queued()).await;
+    assert!(
+        !matches!(again, Handled::Rejected { .. }),
+        "a waiting job was refused: {again:?}"
+    );
+    let_tasks_run().await;
+    assert_eq!(bed.record(&jobs[2]).await.state, JobState::Queued);
+    assert!(bed.registry.cancelled().is_empty(), "no run cancelled");
+    serve_all(&bed, &jobs, 1).await;
+}
+
 /// `max_queued` counts the owner's queued jobs in the store: jobs queued
 /// through another replica count too.
 #[tokio::test]

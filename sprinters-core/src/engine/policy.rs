@@ -111,7 +111,10 @@ impl Inner {
                 .store
                 .count_queued(CountQueued::new(event.owner_id, max_queued))
                 .await?;
-            if queued >= max_queued {
+            // A job stored already (a repeated `queued` event) was let in
+            // before, and is one of those counted: refusing it now would
+            // cancel the run of a job that waits its turn.
+            if queued >= max_queued && self.store.get_job(event.job).await?.is_none() {
                 return Ok(Some(format!(
                     "{login} has {queued} jobs queued, waiting for an instance: the most its policy allows (max_queued = {max_queued})"
                 )));

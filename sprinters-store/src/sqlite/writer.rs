@@ -12,9 +12,9 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -105,10 +105,7 @@ pub(crate) fn spawn(
     let checkpointer = Checkpointer::spawn(checkpoints)?;
     let handle = std::thread::Builder::new()
         .name("sprinters-store-writer".into())
-        .spawn(move || {
-            run(writer, rx, &commits, &timer, &checkpointer);
-            checkpointer.stop();
-        })
+        .spawn(move || run(writer, rx, &commits, &timer, &checkpointer))
         .map_err(|e| Error::unavailable(format!("starting the store's writer: {e}")))?;
     Ok((tx, handle))
 }
@@ -159,7 +156,7 @@ fn run(
                     tracing::warn!(error = %e, "recounting spare runners failed");
                 }
                 if w.truncate_wal {
-                    w.truncate_wal = !truncate_wal(&w.conn);
+                    w.truncate_wal = !checkpointer.truncate(&w.conn);
                 }
                 for done in dones {
                     done(Ok(()));
@@ -205,8 +202,14 @@ fn note_wal_pages(_: &rusqlite::hooks::Wal, pages: std::ffi::c_int) -> rusqlite:
 /// database (a passive checkpoint: neither readers nor the writer wait for
 /// it) when the writer asks.
 struct Checkpointer {
-    wake: SyncSender<()>,
-    thread: JoinHandle<()>,
+    /// Taken on drop, so that the thread ends; it is then joined.
+    wake: Option<SyncSender<()>>,
+    thread: Option<JoinHandle<()>>,
+    /// Held by whoever checkpoints: SQLite refuses a second checkpoint at
+    /// once (`SQLITE_BUSY`, no busy handler), and the writer's own (when
+    /// the WAL is far overdue, and emptying it after a shred) must not be
+    /// refused because a passive one was running beside it.
+    running: Arc<Mutex<()>>,
     /// The WAL's pages when the checkpointer was last woken: it is woken
     /// once per [`CHECKPOINT_PAGES`] the WAL grows, not after every
     /// commit, or under steady writes its syncs of the database file
@@ -217,17 +220,21 @@ struct Checkpointer {
 impl Checkpointer {
     fn spawn(conn: Connection) -> Result<Self> {
         let (wake, asked) = std::sync::mpsc::sync_channel::<()>(1);
+        let running = Arc::new(Mutex::new(()));
+        let held = Arc::clone(&running);
         let thread = std::thread::Builder::new()
             .name("sprinters-store-checkpointer".into())
             .spawn(move || {
                 while asked.recv().is_ok() {
+                    let _running = held.lock().unwrap_or_else(|e| e.into_inner());
                     checkpoint(&conn);
                 }
             })
             .map_err(|e| Error::unavailable(format!("starting the store's checkpointer: {e}")))?;
         Ok(Self {
-            wake,
-            thread,
+            wake: Some(wake),
+            thread: Some(thread),
+            running,
             woken_at: std::cell::Cell::new(0),
         })
     }
@@ -241,19 +248,36 @@ impl Checkpointer {
             self.woken_at.set(0);
         }
         if pages >= CHECKPOINT_PAGES_BUSY {
+            let _running = self.running.lock().unwrap_or_else(|e| e.into_inner());
             checkpoint(conn);
             WAL_PAGES.set(0);
             self.woken_at.set(0);
         } else if pages >= self.woken_at.get() + CHECKPOINT_PAGES {
-            // Full: a checkpoint is asked for already.
-            let _ = self.wake.try_send(());
+            if let Some(wake) = &self.wake {
+                // Full: a checkpoint is asked for already.
+                let _ = wake.try_send(());
+            }
             self.woken_at.set(pages);
         }
     }
 
-    fn stop(self) {
-        drop(self.wake);
-        let _ = self.thread.join();
+    /// Empties the WAL after a shred (see [`truncate_wal`]), never beside
+    /// a passive checkpoint.
+    fn truncate(&self, conn: &Connection) -> bool {
+        let _running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        truncate_wal(conn)
+    }
+}
+
+impl Drop for Checkpointer {
+    /// Stops the thread and waits for it, however the writer ended (a
+    /// panic included): its connection is closed before the directory
+    /// lock goes.
+    fn drop(&mut self) {
+        drop(self.wake.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
