@@ -23,7 +23,7 @@ pub use hooked::HookedStore;
 pub use launcher::{LauncherFixture, cloud_launcher};
 pub use registry::{RegistryFixture, runner_registry};
 pub use sim::{FLOOD_CAP, SimConfig, SimFailure, SimReport, sim_engine_config, simulate};
-pub use store::{job_store, sample_owner_id, sample_record};
+pub use store::{job_store, live_launch, sample_owner_id, sample_record};
 
 mod vault;
 pub use vault::credential_vault;

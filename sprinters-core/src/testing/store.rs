@@ -820,8 +820,9 @@ async fn retention(store: &dyn JobStore) {
     );
 }
 
-/// A live launch of `record`, for the slot checks.
-fn live_launch(record: &JobRecord) -> crate::job::Launch {
+/// A live launch of `record` (launch 1, its instance up, idle): for the
+/// slot and spare-runner checks.
+pub fn live_launch(record: &JobRecord) -> crate::job::Launch {
     use crate::domain::{InstanceId, InstanceType, Region, RunnerName};
     crate::job::Launch {
         number: 1,

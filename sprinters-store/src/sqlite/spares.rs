@@ -104,11 +104,10 @@ impl SpareCounts {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-    use sprinters_core::domain::{AccountId, InstanceId, Region, RunnerName};
-    use sprinters_core::job::{JobRecord, JobState, Launch};
+    use sprinters_core::domain::AccountId;
+    use sprinters_core::job::{JobRecord, JobState};
     use sprinters_core::ports::{JobStore, ListJobs, PutJob};
-    use sprinters_core::testing::sample_record;
-    use sprinters_core::time::Timestamp;
+    use sprinters_core::testing::{live_launch, sample_record};
     use sprinters_core::{Error, Result};
 
     use super::super::SqliteJobStore;
@@ -119,23 +118,8 @@ mod tests {
         let mut r = sample_record(id, "octo/spare", id);
         r.account = AccountId::parse(account).ok();
         r.state = JobState::Completed;
-        r.launches.push(Launch {
-            number: 1,
-            runner_name: RunnerName::for_launch(r.key, 1),
-            runner_id: None,
-            instance_id: Some(InstanceId::parse("i-0123456789abcdef0").unwrap()),
-            region: Region::us_east_1(),
-            availability_zone: None,
-            instance_type: sprinters_core::domain::InstanceType::default_for(
-                sprinters_core::domain::Arch::X64,
-            ),
-            spot: false,
-            spot_fallback: false,
-            hourly_price_micros: None,
-            launched_at: Some(Timestamp::from_millis(1_000)),
-            taken_by: None,
-            ended: None,
-        });
+        let launch = live_launch(&r);
+        r.launches.push(launch);
         r
     }
 
