@@ -303,6 +303,33 @@ async fn each_installation_has_its_own_budget_of_github_calls_per_pass() {
     }
 }
 
+/// Owners take turns in a pass: another owner's job, queued after ten of
+/// a busy owner's, is asked about second, not eleventh (each call is
+/// awaited in order, so a long backlog would delay it by as many calls).
+#[tokio::test]
+async fn a_pass_asks_about_the_owners_jobs_in_turn() {
+    let bed = TestBed::new();
+    bed.connect("other-org", 777, 778, "210987654321");
+    let busy: Vec<_> = (1..=10).map(|n| bed.job(n)).collect();
+    let other = bed.job(100).repository("other-org/app").owner(777, 778);
+    for job in busy.iter().chain([&other]) {
+        bed.send(job.queued()).await;
+        let runner = TestBed::runner(job, 1);
+        bed.tell_github(&job.completed(Conclusion::Success, Some(&runner)));
+    }
+    bed.settle().await;
+    bed.advance(bed.engine.config().queued_timeout + Duration::from_secs(1));
+    let report = bed.engine.reconcile().await.unwrap();
+    assert_eq!(report.jobs_checked, 11);
+    let asked: Vec<u64> = bed
+        .registry
+        .statuses_asked()
+        .iter()
+        .map(|j| j.get())
+        .collect();
+    assert_eq!(asked[..3], [1, 100, 2], "in turn: {asked:?}");
+}
+
 /// An owner's backlog over its cap: the jobs wait for a slot in their
 /// launch tasks, which a freed slot wakes, so a tick reads no scope for
 /// them; and after the tick that first lists them as due, the ticks that

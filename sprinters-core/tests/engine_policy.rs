@@ -531,3 +531,34 @@ async fn one_owners_backlog_over_its_cap_delays_no_other_owner() {
     }
     assert_eq!(next, 1, "the next of A's backlog launched");
 }
+
+/// Two owners share one AWS account capped at one instance. Owner A
+/// queued six jobs before owner B queued three: as A's instances end, the
+/// freed slot goes to the owners in turn, so B's jobs launch second,
+/// fourth and sixth instead of after all of A's.
+#[tokio::test]
+async fn owners_sharing_an_account_take_its_slots_in_turn() {
+    let bed = TestBed::with_config(|c| c.limits.per_account = Some(1));
+    bed.connect("rival-org", 5353, 8, "123456789012");
+    let a = pinned(&bed, 1..=6, "octo-org/app");
+    let b: Vec<JobEvents> = (101..=103)
+        .map(|i| {
+            bed.job(i)
+                .repository("rival-org/app")
+                .owner(5353, 8)
+                .labels(&["sprinters:aws", &format!("pin-{i}")])
+        })
+        .collect();
+    for j in a.iter().chain(&b) {
+        assert!(matches!(bed.send(j.queued()).await, Handled::Accepted(_)));
+        let_tasks_run().await;
+    }
+    let all: Vec<JobEvents> = a.iter().chain(&b).cloned().collect();
+    let served = serve_all(&bed, &all, 1).await;
+    let owners: String = served
+        .iter()
+        .map(|id| if *id > 100 { 'B' } else { 'A' })
+        .collect();
+    assert_eq!(owners, "ABABABAAA", "served in turn: {served:?}");
+    assert_eq!(bed.launcher.instances().len(), 9, "every job launched once");
+}

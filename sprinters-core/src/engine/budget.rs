@@ -1,5 +1,6 @@
 //! [`CallBudget`]: how many GitHub calls one reconciliation pass may make
-//! per installation.
+//! per installation; [`in_turns`]: the order that serves installations in
+//! turn.
 
 use std::collections::HashMap;
 
@@ -44,6 +45,24 @@ impl CallBudget {
     }
 }
 
+/// `items`, in their order of priority, with installations taking turns:
+/// the first of each, then the second of each, and so on, each
+/// installation's own order kept.
+pub(super) fn in_turns<T>(items: Vec<T>, of: impl Fn(&T) -> InstallationId) -> Vec<T> {
+    let mut seen: HashMap<InstallationId, usize> = HashMap::new();
+    let mut ranked: Vec<(usize, usize, T)> = items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let n = seen.entry(of(&item)).or_default();
+            *n += 1;
+            (*n, i, item)
+        })
+        .collect();
+    ranked.sort_by_key(|(rank, i, _)| (*rank, *i));
+    ranked.into_iter().map(|(_, _, item)| item).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,5 +75,16 @@ mod tests {
         assert!(!budget.take(a), "a's budget is spent");
         assert!(budget.take(b), "b's is its own");
         assert_eq!(budget.deferred(), 1);
+    }
+
+    #[test]
+    fn installations_take_turns_in_their_own_order() {
+        let (a, b, c) = (1, 2, 3);
+        let items = vec![(a, 1), (a, 2), (a, 3), (b, 1), (a, 4), (c, 1), (b, 2)];
+        let turns = in_turns(items, |(i, _)| InstallationId::new(*i));
+        assert_eq!(
+            turns,
+            [(a, 1), (b, 1), (c, 1), (a, 2), (b, 2), (a, 3), (a, 4)]
+        );
     }
 }

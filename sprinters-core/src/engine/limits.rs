@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 use super::config::Limits;
+use super::turns::Turns;
 use crate::domain::{AccountId, JobKey, OwnerId, Repository};
 use crate::job::{JobRecord, Launch};
 use crate::ports::{SlotCap, Version};
@@ -43,12 +44,28 @@ pub(crate) struct Limiter {
     waiting: AtomicUsize,
 }
 
-/// Counts a waiter for as long as it waits, however its future ends.
-struct Waiting<'a>(&'a Limiter);
+/// Counts a waiter for as long as it waits, and keeps its place in its
+/// account's turns, however its future ends.
+struct Waiting<'a> {
+    limiter: &'a Limiter,
+    /// Where it waits, until it takes a slot (which leaves its turns in
+    /// the same step).
+    turn: Option<(AccountId, OwnerId, Repository)>,
+}
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+        self.limiter.waiting.fetch_sub(1, Ordering::Relaxed);
+        if let Some((account, owner, repository)) = self.turn.take() {
+            let others = self
+                .limiter
+                .lock()
+                .turns
+                .leave(&account, owner, &repository);
+            if others {
+                self.limiter.wake_accounts(&[account]);
+            }
+        }
     }
 }
 
@@ -67,6 +84,8 @@ struct Held {
     /// Places the store found full, until the next tick: one claim per
     /// place and tick asks it, not every waiting job of a backlog.
     full: HashSet<Full>,
+    /// Whose turn it is in accounts where several owners wait.
+    turns: Turns,
 }
 
 /// A place whose cap the store's count found reached.
@@ -125,7 +144,26 @@ impl Limiter {
         caps: Caps,
         usage: Usage,
     ) -> bool {
+        self.try_take(job, place, caps, usage, false)
+    }
+
+    /// [`Self::try_acquire`] for a launch that waits in its account's
+    /// turns (`waiting`): taking the slot also ends its wait there, in the
+    /// same step, so no other owner yields to a launch that no longer
+    /// waits.
+    fn try_take(
+        &self,
+        job: JobKey,
+        place: &Place<'_>,
+        caps: Caps,
+        usage: Usage,
+        waiting: bool,
+    ) -> bool {
         let mut held = self.lock();
+        if waiting {
+            held.turns
+                .refresh(place.account, place.owner, place.repository, caps);
+        }
         let (usage, reserved) = held
             .jobs
             .get(&job)
@@ -150,10 +188,38 @@ impl Limiter {
         {
             return false;
         }
+        // Owners sharing the account take the last slots in turn: each
+        // owner before this one with a launch that could take a slot is
+        // owed one.
+        if let (Some(max), true) = (caps.per_account, more > 0) {
+            let h: &Held = &held;
+            let taken = h.per_account.get(place.account).copied().unwrap_or(0);
+            let room = max.saturating_sub(taken + more);
+            let ahead = h.turns.ahead(place.account, place.owner, |o, r, c| {
+                h.may_take(o, place.account, r, c)
+            });
+            if ahead > room {
+                return false;
+            }
+        }
         held.set(job, Some(place), |h| {
             h.usage = usage;
             h.reserved = want;
         });
+        let mut wake = Vec::new();
+        if waiting
+            && held
+                .turns
+                .leave(place.account, place.owner, place.repository)
+        {
+            wake.push(place.account.clone());
+        }
+        if more > 0 {
+            held.turns.served(place.account, place.owner);
+            wake.extend(held.turns.contended_by(place.owner));
+        }
+        drop(held);
+        self.wake_accounts(&wake);
         true
     }
 
@@ -166,11 +232,18 @@ impl Limiter {
         caps: impl Fn() -> Caps,
         usage: Usage,
     ) {
-        if self.try_acquire(job, place, caps(), usage) {
+        let first = caps();
+        if self.try_acquire(job, place, first, usage) {
             return;
         }
         self.waiting.fetch_add(1, Ordering::Relaxed);
-        let _waiting = Waiting(self);
+        self.lock()
+            .turns
+            .wait(place.account, place.owner, place.repository, first);
+        let mut waiting = Waiting {
+            limiter: self,
+            turn: Some((place.account.clone(), place.owner, place.repository.clone())),
+        };
         let (account, owner) = {
             let mut w = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
             let account = Arc::clone(w.by_account.entry(place.account.clone()).or_default());
@@ -184,7 +257,8 @@ impl Limiter {
             in_account.as_mut().enable();
             of_owner.as_mut().enable();
             self.attempts.fetch_add(1, Ordering::Relaxed);
-            if self.try_acquire(job, place, caps(), usage) {
+            if self.try_take(job, place, caps(), usage, true) {
+                waiting.turn = None;
                 return;
             }
             tokio::select! {
@@ -219,12 +293,24 @@ impl Limiter {
             repository: &record.repository,
         });
         let place = place.as_ref().filter(|_| usage.live > 0);
-        let freed = self.lock().set(record.key, place, |h| {
+        let mut held = self.lock();
+        let before = held.per_owner.get(&record.owner_id).copied();
+        let freed = held.set(record.key, place, |h| {
             if version >= h.version {
                 h.version = version;
                 h.usage = usage;
             }
         });
+        // An owner holding more here may take less elsewhere: its turns
+        // may pass to others.
+        let grew = held.per_owner.get(&record.owner_id).copied() > before;
+        let wake = if grew {
+            held.turns.contended_by(record.owner_id)
+        } else {
+            Vec::new()
+        };
+        drop(held);
+        self.wake_accounts(&wake);
         self.wake_for(freed);
     }
 
@@ -232,11 +318,25 @@ impl Limiter {
     /// again before the next tick.
     pub(crate) fn full_until_tick(&self, cap: SlotCap, place: &Place<'_>) {
         let [account, repository, owner] = Full::of(place);
-        self.lock().full.insert(match cap {
-            SlotCap::Account => account,
-            SlotCap::Repository => repository,
-            _ => owner,
-        });
+        let mut held = self.lock();
+        let wake = match cap {
+            SlotCap::Account => {
+                held.full.insert(account);
+                Vec::new()
+            }
+            // The owner can take nothing there until the tick: its turns
+            // pass to the others.
+            SlotCap::Repository => {
+                held.full.insert(repository);
+                held.turns.contended_by(place.owner)
+            }
+            _ => {
+                held.full.insert(owner);
+                held.turns.contended_by(place.owner)
+            }
+        };
+        drop(held);
+        self.wake_accounts(&wake);
     }
 
     /// A tick: every place found full asks the store again, its waiters
@@ -280,6 +380,19 @@ impl Limiter {
             .flatten()
         {
             notify.notify_waiters();
+        }
+    }
+
+    /// Wakes the waiters in `accounts`.
+    fn wake_accounts(&self, accounts: &[AccountId]) {
+        if accounts.is_empty() {
+            return;
+        }
+        let w = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        for account in accounts {
+            if let Some(notify) = w.by_account.get(account) {
+                notify.notify_waiters();
+            }
         }
     }
 
@@ -362,6 +475,27 @@ impl Holding {
 }
 
 impl Held {
+    /// Whether a launch of `owner`'s `repository` could take a slot in
+    /// `account` under `caps`, as counted here.
+    fn may_take(
+        &self,
+        owner: OwnerId,
+        account: &AccountId,
+        repository: &Repository,
+        caps: Caps,
+    ) -> bool {
+        let under = |cap: Option<usize>, n: Option<&usize>| {
+            cap.is_none_or(|max| n.copied().unwrap_or(0) < max)
+        };
+        !self.full.contains(&Full::Owner(owner))
+            && !self
+                .full
+                .contains(&Full::Repository(owner, repository.clone()))
+            && under(caps.per_account, self.per_account.get(account))
+            && under(caps.per_repository, self.per_repository.get(repository))
+            && under(caps.per_owner, self.per_owner.get(&owner))
+    }
+
     /// Applies `change` to `job`'s holding (a new one only with a place)
     /// and moves the counts by the difference: where slots were freed, if
     /// any.
@@ -484,6 +618,163 @@ mod tests {
         for w in waiters {
             w.abort();
         }
+    }
+
+    /// Waiters of owners `a` (keys 1..) and `b` (keys 11..) in one account,
+    /// each pushing its owner to `order` when it takes a slot.
+    struct Shared {
+        limiter: Arc<Limiter>,
+        account: AccountId,
+        repos: [Repository; 2],
+        order: Arc<Mutex<Vec<u64>>>,
+    }
+
+    impl Shared {
+        fn new() -> Self {
+            Self {
+                limiter: Arc::new(Limiter::new(Limits::default())),
+                account: AccountId::parse("111111111111").unwrap(),
+                repos: [
+                    Repository::parse("octo-a/app").unwrap(),
+                    Repository::parse("octo-b/app").unwrap(),
+                ],
+                order: Arc::default(),
+            }
+        }
+
+        fn place(&self, owner: u64) -> Place<'_> {
+            Place {
+                owner: OwnerId::new(owner),
+                account: &self.account,
+                repository: &self.repos[usize::from(owner != 1)],
+            }
+        }
+
+        fn wait(&self, owner: u64, job: u64, caps: Caps) -> tokio::task::JoinHandle<()> {
+            let (limiter, order) = (self.limiter.clone(), self.order.clone());
+            let (account, repo) = (self.account.clone(), self.place(owner).repository.clone());
+            tokio::spawn(async move {
+                let place = Place {
+                    owner: OwnerId::new(owner),
+                    account: &account,
+                    repository: &repo,
+                };
+                limiter.acquire(key(job), &place, || caps, NEW).await;
+                order.lock().unwrap().push(owner);
+            })
+        }
+
+        fn taken(&self) -> Vec<u64> {
+            self.order.lock().unwrap().clone()
+        }
+    }
+
+    async fn settle() {
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Two owners share an account capped at one instance: owner 1 queued
+    /// five launches before owner 2 queued three; as slots free one by one
+    /// they go to the owners in turn, not to the first five.
+    #[tokio::test]
+    async fn owners_sharing_an_account_take_freed_slots_in_turn() {
+        let shared = Shared::new();
+        let one = Caps::new(Some(1), None, None);
+        assert!(
+            shared
+                .limiter
+                .try_acquire(key(0), &shared.place(1), one, NEW)
+        );
+        for n in 1..=5 {
+            shared.wait(1, n, one);
+            settle().await;
+        }
+        for n in 11..=13 {
+            shared.wait(2, n, one);
+            settle().await;
+        }
+        let mut holder = key(0);
+        for _ in 0..8 {
+            shared.limiter.release(holder);
+            settle().await;
+            holder = *shared
+                .limiter
+                .holders()
+                .first()
+                .expect("a freed slot is taken at once");
+        }
+        assert_eq!(shared.taken(), [1, 2, 1, 2, 1, 2, 1, 1]);
+    }
+
+    /// The owner whose turn it is, but whose own cap is reached, does not
+    /// hold the account's freed slot: the other owner takes it.
+    #[tokio::test]
+    async fn a_turn_passes_over_an_owner_that_can_take_nothing() {
+        let shared = Shared::new();
+        let two = Caps::new(Some(2), None, None);
+        let two_of_one = Caps::new(Some(2), None, Some(1));
+        assert!(
+            shared
+                .limiter
+                .try_acquire(key(10), &shared.place(2), two_of_one, NEW)
+        );
+        // Owner 1 takes the account's last slot while owner 2 waits (at its
+        // own cap of one), so owner 2 is next, but can take nothing.
+        let b = shared.wait(2, 11, two_of_one);
+        settle().await;
+        assert!(
+            shared
+                .limiter
+                .try_acquire(key(0), &shared.place(1), two, NEW)
+        );
+        let a = shared.wait(1, 1, two);
+        settle().await;
+        shared.limiter.release(key(0));
+        settle().await;
+        assert_eq!(
+            shared.taken(),
+            [1],
+            "the slot went to the owner that could take it"
+        );
+        assert!(a.is_finished() && !b.is_finished());
+        b.abort();
+    }
+
+    /// A waiter whose turn it was goes away (its future dropped) after the
+    /// other owner's waiter yielded to it: that waiter is woken again and
+    /// takes the slot.
+    #[tokio::test]
+    async fn a_turn_passes_when_its_waiter_goes_away() {
+        let shared = Shared::new();
+        let one = Caps::new(Some(1), None, None);
+        assert!(
+            shared
+                .limiter
+                .try_acquire(key(0), &shared.place(1), one, NEW)
+        );
+        let owner_2 = shared.place(2);
+        let mut b = Box::pin(shared.limiter.acquire(key(11), &owner_2, || one, NEW));
+        tokio::select! {
+            biased;
+            _ = &mut b => panic!("the account is full"),
+            _ = std::future::ready(()) => {}
+        }
+        // Owner 1 takes a slot while owner 2 waits: owner 2 is next.
+        shared.limiter.release(key(0));
+        assert!(
+            shared
+                .limiter
+                .try_acquire(key(1), &shared.place(1), one, NEW)
+        );
+        let a = shared.wait(1, 2, one);
+        shared.limiter.release(key(1));
+        settle().await;
+        assert!(!a.is_finished(), "owner 1 yields to owner 2");
+        drop(b);
+        settle().await;
+        assert_eq!(shared.taken(), [1], "owner 1 took the slot owner 2 left");
     }
 
     /// A slot per instance: a job holding a live launch whose runner

@@ -39,6 +39,7 @@ mod reconcile;
 mod records;
 mod supply;
 mod tenants;
+mod turns;
 
 use std::collections::HashSet;
 use std::future::Future;

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use super::budget::CallBudget;
+use super::budget::{CallBudget, in_turns};
 use super::supply::{Scope, scope, supplies};
 use super::{Handled, Inner};
 use crate::domain::{AccountId, JobKey, OwnerId, Region};
@@ -287,6 +287,7 @@ impl Inner {
         asked.retain(|key, _| keys.contains(key));
         let mut candidates: Vec<&JobRecord> = active.iter().map(|r| &r.value).collect();
         candidates.sort_by_key(|r| (asked.get(&r.key).copied(), r.queued_at, r.key));
+        let mut due = Vec::new();
         for record in candidates {
             let waited_too_long = record.state.is_waiting()
                 && now.since(record.queued_at) >= self.config.queued_timeout;
@@ -317,6 +318,11 @@ impl Inner {
                 }
                 foreign_checks += 1;
             }
+            due.push(record);
+        }
+        // Owners in turn: one owner's many checks, each a GitHub call
+        // awaited in order, do not all go before another owner's first.
+        for record in in_turns(due, |r| r.installation_id) {
             if !budget.take(record.installation_id) {
                 continue;
             }

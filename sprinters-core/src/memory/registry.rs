@@ -46,6 +46,8 @@ struct GitHubState {
     jobs: HashMap<JobId, (Repository, RunId, JobKey, Vec<String>, JobStatus)>,
     jit_configs: u64,
     reruns: Vec<JobId>,
+    /// The jobs whose status was asked, in order.
+    statuses_asked: Vec<JobId>,
     cancelled: Vec<RunId>,
     // Runs of public repositories, and where each came from; any other
     // run is of a private repository, from itself.
@@ -119,6 +121,11 @@ impl MemoryRegistry {
         lock(&self.state).reruns.clone()
     }
 
+    /// The jobs whose status was asked, in the order asked.
+    pub fn statuses_asked(&self) -> Vec<JobId> {
+        lock(&self.state).statuses_asked.clone()
+    }
+
     /// Makes `run_id` a run of a public repository whose head commit is in
     /// `head` (a fork's, or the repository itself; `None`: a deleted fork).
     pub fn set_public_run(&self, run_id: RunId, head: Option<Repository>) {
@@ -182,7 +189,8 @@ impl RunnerRegistry for MemoryRegistry {
 
     async fn job_status(&self, request: GetJobStatus) -> Result<JobStatus> {
         self.faults.check("job_status")?;
-        let s = lock(&self.state);
+        let mut s = lock(&self.state);
+        s.statuses_asked.push(request.job_id);
         match s.jobs.get(&request.job_id) {
             Some((repo, _, _, _, status)) if *repo == request.repository => Ok(status.clone()),
             _ => Err(Error::not_found(format!(
