@@ -71,7 +71,7 @@ fn a_valid_job_prints_the_resolved_spec_with_exactly_the_documented_keys() {
             "instance_type": "c7g.xlarge",
             "spot": "auto",
             "security_group": "sg-0123abcd",
-            "root": {"volume_type": "gp3", "iops": 4000, "throughput_mibps": 1000},
+            "root": {"volume_type": "gp3", "size_gib": 8, "iops": 4000, "throughput_mibps": 1000},
             "temp": {"kind": "gp3", "size_gib": 64, "iops": 3000, "throughput_mibps": 125},
             "swap_gib": 4,
             "events": false,

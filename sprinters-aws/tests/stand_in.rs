@@ -159,3 +159,83 @@ async fn every_call_waits_the_delay() {
     assert!(started.elapsed() < Duration::from_millis(20));
     assert_eq!(stand_in.calls().get("AssumeRole"), Some(&1));
 }
+
+fn ec2_client(stand_in: &AwsStandIn) -> aws_sdk_ec2::Client {
+    let config = aws_sdk_ec2::Config::builder()
+        .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+        .endpoint_url(stand_in.uri())
+        .region(aws_sdk_ec2::config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "AKIASTANDIN",
+            "stand-in",
+            None,
+            None,
+            "test",
+        ))
+        .build();
+    aws_sdk_ec2::Client::from_conf(config)
+}
+
+/// The stand-in refuses the gp3 volumes EC2 refuses: more than 500 IOPS
+/// per GiB (an image's 8 GiB root at 16,000), more than 0.25 MiB/s per
+/// IOPS, a size beyond 16,384 GiB. The launcher gives the boot volume the
+/// size its IOPS need, so `root=gp3/max/max` launches.
+#[tokio::test]
+async fn gp3_volumes_ec2_refuses_are_refused_and_the_boot_volume_is_sized_for_its_iops() {
+    use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, VolumeType};
+    let stand_in = AwsStandIn::start().await.unwrap();
+    let ec2 = ec2_client(&stand_in);
+    for (size, iops, throughput, wanted) in [
+        (
+            None,
+            16_000,
+            125,
+            "ratio of 2000.000000 is too high; maximum is 500",
+        ),
+        (
+            Some(100),
+            3000,
+            1000,
+            "0.333333 is too high; maximum is 0.250000",
+        ),
+        (Some(16_385), 3000, 125, "outside gp3's 1-16384GiB"),
+        (Some(100), 16_001, 125, "outside gp3's 3000-16000"),
+    ] {
+        let root = EbsBlockDevice::builder()
+            .volume_type(VolumeType::Gp3)
+            .set_volume_size(size)
+            .iops(iops)
+            .throughput(throughput)
+            .build();
+        let error = ec2
+            .run_instances()
+            .image_id("ami-0123456789abcdef0")
+            .min_count(1)
+            .max_count(1)
+            .block_device_mappings(
+                BlockDeviceMapping::builder()
+                    .device_name("/dev/sda1")
+                    .ebs(root)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect_err("EC2 refuses it")
+            .into_service_error();
+        let meta = aws_sdk_ec2::error::ProvideErrorMetadata::meta(&error);
+        assert_eq!(meta.code(), Some("InvalidParameterValue"));
+        assert!(meta.message().unwrap().contains(wanted), "{meta:?}");
+    }
+    assert_eq!(stand_in.instances().len(), 0);
+
+    let (_, credentials) = assumed(&stand_in).await;
+    let fixture = LauncherFixture {
+        account: AccountId::parse(STAND_IN_ACCOUNT).unwrap(),
+        credentials,
+        controller_id: "stand-in-gp3".to_owned(),
+        spec: LabelParser::new()
+            .parse_label("sprinters:aws:ubuntu-24.04:root=gp3/max/max:temp=gp3/32/max/max")
+            .unwrap(),
+    };
+    cloud_launcher(&Ec2Launcher::new(config(&stand_in)), &fixture).await;
+}

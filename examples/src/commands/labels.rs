@@ -89,6 +89,9 @@ struct SpecJson<'a> {
 #[derive(Serialize)]
 struct RootJson {
     volume_type: &'static str,
+    /// The smallest boot volume its IOPS allow; the launcher uses this or
+    /// the image's size, whichever is larger.
+    size_gib: u32,
     iops: u32,
     throughput_mibps: u32,
 }
@@ -116,6 +119,7 @@ impl<'a> SpecJson<'a> {
             security_group: spec.security_group.as_ref().map(|s| s.as_str()),
             root: RootJson {
                 volume_type: "gp3",
+                size_gib: spec.root.size_gib(),
                 iops: spec.root.iops,
                 throughput_mibps: spec.root.throughput_mibps,
             },

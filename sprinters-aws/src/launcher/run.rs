@@ -104,7 +104,7 @@ pub(crate) fn block_devices(
         BlockDeviceMapping::builder()
             .device_name(root_device)
             .ebs(ebs(
-                root_size_gib,
+                root_volume_size(spec, root_size_gib),
                 Some(spec.root.iops),
                 Some(spec.root.throughput_mibps),
             ))
@@ -131,6 +131,17 @@ pub(crate) fn block_devices(
         );
     }
     devices
+}
+
+/// The boot volume's size: the image's, or the size the label's IOPS need
+/// if larger (EC2 refuses more than 500 IOPS per GiB). Left to the image's
+/// snapshot when its size is unknown and the IOPS need no more.
+fn root_volume_size(spec: &RunnerSpec, image_gib: Option<i32>) -> Option<i32> {
+    let needed = clamp(spec.root.size_gib());
+    match image_gib {
+        Some(image) => Some(image.max(needed)),
+        None => (spec.root.iops > 3000).then_some(needed),
+    }
 }
 
 fn clamp(n: u32) -> i32 {
@@ -165,8 +176,8 @@ mod tests {
         let root = devices[0].ebs().unwrap();
         assert_eq!(
             (root.volume_size(), root.iops(), root.throughput()),
-            (Some(8), Some(6000), Some(500)),
-            "the image's size at the label's performance"
+            (Some(12), Some(6000), Some(500)),
+            "6,000 iops need 12 GiB: more than the image's 8"
         );
         let temp = devices[1].ebs().unwrap();
         assert_eq!(
@@ -174,6 +185,21 @@ mod tests {
             (Some(100), Some(4000), Some(250))
         );
         assert_eq!(devices[2].ebs().unwrap().volume_size(), Some(4));
+    }
+
+    #[test]
+    fn the_boot_volume_is_the_images_size_or_what_its_iops_need() {
+        let size = |label: &str, image| {
+            block_devices(&spec(label), "/dev/sda1", image)[0]
+                .ebs()
+                .unwrap()
+                .volume_size()
+        };
+        assert_eq!(size("sprinters:aws", Some(8)), Some(8));
+        assert_eq!(size("sprinters:aws:root=gp3/4000", Some(30)), Some(30));
+        assert_eq!(size("sprinters:aws:root=gp3/max", Some(8)), Some(32));
+        assert_eq!(size("sprinters:aws:root=gp3/max", None), Some(32));
+        assert_eq!(size("sprinters:aws", None), None, "the snapshot's own");
     }
 
     #[test]

@@ -13,10 +13,12 @@
 //! says otherwise); `RunInstances` with client tokens, tags and spot;
 //! `DescribeInstances` by id and by tag filters; `TerminateInstances`;
 //! security groups created by name; spot prices (zone `b` cheapest);
-//! `AssumeRole` issuing 15-minute credentials. It checks no signatures.
+//! `AssumeRole` issuing 15-minute credentials; gp3 volumes held to EC2's
+//! limits (`volumes`). It checks no signatures.
 //! Terminated instances stay describable by id but leave tag listings at
 //! once (EC2 lists them for about an hour).
 
+mod volumes;
 mod xml;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -373,6 +375,7 @@ fn run_instances(state: &mut StandInState, params: &Params, region: &str) -> Res
             return Ok(Xml::response("RunInstances").instances(std::slice::from_ref(existing)));
         }
     }
+    volumes::check_volumes(params)?;
     let image_id = params
         .get("ImageId")
         .filter(|id| id.starts_with("ami-"))
@@ -563,8 +566,9 @@ fn describe_images(state: &StandInState, params: &Params) -> Xml {
             "<item><imageId>{}</imageId><imageState>available</imageState><architecture>{arch}</architecture>\
              <name>sprinters-runner-stand-in</name><creationDate>2026-11-01T00:00:00.000Z</creationDate>\
              <rootDeviceName>/dev/sda1</rootDeviceName><blockDeviceMapping><item><deviceName>/dev/sda1</deviceName>\
-             <ebs><volumeSize>8</volumeSize></ebs></item></blockDeviceMapping></item>",
-            escape(id)
+             <ebs><volumeSize>{}</volumeSize></ebs></item></blockDeviceMapping></item>",
+            escape(id),
+            volumes::IMAGE_ROOT_GIB
         )
     };
     let ids = params.list("ImageId");

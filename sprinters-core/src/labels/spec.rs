@@ -67,6 +67,21 @@ pub struct RootVolume {
     pub throughput_mibps: u32,
 }
 
+impl RootVolume {
+    /// The smallest boot volume, in GiB, that may carry its IOPS: gp3
+    /// allows at most 500 IOPS per GiB beyond the 3,000 every volume gets
+    /// (docs.aws.amazon.com/ebs/latest/userguide/general-purpose.html). The
+    /// launcher makes the volume this size or the image's, whichever is
+    /// larger. 1 for the baseline.
+    pub fn size_gib(&self) -> u32 {
+        if self.iops <= 3000 {
+            1
+        } else {
+            self.iops.div_ceil(500)
+        }
+    }
+}
+
 impl Default for RootVolume {
     fn default() -> Self {
         Self {
