@@ -9,7 +9,8 @@ start_moto() {
     log=$(mktemp -t sprinters-moto.XXXXXX)
     # scripts/moto_server.py: moto_server with its per-resource tag lookup
     # made direct (same answers; a listing no longer slows quadratically
-    # as a long run's instances accumulate).
+    # as a long run's instances accumulate), and as strict as EC2 on
+    # client tokens, gp3 volumes and the metadata hop limit.
     .venv/bin/python scripts/moto_server.py -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
     MOTO_PID=$!
     trap 'kill "$MOTO_PID" 2>/dev/null || true; wait "$MOTO_PID" 2>/dev/null || true' EXIT

@@ -1,4 +1,6 @@
-"""moto_server with two fixes: tags by direct lookup, and RunInstances' ClientToken.
+"""moto_server made as strict as EC2 where the tests rely on it: tags by direct
+lookup, RunInstances' ClientToken, gp3's limits, and no hop-limit default that
+makes an assertion pass on its own.
 
 moto 5.2.5 finds one resource's tags by scanning the tags of every resource
 in the region (`TaggedEC2Resource.get_tags` calls `describe_tags` with a
@@ -17,6 +19,19 @@ than the Region or Availability Zone fails with IdempotentParameterMismatch;
 a token stays bound for at least 24 hours after its instance terminated
 (kept here for the server's life). Without this, a launch retried after a
 crash proves its idempotency against moto only by luck.
+
+moto accepts any EBS volume. EC2 holds gp3 to 3,000-16,000 IOPS, 125-1,000
+MiB/s and 1-16,384 GiB (EC2 API reference, EbsBlockDevice), with at most 500
+IOPS per GiB and 0.25 MiB/s per IOPS beyond the 3,000 IOPS and 125 MiB/s every
+gp3 volume has (EBS user guide, "General Purpose SSD volumes",
+docs.aws.amazon.com/ebs/latest/userguide/general-purpose.html); a mapping
+without a size has its snapshot's. Refused here with InvalidParameterValue.
+
+moto defaults an omitted MetadataOptions.HttpPutResponseHopLimit to 1, the
+value the launcher must set, so a test asserting it cannot fail. Here it
+defaults to 2, what EC2 gives an instance of an AMI registered with
+ImdsSupport v2.0 ("Configure instance metadata options for new instances",
+EC2 user guide): a launch that omits it fails that test.
 """
 
 import hashlib
@@ -73,7 +88,68 @@ def _bound(querystring):
     }
 
 
+def _image_root_gib(backend, image_id, device):
+    """The size of `image_id`'s snapshot for `device`, as DescribeImages says."""
+    image = backend.amis.get(image_id) if image_id else None
+    for mapping in getattr(image, "block_device_mappings", []) or []:
+        if mapping.get("DeviceName") == device:
+            return int(mapping.get("Ebs", {}).get("VolumeSize", 8))
+    return 8
+
+
+def _check_volumes(self):
+    """Refuses the first gp3 volume EC2 would refuse, naming it."""
+    query = self.querystring
+    first = lambda key: (query.get(key) or [None])[0]  # noqa: E731
+    image_id = first("ImageId")
+    n = 1
+    while first(f"BlockDeviceMapping.{n}.DeviceName") is not None:
+        prefix = f"BlockDeviceMapping.{n}"
+        n += 1
+        device = first(f"{prefix}.DeviceName")
+        if first(f"{prefix}.Ebs.VolumeType") != "gp3":
+            continue
+        size = first(f"{prefix}.Ebs.VolumeSize")
+        size = int(size) if size is not None else _image_root_gib(self.ec2_backend, image_id, device)
+        iops = int(first(f"{prefix}.Ebs.Iops") or 3000)
+        throughput = int(first(f"{prefix}.Ebs.Throughput") or 125)
+        problem = None
+        if not 1 <= size <= 16384:
+            problem = f"Volume of {size}GiB for {device} is outside gp3's 1-16384GiB"
+        elif not 3000 <= iops <= 16000:
+            problem = f"Iops of {iops} for {device} is outside gp3's 3000-16000"
+        elif not 125 <= throughput <= 1000:
+            problem = f"Throughput of {throughput}MiB/s for {device} is outside gp3's 125-1000"
+        elif iops > 3000 and iops > size * 500:
+            problem = (
+                f"Iops to volume size ratio of {iops / size:.6f} is too high; maximum is 500.000000 ({device})"
+            )
+        elif throughput > 125 and throughput * 4 > iops:
+            problem = (
+                f"Throughput (MiBps) to iops ratio of {throughput / iops:.6f} is too high; "
+                f"maximum is 0.250000 MiBps per iops ({device})"
+            )
+        if problem is not None:
+            print(f"sprinters: RunInstances refused: {problem}", file=sys.stderr)
+            raise EC2ClientError("InvalidParameterValue", problem)
+
+
+def _default_hop_limit(self, result):
+    if "MetadataOptions.HttpPutResponseHopLimit" in self.querystring:
+        return
+    reservation = getattr(result, "result", None)
+    for instance in getattr(reservation, "instances", []) or []:
+        instance.metadata_options.http_put_response_hop_limit = 2
+
+
 def run_instances(self):
+    _check_volumes(self)
+    result = _run_instances_once(self)
+    _default_hop_limit(self, result)
+    return result
+
+
+def _run_instances_once(self):
     # Each replay or refusal is logged: a run's moto log shows how often a
     # retried launch relied on its token.
     token = self._get_param("ClientToken")

@@ -259,6 +259,80 @@ async fn a_launched_instance_is_locked_down_and_tagged() {
     assert_eq!(volumes.volumes().len(), 3);
 }
 
+/// gp3 allows 500 IOPS per GiB: the emulator (scripts/moto_server.py)
+/// refuses 16,000 IOPS on the image's 15 GiB root as EC2 does, and the
+/// launcher gives `root=gp3/max` the 32 GiB boot volume its IOPS need.
+#[tokio::test]
+async fn root_gp3_max_gets_the_boot_volume_its_iops_need() {
+    use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, VolumeType};
+    let c = customer().await;
+    let image = c
+        .ec2
+        .describe_images()
+        .owners("self")
+        .send()
+        .await
+        .unwrap()
+        .images()[0]
+        .image_id()
+        .unwrap()
+        .to_owned();
+    let refused = c
+        .ec2
+        .run_instances()
+        .image_id(image)
+        .min_count(1)
+        .max_count(1)
+        .block_device_mappings(
+            BlockDeviceMapping::builder()
+                .device_name("/dev/sda1")
+                .ebs(
+                    EbsBlockDevice::builder()
+                        .volume_type(VolumeType::Gp3)
+                        .iops(16_000)
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect_err("16,000 IOPS on 15 GiB")
+        .into_service_error();
+    let meta = aws_sdk_ec2::error::ProvideErrorMetadata::meta(&refused);
+    assert_eq!(meta.code(), Some("InvalidParameterValue"), "{meta:?}");
+
+    let launcher = Ec2Launcher::new(config());
+    let req = request(
+        &c,
+        &unique("gp3max"),
+        4201,
+        "sprinters:aws:ubuntu-24.04:root=gp3/max/max",
+        Market::OnDemand,
+    );
+    let launched = launcher.launch(req).await.unwrap();
+    let volumes = c
+        .ec2
+        .describe_volumes()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("attachment.instance-id")
+                .values(launched.instance_id.as_str())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let root = volumes
+        .volumes()
+        .iter()
+        .find(|v| v.attachments()[0].device() == Some("/dev/sda1"))
+        .expect("the boot volume");
+    // moto keeps a mapping's size, not its IOPS or throughput: those the
+    // request carried are checked by `launcher::run`'s unit tests, and
+    // the emulator refused the request had they not fit the size.
+    assert_eq!(root.size(), Some(32));
+}
+
 #[tokio::test]
 async fn spot_launches_are_spot_in_a_zone_with_a_price() {
     let c = customer().await;
