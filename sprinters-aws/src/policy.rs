@@ -22,6 +22,7 @@ pub const LAUNCHER_ACTIONS: &[&str] = &[
     "ec2:CreateSecurityGroup",
     "ec2:CreateTags",
     "ec2:DescribeImages",
+    "ec2:DescribeInstanceTypes",
     "ec2:DescribeInstances",
     "ec2:DescribeSecurityGroups",
     "ec2:DescribeSpotPriceHistory",
@@ -44,6 +45,7 @@ pub fn iam_policy() -> Value {
                 // Describe calls support no resource-level permissions.
                 "Action": [
                     "ec2:DescribeImages",
+                    "ec2:DescribeInstanceTypes",
                     "ec2:DescribeInstances",
                     "ec2:DescribeSecurityGroups",
                     "ec2:DescribeSpotPriceHistory",

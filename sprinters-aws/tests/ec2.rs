@@ -333,6 +333,63 @@ async fn root_gp3_max_gets_the_boot_volume_its_iops_need() {
     assert_eq!(root.size(), Some(32));
 }
 
+/// `temp=ephemeral` on a type without an instance store is refused before
+/// `RunInstances`, naming the type (the boot script would find no disk);
+/// on a type with one it launches, with no temp volume.
+#[tokio::test]
+async fn temp_ephemeral_needs_a_type_with_an_instance_store() {
+    let c = customer().await;
+    let launcher = Ec2Launcher::new(config());
+    let controller = unique("ephemeral");
+    let refused = launcher
+        .launch(request(
+            &c,
+            &controller,
+            4301,
+            "sprinters:aws:ubuntu-24.04:m7i.large:temp=ephemeral",
+            Market::OnDemand,
+        ))
+        .await
+        .expect_err("m7i.large has no instance store");
+    assert_eq!(*refused.kind(), ErrorKind::Config, "{refused}");
+    assert!(
+        refused.to_string().contains("m7i.large has none"),
+        "{refused}"
+    );
+    let listed = launcher
+        .list_owned(sprinters_core::ports::ListOwned::new(
+            c.account.clone(),
+            c.credentials.clone(),
+            c.region.clone(),
+            controller.clone(),
+        ))
+        .await
+        .unwrap();
+    assert!(listed.instances.is_empty(), "nothing was started");
+
+    let launched = launcher
+        .launch(request(
+            &c,
+            &controller,
+            4302,
+            "sprinters:aws:ubuntu-24.04:m6id.large:temp=ephemeral",
+            Market::OnDemand,
+        ))
+        .await
+        .unwrap();
+    let instance = describe(&c, &launched).await;
+    let devices: Vec<_> = instance
+        .block_device_mappings()
+        .iter()
+        .filter_map(|m| m.device_name())
+        .collect();
+    assert_eq!(
+        devices.len(),
+        2,
+        "boot and swap, no temp volume: {devices:?}"
+    );
+}
+
 #[tokio::test]
 async fn spot_launches_are_spot_in_a_zone_with_a_price() {
     let c = customer().await;
@@ -893,6 +950,16 @@ async fn the_launcher_calls_exactly_the_actions_the_policy_grants() {
         ))
         .await;
     other_vpc_zone.unwrap();
+    launcher
+        .launch(request(
+            &c,
+            &controller,
+            4703,
+            "sprinters:aws:ubuntu-24.04:m6id.large:temp=ephemeral",
+            Market::OnDemand,
+        ))
+        .await
+        .unwrap();
 
     let called: BTreeSet<String> = log.calls().into_iter().collect();
     // Tags are written only inside RunInstances and CreateSecurityGroup

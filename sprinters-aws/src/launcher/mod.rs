@@ -11,6 +11,7 @@ mod network;
 mod run;
 mod spot;
 mod tags;
+mod types;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -20,7 +21,7 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{Filter, InstanceStateName};
 use futures::FutureExt as _;
 use sprinters_core::domain::{AccountId, AvailabilityZone, InstanceType, Region, SecurityGroupId};
-use sprinters_core::labels::Image;
+use sprinters_core::labels::{Image, TempKind};
 use sprinters_core::ports::{
     CloudLauncher, Credentials, DescribeInstance, InstanceInfo, LaunchRequest, Launched, ListOwned,
     Market, OwnedInstances, TerminateRequest, Terminated,
@@ -81,6 +82,8 @@ pub struct Ec2Launcher {
     /// A label-named group found fit, with its VPC.
     named_groups: TtlCache<(AccountId, Region, SecurityGroupId), Option<String>>,
     spot_prices: TtlCache<(AccountId, Region, InstanceType), SpotPrices>,
+    /// Whether a type has an instance store, for `temp=ephemeral`.
+    instance_stores: TtlCache<(AccountId, Region, InstanceType), bool>,
     recent: Mutex<RecentLaunches>,
     // One TerminateInstances at a time per instance from this process: the
     // webhook path and the reconciler may end the same instance at once,
@@ -187,7 +190,29 @@ impl Ec2Launcher {
             let picked = network.pick(spec.availability_zone.as_ref(), target)?;
             Ok::<_, Error>((Some(picked.vpc), picked.id, None))
         };
-        let (image, subnet) = tokio::join!(image, subnet);
+        let instance_store = async {
+            if spec.temp.kind != TempKind::Ephemeral {
+                return Ok(());
+            }
+            let key = (
+                target.account.clone(),
+                target.region.clone(),
+                spec.instance_type.clone(),
+            );
+            let has = self
+                .instance_stores
+                .get(clock, &key, || {
+                    types::has_instance_store(target, &spec.instance_type)
+                })
+                .await?;
+            if has {
+                Ok(())
+            } else {
+                Err(types::no_instance_store(&spec.instance_type))
+            }
+        };
+        let (image, subnet, instance_store) = tokio::join!(image, subnet, instance_store);
+        instance_store?;
         let (image, (vpc, subnet, spot_price)) = (image?, subnet?);
         let security_group = match (&spec.security_group, &vpc) {
             (Some(group), _) => {
@@ -296,6 +321,7 @@ impl Ec2LauncherBuilder {
             security_groups: TtlCache::new(NETWORK_TTL),
             named_groups: TtlCache::new(NAMED_GROUP_TTL),
             spot_prices: TtlCache::new(SPOT_PRICE_TTL),
+            instance_stores: TtlCache::new(IMAGE_TTL),
             recent: Mutex::new(RecentLaunches::default()),
             terminating: Mutex::new(HashMap::new()),
         }
