@@ -37,6 +37,28 @@ const CAPACITY: &[&str] = &[
     "VcpuLimitExceeded",
 ];
 
+/// Capacity codes of one zone ("We currently do not have sufficient
+/// capacity in the Availability Zone you requested", EC2's error codes
+/// reference): another zone of the region may have it.
+const ZONE_SHORTAGE: &[&str] = &[
+    "InsufficientInstanceCapacity",
+    "InsufficientHostCapacity",
+    "InsufficientCapacity",
+];
+
+/// Capacity codes of an account quota: no zone helps, and waiting does not
+/// either; the customer must ask AWS for more.
+const QUOTA: &[&str] = &[
+    "VcpuLimitExceeded",
+    "InstanceLimitExceeded",
+    "MaxSpotInstanceCountExceeded",
+];
+
+/// Whether `code` is a shortage of one zone, which another may not share.
+pub(crate) fn is_zone_shortage(code: &str) -> bool {
+    ZONE_SHORTAGE.contains(&code)
+}
+
 /// Error codes of a permission the caller lacks.
 const PERMISSION: &[&str] = &[
     "UnauthorizedOperation",
@@ -117,6 +139,11 @@ where
         ErrorKind::RateLimited { .. } => {
             format!("{context}: AWS throttled {action} ({code}); backing off")
         }
+        _ if QUOTA.contains(&code.as_str()) => format!(
+            "{context}: {action} failed ({code}): {detail}; an account quota, not a passing shortage: \
+             ask AWS to raise it (Service Quotas, Amazon EC2: \"Running On-Demand Standard instances\" \
+             or \"All Standard Spot Instance Requests\", in vCPUs, for this region)"
+        ),
         _ if code.is_empty() => format!("{context}: {action} failed: {detail}"),
         _ => format!("{context}: {action} failed ({code}): {detail}"),
     };

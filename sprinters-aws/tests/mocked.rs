@@ -428,6 +428,32 @@ async fn launch_failing_with(code: &'static str, message: &'static str) -> sprin
         .unwrap_err()
 }
 
+/// A quota is not a passing shortage: the job fails with what to ask AWS
+/// for; a zone's shortage says nothing of the kind.
+#[tokio::test]
+async fn a_quota_error_says_which_quota_to_raise() {
+    for code in [
+        "VcpuLimitExceeded",
+        "InstanceLimitExceeded",
+        "MaxSpotInstanceCountExceeded",
+    ] {
+        let err = launch_failing_with(
+            code,
+            "You have requested more vCPU capacity than your current vCPU limit of 32 allows.",
+        )
+        .await;
+        assert_eq!(*err.kind(), ErrorKind::CapacityUnavailable, "{err}");
+        assert!(!err.is_retryable(), "{err}");
+        assert!(
+            err.message()
+                .contains("ask AWS to raise it (Service Quotas"),
+            "{err}"
+        );
+    }
+    let err = launch_failing_with("InsufficientInstanceCapacity", "None in us-east-1a.").await;
+    assert!(!err.message().contains("Service Quotas"), "{err}");
+}
+
 #[tokio::test]
 async fn aws_error_codes_become_core_kinds() {
     for (code, kind) in [

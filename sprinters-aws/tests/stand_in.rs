@@ -10,6 +10,7 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use secrecy::SecretString;
 use sprinters_aws::testing::{AwsStandIn, STAND_IN_ACCOUNT};
 use sprinters_aws::{AssumeRoleProvider, AwsClientConfig, CustomerRole, Ec2Launcher};
+use sprinters_core::ErrorKind;
 use sprinters_core::domain::{
     AccountId, JobId, JobKey, Owner, OwnerId, Repository, RunAttempt, RunId, RunnerName,
 };
@@ -238,4 +239,123 @@ async fn gp3_volumes_ec2_refuses_are_refused_and_the_boot_volume_is_sized_for_it
             .unwrap(),
     };
     cloud_launcher(&Ec2Launcher::new(config(&stand_in)), &fixture).await;
+}
+
+fn launch_request(credentials: &Credentials, n: u64, label: &str, market: Market) -> LaunchRequest {
+    let job = JobKey::new(JobId::new(n), RunAttempt::FIRST);
+    LaunchRequest::new(
+        AccountId::parse(STAND_IN_ACCOUNT).unwrap(),
+        credentials.clone(),
+        "stand-in-capacity".to_owned(),
+        job,
+        RunId::new(7),
+        Repository::parse("octo-org/app").unwrap(),
+        RunnerName::for_launch(job, 1),
+        LabelParser::new().parse_label(label).unwrap(),
+        market,
+        format!("capacity-{n}"),
+        SecretString::from("Y29uZmln".to_owned()),
+        Duration::from_secs(3600),
+    )
+}
+
+/// A zone out of capacity is one zone's problem: the launcher tries the
+/// region's other zones (for spot the next cheapest, at its price) before
+/// it gives up, and gives up at once when the label pinned the zone.
+#[tokio::test]
+async fn a_zone_without_capacity_sends_the_launch_to_another_zone() {
+    let stand_in = AwsStandIn::start().await.unwrap();
+    let (_, credentials) = assumed(&stand_in).await;
+    let launcher = Ec2Launcher::new(config(&stand_in));
+    // Zone b is the cheapest for spot; it has none.
+    stand_in.without_capacity("us-east-1b", true);
+    let spot = launcher
+        .launch(launch_request(
+            &credentials,
+            1,
+            "sprinters:aws:ubuntu-24.04:spot=true",
+            Market::Spot,
+        ))
+        .await
+        .unwrap();
+    assert!(spot.spot);
+    let zone = spot
+        .availability_zone
+        .as_ref()
+        .map(|z| z.as_str().to_owned());
+    assert_ne!(zone.as_deref(), Some("us-east-1b"));
+    assert!(
+        spot.hourly_price_micros.is_some(),
+        "the price of the zone it went to"
+    );
+    // Retried by another process (no cache): its first try, in zone b,
+    // finds the token bound to the other zone's launch and is refused as a
+    // conflict (which the engine resolves by finding that instance by its
+    // tags); no second instance is started.
+    let again = Ec2Launcher::new(config(&stand_in))
+        .launch(launch_request(
+            &credentials,
+            1,
+            "sprinters:aws:ubuntu-24.04:spot=true",
+            Market::Spot,
+        ))
+        .await
+        .expect_err("the token is bound to the first launch");
+    assert_eq!(*again.kind(), ErrorKind::Conflict, "{again}");
+    assert_eq!(stand_in.instances().len(), 1);
+
+    // On-demand: two zones out, the third takes it.
+    stand_in.without_capacity("us-east-1a", false);
+    stand_in.without_capacity("us-east-1c", false);
+    for n in 2..=4 {
+        let launched = launcher
+            .launch(launch_request(
+                &credentials,
+                n,
+                "sprinters:aws:ubuntu-24.04",
+                Market::OnDemand,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            launched.availability_zone.unwrap().as_str(),
+            "us-east-1b",
+            "the zone with capacity"
+        );
+    }
+
+    // Every zone out: the job fails as no capacity, naming the shortage.
+    stand_in.without_capacity("us-east-1b", false);
+    let none = launcher
+        .launch(launch_request(
+            &credentials,
+            5,
+            "sprinters:aws:ubuntu-24.04",
+            Market::OnDemand,
+        ))
+        .await
+        .expect_err("no zone has capacity");
+    assert_eq!(*none.kind(), ErrorKind::CapacityUnavailable, "{none}");
+    assert!(
+        none.to_string().contains("InsufficientInstanceCapacity"),
+        "{none}"
+    );
+
+    // A pinned zone is the label's choice: no other is tried.
+    let calls_before = stand_in.calls().get("RunInstances").copied().unwrap_or(0);
+    let pinned = launcher
+        .launch(launch_request(
+            &credentials,
+            6,
+            "sprinters:aws:ubuntu-24.04:us-east-1/a",
+            Market::OnDemand,
+        ))
+        .await
+        .expect_err("zone a has none");
+    assert_eq!(*pinned.kind(), ErrorKind::CapacityUnavailable);
+    assert_eq!(
+        stand_in.calls().get("RunInstances").copied().unwrap_or(0),
+        calls_before + 1,
+        "one call, in the pinned zone"
+    );
 }

@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{Filter, InstanceStateName};
+use aws_smithy_types::error::metadata::ProvideErrorMetadata as _;
 use futures::FutureExt as _;
 use sprinters_core::domain::{AccountId, AvailabilityZone, InstanceType, Region, SecurityGroupId};
 use sprinters_core::labels::{Image, TempKind};
@@ -40,7 +41,7 @@ use self::images::{ResolvedImage, filter};
 use self::network::{DefaultNetwork, SubnetInfo};
 use self::run::Placement;
 use self::spot::SpotPrices;
-use crate::error::map_sdk_error;
+use crate::error::{is_zone_shortage, map_sdk_error};
 use crate::policy::{OWNED_TAG_KEY, OWNED_TAG_VALUE};
 use crate::sdk::AwsClientConfig;
 use crate::user_data::{RunnerLayout, boot_script};
@@ -258,6 +259,59 @@ impl Ec2Launcher {
         ))
     }
 
+    /// The default subnets of the zones other than `placement`'s, to try
+    /// when it had no capacity: cheapest first for spot (zones without a
+    /// price last), with each zone's price.
+    async fn other_zones(
+        &self,
+        target: &Target<'_>,
+        request: &LaunchRequest,
+        placement: &Placement,
+    ) -> Result<Vec<(sprinters_core::domain::SubnetId, Option<u64>)>> {
+        let clock = self.clock.as_ref();
+        let region_key = (target.account.clone(), target.region.clone());
+        let network = self
+            .networks
+            .get(clock, &region_key, || DefaultNetwork::load(target))
+            .await?;
+        let tried = network
+            .subnets
+            .iter()
+            .find(|s| s.id == placement.subnet)
+            .map(|s| s.zone.clone());
+        let mut others: Vec<(sprinters_core::domain::SubnetId, Option<u64>)> = network
+            .subnets
+            .iter()
+            .filter(|s| Some(&s.zone) != tried.as_ref() && s.id != placement.subnet)
+            .map(|s| (s.id.clone(), None))
+            .collect();
+        if request.market == Market::Spot {
+            let key = (
+                target.account.clone(),
+                target.region.clone(),
+                request.spec.instance_type.clone(),
+            );
+            let prices = self
+                .spot_prices
+                .get(clock, &key, || {
+                    SpotPrices::load(target, &request.spec.instance_type)
+                })
+                .await?;
+            let zone_of = |id: &sprinters_core::domain::SubnetId| {
+                network
+                    .subnets
+                    .iter()
+                    .find(|s| &s.id == id)
+                    .map(|s| s.zone.clone())
+            };
+            for (id, price) in &mut others {
+                *price = zone_of(id).and_then(|z| prices.by_zone.get(&z).copied());
+            }
+            others.sort_by_key(|(_, price)| price.unwrap_or(u64::MAX));
+        }
+        Ok(others)
+    }
+
     /// Forgets the look-ups a launch used.
     fn forget(&self, request: &LaunchRequest, placement: &Placement) {
         let (account, region) = (request.account.clone(), request.spec.region.clone());
@@ -437,7 +491,7 @@ impl CloudLauncher for Ec2Launcher {
             account: &request.account,
             region: &spec.region,
         };
-        let (placement, spot_price) = self.place(&target, &request).await?;
+        let (placement, mut spot_price) = self.place(&target, &request).await?;
         let context = format!(
             "launching {} for job {} (attempt {}) in account {}, {}",
             spec.instance_type,
@@ -446,23 +500,56 @@ impl CloudLauncher for Ec2Launcher {
             request.account,
             spec.region
         );
+        // Each failure says whether it was one zone's shortage.
         let call = |placement: &Placement| {
             run::run_instances(&client, &request, placement, &script)
                 .send()
-                .map(|r| r.map_err(|e| map_sdk_error(e, "ec2:RunInstances", &context)))
+                .map(|r| {
+                    r.map_err(|e| {
+                        let shortage = e.code().is_some_and(is_zone_shortage);
+                        (map_sdk_error(e, "ec2:RunInstances", &context), shortage)
+                    })
+                })
         };
         let output = match call(&placement).await {
             // A subnet or group deleted since it was cached: look again,
             // and launch again only if the look-up finds something else.
-            Err(err) if *err.kind() == ErrorKind::Config => {
+            Err((err, _)) if *err.kind() == ErrorKind::Config => {
                 self.forget(&request, &placement);
                 let (fresh, _) = self.place(&target, &request).await?;
                 if fresh == placement {
                     return Err(err);
                 }
-                call(&fresh).await?
+                call(&fresh).await.map_err(|(e, _)| e)?
             }
-            other => other?,
+            // No capacity in that zone: the other zones the label allows
+            // (any, when it pins neither zone nor subnet), cheapest first
+            // for spot. The same client token: a failed request binds none
+            // ("Ensuring idempotency in Amazon EC2 API requests"), so a
+            // retry after a crash that finds it bound to another zone's
+            // instance gets IdempotentParameterMismatch, which the engine
+            // resolves by finding that instance.
+            Err((mut err, true)) if spec.availability_zone.is_none() && spec.subnet.is_none() => {
+                let mut found = None;
+                for (subnet, price) in self.other_zones(&target, &request, &placement).await? {
+                    tracing::info!(error = %err, next = %subnet, "no capacity in that zone; trying another");
+                    let next = Placement {
+                        subnet,
+                        ..placement.clone()
+                    };
+                    match call(&next).await {
+                        Ok(output) => {
+                            spot_price = price;
+                            found = Some(output);
+                            break;
+                        }
+                        Err((e, true)) => err = e,
+                        Err((e, false)) => return Err(e),
+                    }
+                }
+                found.ok_or(err)?
+            }
+            other => other.map_err(|(e, _)| e)?,
         };
         let instance = output.instances().first().ok_or_else(|| {
             Error::unavailable(format!("{context}: RunInstances returned no instance"))

@@ -73,6 +73,8 @@ struct StandInState {
     by_token: HashMap<String, (String, Vec<(String, String)>)>,
     security_groups: BTreeMap<(String, String), String>,
     arm64: HashSet<String>,
+    /// (zone, spot) with no capacity: `RunInstances` there is refused.
+    no_capacity: HashSet<(String, bool)>,
     next: u64,
     calls: BTreeMap<String, u64>,
     assumed: Vec<(String, String)>,
@@ -158,6 +160,13 @@ impl AwsStandIn {
     /// Makes `ami` an arm64 image.
     pub fn arm64_image(&self, ami: &str) {
         self.state().arm64.insert(ami.to_owned());
+    }
+
+    /// `zone` (such as `us-east-1b`) has no capacity for the `spot` or
+    /// on-demand market: `RunInstances` there answers
+    /// `InsufficientInstanceCapacity`, as EC2 does when a zone runs out.
+    pub fn without_capacity(&self, zone: &str, spot: bool) {
+        self.state().no_capacity.insert((zone.to_owned(), spot));
     }
 
     /// Every instance, terminated ones included.
@@ -388,6 +397,18 @@ fn run_instances(state: &mut StandInState, params: &Params, region: &str) -> Res
             &format!("The subnet ID '{subnet_id}' does not exist"),
         )
     })?;
+    let spot = params.get("InstanceMarketOptions.MarketType") == Some("spot");
+    let instance_type = params.get("InstanceType").unwrap_or("t3.large").to_owned();
+    if state.no_capacity.contains(&(zone.clone(), spot)) {
+        // EC2's words ("Error codes for the Amazon EC2 API").
+        return Err(fault(
+            "InsufficientInstanceCapacity",
+            &format!(
+                "We currently do not have sufficient {instance_type} capacity in the Availability Zone you requested ({zone}). \
+                 Our system will be working on provisioning additional capacity."
+            ),
+        ));
+    }
     let mut tags = BTreeMap::new();
     for n in 1.. {
         let Some(kind) = params.get(&format!("TagSpecification.{n}.ResourceType")) else {
@@ -410,11 +431,11 @@ fn run_instances(state: &mut StandInState, params: &Params, region: &str) -> Res
         id: format!("i-0{:016x}", state.next),
         region: region.to_owned(),
         image_id,
-        instance_type: params.get("InstanceType").unwrap_or("t3.large").to_owned(),
+        instance_type,
         zone,
         subnet_id,
         state: "pending".to_owned(),
-        spot: params.get("InstanceMarketOptions.MarketType") == Some("spot"),
+        spot,
         client_token: token.clone(),
         tags,
         launched: Instant::now(),
