@@ -227,8 +227,13 @@ pub struct JobRecord {
     pub lease: Option<Lease>,
     /// Estimated cost of the instance it ran on, in millionths of a dollar.
     pub cost_micros: Option<u64>,
-    /// Whether a re-run was asked of GitHub after a spot reclaim.
+    /// Whether GitHub accepted a re-run after a spot reclaim.
     pub rerun_requested: bool,
+    /// A re-run after a spot reclaim that GitHub has not accepted yet: it
+    /// refuses one while the job's workflow run is in progress, which is
+    /// when a reclaim is seen. Asked again each reconciliation pass.
+    #[serde(default)]
+    pub rerun_pending: bool,
 }
 
 impl JobRecord {
@@ -240,6 +245,7 @@ impl JobRecord {
         !self.state.is_finished()
             || self.launches.iter().any(Launch::is_live)
             || self.awaits_conclusion()
+            || self.rerun_pending
     }
 
     /// Failed by the engine, and not yet concluded by GitHub.

@@ -160,12 +160,29 @@ async fn a_reclaimed_spot_rerun_job_is_rerun_on_on_demand() {
     assert!(record.launches[0].spot);
     bed.launcher.reclaim(&instance);
 
+    // The reclaim is seen while the job's run is in progress, and GitHub
+    // refuses to re-run a job of a run in progress: the re-run waits.
     let report = bed.engine.reconcile().await.unwrap();
     bed.settle().await;
-    assert_eq!((report.reclaimed, report.reruns), (1, 1));
+    assert_eq!((report.reclaimed, report.reruns), (1, 0));
+    assert!(
+        bed.registry.reruns().is_empty(),
+        "refused while in progress"
+    );
+    let record = bed.record(&job).await;
+    assert!(record.rerun_pending && !record.rerun_requested);
+
+    // GitHub fails the job (its runner is gone) and the run completes: the
+    // next pass asks again, and GitHub accepts.
+    bed.send(job.completed(Conclusion::Failure, Some(&runner)))
+        .await;
+    bed.settle().await;
+    let report = bed.engine.reconcile().await.unwrap();
+    bed.settle().await;
+    assert_eq!(report.reruns, 1);
     assert_eq!(bed.registry.reruns(), vec![job.key.job_id]);
     let record = bed.record(&job).await;
-    assert!(record.rerun_requested);
+    assert!(record.rerun_requested && !record.rerun_pending);
     assert_eq!(
         record.launches[0].ended.map(|(_, r)| r),
         Some(EndReason::SpotReclaimed)

@@ -276,6 +276,21 @@ impl GithubStandIn {
     }
 }
 
+/// Re-runs job `id` (found in the repository asked: `found`): its next
+/// attempt queues.
+fn rerun(state: &mut State, id: Option<u64>, found: bool) -> ResponseTemplate {
+    match id.and_then(|id| state.jobs.get_mut(&id)).filter(|_| found) {
+        Some(job) => {
+            job.run_attempt += 1;
+            job.status = "queued".to_owned();
+            job.conclusion = None;
+            job.runner_name = None;
+            ResponseTemplate::new(201).set_body_json(json!({}))
+        }
+        None => error(404, "Not Found"),
+    }
+}
+
 fn error(status: u16, message: &str) -> ResponseTemplate {
     ResponseTemplate::new(status).set_body_json(json!({ "message": message }))
 }
@@ -568,20 +583,24 @@ fn repo_route(
             }
             _ => error(404, "Not Found"),
         },
-        ("POST", ["jobs", id, "rerun"]) => match id
-            .parse::<u64>()
-            .ok()
-            .and_then(|id| state.jobs.get_mut(&id))
-        {
-            Some(job) => {
-                job.run_attempt += 1;
-                job.status = "queued".to_owned();
-                job.conclusion = None;
-                job.runner_name = None;
-                ResponseTemplate::new(201).set_body_json(json!({}))
+        ("POST", ["jobs", id, "rerun"]) => {
+            let id = id.parse::<u64>().ok();
+            let run = id
+                .and_then(|id| state.jobs.get(&id))
+                .filter(|job| job.repository == repo)
+                .map(|job| job.run_id);
+            // GitHub refuses to re-run a job while its workflow run is not
+            // completed (403 Forbidden: cli/cli#9221).
+            if run.is_some_and(|run| {
+                state
+                    .jobs
+                    .values()
+                    .any(|j| j.run_id == run && j.repository == repo && j.status != "completed")
+            }) {
+                return error(403, "This workflow run is not completed");
             }
-            None => error(404, "Not Found"),
-        },
+            rerun(state, id, run.is_some())
+        }
         ("POST", ["runs", id, "cancel"]) => {
             let run: u64 = id.parse().unwrap_or(0);
             let jobs: Vec<&mut StandInJob> = state

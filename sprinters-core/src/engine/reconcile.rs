@@ -29,6 +29,9 @@ type SweepTarget<'a> = (OwnerId, &'a AccountId, &'a Region);
 /// fallback, and how many of the newest jobs are looked at for it.
 const RECENT: std::time::Duration = std::time::Duration::from_secs(3600);
 const RECENT_JOBS: usize = 500;
+/// How long after a job ended a re-run GitHub keeps refusing is asked
+/// again: longer than any run lasts with its other jobs still going.
+const RERUN_WINDOW: std::time::Duration = std::time::Duration::from_secs(3 * 24 * 3600);
 /// Jobs on runners that are none of ours, asked about per pass at most.
 const FOREIGN_CHECKS_PER_PASS: usize = 20;
 
@@ -101,6 +104,7 @@ impl Inner {
         };
         self.find_unseen_queued(&active, &recent, &mut budget, &mut report)
             .await;
+        self.retry_reruns(&active, &mut budget, &mut report).await;
         report.github_calls_deferred = budget.deferred();
         self.sweep_cloud(&active, &recent, &mut report).await;
         self.process_due().await?;
@@ -761,7 +765,8 @@ impl Inner {
         }
     }
 
-    /// Asks GitHub to re-run the job a reclaimed `spot=rerun` instance ran.
+    /// Wants a re-run of the job a reclaimed `spot=rerun` instance ran, and
+    /// asks GitHub at once: whether GitHub accepted it now.
     async fn rerun_after_reclaim(
         &self,
         launched_for: &JobRecord,
@@ -774,26 +779,89 @@ impl Inner {
         let Some(job) = taken_by.filter(|_| wants_rerun) else {
             return false;
         };
-        let mut requested_now = false;
-        let first = match self
+        let mut wanted_now = false;
+        let pending = match self
             .update(job, |r| {
-                requested_now = !r.rerun_requested;
-                r.rerun_requested = true;
-                requested_now
+                wanted_now = !r.rerun_requested && !r.rerun_pending;
+                r.rerun_pending |= wanted_now;
+                wanted_now
             })
             .await
         {
-            Ok(Some(r)) if requested_now => r.value,
+            Ok(Some(r)) if wanted_now => r.value,
             _ => return false,
         };
-        let request = RerunJob::new(first.installation_id, first.repository.clone(), job.job_id);
+        self.ask_rerun(&pending).await
+    }
+
+    /// Asks GitHub again for each re-run it has not accepted yet (it
+    /// refuses while the job's run is in progress), within the
+    /// installation's budget; one still refused long after the job ended is
+    /// given up, with a warning.
+    async fn retry_reruns(
+        &self,
+        active: &[Versioned<JobRecord>],
+        budget: &mut CallBudget,
+        report: &mut ReconcileReport,
+    ) {
+        let now = self.clock.now();
+        let pending: Vec<&JobRecord> = active
+            .iter()
+            .map(|r| &r.value)
+            .filter(|r| r.rerun_pending)
+            .collect();
+        for record in in_turns(pending, |r| r.installation_id) {
+            let since = record.completed_at.unwrap_or(record.queued_at);
+            if now.since(since) >= RERUN_WINDOW {
+                tracing::warn!(job = %record.key, "GitHub refused the re-run of a reclaimed job for 3 days; given up");
+                if let Err(e) = self
+                    .update(record.key, |r| {
+                        std::mem::replace(&mut r.rerun_pending, false)
+                    })
+                    .await
+                {
+                    tracing::warn!(error = %e, "giving up a re-run failed");
+                }
+                continue;
+            }
+            if !budget.take(record.installation_id) {
+                continue;
+            }
+            if self.ask_rerun(record).await {
+                report.reruns += 1;
+            }
+        }
+    }
+
+    /// Asks GitHub to re-run `record`'s job; recorded done only once
+    /// GitHub accepted it. Whether it did.
+    async fn ask_rerun(&self, record: &JobRecord) -> bool {
+        let job = record.key;
+        let request = RerunJob::new(
+            record.installation_id,
+            record.repository.clone(),
+            job.job_id,
+        );
         match self.registry.rerun_job(request).await {
             Ok(()) => {
                 tracing::info!(job = %job, "spot instance reclaimed; job re-run on on-demand");
+                let done = self
+                    .update(job, |r| {
+                        let changed = r.rerun_pending || !r.rerun_requested;
+                        r.rerun_pending = false;
+                        r.rerun_requested = true;
+                        changed
+                    })
+                    .await;
+                if let Err(e) = done {
+                    // Still pending: asked again next pass, when GitHub
+                    // refuses it while the re-run's own run is in progress.
+                    tracing::warn!(error = %e, job = %job, "recording an accepted re-run failed");
+                }
                 true
             }
             Err(e) => {
-                tracing::warn!(error = %e, job = %job, "re-running a reclaimed job failed");
+                tracing::info!(error = %e, job = %job, "GitHub has not re-run the reclaimed job yet (its run may be in progress); asked again next pass");
                 false
             }
         }

@@ -244,5 +244,6 @@ pub(super) fn new_record(
         lease: None,
         cost_micros: None,
         rerun_requested: false,
+        rerun_pending: false,
     }
 }

@@ -202,7 +202,23 @@ impl RunnerRegistry for MemoryRegistry {
 
     async fn rerun_job(&self, request: RerunJob) -> Result<()> {
         self.faults.check("rerun_job")?;
-        lock(&self.state).reruns.push(request.job_id);
+        let mut s = lock(&self.state);
+        // GitHub refuses to re-run a job while its workflow run is not
+        // completed: 403 Forbidden (re-running makes a new attempt of the
+        // whole run; cli/cli#9221 shows the API's answer).
+        let run = s.jobs.get(&request.job_id).map(|(_, run, ..)| *run);
+        let in_progress = run.is_some_and(|run| {
+            s.jobs.values().any(|(_, r, _, _, status)| {
+                *r == run && status.status != RemoteJobStatus::Completed
+            })
+        });
+        if in_progress {
+            return Err(Error::permission_denied(format!(
+                "job {} cannot be re-run: its workflow run is not completed",
+                request.job_id
+            )));
+        }
+        s.reruns.push(request.job_id);
         Ok(())
     }
 

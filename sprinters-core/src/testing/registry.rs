@@ -117,14 +117,16 @@ pub async fn runner_registry(registry: &dyn RunnerRegistry, f: &RegistryFixture)
     );
     assert!(!origin.from_fork(&f.repository));
 
-    registry
-        .rerun_job(RerunJob::new(
+    // GitHub re-runs a job only once its workflow run is completed.
+    let rerun = || {
+        registry.rerun_job(RerunJob::new(
             f.installation_id,
             f.repository.clone(),
             f.queued_job.job_id,
         ))
-        .await
-        .unwrap();
+    };
+    let refused = rerun().await.expect_err("its run is in progress");
+    assert!(!refused.is_retryable(), "{refused}");
     registry
         .cancel_run(CancelRun::new(
             f.installation_id,
@@ -133,4 +135,5 @@ pub async fn runner_registry(registry: &dyn RunnerRegistry, f: &RegistryFixture)
         ))
         .await
         .unwrap();
+    rerun().await.unwrap();
 }

@@ -55,6 +55,7 @@ pub fn sample_record(job_id: u64, repository: &str, queued_at: u64) -> JobRecord
         lease: None,
         cost_micros: None,
         rerun_requested: false,
+        rerun_pending: false,
     }
 }
 
