@@ -160,15 +160,25 @@ impl Limiter {
         waiting: bool,
     ) -> bool {
         let mut held = self.lock();
-        if waiting {
-            held.turns
+        let changed = waiting
+            && held
+                .turns
                 .refresh(place.account, place.owner, place.repository, caps);
+        if changed {
+            // Others may have yielded to this launch under its old caps.
+            drop(held);
+            self.wake_accounts(std::slice::from_ref(place.account));
+            held = self.lock();
         }
         let (usage, reserved) = held
             .jobs
             .get(&job)
             .map_or((usage, 0), |h| (h.usage, h.reserved));
         if reserved > 0 {
+            if waiting {
+                held.turns
+                    .leave(place.account, place.owner, place.repository);
+            }
             return true;
         }
         if Full::of(place).iter().any(|f| held.full.contains(f)) {
@@ -188,17 +198,18 @@ impl Limiter {
         {
             return false;
         }
-        // Owners sharing the account take the last slots in turn: each
-        // owner before this one with a launch that could take a slot is
-        // owed one.
-        if let (Some(max), true) = (caps.per_account, more > 0) {
+        // Owners sharing the account take its slots in turn: each owner
+        // before this one with a launch that could take a slot is owed
+        // one, under its own account cap.
+        if more > 0 {
             let h: &Held = &held;
             let taken = h.per_account.get(place.account).copied().unwrap_or(0);
-            let room = max.saturating_sub(taken + more);
-            let ahead = h.turns.ahead(place.account, place.owner, |o, r, c| {
-                h.may_take(o, place.account, r, c)
-            });
-            if ahead > room {
+            let owed =
+                h.turns
+                    .owed_to_others(place.account, place.owner, taken + more, |o, r, c| {
+                        h.may_take(o, place.account, r, c)
+                    });
+            if owed {
                 return false;
             }
         }
@@ -216,6 +227,11 @@ impl Limiter {
         }
         if more > 0 {
             held.turns.served(place.account, place.owner);
+            // The account holds more: owners whose turn came before may
+            // now be at their caps, and those yielding to them may go.
+            if held.turns.contended(place.account) {
+                wake.push(place.account.clone());
+            }
             wake.extend(held.turns.contended_by(place.owner));
         }
         drop(held);
@@ -304,11 +320,13 @@ impl Limiter {
         // An owner holding more here may take less elsewhere: its turns
         // may pass to others.
         let grew = held.per_owner.get(&record.owner_id).copied() > before;
-        let wake = if grew {
-            held.turns.contended_by(record.owner_id)
-        } else {
-            Vec::new()
-        };
+        let mut wake = Vec::new();
+        if grew {
+            wake = held.turns.contended_by(record.owner_id);
+            if let Some(account) = record.account.as_ref().filter(|a| held.turns.contended(a)) {
+                wake.push(account.clone());
+            }
+        }
         drop(held);
         self.wake_accounts(&wake);
         self.wake_for(freed);
@@ -775,6 +793,53 @@ mod tests {
         drop(b);
         settle().await;
         assert_eq!(shared.taken(), [1], "owner 1 took the slot owner 2 left");
+    }
+
+    /// Owners held to different account caps: one with a larger cap does
+    /// not take the slot owed to one whose turn it is and whose smaller
+    /// cap that slot would reach.
+    #[tokio::test]
+    async fn a_slot_owed_under_a_smaller_cap_is_not_taken_under_a_larger_one() {
+        let limiter = Limiter::new(Limits::default());
+        let account = AccountId::parse("111111111111").unwrap();
+        let (repo_a, repo_b) = (
+            Repository::parse("octo-a/app").unwrap(),
+            Repository::parse("octo-b/app").unwrap(),
+        );
+        // B (owner 1) goes first in turn; A (owner 2) may hold 10, B 5.
+        let a = Place {
+            owner: OwnerId::new(2),
+            account: &account,
+            repository: &repo_a,
+        };
+        let b = Place {
+            owner: OwnerId::new(1),
+            account: &account,
+            repository: &repo_b,
+        };
+        let (ten, five) = (
+            Caps::new(Some(10), None, None),
+            Caps::new(Some(5), None, None),
+        );
+        for n in 1..=5 {
+            assert!(limiter.try_acquire(key(n), &a, ten, NEW));
+        }
+        let mut waiter = Box::pin(limiter.acquire(key(11), &b, || five, NEW));
+        tokio::select! {
+            biased;
+            _ = &mut waiter => panic!("the account holds B's cap"),
+            _ = std::future::ready(()) => {}
+        }
+        limiter.release(key(1));
+        assert!(
+            !limiter.try_acquire(key(6), &a, ten, NEW),
+            "the slot is B's: it would reach B's cap of five"
+        );
+        waiter.await;
+        assert!(
+            limiter.try_acquire(key(6), &a, ten, NEW),
+            "B is at its cap: A goes on under its own"
+        );
     }
 
     /// A slot per instance: a job holding a live launch whose runner

@@ -805,10 +805,18 @@ impl Inner {
         report: &mut ReconcileReport,
     ) {
         let now = self.clock.now();
+        // A run with a job of ours still going is in progress: GitHub would
+        // refuse, so it is not asked (a run's other jobs GitHub alone
+        // knows of are found out by asking, within the budget).
+        let running: HashSet<crate::domain::RunId> = active
+            .iter()
+            .filter(|r| !r.value.state.is_finished())
+            .map(|r| r.value.run_id)
+            .collect();
         let pending: Vec<&JobRecord> = active
             .iter()
             .map(|r| &r.value)
-            .filter(|r| r.rerun_pending)
+            .filter(|r| r.rerun_pending && !running.contains(&r.run_id))
             .collect();
         for record in in_turns(pending, |r| r.installation_id) {
             let since = record.completed_at.unwrap_or(record.queued_at);

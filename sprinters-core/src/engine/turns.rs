@@ -59,21 +59,30 @@ impl Turns {
         waiters.caps = caps;
     }
 
-    /// The caps a waiting launch read again (a policy may have changed).
+    /// The caps a waiting launch read again (a policy may have changed):
+    /// whether they changed while other owners wait there, who may have
+    /// yielded to it under the old ones.
     pub(super) fn refresh(
         &mut self,
         account: &AccountId,
         owner: OwnerId,
         repository: &Repository,
         caps: Caps,
-    ) {
-        if let Some(waiters) = self
-            .accounts
-            .get_mut(account)
-            .and_then(|a| a.waiting.get_mut(&owner))
+    ) -> bool {
+        let Some(entry) = self.accounts.get_mut(account) else {
+            return false;
+        };
+        let others = entry.waiting.len() > 1;
+        match entry
+            .waiting
+            .get_mut(&owner)
             .and_then(|r| r.get_mut(repository))
         {
-            waiters.caps = caps;
+            Some(waiters) if waiters.caps != caps => {
+                waiters.caps = caps;
+                others
+            }
+            _ => false,
         }
     }
 
@@ -117,30 +126,46 @@ impl Turns {
         }
     }
 
-    /// How many other owners come before `owner` in `account` and have a
-    /// waiting launch that `may_take` a slot (each is owed one before
-    /// `owner` takes the last).
-    pub(super) fn ahead(
+    /// Whether `owner` taking a slot in `account`, which would then hold
+    /// `taken_after`, leaves too few for the owners before it in turn that
+    /// have a waiting launch that `may_take` one: each is owed one, in
+    /// turn order, under its own account cap.
+    pub(super) fn owed_to_others(
         &self,
         account: &AccountId,
         owner: OwnerId,
+        taken_after: usize,
         may_take: impl Fn(OwnerId, &Repository, Caps) -> bool,
-    ) -> usize {
+    ) -> bool {
         let Some(entry) = self.accounts.get(account) else {
-            return 0;
+            return false;
         };
         let turn = |o: OwnerId| (entry.served.get(&o).copied().unwrap_or(0), o);
         let mine = turn(owner);
-        entry
+        let mut ahead: Vec<((u64, OwnerId), Option<usize>)> = entry
             .waiting
             .iter()
             .filter(|(o, _)| **o != owner && turn(**o) < mine)
-            .filter(|(o, repositories)| {
-                repositories
+            .filter_map(|(o, repositories)| {
+                let ready = repositories
                     .iter()
-                    .any(|(repository, w)| may_take(**o, repository, w.caps))
+                    .find(|(repository, w)| may_take(*o, repository, w.caps))?;
+                Some((turn(*o), ready.1.caps.per_account))
             })
-            .count()
+            .collect();
+        ahead.sort_by_key(|(turn, _)| *turn);
+        ahead
+            .iter()
+            .enumerate()
+            .any(|(i, (_, cap))| cap.is_some_and(|cap| taken_after + i >= cap))
+    }
+
+    /// Whether launches of more than one owner wait in `account`: a slot
+    /// taken there may change whose turn it is.
+    pub(super) fn contended(&self, account: &AccountId) -> bool {
+        self.accounts
+            .get(account)
+            .is_some_and(|a| a.waiting.len() > 1)
     }
 
     /// The accounts where `owner` waits beside other owners: when it can
