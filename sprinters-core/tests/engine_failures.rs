@@ -88,6 +88,39 @@ async fn an_account_the_owner_has_not_connected_is_rejected_without_any_call() {
     assert_eq!(bed.send(own.queued()).await, Handled::Accepted(own.key));
 }
 
+/// A tenant's job that can never run (a malformed label, an account its
+/// owner has not connected) is rejected and its run cancelled, so the user
+/// sees it end at once; a stranger's run is left alone.
+#[tokio::test]
+async fn a_job_that_can_never_run_has_its_run_cancelled() {
+    let bed = TestBed::new();
+    let malformed = bed.job(1).labels(&["sprinters:aws:root=io2/3000/150"]);
+    assert!(matches!(
+        bed.send(malformed.queued()).await,
+        Handled::Rejected { .. }
+    ));
+    let unconnected = bed.job(2).labels(&["sprinters:aws/210987654321"]);
+    assert!(matches!(
+        bed.send(unconnected.queued()).await,
+        Handled::Rejected { .. }
+    ));
+    let stranger = bed
+        .job(3)
+        .repository("intruder/app")
+        .owner(9999, 99)
+        .labels(&["sprinters:aws:root=io2/3000/150"]);
+    assert!(matches!(
+        bed.send(stranger.queued()).await,
+        Handled::Rejected { .. }
+    ));
+    bed.settle().await;
+    assert_eq!(
+        bed.registry.cancelled(),
+        [malformed.run_id, unconnected.run_id]
+    );
+    assert_eq!(bed.credentials.calls(), 0);
+}
+
 #[tokio::test]
 async fn a_permission_error_fails_fast_with_what_to_grant() {
     let bed = TestBed::new();
@@ -106,6 +139,11 @@ async fn a_permission_error_fails_fast_with_what_to_grant() {
     assert!(
         message.contains("sts:ExternalId"),
         "says what the trust policy needs: {message}"
+    );
+    assert_eq!(
+        bed.registry.cancelled(),
+        [job.run_id],
+        "the job can never run as asked: its run ends now, not in 24 hours"
     );
     bed.advance(Duration::from_secs(3600));
     bed.engine.process_due().await.unwrap();

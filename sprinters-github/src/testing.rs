@@ -562,17 +562,32 @@ fn repo_route(
             ResponseTemplate::new(200)
                 .set_body_json(json!({ "total_count": runners.len(), "runners": runners }))
         }
-        ("DELETE", ["runners", id]) => match id
-            .parse::<u64>()
-            .ok()
-            .and_then(|id| state.runners.remove(&id))
-        {
-            Some((repo, name, _)) => {
-                state.runner_names.remove(&(repo, name));
-                ResponseTemplate::new(204)
+        ("DELETE", ["runners", id]) => {
+            // A runner of another repository is not found through this
+            // one; a runner running a job cannot be deleted: 422 ("Delete a
+            // self-hosted runner from a repository", GitHub REST docs).
+            let id = id.parse::<u64>().ok();
+            let Some((id, name)) = id.and_then(|id| {
+                let (r, n, _) = state.runners.get(&id)?;
+                (*r == repo).then(|| (id, n.clone()))
+            }) else {
+                return error(404, "Not Found");
+            };
+            let busy = state.jobs.values().any(|j| {
+                j.repository == repo
+                    && j.status == "in_progress"
+                    && j.runner_name.as_deref() == Some(name.as_str())
+            });
+            if busy {
+                return error(
+                    422,
+                    &format!("Bad request - Runner \"{name}\" is still running a job"),
+                );
             }
-            None => error(404, "Not Found"),
-        },
+            state.runners.remove(&id);
+            state.runner_names.remove(&(repo, name));
+            ResponseTemplate::new(204)
+        }
         ("GET", ["jobs", id]) => match id
             .parse::<u64>()
             .ok()

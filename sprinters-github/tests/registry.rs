@@ -369,6 +369,47 @@ async fn server_errors_are_retryable_and_the_client_retries_once() {
     assert!(err.is_retryable());
 }
 
+/// As GitHub: a runner running a job cannot be deleted (422), and a
+/// runner is deleted only through its own repository.
+#[tokio::test]
+async fn a_busy_runner_or_another_repositorys_is_not_deleted() {
+    let w = world().await;
+    let runner = w
+        .registry
+        .create_jit_runner(jit("sprinters-95-1-1"))
+        .await
+        .unwrap();
+    let mut job = queued(7005);
+    job.status = "in_progress".to_owned();
+    job.runner_name = Some("sprinters-95-1-1".to_owned());
+    w.github.set_job(905, job.clone());
+    let remove = |repository: Repository| {
+        RemoveRunner::new(
+            InstallationId::new(INSTALLATION),
+            repository,
+            runner.runner_id,
+        )
+    };
+    let busy = w
+        .registry
+        .remove_runner(remove(repo()))
+        .await
+        .expect_err("it runs a job");
+    assert_eq!(*busy.kind(), ErrorKind::Conflict, "{busy}");
+    assert!(busy.to_string().contains("still running a job"), "{busy}");
+    // Through another repository it is not found (which removing treats
+    // as gone): it stays.
+    w.registry
+        .remove_runner(remove(Repository::parse("octo-org/other").unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(w.github.runners().len(), 1);
+    job.status = "completed".to_owned();
+    w.github.set_job(905, job);
+    w.registry.remove_runner(remove(repo())).await.unwrap();
+    assert!(w.github.runners().is_empty());
+}
+
 #[tokio::test]
 async fn removing_a_runner_that_is_gone_succeeds() {
     let w = world().await;

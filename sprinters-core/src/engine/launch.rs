@@ -726,6 +726,19 @@ impl Inner {
             tracing::warn!(error = %error, attempt = failed, retry_in_ms = delay.as_millis() as u64, "launch failed; retrying");
         } else {
             tracing::error!(error = %error, "launch failed for good");
+            // A permission or configuration the customer must change: the
+            // job can never run as asked, and its run ends now.
+            if matches!(
+                error.kind(),
+                ErrorKind::PermissionDenied | ErrorKind::Config | ErrorKind::InvalidLabel
+            ) && updated.value.state == JobState::Failed
+            {
+                self.cancel_refused_run(crate::ports::CancelRun::new(
+                    record.installation_id,
+                    record.repository.clone(),
+                    record.run_id,
+                ));
+            }
         }
         Ok(updated.value)
     }

@@ -25,7 +25,9 @@ impl Inner {
             Ok(Some(labels)) => labels,
             Err(e) => {
                 let message = format!("invalid runs-on label `{}`: {e}", e.label());
-                return self.reject(&event, None, message, receipt).await;
+                let handled = self.reject(&event, None, message, receipt).await?;
+                self.cancel_run_of_tenant(&event);
+                return Ok(handled);
             }
         };
         if event.action == WorkflowJobAction::Waiting {
@@ -70,7 +72,9 @@ impl Inner {
             // Decided from the directory alone: no call is made that would
             // let one customer probe another's account.
             Err(Refusal::Rejected(message)) => {
-                return self.reject(&event, Some(&labels), message, receipt).await;
+                let handled = self.reject(&event, Some(&labels), message, receipt).await?;
+                self.cancel_run_of_tenant(&event);
+                return Ok(handled);
             }
             // The ids do not match the owner the login names: nothing is
             // written, launched or ended.

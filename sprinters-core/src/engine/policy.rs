@@ -123,8 +123,30 @@ impl Inner {
         Ok(None)
     }
 
-    /// Cancels the run of a job the policy refused, in the background
-    /// (once per run; a failure is logged, and the job stays Rejected).
+    /// Cancels the run of a queued job that can never run (its label is
+    /// malformed, or names an account its owner has not connected), so
+    /// that the user sees it end at once rather than after GitHub's 24
+    /// hours; only for an owner that is a tenant here, through its own
+    /// installation (the signed event's).
+    pub(super) fn cancel_run_of_tenant(&self, event: &WorkflowJobEvent) {
+        let tenant = self
+            .config
+            .tenants
+            .get(event.owner_id)
+            .is_some_and(|t| t.installation_id == event.installation_id);
+        if event.action == crate::events::WorkflowJobAction::Queued && tenant {
+            self.cancel_refused_run(CancelRun::new(
+                event.installation_id,
+                event.repository.clone(),
+                event.run_id,
+            ));
+        }
+    }
+
+    /// Cancels the run of a job that can never run (refused by the policy,
+    /// or by the tenant directory, or failed for good by a permission or
+    /// configuration error), in the background (once per run; a failure is
+    /// logged, and the job stays as it was recorded).
     pub(super) fn cancel_refused_run(&self, job: CancelRun) {
         let first = {
             let mut runs = self
@@ -146,9 +168,9 @@ impl Inner {
         let cancel = job;
         self.tasks.spawn(async move {
             match me.registry.cancel_run(cancel).await {
-                Ok(()) => tracing::info!(%run, "run cancelled: its job is refused by policy"),
+                Ok(()) => tracing::info!(%run, "run cancelled: its job can never run"),
                 Err(e) => {
-                    tracing::warn!(%run, error = %e, "cancelling a refused job's run failed");
+                    tracing::warn!(%run, error = %e, "cancelling the run of a job that can never run failed");
                     me.cancelled_runs
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())

@@ -181,6 +181,26 @@ impl RunnerRegistry for MemoryRegistry {
     async fn remove_runner(&self, request: RemoveRunner) -> Result<()> {
         self.faults.check("remove_runner")?;
         let mut s = lock(&self.state);
+        // Only through its own repository; not while it runs a job: GitHub
+        // answers 422 ("Delete a self-hosted runner from a repository").
+        let Some(runner) = s
+            .runners
+            .get(&request.runner_id)
+            .filter(|r| r.repository == request.repository)
+        else {
+            return Ok(());
+        };
+        let busy = s.jobs.values().any(|(repo, _, _, _, status)| {
+            *repo == runner.repository
+                && status.status == RemoteJobStatus::InProgress
+                && status.runner_name.as_ref() == Some(&runner.name)
+        });
+        if busy {
+            return Err(Error::conflict(format!(
+                "runner {} is busy and cannot be removed yet: it is still running a job",
+                runner.name
+            )));
+        }
         if let Some(r) = s.runners.remove(&request.runner_id) {
             s.by_name.remove(&(r.repository, r.name));
         }

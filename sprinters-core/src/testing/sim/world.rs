@@ -149,6 +149,8 @@ pub(crate) struct World {
     pub(crate) deliveries: Vec<Pending>,
     seq: u64,
     reruns_seen: usize,
+    /// Runs the engine cancelled, as far as the world has applied them.
+    cancels_seen: usize,
     spot_out_until: Option<Timestamp>,
     max_lifetime: Duration,
     /// Jobs at least one webhook of which was not lost for good.
@@ -232,6 +234,7 @@ impl World {
             deliveries: Vec::new(),
             seq: 0,
             reruns_seen: 0,
+            cancels_seen: 0,
             spot_out_until: None,
             max_lifetime,
             heard_of: BTreeSet::new(),
@@ -412,6 +415,7 @@ impl World {
         let runners = registry.runners();
         self.instances(now, ec2, registry, &runners);
         self.assign(now, registry, &runners);
+        self.run_cancels(now, registry);
         self.progress(now, registry);
         self.reruns(now, registry);
     }
@@ -737,6 +741,50 @@ impl World {
                     vm.runner = Runner::Exited;
                     vm.shutdown_at = Some(now.saturating_add(Duration::from_secs(10)));
                 }
+            }
+        }
+    }
+
+    /// The engine cancelled runs (of jobs that can never run): as on
+    /// GitHub, each job of the run that queued and has not completed ends
+    /// cancelled, its runner free again.
+    fn run_cancels(&mut self, now: Timestamp, registry: &MemoryRegistry) {
+        let cancelled = registry.cancelled();
+        let runs: Vec<RunId> = cancelled[self.cancels_seen.min(cancelled.len())..].to_vec();
+        self.cancels_seen = cancelled.len();
+        for run in runs {
+            let jobs: Vec<SimJob> = self
+                .jobs
+                .values()
+                .filter(|j| j.run_id == run)
+                .filter(|j| matches!(j.status, Status::Queued | Status::InProgress { .. }))
+                .cloned()
+                .collect();
+            for job in jobs {
+                if matches!(job.status, Status::InProgress { .. }) {
+                    self.tally.cancelled_running += 1;
+                    self.lose_runner(now, registry, job.key, Conclusion::Cancelled);
+                    for vm in self.vms.values_mut() {
+                        if vm.runner == Runner::Busy(job.key) {
+                            vm.runner = Runner::Exited;
+                            vm.shutdown_at = Some(now.saturating_add(Duration::from_secs(10)));
+                        }
+                    }
+                    continue;
+                }
+                self.tally.cancelled_queued += 1;
+                let done = Status::Completed {
+                    conclusion: Conclusion::Cancelled,
+                    runner: None,
+                };
+                self.set_status(registry, job.key, done);
+                let event = Self::event(
+                    &job,
+                    WorkflowJobAction::Completed,
+                    None,
+                    Some(Conclusion::Cancelled),
+                );
+                self.send(now, event);
             }
         }
     }
