@@ -32,6 +32,26 @@ fn policy_documents_print_as_json() {
         trust["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"],
         "tenant-7"
     );
+    assert_eq!(
+        trust["Statement"][0]["Principal"]["AWS"],
+        "arn:aws:iam::999988887777:role/sprinters-control-plane",
+        "the control plane's role by default"
+    );
+    let named = sprinters(&[
+        "policy",
+        "trust",
+        "--platform-account",
+        "999988887777",
+        "--platform-role",
+        "acme-runners",
+        "--external-id",
+        "tenant-7",
+    ]);
+    let named: serde_json::Value = serde_json::from_slice(&named.stdout).unwrap();
+    assert_eq!(
+        named["Statement"][0]["Principal"]["AWS"],
+        "arn:aws:iam::999988887777:role/acme-runners"
+    );
 }
 
 #[test]

@@ -32,10 +32,19 @@ pub const LAUNCHER_ACTIONS: &[&str] = &[
     "ec2:TerminateInstances",
 ];
 
-/// The IAM policy document of the customer's role.
+/// The IAM policy document of the customer's role, launching only from
+/// the account's own images (the `sprinters-runner-*` images it built).
 pub fn iam_policy() -> Value {
+    iam_policy_with_image_owners(&[])
+}
+
+/// [`iam_policy`], also allowing images of `owners` (account ids, or
+/// `amazon`), as `ec2:Owner` names them.
+pub fn iam_policy_with_image_owners(owners: &[&str]) -> Value {
     let owned_request =
         json!({ "StringEquals": { format!("aws:RequestTag/{OWNED_TAG_KEY}"): OWNED_TAG_VALUE } });
+    let mut image_owners = vec!["${aws:PrincipalAccount}".to_owned()];
+    image_owners.extend(owners.iter().map(|o| (*o).to_owned()));
     json!({
         "Version": "2012-10-17",
         "Statement": [
@@ -54,22 +63,56 @@ pub fn iam_policy() -> Value {
                 ],
                 "Resource": "*"
             },
+            // What the security page promises of every instance, enforced
+            // by IAM whatever the caller sends: tagged as ours, IMDSv2
+            // only, one metadata hop.
             {
-                "Sid": "LaunchOnlyTaggedInstancesAndVolumes",
+                "Sid": "LaunchOnlyLockedDownTaggedInstances",
                 "Effect": "Allow",
                 "Action": "ec2:RunInstances",
-                "Resource": ["arn:aws:ec2:*:*:instance/*", "arn:aws:ec2:*:*:volume/*"],
-                "Condition": owned_request
+                "Resource": "arn:aws:ec2:*:*:instance/*",
+                "Condition": {
+                    "StringEquals": {
+                        format!("aws:RequestTag/{OWNED_TAG_KEY}"): OWNED_TAG_VALUE,
+                        "ec2:MetadataHttpTokens": "required"
+                    },
+                    "NumericLessThanEquals": { "ec2:MetadataHttpPutResponseHopLimit": "1" }
+                }
             },
             {
-                "Sid": "LaunchFromTheseResources",
+                "Sid": "LaunchOnlyEncryptedTaggedVolumes",
+                "Effect": "Allow",
+                "Action": "ec2:RunInstances",
+                "Resource": "arn:aws:ec2:*:*:volume/*",
+                "Condition": {
+                    "StringEquals": { format!("aws:RequestTag/{OWNED_TAG_KEY}"): OWNED_TAG_VALUE },
+                    "Bool": { "ec2:Encrypted": "true" }
+                }
+            },
+            {
+                "Sid": "LaunchOnlyFromAllowedImages",
+                "Effect": "Allow",
+                "Action": "ec2:RunInstances",
+                "Resource": "arn:aws:ec2:*::image/*",
+                "Condition": { "StringEquals": { "ec2:Owner": image_owners } }
+            },
+            {
+                "Sid": "LaunchOnlyIntoOurSecurityGroups",
+                "Effect": "Allow",
+                "Action": "ec2:RunInstances",
+                "Resource": "arn:aws:ec2:*:*:security-group/*",
+                "Condition": { "StringEquals": { format!("aws:ResourceTag/{OWNED_TAG_KEY}"): OWNED_TAG_VALUE } }
+            },
+            {
+                // The subnet, the instance's new interface, and the spot
+                // request a spot launch makes.
+                "Sid": "LaunchIntoSubnets",
                 "Effect": "Allow",
                 "Action": "ec2:RunInstances",
                 "Resource": [
-                    "arn:aws:ec2:*::image/*",
                     "arn:aws:ec2:*:*:subnet/*",
                     "arn:aws:ec2:*:*:network-interface/*",
-                    "arn:aws:ec2:*:*:security-group/*"
+                    "arn:aws:ec2:*:*:spot-instances-request/*"
                 ]
             },
             {
@@ -123,15 +166,34 @@ pub fn validate_external_id(external_id: &str) -> Result<()> {
     }
 }
 
-/// The trust policy: only `platform_account`, and only with the agreed
-/// external id (against the confused-deputy problem).
-pub fn trust_policy(platform_account: &AccountId, external_id: &str) -> Result<Value> {
+/// The role the control plane runs as in the platform's account, unless
+/// the platform names another: the one principal a customer's role trusts.
+pub const PLATFORM_ROLE_NAME: &str = "sprinters-control-plane";
+
+/// The trust policy: only the control plane's role `platform_role` in
+/// `platform_account` (not every principal of that account), and only with
+/// the agreed external id (against the confused-deputy problem).
+pub fn trust_policy(
+    platform_account: &AccountId,
+    platform_role: &str,
+    external_id: &str,
+) -> Result<Value> {
     validate_external_id(external_id)?;
+    // IAM role names: 1 to 64 of letters, digits and +=,.@_-.
+    let valid_role = (1..=64).contains(&platform_role.len())
+        && platform_role
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b));
+    if !valid_role {
+        return Err(Error::config(
+            "the platform role name must be 1 to 64 letters, digits or +=,.@_-",
+        ));
+    }
     Ok(json!({
         "Version": "2012-10-17",
         "Statement": [{
             "Effect": "Allow",
-            "Principal": { "AWS": format!("arn:aws:iam::{platform_account}:root") },
+            "Principal": { "AWS": format!("arn:aws:iam::{platform_account}:role/{platform_role}") },
             "Action": "sts:AssumeRole",
             "Condition": { "StringEquals": { "sts:ExternalId": external_id } }
         }]
@@ -150,6 +212,12 @@ pub fn cloudformation_template() -> Value {
                 "Type": "String",
                 "Description": "The AWS account of the Sprinters platform.",
                 "AllowedPattern": "^[0-9]{12}$"
+            },
+            "PlatformRoleName": {
+                "Type": "String",
+                "Description": "The role the platform's control plane runs as: the only principal this role trusts.",
+                "Default": PLATFORM_ROLE_NAME,
+                "AllowedPattern": "^[A-Za-z0-9+=,.@_-]{1,64}$"
             },
             "ExternalId": {
                 "Type": "String",
@@ -170,7 +238,7 @@ pub fn cloudformation_template() -> Value {
                         "Version": "2012-10-17",
                         "Statement": [{
                             "Effect": "Allow",
-                            "Principal": { "AWS": { "Fn::Sub": "arn:${AWS::Partition}:iam::${PlatformAccountId}:root" } },
+                            "Principal": { "AWS": { "Fn::Sub": "arn:${AWS::Partition}:iam::${PlatformAccountId}:role/${PlatformRoleName}" } },
                             "Action": "sts:AssumeRole",
                             "Condition": { "StringEquals": { "sts:ExternalId": { "Ref": "ExternalId" } } }
                         }]
@@ -253,22 +321,94 @@ mod tests {
         }
     }
 
+    /// Each resource `RunInstances` touches, and the conditions IAM holds
+    /// it to.
+    #[test]
+    fn every_launch_is_held_to_the_security_pages_promises_by_iam() {
+        let policy = iam_policy_with_image_owners(&["amazon"]);
+        let statements = policy["Statement"].as_array().unwrap();
+        let on = |resource: &str| -> &Value {
+            statements
+                .iter()
+                .find(|s| {
+                    s["Action"] == "ec2:RunInstances"
+                        && (s["Resource"] == resource
+                            || s["Resource"]
+                                .as_array()
+                                .is_some_and(|r| r.iter().any(|x| x == resource)))
+                })
+                .unwrap_or_else(|| panic!("no statement for {resource}"))
+        };
+        let instance = &on("arn:aws:ec2:*:*:instance/*")["Condition"];
+        assert_eq!(
+            instance["StringEquals"],
+            json!({"aws:RequestTag/sprinters:sprinters": "true", "ec2:MetadataHttpTokens": "required"})
+        );
+        assert_eq!(
+            instance["NumericLessThanEquals"],
+            json!({"ec2:MetadataHttpPutResponseHopLimit": "1"})
+        );
+        let volume = &on("arn:aws:ec2:*:*:volume/*")["Condition"];
+        assert_eq!(volume["Bool"], json!({"ec2:Encrypted": "true"}));
+        assert_eq!(
+            volume["StringEquals"],
+            json!({"aws:RequestTag/sprinters:sprinters": "true"})
+        );
+        assert_eq!(
+            on("arn:aws:ec2:*::image/*")["Condition"],
+            json!({"StringEquals": {"ec2:Owner": ["${aws:PrincipalAccount}", "amazon"]}})
+        );
+        assert_eq!(
+            on("arn:aws:ec2:*:*:security-group/*")["Condition"],
+            json!({"StringEquals": {"aws:ResourceTag/sprinters:sprinters": "true"}})
+        );
+        let rest = on("arn:aws:ec2:*:*:subnet/*");
+        assert_eq!(
+            rest["Resource"],
+            json!([
+                "arn:aws:ec2:*:*:subnet/*",
+                "arn:aws:ec2:*:*:network-interface/*",
+                "arn:aws:ec2:*:*:spot-instances-request/*"
+            ])
+        );
+        assert!(rest.get("Condition").is_none());
+        // Every RunInstances statement is one of those: nothing else.
+        let launch = statements
+            .iter()
+            .filter(|s| s["Action"] == "ec2:RunInstances")
+            .count();
+        assert_eq!(launch, 5);
+        assert_eq!(
+            iam_policy()["Statement"][3]["Condition"],
+            json!({"StringEquals": {"ec2:Owner": ["${aws:PrincipalAccount}"]}}),
+            "by default only the account's own images"
+        );
+    }
+
     #[test]
     fn the_trust_policy_names_the_platform_and_requires_the_external_id() {
         let account = AccountId::parse("999988887777").unwrap();
-        let trust = trust_policy(&account, "tenant-42:secret").unwrap();
+        let trust_policy = |id: &str| trust_policy(&account, PLATFORM_ROLE_NAME, id);
+        let trust = trust_policy("tenant-42:secret").unwrap();
         let statement = &trust["Statement"][0];
         assert_eq!(
-            statement["Principal"]["AWS"],
-            "arn:aws:iam::999988887777:root"
+            statement["Principal"]["AWS"], "arn:aws:iam::999988887777:role/sprinters-control-plane",
+            "the control plane's role, not the whole account"
+        );
+        assert!(super::trust_policy(&account, "a/b", "tenant-42").is_err());
+        let template = cloudformation_template();
+        assert_eq!(
+            template["Resources"]["SprintersRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+                [0]["Principal"]["AWS"]["Fn::Sub"],
+            "arn:${AWS::Partition}:iam::${PlatformAccountId}:role/${PlatformRoleName}"
         );
         assert_eq!(
             statement["Condition"]["StringEquals"]["sts:ExternalId"],
             "tenant-42:secret"
         );
-        assert!(trust_policy(&account, "x").is_err());
-        assert!(trust_policy(&account, "has space").is_err());
-        let err = trust_policy(&account, "has\"quote").unwrap_err();
+        assert!(trust_policy("x").is_err());
+        assert!(trust_policy("has space").is_err());
+        let err = trust_policy("has\"quote").unwrap_err();
         assert!(
             !err.to_string().contains("quote"),
             "the id is not echoed: {err}"

@@ -23,6 +23,10 @@ pub(crate) enum PolicyCommand {
         /// The platform's AWS account id.
         #[arg(long)]
         platform_account: String,
+        /// The role the control plane runs as there: the one principal
+        /// the customer's role trusts.
+        #[arg(long, default_value = sprinters_aws::policy::PLATFORM_ROLE_NAME)]
+        platform_role: String,
         /// The external id agreed with the customer.
         #[arg(long)]
         external_id: String,
@@ -61,15 +65,16 @@ pub(crate) fn run(command: PolicyCommand) -> ExitCode {
         PolicyCommand::Cloudformation => print_json(&cloudformation_template()),
         PolicyCommand::Trust {
             platform_account,
+            platform_role,
             external_id,
         } => {
             let account = match AccountId::parse(&platform_account) {
                 Ok(a) => a,
                 Err(e) => return fail(format!("--platform-account: {e}")),
             };
-            match trust_policy(&account, &external_id) {
+            match trust_policy(&account, &platform_role, &external_id) {
                 Ok(policy) => print_json(&policy),
-                Err(e) => fail(format!("--external-id: {}", e.message())),
+                Err(e) => fail(e.message()),
             }
         }
     }
