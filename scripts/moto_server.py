@@ -20,12 +20,12 @@ a token stays bound for at least 24 hours after its instance terminated
 (kept here for the server's life). Without this, a launch retried after a
 crash proves its idempotency against moto only by luck.
 
-moto accepts any EBS volume. EC2 holds gp3 to 3,000-16,000 IOPS, 125-1,000
-MiB/s and 1-16,384 GiB (EC2 API reference, EbsBlockDevice), with at most 500
-IOPS per GiB and 0.25 MiB/s per IOPS beyond the 3,000 IOPS and 125 MiB/s every
-gp3 volume has (EBS user guide, "General Purpose SSD volumes",
-docs.aws.amazon.com/ebs/latest/userguide/general-purpose.html); a mapping
-without a size has its snapshot's. Refused here with InvalidParameterValue.
+moto accepts any EBS volume. EC2 holds gp3 to 3,000-80,000 IOPS, 125-2,000
+MiB/s and 1 GiB-64 TiB (EBS user guide, "General Purpose SSD volumes",
+docs.aws.amazon.com/ebs/latest/userguide/general-purpose.html; limits raised
+in September 2025), with at most 500 IOPS per GiB and 0.25 MiB/s per IOPS
+beyond the 3,000 IOPS and 125 MiB/s every gp3 volume has; a mapping without a
+size has its snapshot's. Refused here with InvalidParameterValue.
 
 moto defaults an omitted MetadataOptions.HttpPutResponseHopLimit to 1, the
 value the launcher must set, so a test asserting it cannot fail. Here it
@@ -114,12 +114,12 @@ def _check_volumes(self):
         iops = int(first(f"{prefix}.Ebs.Iops") or 3000)
         throughput = int(first(f"{prefix}.Ebs.Throughput") or 125)
         problem = None
-        if not 1 <= size <= 16384:
-            problem = f"Volume of {size}GiB for {device} is outside gp3's 1-16384GiB"
-        elif not 3000 <= iops <= 16000:
-            problem = f"Iops of {iops} for {device} is outside gp3's 3000-16000"
-        elif not 125 <= throughput <= 1000:
-            problem = f"Throughput of {throughput}MiB/s for {device} is outside gp3's 125-1000"
+        if not 1 <= size <= 65536:
+            problem = f"Volume of {size}GiB for {device} is outside gp3's 1-65536GiB"
+        elif not 3000 <= iops <= 80000:
+            problem = f"Iops of {iops} for {device} is outside gp3's 3000-80000"
+        elif not 125 <= throughput <= 2000:
+            problem = f"Throughput of {throughput}MiB/s for {device} is outside gp3's 125-2000"
         elif iops > 3000 and iops > size * 500:
             problem = (
                 f"Iops to volume size ratio of {iops / size:.6f} is too high; maximum is 500.000000 ({device})"

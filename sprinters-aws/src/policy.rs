@@ -213,6 +213,11 @@ pub fn cloudformation_template() -> Value {
                 "Description": "The AWS account of the Sprinters platform.",
                 "AllowedPattern": "^[0-9]{12}$"
             },
+            "RunnerImageOwners": {
+                "Type": "CommaDelimitedList",
+                "Description": "Accounts (ids, or amazon) whose images the role may launch besides this account's own: the platform's, if it publishes the runner images.",
+                "Default": ""
+            },
             "PlatformRoleName": {
                 "Type": "String",
                 "Description": "The role the platform's control plane runs as: the only principal this role trusts.",
@@ -245,7 +250,7 @@ pub fn cloudformation_template() -> Value {
                     },
                     "Policies": [{
                         "PolicyName": "sprinters-runners",
-                        "PolicyDocument": iam_policy()
+                        "PolicyDocument": template_policy()
                     }],
                     "Tags": [{ "Key": OWNED_TAG_KEY, "Value": OWNED_TAG_VALUE }]
                 }
@@ -258,6 +263,24 @@ pub fn cloudformation_template() -> Value {
             }
         }
     })
+}
+
+/// [`iam_policy`] with the image owners the stack's `RunnerImageOwners`
+/// parameter adds.
+fn template_policy() -> Value {
+    let mut policy = iam_policy();
+    if let Some(images) = policy["Statement"].as_array_mut().and_then(|s| {
+        s.iter_mut()
+            .find(|s| s["Sid"] == "LaunchOnlyFromAllowedImages")
+    }) {
+        images["Condition"]["StringEquals"]["ec2:Owner"] = json!({
+            "Fn::Split": [",", { "Fn::Join": [",", [
+                { "Ref": "AWS::AccountId" },
+                { "Fn::Join": [",", { "Ref": "RunnerImageOwners" }] }
+            ]] }]
+        });
+    }
+    policy
 }
 
 #[cfg(test)]
@@ -418,10 +441,17 @@ mod tests {
     #[test]
     fn the_template_embeds_the_same_policy() {
         let t = cloudformation_template();
+        let mut embedded =
+            t["Resources"]["SprintersRole"]["Properties"]["Policies"][0]["PolicyDocument"].clone();
+        let owners = embedded["Statement"][3]["Condition"]["StringEquals"]["ec2:Owner"].take();
         assert_eq!(
-            t["Resources"]["SprintersRole"]["Properties"]["Policies"][0]["PolicyDocument"],
-            iam_policy()
+            owners.to_string(),
+            r#"{"Fn::Split":[",",{"Fn::Join":[",",[{"Ref":"AWS::AccountId"},{"Fn::Join":[",",{"Ref":"RunnerImageOwners"}]}]]}]}"#,
+            "the account's own images, and the parameter's owners"
         );
+        let mut plain = iam_policy();
+        plain["Statement"][3]["Condition"]["StringEquals"]["ec2:Owner"] = Value::Null;
+        assert_eq!(embedded, plain, "otherwise the same policy");
         assert_eq!(t["Parameters"]["ExternalId"]["NoEcho"], true);
     }
 }

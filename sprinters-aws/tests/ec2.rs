@@ -390,6 +390,42 @@ async fn temp_ephemeral_needs_a_type_with_an_instance_store() {
     );
 }
 
+/// A group named as ours but not tagged as ours (made by hand) is not
+/// used: the role launches only into tagged groups, and the error says so
+/// instead of a refused `RunInstances`.
+#[tokio::test]
+async fn a_group_with_our_name_but_not_our_tag_is_refused_naming_the_tag() {
+    let c = customer().await;
+    let vpc = c.ec2.describe_vpcs().send().await.unwrap().vpcs()[0]
+        .vpc_id()
+        .unwrap()
+        .to_owned();
+    c.ec2
+        .create_security_group()
+        .group_name(SECURITY_GROUP_NAME)
+        .description("made by hand")
+        .vpc_id(&vpc)
+        .send()
+        .await
+        .unwrap();
+    let err = Ec2Launcher::new(config())
+        .launch(request(
+            &c,
+            &unique("untagged"),
+            4401,
+            "sprinters:aws:ubuntu-24.04",
+            Market::OnDemand,
+        ))
+        .await
+        .expect_err("an untagged group");
+    assert_eq!(*err.kind(), ErrorKind::Config, "{err}");
+    assert!(
+        err.to_string()
+            .contains("is not tagged sprinters:sprinters = true"),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn spot_launches_are_spot_in_a_zone_with_a_price() {
     let c = customer().await;

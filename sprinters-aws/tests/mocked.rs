@@ -303,6 +303,12 @@ fn our_group(id: &'static str) -> impl Fn() -> DescribeSecurityGroupsOutput + Se
                 SecurityGroup::builder()
                     .group_id(id)
                     .group_name("sprinters-runners")
+                    .tags(
+                        aws_sdk_ec2::types::Tag::builder()
+                            .key("sprinters:sprinters")
+                            .value("true")
+                            .build(),
+                    )
                     .build(),
             )
             .build()
@@ -426,6 +432,33 @@ async fn launch_failing_with(code: &'static str, message: &'static str) -> sprin
         .launch(request(PINNED, Market::Spot, "tok"))
         .await
         .unwrap_err()
+}
+
+/// A role deployed before `DescribeInstanceTypes` was granted: the
+/// instance-store check of `temp=ephemeral` is skipped, and the launch
+/// goes on as it did before the check existed.
+#[tokio::test]
+async fn an_older_role_without_describe_instance_types_still_launches_ephemeral() {
+    let types = mock!(aws_sdk_ec2::Client::describe_instance_types).then_error(|| {
+        aws_sdk_ec2::operation::describe_instance_types::DescribeInstanceTypesError::generic(
+            ErrorMetadata::builder()
+                .code("UnauthorizedOperation")
+                .message("You are not authorized to perform this operation.")
+                .build(),
+        )
+    });
+    let run = mock!(aws_sdk_ec2::Client::run_instances).then_output(launched("us-east-1a"));
+    let launcher = Ec2Launcher::new(mocked(&[&images(), &types, &run]));
+    launcher
+        .launch(request(
+            &format!("{PINNED}:temp=ephemeral"),
+            Market::OnDemand,
+            "tok",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(types.num_calls(), 1);
+    assert_eq!(run.num_calls(), 1);
 }
 
 /// A quota is not a passing shortage: the job fails with what to ask AWS

@@ -179,7 +179,7 @@ fn ec2_client(stand_in: &AwsStandIn) -> aws_sdk_ec2::Client {
 
 /// The stand-in refuses the gp3 volumes EC2 refuses: more than 500 IOPS
 /// per GiB (an image's 8 GiB root at 16,000), more than 0.25 MiB/s per
-/// IOPS, a size beyond 16,384 GiB. The launcher gives the boot volume the
+/// IOPS, a size beyond 64 TiB. The launcher gives the boot volume the
 /// size its IOPS need, so `root=gp3/max/max` launches.
 #[tokio::test]
 async fn gp3_volumes_ec2_refuses_are_refused_and_the_boot_volume_is_sized_for_its_iops() {
@@ -199,8 +199,8 @@ async fn gp3_volumes_ec2_refuses_are_refused_and_the_boot_volume_is_sized_for_it
             1000,
             "0.333333 is too high; maximum is 0.250000",
         ),
-        (Some(16_385), 3000, 125, "outside gp3's 1-16384GiB"),
-        (Some(100), 16_001, 125, "outside gp3's 3000-16000"),
+        (Some(65_537), 3000, 125, "outside gp3's 1-65536GiB"),
+        (Some(200), 80_001, 125, "outside gp3's 3000-80000"),
     ] {
         let root = EbsBlockDevice::builder()
             .volume_type(VolumeType::Gp3)
@@ -323,6 +323,23 @@ async fn a_zone_without_capacity_sends_the_launch_to_another_zone() {
             "the zone with capacity"
         );
     }
+
+    // A zone that does not offer the type is passed over like one out of
+    // capacity.
+    let other = AwsStandIn::start().await.unwrap();
+    let (_, other_credentials) = assumed(&other).await;
+    other.without_capacity("us-east-1a", false);
+    other.without_types("us-east-1b");
+    let launched = Ec2Launcher::new(config(&other))
+        .launch(launch_request(
+            &other_credentials,
+            9,
+            "sprinters:aws:ubuntu-24.04",
+            Market::OnDemand,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(launched.availability_zone.unwrap().as_str(), "us-east-1c");
 
     // Every zone out: the job fails as no capacity, naming the shortage.
     stand_in.without_capacity("us-east-1b", false);

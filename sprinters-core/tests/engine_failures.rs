@@ -88,6 +88,21 @@ async fn an_account_the_owner_has_not_connected_is_rejected_without_any_call() {
     assert_eq!(bed.send(own.queued()).await, Handled::Accepted(own.key));
 }
 
+/// EC2 refusing the customer's role a permission fails the job for good and
+/// cancels its run: it can never run as asked.
+#[tokio::test]
+async fn a_permission_ec2_refuses_cancels_the_run() {
+    let bed = TestBed::new();
+    bed.launcher.faults().fail_next("launch", 1, || {
+        Error::permission_denied("not allowed to call ec2:RunInstances")
+    });
+    let job = bed.job(1);
+    bed.send(job.queued()).await;
+    bed.settle().await;
+    assert_eq!(bed.record(&job).await.state, JobState::Failed);
+    assert_eq!(bed.registry.cancelled(), [job.run_id]);
+}
+
 /// A tenant's job that can never run (a malformed label, an account its
 /// owner has not connected) is rejected and its run cancelled, so the user
 /// sees it end at once; a stranger's run is left alone.
@@ -140,10 +155,9 @@ async fn a_permission_error_fails_fast_with_what_to_grant() {
         message.contains("sts:ExternalId"),
         "says what the trust policy needs: {message}"
     );
-    assert_eq!(
-        bed.registry.cancelled(),
-        [job.run_id],
-        "the job can never run as asked: its run ends now, not in 24 hours"
+    assert!(
+        bed.registry.cancelled().is_empty(),
+        "STS refusing may be the platform's fault: no tenant's run is cancelled for it"
     );
     bed.advance(Duration::from_secs(3600));
     bed.engine.process_due().await.unwrap();

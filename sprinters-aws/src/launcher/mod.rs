@@ -200,12 +200,22 @@ impl Ec2Launcher {
                 target.region.clone(),
                 spec.instance_type.clone(),
             );
-            let has = self
+            let has = match self
                 .instance_stores
                 .get(clock, &key, || {
                     types::has_instance_store(target, &spec.instance_type)
                 })
-                .await?;
+                .await
+            {
+                Ok(has) => has,
+                // A role deployed before the look-up was granted: launch
+                // as before, and the boot script reports a missing disk.
+                Err(e) if *e.kind() == ErrorKind::PermissionDenied => {
+                    tracing::warn!(error = %e, "cannot check the instance store; launching unchecked");
+                    true
+                }
+                Err(e) => return Err(e),
+            };
             if has {
                 Ok(())
             } else {
@@ -507,6 +517,7 @@ impl CloudLauncher for Ec2Launcher {
                 .map(|r| {
                     r.map_err(|e| {
                         let shortage = e.code().is_some_and(is_zone_shortage);
+                        let shortage = shortage || e.code().is_some_and(|c| c == "Unsupported");
                         (map_sdk_error(e, "ec2:RunInstances", &context), shortage)
                     })
                 })
@@ -543,7 +554,11 @@ impl CloudLauncher for Ec2Launcher {
                             found = Some(output);
                             break;
                         }
-                        Err((e, true)) => err = e,
+                        // Another shortage, or a zone that does not
+                        // offer the type: the next zone; the first
+                        // shortage is what is reported if none has room.
+                        Err((e, true)) if *e.kind() == ErrorKind::CapacityUnavailable => err = e,
+                        Err((_, true)) => {}
                         Err((e, false)) => return Err(e),
                     }
                 }

@@ -244,6 +244,20 @@ async fn find_security_group(target: &Target<'_>, vpc: &str) -> Result<Option<Se
         return Ok(None);
     };
     let id = group.group_id().unwrap_or_default();
+    // The role launches only into groups tagged as ours (IAM condition):
+    // one made by hand under our name would be refused at launch with a
+    // less helpful message.
+    let ours = group
+        .tags()
+        .iter()
+        .any(|t| t.key() == Some(OWNED_TAG_KEY) && t.value() == Some(OWNED_TAG_VALUE));
+    if !ours {
+        return Err(Error::config(format!(
+            "security group {id} ({SECURITY_GROUP_NAME}) in {vpc} of account {} is not tagged {OWNED_TAG_KEY} = {OWNED_TAG_VALUE}; \
+             the role launches only into groups so tagged: tag it, or delete it and Sprinters makes its own",
+            target.account
+        )));
+    }
     if !group.ip_permissions().is_empty() {
         return Err(Error::config(format!(
             "security group {id} ({SECURITY_GROUP_NAME}) in {vpc} of account {} has ingress rules; \

@@ -71,10 +71,13 @@ struct StandInState {
     live: HashSet<String>,
     /// Client token → (instance id, the request's other parameters).
     by_token: HashMap<String, (String, Vec<(String, String)>)>,
-    security_groups: BTreeMap<(String, String), String>,
+    /// (VPC, name) → (id, tags given at creation).
+    security_groups: BTreeMap<(String, String), (String, BTreeMap<String, String>)>,
     arm64: HashSet<String>,
     /// (zone, spot) with no capacity: `RunInstances` there is refused.
     no_capacity: HashSet<(String, bool)>,
+    /// Zones that do not offer any instance type.
+    unsupported: HashSet<String>,
     next: u64,
     calls: BTreeMap<String, u64>,
     assumed: Vec<(String, String)>,
@@ -167,6 +170,12 @@ impl AwsStandIn {
     /// `InsufficientInstanceCapacity`, as EC2 does when a zone runs out.
     pub fn without_capacity(&self, zone: &str, spot: bool) {
         self.state().no_capacity.insert((zone.to_owned(), spot));
+    }
+
+    /// `zone` does not offer the instance types asked for: `RunInstances`
+    /// there answers `Unsupported`, as EC2 does for a type a zone lacks.
+    pub fn without_types(&self, zone: &str) {
+        self.state().unsupported.insert(zone.to_owned());
     }
 
     /// Every instance, terminated ones included.
@@ -399,6 +408,14 @@ fn run_instances(state: &mut StandInState, params: &Params, region: &str) -> Res
     })?;
     let spot = params.get("InstanceMarketOptions.MarketType") == Some("spot");
     let instance_type = params.get("InstanceType").unwrap_or("t3.large").to_owned();
+    if state.unsupported.contains(&zone) {
+        return Err(fault(
+            "Unsupported",
+            &format!(
+                "Your requested instance type ({instance_type}) is not supported in your requested Availability Zone ({zone})."
+            ),
+        ));
+    }
     if state.no_capacity.contains(&(zone.clone(), spot)) {
         // EC2's words ("Error codes for the Amazon EC2 API").
         return Err(fault(
@@ -409,23 +426,7 @@ fn run_instances(state: &mut StandInState, params: &Params, region: &str) -> Res
             ),
         ));
     }
-    let mut tags = BTreeMap::new();
-    for n in 1.. {
-        let Some(kind) = params.get(&format!("TagSpecification.{n}.ResourceType")) else {
-            break;
-        };
-        if kind != "instance" {
-            continue;
-        }
-        for m in 1.. {
-            let key = params.get(&format!("TagSpecification.{n}.Tag.{m}.Key"));
-            let Some(key) = key else { break };
-            let value = params
-                .get(&format!("TagSpecification.{n}.Tag.{m}.Value"))
-                .unwrap_or("");
-            tags.insert(key.to_owned(), value.to_owned());
-        }
-    }
+    let tags = tags_for(params, "instance");
     state.next += 1;
     let instance = StandInInstance {
         id: format!("i-0{:016x}", state.next),
@@ -538,6 +539,28 @@ fn describe_subnets(params: &Params, region: &str) -> Xml {
     Xml::response("DescribeSubnets").raw(&format!("<subnetSet>{items}</subnetSet>"))
 }
 
+/// The tags a request's `TagSpecification`s give resources of `kind`.
+fn tags_for(params: &Params, kind: &str) -> BTreeMap<String, String> {
+    let mut tags = BTreeMap::new();
+    for n in 1.. {
+        let Some(given) = params.get(&format!("TagSpecification.{n}.ResourceType")) else {
+            break;
+        };
+        if given != kind {
+            continue;
+        }
+        for m in 1.. {
+            let key = params.get(&format!("TagSpecification.{n}.Tag.{m}.Key"));
+            let Some(key) = key else { break };
+            let value = params
+                .get(&format!("TagSpecification.{n}.Tag.{m}.Value"))
+                .unwrap_or("");
+            tags.insert(key.to_owned(), value.to_owned());
+        }
+    }
+    tags
+}
+
 fn describe_security_groups(state: &StandInState, params: &Params) -> Xml {
     let filters = params.filters();
     let wanted = |name: &str| {
@@ -548,14 +571,24 @@ fn describe_security_groups(state: &StandInState, params: &Params) -> Xml {
     };
     let (vpc, name) = (wanted("vpc-id"), wanted("group-name"));
     let mut items = String::new();
-    for ((group_vpc, group_name), id) in &state.security_groups {
+    for ((group_vpc, group_name), (id, tags)) in &state.security_groups {
         if vpc.as_ref().is_some_and(|v| v != group_vpc)
             || name.as_ref().is_some_and(|n| n != group_name)
         {
             continue;
         }
+        let tags: String = tags
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "<item><key>{}</key><value>{}</value></item>",
+                    escape(k),
+                    escape(v)
+                )
+            })
+            .collect();
         items.push_str(&format!(
-            "<item><groupId>{id}</groupId><groupName>{}</groupName><vpcId>{}</vpcId><ipPermissions/></item>",
+            "<item><groupId>{id}</groupId><groupName>{}</groupName><vpcId>{}</vpcId><ipPermissions/><tagSet>{tags}</tagSet></item>",
             escape(group_name),
             escape(group_vpc)
         ));
@@ -577,7 +610,8 @@ fn create_security_group(state: &mut StandInState, params: &Params) -> Result<Xm
     }
     state.next += 1;
     let id = format!("sg-0{:016x}", state.next);
-    state.security_groups.insert(key, id.clone());
+    let tags = tags_for(params, "security-group");
+    state.security_groups.insert(key, (id.clone(), tags));
     Ok(Xml::response("CreateSecurityGroup").raw(&format!("<groupId>{id}</groupId>")))
 }
 

@@ -1,9 +1,11 @@
 //! gp3's rules on each EBS volume of a `RunInstances`, as EC2 applies them.
-//! From the EC2 API reference (`EbsBlockDevice`: gp3 3,000-16,000 IOPS,
-//! 125-1,000 MiB/s, 1-16,384 GiB) and the EBS user guide ("General Purpose
-//! SSD volumes", docs.aws.amazon.com/ebs/latest/userguide/general-purpose.html:
-//! at most 500 IOPS per GiB and 0.25 MiB/s per IOPS beyond the 3,000 IOPS
-//! and 125 MiB/s every gp3 volume has). A volume without a size has its
+//! From the EBS user guide ("General Purpose SSD volumes",
+//! docs.aws.amazon.com/ebs/latest/userguide/general-purpose.html): 3,000 to
+//! 80,000 IOPS, 125 to 2,000 MiB/s, 1 GiB to 64 TiB since gp3's limits were
+//! raised in September 2025 (the `ModifyVolume` reference gives 2,000
+//! MiB/s; older `EbsBlockDevice` text still says 16,000 IOPS, 1,000 MiB/s,
+//! 16 TiB), and at most 500 IOPS per GiB and 0.25 MiB/s per IOPS beyond
+//! the 3,000 IOPS and 125 MiB/s every gp3 volume has. A volume without a size has its
 //! snapshot's: the stand-in's images have an 8 GiB root.
 
 use super::{Fault, Params, fault};
@@ -34,19 +36,19 @@ pub(super) fn check_volumes(params: &Params) -> Result<(), Fault> {
         let size = number("VolumeSize")?.unwrap_or(IMAGE_ROOT_GIB);
         let iops = number("Iops")?.unwrap_or(3000);
         let throughput = number("Throughput")?.unwrap_or(125);
-        if !(1..=16_384).contains(&size) {
+        if !(1..=65_536).contains(&size) {
             return Err(invalid(format!(
-                "Volume of {size}GiB for {device} is outside gp3's 1-16384GiB"
+                "Volume of {size}GiB for {device} is outside gp3's 1-65536GiB"
             )));
         }
-        if !(3000..=16_000).contains(&iops) {
+        if !(3000..=80_000).contains(&iops) {
             return Err(invalid(format!(
-                "Iops of {iops} for {device} is outside gp3's 3000-16000"
+                "Iops of {iops} for {device} is outside gp3's 3000-80000"
             )));
         }
-        if !(125..=1000).contains(&throughput) {
+        if !(125..=2000).contains(&throughput) {
             return Err(invalid(format!(
-                "Throughput of {throughput}MiB/s for {device} is outside gp3's 125-1000"
+                "Throughput of {throughput}MiB/s for {device} is outside gp3's 125-2000"
             )));
         }
         if iops > 3000 && iops > size * 500 {

@@ -464,6 +464,21 @@ impl Inner {
                 if !e.is_retryable() {
                     self.discard_runner(record, jit.runner_id).await;
                 }
+                // The customer's account refused what the job asks (its
+                // role lacks a permission, or the label names an image,
+                // subnet or type that cannot be): the job can never run as
+                // asked, and its run ends now. Not for the platform's own
+                // faults (STS, GitHub), which would end every tenant's runs.
+                if matches!(
+                    e.kind(),
+                    ErrorKind::PermissionDenied | ErrorKind::Config | ErrorKind::InvalidLabel
+                ) {
+                    self.cancel_refused_run(crate::ports::CancelRun::new(
+                        record.installation_id,
+                        record.repository.clone(),
+                        record.run_id,
+                    ));
+                }
                 Err(e)
             }
         }
@@ -726,19 +741,6 @@ impl Inner {
             tracing::warn!(error = %error, attempt = failed, retry_in_ms = delay.as_millis() as u64, "launch failed; retrying");
         } else {
             tracing::error!(error = %error, "launch failed for good");
-            // A permission or configuration the customer must change: the
-            // job can never run as asked, and its run ends now.
-            if matches!(
-                error.kind(),
-                ErrorKind::PermissionDenied | ErrorKind::Config | ErrorKind::InvalidLabel
-            ) && updated.value.state == JobState::Failed
-            {
-                self.cancel_refused_run(crate::ports::CancelRun::new(
-                    record.installation_id,
-                    record.repository.clone(),
-                    record.run_id,
-                ));
-            }
         }
         Ok(updated.value)
     }

@@ -816,11 +816,15 @@ impl Inner {
         let pending: Vec<&JobRecord> = active
             .iter()
             .map(|r| &r.value)
-            .filter(|r| r.rerun_pending && !running.contains(&r.run_id))
+            .filter(|r| r.rerun_pending)
             .collect();
         for record in in_turns(pending, |r| r.installation_id) {
             let since = record.completed_at.unwrap_or(record.queued_at);
-            if now.since(since) >= RERUN_WINDOW {
+            let expired = now.since(since) >= RERUN_WINDOW;
+            if !expired && running.contains(&record.run_id) {
+                continue;
+            }
+            if expired {
                 tracing::warn!(job = %record.key, "GitHub refused the re-run of a reclaimed job for 3 days; given up");
                 if let Err(e) = self
                     .update(record.key, |r| {

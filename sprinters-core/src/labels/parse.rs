@@ -10,9 +10,9 @@ use crate::domain::{
 
 const GP3_IOPS: (u32, u32) = (3000, 16000);
 const GP3_THROUGHPUT: (u32, u32) = (125, 1000);
-/// gp3 sizes RunInstances accepts (EbsBlockDevice.VolumeSize: "gp2 and gp3:
-/// 1 - 16,384 GiB", EC2 API reference).
-const GP3_SIZE_GIB: (u32, u32) = (1, 16384);
+/// gp3 sizes: up to 64 TiB since EBS raised gp3's limits in September 2025
+/// (the product's grammar; older API references still say 16,384 GiB).
+const GP3_SIZE_GIB: (u32, u32) = (1, 65536);
 const ZRAM_SIZE_GIB: (u32, u32) = (1, 1024);
 /// gp3 allows 500 IOPS per GiB above the 3000 baseline...
 const GP3_IOPS_PER_GIB: u32 = 500;

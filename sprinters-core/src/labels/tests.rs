@@ -211,11 +211,11 @@ fn volumes_and_their_bounds() {
     );
     assert_eq!(parse("sprinters:temp=zram/8").temp.size_gib, Some(8));
     assert_eq!(parse("sprinters:temp=zram").temp.size_gib, None);
-    assert!(error("sprinters:temp=0").expected().contains("1 to 16384"));
+    assert!(error("sprinters:temp=0").expected().contains("1 to 65536"));
     assert!(
         error("sprinters:temp=65537")
             .expected()
-            .contains("1 to 16384")
+            .contains("1 to 65536")
     );
     assert!(
         error("sprinters:temp=gp3/10/16000/125")
@@ -408,7 +408,7 @@ fn arb_spec() -> impl Strategy<Value = RunnerSpec> {
         Just((Some("c"), Some("subnet-0123456789abcdef0"))),
     ];
     let temp = prop_oneof![
-        (1u32..=16384, 3000u32..=16000, 125u32..=1000).prop_map(|(size, iops, tp)| {
+        (1u32..=65536, 3000u32..=16000, 125u32..=1000).prop_map(|(size, iops, tp)| {
             let iops = iops.min(size.saturating_mul(500)).max(3000);
             let tp = if tp > 125 {
                 tp.min(iops / 4).max(125)
