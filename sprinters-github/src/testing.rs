@@ -89,6 +89,8 @@ struct State {
     requests: Vec<String>,
     failures: Vec<Failure>,
     delay: Duration,
+    /// Installation → (requests an hour, used, when the window resets).
+    rate_limits: HashMap<u64, (u64, u64, u64)>,
 }
 
 #[derive(Clone)]
@@ -177,6 +179,14 @@ impl GithubStandIn {
         self.state()
             .installations
             .remove(&login.to_ascii_lowercase());
+    }
+
+    /// Holds `installation_id`'s tokens to `per_hour` REST requests an
+    /// hour, with GitHub's `x-ratelimit-*` headers on every answer.
+    pub fn set_rate_limit(&self, installation_id: u64, per_hour: u64) {
+        self.state()
+            .rate_limits
+            .insert(installation_id, (per_hour, 0, now() + 3600));
     }
 
     /// Adds or replaces a job.
@@ -367,12 +377,47 @@ impl Responder {
             }
             return self.app_route(state, &method, &segments, &query);
         }
-        match state.tokens.get(&bearer) {
-            Some((_, expires)) if *expires > now() => {}
+        let installation = match state.tokens.get(&bearer) {
+            Some((installation, expires)) if *expires > now() => *installation,
             _ => return error(401, "Bad credentials"),
+        };
+        // The primary rate limit of an installation token: every answer
+        // says where the hour's count stands, and past the limit GitHub
+        // answers 403 with `x-ratelimit-remaining: 0` until the reset
+        // ("Rate limits for the REST API", GitHub docs).
+        let limit = state
+            .rate_limits
+            .get_mut(&installation)
+            .map(|(limit, used, reset)| {
+                if *reset <= now() {
+                    *used = 0;
+                    *reset = now() + 3600;
+                }
+                *used += 1;
+                (*limit, *used, *reset)
+            });
+        let answer = match limit {
+            Some((limit, used, _)) if used > limit => error(
+                403,
+                &format!("API rate limit exceeded for installation ID {installation}."),
+            ),
+            _ => {
+                let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+                repo_route(state, &method, &segments, &query, &body)
+            }
+        };
+        match limit {
+            Some((limit, used, reset)) => answer
+                .insert_header("x-ratelimit-limit", limit.to_string().as_str())
+                .insert_header(
+                    "x-ratelimit-remaining",
+                    limit.saturating_sub(used).to_string().as_str(),
+                )
+                .insert_header("x-ratelimit-used", used.min(limit).to_string().as_str())
+                .insert_header("x-ratelimit-reset", reset.to_string().as_str())
+                .insert_header("x-ratelimit-resource", "core"),
+            None => answer,
         }
-        let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
-        repo_route(state, &method, &segments, &query, &body)
     }
 }
 

@@ -293,6 +293,35 @@ async fn rate_limits_become_rate_limited_with_the_wait() {
     );
 }
 
+/// The stand-in holds an installation to its hourly REST limit, as GitHub
+/// does; past it the client answers rate limited with the wait until the
+/// window resets, without reading the answer as a permission refusal.
+#[tokio::test]
+async fn an_installations_hourly_limit_is_held_and_honoured() {
+    let w = world().await;
+    w.github.set_job(903, queued(7003));
+    w.github.set_rate_limit(INSTALLATION, 2);
+    let status = || {
+        w.registry.job_status(GetJobStatus::new(
+            InstallationId::new(INSTALLATION),
+            repo(),
+            JobId::new(903),
+        ))
+    };
+    // The installation token's own request is the App's (its JWT), not
+    // the installation's: both calls fit the limit of two.
+    status().await.unwrap();
+    status().await.unwrap();
+    let err = status().await.expect_err("the hour's third request");
+    match err.kind() {
+        ErrorKind::RateLimited {
+            retry_after: Some(wait),
+        } => assert!(wait.as_secs() <= 3600, "{wait:?}"),
+        other => panic!("{other:?}: {err}"),
+    }
+    assert!(err.is_retryable());
+}
+
 #[tokio::test]
 async fn refusals_name_the_missing_permission() {
     let w = world().await;
