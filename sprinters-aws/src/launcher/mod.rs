@@ -525,7 +525,7 @@ impl CloudLauncher for Ec2Launcher {
         let output = match call(&placement).await {
             // A subnet or group deleted since it was cached: look again,
             // and launch again only if the look-up finds something else.
-            Err((err, _)) if *err.kind() == ErrorKind::Config => {
+            Err((err, false)) if *err.kind() == ErrorKind::Config => {
                 self.forget(&request, &placement);
                 let (fresh, _) = self.place(&target, &request).await?;
                 if fresh == placement {
