@@ -85,6 +85,24 @@ async fn describe(c: &Customer, launched: &Launched) -> aws_sdk_ec2::types::Inst
     out.reservations()[0].instances()[0].clone()
 }
 
+/// The volumes attached to `launched`'s instance.
+async fn volumes_of(
+    c: &Customer,
+    launched: &Launched,
+) -> aws_sdk_ec2::operation::describe_volumes::DescribeVolumesOutput {
+    c.ec2
+        .describe_volumes()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("attachment.instance-id")
+                .values(launched.instance_id.as_str())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn the_launcher_passes_the_core_conformance_suite() {
     let c = customer().await;
@@ -229,18 +247,7 @@ async fn a_launched_instance_is_locked_down_and_tagged() {
             m.device_name()
         );
     }
-    let volumes = c
-        .ec2
-        .describe_volumes()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("attachment.instance-id")
-                .values(launched.instance_id.as_str())
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let volumes = volumes_of(&c, &launched).await;
     let mut sizes = BTreeSet::new();
     for v in volumes.volumes() {
         assert_eq!(
@@ -310,18 +317,7 @@ async fn root_gp3_max_gets_the_boot_volume_its_iops_need() {
         Market::OnDemand,
     );
     let launched = launcher.launch(req).await.unwrap();
-    let volumes = c
-        .ec2
-        .describe_volumes()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("attachment.instance-id")
-                .values(launched.instance_id.as_str())
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let volumes = volumes_of(&c, &launched).await;
     let root = volumes
         .volumes()
         .iter()

@@ -443,19 +443,7 @@ impl World {
                 );
             }
             if job.status == Status::Queued && job.cancel_queued_at.is_some_and(|t| t <= now) {
-                self.tally.cancelled_queued += 1;
-                let done = Status::Completed {
-                    conclusion: Conclusion::Cancelled,
-                    runner: None,
-                };
-                self.set_status(registry, key, done);
-                let event = Self::event(
-                    &job,
-                    WorkflowJobAction::Completed,
-                    None,
-                    Some(Conclusion::Cancelled),
-                );
-                self.send(now, event);
+                self.cancel_queued(now, registry, &job);
             }
         }
     }
@@ -772,21 +760,26 @@ impl World {
                     }
                     continue;
                 }
-                self.tally.cancelled_queued += 1;
-                let done = Status::Completed {
-                    conclusion: Conclusion::Cancelled,
-                    runner: None,
-                };
-                self.set_status(registry, job.key, done);
-                let event = Self::event(
-                    &job,
-                    WorkflowJobAction::Completed,
-                    None,
-                    Some(Conclusion::Cancelled),
-                );
-                self.send(now, event);
+                self.cancel_queued(now, registry, &job);
             }
         }
+    }
+
+    /// A queued `job` ends cancelled, and its `completed` webhook is sent.
+    fn cancel_queued(&mut self, now: Timestamp, registry: &MemoryRegistry, job: &SimJob) {
+        self.tally.cancelled_queued += 1;
+        let done = Status::Completed {
+            conclusion: Conclusion::Cancelled,
+            runner: None,
+        };
+        self.set_status(registry, job.key, done);
+        let event = Self::event(
+            job,
+            WorkflowJobAction::Completed,
+            None,
+            Some(Conclusion::Cancelled),
+        );
+        self.send(now, event);
     }
 
     /// The engine asked GitHub to re-run a job: its next attempt queues.
