@@ -277,6 +277,47 @@ async fn a_reclaimed_spot_job_without_rerun_is_not_rerun() {
 }
 
 #[tokio::test]
+async fn a_rate_limited_installation_waits_the_time_github_named_and_no_other_does() {
+    let bed = TestBed::new();
+    bed.connect("rival-org", 5353, 8, "210987654321");
+    bed.registry.faults().fail_next("create_jit_runner", 1, || {
+        Error::rate_limited(
+            Some(Duration::from_secs(120)),
+            "You have exceeded a secondary rate limit",
+        )
+    });
+    let first = bed.job(1);
+    bed.send(first.queued()).await;
+    bed.settle().await;
+    let record = bed.record(&first).await;
+    assert_eq!(record.state, JobState::Queued);
+    let wait = record.next_attempt_at.unwrap().since(bed.clock.now());
+    assert!(wait >= Duration::from_secs(120), "{wait:?}");
+
+    // The installation's next job, a minute into the pause, does not call
+    // GitHub; it waits for the pause's end too.
+    bed.advance(Duration::from_secs(60));
+    let second = bed.job(2);
+    bed.send(second.queued()).await;
+    bed.settle().await;
+    assert_eq!(bed.registry.jit_configs(), 0, "no call during the pause");
+    let wait = bed.record(&second).await.next_attempt_at.unwrap();
+    assert!(wait.since(bed.clock.now()) >= Duration::from_secs(60));
+
+    // Another owner's installation is not paused.
+    let rival = bed.job(3).repository("rival-org/app").owner(5353, 8);
+    bed.send(rival.queued()).await;
+    bed.settle().await;
+    assert_eq!(bed.record(&rival).await.state, JobState::Launched);
+
+    bed.advance(Duration::from_secs(60));
+    bed.engine.process_due().await.unwrap();
+    bed.settle().await;
+    assert_eq!(bed.record(&first).await.state, JobState::Launched);
+    assert_eq!(bed.record(&second).await.state, JobState::Launched);
+}
+
+#[tokio::test]
 async fn transient_errors_retry_with_capped_exponential_backoff_and_jitter() {
     let bed = TestBed::with_config(|c| {
         c.retry.base = Duration::from_secs(2);

@@ -77,7 +77,7 @@ fn every_seed_keeps_every_invariant() {
     let sum = |f: fn(&SimReport) -> u64| totals.iter().map(f).sum::<u64>();
     println!(
         "{} seeds passed, {} failed: {} jobs, {} instances, {} crashes, {} failed calls, \
-         {} webhooks ({} lost, {} redelivered, {} duplicated, {} delayed), {} stolen, {} forged, \
+         {} GitHub rate limits, {} webhooks ({} lost, {} redelivered, {} duplicated, {} delayed), {} stolen, {} forged, \
          {} reclaimed, {} re-runs, {} dead on arrival, {} cancelled",
         totals.len(),
         failures.len(),
@@ -85,6 +85,7 @@ fn every_seed_keeps_every_invariant() {
         sum(|r| r.instances as u64),
         sum(|r| r.crashes),
         sum(|r| r.failed_calls),
+        sum(|r| r.rate_limited),
         sum(|r| r.webhooks),
         sum(|r| r.lost),
         sum(|r| r.redelivered),
@@ -143,9 +144,10 @@ fn every_kind_of_fault_happens() {
         .map(|seed| simulate(seed, &SimConfig::default()).unwrap_or_else(|f| panic!("{f}")))
         .collect();
     let sum = |f: Count| reports.iter().map(f).sum::<u64>();
-    let kinds: [(&str, Count); 12] = [
+    let kinds: [(&str, Count); 13] = [
         ("crashes", |r| r.crashes),
         ("failed calls", |r| r.failed_calls),
+        ("GitHub rate limits", |r| r.rate_limited),
         ("lost webhooks", |r| r.lost),
         ("redelivered webhooks", |r| r.redelivered),
         ("duplicated webhooks", |r| r.duplicated),

@@ -91,6 +91,9 @@ struct State {
     delay: Duration,
     /// Installation → (requests an hour, used, when the window resets).
     rate_limits: HashMap<u64, (u64, u64, u64)>,
+    /// Installation → (content-creating requests a minute, used, when the
+    /// minute ends).
+    secondary_limits: HashMap<u64, (u64, u64, u64)>,
 }
 
 #[derive(Clone)]
@@ -187,6 +190,15 @@ impl GithubStandIn {
         self.state()
             .rate_limits
             .insert(installation_id, (per_hour, 0, now() + 3600));
+    }
+
+    /// Holds `installation_id` to `per_minute` content-creating requests
+    /// (`POST`, `PATCH`, `PUT`, `DELETE`) a minute, GitHub's secondary
+    /// limit (80 by default at GitHub); past it, 403 with `retry-after`.
+    pub fn set_secondary_limit(&self, installation_id: u64, per_minute: u64) {
+        self.state()
+            .secondary_limits
+            .insert(installation_id, (per_minute, 0, now() + 60));
     }
 
     /// Adds or replaces a job.
@@ -396,10 +408,35 @@ impl Responder {
                 *used += 1;
                 (*limit, *used, *reset)
             });
+        // Secondary limits: "no more than 80 content-generating requests
+        // per minute"; past it GitHub answers 403 (or 429) with a message
+        // saying so and, here, `retry-after`, which the client must wait
+        // out ("Rate limits for the REST API", GitHub docs).
+        let creating = matches!(method.as_str(), "POST" | "PATCH" | "PUT" | "DELETE");
+        let secondary = state
+            .secondary_limits
+            .get_mut(&installation)
+            .filter(|_| creating)
+            .and_then(|(limit, used, end)| {
+                if *end <= now() {
+                    *used = 0;
+                    *end = now() + 60;
+                }
+                *used += 1;
+                (*used > *limit).then(|| end.saturating_sub(now()).max(1))
+            });
         let answer = match limit {
             Some((limit, used, _)) if used > limit => error(
                 403,
                 &format!("API rate limit exceeded for installation ID {installation}."),
+            ),
+            _ if secondary.is_some() => error(
+                403,
+                "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+            )
+            .insert_header(
+                "retry-after",
+                secondary.unwrap_or(60).to_string().as_str(),
             ),
             _ => {
                 let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);

@@ -323,6 +323,38 @@ async fn an_installations_hourly_limit_is_held_and_honoured() {
 }
 
 #[tokio::test]
+async fn a_secondary_limit_is_read_as_rate_limited_with_githubs_wait() {
+    let w = world().await;
+    w.github.set_job(904, queued(7004));
+    w.github.set_secondary_limit(INSTALLATION, 1);
+    w.registry
+        .create_jit_runner(jit("sprinters-904-1-1"))
+        .await
+        .unwrap();
+    // Reading is not content-creating: not held to that limit.
+    w.registry
+        .job_status(GetJobStatus::new(
+            InstallationId::new(INSTALLATION),
+            repo(),
+            JobId::new(904),
+        ))
+        .await
+        .unwrap();
+    let err = w
+        .registry
+        .create_jit_runner(jit("sprinters-904-1-2"))
+        .await
+        .expect_err("the minute's second runner");
+    match err.kind() {
+        ErrorKind::RateLimited {
+            retry_after: Some(wait),
+        } => assert!(wait.as_secs() >= 1 && wait.as_secs() <= 60, "{wait:?}"),
+        other => panic!("{other:?}: {err}"),
+    }
+    assert!(err.message().contains("secondary rate limit"), "{err}");
+}
+
+#[tokio::test]
 async fn refusals_name_the_missing_permission() {
     let w = world().await;
     w.github.fail(

@@ -3,19 +3,23 @@
 //! turn.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
+use super::github_limits::Pauses;
 use crate::domain::InstallationId;
 
 /// GitHub calls left in this pass, per installation. Each installation has
 /// its own rate limit at GitHub (5,000 requests an hour at least), and the
 /// checks of one owner with a large backlog must neither spend it nor
-/// delay the pass for every other owner: past its budget, an owner's
-/// checks wait for the next pass.
+/// delay the pass for every other owner: past its budget, or while GitHub
+/// has it rate-limited, an owner's checks wait for a later pass.
 #[derive(Debug)]
 pub(super) struct CallBudget {
     per_installation: usize,
     spent: HashMap<InstallationId, usize>,
     deferred: usize,
+    pauses: Option<(Arc<Pauses>, Duration)>,
 }
 
 impl CallBudget {
@@ -24,14 +28,26 @@ impl CallBudget {
             per_installation,
             spent: HashMap::new(),
             deferred: 0,
+            pauses: None,
         }
     }
 
+    /// The same budget, with no call for an installation GitHub paused
+    /// until `after` past the pause's end (launches go first).
+    pub(super) fn pausing(mut self, pauses: Arc<Pauses>, after: Duration) -> Self {
+        self.pauses = Some((pauses, after));
+        self
+    }
+
     /// Takes one call for `installation`; false (and counted as deferred)
-    /// once its budget is spent.
+    /// once its budget is spent or while GitHub has it rate-limited.
     pub(super) fn take(&mut self, installation: InstallationId) -> bool {
+        let paused = self
+            .pauses
+            .as_ref()
+            .is_some_and(|(p, after)| p.remaining_after(installation, *after).is_some());
         let spent = self.spent.entry(installation).or_default();
-        if *spent >= self.per_installation {
+        if paused || *spent >= self.per_installation {
             self.deferred += 1;
             return false;
         }
@@ -75,6 +91,28 @@ mod tests {
         assert!(!budget.take(a), "a's budget is spent");
         assert!(budget.take(b), "b's is its own");
         assert_eq!(budget.deferred(), 1);
+    }
+
+    #[test]
+    fn a_rate_limited_installation_takes_no_call_until_its_pause_ends() {
+        use crate::time::{Clock, ManualClock};
+        let clock = Arc::new(ManualClock::default());
+        let pauses = Arc::new(Pauses::new(clock.clone() as Arc<dyn Clock>));
+        let (a, b) = (InstallationId::new(1), InstallationId::new(2));
+        pauses.note(
+            a,
+            &crate::Error::rate_limited(Some(Duration::from_secs(90)), "secondary rate limit"),
+        );
+        let after = Duration::from_secs(60);
+        let mut budget = CallBudget::new(10).pausing(pauses.clone(), after);
+        assert!(!budget.take(a), "a is paused");
+        assert!(budget.take(b), "b is not");
+        clock.advance(Duration::from_secs(90));
+        assert_eq!(pauses.remaining(a), None, "launches may call again");
+        let budget = || CallBudget::new(10).pausing(pauses.clone(), after);
+        assert!(!budget().take(a), "the reconciler waits a minute more");
+        clock.advance(Duration::from_secs(60));
+        assert!(budget().take(a), "the pause ended");
     }
 
     #[test]

@@ -30,6 +30,7 @@ mod arrival;
 mod budget;
 mod config;
 mod ending;
+mod github_limits;
 mod installations;
 mod launch;
 mod lifecycle;
@@ -104,6 +105,9 @@ pub(crate) struct Inner {
     launcher: DynCloudLauncher,
     store: DynJobStore,
     clock: Arc<dyn Clock>,
+    /// Installations GitHub rate-limited, until when (the registry above
+    /// is gated by it; the reconciler's budget reads it).
+    github_pauses: Arc<github_limits::Pauses>,
     observer: Arc<dyn EngineObserver>,
     config: EngineConfig,
     parser: LabelParser,
@@ -229,6 +233,13 @@ impl EngineBuilder {
                 launcher,
             ),
         };
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        // Outside the observer: a call refused here never reached GitHub.
+        let github_pauses = Arc::new(github_limits::Pauses::new(clock.clone()));
+        let registry: DynRunnerRegistry = Arc::new(github_limits::RateLimitGate::new(
+            registry,
+            github_pauses.clone(),
+        ));
         Ok(Engine {
             inner: Arc::new_cyclic(|me| Inner {
                 me: me.clone(),
@@ -237,7 +248,8 @@ impl EngineBuilder {
                 credentials,
                 launcher,
                 store,
-                clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+                clock,
+                github_pauses,
                 observer,
                 limiter: Limiter::new(config.limits),
                 ticked: tokio::sync::Notify::new(),

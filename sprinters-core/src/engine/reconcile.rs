@@ -85,7 +85,8 @@ impl Inner {
             *by_state.entry(job.value.state).or_insert(0u64) += 1;
         }
         self.observer.active_jobs(&by_state);
-        let mut budget = CallBudget::new(self.config.github_calls_per_pass);
+        let mut budget = CallBudget::new(self.config.github_calls_per_pass)
+            .pausing(self.github_pauses.clone(), self.config.reconcile_interval);
         self.end_expired_and_finished(&active, &mut report).await;
         self.end_spares(&active, &mut report).await;
         self.check_waiting(&active, &mut budget, &mut report).await;

@@ -22,7 +22,9 @@ pub use events::event_source;
 pub use hooked::HookedStore;
 pub use launcher::{LauncherFixture, cloud_launcher};
 pub use registry::{RegistryFixture, runner_registry};
-pub use sim::{FLOOD_CAP, SimConfig, SimFailure, SimReport, sim_engine_config, simulate};
+pub use sim::{
+    FLOOD_CAP, GITHUB_PER_MINUTE, SimConfig, SimFailure, SimReport, sim_engine_config, simulate,
+};
 pub use store::{job_store, live_launch, sample_owner_id, sample_record};
 
 mod vault;

@@ -1,7 +1,8 @@
 //! The ports the simulated control plane sees: the in-memory adapters
 //! behind a layer that, from the seed, fails calls the way GitHub, EC2 and
-//! STS fail (5xx, rate limits, throttling) and crashes the control plane
-//! at await points, before or after a call took effect.
+//! STS fail (5xx, throttling) and crashes the control plane at await
+//! points, before or after a call took effect; and GitHub's rate limit,
+//! counted per installation as GitHub counts it.
 //!
 //! Decisions come from a hash of (seed, operation, subject, how many times
 //! that subject was asked), not from one shared stream: the engine may
@@ -17,7 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use crate::domain::{DeliveryId, JobKey};
+use crate::domain::{DeliveryId, InstallationId, JobKey};
 use crate::job::JobRecord;
 use crate::ports::{
     AcquireLease, CancelRun, Claim, ClaimJob, CloudLauncher, CreateJitRunner, CredentialProvider,
@@ -27,6 +28,7 @@ use crate::ports::{
     RecordDelivery, ReleaseLease, RemoveRunner, RerunJob, RunnerRegistry, TerminateRequest,
     Terminated, Version, Versioned,
 };
+use crate::time::{Clock, Timestamp};
 use crate::{Error, Result};
 
 /// What a call meets.
@@ -53,6 +55,21 @@ pub(crate) struct Chaos {
     /// The store answers that no other replica writes it: the engine's
     /// own count then decides the one-write path of a capped job.
     pub(crate) exclusive_store: bool,
+    /// GitHub's limit per installation, scaled down to calls a minute
+    /// (GitHub: 5,000 an hour, and a secondary limit of 80
+    /// content-creating requests a minute); `None`: no limit.
+    pub(crate) github_per_minute: Option<u64>,
+    /// The minute each installation is in (when it ends) and its calls.
+    github_minutes: Mutex<HashMap<InstallationId, (Timestamp, u64)>>,
+    /// The wait last told to each installation: its end, and the
+    /// incarnation (crash count) told.
+    github_told: Mutex<HashMap<InstallationId, (Timestamp, u64)>>,
+    /// Calls GitHub refused for the rate limit.
+    pub(crate) rate_limited: std::sync::atomic::AtomicU64,
+    /// Calls made while GitHub's `retry-after`, told to this incarnation
+    /// of the control plane, still ran: each one a call it should not have
+    /// made (a restarted control plane learns it again, once).
+    pub(crate) ignored_waits: std::sync::atomic::AtomicU64,
 }
 
 impl Chaos {
@@ -67,7 +84,47 @@ impl Chaos {
             crashes: Default::default(),
             failures: Default::default(),
             exclusive_store: false,
+            github_per_minute: None,
+            github_minutes: Mutex::default(),
+            github_told: Mutex::default(),
+            rate_limited: Default::default(),
+            ignored_waits: Default::default(),
         }
+    }
+
+    /// GitHub's answer to a call of `installation` at `now` past its limit:
+    /// 403 with `retry-after` until its minute ends ("Rate limits for the
+    /// REST API", GitHub docs). Refused calls count too, as at GitHub, so
+    /// a client that does not wait stays refused.
+    pub(crate) fn github_limit(&self, installation: InstallationId, now: Timestamp) -> Result<()> {
+        // A control plane that crashed makes no more calls (`call` holds
+        // them): none is counted, none told to its successor.
+        let Some(limit) = self.github_per_minute.filter(|_| !self.crashed()) else {
+            return Ok(());
+        };
+        let mut minutes = self
+            .github_minutes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let (end, used) = minutes.entry(installation).or_insert((now, 0));
+        if *end <= now {
+            *end = now.saturating_add(Duration::from_secs(60));
+            *used = 0;
+        }
+        *used += 1;
+        if *used <= limit {
+            return Ok(());
+        }
+        let wait = (*end, self.crashes.load(Ordering::SeqCst));
+        let mut told = self.github_told.lock().unwrap_or_else(|e| e.into_inner());
+        if told.insert(installation, wait) == Some(wait) {
+            self.ignored_waits.fetch_add(1, Ordering::Relaxed);
+        }
+        self.rate_limited.fetch_add(1, Ordering::Relaxed);
+        Err(Error::rate_limited(
+            Some(end.since(now).max(Duration::from_secs(1))),
+            format!("installation {installation} exceeded a secondary rate limit"),
+        ))
     }
 
     /// A number in 0..1000 for the `n`-th time `op` is asked about
@@ -152,13 +209,6 @@ fn github_down() -> Option<Error> {
     Some(Error::unavailable("GitHub answered 502 Bad Gateway"))
 }
 
-fn github_limited() -> Option<Error> {
-    Some(Error::rate_limited(
-        Some(Duration::from_secs(60)),
-        "GitHub's secondary rate limit",
-    ))
-}
-
 fn ec2_throttled() -> Option<Error> {
     Some(Error::rate_limited(None, "EC2 RequestLimitExceeded"))
 }
@@ -170,14 +220,27 @@ pub(crate) struct Chaotic<P: ?Sized> {
     pub(crate) inner: Arc<P>,
 }
 
+/// The simulated GitHub: the in-memory registry, its faults and its rate
+/// limit.
+#[derive(Debug)]
+pub(crate) struct ChaoticGithub {
+    pub(crate) chaos: Arc<Chaos>,
+    pub(crate) inner: Arc<dyn RunnerRegistry>,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
 #[async_trait]
-impl RunnerRegistry for Chaotic<dyn RunnerRegistry> {
+impl RunnerRegistry for ChaoticGithub {
     async fn create_jit_runner(&self, request: CreateJitRunner) -> Result<JitRunner> {
+        self.chaos
+            .github_limit(request.installation_id, self.clock.now())?;
         let subject = request.runner_name.to_string();
         let call = self.inner.create_jit_runner(request);
         self.chaos.call("jit", subject, github_down, call).await
     }
     async fn remove_runner(&self, request: RemoveRunner) -> Result<()> {
+        self.chaos
+            .github_limit(request.installation_id, self.clock.now())?;
         let subject = request.runner_id;
         let call = self.inner.remove_runner(request);
         self.chaos
@@ -185,38 +248,44 @@ impl RunnerRegistry for Chaotic<dyn RunnerRegistry> {
             .await
     }
     async fn job_status(&self, request: GetJobStatus) -> Result<JobStatus> {
+        self.chaos
+            .github_limit(request.installation_id, self.clock.now())?;
         let subject = request.job_id;
         let call = self.inner.job_status(request);
         self.chaos
-            .call("job_status", subject, github_limited, call)
+            .call("job_status", subject, github_down, call)
             .await
     }
     async fn rerun_job(&self, request: RerunJob) -> Result<()> {
+        self.chaos
+            .github_limit(request.installation_id, self.clock.now())?;
         let subject = request.job_id;
         let call = self.inner.rerun_job(request);
         self.chaos.call("rerun", subject, github_down, call).await
     }
     async fn cancel_run(&self, request: CancelRun) -> Result<()> {
+        self.chaos
+            .github_limit(request.installation_id, self.clock.now())?;
         let subject = request.run_id;
         let call = self.inner.cancel_run(request);
         self.chaos.call("cancel", subject, github_down, call).await
     }
     async fn list_queued_jobs(&self, request: ListQueuedJobs) -> Result<QueuedJobs> {
+        self.chaos
+            .github_limit(request.installation_id, self.clock.now())?;
         let subject = request.repository.to_string();
         let call = self.inner.list_queued_jobs(request);
-        self.chaos
-            .call("queued", subject, github_limited, call)
-            .await
+        self.chaos.call("queued", subject, github_down, call).await
     }
     async fn run_origin(
         &self,
         request: crate::ports::GetRunOrigin,
     ) -> Result<crate::ports::RunOrigin> {
+        self.chaos
+            .github_limit(request.installation_id, self.clock.now())?;
         let subject = request.run_id;
         let call = self.inner.run_origin(request);
-        self.chaos
-            .call("origin", subject, github_limited, call)
-            .await
+        self.chaos.call("origin", subject, github_down, call).await
     }
 }
 

@@ -23,14 +23,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use chaos::{Chaos, Chaotic};
+use chaos::{Chaos, Chaotic, ChaoticGithub};
 use world::World;
 
 use crate::domain::{AccountId, InstallationId, Owner, OwnerId};
 use crate::engine::{Engine, EngineConfig, Tenants};
 use crate::job::{JobRecord, JobState};
 use crate::memory::{MemoryCredentials, MemoryJobStore, MemoryLauncher, MemoryRegistry};
-use crate::ports::{CloudLauncher, CredentialProvider, JobStore, ListJobs, RunnerRegistry};
+use crate::ports::{CloudLauncher, CredentialProvider, JobStore, ListJobs};
 use crate::time::{Clock, ManualClock};
 
 /// How hard a simulation pushes.
@@ -50,7 +50,15 @@ pub struct SimConfig {
     /// other replica writes it (the engine's own count decides a capped
     /// job's one-write path), even seeds with a shared one.
     pub flood: usize,
+    /// GitHub's rate limit per installation, in calls a minute (GitHub's
+    /// own is about 83: 5,000 an hour). Past it, GitHub answers 403 with
+    /// `retry-after` until the minute ends. `None`: no limit.
+    pub github_per_minute: Option<u64>,
 }
+
+/// The simulated GitHub's calls a minute per installation: below GitHub's
+/// own (83), so that busy seeds meet it.
+pub const GITHUB_PER_MINUTE: u64 = 15;
 
 /// The first owner's `max_instances` when it floods.
 pub const FLOOD_CAP: usize = 4;
@@ -62,6 +70,7 @@ impl Default for SimConfig {
             fail_per_mille: 30,
             crash_per_mille: 2,
             flood: 0,
+            github_per_minute: Some(GITHUB_PER_MINUTE),
         }
     }
 }
@@ -80,6 +89,8 @@ pub struct SimReport {
     pub crashes: u64,
     /// Calls failed on purpose.
     pub failed_calls: u64,
+    /// GitHub calls refused for the installation's rate limit.
+    pub rate_limited: u64,
     /// Webhooks GitHub sent.
     pub webhooks: u64,
     /// Webhooks lost for good, redelivered after a failure, sent twice,
@@ -172,6 +183,7 @@ pub fn simulate(seed: u64, sim: &SimConfig) -> Result<SimReport, SimFailure> {
     // With a flood, odd seeds run as if alone on the store: the engine's
     // own count is then checked, even ones the store's.
     chaos.exclusive_store = sim.flood > 0 && seed % 2 == 1;
+    chaos.github_per_minute = sim.github_per_minute;
     let chaos = Arc::new(chaos);
     let mut world = World::new(seed, sim.jobs, sim.flood, clock.now(), config.max_lifetime);
     let start = clock.now();
@@ -185,9 +197,10 @@ pub fn simulate(seed: u64, sim: &SimConfig) -> Result<SimReport, SimFailure> {
             .build()
             .unwrap();
         let engine = Engine::builder()
-            .registry(Arc::new(Chaotic::<dyn RunnerRegistry> {
+            .registry(Arc::new(ChaoticGithub {
                 chaos: chaos.clone(),
                 inner: github.clone(),
+                clock: clock.clone(),
             }))
             .credentials(Arc::new(Chaotic::<dyn CredentialProvider> {
                 chaos: chaos.clone(),
@@ -315,6 +328,12 @@ pub fn simulate(seed: u64, sim: &SimConfig) -> Result<SimReport, SimFailure> {
         .map(|r| (r.key, r))
         .collect();
     problems.extend(check::history(&world, &records, &ec2));
+    let ignored = chaos.ignored_waits.load(Ordering::Relaxed);
+    if ignored > 0 {
+        problems.push(format!(
+            "{ignored} GitHub call(s) made while GitHub's retry-after, already told, ran"
+        ));
+    }
     if !problems.is_empty() {
         return Err(SimFailure { seed, problems });
     }
@@ -325,6 +344,7 @@ pub fn simulate(seed: u64, sim: &SimConfig) -> Result<SimReport, SimFailure> {
         instances: ec2.instances().len(),
         crashes: chaos.crashes.load(Ordering::Relaxed),
         failed_calls: chaos.failures.load(Ordering::Relaxed),
+        rate_limited: chaos.rate_limited.load(Ordering::Relaxed),
         webhooks: t.webhooks,
         lost: t.lost,
         redelivered: t.redelivered,
