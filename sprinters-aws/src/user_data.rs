@@ -2,12 +2,13 @@
 //! launch. POSIX `sh`, checked by shellcheck in the tests.
 //!
 //! What it does, in order: arms a watchdog that ends the instance after the
-//! maximum lifetime; reads instance metadata with IMDSv2 tokens only; puts
-//! swap on its own volume under dm-crypt with a throwaway random key; puts
-//! the temp volume (gp3, instance store, or zram) under dm-crypt the same
-//! way and mounts it where the runner, `/tmp` and Docker write; starts the
-//! runner with the JIT config (one job); shuts the instance down when the
-//! runner exits (instance-initiated shutdown terminates it).
+//! maximum lifetime, and a trap that ends it at once if anything fails
+//! before the runner starts; reads instance metadata with IMDSv2 tokens
+//! only; puts swap on its own volume under dm-crypt with a throwaway random
+//! key; puts the temp volume (gp3, instance store, or zram) under dm-crypt
+//! the same way and mounts it where the runner, `/tmp` and Docker write;
+//! starts the runner with the JIT config (one job); shuts the instance down
+//! when the runner exits (instance-initiated shutdown terminates it).
 //!
 //! The boot volume stays read-only where the image supports it: an image
 //! that enables Ubuntu's overlayroot in crypt mode (`overlayroot="crypt:dev=…,mkfs=1"`
@@ -112,6 +113,19 @@ log() {{
 # The watchdog first: whatever happens next, the instance ends in time.
 shutdown -h "+$MAX_LIFETIME_MINUTES" "sprinters: maximum lifetime reached" || true
 
+# Until the runner starts, any failure ends the instance at once: no job
+# may run on an instance whose volumes are not as promised, and nothing is
+# left up until the watchdog for a boot that cannot succeed.
+RUNNER_STARTED=0
+boot_failed() {{
+    status=$?
+    if [ "$RUNNER_STARTED" = 0 ]; then
+        log "the boot failed (status $status) before the runner started; shutting down"
+        shutdown -h now
+    fi
+}}
+trap boot_failed EXIT
+
 # Instance metadata with IMDSv2 session tokens only.
 TOKEN=$(curl -sSf -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 300' http://169.254.169.254/latest/api/token)
 imds() {{
@@ -155,12 +169,11 @@ else
     log "no swap volume attached"
 fi
 
-# The temp volume, where the runner, /tmp and Docker write.
+# The temp volume, where the runner, /tmp and Docker write: under dm-crypt
+# whatever its kind, zram (compressed RAM, which can reach swap) included.
 case "$TEMP_KIND" in
 gp3)
     temp=$(device_for "${{TEMP_DEVICE_NAME#/dev/}}")
-    encrypt "$temp" sprinters-temp
-    temp_dev=/dev/mapper/sprinters-temp
     ;;
 ephemeral)
     temp=""
@@ -172,11 +185,8 @@ ephemeral)
     done
     if [ -z "$temp" ]; then
         log "temp=ephemeral needs an instance type with an instance store"
-        shutdown -h now
         exit 1
     fi
-    encrypt "$temp" sprinters-temp
-    temp_dev=/dev/mapper/sprinters-temp
     ;;
 zram)
     modprobe zram num_devices=1
@@ -184,9 +194,15 @@ zram)
         ZRAM_SIZE="$(awk '/^MemTotal:/ {{ print int($2 / 2) }}' /proc/meminfo)K"
     fi
     echo "$ZRAM_SIZE" > /sys/block/zram0/disksize
-    temp_dev=/dev/zram0
+    temp=/dev/zram0
+    ;;
+*)
+    log "unknown temp kind $TEMP_KIND"
+    exit 1
     ;;
 esac
+encrypt "$temp" sprinters-temp
+temp_dev=/dev/mapper/sprinters-temp
 mkfs.ext4 -q -F "$temp_dev"
 mkdir -p /mnt/sprinters-temp
 mount -o noatime "$temp_dev" /mnt/sprinters-temp
@@ -203,6 +219,7 @@ mount --bind /mnt/sprinters-temp/work "$RUNNER_DIR/_work"
 log "starting the runner"
 cd "$RUNNER_DIR"
 status=0
+RUNNER_STARTED=1
 ACTIONS_RUNNER_INPUT_JITCONFIG='{jit}' runuser -u "$RUNNER_USER" -- ./run.sh || status=$?
 log "the runner exited with status $status; shutting down"
 shutdown -h now
@@ -268,8 +285,41 @@ mod tests {
         );
     }
 
+    /// Runs the boot script under `sh` with `curl` failing (no metadata
+    /// service) and `shutdown` recorded: the instance must be shut down at
+    /// once, after the watchdog was armed.
     #[test]
-    fn each_temp_kind_is_encrypted_or_in_ram() {
+    fn a_boot_that_fails_before_the_runner_starts_ends_the_instance_at_once() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("shutdown.log");
+        let stub = |name: &str, body: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        stub("shutdown", &format!("echo \"$*\" >> '{}'", log.display()));
+        stub("curl", "exit 7");
+        let boot = dir.path().join("boot.sh");
+        std::fs::write(&boot, script("sprinters:aws", "abc=").unwrap()).unwrap();
+        let out = std::process::Command::new("/bin/sh")
+            .arg(&boot)
+            .env_clear()
+            .env("PATH", dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let calls = std::fs::read_to_string(&log).unwrap();
+        let calls: Vec<&str> = calls.lines().collect();
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        assert!(calls[0].starts_with("-h +360"), "the watchdog: {calls:?}");
+        assert_eq!(calls[1], "-h now", "then at once: {calls:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("before the runner started"), "{stderr}");
+    }
+
+    #[test]
+    fn each_temp_kind_is_encrypted() {
         let gp3 = script("sprinters:temp=gp3/64", "abc=").unwrap();
         assert!(gp3.contains("TEMP_KIND=gp3") && gp3.contains("--key-file /dev/urandom"));
         assert!(
@@ -279,6 +329,13 @@ mod tests {
         );
         let zram = script("sprinters:temp=zram/8", "abc=").unwrap();
         assert!(zram.contains("TEMP_KIND=zram") && zram.contains("ZRAM_SIZE=8G"));
+        // One encrypted mapping for every kind, made after the kind's
+        // device is found, and the only thing formatted.
+        let after_case = &zram[zram.find("esac").unwrap()..];
+        assert!(after_case.contains("encrypt \"$temp\" sprinters-temp"));
+        assert!(after_case.contains("mkfs.ext4 -q -F \"$temp_dev\""));
+        assert!(zram.contains("temp_dev=/dev/mapper/sprinters-temp"));
+        assert!(!zram.contains("temp_dev=/dev/zram0"));
         assert!(
             script("sprinters:temp=zram", "abc=")
                 .unwrap()

@@ -106,12 +106,14 @@ fn every_seed_keeps_every_invariant() {
 
 /// Seeds that once failed, run by every build whatever window the main
 /// test covers: 2045 (a job whose every webhook was lost, taken by a spare
-/// runner before any poll saw it) and 3921 (a job failed for good, then
-/// taken by another job's idle runner, both its later webhooks lost).
+/// runner before any poll saw it), 3921 (a job failed for good, then
+/// taken by another job's idle runner, both its later webhooks lost) and
+/// 19530 (a job of a run the engine cancelled, whose runner died before
+/// the simulated GitHub applied the cancellation).
 #[test]
 fn the_seeds_that_once_failed_keep_every_invariant() {
     let config = config();
-    for seed in [2045, 3921] {
+    for seed in [2045, 3921, 19530] {
         if let Err(failure) = simulate(seed, &config) {
             panic!("{failure}");
         }

@@ -410,12 +410,16 @@ impl World {
 
     /// One step of the world at `now`.
     pub(crate) fn step(&mut self, now: Timestamp, registry: &MemoryRegistry, ec2: &MemoryLauncher) {
+        // First what the engine did since the last step: GitHub cancelled
+        // those runs at once, before any runner of theirs died or took a
+        // job (seed 19530: a job of a cancelled run whose runner died
+        // next concluded Failure here, Cancelled at GitHub).
+        self.run_cancels(now, registry);
         self.arrivals(now, registry);
         self.spot_weather(now, ec2);
         let runners = registry.runners();
         self.instances(now, ec2, registry, &runners);
         self.assign(now, registry, &runners);
-        self.run_cancels(now, registry);
         self.progress(now, registry);
         self.reruns(now, registry);
     }
