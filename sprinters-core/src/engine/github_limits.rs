@@ -158,3 +158,22 @@ impl RunnerRegistry for RateLimitGate {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::ManualClock;
+
+    #[test]
+    fn a_limit_without_a_stated_wait_pauses_for_a_minute_and_other_errors_not_at_all() {
+        let clock = Arc::new(ManualClock::default());
+        let pauses = Pauses::new(clock.clone() as Arc<dyn Clock>);
+        let (a, b) = (InstallationId::new(1), InstallationId::new(2));
+        pauses.note(a, &Error::rate_limited(None, "secondary rate limit"));
+        pauses.note(b, &Error::unavailable("502 Bad Gateway"));
+        assert_eq!(pauses.remaining(a), Some(UNSTATED_WAIT));
+        assert_eq!(pauses.remaining(b), None, "only a rate limit pauses");
+        clock.advance(UNSTATED_WAIT);
+        assert_eq!(pauses.remaining(a), None);
+    }
+}
