@@ -10,11 +10,11 @@
 //! starts the runner with the JIT config (one job); shuts the instance down
 //! when the runner exits (instance-initiated shutdown terminates it).
 //!
-//! The boot volume stays read-only where the image supports it: an image
-//! that enables Ubuntu's overlayroot in crypt mode (`overlayroot="crypt:dev=…,mkfs=1"`
-//! in `/etc/overlayroot.conf`) mounts `/` read-only under an encrypted,
-//! throwaway writable layer. On other images the mounts above keep every
-//! job write on the encrypted temp volume.
+//! On the Sprinters image (`images/provision.sh`) the boot volume is
+//! read-only: the initramfs opens the temp device under dm-crypt and
+//! overlayroot mounts `/` over it, so the script finds the temp volume open
+//! and only adds its mounts. On other images it opens the temp volume
+//! itself, and the mounts above keep the job's own writes on it.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -171,48 +171,56 @@ fi
 
 # The temp volume, where the runner, /tmp and Docker write: under dm-crypt
 # whatever its kind, zram (compressed RAM, which can reach swap) included.
-case "$TEMP_KIND" in
-gp3)
-    temp=$(device_for "${{TEMP_DEVICE_NAME#/dev/}}")
-    ;;
-ephemeral)
-    temp=""
-    for disk in /dev/disk/by-id/nvme-Amazon_EC2_NVMe_Instance_Storage_*; do
-        if [ -b "$disk" ]; then
-            temp=$disk
-            break
+# On the Sprinters image (images/provision.sh) the initramfs has opened it
+# already and `/` is a read-only overlay over it; elsewhere, open it here.
+if grep -q '^/dev/mapper/sprinters-temp /media/root-rw ' /proc/mounts; then
+    temp_root=/media/root-rw/sprinters
+    log "/ is read-only over the encrypted temp volume the image opened"
+else
+    case "$TEMP_KIND" in
+    gp3)
+        temp=$(device_for "${{TEMP_DEVICE_NAME#/dev/}}")
+        ;;
+    ephemeral)
+        temp=""
+        for disk in /dev/disk/by-id/nvme-Amazon_EC2_NVMe_Instance_Storage_*; do
+            if [ -b "$disk" ]; then
+                temp=$disk
+                break
+            fi
+        done
+        if [ -z "$temp" ]; then
+            log "temp=ephemeral needs an instance type with an instance store"
+            exit 1
         fi
-    done
-    if [ -z "$temp" ]; then
-        log "temp=ephemeral needs an instance type with an instance store"
+        ;;
+    zram)
+        modprobe zram num_devices=1
+        if [ -z "$ZRAM_SIZE" ]; then
+            ZRAM_SIZE="$(awk '/^MemTotal:/ {{ print int($2 / 2) }}' /proc/meminfo)K"
+        fi
+        echo "$ZRAM_SIZE" > /sys/block/zram0/disksize
+        temp=/dev/zram0
+        ;;
+    *)
+        log "unknown temp kind $TEMP_KIND"
         exit 1
-    fi
-    ;;
-zram)
-    modprobe zram num_devices=1
-    if [ -z "$ZRAM_SIZE" ]; then
-        ZRAM_SIZE="$(awk '/^MemTotal:/ {{ print int($2 / 2) }}' /proc/meminfo)K"
-    fi
-    echo "$ZRAM_SIZE" > /sys/block/zram0/disksize
-    temp=/dev/zram0
-    ;;
-*)
-    log "unknown temp kind $TEMP_KIND"
-    exit 1
-    ;;
-esac
-encrypt "$temp" sprinters-temp
-temp_dev=/dev/mapper/sprinters-temp
-mkfs.ext4 -q -F "$temp_dev"
-mkdir -p /mnt/sprinters-temp
-mount -o noatime "$temp_dev" /mnt/sprinters-temp
-mkdir -p /mnt/sprinters-temp/tmp /mnt/sprinters-temp/docker /mnt/sprinters-temp/work
-chmod 1777 /mnt/sprinters-temp/tmp
-mount --bind /mnt/sprinters-temp/tmp /tmp
+        ;;
+    esac
+    encrypt "$temp" sprinters-temp
+    temp_dev=/dev/mapper/sprinters-temp
+    mkfs.ext4 -q -F "$temp_dev"
+    temp_root=/mnt/sprinters-temp
+    mkdir -p "$temp_root"
+    mount -o noatime "$temp_dev" "$temp_root"
+fi
+mkdir -p "$temp_root/tmp" "$temp_root/docker" "$temp_root/work"
+chmod 1777 "$temp_root/tmp"
+mount --bind "$temp_root/tmp" /tmp
 mkdir -p /var/lib/docker "$RUNNER_DIR/_work"
-mount --bind /mnt/sprinters-temp/docker /var/lib/docker
-chown "$RUNNER_USER" /mnt/sprinters-temp/work
-mount --bind /mnt/sprinters-temp/work "$RUNNER_DIR/_work"
+mount --bind "$temp_root/docker" /var/lib/docker
+chown "$RUNNER_USER" "$temp_root/work"
+mount --bind "$temp_root/work" "$RUNNER_DIR/_work"
 
 # The runner takes exactly one job and exits. Its config goes through the
 # environment, not the command line, so no process listing shows it.

@@ -116,6 +116,43 @@ async fn the_launcher_passes_the_core_conformance_suite() {
     cloud_launcher(&launcher, &fixture).await;
 }
 
+/// Image names are prefixes of each other: `ubuntu-24.04` must not launch
+/// the newer `ubuntu-24.04-slim` image of the same architecture.
+#[tokio::test]
+async fn an_image_name_launches_its_own_image_not_a_newer_longer_namesake() {
+    let c = customer().await;
+    let full = c
+        .ec2
+        .describe_images()
+        .owners("self")
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("name")
+                .values("sprinters-runner-ubuntu-24.04-2*")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .images()[0]
+        .image_id()
+        .unwrap()
+        .to_owned();
+    let slim = publish_image(&c.ec2, "ubuntu-24.04-slim").await;
+    let launcher = Ec2Launcher::new(config());
+    let req = request(
+        &c,
+        &unique("namesake"),
+        4000,
+        "sprinters:aws:ubuntu-24.04",
+        Market::OnDemand,
+    );
+    let launched = launcher.launch(req).await.unwrap();
+    let instance = describe(&c, &launched).await;
+    assert_ne!(instance.image_id(), Some(slim.as_str()));
+    assert_eq!(instance.image_id(), Some(full.as_str()));
+}
+
 #[tokio::test]
 async fn a_launched_instance_is_locked_down_and_tagged() {
     let c = customer().await;

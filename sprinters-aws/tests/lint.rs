@@ -1,8 +1,9 @@
 //! The generated documents pass the linters a reviewer would run:
 //! `shellcheck` on every variant of the boot script, `cfn-lint` on the
-//! CloudFormation template, `parliament` on the IAM policy. `scripts/test`
-//! installs the three into `.venv/`; without them these tests fail and say
-//! so, never skip.
+//! CloudFormation template, `parliament` on the IAM policy, `packer fmt`
+//! and `packer validate` on the runner image's template. `scripts/test`
+//! installs the first three into `.venv/` and Debian's packer; without them
+//! these tests fail and say so, never skip.
 
 // Test helpers fail the test by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -72,12 +73,27 @@ fn the_repository_scripts_pass_shellcheck() {
     // shell.)
     let mut scripts: Vec<String> = std::fs::read_dir(root.join("scripts"))
         .unwrap()
-        .map(|e| format!("scripts/{}", e.unwrap().file_name().to_string_lossy()))
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| format!("scripts/{}", e.file_name().to_string_lossy()))
         .filter(|name| !name.ends_with(".py"))
         .collect();
     scripts.sort();
     assert!(scripts.contains(&"scripts/demo".to_owned()), "{scripts:?}");
-    scripts.push(".ci/run".to_owned());
+    assert!(
+        scripts.contains(&"scripts/vm-test".to_owned()),
+        "{scripts:?}"
+    );
+    // The runner image's recipe, and what the VM test puts in the image.
+    scripts.extend(
+        [
+            ".ci/run",
+            "images/provision.sh",
+            "scripts/vm/probe.sh",
+            "scripts/vm/runner/run.sh",
+        ]
+        .map(str::to_owned),
+    );
     let out = tool("shellcheck")
         .current_dir(&root)
         .args(["-x", "--severity=style"])
@@ -174,4 +190,57 @@ fn the_iam_policy_has_no_parliament_finding_but_its_known_false_positive() {
         !out.stdout.is_empty(),
         "parliament must flag an unknown action"
     );
+}
+
+/// Debian's packer (1.6.6) bundles the amazon-ebs builder, so the template
+/// is checked offline: formatting, and `validate`, which resolves every
+/// variable and local (an image name the template does not know fails).
+#[test]
+fn the_runner_image_template_passes_packer_fmt_and_validate() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../images");
+    let packer = |args: &[&str]| {
+        let out = Command::new("packer")
+            .current_dir(&root)
+            .env("CHECKPOINT_DISABLE", "1")
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("packer is missing ({e}): run scripts/test, which installs Debian's packer")
+            });
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, text) = packer(&["fmt", "-check", "-diff", "sprinters-runner.pkr.hcl"]);
+    assert!(ok, "packer fmt:\n{text}");
+    for image in [
+        "ubuntu-24.04",
+        "ubuntu-22.04-minimal",
+        "ubuntu-24.04-arm",
+        "ubuntu-22.04-arm-minimal",
+    ] {
+        let (ok, text) = packer(&[
+            "validate",
+            "-var",
+            "region=eu-west-1",
+            "-var",
+            &format!("image={image}"),
+            "sprinters-runner.pkr.hcl",
+        ]);
+        assert!(ok, "packer validate {image}:\n{text}");
+    }
+    let (ok, _) = packer(&[
+        "validate",
+        "-var",
+        "region=eu-west-1",
+        "-var",
+        "image=ubuntu-26.04",
+        "sprinters-runner.pkr.hcl",
+    ]);
+    assert!(!ok, "an image name the template does not know is refused");
 }

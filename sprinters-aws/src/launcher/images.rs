@@ -13,6 +13,11 @@ use crate::error::map_sdk_error;
 /// How images are found by name when no AMI is configured: the newest
 /// available image of `owners` whose name matches `name_pattern`, in which
 /// `{image}` stands for the label's image name (`ubuntu-24.04-arm`, ...).
+///
+/// What the first `*` after `{image}-` matches must begin with a digit (the
+/// build's timestamp): image names are prefixes of each other, and
+/// `ubuntu-24.04-*` alone would also take the newest `ubuntu-24.04-arm-…`
+/// or `ubuntu-24.04-slim-…` image of the same architecture.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageLookup {
     /// Account ids, or `self` / `amazon`, as `DescribeImages` takes them.
@@ -88,6 +93,7 @@ impl ImageCatalog {
         };
         let context = format!("finding the {image} image in {}", target.region);
         let request = target.client.describe_images();
+        let pinned = self.pinned.contains_key(&(target.region.clone(), image));
         let request = match self.pinned.get(&(target.region.clone(), image)) {
             Some(ami) => request.image_ids(ami),
             None => request
@@ -102,10 +108,12 @@ impl ImageCatalog {
             .send()
             .await
             .map_err(|e| map_sdk_error(e, "ec2:DescribeImages", &context))?;
+        let dated = dated_name(&self.lookup.name_pattern, image.name());
         let newest = output
             .images()
             .iter()
             .filter(|i| i.architecture() == Some(&arch))
+            .filter(|i| pinned || dated(i.name().unwrap_or_default()))
             .max_by(|a, b| a.creation_date().cmp(&b.creation_date()));
         newest.and_then(resolved).ok_or_else(|| {
             let wanted = match self.pinned.get(&(target.region.clone(), image)) {
@@ -122,6 +130,21 @@ impl ImageCatalog {
                 target.account, target.region
             ))
         })
+    }
+}
+
+/// Whether a name the pattern matched is this image's own: where the
+/// pattern has `{image}-*`, the part after `{image}-` begins with a digit.
+fn dated_name(pattern: &str, image: &str) -> impl Fn(&str) -> bool {
+    let prefix = pattern
+        .split_once("{image}-*")
+        .map(|(before, _)| format!("{}{image}-", before.replace("{image}", image)));
+    move |name: &str| match &prefix {
+        Some(prefix) => name
+            .strip_prefix(prefix.as_str())
+            .and_then(|rest| rest.bytes().next())
+            .is_some_and(|b| b.is_ascii_digit()),
+        None => true,
     }
 }
 
@@ -160,5 +183,20 @@ mod tests {
             .pin(region, Image::DEFAULT, "ubuntu")
             .unwrap_err();
         assert!(err.message().contains("\"ubuntu\""), "{err}");
+    }
+
+    #[test]
+    fn an_image_name_does_not_take_the_images_it_is_a_prefix_of() {
+        let full = dated_name("sprinters-runner-{image}-*", "ubuntu-24.04");
+        assert!(full("sprinters-runner-ubuntu-24.04-20261201093000"));
+        assert!(!full("sprinters-runner-ubuntu-24.04-arm-20261201093000"));
+        assert!(!full("sprinters-runner-ubuntu-24.04-slim-20261201093000"));
+        assert!(!full("sprinters-runner-ubuntu-24.04-"));
+        let arm = dated_name("sprinters-runner-{image}-*", "ubuntu-24.04-arm");
+        assert!(arm("sprinters-runner-ubuntu-24.04-arm-20261201"));
+        assert!(!arm("sprinters-runner-ubuntu-24.04-arm-minimal-20261201"));
+        // A pattern of the platform's own shape is taken as it is.
+        let own = dated_name("acme/{image}/*", "ubuntu-24.04");
+        assert!(own("acme/ubuntu-24.04/v3"));
     }
 }
