@@ -229,7 +229,9 @@ impl Inner {
                 .map(|r| &r.value)
                 .filter(|r| !r.state.is_waiting())
                 .flat_map(|r| {
-                    let since = r.completed_at.or(r.started_at);
+                    // Idle since its job stopped waiting: when another
+                    // runner took it, not when it later completed there.
+                    let since = r.started_at.or(r.completed_at);
                     r.launches
                         .iter()
                         .filter(|l| l.is_idle() && l.instance_id.is_some())
