@@ -150,6 +150,9 @@ fail() {
     log_failure_msg "sprinters-temp: $*; powering off"
     sleep 2
     poweroff -f
+    # Never go on to boot with a writable boot volume.
+    echo o >/proc/sysrq-trigger
+    while :; do sleep 60; done
 }
 
 temp_device() {
@@ -199,12 +202,38 @@ overlayroot="device:dev=/dev/mapper/sprinters-temp,timeout=10,swap=0"
 overlayroot_cfgdisk="disabled"
 CONF
     update-initramfs -u -k all
+    # Canonical's EC2 images boot their kernel without an initramfs when
+    # they can (GRUB_FORCE_PARTUUID): then nothing above would run. Boot
+    # through the initramfs always.
+    if [ -f /etc/default/grub.d/40-force-partuuid.cfg ]; then
+        rm -f /etc/default/grub.d/40-force-partuuid.cfg
+        update-grub
+    fi
+    # The EFI partition is the one mount overlayroot leaves writable.
+    if [ -f /etc/fstab ]; then
+        awk '$2 == "/boot/efi" && $4 !~ /noauto/ { $4 = $4 ",ro,noauto" } { print }' /etc/fstab >/etc/fstab.sprinters
+        mv /etc/fstab.sprinters /etc/fstab
+    fi
+    # The boot script refuses to run a job on this image unless `/` is the
+    # read-only overlay.
+    echo "overlay" >/etc/sprinters-image
 }
 
 lock_down() {
-    # No SSH server, no keys.
-    apt-get purge -y -q openssh-server rpcbind avahi-daemon cups-daemon \
-        unattended-upgrades >/dev/null 2>&1 || true
+    # No SSH server, no remote login of any kind, no keys.
+    systemctl disable --now apt-daily.timer apt-daily-upgrade.timer >/dev/null 2>&1 || true
+    for package in openssh-server ec2-instance-connect rpcbind avahi-daemon cups-daemon unattended-upgrades; do
+        if dpkg -s "$package" >/dev/null 2>&1; then
+            apt-get purge -y -q "$package"
+        fi
+    done
+    if dpkg -s openssh-server >/dev/null 2>&1; then die "openssh-server is still installed"; fi
+    systemctl mask ssh.service ssh.socket sshd.service >/dev/null 2>&1 || true
+    # Session Manager's agent (a snap on Canonical's EC2 images) is a
+    # login path too.
+    if command -v snap >/dev/null 2>&1 && snap list amazon-ssm-agent >/dev/null 2>&1; then
+        snap remove --purge amazon-ssm-agent
+    fi
     find / -xdev -name 'authorized_keys*' -path '*/.ssh/*' -exec rm -f {} +
     rm -f /etc/ssh/ssh_host_*
     if [ -d /etc/cloud ]; then
@@ -218,6 +247,10 @@ ssh_pwauth: false
 allow_public_ssh_keys: false
 ssh_deletekeys: true
 ssh_genkeytypes: []
+# The boot volume is never grown or resized: it is read-only.
+growpart:
+  mode: "off"
+resize_rootfs: false
 CFG
     fi
     # Nothing listens: the resolver's stub on 127.0.0.53, chrony's command
@@ -235,8 +268,6 @@ CFG
         mkdir -p /etc/chrony/conf.d
         echo 'cmdport 0' >/etc/chrony/conf.d/90-sprinters.conf
     fi
-    # No updates on an instance that lives for one job.
-    systemctl disable apt-daily.timer apt-daily-upgrade.timer >/dev/null 2>&1 || true
 }
 
 clean() {

@@ -125,11 +125,13 @@ fi
 # Nothing listens. The one socket allowed is the DHCP client's (UDP 68,
 # systemd-networkd): EC2 needs DHCP, the client takes only its server's
 # answers, and the security group admits nothing.
-listening=$(ss -H -tulpn | grep -Ev '^udp .*:68 .*"systemd-network"' | tr -s ' ' | tr '\n' ';')
+sockets=$(ss -H -tulpn) || sockets="ss failed"
+listening=$(printf '%s\n' "$sockets" | grep -Ev '^udp .*:68 .*"systemd-network"' | tr -s ' ' | tr '\n' ';')
 result nothing-listens "${listening:-none; the DHCP client aside}" test -z "$listening"
 
 # No SSH daemon, no authorized key anywhere, and the key the metadata
 # offered was not installed.
+# (The test image had openssh-server before the recipe ran.)
 no_sshd() { ! command -v sshd && [ ! -e /usr/sbin/sshd ]; }
 result no-ssh-daemon "" no_sshd
 # A file with no key in it authorizes nothing (cloud-init leaves empty ones).

@@ -174,8 +174,23 @@ fi
 # On the Sprinters image (images/provision.sh) the initramfs has opened it
 # already and `/` is a read-only overlay over it; elsewhere, open it here.
 if grep -q '^/dev/mapper/sprinters-temp /media/root-rw ' /proc/mounts; then
+    # The device the initramfs chose must be the one the label asks for
+    # (zram takes the instance store where the type has one).
+    backing=$(cryptsetup status sprinters-temp | sed -n 's/^ *device: *//p')
+    case "$TEMP_KIND" in
+    gp3) want=$(readlink -f "$(device_for "${{TEMP_DEVICE_NAME#/dev/}}")") ;;
+    ephemeral) want=$(readlink -f /dev/disk/by-id/nvme-Amazon_EC2_NVMe_Instance_Storage_* | head -n 1) ;;
+    *) want=$backing ;;
+    esac
+    if [ -z "$backing" ] || [ "$backing" != "$want" ]; then
+        log "the image put / over $backing, not the $TEMP_KIND temp volume the label asks for"
+        exit 1
+    fi
     temp_root=/media/root-rw/sprinters
-    log "/ is read-only over the encrypted temp volume the image opened"
+    log "/ is read-only over the encrypted $TEMP_KIND temp volume the image opened"
+elif [ -f /etc/sprinters-image ]; then
+    log "this image's / must be a read-only overlay and is not; no job runs here"
+    exit 1
 else
     case "$TEMP_KIND" in
     gp3)

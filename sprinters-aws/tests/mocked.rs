@@ -120,6 +120,7 @@ fn images() -> Rule {
             .images(
                 Image::builder()
                     .image_id(AMI)
+                    .name("sprinters-runner-ubuntu-24.04-20261101000000")
                     .architecture(ArchitectureValues::X8664)
                     .root_device_name("/dev/sda1")
                     .creation_date("2026-11-01T00:00:00.000Z")

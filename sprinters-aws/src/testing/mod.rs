@@ -616,13 +616,23 @@ fn create_security_group(state: &mut StandInState, params: &Params) -> Result<Xm
 }
 
 fn describe_images(state: &StandInState, params: &Params) -> Xml {
+    // EC2 answers a look-up by name with images whose name matches the
+    // filter only: the stand-in's images are named to match it.
+    let name = (1..=10)
+        .find(|i| params.get(&format!("Filter.{i}.Name")) == Some("name"))
+        .and_then(|i| params.get(&format!("Filter.{i}.Value.1")))
+        .map_or_else(
+            || "sprinters-runner-stand-in".to_owned(),
+            |pattern| pattern.replace('*', "20261101000000"),
+        );
     let image = |id: &str, arch: &str| {
         format!(
             "<item><imageId>{}</imageId><imageState>available</imageState><architecture>{arch}</architecture>\
-             <name>sprinters-runner-stand-in</name><creationDate>2026-11-01T00:00:00.000Z</creationDate>\
+             <name>{}</name><creationDate>2026-11-01T00:00:00.000Z</creationDate>\
              <rootDeviceName>/dev/sda1</rootDeviceName><blockDeviceMapping><item><deviceName>/dev/sda1</deviceName>\
              <ebs><volumeSize>{}</volumeSize></ebs></item></blockDeviceMapping></item>",
             escape(id),
+            escape(&name),
             volumes::IMAGE_ROOT_GIB
         )
     };
