@@ -11,13 +11,18 @@
 #     random key and formats it, then overlayroot puts `/` over it
 #                                                        (install_overlay)
 #   - no SSH daemon, no authorized key, nothing listening    (lock_down)
-#   - what the boot script needs: curl, cryptsetup, nvme-cli, mkfs, zram
+#   - what the boot script needs: curl, cryptsetup, nvme-cli, mkfs, zram,
+#     nftables
 #
 # Parameters (environment):
 #   RUNNER_VERSION   the runner release (default below)
 #   RUNNER_SOURCE    URL or local path of the runner tarball (default:
 #                    GitHub's release for RUNNER_VERSION and this machine)
 #   RUNNER_SHA256    its SHA-256; required when RUNNER_SOURCE is given
+#   RUNNER_SUDO      yes: the runner user gets sudo without a password, as
+#                    on GitHub's hosted runners; then the job is root, and
+#                    the metadata service and the boot volume are closed
+#                    to it no more (default: no)
 set -eu
 
 DEFAULT_RUNNER_VERSION=2.326.0
@@ -50,7 +55,7 @@ install_packages() {
     fi
     apt-get install -y -q --no-install-recommends \
         ca-certificates curl cryptsetup cryptsetup-bin e2fsprogs iproute2 \
-        kmod nvme-cli overlayroot sudo util-linux initramfs-tools "$busybox"
+        kmod nftables nvme-cli overlayroot sudo util-linux initramfs-tools "$busybox"
     # zram lives in linux-modules-extra on Ubuntu's cloud kernels.
     for kernel in /lib/modules/*; do
         version=${kernel##*/}
@@ -88,11 +93,17 @@ install_runner() {
 
     id "$RUNNER_USER" >/dev/null 2>&1 ||
         useradd --create-home --shell /bin/bash "$RUNNER_USER"
-    # Jobs expect what GitHub's hosted runners give: sudo without a
-    # password. Whatever a job does as root stays on this one instance,
-    # in the throwaway layer.
-    echo "$RUNNER_USER ALL=(ALL) NOPASSWD:ALL" >/etc/sudoers.d/90-sprinters-runner
-    chmod 0440 /etc/sudoers.d/90-sprinters-runner
+    # The job runs as this user. With sudo it would be root, and the
+    # firewall rule that keeps the JIT config in the user data from it,
+    # like the read-only boot volume, would hold no more: only on request.
+    case "${RUNNER_SUDO:-no}" in
+    yes)
+        echo "$RUNNER_USER ALL=(ALL) NOPASSWD:ALL" >/etc/sudoers.d/90-sprinters-runner
+        chmod 0440 /etc/sudoers.d/90-sprinters-runner
+        ;;
+    no) rm -f /etc/sudoers.d/90-sprinters-runner ;;
+    *) die "RUNNER_SUDO is yes or no, not ${RUNNER_SUDO}" ;;
+    esac
 
     mkdir -p "$RUNNER_DIR"
     tar -xzf "$tarball" -C "$RUNNER_DIR"

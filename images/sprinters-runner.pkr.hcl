@@ -33,6 +33,12 @@ variable "runner_sha256" {
   description = "The SHA-256 of that release's tarball; required with runner_version."
 }
 
+variable "runner_sudo" {
+  type        = bool
+  default     = false
+  description = "Give the runner user sudo without a password, as GitHub's hosted runners do; the job is then root on its instance."
+}
+
 locals {
   # Canonical's AMIs for each image name (owner 099720109477).
   noble_x64   = "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*"
@@ -93,6 +99,7 @@ build {
     environment_vars = [
       "RUNNER_VERSION=${var.runner_version}",
       "RUNNER_SHA256=${var.runner_sha256}",
+      "RUNNER_SUDO=${var.runner_sudo ? "yes" : "no"}",
     ]
   }
 }

@@ -122,6 +122,16 @@ if [ -n "$gone" ]; then
     result previous-boot-files-gone "" not grep -rqsF "$gone" /tmp "$WORK" /var/lib/docker /usr/sprinters-probe /root
 fi
 
+# The metadata service (whose user data holds the JIT config) is closed to
+# the job's user once the boot script has read it; root still reaches it.
+imds_as() {
+    runuser -u "$1" -- curl -s -f -m 5 -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' \
+        http://169.254.169.254/latest/api/token
+}
+result imds-closed-to-the-runner-user "" not imds_as runner
+result imds-open-to-root "" imds_as root
+result runner-user-has-no-sudo "" not runuser -u runner -- sudo -n true
+
 # Nothing listens. The one socket allowed is the DHCP client's (UDP 68,
 # systemd-networkd): EC2 needs DHCP, the client takes only its server's
 # answers, and the security group admits nothing.

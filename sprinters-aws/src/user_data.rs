@@ -4,7 +4,8 @@
 //! What it does, in order: arms a watchdog that ends the instance after the
 //! maximum lifetime, and a trap that ends it at once if anything fails
 //! before the runner starts; reads instance metadata with IMDSv2 tokens
-//! only; puts swap on its own volume under dm-crypt with a throwaway random
+//! only, then closes the metadata service to every user but root (the
+//! user data holds the JIT config); puts swap on its own volume under dm-crypt with a throwaway random
 //! key; puts the temp volume (gp3, instance store, or zram) under dm-crypt
 //! the same way and mounts it where the runner, `/tmp` and Docker write;
 //! starts the runner with the JIT config (one job); shuts the instance down
@@ -132,6 +133,25 @@ imds() {{
     curl -sSf -H "X-aws-ec2-metadata-token: $TOKEN" "http://169.254.169.254/latest/meta-data/$1"
 }}
 log "instance $(imds instance-id) booting"
+
+# The user data there holds the JIT config: from here on only root reaches
+# the metadata service, and the job runs as $RUNNER_USER.
+if command -v nft >/dev/null 2>&1; then
+    nft -f - <<'NFT'
+table inet sprinters_imds {{
+    chain output {{
+        type filter hook output priority 0; policy accept;
+        ip daddr 169.254.169.254 meta skuid != 0 reject
+        ip6 daddr fd00:ec2::254 meta skuid != 0 reject
+    }}
+}}
+NFT
+elif command -v iptables >/dev/null 2>&1; then
+    iptables -A OUTPUT -d 169.254.169.254 -m owner ! --uid-owner 0 -j REJECT
+else
+    log "neither nft nor iptables: the metadata service cannot be closed to the job"
+    exit 1
+fi
 
 # The block device EC2 attached under a name such as sdf: the name itself,
 # or on Nitro instances the NVMe device whose controller reports it.
@@ -302,10 +322,14 @@ mod tests {
         assert!(s.contains("MAX_LIFETIME_MINUTES=360"));
         assert!(s.contains("X-aws-ec2-metadata-token-ttl-seconds"));
         assert_eq!(
-            s.matches("169.254.169.254").count(),
+            s.matches("http://169.254.169.254").count(),
             2,
             "the token call and the token-carrying reads only"
         );
+        // Then closed to everyone but root, before the runner starts.
+        let closed = s.find("meta skuid != 0 reject").unwrap();
+        assert!(closed > s.find("imds instance-id").unwrap());
+        assert!(closed < s.find("RUNNER_STARTED=1").unwrap());
     }
 
     /// Runs the boot script under `sh` with `curl` failing (no metadata
