@@ -93,8 +93,8 @@ impl ImageCatalog {
         };
         let context = format!("finding the {image} image in {}", target.region);
         let request = target.client.describe_images();
-        let pinned = self.pinned.contains_key(&(target.region.clone(), image));
-        let request = match self.pinned.get(&(target.region.clone(), image)) {
+        let pinned = self.pinned.get(&(target.region.clone(), image));
+        let request = match pinned {
             Some(ami) => request.image_ids(ami),
             None => request
                 .set_owners(Some(self.lookup.owners.clone()))
@@ -113,10 +113,10 @@ impl ImageCatalog {
             .images()
             .iter()
             .filter(|i| i.architecture() == Some(&arch))
-            .filter(|i| pinned || dated(i.name().unwrap_or_default()))
+            .filter(|i| pinned.is_some() || dated(i.name().unwrap_or_default()))
             .max_by(|a, b| a.creation_date().cmp(&b.creation_date()));
         newest.and_then(resolved).ok_or_else(|| {
-            let wanted = match self.pinned.get(&(target.region.clone(), image)) {
+            let wanted = match pinned {
                 Some(ami) => format!("AMI {ami} ({})", arch.as_str()),
                 None => format!(
                     "an available {} image named {} owned by {}",
