@@ -191,19 +191,41 @@ fi
 
 # The temp volume, where the runner, /tmp and Docker write: under dm-crypt
 # whatever its kind, zram (compressed RAM, which can reach swap) included.
+# Its device, as the label's kind asks for it (zram is made below, when
+# this script opens the volume itself).
+case "$TEMP_KIND" in
+gp3)
+    temp=$(device_for "${{TEMP_DEVICE_NAME#/dev/}}")
+    ;;
+ephemeral)
+    temp=""
+    for disk in /dev/disk/by-id/nvme-Amazon_EC2_NVMe_Instance_Storage_*; do
+        if [ -b "$disk" ]; then
+            temp=$disk
+            break
+        fi
+    done
+    if [ -z "$temp" ]; then
+        log "temp=ephemeral needs an instance type with an instance store"
+        exit 1
+    fi
+    ;;
+zram)
+    temp=""
+    ;;
+*)
+    log "unknown temp kind $TEMP_KIND"
+    exit 1
+    ;;
+esac
 # On the Sprinters image (images/provision.sh) the initramfs has opened it
 # already and `/` is a read-only overlay over it; elsewhere, open it here.
 if grep -q '^/dev/mapper/sprinters-temp /media/root-rw ' /proc/mounts; then
     # The device the initramfs chose must be the one the label asks for
     # (zram takes the instance store where the type has one).
     backing=$(cryptsetup status sprinters-temp | sed -n 's/^ *device: *//p')
-    case "$TEMP_KIND" in
-    gp3) want=$(readlink -f "$(device_for "${{TEMP_DEVICE_NAME#/dev/}}")") ;;
-    ephemeral) want=$(readlink -f /dev/disk/by-id/nvme-Amazon_EC2_NVMe_Instance_Storage_* | head -n 1) ;;
-    *) want=$backing ;;
-    esac
-    if [ -z "$backing" ] || [ "$backing" != "$want" ]; then
-        log "the image put / over $backing, not the $TEMP_KIND temp volume the label asks for"
+    if [ -z "$backing" ] || {{ [ -n "$temp" ] && [ "$(readlink -f "$temp")" != "$backing" ]; }}; then
+        log "the image put / over ${{backing:-nothing}}, not the $TEMP_KIND temp volume the label asks for"
         exit 1
     fi
     temp_root=/media/root-rw/sprinters
@@ -212,36 +234,14 @@ elif [ -f /etc/sprinters-image ]; then
     log "this image's / must be a read-only overlay and is not; no job runs here"
     exit 1
 else
-    case "$TEMP_KIND" in
-    gp3)
-        temp=$(device_for "${{TEMP_DEVICE_NAME#/dev/}}")
-        ;;
-    ephemeral)
-        temp=""
-        for disk in /dev/disk/by-id/nvme-Amazon_EC2_NVMe_Instance_Storage_*; do
-            if [ -b "$disk" ]; then
-                temp=$disk
-                break
-            fi
-        done
-        if [ -z "$temp" ]; then
-            log "temp=ephemeral needs an instance type with an instance store"
-            exit 1
-        fi
-        ;;
-    zram)
+    if [ "$TEMP_KIND" = zram ]; then
         modprobe zram num_devices=1
         if [ -z "$ZRAM_SIZE" ]; then
             ZRAM_SIZE="$(awk '/^MemTotal:/ {{ print int($2 / 2) }}' /proc/meminfo)K"
         fi
         echo "$ZRAM_SIZE" > /sys/block/zram0/disksize
         temp=/dev/zram0
-        ;;
-    *)
-        log "unknown temp kind $TEMP_KIND"
-        exit 1
-        ;;
-    esac
+    fi
     encrypt "$temp" sprinters-temp
     temp_dev=/dev/mapper/sprinters-temp
     mkfs.ext4 -q -F "$temp_dev"
