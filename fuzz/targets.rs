@@ -1,6 +1,6 @@
 //! The body of every fuzz target, shared by the `cargo fuzz` targets and
 //! the regression test that `scripts/test` runs on the saved inputs
-//! (`examples/tests/fuzz_regressions.rs`). Each must return, whatever the
+//! (`examples/server/tests/fuzz_regressions.rs`). Each must return, whatever the
 //! input: an error is fine, a panic, a hang or an abort is a finding.
 
 use std::collections::BTreeMap;
@@ -96,6 +96,6 @@ pub fn frames(data: &[u8]) {
 /// `serve`'s configuration file, with no environment overrides.
 pub fn config(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = sprinters_examples::config::Config::parse(text, &BTreeMap::new());
+        let _ = sprinters_server::config::Config::parse(text, &BTreeMap::new());
     }
 }

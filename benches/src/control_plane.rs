@@ -15,13 +15,13 @@ use sprinters_aws::AwsClientConfig;
 use sprinters_aws::testing::{AwsStandIn, STAND_IN_ACCOUNT, X64_AMI};
 use sprinters_core::domain::{InstallationId, Repository, RunnerName};
 use sprinters_core::ports::{CreateJitRunner, RunnerRegistry};
-use sprinters_examples::config::Config;
-use sprinters_examples::server::ControlPlane;
 use sprinters_github::testing::{
     GithubStandIn, TEST_APP_PRIVATE_KEY_PEM, TEST_APP_PUBLIC_KEY_PEM, WorkflowJobWebhook,
 };
 use sprinters_github::webhook::sign;
 use sprinters_github::{GithubApp, GithubAppConfig, GithubRegistry};
+use sprinters_server::config::Config;
+use sprinters_server::server::ControlPlane;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -58,7 +58,7 @@ impl ControlPlaneRig {
     pub async fn start_with(delay: Duration, server_settings: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        sprinters_examples::data_dir::create(&data).unwrap();
+        sprinters_server::data_dir::create(&data).unwrap();
         sprinters_store::MasterKey::create_file(&data.join("master.key")).unwrap();
         let secret = format!("bench-webhook-secret-{:016x}", fastrand::u64(..));
         std::fs::write(dir.path().join("webhook-secret"), &secret).unwrap();
@@ -111,7 +111,7 @@ max_concurrent_per_account = 100000
             .build()
             .await
             .unwrap();
-        let sprinters_examples::server::PlaneStore::Embedded(store) = plane.store().clone() else {
+        let sprinters_server::server::PlaneStore::Embedded(store) = plane.store().clone() else {
             panic!("the rig runs on the embedded store");
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

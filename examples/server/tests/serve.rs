@@ -14,10 +14,10 @@ use sprinters_aws::AwsClientConfig;
 use sprinters_core::domain::{AccountId, Region};
 use sprinters_core::ports::Credentials;
 use sprinters_core::vault::{CredentialVault, StoredAccessKey};
-use sprinters_examples::config::Config;
-use sprinters_examples::server::ControlPlane;
 use sprinters_github::testing::GithubStandIn;
 use sprinters_github::webhook::sign;
+use sprinters_server::config::Config;
+use sprinters_server::server::ControlPlane;
 use sprinters_store::{MasterKey, SqliteJobStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -27,7 +27,7 @@ const ACCOUNT: &str = "123456789012";
 
 fn github_fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../sprinters-github/tests/fixtures")
+        .join("../../sprinters-github/tests/fixtures")
         .join(name)
 }
 
@@ -95,7 +95,7 @@ async fn webhook(addr: std::net::SocketAddr, event: &str, id: &str, body: &[u8])
 async fn a_signed_webhook_launches_in_the_emulator_and_completion_ends_it() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    sprinters_examples::data_dir::create(&data).unwrap();
+    sprinters_server::data_dir::create(&data).unwrap();
     let master = MasterKey::create_file(&data.join("master.key")).unwrap();
     {
         // The customer's access key, in the vault before serve opens it.

@@ -1,5 +1,8 @@
-//! `sprinters demo`: the whole product on one machine, against the AWS
-//! API emulator.
+//! `sprinters-demo`: the whole product on one machine, against the AWS
+//! API emulator (`scripts/demo` starts one and runs this).
+
+// A command-line tool prints by design.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -7,14 +10,14 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use clap::Args;
-use sprinters_examples::demo::{self, DemoOptions, DemoReport, emulator_hint};
+use clap::Parser;
+use sprinters_demo::{self as demo, DemoOptions, DemoReport, emulator_hint};
 
-use super::{fail, usage_error};
-
-/// Arguments of `sprinters demo`.
-#[derive(Debug, Args)]
-pub(crate) struct DemoArgs {
+/// The whole product on this machine: serve, the GitHub stand-in and the
+/// AWS API emulator, with jobs sent as signed webhooks.
+#[derive(Debug, Parser)]
+#[command(name = "sprinters-demo", version, about)]
+struct DemoArgs {
     /// How many jobs to send (1 to 500); one of them has a label error.
     #[arg(long, default_value_t = 20)]
     jobs: usize,
@@ -26,7 +29,8 @@ pub(crate) struct DemoArgs {
     data_dir: Option<PathBuf>,
 }
 
-pub(crate) fn run(args: DemoArgs) -> ExitCode {
+fn main() -> ExitCode {
+    let args = DemoArgs::parse();
     if !(1..=500).contains(&args.jobs) {
         return usage_error(format!("--jobs {}: expected 1 to 500", args.jobs));
     }
@@ -44,7 +48,7 @@ pub(crate) fn run(args: DemoArgs) -> ExitCode {
     };
     // The engine's own logs would drown the demo's: warnings only, unless
     // RUST_LOG asks for more.
-    super::serve::init_tracing("warn");
+    sprinters_server::logging::init("warn");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -75,6 +79,18 @@ pub(crate) fn run(args: DemoArgs) -> ExitCode {
         }
         Err(e) => fail(e),
     }
+}
+
+/// Prints one line about what went wrong and fails (exit 1).
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}
+
+/// Prints one line about a bad argument and fails (exit 2).
+fn usage_error(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(2)
 }
 
 /// One progress line, redrawn in place on a terminal.

@@ -6,13 +6,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[allow(dead_code, unreachable_pub)]
-#[path = "../../fuzz/targets.rs"]
+#[path = "../../../fuzz/targets.rs"]
 mod targets;
 
 use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn files(dir: &Path) -> Vec<PathBuf> {
@@ -53,7 +53,7 @@ fn the_seeds_reach_every_target() {
     ] {
         targets::labels(label.as_bytes());
     }
-    let example = std::fs::read(root().join("examples/sprinters.example.toml")).unwrap();
+    let example = std::fs::read(root().join("examples/server/sprinters.example.toml")).unwrap();
     targets::config(&example);
     targets::frames(&[1, 0, 1, 2, 3]);
     targets::frames(&[2]);

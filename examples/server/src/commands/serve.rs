@@ -4,37 +4,21 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use sprinters_examples::config::Config;
-use sprinters_examples::server::ControlPlane;
+use sprinters_server::config::Config;
+use sprinters_server::server::ControlPlane;
 
 use super::fail;
 
 /// Arguments of `sprinters serve`.
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
-    /// The configuration file (see examples/sprinters.example.toml).
+    /// The configuration file (see examples/server/sprinters.example.toml).
     #[arg(long)]
     config: PathBuf,
 }
 
-/// Logs to stderr; `RUST_LOG` filters (default `default`), and
-/// `SPRINTERS_LOG_FORMAT=json` switches to one JSON object per line.
-pub(crate) fn init_tracing(default: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    let _ = if std::env::var("SPRINTERS_LOG_FORMAT").as_deref() == Ok("json") {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
-}
-
 pub(crate) fn run(args: ServeArgs) -> ExitCode {
-    init_tracing("info");
+    sprinters_server::logging::init("info");
     let config = match Config::load(&args.config) {
         Ok(config) => config,
         Err(e) => return fail(format!("{}: {e}", args.config.display())),

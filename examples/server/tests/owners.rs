@@ -13,10 +13,10 @@ use serde_json::{Value, json};
 use sprinters_aws::AwsClientConfig;
 use sprinters_core::domain::Region;
 use sprinters_core::ports::Credentials;
-use sprinters_examples::config::Config;
-use sprinters_examples::server::ControlPlane;
 use sprinters_github::testing::{GithubStandIn, WorkflowJobWebhook};
 use sprinters_github::webhook::sign;
+use sprinters_server::config::Config;
+use sprinters_server::server::ControlPlane;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SECRET: &str = "owners-test-webhook-secret";
@@ -28,7 +28,7 @@ const INSTALLATION: u64 = 610;
 
 fn github_fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../sprinters-github/tests/fixtures")
+        .join("../../sprinters-github/tests/fixtures")
         .join(name)
 }
 
@@ -160,7 +160,7 @@ fn job(n: u64) -> WorkflowJobWebhook {
 /// token scoped to `newco`, over `store` (a TOML `[store]` section).
 async fn plane(dir: &Path, github: &GithubStandIn, ami: &str, store: &str) -> ControlPlane {
     let data = dir.join("data");
-    sprinters_examples::data_dir::create(&data).unwrap();
+    sprinters_server::data_dir::create(&data).unwrap();
     let master = data.join("master.key");
     if !master.exists() {
         sprinters_store::MasterKey::create_file(&master).unwrap();

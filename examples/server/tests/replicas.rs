@@ -64,7 +64,7 @@ fn write_config(
     limits: &str,
 ) -> std::path::PathBuf {
     let data = dir.join(format!("replica-{n}"));
-    sprinters_examples::data_dir::create(&data).unwrap();
+    sprinters_server::data_dir::create(&data).unwrap();
     let text = format!(
         r#"
 [server]

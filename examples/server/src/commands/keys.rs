@@ -11,7 +11,7 @@ use sprinters_core::domain::{AccountId, OwnerId};
 use sprinters_core::engine::LEADER_LEASE;
 use sprinters_core::ports::{AcquireLease, JobStore, ReleaseLease};
 use sprinters_core::vault::{CredentialVault, StoredAccessKey};
-use sprinters_examples::config::{Config, StoreConfig};
+use sprinters_server::config::{Config, StoreConfig};
 use sprinters_store::{FileKeyProvider, MasterKey, PostgresJobStore, SqliteJobStore};
 
 use super::{fail, runtime, usage_error};
@@ -94,7 +94,7 @@ pub(crate) fn run(command: KeysCommand) -> ExitCode {
 }
 
 fn init(dir: &Path) -> ExitCode {
-    if let Err(e) = sprinters_examples::data_dir::create(dir) {
+    if let Err(e) = sprinters_server::data_dir::create(dir) {
         return fail(e);
     }
     let path = dir.join(MASTER_KEY_FILE);

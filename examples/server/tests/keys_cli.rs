@@ -189,7 +189,7 @@ async fn a_backup_is_taken_while_the_store_is_open_and_opens_with_the_same_key()
     use sprinters_core::ports::{JobStore, ListJobs, PutJob};
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    sprinters_examples::data_dir::create(&data).unwrap();
+    sprinters_server::data_dir::create(&data).unwrap();
     let key = sprinters_store::MasterKey::create_file(&data.join("master.key")).unwrap();
     // The store stays open (as serve holds it) during the backup.
     let store = sprinters_store::SqliteJobStore::open_with_key(&data, &key).unwrap();
@@ -216,7 +216,7 @@ async fn a_backup_is_taken_while_the_store_is_open_and_opens_with_the_same_key()
     let out = backup(&data, &closed);
     assert!(out.status.success(), "{}", stderr(&out));
     let restored = dir.path().join("restored");
-    sprinters_examples::data_dir::create(&restored).unwrap();
+    sprinters_server::data_dir::create(&restored).unwrap();
     std::fs::rename(&copy, restored.join(sprinters_store::DATABASE_FILE)).unwrap();
     let back = sprinters_store::SqliteJobStore::open_with_key(&restored, &key).unwrap();
     let page = back.list_jobs(ListJobs::newest(100)).await.unwrap();
@@ -227,7 +227,7 @@ async fn a_backup_is_taken_while_the_store_is_open_and_opens_with_the_same_key()
     let wrong = sprinters_store::MasterKey::generate();
     drop(back);
     let elsewhere = dir.path().join("elsewhere");
-    sprinters_examples::data_dir::create(&elsewhere).unwrap();
+    sprinters_server::data_dir::create(&elsewhere).unwrap();
     std::fs::copy(
         restored.join(sprinters_store::DATABASE_FILE),
         elsewhere.join(sprinters_store::DATABASE_FILE),
@@ -265,7 +265,7 @@ fn a_data_directory_of_the_old_segment_log_is_refused_in_one_line() {
 fn the_keys_commands_take_the_embedded_store_and_key_file_from_the_config() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    sprinters_examples::data_dir::create(&data).unwrap();
+    sprinters_server::data_dir::create(&data).unwrap();
     let key_file = dir.path().join("keys/sprinters-master.key");
     std::fs::create_dir_all(key_file.parent().unwrap()).unwrap();
     sprinters_store::MasterKey::create_file(&key_file).unwrap();

@@ -90,7 +90,7 @@ async fn sigkilled_serve_launches_every_job_exactly_once_and_leaves_nothing_runn
 
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    sprinters_examples::data_dir::create(&data).unwrap();
+    sprinters_server::data_dir::create(&data).unwrap();
     let master = MasterKey::create_file(&data.join("master.key")).unwrap();
     {
         let store = SqliteJobStore::open_with_key(&data, &master).unwrap();

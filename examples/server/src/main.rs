@@ -2,8 +2,9 @@
 //!
 //! Commands so far: `labels parse`, `policy iam|trust|cloudformation`,
 //! `user-data`, `keys init|rotate|add-access-key`, `jobs list`,
-//! `store backup`, `serve`,
-//! `demo`, `accounts connect|verify|list|disconnect`.
+//! `store backup`, `serve`, `accounts connect|verify|list|disconnect`.
+//! The demo is a binary of its own (`examples/demo`), so that this one
+//! links no stand-in.
 
 // A command-line tool prints by design.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -48,9 +49,6 @@ enum Command {
     },
     /// Run the control plane.
     Serve(commands::serve::ServeArgs),
-    /// The whole product on this machine: serve, the GitHub stand-in and
-    /// the AWS API emulator, with jobs sent as signed webhooks.
-    Demo(commands::demo::DemoArgs),
     /// The job history.
     Jobs {
         #[command(subcommand)]
@@ -75,6 +73,5 @@ fn main() -> ExitCode {
         Command::Store { command } => commands::store::run(command),
         Command::Accounts { command } => commands::accounts::run(command),
         Command::Serve(args) => commands::serve::run(args),
-        Command::Demo(args) => commands::demo::run(args),
     }
 }

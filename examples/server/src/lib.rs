@@ -3,11 +3,11 @@
 
 /// The workspace README's examples.
 #[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
+#[doc = include_str!("../../../README.md")]
 pub struct WorkspaceReadme;
 
 pub mod config;
 pub mod data_dir;
-pub mod demo;
+pub mod logging;
 pub mod server;
 pub mod view;

@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 pub(crate) mod accounts;
-pub(crate) mod demo;
 pub(crate) mod jobs;
 pub(crate) mod keys;
 pub(crate) mod labels;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use secrecy::ExposeSecret;
-use sprinters_examples::config::{AccountCredentials, Config};
+use sprinters_server::config::{AccountCredentials, Config};
 
 /// Files the example refers to, in a temporary directory, as overrides.
 struct Files {
@@ -224,7 +224,7 @@ fn errors_name_the_key() {
 
 #[test]
 fn the_store_is_the_embedded_store_unless_a_database_is_named() {
-    use sprinters_examples::config::StoreConfig;
+    use sprinters_server::config::StoreConfig;
     let mut f = files();
     let config = Config::parse(&example(), &f.env).unwrap();
     assert!(matches!(config.store, StoreConfig::Embedded));

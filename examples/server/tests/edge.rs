@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::{get, post};
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
-use sprinters_examples::server::{
+use sprinters_server::server::{
     EdgeLimits, HEADER_TIMEOUT, REQUEST_TIMEOUT, guard, serve_http, tls_config,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -187,7 +187,7 @@ async fn a_body_that_trickles_in_gets_408() {
 async fn a_body_over_the_limit_gets_413() {
     let (addr, _stop, _server) = start(router(None), false).await;
     let mut tcp = TcpStream::connect(addr).await.unwrap();
-    let size = sprinters_examples::server::BODY_LIMIT + 1;
+    let size = sprinters_server::server::BODY_LIMIT + 1;
     tcp.write_all(
         format!("POST /echo HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {size}\r\n\r\n")
             .as_bytes(),

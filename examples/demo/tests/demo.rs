@@ -1,12 +1,20 @@
-//! `sprinters demo` as a newcomer runs it: against the AWS emulator that
+//! `sprinters-demo` as a newcomer runs it: against the AWS emulator that
 //! `scripts/test` starts, every job served, every instance gone, the label
 //! error recorded; and without an emulator, a line that says what to run.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use std::process::{Command, Output};
 
-use std::process::Command;
+use sprinters_core::ports::{JobStore, ListJobs};
+use sprinters_store::{MasterKey, SqliteJobStore};
+
+fn demo(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sprinters-demo"))
+        .args(args)
+        .output()
+        .expect("the demo binary runs")
+}
 
 fn endpoint() -> String {
     std::env::var("SPRINTERS_TEST_AWS_ENDPOINT").unwrap_or_else(|_| {
@@ -18,8 +26,7 @@ fn endpoint() -> String {
 fn the_demo_serves_every_job_and_leaves_nothing_running() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let output = common::sprinters(&[
-        "demo",
+    let output = demo(&[
         "--jobs",
         "15",
         "--aws-endpoint",
@@ -59,16 +66,35 @@ fn the_demo_serves_every_job_and_leaves_nothing_running() {
         "progress: {stderr}"
     );
 
-    // The history stays in the encrypted store for `jobs list`.
-    let listed = common::sprinters(&["jobs", "list", "--data-dir", data.to_str().unwrap()]);
-    let listed = String::from_utf8_lossy(&listed.stdout);
-    assert_eq!(listed.matches("octo-org/demo").count(), 15, "{listed}");
+    // The history stays in the encrypted store, where `sprinters jobs
+    // list --data-dir` reads it.
+    assert!(
+        stdout.contains(&format!(
+            "sprinters jobs list --data-dir {}",
+            data.display()
+        )),
+        "{stdout}"
+    );
+    let key = MasterKey::from_file(&data.join("master.key")).unwrap();
+    let store = SqliteJobStore::open_with_key(&data, &key).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let page = runtime
+        .block_on(store.list_jobs(ListJobs::newest(100)))
+        .unwrap();
+    let demo_jobs = page
+        .jobs
+        .iter()
+        .filter(|v| v.value.repository.to_string() == "octo-org/demo")
+        .count();
+    assert_eq!(demo_jobs, 15);
 }
 
 #[test]
 fn without_an_emulator_the_demo_says_what_to_run() {
-    let output = Command::new(env!("CARGO_BIN_EXE_sprinters"))
-        .arg("demo")
+    let output = Command::new(env!("CARGO_BIN_EXE_sprinters-demo"))
         .env_remove("SPRINTERS_AWS_ENDPOINT")
         .output()
         .unwrap();
@@ -78,7 +104,7 @@ fn without_an_emulator_the_demo_says_what_to_run() {
     assert!(stderr.contains("run scripts/demo"), "{stderr}");
     assert!(stderr.contains("moto_server -p 5000"), "{stderr}");
 
-    let unreachable = common::sprinters(&["demo", "--aws-endpoint", "http://127.0.0.1:9"]);
+    let unreachable = demo(&["--aws-endpoint", "http://127.0.0.1:9"]);
     assert_eq!(unreachable.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&unreachable.stderr);
     assert!(

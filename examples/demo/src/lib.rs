@@ -1,4 +1,4 @@
-//! `sprinters demo`: the whole product on one machine, with no cloud
+//! `sprinters-demo`: the whole product on one machine, with no cloud
 //! account. `serve` runs in-process on loopback with the encrypted file
 //! store, the GitHub stand-in and the AWS API emulator (moto); jobs arrive
 //! as signed webhooks and the demo checks, against the emulator and the
@@ -23,8 +23,8 @@ use sprinters_github::testing::{
 use sprinters_github::webhook::sign;
 use sprinters_store::{MasterKey, SqliteJobStore, StaticKeyProvider};
 
-use crate::config::Config;
-use crate::server::ControlPlane;
+use sprinters_server::config::Config;
+use sprinters_server::server::ControlPlane;
 
 /// The account the emulator acts in.
 const ACCOUNT: &str = "123456789012";
@@ -214,7 +214,7 @@ impl DemoReport {
 pub fn emulator_hint() -> &'static str {
     "run scripts/demo, which installs and starts the AWS API emulator (moto) and runs the demo; \
      or start one yourself: python3 -m pip install 'moto[server]==5.2.5' && moto_server -p 5000 & \
-     then: sprinters demo --aws-endpoint http://127.0.0.1:5000"
+     then: sprinters-demo --aws-endpoint http://127.0.0.1:5000"
 }
 
 /// Runs the demo, telling `progress` how it goes.
@@ -227,7 +227,7 @@ pub async fn run(
         Some(dir) => dir.clone(),
         None => std::env::temp_dir().join(format!("sprinters-demo-{:08x}", fastrand::u32(..))),
     };
-    crate::data_dir::create(&data_dir)?;
+    sprinters_server::data_dir::create(&data_dir)?;
     let run = Setup::prepare(&options, &data_dir).await?;
     let times = Arc::new(LaunchTimes::default());
     let plane = ControlPlane::builder(run.config(&data_dir)?)

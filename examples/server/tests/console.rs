@@ -18,8 +18,8 @@ use sprinters_core::job::{JobRecord, JobState, Launch};
 use sprinters_core::ports::{JobStore, PutJob};
 use sprinters_core::testing::{sample_owner_id, sample_record};
 use sprinters_core::time::Timestamp;
-use sprinters_examples::config::ApiToken;
-use sprinters_examples::server::{Metrics, api_router};
+use sprinters_server::config::ApiToken;
+use sprinters_server::server::{Metrics, api_router};
 use sprinters_store::{MasterKey, SqliteJobStore};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -131,7 +131,7 @@ async fn serve(store: Arc<SqliteJobStore>) -> std::net::SocketAddr {
         );
     }
     let router = api_router(
-        sprinters_examples::server::PlaneStore::Embedded(store),
+        sprinters_server::server::PlaneStore::Embedded(store),
         tokens,
         Arc::new(Metrics::default()),
         tenants,

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use sprinters_core::domain::OwnerId;
 use sprinters_core::ports::{JobStore, ListJobs};
-use sprinters_examples::view::JobView;
+use sprinters_server::view::JobView;
 
 use super::keys::open_store;
 use super::{fail, runtime, usage_error};
