@@ -7,6 +7,7 @@ mod error;
 pub mod events;
 pub mod job;
 pub mod labels;
+pub mod layers;
 pub mod memory;
 pub mod observe;
 pub mod policy;

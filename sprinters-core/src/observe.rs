@@ -5,25 +5,19 @@
 //! Give one to [`EngineBuilder::observer`](crate::engine::EngineBuilder::observer):
 //! the engine then tells it when it calls `RunInstances` for a job (with
 //! how long the job had waited since its webhook), when it ends an
-//! instance (and why), and the outcome of every call it makes to the
-//! GitHub, AWS-credentials and EC2 ports. Calls are inline on the launch
-//! path: an observer must be cheap and must not block.
+//! instance (and why), and the outcome of every call it makes to its
+//! ports: GitHub, AWS credentials, EC2, the store and the event source
+//! (each wrapped in an [`ObserveLayer`](crate::layers::ObserveLayer)).
+//! Calls are inline on the launch path: an observer must be cheap and must
+//! not block.
 
 use std::fmt;
 use std::time::Duration;
 
-use async_trait::async_trait;
-
+use crate::Error;
 use crate::domain::JobKey;
 use crate::job::EndReason;
-use crate::ports::{
-    CancelRun, CloudLauncher, CreateJitRunner, CredentialProvider, Credentials, CredentialsRequest,
-    DescribeInstance, DynCloudLauncher, DynCredentialProvider, DynRunnerRegistry, GetJobStatus,
-    GetRunOrigin, InstanceInfo, JitRunner, JobStatus, LaunchRequest, Launched, ListOwned,
-    ListQueuedJobs, Market, OwnedInstances, QueuedJobs, RemoveRunner, RerunJob, RunOrigin,
-    RunnerRegistry, TerminateRequest, Terminated,
-};
-use crate::{Error, Result};
+use crate::ports::Market;
 
 /// Receives what the engine did. Every method has an empty default, so an
 /// observer implements only what it counts.
@@ -94,26 +88,37 @@ pub struct InstanceEnded {
     pub was_running: bool,
 }
 
-/// The external APIs behind the ports the engine calls.
+/// The ports, as calls to them are named (by [`PortCall`] and the
+/// [layers](crate::layers)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Api {
-    /// The [`RunnerRegistry`] (GitHub).
+    /// The [`RunnerRegistry`](crate::ports::RunnerRegistry) (GitHub).
     Registry,
-    /// The [`CredentialProvider`] (STS,
+    /// The [`CredentialProvider`](crate::ports::CredentialProvider) (STS,
     /// the vault).
     Credentials,
-    /// The [`CloudLauncher`] (EC2).
+    /// The [`CloudLauncher`](crate::ports::CloudLauncher) (EC2).
     Launcher,
+    /// The [`JobStore`](crate::ports::JobStore).
+    Store,
+    /// The [`EventSource`](crate::ports::EventSource).
+    Events,
+    /// The [`CredentialVault`](crate::vault::CredentialVault).
+    Vault,
 }
 
 impl Api {
-    /// `registry`, `credentials` or `launcher`, for metric labels.
+    /// `registry`, `credentials`, `launcher`, `store`, `events` or `vault`,
+    /// for metric labels.
     pub fn as_str(self) -> &'static str {
         match self {
             Api::Registry => "registry",
             Api::Credentials => "credentials",
             Api::Launcher => "launcher",
+            Api::Store => "store",
+            Api::Events => "events",
+            Api::Vault => "vault",
         }
     }
 }
@@ -161,118 +166,5 @@ impl EngineObserver for Observers {
     }
     fn active_jobs(&self, by_state: &std::collections::BTreeMap<crate::job::JobState, u64>) {
         self.0.iter().for_each(|o| o.active_jobs(by_state));
-    }
-}
-
-/// The ports of an engine, each wrapped so that its calls reach `observer`.
-pub(crate) fn observe_ports(
-    observer: &std::sync::Arc<dyn EngineObserver>,
-    registry: DynRunnerRegistry,
-    credentials: DynCredentialProvider,
-    launcher: DynCloudLauncher,
-) -> (DynRunnerRegistry, DynCredentialProvider, DynCloudLauncher) {
-    use std::sync::Arc;
-    let registry = Observed {
-        inner: registry,
-        observer: observer.clone(),
-    };
-    let credentials = Observed {
-        inner: credentials,
-        observer: observer.clone(),
-    };
-    let launcher = Observed {
-        inner: launcher,
-        observer: observer.clone(),
-    };
-    (
-        Arc::new(registry),
-        Arc::new(credentials),
-        Arc::new(launcher),
-    )
-}
-
-/// A port whose calls are timed and told to an observer.
-#[derive(Debug)]
-struct Observed<P> {
-    inner: P,
-    observer: std::sync::Arc<dyn EngineObserver>,
-}
-
-impl<P> Observed<P> {
-    async fn call<T>(
-        &self,
-        api: Api,
-        operation: &'static str,
-        call: impl std::future::Future<Output = Result<T>>,
-    ) -> Result<T> {
-        let started = std::time::Instant::now();
-        let result = call.await;
-        self.observer.port_call(&PortCall {
-            api,
-            operation,
-            elapsed: started.elapsed(),
-            error: result.as_ref().err(),
-        });
-        result
-    }
-}
-
-#[async_trait]
-impl RunnerRegistry for Observed<DynRunnerRegistry> {
-    async fn create_jit_runner(&self, request: CreateJitRunner) -> Result<JitRunner> {
-        let call = self.inner.create_jit_runner(request);
-        self.call(Api::Registry, "create_jit_runner", call).await
-    }
-    async fn remove_runner(&self, request: RemoveRunner) -> Result<()> {
-        let call = self.inner.remove_runner(request);
-        self.call(Api::Registry, "remove_runner", call).await
-    }
-    async fn job_status(&self, request: GetJobStatus) -> Result<JobStatus> {
-        let call = self.inner.job_status(request);
-        self.call(Api::Registry, "job_status", call).await
-    }
-    async fn rerun_job(&self, request: RerunJob) -> Result<()> {
-        let call = self.inner.rerun_job(request);
-        self.call(Api::Registry, "rerun_job", call).await
-    }
-    async fn cancel_run(&self, request: CancelRun) -> Result<()> {
-        let call = self.inner.cancel_run(request);
-        self.call(Api::Registry, "cancel_run", call).await
-    }
-    async fn list_queued_jobs(&self, request: ListQueuedJobs) -> Result<QueuedJobs> {
-        let call = self.inner.list_queued_jobs(request);
-        self.call(Api::Registry, "list_queued_jobs", call).await
-    }
-    async fn run_origin(&self, request: GetRunOrigin) -> Result<RunOrigin> {
-        let call = self.inner.run_origin(request);
-        self.call(Api::Registry, "run_origin", call).await
-    }
-}
-
-#[async_trait]
-impl CredentialProvider for Observed<DynCredentialProvider> {
-    async fn credentials(&self, request: CredentialsRequest) -> Result<Credentials> {
-        let call = self.inner.credentials(request);
-        self.call(Api::Credentials, "credentials", call).await
-    }
-}
-
-#[async_trait]
-impl CloudLauncher for Observed<DynCloudLauncher> {
-    async fn launch(&self, request: LaunchRequest) -> Result<Launched> {
-        let call = self.inner.launch(request);
-        self.call(Api::Launcher, "launch", call).await
-    }
-    async fn terminate(&self, request: TerminateRequest) -> Result<Terminated> {
-        let call = self.inner.terminate(request);
-        self.call(Api::Launcher, "terminate", call).await
-    }
-    async fn list_owned(&self, request: ListOwned) -> Result<OwnedInstances> {
-        let call = self.inner.list_owned(request);
-        self.call(Api::Launcher, "list_owned", call).await
-    }
-    async fn describe(&self, request: DescribeInstance) -> Result<InstanceInfo> {
-        let call = self.inner.describe(request);
-        self.call(Api::Launcher, "describe", call).await
     }
 }

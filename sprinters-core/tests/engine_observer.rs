@@ -1,5 +1,6 @@
 //! An engine observer hears of every launch (with the job's wait), every
-//! ended instance (with why) and every port call (with its error).
+//! ended instance (with why) and every port call (with its error), the
+//! store's included.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -100,6 +101,16 @@ async fn the_observer_hears_launches_ends_and_port_calls() {
             .lock()
             .unwrap()
             .contains(&(Api::Credentials, "credentials", None))
+    );
+    // The store's calls too (through the same layer as the others).
+    assert!(
+        recorder
+            .calls
+            .lock()
+            .unwrap()
+            .contains(&(Api::Store, "put_job", None)),
+        "{:?}",
+        recorder.calls.lock().unwrap()
     );
 
     let runner = TestBed::runner(&job, 1);

@@ -57,7 +57,8 @@ pub use tenants::{Refusal, Tenant, Tenants};
 use crate::domain::{JobKey, Repository};
 use crate::events::{Delivery, Event};
 use crate::labels::LabelParser;
-use crate::observe::{EngineObserver, NoObserver, observe_ports};
+use crate::layers::{LayerExt, ObserveLayer};
+use crate::observe::{EngineObserver, NoObserver};
 use crate::ports::{
     Ack, DynCloudLauncher, DynCredentialProvider, DynEventSource, DynJobStore, DynRunnerRegistry,
     Poll, RecordDelivery,
@@ -221,16 +222,25 @@ impl EngineBuilder {
             .ok_or_else(|| missing("credential provider"))?;
         let launcher = self.launcher.ok_or_else(|| missing("cloud launcher"))?;
         let store = self.store.ok_or_else(|| missing("job store"))?;
-        let (observer, registry, credentials, launcher) = match self.observer {
+        let mut source = self.source;
+        let (observer, registry, credentials, launcher, store) = match self.observer {
             Some(observer) => {
-                let (r, c, l) = observe_ports(&observer, registry, credentials, launcher);
-                (observer, r, c, l)
+                let observe = ObserveLayer::new(observer.clone());
+                source = source.map(|s| s.layer(observe.clone()) as DynEventSource);
+                (
+                    observer,
+                    registry.layer(observe.clone()) as DynRunnerRegistry,
+                    credentials.layer(observe.clone()) as DynCredentialProvider,
+                    launcher.layer(observe.clone()) as DynCloudLauncher,
+                    store.layer(observe) as DynJobStore,
+                )
             }
             None => (
                 Arc::new(NoObserver) as Arc<dyn EngineObserver>,
                 registry,
                 credentials,
                 launcher,
+                store,
             ),
         };
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
@@ -243,7 +253,7 @@ impl EngineBuilder {
         Ok(Engine {
             inner: Arc::new_cyclic(|me| Inner {
                 me: me.clone(),
-                source: self.source,
+                source,
                 registry,
                 credentials,
                 launcher,
