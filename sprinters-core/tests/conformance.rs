@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use sprinters_core::domain::{
     AccountId, InstallationId, JobId, JobKey, Owner, OwnerId, Repository, RunAttempt, RunId,
@@ -12,7 +13,10 @@ use sprinters_core::labels::LabelParser;
 use sprinters_core::memory::{
     MemoryCredentials, MemoryEventSource, MemoryJobStore, MemoryLauncher, MemoryRegistry,
 };
-use sprinters_core::ports::{CredentialProvider, CredentialsRequest, JobStatus, RemoteJobStatus};
+use sprinters_core::ports::{
+    Ack, CredentialProvider, CredentialsRequest, EventSource, JobStatus, Poll, Polled,
+    RemoteJobStatus,
+};
 use sprinters_core::testing;
 use sprinters_core::time::{Clock, ManualClock};
 
@@ -77,14 +81,98 @@ async fn memory_credentials_pass_the_suite() {
     testing::credential_provider(&MemoryCredentials::new(), &fixture).await;
 }
 
+fn memory_source() -> testing::MemoryEventSourceHarness {
+    let clock = Arc::new(ManualClock::default());
+    let source = Arc::new(MemoryEventSource::new(clock.clone()));
+    testing::MemoryEventSourceHarness { source, clock }
+}
+
 #[tokio::test]
 async fn memory_event_source_passes_the_suite() {
-    let source = MemoryEventSource::new(Arc::new(ManualClock::default()));
-    testing::event_source(&source, |d| {
-        source.push(d);
-        async {}
-    })
+    let harness = memory_source();
+    testing::event_source(&*harness.source, &harness).await;
+}
+
+/// The memory queue as a networked source looks: every poll is pending at
+/// first (a request in flight), and a long poll with nothing to give
+/// answers empty after a second.
+#[derive(Debug)]
+struct Networked {
+    inner: Arc<MemoryEventSource>,
+    /// Acknowledges what it hands out (at most once, a broken source).
+    forgets_unacknowledged: bool,
+    /// Ignores acknowledgements (a broken source).
+    ignores_acks: bool,
+}
+
+#[async_trait::async_trait]
+impl EventSource for Networked {
+    async fn poll(&self, request: Poll) -> sprinters_core::Result<Polled> {
+        tokio::task::yield_now().await;
+        // A long poll that ends empty after a while, as SQS's does.
+        let Ok(polled) =
+            tokio::time::timeout(Duration::from_secs(1), self.inner.poll(request)).await
+        else {
+            return Ok(Polled::new(Vec::new()));
+        };
+        let polled = polled?;
+        if self.forgets_unacknowledged {
+            let ids = polled.deliveries.iter().map(|d| d.id.clone()).collect();
+            self.inner.ack(Ack::new(ids)).await?;
+        }
+        Ok(polled)
+    }
+    async fn ack(&self, request: Ack) -> sprinters_core::Result<()> {
+        if self.ignores_acks {
+            return Ok(());
+        }
+        self.inner.ack(request).await
+    }
+}
+
+fn networked(
+    forgets_unacknowledged: bool,
+    ignores_acks: bool,
+) -> (Networked, testing::MemoryEventSourceHarness) {
+    let harness = memory_source();
+    let source = Networked {
+        inner: harness.source.clone(),
+        forgets_unacknowledged,
+        ignores_acks,
+    };
+    (source, harness)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_source_whose_polls_are_pending_first_passes_the_suite() {
+    use futures::FutureExt;
+    let (source, harness) = networked(false, false);
+    assert!(source.poll(Poll::new(1)).now_or_never().is_none());
+    testing::event_source(&source, &harness).await;
+}
+
+/// The checks fail a broken source instead of passing without looking.
+#[tokio::test(start_paused = true)]
+async fn the_checks_fail_a_source_that_loses_or_repeats_deliveries() {
+    use futures::FutureExt;
+    use std::panic::AssertUnwindSafe;
+    let (forgetful, harness) = networked(true, false);
+    let failed = AssertUnwindSafe(
+        testing::checks::event_source::unacknowledged_deliveries_come_back(&forgetful, &harness),
+    )
+    .catch_unwind()
     .await;
+    assert!(
+        failed.is_err(),
+        "a delivery polled and not acknowledged was lost"
+    );
+    let (deaf, harness) = networked(false, true);
+    let failed = AssertUnwindSafe(
+        testing::checks::event_source::acknowledged_deliveries_do_not_come_back(&deaf, &harness),
+    )
+    .catch_unwind()
+    .await;
+    assert!(failed.is_err(), "acknowledged deliveries came back");
 }
 
 #[tokio::test]

@@ -86,13 +86,11 @@ async fn layered_and_boxed_ports_pass_their_conformance_suites() {
     let vault: Arc<dyn CredentialVault> = Arc::new(MemoryVault::default()).layer(TraceLayer);
     crate::testing::credential_vault(&*vault).await;
 
-    let source = Arc::new(MemoryEventSource::new(Arc::new(crate::time::SystemClock)));
+    let clock = Arc::new(crate::time::ManualClock::default());
+    let source = Arc::new(MemoryEventSource::new(clock.clone()));
     let layered = source.clone().layer(TraceLayer);
-    crate::testing::event_source(&*layered, |d| {
-        let source = source.clone();
-        async move { source.push(d) }
-    })
-    .await;
+    let harness = crate::testing::MemoryEventSourceHarness { source, clock };
+    crate::testing::event_source(&*layered, &harness).await;
 }
 
 #[tokio::test]

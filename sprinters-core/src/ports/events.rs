@@ -29,8 +29,16 @@ impl Poll {
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct Polled {
-    /// The deliveries, oldest first.
+    /// The deliveries, oldest first where the source keeps an order.
     pub deliveries: Vec<Delivery>,
+}
+
+impl Polled {
+    /// A poll's answer: `deliveries`, oldest first (an empty one when a
+    /// long poll ended with nothing).
+    pub fn new(deliveries: Vec<Delivery>) -> Self {
+        Self { deliveries }
+    }
 }
 
 /// Acknowledges deliveries once they are durably taken in.

@@ -18,7 +18,7 @@ mod store;
 
 pub use bed::{JobEvents, TestBed};
 pub use credentials::{CredentialsFixture, credential_provider};
-pub use events::event_source;
+pub use events::{EventSourceHarness, MemoryEventSourceHarness, event_source};
 pub use hooked::HookedStore;
 pub use launcher::{LauncherFixture, cloud_launcher};
 pub use registry::{RegistryFixture, runner_registry};
@@ -29,3 +29,25 @@ pub use store::{job_store, live_launch, sample_owner_id, sample_record};
 
 mod vault;
 pub use vault::credential_vault;
+
+/// Each suite's checks on their own, for an adapter that can run only some
+/// of them, or wants one failure at a time. Each check states what it
+/// needs besides the port. The suites' entry points
+/// ([`job_store`], [`event_source`], ...) run every check of their suite.
+pub mod checks {
+    /// The [`EventSource`](crate::ports::EventSource) suite's checks.
+    pub mod event_source {
+        pub use crate::testing::events::{
+            a_dropped_poll_loses_nothing, acknowledged_deliveries_do_not_come_back,
+            every_delivery_comes_out_at_least_once, unacknowledged_deliveries_come_back,
+        };
+    }
+    /// The [`JobStore`](crate::ports::JobStore) suite's checks.
+    pub mod job_store {
+        pub use crate::testing::store::{
+            claims, claims_count_every_live_launch, claims_within_caps, deliveries,
+            deliveries_recorded_with_writes, due_work, history, leases,
+            put_get_and_compare_and_swap, queued_counts, retention, spare_runners, tenants,
+        };
+    }
+}

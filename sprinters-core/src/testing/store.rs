@@ -59,8 +59,14 @@ pub fn sample_record(job_id: u64, repository: &str, queued_at: u64) -> JobRecord
     }
 }
 
-/// Runs every check. Job ids from 9_000_000_000 up and delivery ids
-/// starting with `conformance-` are used; the store should start empty.
+/// Runs every check of [`checks::job_store`](crate::testing::checks::job_store).
+/// Job ids from 9_000_000_000 up and delivery ids starting with
+/// `conformance-` are used; the store should start empty.
+///
+/// Each check needs only the port, and a store that holds none of those
+/// ids; `history` and `retention` also need one that holds no other jobs
+/// of the owners they use. The checks can run one by one, in any order,
+/// each on a fresh store.
 pub async fn job_store(store: &dyn JobStore) {
     put_get_and_compare_and_swap(store).await;
     claims(store).await;
@@ -77,7 +83,9 @@ pub async fn job_store(store: &dyn JobStore) {
     claims_count_every_live_launch(store).await;
 }
 
-async fn tenants(store: &dyn JobStore) {
+/// Owner records: created, read, replaced by compare-and-swap (a stale
+/// version is a `Conflict`), listed, and deleted only at their version.
+pub async fn tenants(store: &dyn JobStore) {
     use crate::domain::{AccountId, Owner};
     use crate::ports::PutTenant;
     use crate::tenant::{Connection, TenantRecord};
@@ -146,7 +154,9 @@ async fn tenants(store: &dyn JobStore) {
 
 const BASE: u64 = 9_000_000_000;
 
-async fn put_get_and_compare_and_swap(store: &dyn JobStore) {
+/// Job records: absent before the first put, read back as written, and
+/// every write a compare-and-swap on the version (`Conflict` otherwise).
+pub async fn put_get_and_compare_and_swap(store: &dyn JobStore) {
     let record = sample_record(BASE + 1, "octo/cas", 1_000);
     assert!(
         store.get_job(record.key).await.unwrap().is_none(),
@@ -206,7 +216,9 @@ async fn put_get_and_compare_and_swap(store: &dyn JobStore) {
     );
 }
 
-async fn claims(store: &dyn JobStore) {
+/// Launch claims: taken on a stored job, refused while another owner's
+/// claim is unexpired, renewed by their holder, taken over once expired.
+pub async fn claims(store: &dyn JobStore) {
     let record = sample_record(BASE + 10, "octo/claims", 1_000);
     let key = record.key;
     let now = Timestamp::from_millis(10_000);
@@ -272,7 +284,9 @@ async fn claims(store: &dyn JobStore) {
     assert_eq!(taken.value.lease.unwrap().owner, "b");
 }
 
-async fn deliveries(store: &dyn JobStore) {
+/// Delivery de-duplication: a delivery recorded is seen, and recording
+/// it again says it is a duplicate.
+pub async fn deliveries(store: &dyn JobStore) {
     let id = DeliveryId::parse("conformance-delivery-1").unwrap();
     assert!(!store.delivery_seen(id.clone()).await.unwrap());
     let at = Timestamp::from_millis(5_000);
@@ -294,7 +308,9 @@ async fn deliveries(store: &dyn JobStore) {
     );
 }
 
-async fn deliveries_recorded_with_writes(store: &dyn JobStore) {
+/// A delivery recorded with a write: `Duplicate` before the version is
+/// checked, recorded only when the write is made.
+pub async fn deliveries_recorded_with_writes(store: &dyn JobStore) {
     let at = Timestamp::from_millis(5_000);
     let delivery = |id: &str| RecordDelivery::new(DeliveryId::parse(id).unwrap(), at);
     let created = sample_record(BASE + 30, "octo/deliveries", 1_000);
@@ -372,7 +388,9 @@ async fn deliveries_recorded_with_writes(store: &dyn JobStore) {
     );
 }
 
-async fn leases(store: &dyn JobStore) {
+/// Named leases: one holder at a time, renewed by it, released, and free
+/// again once expired.
+pub async fn leases(store: &dyn JobStore) {
     let now = Timestamp::from_millis(100_000);
     let ttl = Duration::from_secs(10);
     let a = store
@@ -412,7 +430,9 @@ async fn leases(store: &dyn JobStore) {
     assert!(a.acquired, "an expired lease is free");
 }
 
-async fn history(store: &dyn JobStore) {
+/// History pages: newest first, by owner and state, with a cursor that
+/// neither repeats nor skips a job.
+pub async fn history(store: &dyn JobStore) {
     // 25 jobs of two owners, queued one second apart.
     for i in 0..25u64 {
         let repo = if i % 2 == 0 { "alpha/app" } else { "beta/app" };
@@ -557,7 +577,7 @@ async fn every_key(store: &dyn JobStore, mut query: ListJobs) -> Vec<JobKey> {
 /// are over, and nothing else: not finished jobs, not running ones, not a
 /// waiting job whose idle runner is up; a claim or a back-off moves a job's
 /// due time, a write moves it again.
-async fn due_work(store: &dyn JobStore) {
+pub async fn due_work(store: &dyn JobStore) {
     use crate::job::Launch;
     let repo = "delta/due";
     let owner = sample_owner_id("delta");
@@ -646,7 +666,7 @@ async fn due_work(store: &dyn JobStore) {
 /// waiting job's own runner, not a runner a job took, not an ended one, not
 /// another label set's; a write that lets a job take the runner takes the
 /// job out.
-async fn spare_runners(store: &dyn JobStore) {
+pub async fn spare_runners(store: &dyn JobStore) {
     use crate::job::EndReason;
     let repo = "epsilon/spare";
     let owner = sample_owner_id("epsilon");
@@ -704,7 +724,7 @@ async fn spare_runners(store: &dyn JobStore) {
 /// An owner's queued jobs are counted up to the limit asked: not its
 /// claimed, launched, running or finished ones, not another owner's; a
 /// write that takes a job out of the queue takes it out of the count.
-async fn queued_counts(store: &dyn JobStore) {
+pub async fn queued_counts(store: &dyn JobStore) {
     use crate::ports::CountQueued;
     let owner = sample_owner_id("zeta");
     let queued: Vec<JobRecord> = (0..3)
@@ -750,7 +770,9 @@ async fn queued_counts(store: &dyn JobStore) {
     assert_eq!(count(10).await.unwrap(), 2, "a launching job is not queued");
 }
 
-async fn retention(store: &dyn JobStore) {
+/// Retention: finished jobs and deliveries older than the cut-off go,
+/// active and newer ones stay.
+pub async fn retention(store: &dyn JobStore) {
     let mut old_done = sample_record(BASE + 500, "gamma/old", 50);
     old_done.state = JobState::Cleaned;
     let old_active = sample_record(BASE + 501, "gamma/old", 60);
@@ -847,7 +869,7 @@ pub fn live_launch(record: &JobRecord) -> crate::job::Launch {
 /// ended launch, not a finished job's); per AWS account whatever the owner, per repository
 /// whatever its case, per owner. Refused, it writes nothing; a job that
 /// holds a slot already is never refused.
-async fn claims_within_caps(store: &dyn JobStore) {
+pub async fn claims_within_caps(store: &dyn JobStore) {
     use crate::domain::AccountId;
     use crate::job::EndReason;
     use crate::ports::{CapReached, Claim, SlotCap, SlotCaps};
@@ -961,7 +983,7 @@ async fn claims_within_caps(store: &dyn JobStore) {
 /// Slots are counted per launch: a job whose runner another job took holds
 /// that launch's slot while it waits, and its claim to launch again needs
 /// one more; once launched again it holds both, until one ends.
-async fn claims_count_every_live_launch(store: &dyn JobStore) {
+pub async fn claims_count_every_live_launch(store: &dyn JobStore) {
     use crate::domain::AccountId;
     use crate::job::EndReason;
     use crate::ports::{CapReached, Claim, SlotCap, SlotCaps};
