@@ -115,6 +115,18 @@ pub trait Layer: Send + Sync + fmt::Debug + 'static {
     ) -> BoxFuture<'a, Result<T>>;
 }
 
+/// A shared layer: one instance around several ports (one call log, one
+/// concurrency limit for all of them).
+impl<L: Layer> Layer for Arc<L> {
+    fn wrap<'a, T: Send + 'a>(
+        &'a self,
+        call: Call,
+        inner: BoxFuture<'a, Result<T>>,
+    ) -> BoxFuture<'a, Result<T>> {
+        (**self).wrap(call, inner)
+    }
+}
+
 /// A port `P` wrapped in the layer `L`: it implements `P`'s trait, each
 /// call going through the layer, and forwards what is not a call
 /// ([`JobStore::is_shared`](crate::ports::JobStore::is_shared)) as it is.

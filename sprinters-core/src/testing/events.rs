@@ -27,9 +27,10 @@ const MAX_POLLS: usize = 200;
 /// redelivery delay pass.
 ///
 /// A closure `Fn(Delivery) -> impl Future<Output = ()>` is a harness that
-/// only pushes: the suite then relies on the source redelivering by
-/// itself while it keeps polling (a queue with a visibility timeout of a
-/// second or two).
+/// only pushes. It suits a source that redelivers as soon as it is polled
+/// again; on one that redelivers later (a queue's visibility timeout) it
+/// cannot show that an acknowledged delivery stays gone, so give such a
+/// source a harness whose `let_redelivery_delay_pass` waits the delay out.
 #[async_trait]
 pub trait EventSourceHarness: Send + Sync {
     /// Adds a delivery the way the source's producer would (an HTTP
