@@ -6,6 +6,11 @@
 #[doc = include_str!("../../../README.md")]
 pub struct WorkspaceReadme;
 
+/// The embedding guide's examples.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/engine.md")]
+pub struct EngineGuide;
+
 pub mod config;
 pub mod data_dir;
 pub mod logging;
