@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod credentials;
 mod error;
@@ -7,6 +8,7 @@ pub mod launcher;
 pub mod policy;
 pub mod sdk;
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 pub mod user_data;
 mod verify;

@@ -34,6 +34,12 @@ impl fmt::Debug for StoredAccessKey {
 /// Access keys by connection: one owner's (GitHub account id's) key to one
 /// AWS account. Two owners connecting the same account each have their own
 /// key, and one never gets the other's.
+///
+/// # Implementing
+///
+/// Keys are sealed at rest and scoped to the (owner, account) connection.
+/// Its tests run `sprinters_core::testing::credential_vault`;
+/// `MemoryVault` below is the smallest one.
 #[async_trait]
 pub trait CredentialVault: Send + Sync + fmt::Debug + 'static {
     /// Stores (or replaces) the key of `owner`'s connection to `account`.

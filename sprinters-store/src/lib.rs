@@ -1,11 +1,13 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod compact;
 pub mod crypto;
 mod frame;
 mod fsio;
 #[cfg(feature = "fuzzing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "fuzzing")))]
 pub mod fuzzing;
 mod index;
 mod keyring;
@@ -13,6 +15,7 @@ mod keys;
 mod latency;
 mod log;
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 mod postgres;
 mod rows;
 mod sqlite;
@@ -26,6 +29,7 @@ pub use keys::{
 };
 pub use latency::SyncLatency;
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{
     DATABASE_URL_ENV, DEFAULT_REQUEST_TIMEOUT as POSTGRES_REQUEST_TIMEOUT, PostgresJobStore,
     PostgresStoreBuilder,

@@ -91,6 +91,34 @@ pub enum Handled {
 }
 
 /// The engine. Cheap to clone: clones share everything.
+///
+/// Built from the five ports, a configuration and the owners it serves;
+/// here over the in-memory adapters (the README embeds it with the
+/// default GitHub, AWS and SQLite adapters):
+///
+/// ```
+/// use std::sync::Arc;
+/// use sprinters_core::domain::{AccountId, InstallationId, Owner, OwnerId};
+/// use sprinters_core::engine::{Engine, EngineConfig, Tenants};
+/// use sprinters_core::memory::{MemoryCredentials, MemoryJobStore, MemoryLauncher, MemoryRegistry};
+/// use sprinters_core::time::SystemClock;
+///
+/// # fn main() -> sprinters_core::Result<()> {
+/// let tenants = Tenants::new();
+/// let account = AccountId::parse("123456789012")?;
+/// tenants.connect(OwnerId::new(1), InstallationId::new(10), Owner::parse("octo-org")?, account);
+/// let engine = Engine::builder()
+///     .registry(Arc::new(MemoryRegistry::new()))
+///     .credentials(Arc::new(MemoryCredentials::new()))
+///     .launcher(Arc::new(MemoryLauncher::new(Arc::new(SystemClock))))
+///     .store(Arc::new(MemoryJobStore::new()))
+///     .config(EngineConfig::new("my-platform", tenants))
+///     .build()?;
+/// // engine.handle(delivery) for each webhook; engine.run(shutdown) for the rest.
+/// # let _ = engine;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Engine {
     inner: Arc<Inner>,

@@ -66,6 +66,42 @@ impl fmt::Debug for Credentials {
 /// Gets credentials for a customer's account: an assumed role, a stored
 /// access key, or the ambient chain. Implementations cache and refresh;
 /// the engine asks on every launch.
+///
+/// # Implementing
+///
+/// Key everything on the connection, the owner *and* the account: an owner
+/// that names another owner's account must get nothing, and a cache keyed
+/// on the account alone would hand it the other's credentials.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use async_trait::async_trait;
+/// use sprinters_core::domain::{AccountId, OwnerId};
+/// use sprinters_core::ports::{CredentialProvider, Credentials, CredentialsRequest};
+/// use sprinters_core::{Error, Result};
+///
+/// #[derive(Debug)]
+/// struct FromMyVault {
+///     keys: HashMap<(OwnerId, AccountId), Credentials>,
+/// }
+///
+/// #[async_trait]
+/// impl CredentialProvider for FromMyVault {
+///     async fn credentials(&self, request: CredentialsRequest) -> Result<Credentials> {
+///         self.keys
+///             .get(&(request.owner_id, request.account.clone()))
+///             .cloned()
+///             .ok_or_else(|| {
+///                 Error::permission_denied(format!(
+///                     "{} has not connected account {}",
+///                     request.owner, request.account
+///                 ))
+///             })
+///     }
+/// }
+/// ```
+///
+/// Its tests run `sprinters_core::testing::credential_provider`.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait CredentialProvider: Send + Sync + fmt::Debug + 'static {

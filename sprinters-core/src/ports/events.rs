@@ -58,6 +58,43 @@ impl Ack {
 
 /// A source of deliveries. A delivery that is polled and not acknowledged
 /// comes back later (at-least-once), so nothing is lost to a crash.
+///
+/// # Implementing
+///
+/// A source over a queue of your own: `poll` takes up to `max` messages
+/// and leaves them in flight, `ack` deletes them. A message in flight and
+/// never acknowledged must come back (a queue's visibility timeout), and
+/// `poll` may be dropped at any await without losing one.
+///
+/// ```
+/// use async_trait::async_trait;
+/// use sprinters_core::Result;
+/// use sprinters_core::events::Delivery;
+/// use sprinters_core::ports::{Ack, EventSource, Poll, Polled};
+///
+/// #[derive(Debug)]
+/// struct MyQueue;
+///
+/// #[async_trait]
+/// impl EventSource for MyQueue {
+///     async fn poll(&self, request: Poll) -> Result<Polled> {
+///         // Receive up to `request.max` messages, decode each into a
+///         // `Delivery` (it is `serde`), remember how to delete it.
+///         let deliveries: Vec<Delivery> = Vec::new();
+///         Ok(Polled::new(deliveries))
+///     }
+///     async fn ack(&self, request: Ack) -> Result<()> {
+///         // Delete `request.ids` from the queue; an unknown id is fine.
+///         let _ = request.ids;
+///         Ok(())
+///     }
+/// }
+/// ```
+///
+/// Its tests run `sprinters_core::testing::event_source` (feature
+/// `testing`), or its checks one by one from
+/// `sprinters_core::testing::checks::event_source`. A full one over SQS is
+/// `examples/embedding/src/sqs.rs`.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait EventSource: Send + Sync + fmt::Debug + 'static {

@@ -367,6 +367,48 @@ impl OwnedInstances {
 }
 
 /// Instances in the customer's account.
+///
+/// # Implementing
+///
+/// What the engine relies on: `launch` with the same
+/// [`LaunchRequest::idempotency_token`] never starts a second instance (EC2's
+/// `ClientToken`), and tags what it starts with the controller id so that
+/// `list_owned` finds it after a crash; `terminate` of an instance already
+/// gone succeeds; errors say whether to retry (their [`ErrorKind`](crate::ErrorKind):
+/// `CapacityUnavailable`, `RateLimited`, `Unavailable`, ...).
+///
+/// ```
+/// use async_trait::async_trait;
+/// use sprinters_core::ports::{
+///     CloudLauncher, DescribeInstance, InstanceInfo, LaunchRequest, Launched, ListOwned,
+///     OwnedInstances, TerminateRequest, Terminated,
+/// };
+/// use sprinters_core::{Error, Result};
+///
+/// #[derive(Debug)]
+/// struct MyCloud;
+///
+/// #[async_trait]
+/// impl CloudLauncher for MyCloud {
+///     async fn launch(&self, request: LaunchRequest) -> Result<Launched> {
+///         // Start one instance for `request.spec`, idempotent on the token.
+///         Err(Error::unavailable(format!("no capacity for {}", request.job)))
+///     }
+///     async fn terminate(&self, request: TerminateRequest) -> Result<Terminated> {
+///         let _ = request;
+///         Ok(Terminated::new(false))
+///     }
+///     async fn list_owned(&self, request: ListOwned) -> Result<OwnedInstances> {
+///         let _ = request;
+///         Ok(OwnedInstances::new(Vec::new()))
+///     }
+///     async fn describe(&self, request: DescribeInstance) -> Result<InstanceInfo> {
+///         Err(Error::not_found(format!("{}", request.instance_id)))
+///     }
+/// }
+/// ```
+///
+/// Its tests run `sprinters_core::testing::cloud_launcher`.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait CloudLauncher: Send + Sync + fmt::Debug + 'static {

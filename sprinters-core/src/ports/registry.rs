@@ -356,6 +356,53 @@ impl QueuedJobs {
 }
 
 /// Runners and jobs on GitHub.
+///
+/// # Implementing
+///
+/// Every call names the installation and repository it acts in; an
+/// adapter acts with that installation's token only, so one owner's job
+/// never reaches another's runners. `remove_runner` of a runner already
+/// gone succeeds; a refusal the caller should not retry is
+/// `PermissionDenied` or `Config`, a limit `RateLimited`.
+///
+/// ```
+/// use async_trait::async_trait;
+/// use sprinters_core::ports::{
+///     CancelRun, CreateJitRunner, GetJobStatus, GetRunOrigin, JitRunner, JobStatus,
+///     ListQueuedJobs, QueuedJobs, RemoveRunner, RerunJob, RunOrigin, RunnerRegistry,
+/// };
+/// use sprinters_core::{Error, Result};
+///
+/// #[derive(Debug)]
+/// struct MyForge;
+///
+/// #[async_trait]
+/// impl RunnerRegistry for MyForge {
+///     async fn create_jit_runner(&self, request: CreateJitRunner) -> Result<JitRunner> {
+///         Err(Error::unavailable(format!("cannot register {}", request.runner_name)))
+///     }
+///     async fn remove_runner(&self, _: RemoveRunner) -> Result<()> {
+///         Ok(())
+///     }
+///     async fn job_status(&self, request: GetJobStatus) -> Result<JobStatus> {
+///         Err(Error::not_found(format!("job {}", request.job_id)))
+///     }
+///     async fn rerun_job(&self, _: RerunJob) -> Result<()> {
+///         Ok(())
+///     }
+///     async fn cancel_run(&self, _: CancelRun) -> Result<()> {
+///         Ok(())
+///     }
+///     async fn list_queued_jobs(&self, _: ListQueuedJobs) -> Result<QueuedJobs> {
+///         Ok(QueuedJobs::new(Vec::new()))
+///     }
+///     async fn run_origin(&self, _: GetRunOrigin) -> Result<RunOrigin> {
+///         Ok(RunOrigin::new(true, None))
+///     }
+/// }
+/// ```
+///
+/// Its tests run `sprinters_core::testing::runner_registry`.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait RunnerRegistry: Send + Sync + fmt::Debug + 'static {

@@ -468,6 +468,31 @@ const PAGE_FOR_COUNT: usize = 500;
 
 /// Durable job records. Every write is a compare-and-swap on the record's
 /// version, so concurrent writers (tasks or replicas) never lose an update.
+///
+/// # Implementing
+///
+/// The hard parts are atomicity and tenancy: `put_job` is a compare-and-
+/// swap whose delivery is recorded with the write or not at all;
+/// `claim_job` counts slots and takes the claim in one step across every
+/// writer; every read returns only records that match the query's owner
+/// (check the decrypted record, not only a clear column). Start from the
+/// conformance suite, `sprinters_core::testing::job_store`, and its checks
+/// one by one in `sprinters_core::testing::checks::job_store`; the SQLite
+/// and PostgreSQL stores of `sprinters-store` are two full ones. To change
+/// what a store does around each call (time it, bound it), wrap it in a
+/// [layer](crate::layers) instead:
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use sprinters_core::layers::{LayerExt, TimeoutLayer};
+/// use sprinters_core::memory::MemoryJobStore;
+/// use sprinters_core::ports::DynJobStore;
+///
+/// let store: DynJobStore =
+///     Arc::new(MemoryJobStore::new()).layer(TimeoutLayer::new(Duration::from_secs(5)));
+/// assert!(store.is_shared());
+/// ```
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait JobStore: Send + Sync + fmt::Debug + 'static {

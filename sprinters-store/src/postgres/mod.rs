@@ -37,6 +37,22 @@ pub const DATABASE_URL_ENV: &str = "SPRINTERS_DATABASE_URL";
 /// A [`JobStore`](sprinters_core::ports::JobStore) and
 /// [`CredentialVault`](sprinters_core::vault::CredentialVault) on
 /// PostgreSQL. Cheap to clone; clones share the pool.
+///
+/// ```no_run
+/// use secrecy::SecretString;
+/// use sprinters_store::{EnvKeyProvider, PostgresJobStore};
+///
+/// # async fn connect() -> sprinters_core::Result<()> {
+/// // Verified TLS unless the database is local and the URL says sslmode=disable.
+/// let url = SecretString::from("postgres://sprinters@db.internal/sprinters".to_owned());
+/// let store = PostgresJobStore::builder(url)
+///     .max_connections(16)
+///     .connect(&EnvKeyProvider)
+///     .await?;
+/// # let _ = store;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct PostgresJobStore {
     inner: Arc<Inner>,

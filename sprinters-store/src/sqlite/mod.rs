@@ -40,6 +40,21 @@ const IDLE_READERS: usize = 8;
 /// The encrypted job store of one data directory, on SQLite. Cheap to
 /// clone; clones share the store. Only one process may open a directory
 /// (a lock file says so at once); [`backup`] reads it beside that process.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use sprinters_core::ports::DynJobStore;
+/// use sprinters_store::{FileKeyProvider, SqliteJobStore};
+///
+/// # async fn open() -> sprinters_core::Result<()> {
+/// // The master key file (mode 0600) seals every account's data keys.
+/// let keys = FileKeyProvider::new("/var/lib/sprinters/master.key");
+/// let store = SqliteJobStore::open("/var/lib/sprinters", &keys).await?;
+/// let jobs: DynJobStore = Arc::new(store.clone()); // and the vault: Arc::new(store)
+/// # let _ = jobs;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct SqliteJobStore {
     pub(crate) inner: Arc<Inner>,

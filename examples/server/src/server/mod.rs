@@ -86,6 +86,20 @@ impl PlaneStore {
 }
 
 /// A composed control plane, ready to serve.
+///
+/// ```no_run
+/// use sprinters_server::config::Config;
+/// use sprinters_server::server::ControlPlane;
+///
+/// # async fn run() -> Result<(), String> {
+/// let config = Config::load(std::path::Path::new("sprinters.toml")).map_err(|e| e.to_string())?;
+/// let plane = ControlPlane::build(config).await?;
+/// let listener = tokio::net::TcpListener::bind(plane.listen_addr())
+///     .await
+///     .map_err(|e| e.to_string())?;
+/// plane.serve(listener, async { let _ = tokio::signal::ctrl_c().await; }).await
+/// # }
+/// ```
 pub struct ControlPlane {
     engine: Arc<Engine>,
     store: PlaneStore,
