@@ -42,6 +42,23 @@ pub mod checks {
             every_delivery_comes_out_at_least_once, unacknowledged_deliveries_come_back,
         };
     }
+    /// The [`CloudLauncher`](crate::ports::CloudLauncher) suite's checks.
+    pub mod cloud_launcher {
+        pub use crate::testing::launcher::{
+            a_launch_is_idempotent_on_its_token, owned_instances_are_listed_by_controller_and_job,
+            terminate_is_idempotent_and_describe_follows,
+            unknown_instances_are_not_found_and_terminate_succeeds,
+        };
+    }
+    /// The [`RunnerRegistry`](crate::ports::RunnerRegistry) suite's checks.
+    pub mod runner_registry {
+        pub use crate::testing::registry::{
+            a_job_is_rerun_only_once_its_run_is_completed,
+            jit_runners_are_created_replaced_and_removed,
+            job_status_is_read_and_unknown_jobs_are_not_found,
+            queued_jobs_and_run_origins_are_read,
+        };
+    }
     /// The [`JobStore`](crate::ports::JobStore) suite's checks.
     pub mod job_store {
         pub use crate::testing::store::{

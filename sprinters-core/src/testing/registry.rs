@@ -24,8 +24,24 @@ pub struct RegistryFixture {
     pub unknown_job: JobId,
 }
 
-/// Runs every check.
+/// Runs every check of [`checks::runner_registry`](crate::testing::checks::runner_registry),
+/// in this order (the last cancels the fixture's run).
 pub async fn runner_registry(registry: &dyn RunnerRegistry, f: &RegistryFixture) {
+    jit_runners_are_created_replaced_and_removed(registry, f).await;
+    job_status_is_read_and_unknown_jobs_are_not_found(registry, f).await;
+    queued_jobs_and_run_origins_are_read(registry, f).await;
+    a_job_is_rerun_only_once_its_run_is_completed(registry, f).await;
+}
+
+/// A JIT runner is registered (its config hidden from `Debug`), registered
+/// again under the same name (replaced, not refused), and removed twice
+/// (removing one already gone succeeds).
+///
+/// Needs: `f.installation_id` and `f.repository`.
+pub async fn jit_runners_are_created_replaced_and_removed(
+    registry: &dyn RunnerRegistry,
+    f: &RegistryFixture,
+) {
     let name = RunnerName::parse("sprinters-conformance-1-1").unwrap();
     let labels = vec![
         "sprinters:aws:ubuntu-latest".to_owned(),
@@ -62,7 +78,16 @@ pub async fn runner_registry(registry: &dyn RunnerRegistry, f: &RegistryFixture)
         .remove_runner(remove(again.runner_id))
         .await
         .unwrap();
+}
 
+/// The fixture's queued job is reported queued; an unknown job is
+/// `NotFound`.
+///
+/// Needs: `f.queued_job` queued on the registry, `f.unknown_job` unknown.
+pub async fn job_status_is_read_and_unknown_jobs_are_not_found(
+    registry: &dyn RunnerRegistry,
+    f: &RegistryFixture,
+) {
     let status = registry
         .job_status(GetJobStatus::new(
             f.installation_id,
@@ -85,7 +110,17 @@ pub async fn runner_registry(registry: &dyn RunnerRegistry, f: &RegistryFixture)
         ErrorKind::NotFound,
         "an unknown job is NotFound"
     );
+}
 
+/// The repository's queued jobs include the fixture's, none of them from a
+/// fork, and the run's origin says the repository is private and no fork.
+///
+/// Needs: `f.queued_job` queued in `f.queued_run` of the private
+/// `f.repository`.
+pub async fn queued_jobs_and_run_origins_are_read(
+    registry: &dyn RunnerRegistry,
+    f: &RegistryFixture,
+) {
     let queued = registry
         .list_queued_jobs(ListQueuedJobs::new(f.installation_id, f.repository.clone()))
         .await
@@ -116,8 +151,17 @@ pub async fn runner_registry(registry: &dyn RunnerRegistry, f: &RegistryFixture)
         "the fixture's repository is private"
     );
     assert!(!origin.from_fork(&f.repository));
+}
 
-    // GitHub re-runs a job only once its workflow run is completed.
+/// GitHub re-runs a job only once its workflow run is completed: refused
+/// (not retryable) while it runs, accepted once the run is cancelled.
+///
+/// Needs: `f.queued_job` in the run `f.queued_run`, still in progress; the
+/// check cancels it.
+pub async fn a_job_is_rerun_only_once_its_run_is_completed(
+    registry: &dyn RunnerRegistry,
+    f: &RegistryFixture,
+) {
     let rerun = || {
         registry.rerun_job(RerunJob::new(
             f.installation_id,
