@@ -95,10 +95,13 @@ async fn main() -> Result<(), Box<dyn Error>> {
     );
 
     let webhooks = webhook_router(verifier, engine.clone(), Arc::new(SystemClock));
-    let router = Router::new().nest("/webhooks", webhooks);
+    let router = Router::new().nest("/webhooks/github", webhooks);
     let listen = var("LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
     let listener = tokio::net::TcpListener::bind(&listen).await?;
-    println!("webhooks on http://{}/webhooks", listener.local_addr()?);
+    println!(
+        "webhooks on http://{}/webhooks/github",
+        listener.local_addr()?
+    );
 
     let stop = || async {
         let _ = tokio::signal::ctrl_c().await;
