@@ -333,13 +333,23 @@ credentials = "vault"
         "sprinters_instances_terminated_total{reason=\"job_completed\"} 1",
         "sprinters_api_calls_total{api=\"launcher\",operation=\"launch\"} 1",
         "sprinters_api_calls_total{api=\"registry\",operation=\"create_jit_runner\"} 1",
+        // The store's calls are observed and timed like the others.
+        "sprinters_api_calls_total{api=\"store\",operation=\"put_job\"}",
+        "sprinters_api_call_seconds_total{api=\"store\",operation=\"put_job\"}",
+        "sprinters_api_call_seconds_total{api=\"launcher\",operation=\"launch\"}",
         "sprinters_store_sync_seconds_bucket{le=\"+Inf\"}",
         "sprinters_job_state_changes_total{state=\"cleaned\"} 1",
     ] {
         assert!(metrics.contains(expected), "{expected} in:\n{metrics}");
     }
-    assert!(
-        !metrics.contains("sprinters_api_errors_total{"),
+    // The one error is the store's answer to the duplicate delivery.
+    let errors: Vec<_> = metrics
+        .lines()
+        .filter(|l| l.starts_with("sprinters_api_errors_total{"))
+        .collect();
+    assert_eq!(
+        errors,
+        ["sprinters_api_errors_total{api=\"store\",operation=\"put_job\",kind=\"duplicate\"} 1"],
         "no API failed: {metrics}"
     );
 

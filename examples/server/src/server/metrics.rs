@@ -9,8 +9,9 @@
 //! | `sprinters_job_state_changes_total` | counter | `state`: jobs this replica wrote into the state (sum over replicas) |
 //! | `sprinters_webhook_to_launch_seconds` | histogram | |
 //! | `sprinters_instances_terminated_total` | counter | `reason` |
-//! | `sprinters_api_calls_total` | counter | `api`, `operation` |
-//! | `sprinters_api_errors_total` | counter | `api`, `operation`, `kind` |
+//! | `sprinters_api_calls_total` | counter | `api` (`registry`, `credentials`, `launcher`, `store`, `events`), `operation` |
+//! | `sprinters_api_call_seconds_total` | counter | `api`, `operation`: time spent in those calls |
+//! | `sprinters_api_errors_total` | counter | `api`, `operation`, `kind` (the store's `conflict` and `duplicate` are answers: a lost compare-and-swap, a delivery seen before) |
 //! | `sprinters_store_syncs_total` | counter | |
 //! | `sprinters_store_sync_seconds` | histogram | |
 
@@ -41,6 +42,7 @@ struct Counters {
     webhooks: BTreeMap<(&'static str, &'static str), u64>,
     terminated: BTreeMap<&'static str, u64>,
     api_calls: BTreeMap<(&'static str, &'static str), u64>,
+    api_seconds: BTreeMap<(&'static str, &'static str), Duration>,
     api_errors: BTreeMap<(&'static str, &'static str, &'static str), u64>,
     // Per bucket (not cumulative), one more for +Inf; and the sum.
     launch_buckets: [u64; LAUNCH_BOUNDS.len() + 1],
@@ -156,12 +158,25 @@ impl Metrics {
             &mut out,
             "sprinters_api_calls_total",
             "counter",
-            "Calls to GitHub (registry), credentials and EC2 (launcher).",
+            "Calls to GitHub (registry), credentials, EC2 (launcher), the store and the event source.",
         );
         for ((api, operation), n) in &c.api_calls {
             let _ = writeln!(
                 out,
                 "sprinters_api_calls_total{{api=\"{api}\",operation=\"{operation}\"}} {n}"
+            );
+        }
+        family(
+            &mut out,
+            "sprinters_api_call_seconds_total",
+            "counter",
+            "Seconds spent in those calls, answered or failed.",
+        );
+        for ((api, operation), spent) in &c.api_seconds {
+            let _ = writeln!(
+                out,
+                "sprinters_api_call_seconds_total{{api=\"{api}\",operation=\"{operation}\"}} {}",
+                spent.as_secs_f64()
             );
         }
         family(
@@ -277,6 +292,7 @@ impl EngineObserver for Metrics {
         let mut c = self.counters();
         let api = call.api.as_str();
         *c.api_calls.entry((api, call.operation)).or_default() += 1;
+        *c.api_seconds.entry((api, call.operation)).or_default() += call.elapsed;
         if let Some(error) = call.error {
             *c.api_errors
                 .entry((api, call.operation, error.kind().as_str()))
