@@ -1,6 +1,6 @@
 //! What one job lifecycle (queued, launched, in progress, completed,
 //! cleaned) costs in PostgreSQL statements, counted by the store: the
-//! figure the README gives, kept from growing unnoticed.
+//! figure `docs/operating.md` gives, kept from growing unnoticed.
 
 #![allow(clippy::unwrap_used, clippy::panic, clippy::print_stdout)]
 
@@ -8,7 +8,7 @@ use sprinters_benches::postgres::{Replicas, fresh_database};
 use sprinters_core::engine::Limits;
 use sprinters_core::ports::JobStore;
 
-/// The target; the README's PostgreSQL section gives the count.
+/// The target; `docs/operating.md`'s PostgreSQL section gives the count.
 const MOST_PER_LIFECYCLE: u64 = 10;
 
 /// Under a cap the job is stored queued, then claimed by a statement that

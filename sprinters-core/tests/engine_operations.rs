@@ -770,3 +770,84 @@ async fn a_job_whose_runner_another_took_waits_for_a_slot_like_any_other() {
         }
     }
 }
+
+/// A pull source that always has a delivery at once (a busy queue).
+#[derive(Debug, Default)]
+struct Busy(std::sync::atomic::AtomicU64);
+
+#[async_trait::async_trait]
+impl sprinters_core::ports::EventSource for Busy {
+    async fn poll(
+        &self,
+        _: sprinters_core::ports::Poll,
+    ) -> sprinters_core::Result<sprinters_core::ports::Polled> {
+        tokio::task::yield_now().await;
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let delivery = sprinters_core::events::Delivery {
+            id: sprinters_core::domain::DeliveryId::parse(&format!("busy-{n}")).unwrap(),
+            received_at: sprinters_core::time::Timestamp::from_millis(0),
+            event: sprinters_core::events::Event::Ping,
+        };
+        Ok(sprinters_core::ports::Polled::new(vec![delivery]))
+    }
+    async fn ack(&self, _: sprinters_core::ports::Ack) -> sprinters_core::Result<()> {
+        Ok(())
+    }
+}
+
+/// Counts reconciliation passes (each tells the observer the active jobs).
+#[derive(Debug, Default)]
+struct Passes(std::sync::atomic::AtomicU64);
+
+impl sprinters_core::observe::EngineObserver for Passes {
+    fn active_jobs(&self, _: &std::collections::BTreeMap<JobState, u64>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The tick (due launches, reconciliation, owners) runs on time even when
+/// every poll answers at once: a busy source does not reset its timer.
+#[tokio::test]
+async fn a_source_that_always_has_work_does_not_starve_the_tick() {
+    let bed = TestBed::new();
+    let passes = Arc::new(Passes::default());
+    let busy = Arc::new(Busy::default());
+    let engine = bed
+        .builder()
+        .source(busy.clone())
+        .observer(passes.clone())
+        .build()
+        .unwrap();
+    let interval = engine.config().reconcile_interval + Duration::from_secs(1);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        engine
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let count = || passes.0.load(std::sync::atomic::Ordering::SeqCst);
+    // The loop runs (its tick is set) once the source has been polled.
+    while busy.0.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    // Each step is a reconciliation interval: a tick that is not reset by
+    // the polls fires in every one of them, and reconciles.
+    for step in 1..=20 {
+        bed.advance(interval);
+        for _ in 0..10_000 {
+            if count() >= step {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    assert!(
+        count() >= 20,
+        "{} of 20 reconciliation passes ran while the source was busy",
+        count()
+    );
+}

@@ -9,6 +9,12 @@
 //! the port asks (`tests/sqs.rs` runs the conformance suite on it).
 //!
 //! `src/bin/sqs_event_source.rs` runs an engine on it.
+//!
+//! The queue is inside the trust boundary: the engine takes a message as a
+//! delivery GitHub signed, so only the ingress may send to it (a queue
+//! policy allowing `sqs:SendMessage` to the ingress's role alone). A source
+//! that cannot trust its producer queues the raw body and headers instead
+//! and checks them with `WebhookVerifier` in `poll`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -94,7 +100,10 @@ async fn receive(
             .max_number_of_messages(10);
         let messages = match request.wait_time_seconds(20).send().await {
             Ok(out) => out.messages.unwrap_or_default(),
-            Err(_) => {
+            Err(e) => {
+                // Wrong URL, no permission, expired credentials: said, and
+                // tried again a second later.
+                tracing::warn!(error = %DisplayErrorContext(&e), "SQS ReceiveMessage failed");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
@@ -164,10 +173,20 @@ impl EventSource for SqsEventSource {
             }
             // Not deleted: the message comes back, and the engine's
             // de-duplication drops it.
-            batch
+            let out = batch
                 .send()
                 .await
                 .map_err(|e| sqs_error("DeleteMessageBatch", e))?;
+            // A batch succeeds as a call and may fail entry by entry (a
+            // stale receipt handle).
+            if let Some(failed) = out.failed().first() {
+                return Err(Error::unavailable(format!(
+                    "SQS DeleteMessageBatch: {} of {} not deleted ({})",
+                    out.failed().len(),
+                    chunk.len(),
+                    failed.message().unwrap_or(failed.code())
+                )));
+            }
         }
         Ok(())
     }

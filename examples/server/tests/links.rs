@@ -17,7 +17,8 @@ const TEST_ONLY_FEATURES: &[&str] = &["testing", "fuzzing", "test-util"];
 fn the_sprinters_binary_links_no_stand_in_mock_or_test_key() {
     // `cargo tree` resolves features as `cargo build -p sprinters-server`
     // does when dev-dependencies are left out: what the binary links.
-    let output = Command::new(env!("CARGO"))
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_owned());
+    let output = Command::new(cargo)
         .args([
             "tree",
             "--offline",

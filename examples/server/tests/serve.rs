@@ -342,14 +342,10 @@ credentials = "vault"
     ] {
         assert!(metrics.contains(expected), "{expected} in:\n{metrics}");
     }
-    // The one error is the store's answer to the duplicate delivery.
-    let errors: Vec<_> = metrics
-        .lines()
-        .filter(|l| l.starts_with("sprinters_api_errors_total{"))
-        .collect();
-    assert_eq!(
-        errors,
-        ["sprinters_api_errors_total{api=\"store\",operation=\"put_job\",kind=\"duplicate\"} 1"],
+    // The duplicate delivery's `Duplicate` from the store is an answer,
+    // not a failure.
+    assert!(
+        !metrics.contains("sprinters_api_errors_total{"),
         "no API failed: {metrics}"
     );
 

@@ -90,6 +90,10 @@ pub enum Handled {
     Duplicate,
 }
 
+/// How long the engine waits before polling again after a poll failed or
+/// came back empty.
+const POLL_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The engine. Cheap to clone: clones share everything.
 ///
 /// Built from the five ports, a configuration and the owners it serves;
@@ -373,9 +377,18 @@ impl Engine {
         tokio::pin!(shutdown);
         let work = async {
             let mut next_reconcile = inner.clock.now();
+            // One tick timer across polls: a source that answers more often
+            // than a tick (a busy queue) must not keep resetting it.
+            let mut tick = inner.clock.sleep(inner.config.tick_interval);
+            // After a poll that failed or came back empty, the next waits a
+            // moment: a source that answers at once must not spin the loop.
+            let mut poll_pause = None;
             loop {
-                let tick = inner.clock.sleep(inner.config.tick_interval);
+                let pause = poll_pause.take();
                 let poll = async {
+                    if let Some(pause) = pause {
+                        inner.clock.sleep(pause).await;
+                    }
                     match &inner.source {
                         Some(source) => source.poll(Poll::new(64)).await,
                         None => std::future::pending().await,
@@ -384,10 +397,15 @@ impl Engine {
                 tokio::select! {
                     _ = &mut shutdown => break,
                     polled = poll => match polled {
+                        Ok(polled) if polled.deliveries.is_empty() => poll_pause = Some(POLL_PAUSE),
                         Ok(polled) => self.take_in(polled.deliveries).await,
-                        Err(e) => tracing::warn!(error = %e, "polling the event source failed"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "polling the event source failed");
+                            poll_pause = Some(POLL_PAUSE);
+                        }
                     },
-                    _ = tick => {
+                    _ = &mut tick => {
+                        tick = inner.clock.sleep(inner.config.tick_interval);
                         // Owners connected, changed or removed through
                         // another replica, seen within a tick.
                         if let Err(e) = inner.sync_tenants().await {

@@ -49,9 +49,10 @@ impl Layer for ObserveLayer {
 
 /// Fails a call that has not answered within its bound as
 /// [`Unavailable`](crate::ErrorKind::Unavailable), which the engine retries,
-/// and drops it: nothing waits on a service that never answers. Every port
-/// method is written to be dropped at any await, so the drop leaves no
-/// state half done. Not for [`EventSource::poll`](crate::ports::EventSource::poll),
+/// and drops it: nothing waits on a service that never answers. The ports
+/// of the SDK's adapters in use (SQLite, PostgreSQL, GitHub, AWS) may be
+/// dropped at any await without leaving state half done; the segment-log
+/// `FileJobStore`, kept only to compare stores, may not. Not for [`EventSource::poll`](crate::ports::EventSource::poll),
 /// which waits for work by design: wrap a source's adapter calls inside it
 /// instead.
 #[derive(Debug, Clone, Copy)]
@@ -87,6 +88,10 @@ impl Layer for TimeoutLayer {
 /// At most `max` calls through the wrapped port at once; the others wait
 /// in turn (first come, first served). A waiting call that is dropped
 /// gives up its place; one dropped while running gives its permit back.
+///
+/// The limit knows no tenant: one owner's burst waits ahead of another's.
+/// Clones share one limit; one limit shared by ports that call each other
+/// can deadlock, and a long poll holds its permit while it waits.
 #[derive(Debug, Clone)]
 pub struct ConcurrencyLimitLayer {
     permits: Arc<Semaphore>,
@@ -119,7 +124,8 @@ impl Layer for ConcurrencyLimitLayer {
 
 /// Runs every call in a `tracing` span `port` with the fields `api` and
 /// `operation`, and logs a failed call at debug level with its error's
-/// kind. Errors carry no secret (see [`Error`]), so they are safe to log.
+/// kind. The SDK's adapters put no secret in an error (their tests check
+/// it); an adapter of your own must keep to that before it is traced.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TraceLayer;
 

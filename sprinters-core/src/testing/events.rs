@@ -200,10 +200,12 @@ pub async fn a_dropped_poll_loses_nothing(
     harness: &impl EventSourceHarness,
 ) {
     let ids = fresh_ids("dropped-poll", 1);
-    // Polled once and dropped: in flight, if the source is networked.
+    // Polled and dropped before it answered: at its first await, and (the
+    // delivery pushed meanwhile) while its request may be in flight.
     let _ = source.poll(Poll::new(10)).now_or_never();
+    let in_flight = source.poll(Poll::new(10));
     push_all(harness, &ids).await;
-    let _ = source.poll(Poll::new(10)).now_or_never();
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(50), in_flight).await;
     let set: BTreeSet<_> = ids.iter().cloned().collect();
     poll_until(source, harness, &set, &set, 10, true).await;
     source.ack(Ack::new(ids)).await.unwrap();

@@ -11,7 +11,7 @@
 //! | `sprinters_instances_terminated_total` | counter | `reason` |
 //! | `sprinters_api_calls_total` | counter | `api` (`registry`, `credentials`, `launcher`, `store`, `events`), `operation` |
 //! | `sprinters_api_call_seconds_total` | counter | `api`, `operation`: time spent in those calls |
-//! | `sprinters_api_errors_total` | counter | `api`, `operation`, `kind` (the store's `conflict` and `duplicate` are answers: a lost compare-and-swap, a delivery seen before) |
+//! | `sprinters_api_errors_total` | counter | `api`, `operation`, `kind` (not the store's `conflict` and `duplicate`: those are answers, a lost compare-and-swap, a delivery seen before) |
 //! | `sprinters_store_syncs_total` | counter | |
 //! | `sprinters_store_sync_seconds` | histogram | |
 
@@ -293,7 +293,16 @@ impl EngineObserver for Metrics {
         let api = call.api.as_str();
         *c.api_calls.entry((api, call.operation)).or_default() += 1;
         *c.api_seconds.entry((api, call.operation)).or_default() += call.elapsed;
-        if let Some(error) = call.error {
+        // A store's conflict (a lost compare-and-swap) and duplicate (a
+        // delivery seen before) are answers, not failures.
+        let answer = call.api == sprinters_core::observe::Api::Store
+            && call.error.is_some_and(|e| {
+                matches!(
+                    e.kind(),
+                    sprinters_core::ErrorKind::Conflict | sprinters_core::ErrorKind::Duplicate
+                )
+            });
+        if let Some(error) = call.error.filter(|_| !answer) {
             *c.api_errors
                 .entry((api, call.operation, error.kind().as_str()))
                 .or_default() += 1;
