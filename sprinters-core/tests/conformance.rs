@@ -25,6 +25,33 @@ async fn memory_job_store_passes_the_suite() {
     testing::job_store(&MemoryJobStore::new()).await;
 }
 
+/// Each check of the suite runs on its own, on a fresh store, in reverse
+/// order: a third-party adapter may run them one by one.
+#[tokio::test]
+async fn the_job_store_checks_run_one_by_one_on_fresh_stores() {
+    use testing::checks::job_store as c;
+    macro_rules! each {
+        ($($check:ident),*) => {
+            $( c::$check(&MemoryJobStore::new()).await; )*
+        };
+    }
+    each!(
+        claims_count_every_live_launch,
+        claims_within_caps,
+        tenants,
+        retention,
+        queued_counts,
+        spare_runners,
+        due_work,
+        history,
+        leases,
+        deliveries_recorded_with_writes,
+        deliveries,
+        claims,
+        put_get_and_compare_and_swap
+    );
+}
+
 #[tokio::test]
 async fn memory_launcher_passes_the_suite() {
     let clock = Arc::new(ManualClock::default());
