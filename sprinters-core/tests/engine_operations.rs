@@ -851,3 +851,71 @@ async fn a_source_that_always_has_work_does_not_starve_the_tick() {
         count()
     );
 }
+
+/// A pull source that answers at once with nothing (a short poll).
+#[derive(Debug, Default)]
+struct Empty(std::sync::atomic::AtomicU64);
+
+#[async_trait::async_trait]
+impl sprinters_core::ports::EventSource for Empty {
+    async fn poll(
+        &self,
+        _: sprinters_core::ports::Poll,
+    ) -> sprinters_core::Result<sprinters_core::ports::Polled> {
+        // Counted once answered: a poll dropped by a tick is not an answer.
+        tokio::task::yield_now().await;
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(sprinters_core::ports::Polled::new(Vec::new()))
+    }
+    async fn ack(&self, _: sprinters_core::ports::Ack) -> sprinters_core::Result<()> {
+        Ok(())
+    }
+}
+
+/// After an empty answer the engine waits a second before it polls again
+/// (on its clock, across ticks): a source that answers at once with
+/// nothing does not spin the loop.
+#[tokio::test]
+async fn an_empty_poll_is_not_repeated_at_once() {
+    let bed = TestBed::new();
+    let empty = Arc::new(Empty::default());
+    // Ticks every 300 ms, so that a tick falls inside the one-second pause.
+    let mut config = bed.engine.config().clone();
+    config.tick_interval = Duration::from_millis(300);
+    let engine = bed
+        .builder()
+        .source(empty.clone())
+        .config(config)
+        .build()
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        engine
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let polls = || empty.0.load(std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..1_000 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(polls(), 1, "one poll, then a wait on the clock");
+    // Half the pause, then a tick (which drops the waiting poll): still no
+    // second poll before the pause is over.
+    bed.advance(Duration::from_millis(500));
+    for _ in 0..1_000 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(polls(), 1, "the wait is a deadline, not restarted");
+    bed.advance(Duration::from_millis(600));
+    for _ in 0..1_000 {
+        if polls() >= 2 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(polls(), 2, "polled again once the pause is over");
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+}

@@ -380,14 +380,15 @@ impl Engine {
             // One tick timer across polls: a source that answers more often
             // than a tick (a busy queue) must not keep resetting it.
             let mut tick = inner.clock.sleep(inner.config.tick_interval);
-            // After a poll that failed or came back empty, the next waits a
-            // moment: a source that answers at once must not spin the loop.
-            let mut poll_pause = None;
+            // After a poll that failed or came back empty, the next waits
+            // until this moment (a deadline, so a tick in between does not
+            // cut the wait short): a source that answers at once must not
+            // spin the loop.
+            let mut poll_after: Option<crate::time::Timestamp> = None;
             loop {
-                let pause = poll_pause.take();
                 let poll = async {
-                    if let Some(pause) = pause {
-                        inner.clock.sleep(pause).await;
+                    if let Some(at) = poll_after {
+                        inner.clock.sleep(at.since(inner.clock.now())).await;
                     }
                     match &inner.source {
                         Some(source) => source.poll(Poll::new(64)).await,
@@ -397,11 +398,16 @@ impl Engine {
                 tokio::select! {
                     _ = &mut shutdown => break,
                     polled = poll => match polled {
-                        Ok(polled) if polled.deliveries.is_empty() => poll_pause = Some(POLL_PAUSE),
-                        Ok(polled) => self.take_in(polled.deliveries).await,
+                        Ok(polled) if polled.deliveries.is_empty() => {
+                            poll_after = Some(inner.clock.now().saturating_add(POLL_PAUSE));
+                        }
+                        Ok(polled) => {
+                            poll_after = None;
+                            self.take_in(polled.deliveries).await;
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "polling the event source failed");
-                            poll_pause = Some(POLL_PAUSE);
+                            poll_after = Some(inner.clock.now().saturating_add(POLL_PAUSE));
                         }
                     },
                     _ = &mut tick => {
