@@ -3,7 +3,7 @@
 //! place and a new method cannot be forwarded by one wrapper and not the
 //! others (a missing one fails to compile).
 
-use async_trait::async_trait;
+use futures::future::BoxFuture;
 
 use super::{Call, Layer, Layered};
 use crate::Result;
@@ -25,37 +25,51 @@ use crate::vault::{CredentialVault, StoredAccessKey};
 /// `forward!(Trait, Api::X, { async fn m(&self, a: A) -> R; ... } { fn s(&self) -> S; ... })`:
 /// the async methods go through the layer, the plain ones straight to the
 /// inner port.
+///
+/// The methods are written as `async_trait` expands them, returning the
+/// inner port's boxed future itself: every call through an `Arc<dyn Port>`
+/// resolves to the `Arc<T>` impl, and an `async fn` there would box a
+/// second future on every port call of the engine.
 macro_rules! forward {
     (
         $port:ident, $api:expr,
         { $( async fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty; )* }
         { $( fn $plain:ident(&self) -> $pret:ty; )* }
     ) => {
-        #[async_trait]
         impl<T: ?Sized + $port> $port for std::sync::Arc<T> {
-            $( async fn $name(&self $(, $arg: $ty)*) -> $ret {
-                (**self).$name($($arg),*).await
+            $( fn $name<'life0, 'async_trait>(&'life0 self $(, $arg: $ty)*) -> BoxFuture<'async_trait, $ret>
+            where
+                'life0: 'async_trait,
+                Self: 'async_trait,
+            {
+                (**self).$name($($arg),*)
             } )*
             $( fn $plain(&self) -> $pret {
                 (**self).$plain()
             } )*
         }
 
-        #[async_trait]
         impl<T: ?Sized + $port> $port for Box<T> {
-            $( async fn $name(&self $(, $arg: $ty)*) -> $ret {
-                (**self).$name($($arg),*).await
+            $( fn $name<'life0, 'async_trait>(&'life0 self $(, $arg: $ty)*) -> BoxFuture<'async_trait, $ret>
+            where
+                'life0: 'async_trait,
+                Self: 'async_trait,
+            {
+                (**self).$name($($arg),*)
             } )*
             $( fn $plain(&self) -> $pret {
                 (**self).$plain()
             } )*
         }
 
-        #[async_trait]
         impl<T: ?Sized + $port, L: Layer> $port for Layered<T, L> {
-            $( async fn $name(&self $(, $arg: $ty)*) -> $ret {
+            $( fn $name<'life0, 'async_trait>(&'life0 self $(, $arg: $ty)*) -> BoxFuture<'async_trait, $ret>
+            where
+                'life0: 'async_trait,
+                Self: 'async_trait,
+            {
                 let call = Call::new($api, stringify!($name));
-                self.layer.wrap(call, self.inner.$name($($arg),*)).await
+                self.layer.wrap(call, self.inner.$name($($arg),*))
             } )*
             $( fn $plain(&self) -> $pret {
                 self.inner.$plain()
