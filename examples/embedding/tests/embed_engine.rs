@@ -53,38 +53,7 @@ async fn customer_ec2(account: &AccountId, role_arn: &str) -> aws_sdk_ec2::Clien
         CredentialsRequest::new(account.clone(), owner, Owner::parse("octo-org").unwrap());
     let credentials = roles.build().await.credentials(request).await.unwrap();
     let ec2 = aws.ec2(&Region::us_east_1(), &credentials);
-    let stock = ec2
-        .describe_images()
-        .owners("099720109477")
-        .send()
-        .await
-        .unwrap();
-    let base = stock
-        .images()
-        .iter()
-        .find(|i| i.architecture().map(|a| a.as_str()) == Some("x86_64"))
-        .and_then(|i| i.image_id())
-        .unwrap()
-        .to_owned();
-    let builder = ec2
-        .run_instances()
-        .image_id(base)
-        .min_count(1)
-        .max_count(1)
-        .send()
-        .await
-        .unwrap();
-    let instance = builder.instances()[0].instance_id().unwrap().to_owned();
-    let name = "sprinters-runner-ubuntu-24.04-20261101";
-    ec2.create_image()
-        .instance_id(&instance)
-        .name(name)
-        .send()
-        .await
-        .unwrap();
-    ec2.terminate_instances()
-        .instance_ids(instance)
-        .send()
+    sprinters_aws::testing::publish_runner_image(&ec2, "ubuntu-24.04")
         .await
         .unwrap();
     ec2

@@ -18,6 +18,8 @@
 //! Terminated instances stay describable by id but leave tag listings at
 //! once (EC2 lists them for about an hour).
 
+mod images;
+pub use images::publish_runner_image;
 mod volumes;
 mod xml;
 

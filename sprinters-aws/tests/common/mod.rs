@@ -92,46 +92,11 @@ pub fn ec2(credentials: &Credentials, region: &Region) -> aws_sdk_ec2::Client {
     config().ec2(region, credentials)
 }
 
-/// Registers a runner image named as the default look-up expects
-/// (`sprinters-runner-<image>-<date>`), from one of the emulator's stock
-/// x86_64 AMIs. Returns its id.
+/// A runner image published in the emulator account `client` acts in.
 pub async fn publish_image(client: &aws_sdk_ec2::Client, image_name: &str) -> String {
-    let stock = client
-        .describe_images()
-        .owners("099720109477")
-        .send()
+    sprinters_aws::testing::publish_runner_image(client, image_name)
         .await
-        .unwrap();
-    let base = stock
-        .images()
-        .iter()
-        .find(|i| i.architecture().map(|a| a.as_str()) == Some("x86_64"))
-        .and_then(|i| i.image_id())
         .unwrap()
-        .to_owned();
-    let builder = client
-        .run_instances()
-        .image_id(base)
-        .min_count(1)
-        .max_count(1)
-        .send()
-        .await
-        .unwrap();
-    let instance = builder.instances()[0].instance_id().unwrap().to_owned();
-    let image = client
-        .create_image()
-        .instance_id(&instance)
-        .name(format!("sprinters-runner-{image_name}-20261101"))
-        .send()
-        .await
-        .unwrap();
-    client
-        .terminate_instances()
-        .instance_ids(instance)
-        .send()
-        .await
-        .unwrap();
-    image.image_id().unwrap().to_owned()
 }
 
 /// Records the name of every AWS operation a client calls.
