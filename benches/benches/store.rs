@@ -2,7 +2,9 @@
 //! file store it replaces, in one run.
 //! - Durable writes per second, 1 and 64 writers, beside a plain
 //!   `write` + `fdatasync` loop on the same disk (target: 64 writers ≥ 20×
-//!   the plain loop, by group commit).
+//!   the plain loop, by group commit), and what SQLite itself allows on
+//!   the same disk: bare inserts, 64 per durable commit, into the store's
+//!   own table and into a table with only a unique id.
 //! - Sealing and opening 1 KiB, beside the raw `aes-gcm` crate (target:
 //!   within 1.2×).
 //! - Reopening a store of 1,000,000 job records, each written with its
@@ -96,7 +98,76 @@ fn durable_writes(c: &mut Criterion) {
             });
         }
     }
+    sqlite_floors(&mut group, record_len);
     group.finish();
+}
+
+/// Rows per transaction in the SQLite floors: what 64 waiting writers give
+/// the store's writer thread at best.
+const FLOOR_BATCH: u64 = 64;
+
+/// What SQLite itself allows on this disk, with no store around it: rows
+/// inserted by one thread on one connection, `FLOOR_BATCH` per durable
+/// commit (WAL, `synchronous=FULL`, as the store runs), no channel, no
+/// savepoint, no version check, no sealing. `jobs` is the store's own
+/// table with every index its migrations create (a queued job's row, as
+/// `put_job` writes it, enters nine of them); `bare` is a table with only
+/// the unique id. No store built on one SQLite writer can exceed the first.
+fn sqlite_floors(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    record_len: usize,
+) {
+    for (name, table) in [("jobs_schema", "jobs"), ("bare_table", "bare")] {
+        group.bench_function(format!("sqlite_floor_{name}_64_per_commit"), |b| {
+            b.iter_custom(|iters| {
+                let dir = tempfile::tempdir().unwrap();
+                // The store creates its schema; then the file is ours alone.
+                drop(SqliteJobStore::open_with_key(dir.path(), &MasterKey::generate()).unwrap());
+                let conn =
+                    rusqlite::Connection::open(dir.path().join(sprinters_store::DATABASE_FILE))
+                        .unwrap();
+                conn.execute_batch(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;                      CREATE TABLE bare (seq INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE,                      body BLOB NOT NULL);",
+                )
+                .unwrap();
+                let sql = if table == "jobs" {
+                    "INSERT INTO jobs (id, version, sealed_version, key_id, body, queued_at,                      state, active, owner_h, account_h, label_h, lease_owner, lease_expires,                      due_at, repo_h, slot_until, extra_slots, spares)                      VALUES (?1, 1, 1, 1, ?2, ?3, 'queued', 1, ?4, NULL, ?5, NULL, NULL, ?3, ?6,                      NULL, 0, 0)"
+                } else {
+                    "INSERT INTO bare (id, body) VALUES (?1, ?2)"
+                };
+                // A sealed body: nonce, ciphertext, tag.
+                let body: Vec<u8> = (0..record_len + 28).map(|_| fastrand::u8(..)).collect();
+                let (owner_h, label_h, repo_h) = ([1u8; 16], [2u8; 16], [3u8; 16]);
+                let start = Instant::now();
+                for batch in 0..iters * WRITES / FLOOR_BATCH {
+                    let tx = conn.unchecked_transaction().unwrap();
+                    {
+                        let mut insert = tx.prepare_cached(sql).unwrap();
+                        for n in 0..FLOOR_BATCH {
+                            let id: [u8; 16] = std::array::from_fn(|_| fastrand::u8(..));
+                            let at = (batch * FLOOR_BATCH + n) as i64;
+                            if table == "jobs" {
+                                insert
+                                    .execute(rusqlite::params![
+                                        &id[..],
+                                        &body,
+                                        at,
+                                        &owner_h[..],
+                                        &label_h[..],
+                                        &repo_h[..]
+                                    ])
+                                    .unwrap();
+                            } else {
+                                insert.execute(rusqlite::params![&id[..], &body]).unwrap();
+                            }
+                        }
+                    }
+                    tx.commit().unwrap();
+                }
+                start.elapsed()
+            })
+        });
+    }
 }
 
 fn sealing(c: &mut Criterion) {

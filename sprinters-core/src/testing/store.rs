@@ -354,7 +354,20 @@ pub async fn deliveries_recorded_with_writes(store: &dyn JobStore) {
         "checked before the create"
     );
 
-    // A lost compare-and-swap records nothing either.
+    // A lost compare-and-swap records nothing either: a create of a job
+    // that exists, and a replace at a version it is not at.
+    let taken = store
+        .put_job(PutJob::create(running.clone()).with_delivery(delivery("conformance-write-2")))
+        .await
+        .unwrap_err();
+    assert_eq!(*taken.kind(), ErrorKind::Conflict, "{taken}");
+    assert!(
+        !store
+            .delivery_seen(DeliveryId::parse("conformance-write-2").unwrap())
+            .await
+            .unwrap(),
+        "a create refused records no delivery"
+    );
     let stale = store
         .put_job(
             PutJob::replace(running.clone(), v1 + 7).with_delivery(delivery("conformance-write-2")),

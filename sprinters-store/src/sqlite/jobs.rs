@@ -158,6 +158,17 @@ fn get_row(conn: &Connection, keys: &Keys, id: &[u8; 16]) -> Result<Option<Versi
     }
 }
 
+/// A row refused because its key is taken (a unique index or a primary
+/// key): the one constraint error a caller can cause.
+fn violates_key(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+    )
+}
+
 fn delivery_h(keys: &Keys, id: &DeliveryId) -> [u8; 16] {
     keys.opaque("delivery", id.as_str().as_bytes())
 }
@@ -307,36 +318,41 @@ impl JobStore for SqliteJobStore {
         let key = request.record.key;
         let expected = request.expected;
         self.write(move |w| {
-            if let Some((h, _, id)) = &delivery {
-                let seen = w
-                    .conn
-                    .prepare_cached("SELECT 1 FROM deliveries WHERE id = ?1")
-                    .and_then(|mut s| s.exists([&h[..]]))
-                    .map_err(|e| sql_error("reading a delivery", e))?;
-                if seen {
-                    return Err(Error::duplicate(format!(
-                        "delivery {id} was processed already"
-                    )));
-                }
+            // A delivery seen already, and a create of a job that exists,
+            // are refused by the tables' keys: no lookup before either (a
+            // create is the common write, and the writer is one thread).
+            if let Some((h, at, id)) = &delivery {
+                w.conn
+                    .prepare_cached("INSERT INTO deliveries (id, received_at) VALUES (?1, ?2)")
+                    .and_then(|mut s| s.execute(params![&h[..], at]))
+                    .map_err(|e| {
+                        if violates_key(&e) {
+                            Error::duplicate(format!("delivery {id} was processed already"))
+                        } else {
+                            sql_error("recording a delivery", e)
+                        }
+                    })?;
             }
-            let row: Option<(u64, Vec<u8>, bool)> = w
-                .conn
-                .prepare_cached(
-                    "SELECT version, label_h, spares > 0 AND active FROM jobs WHERE id = ?1",
-                )
-                .and_then(|mut s| {
-                    s.query_row([&c.id[..]], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                        .optional()
-                })
-                .map_err(|e| sql_error("reading a job's version", e))?;
+            let row: Option<(u64, Vec<u8>, bool)> = match expected {
+                None => None,
+                Some(_) => w
+                    .conn
+                    .prepare_cached(
+                        "SELECT version, label_h, spares > 0 AND active FROM jobs WHERE id = ?1",
+                    )
+                    .and_then(|mut s| {
+                        s.query_row([&c.id[..]], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                            .optional()
+                    })
+                    .map_err(|e| sql_error("reading a job's version", e))?,
+            };
             let current = row.as_ref().map(|(v, _, _)| *v);
-            if current != expected {
-                return Err(match expected {
-                    None => Error::conflict(format!("job {key} already exists")),
-                    Some(v) => Error::conflict(format!(
-                        "job {key} is not at version {v} (changed by another writer, or absent)"
-                    )),
-                });
+            if let Some(v) = expected
+                && current != Some(v)
+            {
+                return Err(Error::conflict(format!(
+                    "job {key} is not at version {v} (changed by another writer, or absent)"
+                )));
             }
             let version = expected.map_or(1, |v| v + 1);
             let (key_id, body) = w.seal(
@@ -380,13 +396,13 @@ impl JobStore for SqliteJobStore {
                         c.spares,
                     ])
                 })
-                .map_err(|e| sql_error("writing a job", e))?;
-            if let Some((h, at, _)) = &delivery {
-                w.conn
-                    .prepare_cached("INSERT INTO deliveries (id, received_at) VALUES (?1, ?2)")
-                    .and_then(|mut s| s.execute(params![&h[..], at]))
-                    .map_err(|e| sql_error("recording a delivery", e))?;
-            }
+                .map_err(|e| {
+                    if expected.is_none() && violates_key(&e) {
+                        Error::conflict(format!("job {key} already exists"))
+                    } else {
+                        sql_error("writing a job", e)
+                    }
+                })?;
             // Last, once nothing in this write can fail any more.
             let had = row
                 .filter(|(_, _, spare)| *spare)

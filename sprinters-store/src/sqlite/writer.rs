@@ -337,7 +337,7 @@ impl Writer {
                 "the store could not write: {why}"
             )));
         }
-        if let Err(e) = self.conn.execute_batch("SAVEPOINT write") {
+        if let Err(e) = self.run_cached("SAVEPOINT write") {
             let why = format!("starting a write: {e}");
             self.abort = Some(why.clone());
             return Err(Error::unavailable(why));
@@ -347,11 +347,12 @@ impl Writer {
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(self)))
             .unwrap_or_else(|_| Err(Error::integrity("a store write panicked; rolled back")));
         let settled = match &result {
-            Ok(_) => self.conn.execute_batch("RELEASE write"),
+            Ok(_) => self.run_cached("RELEASE write"),
             Err(_) => {
                 self.undo_to(mark);
                 self.lowered.truncate(lowered);
-                self.conn.execute_batch("ROLLBACK TO write; RELEASE write")
+                self.run_cached("ROLLBACK TO write")
+                    .and_then(|()| self.run_cached("RELEASE write"))
             }
         };
         if let Err(e) = settled {
@@ -361,6 +362,12 @@ impl Writer {
             });
         }
         result
+    }
+
+    /// Runs a statement without parameters or rows, prepared once per
+    /// connection: every write's savepoint would otherwise be parsed anew.
+    fn run_cached(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(sql)?.execute([]).map(drop)
     }
 
     /// The version of row `id` of `table` (`jobs`, `tenants`, `vault`) in
