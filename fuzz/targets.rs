@@ -17,12 +17,8 @@ use sprinters_github::webhook::{
 pub type Target = fn(&[u8]);
 
 /// The targets by name, as `cargo fuzz run <name>` knows them.
-pub const TARGETS: &[(&str, Target)] = &[
-    ("webhook", webhook),
-    ("labels", labels),
-    ("frames", frames),
-    ("config", config),
-];
+pub const TARGETS: &[(&str, Target)] =
+    &[("webhook", webhook), ("labels", labels), ("config", config)];
 
 const EVENTS: &[&str] = &[
     "workflow_job",
@@ -75,22 +71,6 @@ pub fn labels(data: &[u8]) {
     let _ = parser.parse_label(text);
     let job: Vec<&str> = text.lines().collect();
     let _ = parser.parse_job(&job);
-}
-
-/// The store's frame decoder on a segment as read from disk; with the low
-/// bit of the first byte set, the rest is wrapped in a frame whose length
-/// and checksums are right, so the fields behind them are reached.
-pub fn frames(data: &[u8]) {
-    let Some((mode, rest)) = data.split_first() else {
-        return;
-    };
-    let last = mode & 2 != 0;
-    if mode & 1 == 1 {
-        let _ =
-            sprinters_store::fuzzing::scan_segment(&sprinters_store::fuzzing::framed(rest), last);
-    } else {
-        let _ = sprinters_store::fuzzing::scan_segment(rest, last);
-    }
 }
 
 /// `serve`'s configuration file, with no environment overrides.

@@ -1,5 +1,6 @@
-//! The embedded stores, side by side: the SQLite store and the segment-log
-//! file store it replaces, in one run.
+//! The embedded store (SQLite), beside what the disk and SQLite allow, in
+//! one run. Until 2026-12-04 the segment-log store it replaced ran beside
+//! it here (`docs/store.md` has the figures and the commit to run again).
 //! - Durable writes per second, 1 and 64 writers, beside a plain
 //!   `write` + `fdatasync` loop on the same disk (target: 64 writers ≥ 20×
 //!   the plain loop, by group commit), and what SQLite itself allows on
@@ -26,7 +27,7 @@ use sprinters_core::ports::{JobStore, ListJobs, PutJob, RecordDelivery};
 use sprinters_core::testing::sample_record;
 use sprinters_core::time::Timestamp;
 use sprinters_store::crypto::Cipher;
-use sprinters_store::{FileJobStore, MasterKey, SqliteJobStore};
+use sprinters_store::{MasterKey, SqliteJobStore};
 
 const WRITES: u64 = 2048;
 
@@ -62,41 +63,39 @@ fn durable_writes(c: &mut Criterion) {
     });
 
     for writers in [1u64, 64] {
-        for kind in [Kind::File, Kind::Sqlite] {
-            group.bench_function(format!("{}_put_job_{writers}_writers", kind.name()), |b| {
-                b.to_async(&rt).iter_custom(|iters| async move {
-                    let dir = tempfile::tempdir().unwrap();
-                    let store = kind.open(dir.path(), &MasterKey::generate());
-                    let mut elapsed = Duration::ZERO;
-                    for i in 0..iters {
-                        let start = Instant::now();
-                        let tasks: Vec<_> = (0..writers)
-                            .map(|w| {
-                                let store = store.clone();
-                                tokio::spawn(async move {
-                                    for n in 0..WRITES / writers {
-                                        let id = i * 10_000_000 + w * 100_000 + n + 1;
-                                        store
-                                            .put_job(PutJob::create(sample_record(
-                                                id,
-                                                "octo-org/app",
-                                                n,
-                                            )))
-                                            .await
-                                            .unwrap();
-                                    }
-                                })
+        group.bench_function(format!("sqlite_put_job_{writers}_writers"), |b| {
+            b.to_async(&rt).iter_custom(|iters| async move {
+                let dir = tempfile::tempdir().unwrap();
+                let store = open(dir.path(), &MasterKey::generate());
+                let mut elapsed = Duration::ZERO;
+                for i in 0..iters {
+                    let start = Instant::now();
+                    let tasks: Vec<_> = (0..writers)
+                        .map(|w| {
+                            let store = store.clone();
+                            tokio::spawn(async move {
+                                for n in 0..WRITES / writers {
+                                    let id = i * 10_000_000 + w * 100_000 + n + 1;
+                                    store
+                                        .put_job(PutJob::create(sample_record(
+                                            id,
+                                            "octo-org/app",
+                                            n,
+                                        )))
+                                        .await
+                                        .unwrap();
+                                }
                             })
-                            .collect();
-                        for t in tasks {
-                            t.await.unwrap();
-                        }
-                        elapsed += start.elapsed();
+                        })
+                        .collect();
+                    for t in tasks {
+                        t.await.unwrap();
                     }
-                    elapsed
-                })
-            });
-        }
+                    elapsed += start.elapsed();
+                }
+                elapsed
+            })
+        });
     }
     sqlite_floors(&mut group, record_len);
     group.finish();
@@ -227,26 +226,8 @@ const REOPEN_JOBS: u64 = 1_000_000;
 /// Set in the child process that measures a fresh open: `kind:dir:key`.
 const MEASURE_ENV: &str = "SPRINTERS_BENCH_MEASURE_OPEN";
 
-#[derive(Clone, Copy)]
-enum Kind {
-    File,
-    Sqlite,
-}
-
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::File => "file",
-            Kind::Sqlite => "sqlite",
-        }
-    }
-
-    fn open(self, dir: &std::path::Path, key: &MasterKey) -> std::sync::Arc<dyn JobStore> {
-        match self {
-            Kind::File => std::sync::Arc::new(FileJobStore::open_with_key(dir, key).unwrap().0),
-            Kind::Sqlite => std::sync::Arc::new(SqliteJobStore::open_with_key(dir, key).unwrap()),
-        }
-    }
+fn open(dir: &std::path::Path, key: &MasterKey) -> std::sync::Arc<dyn JobStore> {
+    std::sync::Arc::new(SqliteJobStore::open_with_key(dir, key).unwrap())
 }
 
 fn resident_bytes() -> u64 {
@@ -259,10 +240,7 @@ fn resident_bytes() -> u64 {
 /// does) and one old job, and prints the resident set's growth per job.
 fn measure_open(spec: &str) {
     let mut parts = spec.splitn(3, ':');
-    let kind = match parts.next().unwrap() {
-        "file" => Kind::File,
-        _ => Kind::Sqlite,
-    };
+    let store_name = parts.next().unwrap().to_owned();
     let dir = std::path::PathBuf::from(parts.next().unwrap());
     let key = MasterKey::from_base64(parts.next().unwrap()).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -270,7 +248,7 @@ fn measure_open(spec: &str) {
         .build()
         .unwrap();
     let before = resident_bytes();
-    let store = kind.open(&dir, &key);
+    let store = open(&dir, &key);
     rt.block_on(async {
         store.list_jobs(ListJobs::active(10_000)).await.unwrap();
         store.list_jobs(ListJobs::newest(100)).await.unwrap();
@@ -278,7 +256,7 @@ fn measure_open(spec: &str) {
     let after = resident_bytes();
     println!(
         "store/{}_memory: {:.1} bytes per stored job in a fresh process (resident set {} KiB -> {} KiB, {} jobs with their deliveries)",
-        kind.name(),
+        store_name,
         after.saturating_sub(before) as f64 / REOPEN_JOBS as f64,
         before >> 10,
         after >> 10,
@@ -340,28 +318,24 @@ fn reopen(c: &mut Criterion) {
     let mut group = c.benchmark_group("store");
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(30));
-    for kind in [Kind::File, Kind::Sqlite] {
-        let dir = tempfile::tempdir().unwrap();
-        let started = Instant::now();
-        fill(&rt, kind.open(dir.path(), &key));
-        println!(
-            "store/{}_fill: {} jobs with deliveries written by 64 writers in {:.1} s",
-            kind.name(),
-            REOPEN_JOBS,
-            started.elapsed().as_secs_f64()
-        );
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .env(
-                MEASURE_ENV,
-                format!("{}:{}:{key_text}", kind.name(), dir.path().display()),
-            )
-            .output()
-            .unwrap();
-        print!("{}", String::from_utf8_lossy(&out.stdout));
-        group.bench_function(format!("{}_reopen_1m_jobs", kind.name()), |b| {
-            b.iter(|| drop(kind.open(dir.path(), &key)))
-        });
-    }
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    fill(&rt, open(dir.path(), &key));
+    println!(
+        "store/sqlite_fill: {REOPEN_JOBS} jobs with deliveries written by 64 writers in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(
+            MEASURE_ENV,
+            format!("sqlite:{}:{key_text}", dir.path().display()),
+        )
+        .output()
+        .unwrap();
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    group.bench_function("sqlite_reopen_1m_jobs", |b| {
+        b.iter(|| drop(open(dir.path(), &key)))
+    });
     group.finish();
 }
 

@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use aes_gcm::aead::{Aead, AeadCore, AeadInPlace, KeyInit, Payload};
+use aes_gcm::aead::{Aead, AeadCore, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 
 /// The nonce length of AES-GCM: 96 bits.
@@ -47,21 +47,6 @@ impl Cipher {
             )
             .unwrap_or_default();
         (nonce.into(), ciphertext)
-    }
-
-    /// Seals in place: `buf[nonce_at..nonce_at + 12]` receives a fresh
-    /// nonce, what follows it (the plaintext) becomes ciphertext, and the
-    /// tag is appended. No allocation, no copy of the record.
-    pub(crate) fn seal_in_place(&self, aad: &[u8], buf: &mut Vec<u8>, nonce_at: usize) {
-        let nonce = Aes256Gcm::generate_nonce(&mut rand::thread_rng());
-        buf[nonce_at..nonce_at + NONCE_LEN].copy_from_slice(&nonce);
-        // Encryption only fails for inputs over 64 GiB.
-        if let Ok(tag) =
-            self.0
-                .encrypt_in_place_detached(&nonce, aad, &mut buf[nonce_at + NONCE_LEN..])
-        {
-            buf.extend_from_slice(&tag);
-        }
     }
 
     /// Decrypts and authenticates.

@@ -2,28 +2,18 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod compact;
 pub mod crypto;
-mod frame;
 mod fsio;
-#[cfg(feature = "fuzzing")]
-#[cfg_attr(docsrs, doc(cfg(feature = "fuzzing")))]
-pub mod fuzzing;
-mod index;
 mod keyring;
 mod keys;
 mod latency;
-mod log;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 mod postgres;
 mod rows;
+mod sealed;
 mod sqlite;
-mod store;
-mod tenants;
-mod vault;
 
-pub use compact::CompactionReport;
 pub use keys::{
     EnvKeyProvider, FileKeyProvider, KeyProvider, MASTER_KEY_ENV, MasterKey, StaticKeyProvider,
 };
@@ -35,4 +25,3 @@ pub use postgres::{
     PostgresStoreBuilder,
 };
 pub use sqlite::{BackupReport, DATABASE_FILE, SqliteJobStore, backup};
-pub use store::{FileJobStore, OpenReport};

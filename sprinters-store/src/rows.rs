@@ -17,6 +17,14 @@ pub(crate) fn millis(t: Timestamp) -> i64 {
 }
 
 /// An opaque id read back from a column: 16 bytes, or the store is damaged.
+/// A job's key as the bytes its opaque id is computed from.
+pub(crate) fn job_id_bytes(key: sprinters_core::domain::JobKey) -> [u8; 12] {
+    let mut b = [0u8; 12];
+    b[..8].copy_from_slice(&key.job_id.get().to_le_bytes());
+    b[8..].copy_from_slice(&key.run_attempt.get().to_le_bytes());
+    b
+}
+
 pub(crate) fn opaque_id(raw: &[u8], what: &str) -> Result<[u8; 16]> {
     raw.try_into()
         .map_err(|_| Error::integrity(format!("a {what} id in the store is not 16 bytes")))

@@ -1,12 +1,12 @@
 //! The SQLite store passes the core conformance suites, before and after a
-//! reopen; so does the file store it replaced as the default.
+//! reopen.
 
 // Test helpers fail the test by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use sprinters_core::ports::{JobStore, ListJobs};
 use sprinters_core::testing;
-use sprinters_store::{FileJobStore, MasterKey, SqliteJobStore};
+use sprinters_store::{MasterKey, SqliteJobStore};
 
 #[tokio::test]
 async fn sqlite_store_passes_the_job_store_suite() {
@@ -15,17 +15,10 @@ async fn sqlite_store_passes_the_job_store_suite() {
     testing::job_store(&store).await;
 }
 
+/// The launch slots a claim holds are counted from the rows, not from
+/// anything the process kept: they hold across a reopen.
 #[tokio::test]
-async fn file_store_passes_the_job_store_suite() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, _) = FileJobStore::open_with_key(dir.path(), &MasterKey::generate()).unwrap();
-    testing::job_store(&store).await;
-}
-
-/// The file store's count of launch slots lives in memory: it is rebuilt
-/// from the active records when the store opens.
-#[tokio::test]
-async fn a_reopened_file_store_still_counts_the_slots_held() {
+async fn a_reopened_store_still_counts_the_slots_held() {
     use sprinters_core::domain::AccountId;
     use sprinters_core::ports::{Claim, ClaimJob, PutJob, SlotCaps};
     use sprinters_core::time::Timestamp;
@@ -42,14 +35,14 @@ async fn a_reopened_file_store_still_counts_the_slots_held() {
         r
     };
     {
-        let (store, _) = FileJobStore::open_with_key(dir.path(), &key).unwrap();
+        let store = SqliteJobStore::open_with_key(dir.path(), &key).unwrap();
         for n in [1, 2] {
             store.put_job(PutJob::create(job(n))).await.unwrap();
         }
         let first = ClaimJob::new(job(1).key, "a", now, ttl).within(caps);
         assert!(store.claim_job(first).await.unwrap().granted().is_some());
     }
-    let (store, _) = FileJobStore::open_with_key(dir.path(), &key).unwrap();
+    let store = SqliteJobStore::open_with_key(dir.path(), &key).unwrap();
     let second = ClaimJob::new(job(2).key, "a", now, ttl).within(caps);
     assert!(
         matches!(store.claim_job(second).await.unwrap(), Claim::Full(_)),

@@ -16,7 +16,7 @@ pub struct StoredKeyProvider {
 }
 
 impl StoredKeyProvider {
-    /// Keys from `vault` (the file store, or any [`CredentialVault`]).
+    /// Keys from `vault` (the SQLite or PostgreSQL store, or any [`CredentialVault`]).
     pub fn new(vault: Arc<dyn CredentialVault>) -> Self {
         Self { vault }
     }

@@ -51,8 +51,7 @@ impl Layer for ObserveLayer {
 /// [`Unavailable`](crate::ErrorKind::Unavailable), which the engine retries,
 /// and drops it: nothing waits on a service that never answers. The ports
 /// of the SDK's adapters in use (SQLite, PostgreSQL, GitHub, AWS) may be
-/// dropped at any await without leaving state half done; the segment-log
-/// `FileJobStore`, kept only to compare stores, may not. Not for [`EventSource::poll`](crate::ports::EventSource::poll),
+/// dropped at any await without leaving state half done. Not for [`EventSource::poll`](crate::ports::EventSource::poll),
 /// which waits for work by design: wrap a source's adapter calls inside it
 /// instead.
 #[derive(Debug, Clone, Copy)]

@@ -18,9 +18,9 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::PostgresJobStore;
-use crate::frame::{self, Kind};
+use crate::rows::job_id_bytes;
 use crate::rows::{self, millis};
-use crate::store::job_id_bytes;
+use crate::sealed::{self, Kind};
 
 /// A statement's parameters, built up clause by clause.
 type Params = Vec<Box<dyn ToSql + Sync + Send>>;
@@ -163,7 +163,7 @@ impl PostgresJobStore {
                 &self.inner.db,
                 client,
                 &scope,
-                |key_id| frame::aad(Kind::Job, key_id, &record_id, version).to_vec(),
+                |key_id| sealed::aad(Kind::Job, key_id, &record_id, version).to_vec(),
                 &plaintext,
             )
             .await
@@ -183,7 +183,7 @@ impl PostgresJobStore {
         let lease_owner: Option<String> = row.get(4);
         let lease_expires: Option<i64> = row.get(5);
         let record_id = rows::opaque_id(id, "job")?;
-        let aad = frame::aad(Kind::Job, key_id as u32, &record_id, sealed_version as u64);
+        let aad = sealed::aad(Kind::Job, key_id as u32, &record_id, sealed_version as u64);
         let Some(plaintext) = self
             .inner
             .keys

@@ -2,7 +2,7 @@
 //! database (the `postgres` feature).
 //!
 //! What the database sees: sealed record bodies (AES-256-GCM under the same
-//! per-account data keys as the file store, the key ring itself wrapped by
+//! per-account data keys as the SQLite store, the key ring itself wrapped by
 //! the master key in the database) and the few columns the queries need:
 //! keyed hashes of the record id, owner, account and label set, the queue
 //! time, the state, and the launch claim's holder and expiry. No

@@ -9,7 +9,7 @@ use sprinters_core::{Error, Result};
 use zeroize::Zeroizing;
 
 use super::PostgresJobStore;
-use crate::frame::{self, Kind};
+use crate::sealed::{self, Kind};
 
 impl PostgresJobStore {
     fn tenant_id(&self, owner_id: OwnerId) -> [u8; 16] {
@@ -32,7 +32,7 @@ impl PostgresJobStore {
         let version: i64 = row.get(1);
         let key_id: i32 = row.get(2);
         let body: &[u8] = row.get(3);
-        let aad = frame::aad(Kind::Tenant, key_id as u32, &id, version as u64);
+        let aad = sealed::aad(Kind::Tenant, key_id as u32, &id, version as u64);
         let Some(plaintext) = self
             .inner
             .keys
@@ -100,7 +100,7 @@ impl PostgresJobStore {
                 db,
                 &client,
                 &scope,
-                |key_id| frame::aad(Kind::Tenant, key_id, &id, version).to_vec(),
+                |key_id| sealed::aad(Kind::Tenant, key_id, &id, version).to_vec(),
                 &plaintext,
             )
             .await?;

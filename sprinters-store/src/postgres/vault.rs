@@ -7,8 +7,8 @@ use sprinters_core::vault::{CredentialVault, StoredAccessKey};
 use sprinters_core::{Error, Result};
 
 use super::PostgresJobStore;
-use crate::frame::{self, Kind};
 use crate::rows;
+use crate::sealed::{self, Kind};
 
 impl PostgresJobStore {
     fn vault_id(&self, owner: OwnerId, account: &AccountId) -> [u8; 16] {
@@ -29,7 +29,7 @@ impl PostgresJobStore {
         let version: i64 = row.get(0);
         let key_id: i32 = row.get(1);
         let body: &[u8] = row.get(2);
-        let aad = frame::aad(Kind::Vault, key_id as u32, &id, version as u64);
+        let aad = sealed::aad(Kind::Vault, key_id as u32, &id, version as u64);
         let Some(plaintext) = self
             .inner
             .keys
@@ -85,7 +85,7 @@ impl CredentialVault for PostgresJobStore {
                     db,
                     &client,
                     &scope,
-                    |key_id| frame::aad(Kind::Vault, key_id, &id, version as u64).to_vec(),
+                    |key_id| sealed::aad(Kind::Vault, key_id, &id, version as u64).to_vec(),
                     &plaintext,
                 )
                 .await?;

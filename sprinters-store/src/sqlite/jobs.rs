@@ -17,9 +17,9 @@ use sprinters_core::{Error, Result};
 
 use super::keys::Keys;
 use super::{SqliteJobStore, sql_error};
-use crate::frame::{self, Kind};
+use crate::rows::job_id_bytes;
 use crate::rows::{self, millis};
-use crate::store::job_id_bytes;
+use crate::sealed::{self, Kind};
 
 /// Retention deletes this many rows per transaction, so that a large purge
 /// never holds the writer long.
@@ -135,7 +135,7 @@ fn open_row(keys: &Keys, id: &[u8; 16], row: &Row<'_>) -> Result<Option<Versione
     let body: Vec<u8> = row.get(3).map_err(read)?;
     let lease_owner: Option<String> = row.get(4).map_err(read)?;
     let lease_expires: Option<i64> = row.get(5).map_err(read)?;
-    let aad = frame::aad(Kind::Job, key_id, id, sealed_version as u64);
+    let aad = sealed::aad(Kind::Job, key_id, id, sealed_version as u64);
     let Some(plaintext) = keys.open_body(key_id, &aad, &body, "a job record")? else {
         return Ok(None);
     };
@@ -357,7 +357,7 @@ impl JobStore for SqliteJobStore {
             let version = expected.map_or(1, |v| v + 1);
             let (key_id, body) = w.seal(
                 &scope,
-                |key_id| frame::aad(Kind::Job, key_id, &c.id, version).to_vec(),
+                |key_id| sealed::aad(Kind::Job, key_id, &c.id, version).to_vec(),
                 &plaintext,
             )?;
             // A replace updates the row in place; a create appends one.

@@ -582,6 +582,56 @@ mod tests {
         );
     }
 
+    /// A data key seals at most `SEALS_PER_KEY` bodies (5 in tests): the
+    /// next seal of its scope takes a new key, and every body sealed under
+    /// the retired ones still opens, before and after a reopen.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_data_key_is_retired_at_its_seal_limit_and_still_opens_old_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::generate();
+        let account = AccountId::parse("111111111111").unwrap();
+        let jobs = 3 * crate::keyring::SEALS_PER_KEY + 1;
+        let store = SqliteJobStore::open_with_key(dir.path(), &master).unwrap();
+        let scope = store.inner.keys.scope_of(Some(&account));
+        for id in 1..=jobs {
+            store
+                .put_job(PutJob::create(account_record(id, account.as_str())))
+                .await
+                .unwrap();
+        }
+        let keys_of_scope = |store: &SqliteJobStore| {
+            let conn = rusqlite::Connection::open(store.inner.path.clone()).unwrap();
+            conn.query_row(
+                "SELECT COUNT(*), SUM(active) FROM data_keys WHERE scope = ?1",
+                [&scope],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            keys_of_scope(&store),
+            (4, 1),
+            "{jobs} seals at 5 a key: four keys, one of them active"
+        );
+        let job = |id| {
+            sprinters_core::domain::JobKey::new(
+                sprinters_core::domain::JobId::new(id),
+                sprinters_core::domain::RunAttempt::FIRST,
+            )
+        };
+        for id in 1..=jobs {
+            assert!(store.get_job(job(id)).await.unwrap().is_some(), "job {id}");
+        }
+        drop(store);
+        let store = SqliteJobStore::open_with_key(dir.path(), &master).unwrap();
+        for id in 1..=jobs {
+            assert!(
+                store.get_job(job(id)).await.unwrap().is_some(),
+                "job {id} after a reopen"
+            );
+        }
+    }
+
     /// A write that changes the key state and then fails (or panics) is
     /// rolled back alone: its key is forgotten, the writes beside it in
     /// the batch commit, and everything reads back after a reopen.

@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use super::keys::Keys;
 use super::{SqliteJobStore, sql_error};
-use crate::frame::{self, Kind};
+use crate::sealed::{self, Kind};
 
 fn tenant_id(keys: &Keys, owner_id: OwnerId) -> [u8; 16] {
     keys.opaque("tenant", &owner_id.get().to_le_bytes())
@@ -24,7 +24,7 @@ fn open_tenant(keys: &Keys, row: &Row<'_>) -> Result<Option<Versioned<TenantReco
     let version: i64 = row.get(1).map_err(read)?;
     let key_id: u32 = row.get(2).map_err(read)?;
     let body: Vec<u8> = row.get(3).map_err(read)?;
-    let aad = frame::aad(Kind::Tenant, key_id, &id, version as u64);
+    let aad = sealed::aad(Kind::Tenant, key_id, &id, version as u64);
     let Some(plaintext) = keys.open_body(key_id, &aad, &body, "a tenant record")? else {
         return Ok(None);
     };
@@ -83,7 +83,7 @@ impl SqliteJobStore {
             let version = current.unwrap_or(0) + 1;
             let (key_id, body) = w.seal(
                 &scope,
-                |key_id| frame::aad(Kind::Tenant, key_id, &id, version).to_vec(),
+                |key_id| sealed::aad(Kind::Tenant, key_id, &id, version).to_vec(),
                 &plaintext,
             )?;
             w.conn

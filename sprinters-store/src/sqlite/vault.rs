@@ -9,8 +9,8 @@ use sprinters_core::{Error, Result};
 
 use super::keys::Keys;
 use super::{SqliteJobStore, sql_error};
-use crate::frame::{self, Kind};
 use crate::rows;
+use crate::sealed::{self, Kind};
 
 type Slot = (OwnerId, AccountId);
 
@@ -29,7 +29,7 @@ fn open_key(keys: &Keys, row: &Row<'_>) -> Result<Option<(Slot, StoredAccessKey)
     let version: i64 = row.get(1).map_err(read)?;
     let key_id: u32 = row.get(2).map_err(read)?;
     let body: Vec<u8> = row.get(3).map_err(read)?;
-    let aad = frame::aad(Kind::Vault, key_id, &id, version as u64);
+    let aad = sealed::aad(Kind::Vault, key_id, &id, version as u64);
     let Some(plaintext) = keys.open_body(key_id, &aad, &body, "a stored access key")? else {
         return Ok(None);
     };
@@ -61,7 +61,7 @@ impl CredentialVault for SqliteJobStore {
             let version = current.map_or(1, |v| v + 1);
             let (key_id, body) = w.seal(
                 &scope,
-                |key_id| frame::aad(Kind::Vault, key_id, &id, version).to_vec(),
+                |key_id| sealed::aad(Kind::Vault, key_id, &id, version).to_vec(),
                 &plaintext,
             )?;
             w.conn

@@ -331,8 +331,8 @@ impl CloudLauncher for Chaotic<dyn CloudLauncher> {
     }
 }
 
-/// The store does not fail (the file store refuses writes only on a
-/// broken disk), but the control plane may crash around any write.
+/// The store does not fail (the embedded store refuses writes only on
+/// a broken disk), but the control plane may crash around any write.
 #[async_trait]
 impl JobStore for Chaotic<dyn JobStore> {
     async fn get_job(&self, key: JobKey) -> Result<Option<Versioned<JobRecord>>> {
