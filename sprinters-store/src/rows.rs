@@ -16,7 +16,6 @@ pub(crate) fn millis(t: Timestamp) -> i64 {
     i64::try_from(t.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// An opaque id read back from a column: 16 bytes, or the store is damaged.
 /// A job's key as the bytes its opaque id is computed from.
 pub(crate) fn job_id_bytes(key: sprinters_core::domain::JobKey) -> [u8; 12] {
     let mut b = [0u8; 12];
@@ -25,6 +24,7 @@ pub(crate) fn job_id_bytes(key: sprinters_core::domain::JobKey) -> [u8; 12] {
     b
 }
 
+/// An opaque id read back from a column: 16 bytes, or the store is damaged.
 pub(crate) fn opaque_id(raw: &[u8], what: &str) -> Result<[u8; 16]> {
     raw.try_into()
         .map_err(|_| Error::integrity(format!("a {what} id in the store is not 16 bytes")))

@@ -10,8 +10,8 @@ use std::process::Command;
 /// Crates that exist only to stand in for a service in tests.
 const TEST_ONLY_CRATES: &[&str] = &["wiremock", "mockall", "aws-smithy-mocks", "proptest"];
 
-/// Features that compile stand-ins, test keys or fuzzing hooks in.
-const TEST_ONLY_FEATURES: &[&str] = &["testing", "fuzzing", "test-util"];
+/// Features that compile stand-ins or test keys in.
+const TEST_ONLY_FEATURES: &[&str] = &["testing", "test-util"];
 
 #[test]
 fn the_sprinters_binary_links_no_stand_in_mock_or_test_key() {

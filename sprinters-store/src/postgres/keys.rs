@@ -1,6 +1,7 @@
 //! The key ring in the database: the master-key check and the index key in
 //! `sprinters_keyring`, one row per data key in `sprinters_data_keys`, every
-//! key wrapped by the master key exactly as in `keyring.json`.
+//! key wrapped by the master key exactly as in the SQLite store's
+//! `keyring` and `data_keys` tables.
 //!
 //! Replicas share the data keys. Seals are counted by reserving blocks in
 //! the key's row (`reserved`), so that, summed over replicas and crashes,

@@ -320,7 +320,9 @@ impl JobStore for SqliteJobStore {
         self.write(move |w| {
             // A delivery seen already, and a create of a job that exists,
             // are refused by the tables' keys: no lookup before either (a
-            // create is the common write, and the writer is one thread).
+            // create is the common write, and the writer is one thread). A
+            // refused create has sealed its body by then; the seal stays
+            // counted against the key, which only retires it sooner.
             if let Some((h, at, id)) = &delivery {
                 w.conn
                     .prepare_cached("INSERT INTO deliveries (id, received_at) VALUES (?1, ?2)")

@@ -165,6 +165,9 @@ impl SqliteJobStore {
         };
         conn.execute_batch("COMMIT")
             .map_err(|e| sql_error("opening the store", e))?;
+        // The writer runs a dozen statements per kind of write; rusqlite's
+        // default cache of 16 would evict and re-parse them.
+        conn.set_prepared_statement_cache_capacity(64);
         let keys = Arc::new(keys);
         let spares = Arc::new(spares::SpareCounts::load(&conn)?);
         let commits = Arc::new(AtomicU64::new(0));
