@@ -344,13 +344,12 @@ async fn shutdown_finishes_in_flight_launches_and_starts_no_new_ones() {
 
 /// Starts `engine.run` in the background; send on the channel to stop it.
 fn spawn_run(
-    bed: &TestBed,
+    engine: sprinters_core::engine::Engine,
 ) -> (
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<sprinters_core::Result<()>>,
 ) {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let engine = bed.engine.clone();
     let running = tokio::spawn(async move {
         engine
             .run(async {
@@ -368,7 +367,7 @@ async fn run_takes_deliveries_from_a_pull_source_and_acknowledges_them() {
     for (i, j) in jobs.iter().enumerate() {
         bed.source.push(bed.delivery(&format!("q-{i}"), j.queued()));
     }
-    let (stop, running) = spawn_run(&bed);
+    let (stop, running) = spawn_run(bed.engine.clone());
     bed.source.wait_acked(3).await;
     bed.settle().await;
     stop.send(()).unwrap();
@@ -387,7 +386,7 @@ async fn run_retries_on_its_tick_without_any_new_event() {
         .fail_next("launch", 1, || sprinters_core::Error::unavailable("blip"));
     let job = bed.job(1);
     bed.source.push(bed.delivery("q", job.queued()));
-    let (stop, running) = spawn_run(&bed);
+    let (stop, running) = spawn_run(bed.engine.clone());
     bed.source.wait_acked(1).await;
     bed.settle().await;
     assert_eq!(bed.record(&job).await.state, JobState::Queued);
@@ -771,24 +770,41 @@ async fn a_job_whose_runner_another_took_waits_for_a_slot_like_any_other() {
     }
 }
 
-/// A pull source that always has a delivery at once (a busy queue).
+/// A pull source that answers every poll at once: with one delivery (a
+/// busy queue) or with nothing (a short poll). Counts its answers; a poll
+/// dropped before it answered is not one.
 #[derive(Debug, Default)]
-struct Busy(std::sync::atomic::AtomicU64);
+struct Prompt {
+    busy: bool,
+    answered: std::sync::atomic::AtomicU64,
+}
+
+impl Prompt {
+    fn answered(&self) -> u64 {
+        self.answered.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
 
 #[async_trait::async_trait]
-impl sprinters_core::ports::EventSource for Busy {
+impl sprinters_core::ports::EventSource for Prompt {
     async fn poll(
         &self,
         _: sprinters_core::ports::Poll,
     ) -> sprinters_core::Result<sprinters_core::ports::Polled> {
         tokio::task::yield_now().await;
-        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let delivery = sprinters_core::events::Delivery {
-            id: sprinters_core::domain::DeliveryId::parse(&format!("busy-{n}")).unwrap(),
-            received_at: sprinters_core::time::Timestamp::from_millis(0),
-            event: sprinters_core::events::Event::Ping,
+        let n = self
+            .answered
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let deliveries = if self.busy {
+            vec![sprinters_core::events::Delivery {
+                id: sprinters_core::domain::DeliveryId::parse(&format!("busy-{n}")).unwrap(),
+                received_at: sprinters_core::time::Timestamp::from_millis(0),
+                event: sprinters_core::events::Event::Ping,
+            }]
+        } else {
+            Vec::new()
         };
-        Ok(sprinters_core::ports::Polled::new(vec![delivery]))
+        Ok(sprinters_core::ports::Polled::new(deliveries))
     }
     async fn ack(&self, _: sprinters_core::ports::Ack) -> sprinters_core::Result<()> {
         Ok(())
@@ -811,7 +827,10 @@ impl sprinters_core::observe::EngineObserver for Passes {
 async fn a_source_that_always_has_work_does_not_starve_the_tick() {
     let bed = TestBed::new();
     let passes = Arc::new(Passes::default());
-    let busy = Arc::new(Busy::default());
+    let busy = Arc::new(Prompt {
+        busy: true,
+        ..Prompt::default()
+    });
     let engine = bed
         .builder()
         .source(busy.clone())
@@ -819,17 +838,10 @@ async fn a_source_that_always_has_work_does_not_starve_the_tick() {
         .build()
         .unwrap();
     let interval = engine.config().reconcile_interval + Duration::from_secs(1);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(async move {
-        engine
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let (stop, running) = spawn_run(engine);
     let count = || passes.0.load(std::sync::atomic::Ordering::SeqCst);
     // The loop runs (its tick is set) once the source has been polled.
-    while busy.0.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+    while busy.answered() == 0 {
         tokio::task::yield_now().await;
     }
     // Each step is a reconciliation interval: a tick that is not reset by
@@ -852,33 +864,13 @@ async fn a_source_that_always_has_work_does_not_starve_the_tick() {
     );
 }
 
-/// A pull source that answers at once with nothing (a short poll).
-#[derive(Debug, Default)]
-struct Empty(std::sync::atomic::AtomicU64);
-
-#[async_trait::async_trait]
-impl sprinters_core::ports::EventSource for Empty {
-    async fn poll(
-        &self,
-        _: sprinters_core::ports::Poll,
-    ) -> sprinters_core::Result<sprinters_core::ports::Polled> {
-        // Counted once answered: a poll dropped by a tick is not an answer.
-        tokio::task::yield_now().await;
-        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Ok(sprinters_core::ports::Polled::new(Vec::new()))
-    }
-    async fn ack(&self, _: sprinters_core::ports::Ack) -> sprinters_core::Result<()> {
-        Ok(())
-    }
-}
-
 /// After an empty answer the engine waits a second before it polls again
 /// (on its clock, across ticks): a source that answers at once with
 /// nothing does not spin the loop.
 #[tokio::test]
 async fn an_empty_poll_is_not_repeated_at_once() {
     let bed = TestBed::new();
-    let empty = Arc::new(Empty::default());
+    let empty = Arc::new(Prompt::default());
     // Ticks every 300 ms, so that a tick falls inside the one-second pause.
     let mut config = bed.engine.config().clone();
     config.tick_interval = Duration::from_millis(300);
@@ -888,15 +880,8 @@ async fn an_empty_poll_is_not_repeated_at_once() {
         .config(config)
         .build()
         .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(async move {
-        engine
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
-    let polls = || empty.0.load(std::sync::atomic::Ordering::SeqCst);
+    let (stop, running) = spawn_run(engine);
+    let polls = || empty.answered();
     for _ in 0..1_000 {
         tokio::task::yield_now().await;
     }

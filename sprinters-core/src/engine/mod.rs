@@ -397,19 +397,20 @@ impl Engine {
                 };
                 tokio::select! {
                     _ = &mut shutdown => break,
-                    polled = poll => match polled {
-                        Ok(polled) if polled.deliveries.is_empty() => {
-                            poll_after = Some(inner.clock.now().saturating_add(POLL_PAUSE));
-                        }
-                        Ok(polled) => {
-                            poll_after = None;
-                            self.take_in(polled.deliveries).await;
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "polling the event source failed");
-                            poll_after = Some(inner.clock.now().saturating_add(POLL_PAUSE));
-                        }
-                    },
+                    polled = poll => {
+                        let took = match polled {
+                            Ok(polled) if polled.deliveries.is_empty() => false,
+                            Ok(polled) => {
+                                self.take_in(polled.deliveries).await;
+                                true
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "polling the event source failed");
+                                false
+                            }
+                        };
+                        poll_after = (!took).then(|| inner.clock.now().saturating_add(POLL_PAUSE));
+                    }
                     _ = &mut tick => {
                         tick = inner.clock.sleep(inner.config.tick_interval);
                         // Owners connected, changed or removed through

@@ -356,32 +356,26 @@ pub async fn deliveries_recorded_with_writes(store: &dyn JobStore) {
 
     // A lost compare-and-swap records nothing either: a create of a job
     // that exists, and a replace at a version it is not at.
-    let taken = store
-        .put_job(PutJob::create(running.clone()).with_delivery(delivery("conformance-write-2")))
-        .await
-        .unwrap_err();
-    assert_eq!(*taken.kind(), ErrorKind::Conflict, "{taken}");
-    assert!(
-        !store
-            .delivery_seen(DeliveryId::parse("conformance-write-2").unwrap())
+    for (what, lost) in [
+        (
+            "a create of a job that exists",
+            PutJob::create(running.clone()),
+        ),
+        ("a stale replace", PutJob::replace(running.clone(), v1 + 7)),
+    ] {
+        let err = store
+            .put_job(lost.with_delivery(delivery("conformance-write-2")))
             .await
-            .unwrap(),
-        "a create refused records no delivery"
-    );
-    let stale = store
-        .put_job(
-            PutJob::replace(running.clone(), v1 + 7).with_delivery(delivery("conformance-write-2")),
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(*stale.kind(), ErrorKind::Conflict, "{stale}");
-    assert!(
-        !store
-            .delivery_seen(DeliveryId::parse("conformance-write-2").unwrap())
-            .await
-            .unwrap(),
-        "a delivery is never recorded without its write"
-    );
+            .unwrap_err();
+        assert_eq!(*err.kind(), ErrorKind::Conflict, "{what}: {err}");
+        assert!(
+            !store
+                .delivery_seen(DeliveryId::parse("conformance-write-2").unwrap())
+                .await
+                .unwrap(),
+            "{what} records no delivery"
+        );
+    }
 
     // The write that wins records it, and it is then a duplicate for
     // `record_delivery` too.

@@ -158,14 +158,15 @@ fn get_row(conn: &Connection, keys: &Keys, id: &[u8; 16]) -> Result<Option<Versi
     }
 }
 
-/// A row refused because its key is taken (a unique index or a primary
-/// key): the one constraint error a caller can cause.
-fn violates_key(e: &rusqlite::Error) -> bool {
+/// A row refused because `column` (`table.column`, unique or the primary
+/// key) holds its value already; a constraint on anything else is not.
+fn violates_key(e: &rusqlite::Error, column: &str) -> bool {
     matches!(
         e,
-        rusqlite::Error::SqliteFailure(f, _)
-            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
-                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+        rusqlite::Error::SqliteFailure(f, Some(message))
+            if (f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+                && message.ends_with(&format!(": {column}"))
     )
 }
 
@@ -328,7 +329,7 @@ impl JobStore for SqliteJobStore {
                     .prepare_cached("INSERT INTO deliveries (id, received_at) VALUES (?1, ?2)")
                     .and_then(|mut s| s.execute(params![&h[..], at]))
                     .map_err(|e| {
-                        if violates_key(&e) {
+                        if violates_key(&e, "deliveries.id") {
                             Error::duplicate(format!("delivery {id} was processed already"))
                         } else {
                             sql_error("recording a delivery", e)
@@ -399,7 +400,7 @@ impl JobStore for SqliteJobStore {
                     ])
                 })
                 .map_err(|e| {
-                    if expected.is_none() && violates_key(&e) {
+                    if expected.is_none() && violates_key(&e, "jobs.id") {
                         Error::conflict(format!("job {key} already exists"))
                     } else {
                         sql_error("writing a job", e)
