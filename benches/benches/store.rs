@@ -223,7 +223,7 @@ fn sealing(c: &mut Criterion) {
 }
 
 const REOPEN_JOBS: u64 = 1_000_000;
-/// Set in the child process that measures a fresh open: `kind:dir:key`.
+/// Set in the child process that measures a fresh open: `dir:key`.
 const MEASURE_ENV: &str = "SPRINTERS_BENCH_MEASURE_OPEN";
 
 fn open(dir: &std::path::Path, key: &MasterKey) -> std::sync::Arc<dyn JobStore> {
@@ -239,10 +239,10 @@ fn resident_bytes() -> u64 {
 /// In the child: opens the store, reads the active jobs (what every tick
 /// does) and one old job, and prints the resident set's growth per job.
 fn measure_open(spec: &str) {
-    let mut parts = spec.splitn(3, ':');
-    let store_name = parts.next().unwrap().to_owned();
-    let dir = std::path::PathBuf::from(parts.next().unwrap());
-    let key = MasterKey::from_base64(parts.next().unwrap()).unwrap();
+    // A base64 key holds no colon; the directory might.
+    let (dir, key) = spec.rsplit_once(':').unwrap();
+    let dir = std::path::PathBuf::from(dir);
+    let key = MasterKey::from_base64(key).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -255,8 +255,7 @@ fn measure_open(spec: &str) {
     });
     let after = resident_bytes();
     println!(
-        "store/{}_memory: {:.1} bytes per stored job in a fresh process (resident set {} KiB -> {} KiB, {} jobs with their deliveries)",
-        store_name,
+        "store/sqlite_memory: {:.1} bytes per stored job in a fresh process (resident set {} KiB -> {} KiB, {} jobs with their deliveries)",
         after.saturating_sub(before) as f64 / REOPEN_JOBS as f64,
         before >> 10,
         after >> 10,
@@ -326,10 +325,7 @@ fn reopen(c: &mut Criterion) {
         started.elapsed().as_secs_f64()
     );
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .env(
-            MEASURE_ENV,
-            format!("sqlite:{}:{key_text}", dir.path().display()),
-        )
+        .env(MEASURE_ENV, format!("{}:{key_text}", dir.path().display()))
         .output()
         .unwrap();
     print!("{}", String::from_utf8_lossy(&out.stdout));
